@@ -1,0 +1,2 @@
+//! Generates `src/protocol/messages/` from Kafka's JSON message definitions.
+fn main() {}
