@@ -24,6 +24,12 @@ pub trait Message: Sized + Default + Clone + PartialEq + std::fmt::Debug {
 
     /// Decodes the body of the message in `version` from `r`.
     fn decode(r: &mut Reader, version: i16) -> Result<Self, DecodeError>;
+
+    /// The broker's throttle time, for responses that carry one; the
+    /// connection layer delays the next request to that broker by it.
+    fn throttle_time_ms(&self) -> Option<i32> {
+        None
+    }
 }
 
 /// A request, tied to its API key and response type.
