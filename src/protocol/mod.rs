@@ -9,6 +9,7 @@ pub mod error;
 pub mod error_code;
 pub mod message;
 pub mod primitives;
+pub mod record;
 
 pub use api_key::ApiKey;
 pub use error::{DecodeError, DecodeErrorKind, EncodeError};

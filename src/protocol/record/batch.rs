@@ -1,0 +1,719 @@
+//! Magic v2 record batches: decoding, encoding and the producer's writer.
+//!
+//! Layout (big-endian): base offset i64, batch length i32 (bytes after this
+//! field), partition leader epoch i32, magic i8, CRC-32C u32 (over the rest),
+//! attributes i16, last offset delta i32, base timestamp i64, max timestamp
+//! i64, producer id i64, producer epoch i16, base sequence i32, record count
+//! i32, then the records (compressed as one block when a codec is set).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::compression;
+use super::{
+    BatchRecord, Budget, Compression, DecodeLimits, RecordBatch, RecordHeader, TimestampType,
+};
+use crate::protocol::error::{DecodeError, DecodeErrorKind, EncodeError};
+use crate::protocol::primitives::Reader;
+
+/// Size of a v2 batch header, i.e. of a batch with no records.
+pub const RECORD_BATCH_OVERHEAD: usize = 61;
+/// Smallest valid value of the batch length field.
+const MIN_BATCH_LENGTH: i32 = (RECORD_BATCH_OVERHEAD - 12) as i32;
+/// Smallest encoded record: length, attributes, timestamp delta, offset
+/// delta, key length, value length and header count, one byte each.
+const MIN_RECORD_SIZE: usize = 7;
+
+// Byte offsets of header fields, for patching an encoded batch.
+const LENGTH_AT: usize = 8;
+const MAGIC_AT: usize = 16;
+const CRC_AT: usize = 17;
+const ATTRIBUTES_AT: usize = 21;
+const PRODUCER_ID_AT: usize = 43;
+
+const COMPRESSION_MASK: i16 = 0x07;
+const TIMESTAMP_TYPE_BIT: i16 = 0x08;
+const TRANSACTIONAL_BIT: i16 = 0x10;
+const CONTROL_BIT: i16 = 0x20;
+const DELETE_HORIZON_BIT: i16 = 0x40;
+
+/// Decodes one v2 batch; `r` covers exactly the batch.
+pub(super) fn decode_batch(
+    r: &mut Reader,
+    limits: &DecodeLimits,
+    budget: &mut Budget,
+) -> Result<RecordBatch, DecodeError> {
+    decode_batch_inner(r, limits, budget).map_err(|e| e.context("RecordBatch"))
+}
+
+fn decode_batch_inner(
+    r: &mut Reader,
+    limits: &DecodeLimits,
+    budget: &mut Budget,
+) -> Result<RecordBatch, DecodeError> {
+    let base_offset = r.i64()?;
+    let length = r.i32()?;
+    if length < MIN_BATCH_LENGTH {
+        return Err(r.error(DecodeErrorKind::InvalidValue(format!(
+            "batch length {length} below the minimum of {MIN_BATCH_LENGTH}"
+        ))));
+    }
+    let partition_leader_epoch = r.i32()?;
+    let magic = r.i8()?;
+    if magic != 2 {
+        return Err(r.error(DecodeErrorKind::InvalidValue(format!(
+            "magic {magic} where 2 was expected"
+        ))));
+    }
+    let crc_pos = r.position();
+    let crc = r.u32()?;
+    if limits.verify_crc {
+        let covered = r.clone().take_rest();
+        let actual = crc32c::crc32c(&covered);
+        if actual != crc {
+            return Err(DecodeError::new(
+                DecodeErrorKind::CrcMismatch {
+                    expected: crc,
+                    actual,
+                },
+                crc_pos,
+            ));
+        }
+    }
+    let attributes_pos = r.position();
+    let attributes = r.i16()?;
+    let codec_id = (attributes & COMPRESSION_MASK) as u8;
+    let compression = Compression::from_id(codec_id).ok_or_else(|| {
+        DecodeError::new(
+            DecodeErrorKind::InvalidValue(format!("unknown compression codec id {codec_id}")),
+            attributes_pos,
+        )
+    })?;
+    let timestamp_type = if attributes & TIMESTAMP_TYPE_BIT != 0 {
+        TimestampType::LogAppendTime
+    } else {
+        TimestampType::CreateTime
+    };
+    let last_offset_delta = r.i32()?;
+    let base_timestamp = r.i64()?;
+    let max_timestamp = r.i64()?;
+    let producer_id = r.i64()?;
+    let producer_epoch = r.i16()?;
+    let base_sequence = r.i32()?;
+    let count = r.i32()?;
+    if count < 0 {
+        return Err(r.error(DecodeErrorKind::NegativeLength(count.into())));
+    }
+    let records = if compression == Compression::None {
+        decode_records(r, count as usize)?
+    } else {
+        let section_pos = r.position();
+        let section = r.take_rest();
+        let cap = budget.cap();
+        let plain = compression::decompress(compression, &section, cap, magic)
+            .map_err(|kind| DecodeError::new(kind, section_pos).context("records"))?;
+        budget.spend(plain.len());
+        let mut dr = Reader::new(Bytes::from(plain));
+        decode_records(&mut dr, count as usize).map_err(|e| e.context("decompressed records"))?
+    };
+    Ok(RecordBatch {
+        base_offset,
+        partition_leader_epoch,
+        magic,
+        compression,
+        timestamp_type,
+        is_transactional: attributes & TRANSACTIONAL_BIT != 0,
+        is_control: attributes & CONTROL_BIT != 0,
+        has_delete_horizon: attributes & DELETE_HORIZON_BIT != 0,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        records,
+    })
+}
+
+/// Decodes `count` records filling all of `r`.
+fn decode_records(r: &mut Reader, count: usize) -> Result<Vec<BatchRecord>, DecodeError> {
+    // The count comes from the wire: bound it by the bytes present before
+    // it sizes an allocation.
+    if count > r.remaining() / MIN_RECORD_SIZE {
+        return Err(r.error(DecodeErrorKind::LengthExceedsRemaining {
+            length: count as u64,
+            remaining: r.remaining(),
+        }));
+    }
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        records.push(decode_record(r).map_err(|e| e.context("Record"))?);
+    }
+    r.expect_end()?;
+    Ok(records)
+}
+
+fn decode_record(r: &mut Reader) -> Result<BatchRecord, DecodeError> {
+    let len = r.varint()?;
+    if len < 0 {
+        return Err(r.error(DecodeErrorKind::NegativeLength(len.into())));
+    }
+    let len = r.check_len(len as u64)?;
+    // Fields are read straight from `r` (no sub-reader per record, which
+    // would cost a reference-count round trip); a record whose fields do not
+    // add up to its length is rejected below.
+    let start = r.position();
+    let attributes = r.i8()?;
+    let timestamp_delta = r.varlong()?;
+    let offset_delta = r.varint()?;
+    let key = varint_bytes(r)?;
+    let value = varint_bytes(r)?;
+    let header_count = r.varint()?;
+    if header_count < 0 {
+        return Err(r.error(DecodeErrorKind::NegativeLength(header_count.into())));
+    }
+    // A header takes at least two bytes (key length and value length).
+    let header_count = header_count as usize;
+    if header_count > r.remaining() / 2 {
+        return Err(r.error(DecodeErrorKind::LengthExceedsRemaining {
+            length: header_count as u64,
+            remaining: r.remaining(),
+        }));
+    }
+    let mut headers = Vec::with_capacity(header_count);
+    for _ in 0..header_count {
+        let key_pos = r.position();
+        let key = varint_bytes(r)?.ok_or_else(|| {
+            DecodeError::new(DecodeErrorKind::UnexpectedNull, key_pos).context("Header.key")
+        })?;
+        let key = std::str::from_utf8(&key)
+            .map_err(|_| DecodeError::new(DecodeErrorKind::InvalidUtf8, key_pos))?
+            .to_owned();
+        let value = varint_bytes(r)?;
+        headers.push(RecordHeader { key, value });
+    }
+    let used = r.position() - start;
+    if used != len {
+        return Err(r.error(DecodeErrorKind::InvalidValue(format!(
+            "record length {len} but its fields take {used} bytes"
+        ))));
+    }
+    Ok(BatchRecord {
+        attributes,
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        headers,
+    })
+}
+
+/// Reads a varint-length byte string: `-1` is null, other negatives fail.
+fn varint_bytes(r: &mut Reader) -> Result<Option<Bytes>, DecodeError> {
+    match r.varint()? {
+        -1 => Ok(None),
+        n if n < 0 => Err(r.error(DecodeErrorKind::NegativeLength(n.into()))),
+        n => r.take(n as usize).map(Some),
+    }
+}
+
+// ---------------------------------------------------------------- encoding
+
+/// Bytes `v` takes as a zig-zag varint.
+fn varint_len(v: i32) -> usize {
+    uvarint_len(u64::from(((v << 1) ^ (v >> 31)) as u32))
+}
+
+/// Bytes `v` takes as a zig-zag varlong.
+fn varlong_len(v: i64) -> usize {
+    uvarint_len(((v << 1) ^ (v >> 63)) as u64)
+}
+
+fn uvarint_len(v: u64) -> usize {
+    let bits = 64 - (v | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+/// Writes an unsigned varint with one bounds check instead of one per byte.
+#[inline]
+fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
+    let mut tmp = [0u8; 10];
+    let mut n = 0;
+    for slot in tmp.iter_mut() {
+        if v < 0x80 {
+            *slot = v as u8;
+            n += 1;
+            break;
+        }
+        *slot = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf.put_slice(tmp.get(..n).unwrap_or(&tmp));
+}
+
+#[inline]
+fn put_varint(buf: &mut BytesMut, v: i32) {
+    put_uvarint(buf, u64::from(((v << 1) ^ (v >> 31)) as u32));
+}
+
+#[inline]
+fn put_varlong(buf: &mut BytesMut, v: i64) {
+    put_uvarint(buf, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn checked_len(what: &'static str, len: usize) -> Result<i32, EncodeError> {
+    i32::try_from(len).map_err(|_| EncodeError::TooLong {
+        what,
+        len,
+        max: i32::MAX as usize,
+    })
+}
+
+/// Encoded size of a nullable varint-length byte string.
+fn bytes_len(v: Option<usize>) -> Result<usize, EncodeError> {
+    Ok(match v {
+        None => 1,
+        Some(n) => varint_len(checked_len("record field", n)?) + n,
+    })
+}
+
+fn put_nullable(buf: &mut BytesMut, v: Option<&[u8]>) {
+    match v {
+        None => put_varint(buf, -1),
+        Some(b) => {
+            // Lengths were checked by the size computation.
+            put_varint(buf, b.len() as i32);
+            buf.put_slice(b);
+        }
+    }
+}
+
+/// Appends one record (length prefix included); returns its encoded size.
+fn write_record(
+    buf: &mut BytesMut,
+    attributes: i8,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[RecordHeader],
+) -> Result<usize, EncodeError> {
+    let mut body = 1
+        + varlong_len(timestamp_delta)
+        + varint_len(offset_delta)
+        + bytes_len(key.map(<[u8]>::len))?
+        + bytes_len(value.map(<[u8]>::len))?
+        + varint_len(checked_len("record headers", headers.len())?);
+    for h in headers {
+        body += bytes_len(Some(h.key.len()))? + bytes_len(h.value.as_ref().map(Bytes::len))?;
+    }
+    let body_i32 = checked_len("record", body)?;
+    let total = varint_len(body_i32) + body;
+    buf.reserve(total);
+    put_varint(buf, body_i32);
+    buf.put_i8(attributes);
+    put_varlong(buf, timestamp_delta);
+    put_varint(buf, offset_delta);
+    put_nullable(buf, key);
+    put_nullable(buf, value);
+    put_varint(buf, headers.len() as i32);
+    for h in headers {
+        put_nullable(buf, Some(h.key.as_bytes()));
+        put_nullable(buf, h.value.as_deref());
+    }
+    Ok(total)
+}
+
+/// An upper bound of the encoded size of one record, for the producer's
+/// batch sizing before the record is written (deltas are assumed to take
+/// their largest varint size). `None` lengths are null key/value.
+pub fn record_size_upper_bound(
+    key_len: Option<usize>,
+    value_len: Option<usize>,
+    headers: &[RecordHeader],
+) -> usize {
+    // length prefix 5, attributes 1, timestamp delta 10, offset delta 5,
+    // header count 5; each nullable byte string 5 + its bytes.
+    let field = |n: Option<usize>| 5 + n.unwrap_or(0);
+    let mut size = 5 + 1 + 10 + 5 + field(key_len) + field(value_len) + 5;
+    for h in headers {
+        size += field(Some(h.key.len())) + field(h.value.as_ref().map(Bytes::len));
+    }
+    size
+}
+
+/// The batch-level fields the producer chooses; records are added with
+/// [`RecordBatchWriter::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Base offset; `0` in produce requests (the broker assigns offsets).
+    pub base_offset: i64,
+    /// Leader epoch; `-1` from producers.
+    pub partition_leader_epoch: i32,
+    /// Idempotent/transactional producer id, or `-1`.
+    pub producer_id: i64,
+    /// Producer epoch, or `-1`.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, or `-1`.
+    pub base_sequence: i32,
+    /// Whether the batch belongs to a transaction.
+    pub is_transactional: bool,
+    /// Codec for the records.
+    pub compression: Compression,
+    /// Timestamp type to declare (producers send `CreateTime`).
+    pub timestamp_type: TimestampType,
+}
+
+impl Default for BatchHeader {
+    /// A plain (non-idempotent, uncompressed) producer batch.
+    fn default() -> Self {
+        Self {
+            base_offset: 0,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            is_transactional: false,
+            compression: Compression::None,
+            timestamp_type: TimestampType::CreateTime,
+        }
+    }
+}
+
+/// Header fields that are only known once all records are in.
+struct Totals {
+    count: i32,
+    last_offset_delta: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    is_control: bool,
+    has_delete_horizon: bool,
+}
+
+fn attributes(h: &BatchHeader, t: &Totals) -> i16 {
+    let mut a = i16::from(h.compression.id());
+    if h.timestamp_type == TimestampType::LogAppendTime {
+        a |= TIMESTAMP_TYPE_BIT;
+    }
+    if h.is_transactional {
+        a |= TRANSACTIONAL_BIT;
+    }
+    if t.is_control {
+        a |= CONTROL_BIT;
+    }
+    if t.has_delete_horizon {
+        a |= DELETE_HORIZON_BIT;
+    }
+    a
+}
+
+/// Writes the 61 header bytes, with length and CRC left zero for [`seal`].
+fn put_header(out: &mut BytesMut, h: &BatchHeader, t: &Totals) {
+    out.put_i64(h.base_offset);
+    out.put_i32(0);
+    out.put_i32(h.partition_leader_epoch);
+    out.put_i8(2);
+    out.put_u32(0);
+    out.put_i16(attributes(h, t));
+    out.put_i32(t.last_offset_delta);
+    out.put_i64(t.base_timestamp);
+    out.put_i64(t.max_timestamp);
+    out.put_i64(h.producer_id);
+    out.put_i16(h.producer_epoch);
+    out.put_i32(h.base_sequence);
+    out.put_i32(t.count);
+}
+
+/// Fills in length and CRC of the batch that starts at `batch[0]`; the CRC is
+/// computed once, over the final bytes.
+fn seal(batch: &mut [u8]) -> Result<(), EncodeError> {
+    let length = checked_len("record batch", batch.len().saturating_sub(12))?;
+    if let Some(dst) = batch.get_mut(LENGTH_AT..LENGTH_AT + 4) {
+        dst.copy_from_slice(&length.to_be_bytes());
+    }
+    let crc = crc32c::crc32c(batch.get(ATTRIBUTES_AT..).unwrap_or_default());
+    if let Some(dst) = batch.get_mut(CRC_AT..CRC_AT + 4) {
+        dst.copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(())
+}
+
+/// Writes a complete batch from its header and the uncompressed records.
+fn write_batch(
+    out: &mut BytesMut,
+    h: &BatchHeader,
+    t: &Totals,
+    records: &[u8],
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    let uncompressed = h.compression == Compression::None;
+    out.reserve(RECORD_BATCH_OVERHEAD + if uncompressed { records.len() } else { 64 });
+    put_header(out, h, t);
+    if uncompressed {
+        out.put_slice(records);
+    } else if let Err(e) = compression::compress(h.compression, records, out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let sealed = out.get_mut(start..).map_or(Ok(()), seal);
+    if sealed.is_err() {
+        out.truncate(start);
+    }
+    sealed
+}
+
+/// Encodes `batch` as a complete v2 batch (length, CRC and compression
+/// included), keeping its deltas and header fields as they are.
+pub fn encode_batch(buf: &mut BytesMut, batch: &RecordBatch) -> Result<(), EncodeError> {
+    if batch.magic != 2 {
+        return Err(EncodeError::UnsupportedVersion {
+            what: "RecordBatch",
+            version: batch.magic.into(),
+        });
+    }
+    let header = BatchHeader {
+        base_offset: batch.base_offset,
+        partition_leader_epoch: batch.partition_leader_epoch,
+        producer_id: batch.producer_id,
+        producer_epoch: batch.producer_epoch,
+        base_sequence: batch.base_sequence,
+        is_transactional: batch.is_transactional,
+        compression: batch.compression,
+        timestamp_type: batch.timestamp_type,
+    };
+    let totals = Totals {
+        count: checked_len("record batch records", batch.records.len())?,
+        last_offset_delta: batch.last_offset_delta,
+        base_timestamp: batch.base_timestamp,
+        max_timestamp: batch.max_timestamp,
+        is_control: batch.is_control,
+        has_delete_horizon: batch.has_delete_horizon,
+    };
+    let write = |dst: &mut BytesMut| -> Result<(), EncodeError> {
+        for r in &batch.records {
+            write_record(
+                dst,
+                r.attributes,
+                r.timestamp_delta,
+                r.offset_delta,
+                r.key.as_deref(),
+                r.value.as_deref(),
+                &r.headers,
+            )?;
+        }
+        Ok(())
+    };
+    if batch.compression == Compression::None {
+        // Records go straight into the output behind the header.
+        let start = buf.len();
+        put_header(buf, &header, &totals);
+        if let Err(e) = write(buf) {
+            buf.truncate(start);
+            return Err(e);
+        }
+        let sealed = buf.get_mut(start..).map_or(Ok(()), seal);
+        if sealed.is_err() {
+            buf.truncate(start);
+        }
+        sealed
+    } else {
+        let mut scratch = BytesMut::new();
+        write(&mut scratch)?;
+        write_batch(buf, &header, &totals, &scratch)
+    }
+}
+
+/// Rewrites producer id, epoch and base sequence of an encoded v2 batch in
+/// place and recomputes its CRC: the producer assigns them when a batch is
+/// sent (or re-sent after an epoch bump), after the records were written.
+///
+/// Fails with [`EncodeError::UnsupportedVersion`] if `batch` is not a v2
+/// batch (the version is the magic found, or `-1` if it is too short).
+pub fn set_producer_state(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) -> Result<(), EncodeError> {
+    let magic = match batch.get(MAGIC_AT) {
+        Some(&m) if batch.len() >= RECORD_BATCH_OVERHEAD => m as i8,
+        _ => -1,
+    };
+    if magic != 2 {
+        return Err(EncodeError::UnsupportedVersion {
+            what: "RecordBatch",
+            version: magic.into(),
+        });
+    }
+    let mut fields = [0u8; 14];
+    fields[..8].copy_from_slice(&producer_id.to_be_bytes());
+    fields[8..10].copy_from_slice(&producer_epoch.to_be_bytes());
+    fields[10..].copy_from_slice(&base_sequence.to_be_bytes());
+    if let Some(dst) = batch.get_mut(PRODUCER_ID_AT..PRODUCER_ID_AT + 14) {
+        dst.copy_from_slice(&fields);
+    }
+    seal(batch)
+}
+
+/// Builds one v2 batch for the producer, record by record.
+///
+/// Records are encoded as they are appended into an internal buffer that is
+/// reused across batches; [`finish`](Self::finish) compresses that buffer
+/// once, straight into the output, and computes the CRC once over the final
+/// bytes. Offset deltas count up from 0; timestamp deltas are relative to the
+/// first record's timestamp.
+#[derive(Debug)]
+pub struct RecordBatchWriter {
+    header: BatchHeader,
+    /// Uncompressed records, behind [`RECORD_BATCH_OVERHEAD`] reserved bytes
+    /// so that an uncompressed batch is sealed in place without a copy.
+    buf: BytesMut,
+    count: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+}
+
+impl RecordBatchWriter {
+    /// A writer for batches with `header`.
+    pub fn new(header: BatchHeader) -> Self {
+        Self::with_capacity(header, 0)
+    }
+
+    /// A writer whose buffer starts with room for `bytes` of records.
+    pub fn with_capacity(header: BatchHeader, bytes: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(RECORD_BATCH_OVERHEAD + bytes);
+        buf.put_bytes(0, RECORD_BATCH_OVERHEAD);
+        Self {
+            header,
+            buf,
+            count: 0,
+            base_timestamp: -1,
+            max_timestamp: -1,
+        }
+    }
+
+    /// The header the batch will be written with.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// Changes header fields (e.g. the producer state) before finishing.
+    pub fn header_mut(&mut self) -> &mut BatchHeader {
+        &mut self.header
+    }
+
+    /// Records appended so far.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether no record was appended.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Size of the batch if written uncompressed: exact for
+    /// [`Compression::None`], and the input size of the codec otherwise
+    /// (compressed batches are usually much smaller).
+    pub fn uncompressed_size(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Appends a record with an absolute `timestamp` (milliseconds); returns
+    /// its encoded size. Nothing is written if it fails (a length beyond
+    /// `i32::MAX`, or more than `i32::MAX` records).
+    pub fn append(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[RecordHeader],
+    ) -> Result<usize, EncodeError> {
+        if self.count == i32::MAX {
+            return Err(EncodeError::TooLong {
+                what: "record batch records",
+                len: self.len().saturating_add(1),
+                max: i32::MAX as usize,
+            });
+        }
+        let base = if self.count == 0 {
+            timestamp
+        } else {
+            self.base_timestamp
+        };
+        let size = write_record(
+            &mut self.buf,
+            0,
+            timestamp.wrapping_sub(base),
+            self.count,
+            key,
+            value,
+            headers,
+        )?;
+        if self.count == 0 {
+            self.base_timestamp = timestamp;
+            self.max_timestamp = timestamp;
+        } else {
+            self.max_timestamp = self.max_timestamp.max(timestamp);
+        }
+        self.count += 1;
+        Ok(size)
+    }
+
+    fn totals(&self) -> Totals {
+        Totals {
+            count: self.count,
+            last_offset_delta: self.count - 1,
+            base_timestamp: self.base_timestamp,
+            max_timestamp: self.max_timestamp,
+            is_control: false,
+            has_delete_horizon: false,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.buf.clear();
+        self.buf.put_bytes(0, RECORD_BATCH_OVERHEAD);
+        self.count = 0;
+        self.base_timestamp = -1;
+        self.max_timestamp = -1;
+    }
+
+    /// Appends the finished batch to `out` and resets the writer for the next
+    /// batch (keeping its buffer). Writes nothing if no record was appended,
+    /// as Kafka has no use for empty producer batches.
+    pub fn finish_into(&mut self, out: &mut BytesMut) -> Result<(), EncodeError> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let totals = self.totals();
+        let records = self.buf.get(RECORD_BATCH_OVERHEAD..).unwrap_or_default();
+        let result = write_batch(out, &self.header, &totals, records);
+        self.reset();
+        result
+    }
+
+    /// Returns the finished batch and resets the writer; empty if no record
+    /// was appended. Uncompressed batches are handed over without a copy
+    /// (the writer then allocates a fresh buffer for the next batch).
+    pub fn finish(&mut self) -> Result<Bytes, EncodeError> {
+        if self.count == 0 {
+            return Ok(Bytes::new());
+        }
+        if self.header.compression != Compression::None {
+            let mut out = BytesMut::new();
+            self.finish_into(&mut out)?;
+            return Ok(out.freeze());
+        }
+        let totals = self.totals();
+        let mut head = BytesMut::with_capacity(RECORD_BATCH_OVERHEAD);
+        put_header(&mut head, &self.header, &totals);
+        let mut batch = self.buf.split();
+        if let Some(dst) = batch.get_mut(..RECORD_BATCH_OVERHEAD) {
+            dst.copy_from_slice(&head);
+        }
+        let sealed = seal(&mut batch);
+        self.reset();
+        sealed.map(|()| batch.freeze())
+    }
+}

@@ -1,0 +1,369 @@
+//! The codecs, each behind its cargo feature.
+//!
+//! Decompression never allocates beyond its cap: streaming decoders are read
+//! into a buffer that grows at most to `cap + 1` bytes (one byte past the
+//! cap proves the output is too large), and raw snappy's declared length is
+//! checked before anything is allocated.
+
+use bytes::BytesMut;
+
+use super::Compression;
+use crate::protocol::error::{DecodeErrorKind, EncodeError};
+
+/// Decompresses `input`, failing with `DecompressedTooLarge` past `cap`
+/// bytes. `magic` selects Kafka's legacy LZ4 framing for v0 messages.
+pub(super) fn decompress(
+    codec: Compression,
+    input: &[u8],
+    cap: usize,
+    magic: i8,
+) -> Result<Vec<u8>, DecodeErrorKind> {
+    let _ = (input, cap, magic);
+    match codec {
+        Compression::None => Err(DecodeErrorKind::Compression(
+            "no codec to decompress with".into(),
+        )),
+        #[cfg(feature = "compression-gzip")]
+        Compression::Gzip => {
+            read_bounded(flate2::read::MultiGzDecoder::new(input), cap, input.len())
+                .map_err(|e| e.with_codec(codec))
+        }
+        #[cfg(feature = "compression-snappy")]
+        Compression::Snappy => snappy::decompress(input, cap),
+        #[cfg(feature = "compression-lz4")]
+        Compression::Lz4 => lz4::decompress(input, cap, magic),
+        #[cfg(feature = "compression-zstd")]
+        Compression::Zstd => zstd_codec::decompress(input, cap),
+        #[allow(unreachable_patterns)]
+        disabled => Err(DecodeErrorKind::Compression(disabled_message(disabled))),
+    }
+}
+
+/// Compresses `input` onto the end of `out`.
+pub(super) fn compress(
+    codec: Compression,
+    input: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let _ = (input, &out);
+    match codec {
+        Compression::None => {
+            out.extend_from_slice(input);
+            Ok(())
+        }
+        #[cfg(feature = "compression-gzip")]
+        Compression::Gzip => {
+            use std::io::Write;
+            let mut enc = flate2::write::GzEncoder::new(
+                bytes::BufMut::writer(out),
+                flate2::Compression::default(),
+            );
+            enc.write_all(input)
+                .and_then(|()| enc.finish().map(drop))
+                .map_err(|e| EncodeError::Compression(format!("gzip: {e}")))
+        }
+        #[cfg(feature = "compression-snappy")]
+        Compression::Snappy => snappy::compress(input, out),
+        #[cfg(feature = "compression-lz4")]
+        Compression::Lz4 => lz4::compress(input, out),
+        #[cfg(feature = "compression-zstd")]
+        Compression::Zstd => zstd_codec::compress(input, out),
+        #[allow(unreachable_patterns)]
+        disabled => Err(EncodeError::Compression(disabled_message(disabled))),
+    }
+}
+
+fn disabled_message(codec: Compression) -> String {
+    format!(
+        "{codec} support is not compiled in (enable the cargo feature compression-{codec})"
+    )
+}
+
+/// A decoding failure before it is tagged with the codec's name.
+#[allow(dead_code)] // unused when every codec is disabled
+trait WithCodec {
+    fn with_codec(self, codec: Compression) -> DecodeErrorKind;
+}
+
+impl WithCodec for DecodeErrorKind {
+    fn with_codec(self, codec: Compression) -> DecodeErrorKind {
+        match self {
+            DecodeErrorKind::Compression(msg) => DecodeErrorKind::Compression(format!("{codec}: {msg}")),
+            other => other,
+        }
+    }
+}
+
+/// Grows `buf` to `len` bytes (zero-filled), doubling its capacity for
+/// amortized growth but never past `limit`.
+#[allow(dead_code)] // unused when every codec is disabled
+fn grow(buf: &mut Vec<u8>, len: usize, limit: usize) {
+    if len > buf.capacity() {
+        let target = buf.capacity().saturating_mul(2).min(limit).max(len);
+        buf.reserve_exact(target - buf.len());
+    }
+    buf.resize(len, 0);
+}
+
+/// Reads all of `reader`, failing once it yields more than `cap` bytes.
+/// `hint` is the compressed size, used to guess the first allocation.
+#[allow(dead_code)] // unused when every codec is disabled
+fn read_bounded(
+    mut reader: impl std::io::Read,
+    cap: usize,
+    hint: usize,
+) -> Result<Vec<u8>, DecodeErrorKind> {
+    let limit = cap.saturating_add(1);
+    let mut buf = Vec::new();
+    grow(
+        &mut buf,
+        hint.saturating_mul(4).clamp(256, 1 << 20).min(limit),
+        limit,
+    );
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            if filled >= limit {
+                return Err(DecodeErrorKind::DecompressedTooLarge { limit: cap });
+            }
+            let next = buf.len().saturating_mul(2).clamp(filled + 1, limit);
+            grow(&mut buf, next, limit);
+        }
+        let Some(dst) = buf.get_mut(filled..) else {
+            break;
+        };
+        match reader.read(dst) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(DecodeErrorKind::Compression(e.to_string())),
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+#[cfg(feature = "compression-snappy")]
+mod snappy {
+    use bytes::{BufMut, BytesMut};
+
+    use super::grow;
+    use crate::protocol::error::{DecodeErrorKind, EncodeError};
+
+    /// Header of the xerial framing written by snappy-java (and so by the
+    /// Java client): magic, then format version 1 and minimum compatible
+    /// version 1, big-endian.
+    pub(super) const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\0";
+    const XERIAL_HEADER_LEN: usize = 16;
+    /// Uncompressed bytes per xerial block, as snappy-java writes them.
+    const XERIAL_BLOCK: usize = 32 * 1024;
+
+    fn err(e: impl std::fmt::Display) -> DecodeErrorKind {
+        DecodeErrorKind::Compression(format!("snappy: {e}"))
+    }
+
+    /// Decompresses xerial-framed or raw snappy.
+    pub(super) fn decompress(input: &[u8], cap: usize) -> Result<Vec<u8>, DecodeErrorKind> {
+        let mut decoder = snap::raw::Decoder::new();
+        let mut out = Vec::new();
+        if input.starts_with(XERIAL_MAGIC) {
+            let mut rest = input.get(XERIAL_HEADER_LEN..).ok_or_else(|| err("truncated xerial header"))?;
+            while !rest.is_empty() {
+                let (len, tail) = rest
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| err("truncated xerial block length"))?;
+                let len = u32::from_be_bytes(*len) as usize;
+                let block = tail.get(..len).ok_or_else(|| err("truncated xerial block"))?;
+                rest = tail.get(len..).unwrap_or_default();
+                append_raw(&mut decoder, block, &mut out, cap)?;
+            }
+        } else {
+            append_raw(&mut decoder, input, &mut out, cap)?;
+        }
+        Ok(out)
+    }
+
+    /// Decompresses one raw block onto `out`; its declared length is checked
+    /// against the cap before any allocation.
+    fn append_raw(
+        decoder: &mut snap::raw::Decoder,
+        block: &[u8],
+        out: &mut Vec<u8>,
+        cap: usize,
+    ) -> Result<(), DecodeErrorKind> {
+        let n = snap::raw::decompress_len(block).map_err(err)?;
+        let start = out.len();
+        let end = start.checked_add(n).filter(|&end| end <= cap).ok_or(
+            DecodeErrorKind::DecompressedTooLarge { limit: cap },
+        )?;
+        grow(out, end, cap);
+        let dst = out.get_mut(start..).unwrap_or_default();
+        let written = decoder.decompress(block, dst).map_err(err)?;
+        out.truncate(start + written);
+        Ok(())
+    }
+
+    /// Compresses with xerial framing, which every Kafka client reads.
+    pub(super) fn compress(input: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
+        let mut encoder = snap::raw::Encoder::new();
+        out.reserve(XERIAL_HEADER_LEN + snap::raw::max_compress_len(input.len().min(XERIAL_BLOCK)));
+        out.put_slice(XERIAL_MAGIC);
+        out.put_i32(1);
+        out.put_i32(1);
+        for chunk in input.chunks(XERIAL_BLOCK) {
+            let start = out.len();
+            let max = snap::raw::max_compress_len(chunk.len());
+            out.resize(start + 4 + max, 0);
+            let dst = out.get_mut(start + 4..).unwrap_or_default();
+            let n = encoder
+                .compress(chunk, dst)
+                .map_err(|e| EncodeError::Compression(format!("snappy: {e}")))?;
+            out.truncate(start + 4 + n);
+            if let Some(len) = out.get_mut(start..start + 4) {
+                len.copy_from_slice(&(n as u32).to_be_bytes());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "compression-lz4")]
+mod lz4 {
+    use std::io::Write;
+
+    use bytes::{BufMut, BytesMut};
+    use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
+
+    use super::{read_bounded, WithCodec};
+    use crate::protocol::error::{DecodeErrorKind, EncodeError};
+    use crate::protocol::record::Compression;
+
+    const FRAME_MAGIC: [u8; 4] = 0x184D_2204u32.to_le_bytes();
+
+    pub(super) fn decompress(
+        input: &[u8],
+        cap: usize,
+        magic: i8,
+    ) -> Result<Vec<u8>, DecodeErrorKind> {
+        let fixed;
+        let input = if magic == 0 {
+            // Kafka's v0 writer (KAFKA-3160) computed the frame header
+            // checksum over the wrong bytes; Java reads v0 ignoring it. Put
+            // the right checksum in a copy so the standard decoder accepts it.
+            fixed = fix_header_checksum(input);
+            fixed.as_deref().unwrap_or(input)
+        } else {
+            input
+        };
+        read_bounded(FrameDecoder::new(input), cap, input.len())
+            .map_err(|e| e.with_codec(Compression::Lz4))
+    }
+
+    /// A copy of `input` with a correct frame header checksum, or `None` if
+    /// it is already correct or not a frame.
+    pub(super) fn fix_header_checksum(input: &[u8]) -> Option<Vec<u8>> {
+        if !input.starts_with(&FRAME_MAGIC) {
+            return None;
+        }
+        let flg = *input.get(4)?;
+        let descriptor_len = 2
+            + if flg & 0x08 != 0 { 8 } else { 0 } // content size
+            + if flg & 0x01 != 0 { 4 } else { 0 }; // dictionary id
+        let descriptor = input.get(4..4 + descriptor_len)?;
+        let checksum = (xxh32(descriptor, 0) >> 8) as u8;
+        if *input.get(4 + descriptor_len)? == checksum {
+            return None;
+        }
+        let mut copy = input.to_vec();
+        *copy.get_mut(4 + descriptor_len)? = checksum;
+        Some(copy)
+    }
+
+    /// XXH32 of a short input (frame descriptors are under 16 bytes; longer
+    /// inputs are not needed and not supported).
+    pub(super) fn xxh32(data: &[u8], seed: u32) -> u32 {
+        const P1: u32 = 0x9E37_79B1;
+        const P2: u32 = 0x85EB_CA77;
+        const P3: u32 = 0xC2B2_AE3D;
+        const P4: u32 = 0x27D4_EB2F;
+        const P5: u32 = 0x1656_67B1;
+        debug_assert!(data.len() < 16);
+        let mut h = seed.wrapping_add(P5).wrapping_add(data.len() as u32);
+        let mut words = data.chunks_exact(4);
+        for w in &mut words {
+            let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            h = h.wrapping_add(v.wrapping_mul(P3)).rotate_left(17).wrapping_mul(P4);
+        }
+        for &b in words.remainder() {
+            h = h.wrapping_add(u32::from(b).wrapping_mul(P5)).rotate_left(11).wrapping_mul(P1);
+        }
+        h ^= h >> 15;
+        h = h.wrapping_mul(P2);
+        h ^= h >> 13;
+        h = h.wrapping_mul(P3);
+        h ^= h >> 16;
+        h
+    }
+
+    /// Standard LZ4 frame with independent 64 KiB blocks, which the Java
+    /// client and librdkafka both read.
+    pub(super) fn compress(input: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
+        let info = FrameInfo::new()
+            .block_size(BlockSize::Max64KB)
+            .block_mode(BlockMode::Independent);
+        let mut enc = FrameEncoder::with_frame_info(info, out.writer());
+        enc.write_all(input)
+            .map_err(|e| e.to_string())
+            .and_then(|()| enc.finish().map(drop).map_err(|e| e.to_string()))
+            .map_err(|e| EncodeError::Compression(format!("lz4: {e}")))
+    }
+}
+
+#[cfg(feature = "compression-zstd")]
+mod zstd_codec {
+    use bytes::BytesMut;
+
+    use super::{read_bounded, WithCodec};
+    use crate::protocol::error::{DecodeErrorKind, EncodeError};
+    use crate::protocol::record::Compression;
+
+    /// Compression level of the Java client and librdkafka by default.
+    const LEVEL: i32 = 3;
+
+    pub(super) fn decompress(input: &[u8], cap: usize) -> Result<Vec<u8>, DecodeErrorKind> {
+        let err = |e: std::io::Error| DecodeErrorKind::Compression(format!("zstd: {e}"));
+        let mut decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(err)?;
+        // A frame may declare a window (history buffer) of up to 2 GiB that
+        // the decoder allocates up front. Bound it by the output cap, but
+        // allow 8 MiB so frames from streaming compressors (which declare a
+        // window from the level, not the content size) still decode.
+        let bits = usize::BITS - cap.saturating_sub(1).leading_zeros();
+        decoder.window_log_max(bits.clamp(23, 27)).map_err(err)?;
+        read_bounded(decoder, cap, input.len()).map_err(|e| e.with_codec(Compression::Zstd))
+    }
+
+    pub(super) fn compress(input: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
+        let start = out.len();
+        out.resize(start + zstd::zstd_safe::compress_bound(input.len()), 0);
+        let dst = out.get_mut(start..).unwrap_or_default();
+        match zstd::bulk::compress_to_buffer(input, dst, LEVEL) {
+            Ok(n) => {
+                out.truncate(start + n);
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(EncodeError::Compression(format!("zstd: {e}")))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod test_support {
+    //! Access to codec internals for the record tests.
+    #[cfg(feature = "compression-lz4")]
+    pub(in crate::protocol::record) use super::lz4::{fix_header_checksum, xxh32};
+    #[cfg(feature = "compression-snappy")]
+    pub(in crate::protocol::record) use super::snappy::XERIAL_MAGIC;
+}

@@ -1,0 +1,1 @@
+//! Hardening and round-trip tests for record batches.
