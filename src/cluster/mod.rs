@@ -1,0 +1,626 @@
+//! The cluster: bootstrap, metadata cache, and one shared connection per
+//! broker.
+//!
+//! Connections are opened lazily and re-opened on the next use after they
+//! break. Concurrent callers that need the same connection or the same
+//! metadata refresh wait for one shared attempt instead of each starting
+//! their own.
+
+mod backoff;
+mod error;
+mod metadata;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use rand::seq::SliceRandom;
+use tokio::time::Instant;
+
+pub use self::backoff::{Backoff, BackoffConfig, DeadlineExceeded};
+pub use self::error::ClusterError;
+use self::metadata::format_addr;
+pub use self::metadata::{BrokerInfo, Metadata, PartitionInfo, TopicInfo};
+use crate::{
+    connection::{BrokerConnection, ConnectionConfig, ConnectionError},
+    protocol::{
+        messages::{metadata_request::MetadataRequestTopic, MetadataRequest},
+        ErrorCode,
+    },
+};
+
+/// Settings of a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `host:port` addresses to discover the cluster from.
+    pub bootstrap: Vec<String>,
+    /// Settings of every broker connection.
+    pub connection: ConnectionConfig,
+    /// Pacing of retries (bootstrap, metadata refresh).
+    pub backoff: BackoffConfig,
+    /// How long bootstrapping and each metadata refresh keep retrying.
+    pub connect_deadline: Duration,
+    /// Cached metadata older than this is refreshed on use.
+    pub metadata_max_age: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        let connection = ConnectionConfig::default();
+        Self {
+            bootstrap: Vec::new(),
+            connect_deadline: connection.request_timeout,
+            connection,
+            backoff: BackoffConfig::default(),
+            metadata_max_age: Duration::from_secs(300),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Defaults with the given bootstrap addresses.
+    pub fn new<S: Into<String>>(bootstrap: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            bootstrap: bootstrap.into_iter().map(Into::into).collect(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Locks a std mutex, recovering from poisoning: the guarded data stays
+/// consistent because no critical section here can panic half-way.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The connection to one broker, opened on demand.
+struct Slot {
+    addr: Mutex<String>,
+    current: Mutex<Option<BrokerConnection>>,
+    /// Held while connecting, so concurrent callers share one attempt.
+    connecting: tokio::sync::Mutex<Attempt>,
+}
+
+/// The outcome of the latest connection attempt of a slot.
+#[derive(Default)]
+struct Attempt {
+    error: Option<ConnectionError>,
+}
+
+impl Slot {
+    fn new(addr: String) -> Self {
+        Self {
+            addr: Mutex::new(addr),
+            current: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(Attempt::default()),
+        }
+    }
+
+    fn addr(&self) -> String {
+        lock(&self.addr).clone()
+    }
+
+    /// The open connection, if there is one.
+    fn open(&self) -> Option<BrokerConnection> {
+        lock(&self.current)
+            .as_ref()
+            .filter(|c| !c.is_closed())
+            .cloned()
+    }
+
+    /// Points the slot at a new address, dropping a connection to the old one.
+    fn set_addr(&self, addr: String) {
+        let mut a = lock(&self.addr);
+        if *a != addr {
+            *a = addr;
+            if let Some(c) = lock(&self.current).take() {
+                c.close();
+            }
+        }
+    }
+
+    fn close(&self) {
+        if let Some(c) = lock(&self.current).take() {
+            c.close();
+        }
+    }
+
+    /// The open connection, connecting first if needed. Callers arriving
+    /// during an attempt get its outcome, success or failure.
+    async fn get(
+        &self,
+        config: &Arc<ConnectionConfig>,
+    ) -> Result<BrokerConnection, ConnectionError> {
+        if let Some(c) = self.open() {
+            return Ok(c);
+        }
+        let contended = self.connecting.try_lock().is_err();
+        let mut attempt = self.connecting.lock().await;
+        if let Some(c) = self.open() {
+            return Ok(c);
+        }
+        if contended {
+            // Someone else was connecting while we arrived: share the result.
+            if let Some(e) = &attempt.error {
+                return Err(e.clone());
+            }
+        }
+        let addr = self.addr();
+        let result = BrokerConnection::connect(&addr, config.clone()).await;
+        match result {
+            Ok(c) => {
+                attempt.error = None;
+                *lock(&self.current) = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                attempt.error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What the metadata cache knows and since when.
+struct MetaCache {
+    current: Arc<Metadata>,
+    /// When brokers were last fetched (every response carries them).
+    brokers_at: Option<Instant>,
+    /// When all topics were last fetched; cleared by invalidation.
+    all_topics_at: Option<Instant>,
+    /// When each topic was last fetched; entries removed by invalidation.
+    topic_at: HashMap<String, Instant>,
+    /// Refreshes started so far; a caller reuses a refresh that started
+    /// after it asked.
+    started: u64,
+    /// The latest completed refresh: its start number, what it asked for, and
+    /// its outcome.
+    last: Option<(
+        u64,
+        Option<Vec<String>>,
+        Result<Arc<Metadata>, ClusterError>,
+    )>,
+}
+
+struct Inner {
+    config: ClusterConfig,
+    conn_config: Arc<ConnectionConfig>,
+    brokers: Mutex<HashMap<i32, Arc<Slot>>>,
+    /// A connection to a bootstrap address, until metadata names brokers.
+    bootstrap: tokio::sync::Mutex<Option<BrokerConnection>>,
+    meta: Mutex<MetaCache>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+/// A Kafka cluster: cheap to clone, all clones share connections and the
+/// metadata cache.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("bootstrap", &self.inner.config.bootstrap)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Connects to the first reachable bootstrap address, retrying with
+    /// backoff until `connect_deadline`, and fetches the broker list.
+    pub async fn connect(config: ClusterConfig) -> Result<Self, ClusterError> {
+        if config.bootstrap.is_empty() {
+            return Err(ClusterError::NoBrokerReachable {
+                tried: Vec::new(),
+                last: None,
+            });
+        }
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                conn_config: Arc::new(config.connection.clone()),
+                config,
+                brokers: Mutex::new(HashMap::new()),
+                bootstrap: tokio::sync::Mutex::new(None),
+                meta: Mutex::new(MetaCache {
+                    current: Arc::new(Metadata::default()),
+                    brokers_at: None,
+                    all_topics_at: None,
+                    topic_at: HashMap::new(),
+                    started: 0,
+                    last: None,
+                }),
+                refresh: tokio::sync::Mutex::new(()),
+            }),
+        };
+        cluster.refresh_metadata(Some(&[])).await?;
+        Ok(cluster)
+    }
+
+    /// The configuration this cluster was created with.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    /// The cached metadata, without refreshing.
+    pub fn cached_metadata(&self) -> Arc<Metadata> {
+        lock(&self.inner.meta).current.clone()
+    }
+
+    /// An open connection to some broker: an existing one if any, else the
+    /// first known broker or bootstrap address that accepts (one pass, no
+    /// backoff).
+    pub async fn any_broker(&self) -> Result<BrokerConnection, ClusterError> {
+        let mut slots: Vec<Arc<Slot>> = lock(&self.inner.brokers).values().cloned().collect();
+        if let Some(c) = slots.iter().find_map(|s| s.open()) {
+            return Ok(c);
+        }
+        let mut tried = Vec::new();
+        let mut last = None;
+        {
+            let mut boot = self.inner.bootstrap.lock().await;
+            if let Some(c) = boot.as_ref().filter(|c| !c.is_closed()) {
+                return Ok(c.clone());
+            }
+            *boot = None;
+            slots.shuffle(&mut rand::rng());
+            for slot in slots {
+                match slot.get(&self.inner.conn_config).await {
+                    Ok(c) => return Ok(c),
+                    Err(e) => {
+                        tried.push(slot.addr());
+                        last = Some(e);
+                    }
+                }
+            }
+            let mut addrs = self.inner.config.bootstrap.clone();
+            addrs.shuffle(&mut rand::rng());
+            for addr in addrs {
+                match BrokerConnection::connect(&addr, self.inner.conn_config.clone()).await {
+                    Ok(c) => {
+                        *boot = Some(c.clone());
+                        return Ok(c);
+                    }
+                    Err(e) => {
+                        tracing::debug!(%addr, error = %e, "bootstrap address unreachable");
+                        tried.push(addr);
+                        last = Some(e);
+                    }
+                }
+            }
+        }
+        Err(ClusterError::NoBrokerReachable { tried, last })
+    }
+
+    fn slot(&self, id: i32) -> Option<Arc<Slot>> {
+        lock(&self.inner.brokers).get(&id).cloned()
+    }
+
+    /// The connection to broker `id`, (re)connecting if needed. An id not
+    /// in the cached metadata triggers one refresh of the broker list.
+    pub async fn broker(&self, id: i32) -> Result<BrokerConnection, ClusterError> {
+        let slot = match self.slot(id) {
+            Some(s) => s,
+            None => {
+                self.refresh_metadata(Some(&[])).await?;
+                self.slot(id).ok_or(ClusterError::UnknownBroker(id))?
+            }
+        };
+        Ok(slot.get(&self.inner.conn_config).await?)
+    }
+
+    /// The connection to the broker the metadata names as controller.
+    pub async fn controller(&self) -> Result<BrokerConnection, ClusterError> {
+        let id = match self.cached_metadata().controller_id {
+            Some(id) => id,
+            None => self
+                .refresh_metadata(Some(&[]))
+                .await?
+                .controller_id
+                .ok_or(ClusterError::NoController)?,
+        };
+        self.broker(id).await
+    }
+
+    /// Metadata covering `topics` (`None`: all topics), from the cache when
+    /// it is younger than `metadata_max_age`, not invalidated, and holds each
+    /// requested topic without error; otherwise refreshed.
+    pub async fn metadata(&self, topics: Option<&[String]>) -> Result<Arc<Metadata>, ClusterError> {
+        {
+            let cache = lock(&self.inner.meta);
+            let max_age = self.inner.config.metadata_max_age;
+            let fresh = |at: Option<&Instant>| at.is_some_and(|t| t.elapsed() < max_age);
+            let hit = match topics {
+                None => fresh(cache.all_topics_at.as_ref()),
+                Some([]) => fresh(cache.brokers_at.as_ref()),
+                Some(names) => names.iter().all(|n| {
+                    fresh(cache.topic_at.get(n))
+                        && cache.current.topics.get(n).is_some_and(|t| t.error.is_ok())
+                }),
+            };
+            if hit {
+                return Ok(cache.current.clone());
+            }
+        }
+        self.refresh_metadata(topics).await
+    }
+
+    /// Fetches metadata for `topics` (`None`: all topics), retrying with
+    /// backoff until `connect_deadline`. Concurrent callers share a refresh
+    /// that started after they asked and covers their topics.
+    pub async fn refresh_metadata(
+        &self,
+        topics: Option<&[String]>,
+    ) -> Result<Arc<Metadata>, ClusterError> {
+        let asked_at = lock(&self.inner.meta).started;
+        let _guard = self.inner.refresh.lock().await;
+        {
+            let mut cache = lock(&self.inner.meta);
+            if let Some((seq, covered, result)) = &cache.last {
+                let covers = match (covered, topics) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(have), Some(want)) => want.iter().all(|w| have.contains(w)),
+                };
+                if *seq > asked_at && covers {
+                    return result.clone();
+                }
+            }
+            cache.started += 1;
+        }
+        let seq = lock(&self.inner.meta).started;
+        let result = self.fetch_metadata(topics).await;
+        lock(&self.inner.meta).last = Some((seq, topics.map(<[String]>::to_vec), result.clone()));
+        result
+    }
+
+    async fn fetch_metadata(
+        &self,
+        topics: Option<&[String]>,
+    ) -> Result<Arc<Metadata>, ClusterError> {
+        let deadline = Instant::now() + self.inner.config.connect_deadline;
+        let mut backoff = Backoff::new(&self.inner.config.backoff, Some(deadline));
+        let request = MetadataRequest {
+            topics: topics.map(|names| {
+                names
+                    .iter()
+                    .map(|n| MetadataRequestTopic {
+                        name: Some(n.clone()),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            allow_auto_topic_creation: false,
+            include_cluster_authorized_operations: false,
+            include_topic_authorized_operations: false,
+            ..Default::default()
+        };
+        loop {
+            let attempt = async {
+                let conn = self.any_broker().await?;
+                let resp = conn.request(&request).await;
+                if resp.is_err() && conn.is_closed() {
+                    self.forget(&conn).await;
+                }
+                Ok::<_, ClusterError>(resp?)
+            };
+            match attempt.await {
+                Ok(resp) => return Ok(self.apply_metadata(&resp, topics).await),
+                Err(e) if e.is_retriable() => {
+                    tracing::debug!(error = %e, "metadata request failed; retrying");
+                    if backoff.wait().await.is_err() {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Drops a broken bootstrap connection so the next attempt opens another.
+    async fn forget(&self, conn: &BrokerConnection) {
+        let mut boot = self.inner.bootstrap.lock().await;
+        if boot.as_ref().is_some_and(|b| b.addr() == conn.addr()) {
+            *boot = None;
+        }
+    }
+
+    /// Stores a fresh response in the cache and reconciles the broker slots.
+    async fn apply_metadata(
+        &self,
+        resp: &crate::protocol::messages::MetadataResponse,
+        topics: Option<&[String]>,
+    ) -> Arc<Metadata> {
+        let now = Instant::now();
+        let md = {
+            let mut cache = lock(&self.inner.meta);
+            let md = Arc::new(cache.current.merged(resp, topics));
+            cache.current = md.clone();
+            cache.brokers_at = Some(now);
+            match topics {
+                None => {
+                    cache.all_topics_at = Some(now);
+                    cache.topic_at = md.topics.keys().map(|n| (n.clone(), now)).collect();
+                }
+                Some(names) => {
+                    for n in names {
+                        cache.topic_at.insert(n.clone(), now);
+                    }
+                }
+            }
+            md
+        };
+        let departed: Vec<Arc<Slot>> = {
+            let mut slots = lock(&self.inner.brokers);
+            for b in md.brokers.values() {
+                match slots.get(&b.id) {
+                    Some(slot) => slot.set_addr(b.addr()),
+                    None => {
+                        slots.insert(b.id, Arc::new(Slot::new(b.addr())));
+                    }
+                }
+            }
+            let gone: Vec<i32> = slots
+                .keys()
+                .filter(|id| !md.brokers.contains_key(id))
+                .copied()
+                .collect();
+            gone.iter().filter_map(|id| slots.remove(id)).collect()
+        };
+        for slot in departed {
+            tracing::debug!(addr = %slot.addr(), "broker left the cluster");
+            slot.close();
+        }
+        // A bootstrap connection to a listed broker becomes that broker's
+        // connection instead of a second one.
+        let mut boot = self.inner.bootstrap.lock().await;
+        if let Some(conn) = boot.take() {
+            let owner = md.brokers.values().find(|b| b.addr() == conn.addr());
+            match owner.and_then(|b| self.slot(b.id)) {
+                Some(slot) if !conn.is_closed() => {
+                    let mut current = lock(&slot.current);
+                    let usable = current.as_ref().is_some_and(|c| !c.is_closed());
+                    if !usable {
+                        *current = Some(conn);
+                    }
+                }
+                Some(_) => {}
+                None => *boot = Some(conn),
+            }
+        }
+        md
+    }
+
+    /// The leader of `topic`/`partition` and a connection to it. Metadata is
+    /// refreshed when the topic is not cached, and once more when the cached
+    /// entry has no leader or lacks the partition.
+    pub async fn leader(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(i32, BrokerConnection), ClusterError> {
+        let names = [topic.to_string()];
+        let md = self.metadata(Some(&names)).await?;
+        let id = match leader_of(&md, topic, partition) {
+            Ok(id) => id,
+            Err(_) => {
+                let md = self.refresh_metadata(Some(&names)).await?;
+                leader_of(&md, topic, partition)?
+            }
+        };
+        Ok((id, self.broker(id).await?))
+    }
+
+    /// Marks a topic's metadata stale, after errors such as
+    /// NOT_LEADER_OR_FOLLOWER or UNKNOWN_TOPIC_OR_PARTITION, or a broken
+    /// connection to its leader.
+    pub fn invalidate_topic(&self, topic: &str) {
+        let mut cache = lock(&self.inner.meta);
+        cache.topic_at.remove(topic);
+        cache.all_topics_at = None;
+    }
+
+    /// Applies a leader hint from a Produce or Fetch response (KIP-951): the
+    /// new leader and its endpoint are used right away, without a metadata
+    /// round trip. Hints older than the cached leader epoch are ignored.
+    pub fn apply_leader_hint(
+        &self,
+        topic: &str,
+        partition: i32,
+        leader_id: i32,
+        leader_epoch: i32,
+        endpoint: Option<(String, i32)>,
+    ) {
+        if leader_id < 0 {
+            return;
+        }
+        let mut cache = lock(&self.inner.meta);
+        let newer = cache
+            .current
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(&partition))
+            .is_some_and(|p| leader_epoch > p.leader_epoch);
+        if !newer {
+            return;
+        }
+        let md = Arc::make_mut(&mut cache.current);
+        if let Some(p) = md
+            .topics
+            .get_mut(topic)
+            .and_then(|t| t.partitions.get_mut(&partition))
+        {
+            p.leader = Some(leader_id);
+            p.leader_epoch = leader_epoch;
+            p.error = ErrorCode::NONE;
+        }
+        if let Some((host, port)) = endpoint {
+            let addr = format_addr(&host, port);
+            let rack = md.brokers.get(&leader_id).and_then(|b| b.rack.clone());
+            md.brokers.insert(
+                leader_id,
+                BrokerInfo {
+                    id: leader_id,
+                    host,
+                    port,
+                    rack,
+                },
+            );
+            drop(cache);
+            let mut slots = lock(&self.inner.brokers);
+            match slots.get(&leader_id) {
+                Some(slot) => slot.set_addr(addr),
+                None => {
+                    slots.insert(leader_id, Arc::new(Slot::new(addr)));
+                }
+            }
+        }
+    }
+
+    /// Broker ids that currently have an open connection.
+    pub fn connected_brokers(&self) -> Vec<i32> {
+        let slots = lock(&self.inner.brokers);
+        let mut ids: Vec<i32> = slots
+            .iter()
+            .filter(|(_, s)| s.open().is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Ids of the brokers in the cached metadata.
+    pub fn known_brokers(&self) -> HashSet<i32> {
+        lock(&self.inner.brokers).keys().copied().collect()
+    }
+}
+
+/// The leader id of a partition in `md`, or why there is none.
+fn leader_of(md: &Metadata, topic: &str, partition: i32) -> Result<i32, ClusterError> {
+    let Some(t) = md.topics.get(topic) else {
+        return Err(ClusterError::UnknownTopic(topic.to_string()));
+    };
+    if t.error == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION {
+        return Err(ClusterError::UnknownTopic(topic.to_string()));
+    }
+    if !t.error.is_ok() {
+        return Err(ClusterError::Metadata {
+            topic: topic.to_string(),
+            code: t.error,
+        });
+    }
+    let Some(p) = t.partitions.get(&partition) else {
+        return Err(ClusterError::UnknownPartition(topic.to_string(), partition));
+    };
+    match p.leader {
+        Some(id) if p.error.is_ok() || p.error == ErrorCode::REPLICA_NOT_AVAILABLE => Ok(id),
+        _ => Err(ClusterError::LeaderNotAvailable {
+            topic: topic.to_string(),
+            partition,
+            code: (!p.error.is_ok()).then_some(p.error),
+        }),
+    }
+}

@@ -1,0 +1,542 @@
+//! The tokio driver task and the [`BrokerConnection`] handle.
+
+use std::{
+    collections::VecDeque,
+    io::IoSlice,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, OnceLock,
+    },
+    time::Duration,
+};
+
+use bytes::{Buf, Bytes};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    sync::{mpsc, oneshot, Notify},
+    time::{sleep_until, timeout_at, Instant},
+};
+
+use super::{
+    transport, ConnectionConfig, ConnectionCore, ConnectionError, EncodedRequest, VersionTable,
+    CLIENT_SOFTWARE_NAME,
+};
+use crate::protocol::{
+    messages::{ApiVersionsRequest, ApiVersionsResponse},
+    ApiKey, ErrorCode, Message, Reader, Request,
+};
+
+/// Requests waiting in the channel before callers wait for room.
+const CHANNEL_CAPACITY: usize = 1024;
+/// Requests moved from the channel per wake-up, so queued requests go out
+/// in one write.
+const BATCH: usize = 128;
+/// Bytes queued for writing above which no new requests are taken in.
+const MAX_QUEUED_WRITE: usize = 8 * 1024 * 1024;
+/// Buffers per vectored write.
+const MAX_IOSLICES: usize = 64;
+
+type Reply = oneshot::Sender<Result<Bytes, ConnectionError>>;
+
+struct Command {
+    req: EncodedRequest,
+    reply: Reply,
+}
+
+/// State shared between the handles and the driver task.
+struct State {
+    closed: AtomicBool,
+    /// Reference point for `throttle_until_nanos`.
+    epoch: Instant,
+    /// Nanoseconds after `epoch` before which no new request may be sent
+    /// (KIP-219); 0 when not throttled.
+    throttle_until_nanos: AtomicU64,
+    shutdown: Notify,
+}
+
+impl State {
+    fn throttle(&self, ms: i32) {
+        let Ok(ms) = u64::try_from(ms) else { return };
+        let until = Instant::now() + Duration::from_millis(ms);
+        let nanos = until.duration_since(self.epoch).as_nanos();
+        self.throttle_until_nanos
+            .fetch_max(u64::try_from(nanos).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The end of the current throttle, if it is still in the future.
+    fn throttled_until(&self) -> Option<Instant> {
+        let nanos = self.throttle_until_nanos.load(Ordering::Relaxed);
+        if nanos == 0 {
+            return None;
+        }
+        let until = self.epoch + Duration::from_nanos(nanos);
+        (until > Instant::now()).then_some(until)
+    }
+}
+
+struct Inner {
+    addr: String,
+    config: Arc<ConnectionConfig>,
+    tx: mpsc::Sender<Command>,
+    state: Arc<State>,
+    versions: OnceLock<VersionTable>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The driver also stops when the channel closes; this makes it stop
+        // even while it waits on a throttle.
+        self.state.shutdown.notify_one();
+    }
+}
+
+/// A connection to one broker, shared by cloning. Requests from all clones
+/// are pipelined on the one socket and matched to responses by correlation
+/// id. Once broken it stays broken ([`is_closed`](Self::is_closed)); the
+/// cluster layer opens a new one.
+#[derive(Clone)]
+pub struct BrokerConnection {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for BrokerConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerConnection")
+            .field("addr", &self.inner.addr)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+impl BrokerConnection {
+    /// Connects to `addr` (`host:port` or `[v6]:port`) and negotiates API
+    /// versions, all within `config.connect_timeout`.
+    pub async fn connect(
+        addr: &str,
+        config: Arc<ConnectionConfig>,
+    ) -> Result<Self, ConnectionError> {
+        let deadline = Instant::now() + config.connect_timeout;
+        let (reader, writer) = transport::connect(addr, &config).await?;
+        let conn = Self::spawn(addr, config, reader, writer);
+        let versions = match timeout_at(deadline, negotiate(&conn)).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                conn.close();
+                // A peer speaking TLS or HTTP is best reported as such.
+                return Err(match e {
+                    ConnectionError::Disconnected {
+                        cause: Some(cause), ..
+                    } if !cause.is_retriable() => (*cause).clone(),
+                    e => e,
+                });
+            }
+            Err(_) => {
+                conn.close();
+                return Err(ConnectionError::Connect {
+                    addr: addr.to_string(),
+                    reason: format!(
+                        "no ApiVersions answer within the connect timeout of {:?}",
+                        conn.inner.config.connect_timeout
+                    ),
+                });
+            }
+        };
+        // Only this function sets it, once.
+        let _ = conn.inner.versions.set(versions);
+        Ok(conn)
+    }
+
+    /// Starts the driver task over an established stream. Versions are not
+    /// negotiated yet.
+    fn spawn<R, W>(addr: &str, config: Arc<ConnectionConfig>, reader: R, writer: W) -> Self
+    where
+        R: AsyncRead + Send + Unpin + 'static,
+        W: AsyncWrite + Send + Unpin + 'static,
+    {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let state = Arc::new(State {
+            closed: AtomicBool::new(false),
+            epoch: Instant::now(),
+            throttle_until_nanos: AtomicU64::new(0),
+            shutdown: Notify::new(),
+        });
+        let driver = Driver {
+            addr: addr.to_string(),
+            core: ConnectionCore::new(config.max_frame_size),
+            rx,
+            state: state.clone(),
+            held: VecDeque::new(),
+            write_queue: VecDeque::new(),
+            queued_write: 0,
+        };
+        tokio::spawn(driver.run(reader, writer));
+        Self {
+            inner: Arc::new(Inner {
+                addr: addr.to_string(),
+                config,
+                tx,
+                state,
+                versions: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The highest version of `key` usable with this broker, `None` if the
+    /// broker and this client share none.
+    pub fn version_for(&self, key: ApiKey) -> Option<i16> {
+        self.inner.versions.get()?.version_for(key)
+    }
+
+    /// The version range the broker advertised for `key`.
+    pub fn broker_versions(&self, key: ApiKey) -> Option<(i16, i16)> {
+        self.inner.versions.get()?.broker_versions(key)
+    }
+
+    /// The negotiated version table.
+    pub fn versions(&self) -> Option<&VersionTable> {
+        self.inner.versions.get()
+    }
+
+    /// Sends `req` at [`version_for`](Self::version_for) its API and waits
+    /// for the response.
+    pub async fn request<R: Request>(&self, req: &R) -> Result<R::Response, ConnectionError> {
+        let Some(version) = self.version_for(R::API_KEY) else {
+            return Err(self.unsupported::<R>(None));
+        };
+        self.request_version(req, version).await
+    }
+
+    /// Sends `req` at `version` and waits for the response, at most the
+    /// request timeout. A response carrying a throttle time delays the next
+    /// request on this connection; it is still returned as a success.
+    pub async fn request_version<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response, ConnectionError> {
+        let in_codec = (R::MIN_VERSION..=R::MAX_VERSION).contains(&version);
+        // ApiVersions itself goes out before any table exists.
+        let in_broker = match self.inner.versions.get() {
+            None => true,
+            Some(t) => t
+                .broker_versions(R::API_KEY)
+                .is_some_and(|(min, max)| (min..=max).contains(&version)),
+        };
+        if !in_codec || !in_broker {
+            return Err(self.unsupported::<R>(Some(version)));
+        }
+        let encoded = EncodedRequest::new(req, version, Some(&self.inner.config.client_id))?;
+        let body = self.round_trip(encoded).await?;
+        let mut r = Reader::new(body);
+        let resp =
+            R::Response::decode(&mut r, version).map_err(|source| ConnectionError::Decode {
+                api: R::API_KEY,
+                version,
+                source,
+            })?;
+        if r.remaining() > 0 {
+            tracing::debug!(
+                api = %R::API_KEY,
+                version,
+                trailing = r.remaining(),
+                "response has trailing bytes"
+            );
+        }
+        if let Some(ms) = resp.throttle_time_ms().filter(|&ms| ms > 0) {
+            tracing::debug!(broker = %self.inner.addr, ms, "throttled by the broker");
+            self.inner.state.throttle(ms);
+        }
+        Ok(resp)
+    }
+
+    fn unsupported<R: Request>(&self, requested: Option<i16>) -> ConnectionError {
+        let client = super::client_range(R::API_KEY)
+            .map(|(min, max)| (min.max(R::MIN_VERSION), max.min(R::MAX_VERSION)));
+        ConnectionError::UnsupportedVersion {
+            api: R::API_KEY,
+            requested,
+            broker: self.broker_versions(R::API_KEY),
+            client,
+        }
+    }
+
+    /// Sends an encoded request and returns the raw response body.
+    async fn round_trip(&self, req: EncodedRequest) -> Result<Bytes, ConnectionError> {
+        let (api, version) = (req.api_key(), req.version());
+        let timeout = self.inner.config.request_timeout;
+        let deadline = Instant::now() + timeout;
+        let timed_out = |ambiguous| ConnectionError::Timeout {
+            addr: self.inner.addr.clone(),
+            api,
+            version,
+            timeout,
+            ambiguous,
+        };
+        let (reply, rx) = oneshot::channel();
+        match timeout_at(deadline, self.inner.tx.send(Command { req, reply })).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(self.disconnected(false)),
+            Err(_) => return Err(timed_out(false)),
+        }
+        match timeout_at(deadline, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.disconnected(true)),
+            // Dropping `rx` leaves the in-flight entry in place; the late
+            // response is read and discarded.
+            Err(_) => Err(timed_out(true)),
+        }
+    }
+
+    fn disconnected(&self, ambiguous: bool) -> ConnectionError {
+        ConnectionError::Disconnected {
+            addr: self.inner.addr.clone(),
+            ambiguous,
+            cause: None,
+        }
+    }
+
+    /// The address this connection was opened to.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// Whether the connection is broken or closed; requests on it fail fast.
+    pub fn is_closed(&self) -> bool {
+        self.inner.state.closed.load(Ordering::Acquire) || self.inner.tx.is_closed()
+    }
+
+    /// Closes the connection for every clone; requests in flight fail with
+    /// [`ConnectionError::Disconnected`].
+    pub fn close(&self) {
+        self.inner.state.shutdown.notify_one();
+    }
+}
+
+/// Asks the broker which versions it supports, starting at the highest
+/// ApiVersions version this client knows. A broker that does not know that
+/// version answers UNSUPPORTED_VERSION in a v0 body listing its own range;
+/// the request is then repeated at the highest version both know.
+async fn negotiate(conn: &BrokerConnection) -> Result<VersionTable, ConnectionError> {
+    let key = ApiKey::API_VERSIONS;
+    let (_, ours) = super::client_range(key).unwrap_or((0, ApiVersionsResponse::MAX_VERSION));
+    let req = ApiVersionsRequest {
+        client_software_name: CLIENT_SOFTWARE_NAME.to_string(),
+        client_software_version: env!("CARGO_PKG_VERSION").to_string(),
+        ..Default::default()
+    };
+    let client_id = Some(conn.inner.config.client_id.as_str());
+    let mut version = ours;
+    let mut retried = false;
+    let resp = loop {
+        let body = conn
+            .round_trip(EncodedRequest::new(&req, version, client_id)?)
+            .await?;
+        let at_version = ApiVersionsResponse::decode(&mut Reader::new(body.clone()), version);
+        let resp = match at_version {
+            Ok(r) if r.error_code != ErrorCode::UNSUPPORTED_VERSION.0 => r,
+            first => match ApiVersionsResponse::decode(&mut Reader::new(body), 0) {
+                Ok(r0) => r0,
+                Err(e0) => {
+                    return Err(ConnectionError::Decode {
+                        api: key,
+                        version,
+                        source: first.err().unwrap_or(e0),
+                    })
+                }
+            },
+        };
+        if resp.error_code == ErrorCode::UNSUPPORTED_VERSION.0 && !retried {
+            let broker_max = resp
+                .api_keys
+                .iter()
+                .find(|k| k.api_key == key.0)
+                .map_or(0, |k| k.max_version);
+            let next = broker_max.min(ours);
+            if next < version && next >= 0 {
+                tracing::debug!(broker = %conn.inner.addr, version = next, "retrying ApiVersions");
+                version = next;
+                retried = true;
+                continue;
+            }
+        }
+        break resp;
+    };
+    if resp.error_code != 0 {
+        return Err(ConnectionError::Broker {
+            api: key,
+            code: ErrorCode(resp.error_code),
+        });
+    }
+    Ok(VersionTable::new(
+        resp.api_keys
+            .iter()
+            .map(|k| (ApiKey(k.api_key), k.min_version, k.max_version)),
+        &conn.inner.config.max_versions,
+    ))
+}
+
+/// The per-connection task: owns the socket halves and the core.
+struct Driver {
+    addr: String,
+    core: ConnectionCore<Reply>,
+    rx: mpsc::Receiver<Command>,
+    state: Arc<State>,
+    /// Requests taken from the channel but not yet queued (throttled).
+    held: VecDeque<Command>,
+    write_queue: VecDeque<Bytes>,
+    queued_write: usize,
+}
+
+/// Why the driver loop ended.
+enum Stop {
+    /// Every handle is gone and nothing can be waiting.
+    Idle,
+    /// The connection broke or was closed.
+    Error(ConnectionError),
+}
+
+impl Driver {
+    async fn run<R, W>(mut self, mut reader: R, mut writer: W)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let stop = self.run_loop(&mut reader, &mut writer).await;
+        self.state.closed.store(true, Ordering::Release);
+        self.rx.close();
+        let cause = match stop {
+            Stop::Idle => ConnectionError::Closed,
+            Stop::Error(e) => {
+                tracing::debug!(broker = %self.addr, error = %e, "connection closed");
+                e
+            }
+        };
+        let cause_arc = Arc::new(cause.clone());
+        let lost = |ambiguous| ConnectionError::Disconnected {
+            addr: self.addr.clone(),
+            ambiguous,
+            cause: Some(cause_arc.clone()),
+        };
+        for f in self.core.fail_all(cause) {
+            let _ = f.token.send(Err(lost(f.ambiguous)));
+        }
+        for cmd in self.held.drain(..) {
+            let _ = cmd.reply.send(Err(lost(false)));
+        }
+        while let Ok(cmd) = self.rx.try_recv() {
+            let _ = cmd.reply.send(Err(lost(false)));
+        }
+        let _ = writer.shutdown().await;
+    }
+
+    async fn run_loop<R, W>(&mut self, reader: &mut R, writer: &mut W) -> Stop
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut need_flush = false;
+        loop {
+            let throttled = self.state.throttled_until();
+            if throttled.is_none() {
+                while let Some(cmd) = self.held.pop_front() {
+                    // A caller that already gave up is not worth sending.
+                    if cmd.reply.is_closed() {
+                        continue;
+                    }
+                    if let Err(e) = self.core.queue(cmd.req, cmd.reply) {
+                        return Stop::Error(e);
+                    }
+                }
+            }
+            while let Some(b) = self.core.poll_transmit() {
+                self.queued_write += b.len();
+                self.write_queue.push_back(b);
+            }
+            let accept = self.held.len() < BATCH && self.queued_write < MAX_QUEUED_WRITE;
+            tokio::select! {
+                biased;
+                _ = self.state.shutdown.notified() => return Stop::Error(ConnectionError::Closed),
+                res = reader.read_buf(self.core.recv_buf()) => match res {
+                    Ok(0) => {
+                        return Stop::Error(ConnectionError::from(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the broker closed the connection",
+                        )))
+                    }
+                    Ok(_) => {
+                        while let Some(ev) = self.core.poll_response() {
+                            match ev {
+                                // A waiter that timed out has dropped its receiver.
+                                Ok(resp) => drop(resp.token.send(Ok(resp.body))),
+                                Err(e) => return Stop::Error(e),
+                            }
+                        }
+                    }
+                    Err(e) => return Stop::Error(e.into()),
+                },
+                res = write_step(writer, &self.write_queue), if need_flush || !self.write_queue.is_empty() => match res {
+                    Ok(Some(0)) => return Stop::Error(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
+                    Ok(Some(n)) => {
+                        self.core.on_written(n);
+                        self.queued_write -= n;
+                        advance(&mut self.write_queue, n);
+                        need_flush = true;
+                    }
+                    Ok(None) => need_flush = false,
+                    Err(e) => return Stop::Error(e.into()),
+                },
+                cmd = self.rx.recv(), if accept => match cmd {
+                    Some(cmd) => {
+                        self.held.push_back(cmd);
+                        while self.held.len() < BATCH {
+                            match self.rx.try_recv() {
+                                Ok(cmd) => self.held.push_back(cmd),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    // Every handle is gone: requests still in flight were
+                    // abandoned, nobody waits for them.
+                    None => return Stop::Idle,
+                },
+                _ = sleep_until(throttled.unwrap_or_else(Instant::now)), if throttled.is_some() => {}
+            }
+        }
+    }
+}
+
+/// One vectored write of the queued buffers (`Some(bytes written)`), or a
+/// flush once the queue is empty (`None`): transports that buffer, such as
+/// TLS, need it; for TCP it is a no-op.
+async fn write_step<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    queue: &VecDeque<Bytes>,
+) -> std::io::Result<Option<usize>> {
+    if queue.is_empty() {
+        writer.flush().await?;
+        return Ok(None);
+    }
+    let mut slices = [IoSlice::new(&[]); MAX_IOSLICES];
+    let mut n = 0;
+    for (slot, b) in slices.iter_mut().zip(queue.iter()) {
+        *slot = IoSlice::new(b);
+        n += 1;
+    }
+    writer.write_vectored(&slices[..n]).await.map(Some)
+}
+
+/// Drops the first `n` written bytes from the queue.
+fn advance(queue: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let Some(front) = queue.front_mut() else {
+            return;
+        };
+        if front.len() <= n {
+            n -= front.len();
+            queue.pop_front();
+        } else {
+            front.advance(n);
+            n = 0;
+        }
+    }
+}

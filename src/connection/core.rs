@@ -1,0 +1,715 @@
+//! The sans-IO connection state machine: framing, correlation ids and the
+//! in-flight table. No sockets, no runtime: bytes in, events out, so every
+//! path (split frames, hostile lengths, out-of-order answers) is unit-tested
+//! with synthetic input.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::ConnectionError;
+use crate::protocol::{ApiKey, EncodeError, Reader, Request};
+
+/// Offset of the correlation id in an encoded frame: size (4), api key (2),
+/// api version (2).
+const CORRELATION_ID_OFFSET: usize = 8;
+
+/// Frames up to this size are copied into one buffer so several small
+/// requests go out in one write; larger ones are handed out as they are.
+const COALESCE_MAX: usize = 16 * 1024;
+
+/// Smallest read-buffer reservation, so small responses need one read.
+const MIN_READ_RESERVE: usize = 64 * 1024;
+
+/// A request encoded into its final frame (size prefix, header, body), ready
+/// to be queued. Encoding happens on the caller's task, so the connection's
+/// own task only patches in the correlation id.
+#[derive(Debug)]
+pub struct EncodedRequest {
+    frame: BytesMut,
+    api_key: ApiKey,
+    version: i16,
+    response_header_version: i16,
+}
+
+impl EncodedRequest {
+    /// Encodes `req` at `version` with its request header. The correlation id
+    /// is assigned when the request is queued.
+    pub fn new<R: Request>(
+        req: &R,
+        version: i16,
+        client_id: Option<&str>,
+    ) -> Result<Self, ConnectionError> {
+        let api = R::API_KEY;
+        let enc_err = |source| ConnectionError::Encode {
+            api,
+            version,
+            source,
+        };
+        let header_version = R::request_header_version(version);
+        let mut frame = BytesMut::with_capacity(256);
+        frame.put_i32(0); // size, patched below
+        frame.put_i16(api.0);
+        frame.put_i16(version);
+        frame.put_i32(0); // correlation id, patched when queued
+        if header_version >= 1 {
+            // The client id stays a classic nullable string even in the
+            // flexible header v2.
+            match client_id {
+                Some(id) => {
+                    let max = i16::MAX as usize;
+                    if id.len() > max {
+                        return Err(enc_err(EncodeError::TooLong {
+                            what: "client id",
+                            len: id.len(),
+                            max,
+                        }));
+                    }
+                    frame.put_i16(id.len() as i16);
+                    frame.put_slice(id.as_bytes());
+                }
+                None => frame.put_i16(-1),
+            }
+        }
+        if header_version >= 2 {
+            frame.put_u8(0); // no tagged fields
+        }
+        req.encode(&mut frame, version).map_err(enc_err)?;
+        let size = frame.len() - 4;
+        let max = i32::MAX as usize;
+        if size > max {
+            return Err(enc_err(EncodeError::TooLong {
+                what: "request frame",
+                len: size,
+                max,
+            }));
+        }
+        frame[..4].copy_from_slice(&(size as i32).to_be_bytes());
+        Ok(Self {
+            frame,
+            api_key: api,
+            version,
+            response_header_version: R::response_header_version(version),
+        })
+    }
+
+    /// The request's API.
+    pub fn api_key(&self) -> ApiKey {
+        self.api_key
+    }
+
+    /// The request's version.
+    pub fn version(&self) -> i16 {
+        self.version
+    }
+
+    /// The frame's length in bytes, size prefix included.
+    pub fn len(&self) -> usize {
+        self.frame.len()
+    }
+
+    /// Whether the frame is empty (never, for a frame built by [`Self::new`]).
+    pub fn is_empty(&self) -> bool {
+        self.frame.is_empty()
+    }
+}
+
+/// A request sent and not yet answered.
+#[derive(Debug)]
+struct InFlight<T> {
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    response_header_version: i16,
+    /// Position of the frame's last byte in the outgoing byte stream, so a
+    /// broken connection can tell which requests were fully written.
+    end_offset: u64,
+    /// `None` once the waiter has gone: the response is still read, then dropped.
+    token: Option<T>,
+}
+
+/// A response matched to its request.
+#[derive(Debug)]
+pub struct Response<T> {
+    /// The correlation id shared by request and response.
+    pub correlation_id: i32,
+    /// The request's API.
+    pub api_key: ApiKey,
+    /// The request's version, which the body is encoded in.
+    pub version: i16,
+    /// The token given when the request was queued.
+    pub token: T,
+    /// The response body after the header: a zero-copy slice of the frame.
+    pub body: Bytes,
+}
+
+/// A request that will never be answered because the connection closed.
+#[derive(Debug)]
+pub struct Failed<T> {
+    /// The token given when the request was queued.
+    pub token: T,
+    /// The request's API.
+    pub api_key: ApiKey,
+    /// The request's version.
+    pub version: i16,
+    /// Whether the whole frame was written, so the broker may have processed it.
+    pub ambiguous: bool,
+}
+
+/// The state of one Kafka connection, independent of any I/O.
+///
+/// `T` is an opaque token identifying the waiter of a request (a oneshot
+/// sender in the tokio driver). Usage: [`queue`](Self::queue) requests, write
+/// what [`poll_transmit`](Self::poll_transmit) hands out and report it with
+/// [`on_written`](Self::on_written); read into [`recv_buf`](Self::recv_buf)
+/// (or pass bytes to [`handle_received`](Self::handle_received)) and drain
+/// [`poll_response`](Self::poll_response). After an error the connection is
+/// closed: [`fail_all`](Self::fail_all) hands back every waiter.
+#[derive(Debug)]
+pub struct ConnectionCore<T> {
+    max_frame_size: usize,
+    next_correlation_id: i32,
+    /// Oldest first; Kafka answers in order, so the front usually matches.
+    in_flight: VecDeque<InFlight<T>>,
+    recv: BytesMut,
+    frames_received: u64,
+    transmit: VecDeque<Bytes>,
+    coalesce: BytesMut,
+    queued_bytes: u64,
+    written_bytes: u64,
+    error: Option<ConnectionError>,
+}
+
+impl<T> ConnectionCore<T> {
+    /// A fresh connection state accepting frames up to `max_frame_size` bytes.
+    pub fn new(max_frame_size: usize) -> Self {
+        Self {
+            max_frame_size,
+            next_correlation_id: 0,
+            in_flight: VecDeque::new(),
+            recv: BytesMut::new(),
+            frames_received: 0,
+            transmit: VecDeque::new(),
+            coalesce: BytesMut::new(),
+            queued_bytes: 0,
+            written_bytes: 0,
+            error: None,
+        }
+    }
+
+    /// Assigns a correlation id to `req`, records it as in flight and queues
+    /// its bytes for transmission. Returns the correlation id.
+    pub fn queue(&mut self, req: EncodedRequest, token: T) -> Result<i32, ConnectionError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let correlation_id = self.next_correlation_id;
+        // Negative ids are avoided only for readability in broker logs.
+        self.next_correlation_id = correlation_id.checked_add(1).unwrap_or(0);
+        let mut frame = req.frame;
+        if let Some(slot) = frame.get_mut(CORRELATION_ID_OFFSET..CORRELATION_ID_OFFSET + 4) {
+            slot.copy_from_slice(&correlation_id.to_be_bytes());
+        }
+        self.queued_bytes += frame.len() as u64;
+        self.in_flight.push_back(InFlight {
+            correlation_id,
+            api_key: req.api_key,
+            version: req.version,
+            response_header_version: req.response_header_version,
+            end_offset: self.queued_bytes,
+            token: Some(token),
+        });
+        if frame.len() <= COALESCE_MAX {
+            self.coalesce.extend_from_slice(&frame);
+        } else {
+            if !self.coalesce.is_empty() {
+                self.transmit.push_back(self.coalesce.split().freeze());
+            }
+            self.transmit.push_back(frame.freeze());
+        }
+        Ok(correlation_id)
+    }
+
+    /// Encodes and queues `req` at `version`; see [`Self::queue`].
+    pub fn queue_request<R: Request>(
+        &mut self,
+        req: &R,
+        version: i16,
+        client_id: Option<&str>,
+        token: T,
+    ) -> Result<i32, ConnectionError> {
+        let encoded = EncodedRequest::new(req, version, client_id)?;
+        self.queue(encoded, token)
+    }
+
+    /// The next chunk of bytes to write, in order.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if let Some(b) = self.transmit.pop_front() {
+            return Some(b);
+        }
+        if self.coalesce.is_empty() {
+            None
+        } else {
+            Some(self.coalesce.split().freeze())
+        }
+    }
+
+    /// Whether bytes are waiting for [`Self::poll_transmit`].
+    pub fn has_transmit(&self) -> bool {
+        !self.transmit.is_empty() || !self.coalesce.is_empty()
+    }
+
+    /// Reports that `n` more bytes of the transmitted stream were written.
+    pub fn on_written(&mut self, n: usize) {
+        self.written_bytes += n as u64;
+    }
+
+    /// The receive buffer, with spare capacity reserved for the next read.
+    /// The reservation follows the frame being received but at most doubles
+    /// what has already arrived, so a hostile length prefix cannot make the
+    /// client allocate far beyond the bytes received.
+    pub fn recv_buf(&mut self) -> &mut BytesMut {
+        let have = self.recv.len();
+        let missing = match self.announced_len() {
+            Some(len) => (len + 4).saturating_sub(have),
+            None => 4usize.saturating_sub(have),
+        };
+        let want = missing
+            .min(have.max(MIN_READ_RESERVE))
+            .max(MIN_READ_RESERVE);
+        if self.recv.capacity() - have < want {
+            self.recv.reserve(want);
+        }
+        &mut self.recv
+    }
+
+    /// Feeds received bytes (for callers that read into their own buffer).
+    pub fn handle_received(&mut self, data: &[u8]) {
+        self.recv.extend_from_slice(data);
+    }
+
+    /// The valid length announced by the frame being received, if known.
+    fn announced_len(&self) -> Option<usize> {
+        let prefix: [u8; 4] = self.recv.get(..4)?.try_into().ok()?;
+        let len = i32::from_be_bytes(prefix);
+        usize::try_from(len)
+            .ok()
+            .filter(|&l| l <= self.max_frame_size)
+    }
+
+    fn fail(&mut self, e: ConnectionError) -> ConnectionError {
+        self.error = Some(e.clone());
+        e
+    }
+
+    /// Recognises a peer speaking another protocol from its first bytes.
+    fn sniff(&self) -> Option<ConnectionError> {
+        let b = &self.recv[..];
+        match b {
+            [0x15 | 0x16, 0x03, ..] => Some(ConnectionError::PeerIsTls),
+            [b'H', b'T', b'T', b'P', ..] => Some(ConnectionError::PeerIsHttp),
+            _ => None,
+        }
+    }
+
+    /// The next complete frame (without its size prefix), if one has arrived.
+    pub fn poll_frame(&mut self) -> Result<Option<Bytes>, ConnectionError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        if self.frames_received == 0 {
+            if let Some(e) = self.sniff() {
+                return Err(self.fail(e));
+            }
+        }
+        let Some(prefix) = self.recv.get(..4) else {
+            return Ok(None);
+        };
+        let mut prefix = prefix;
+        let len = prefix.get_i32();
+        let Ok(len) = usize::try_from(len) else {
+            return Err(self.fail(ConnectionError::NegativeFrameLength(len)));
+        };
+        if len > self.max_frame_size {
+            return Err(self.fail(ConnectionError::FrameTooLarge {
+                size: len,
+                max: self.max_frame_size,
+            }));
+        }
+        if self.recv.len() - 4 < len {
+            return Ok(None);
+        }
+        self.recv.advance(4);
+        self.frames_received += 1;
+        Ok(Some(self.recv.split_to(len).freeze()))
+    }
+
+    /// The next response matched to its request. Responses whose waiter was
+    /// [abandoned](Self::abandon) are consumed silently. An error closes the
+    /// connection; afterwards this returns `None`.
+    pub fn poll_response(&mut self) -> Option<Result<Response<T>, ConnectionError>> {
+        loop {
+            if self.error.is_some() {
+                return None;
+            }
+            let frame = match self.poll_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            let mut r = Reader::new(frame);
+            let correlation_id = match r.i32() {
+                Ok(id) => id,
+                Err(e) => return Some(Err(self.fail(ConnectionError::BadResponseHeader(e)))),
+            };
+            let pos = match self.in_flight.front() {
+                Some(f) if f.correlation_id == correlation_id => Some(0),
+                _ => self
+                    .in_flight
+                    .iter()
+                    .position(|f| f.correlation_id == correlation_id),
+            };
+            let Some(entry) = pos.and_then(|p| self.in_flight.remove(p)) else {
+                return Some(Err(
+                    self.fail(ConnectionError::UnknownCorrelationId(correlation_id))
+                ));
+            };
+            if entry.response_header_version >= 1 {
+                // Header tagged fields carry nothing this client uses.
+                if let Err(e) = r.tagged_fields(|_, _| Ok(false)) {
+                    return Some(Err(self.fail(ConnectionError::BadResponseHeader(e))));
+                }
+            }
+            let Some(token) = entry.token else {
+                continue;
+            };
+            return Some(Ok(Response {
+                correlation_id,
+                api_key: entry.api_key,
+                version: entry.version,
+                token,
+                body: r.take_rest(),
+            }));
+        }
+    }
+
+    /// Forgets the waiter of an in-flight request; its response will be read
+    /// and discarded so the stream stays in sync. Returns whether the id was
+    /// in flight.
+    pub fn abandon(&mut self, correlation_id: i32) -> bool {
+        match self
+            .in_flight
+            .iter_mut()
+            .find(|f| f.correlation_id == correlation_id)
+        {
+            Some(f) => {
+                f.token = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Requests sent (or queued) and not yet answered, abandoned ones included.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The error that closed the connection, if any.
+    pub fn error(&self) -> Option<&ConnectionError> {
+        self.error.as_ref()
+    }
+
+    /// Whether an error closed the connection.
+    pub fn is_closed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// Closes the connection with `cause` (if none was recorded yet) and
+    /// hands back every waiting request, telling for each whether its frame
+    /// was fully written.
+    pub fn fail_all(&mut self, cause: ConnectionError) -> Vec<Failed<T>> {
+        if self.error.is_none() {
+            self.error = Some(cause);
+        }
+        self.transmit.clear();
+        self.coalesce.clear();
+        let written = self.written_bytes;
+        self.in_flight
+            .drain(..)
+            .filter_map(|f| {
+                f.token.map(|token| Failed {
+                    token,
+                    api_key: f.api_key,
+                    version: f.version,
+                    ambiguous: f.end_offset <= written,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{DecodeError, Message};
+
+    /// A minimal request type so the core is tested without generated codecs.
+    #[derive(Debug, Clone, PartialEq, Default)]
+    struct Echo(i32);
+
+    impl Message for Echo {
+        const MIN_VERSION: i16 = 0;
+        const MAX_VERSION: i16 = 3;
+        const FLEXIBLE_FROM: Option<i16> = Some(2);
+
+        fn encode(&self, buf: &mut BytesMut, _version: i16) -> Result<(), EncodeError> {
+            buf.put_i32(self.0);
+            Ok(())
+        }
+
+        fn decode(r: &mut Reader, _version: i16) -> Result<Self, DecodeError> {
+            Ok(Echo(r.i32()?))
+        }
+    }
+
+    impl Request for Echo {
+        const API_KEY: ApiKey = ApiKey(1000);
+        type Response = Echo;
+    }
+
+    /// A response frame: size, correlation id, optional empty tagged
+    /// fields (header v1), body.
+    fn response(correlation_id: i32, flexible: bool, body: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        let len = 4 + usize::from(flexible) + body.len();
+        v.extend_from_slice(&(len as i32).to_be_bytes());
+        v.extend_from_slice(&correlation_id.to_be_bytes());
+        if flexible {
+            v.push(0);
+        }
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn drain_transmit<T>(core: &mut ConnectionCore<T>) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = core.poll_transmit() {
+            out.extend_from_slice(&b);
+        }
+        core.on_written(out.len());
+        out
+    }
+
+    #[test]
+    fn encodes_headers_by_version() {
+        let mut core = ConnectionCore::new(1 << 20);
+        // v1: header v1 (client id), v2: header v2 (client id + tagged fields).
+        core.queue_request(&Echo(7), 1, Some("me"), "a").unwrap();
+        core.queue_request(&Echo(8), 2, None, "b").unwrap();
+        let bytes = drain_transmit(&mut core);
+        let first: Vec<u8> = [
+            &16i32.to_be_bytes()[..],
+            &1000i16.to_be_bytes(),
+            &1i16.to_be_bytes(),
+            &0i32.to_be_bytes(),
+            &2i16.to_be_bytes(),
+            b"me",
+            &7i32.to_be_bytes(),
+        ]
+        .concat();
+        let second: Vec<u8> = [
+            &15i32.to_be_bytes()[..],
+            &1000i16.to_be_bytes(),
+            &2i16.to_be_bytes(),
+            &1i32.to_be_bytes(),
+            &(-1i16).to_be_bytes(),
+            &[0],
+            &8i32.to_be_bytes(),
+        ]
+        .concat();
+        assert_eq!(bytes, [first, second].concat());
+    }
+
+    #[test]
+    fn matches_pipelined_responses_out_of_order() {
+        let mut core = ConnectionCore::new(1 << 20);
+        let ids: Vec<i32> = (0..3)
+            .map(|i| core.queue_request(&Echo(i), 1, None, i).unwrap())
+            .collect();
+        drain_transmit(&mut core);
+        for &id in [ids[2], ids[0], ids[1]].iter() {
+            core.handle_received(&response(id, false, &(id * 10).to_be_bytes()));
+        }
+        let mut got = Vec::new();
+        while let Some(r) = core.poll_response() {
+            let r = r.unwrap();
+            let body = Echo::decode(&mut Reader::new(r.body), r.version).unwrap();
+            got.push((r.token, body.0));
+        }
+        assert_eq!(got, vec![(2, 20), (0, 0), (1, 10)]);
+        assert_eq!(core.in_flight(), 0);
+    }
+
+    #[test]
+    fn frames_split_at_every_byte() {
+        let mut stream = Vec::new();
+        stream.extend(response(0, true, b"abc"));
+        stream.extend(response(1, false, b""));
+        stream.extend(response(2, true, &[9; 300]));
+        for split in 0..=stream.len() {
+            let mut core = ConnectionCore::new(1 << 20);
+            for v in [3, 1, 3] {
+                core.queue_request(&Echo(0), v, None, ()).unwrap();
+            }
+            let mut bodies = Vec::new();
+            for chunk in [&stream[..split], &stream[split..]] {
+                // Byte by byte for the first part, all at once for the rest.
+                if chunk.len() == split {
+                    for b in chunk {
+                        core.handle_received(std::slice::from_ref(b));
+                        while let Some(r) = core.poll_response() {
+                            bodies.push(r.unwrap().body);
+                        }
+                    }
+                } else {
+                    core.handle_received(chunk);
+                    while let Some(r) = core.poll_response() {
+                        bodies.push(r.unwrap().body);
+                    }
+                }
+            }
+            assert_eq!(bodies.len(), 3, "split at {split}");
+            assert_eq!(&bodies[0][..], b"abc");
+            assert!(bodies[1].is_empty());
+            assert_eq!(&bodies[2][..], &[9; 300][..]);
+        }
+    }
+
+    #[test]
+    fn oversize_and_negative_frames_close_the_connection() {
+        let mut core = ConnectionCore::<()>::new(1000);
+        core.handle_received(&1001i32.to_be_bytes());
+        assert!(matches!(
+            core.poll_response(),
+            Some(Err(ConnectionError::FrameTooLarge {
+                size: 1001,
+                max: 1000
+            }))
+        ));
+        assert!(core.is_closed());
+        assert!(core.poll_response().is_none());
+        assert!(core.queue_request(&Echo(1), 1, None, ()).is_err());
+
+        let mut core = ConnectionCore::<()>::new(1000);
+        core.handle_received(&(-5i32).to_be_bytes());
+        assert!(matches!(
+            core.poll_frame(),
+            Err(ConnectionError::NegativeFrameLength(-5))
+        ));
+    }
+
+    #[test]
+    fn hostile_length_does_not_drive_allocation() {
+        let mut core = ConnectionCore::<()>::new(100 << 20);
+        core.handle_received(&(100i32 << 20).to_be_bytes());
+        assert!(core.poll_frame().unwrap().is_none());
+        assert!(core.recv_buf().capacity() <= 2 * MIN_READ_RESERVE);
+    }
+
+    #[test]
+    fn detects_tls_and_http_peers() {
+        for (bytes, tls) in [
+            (&[0x15u8, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46][..], true),
+            (&[0x16, 0x03][..], true),
+            (b"HTTP/1.1 400 Bad Request\r\n", false),
+        ] {
+            let mut core = ConnectionCore::<()>::new(100 << 20);
+            core.queue_request(&Echo(1), 1, None, ()).unwrap();
+            core.handle_received(bytes);
+            let err = core.poll_response().unwrap().unwrap_err();
+            if tls {
+                assert!(matches!(err, ConnectionError::PeerIsTls), "{err}");
+                assert!(err.to_string().contains("TLS"));
+            } else {
+                assert!(matches!(err, ConnectionError::PeerIsHttp), "{err}");
+            }
+            assert!(!err.is_retriable());
+        }
+    }
+
+    #[test]
+    fn unknown_correlation_id_closes_and_fails_everything() {
+        let mut core = ConnectionCore::new(1 << 20);
+        core.queue_request(&Echo(1), 1, None, "a").unwrap();
+        core.queue_request(&Echo(2), 1, None, "b").unwrap();
+        drain_transmit(&mut core);
+        core.handle_received(&response(42, false, b""));
+        assert!(matches!(
+            core.poll_response(),
+            Some(Err(ConnectionError::UnknownCorrelationId(42)))
+        ));
+        let failed = core.fail_all(ConnectionError::UnknownCorrelationId(42));
+        let tokens: Vec<_> = failed.iter().map(|f| (f.token, f.ambiguous)).collect();
+        assert_eq!(tokens, vec![("a", true), ("b", true)]);
+    }
+
+    #[test]
+    fn abandoned_request_response_is_discarded_and_stream_stays_in_sync() {
+        let mut core = ConnectionCore::new(1 << 20);
+        let a = core.queue_request(&Echo(1), 3, None, "a").unwrap();
+        let b = core.queue_request(&Echo(2), 3, None, "b").unwrap();
+        assert!(core.abandon(a));
+        core.handle_received(&response(a, true, b"late"));
+        core.handle_received(&response(b, true, b"ok"));
+        let r = core.poll_response().unwrap().unwrap();
+        assert_eq!((r.token, &r.body[..]), ("b", &b"ok"[..]));
+        assert!(core.poll_response().is_none());
+        assert_eq!(core.in_flight(), 0);
+        assert!(!core.is_closed());
+    }
+
+    #[test]
+    fn fail_all_tells_which_requests_were_fully_written() {
+        let mut core = ConnectionCore::new(1 << 20);
+        core.queue_request(&Echo(1), 1, None, 1).unwrap();
+        core.queue_request(&Echo(2), 1, None, 2).unwrap();
+        let chunk = core.poll_transmit().unwrap();
+        // The first frame and half of the second reached the socket.
+        core.on_written(chunk.len() - 5);
+        let failed = core.fail_all(ConnectionError::PeerIsHttp);
+        let got: Vec<_> = failed.iter().map(|f| (f.token, f.ambiguous)).collect();
+        assert_eq!(got, vec![(1, true), (2, false)]);
+    }
+
+    #[test]
+    fn small_frames_coalesce_and_large_ones_keep_order() {
+        let mut core = ConnectionCore::new(1 << 20);
+        #[derive(Debug, Clone, PartialEq, Default)]
+        struct Big;
+        impl Message for Big {
+            const MIN_VERSION: i16 = 0;
+            const MAX_VERSION: i16 = 0;
+            const FLEXIBLE_FROM: Option<i16> = None;
+            fn encode(&self, buf: &mut BytesMut, _: i16) -> Result<(), EncodeError> {
+                buf.put_slice(&[7; COALESCE_MAX]);
+                Ok(())
+            }
+            fn decode(_: &mut Reader, _: i16) -> Result<Self, DecodeError> {
+                Ok(Big)
+            }
+        }
+        impl Request for Big {
+            const API_KEY: ApiKey = ApiKey(1001);
+            type Response = Big;
+        }
+        core.queue_request(&Echo(1), 1, None, ()).unwrap();
+        core.queue_request(&Echo(2), 1, None, ()).unwrap();
+        core.queue_request(&Big, 0, None, ()).unwrap();
+        core.queue_request(&Echo(3), 1, None, ()).unwrap();
+        let chunks: Vec<Bytes> = std::iter::from_fn(|| core.poll_transmit()).collect();
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![2 * 18, COALESCE_MAX + 14, 18]);
+        assert!(!core.has_transmit());
+    }
+}
