@@ -8,6 +8,7 @@ pub mod api_key;
 pub mod error;
 pub mod error_code;
 pub mod message;
+pub mod messages;
 pub mod primitives;
 pub mod record;
 
