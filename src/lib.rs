@@ -9,3 +9,8 @@
 #![forbid(unsafe_code)]
 
 pub mod protocol;
+pub mod connection;
+pub mod cluster;
+pub mod client;
+pub mod error;
+pub mod record;

@@ -1,0 +1,230 @@
+//! Commands that inspect or change the cluster: `api-versions`, `metadata`,
+//! `topic ...`, `offsets`.
+
+use std::{collections::BTreeMap, io::Write};
+
+use clap::Args;
+use rskafka::client::partition::OffsetAt;
+
+use crate::{bounded, connect, CliError, CliResult, GlobalArgs};
+
+/// Arguments of `topic create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The topic name.
+    name: String,
+    /// Number of partitions.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
+    partitions: i32,
+    /// Replicas per partition.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
+    replication_factor: i16,
+    /// A topic config `KEY=VALUE`; repeatable.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    configs: Vec<String>,
+}
+
+/// Writes `text` to stdout; a closed pipe (e.g. `| head`) is not an error.
+pub fn print_out(text: &str) -> CliResult {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The timeout for broker-side operations, as Kafka's `timeout_ms` fields want it.
+fn timeout_ms_i32(g: &GlobalArgs) -> i32 {
+    i32::try_from(g.timeout_ms).unwrap_or(i32::MAX)
+}
+
+/// `api-versions`: name, key, broker min-max, client version (or `-`).
+pub async fn api_versions(g: &GlobalArgs) -> CliResult {
+    let client = connect(g).await?;
+    let versions = bounded(g.timeout(), "api-versions", async {
+        Ok(client.api_versions().await?)
+    })
+    .await?;
+    let mut text = String::new();
+    for v in versions {
+        let used = v
+            .client_version
+            .map_or_else(|| "-".to_owned(), |x| x.to_string());
+        text.push_str(&format!(
+            "{}\t{}\t{}-{}\t{}\n",
+            v.api_key.name(),
+            v.api_key.0,
+            v.broker_min,
+            v.broker_max,
+            used
+        ));
+    }
+    print_out(&text)
+}
+
+/// `metadata`: brokers, controller, topics with partitions, leaders, replicas, ISR.
+pub async fn metadata(g: &GlobalArgs) -> CliResult {
+    let client = connect(g).await?;
+    let md = bounded(g.timeout(), "metadata", async {
+        Ok(client.metadata().await?)
+    })
+    .await?;
+    let mut t = String::new();
+    t.push_str(&format!(
+        "cluster id: {}\n",
+        md.cluster_id.as_deref().unwrap_or("-")
+    ));
+    t.push_str(&format!(
+        "controller: {}\n",
+        md.controller_id
+            .map_or_else(|| "-".to_owned(), |c| c.to_string())
+    ));
+    t.push_str(&format!("brokers: {}\n", md.brokers.len()));
+    for b in md.brokers.values() {
+        let rack = b
+            .rack
+            .as_deref()
+            .map(|r| format!(" rack {r}"))
+            .unwrap_or_default();
+        let ctl = if md.controller_id == Some(b.id) {
+            " (controller)"
+        } else {
+            ""
+        };
+        t.push_str(&format!(
+            "  broker {} at {}:{}{rack}{ctl}\n",
+            b.id, b.host, b.port
+        ));
+    }
+    t.push_str(&format!("topics: {}\n", md.topics.len()));
+    for topic in md.topics.values() {
+        let internal = if topic.is_internal { " (internal)" } else { "" };
+        let err = if topic.error.is_ok() {
+            String::new()
+        } else {
+            format!(" error {}", topic.error.name())
+        };
+        t.push_str(&format!(
+            "  topic \"{}\" with {} partitions{internal}{err}\n",
+            topic.name,
+            topic.partitions.len()
+        ));
+        for p in topic.partitions.values() {
+            let leader = p.leader.map_or_else(|| "-".to_owned(), |l| l.to_string());
+            let err = if p.error.is_ok() {
+                String::new()
+            } else {
+                format!(" error {}", p.error.name())
+            };
+            t.push_str(&format!(
+                "    partition {}, leader {leader}, replicas: {}, isrs: {}{err}\n",
+                p.id,
+                join_ids(&p.replicas),
+                join_ids(&p.isr)
+            ));
+        }
+    }
+    print_out(&t)
+}
+
+fn join_ids(ids: &[i32]) -> String {
+    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// `topic list`: one topic name per line, sorted.
+pub async fn topic_list(g: &GlobalArgs) -> CliResult {
+    let client = connect(g).await?;
+    let topics = bounded(g.timeout(), "topic list", async {
+        Ok(client.list_topics().await?)
+    })
+    .await?;
+    let mut names: Vec<String> = topics.into_iter().map(|t| t.name).collect();
+    names.sort();
+    let mut text = String::new();
+    for n in names {
+        text.push_str(&n);
+        text.push('\n');
+    }
+    print_out(&text)
+}
+
+/// `topic create NAME --partitions N --replication-factor R [--config K=V]...`.
+pub async fn topic_create(g: &GlobalArgs, args: CreateArgs) -> CliResult {
+    let mut configs = BTreeMap::new();
+    for c in &args.configs {
+        let (k, v) = c
+            .split_once('=')
+            .ok_or_else(|| CliError::msg(format!("--config {c:?}: expected KEY=VALUE")))?;
+        configs.insert(k.to_owned(), v.to_owned());
+    }
+    let client = connect(g).await?;
+    let controller = client.controller_client()?;
+    // The library bounds the wait by the timeout it is given; the outer bound
+    // adds a little slack for the metadata wait that follows creation.
+    bounded(g.timeout() * 2, "topic create", async {
+        controller
+            .create_topic_with_configs(
+                &args.name,
+                args.partitions,
+                args.replication_factor,
+                configs,
+                timeout_ms_i32(g),
+            )
+            .await?;
+        Ok(())
+    })
+    .await?;
+    print_out(&format!("Created topic {}.\n", args.name))
+}
+
+/// `topic delete NAME`.
+pub async fn topic_delete(g: &GlobalArgs, name: &str) -> CliResult {
+    let client = connect(g).await?;
+    let controller = client.controller_client()?;
+    bounded(g.timeout() * 2, "topic delete", async {
+        controller.delete_topic(name, timeout_ms_i32(g)).await?;
+        Ok(())
+    })
+    .await?;
+    print_out(&format!("Deleted topic {name}.\n"))
+}
+
+/// `offsets TOPIC`: partition, earliest, latest — one line per partition.
+pub async fn offsets(g: &GlobalArgs, topic: &str) -> CliResult {
+    let client = connect(g).await?;
+    let partitions = crate::topic_partitions(&client, g, topic).await?;
+    let lines = bounded(g.timeout() * 2, "offsets", async {
+        let futs = partitions.iter().map(|&p| {
+            let client = client.clone();
+            let topic = topic.to_owned();
+            async move {
+                let pc = client.partition_client(&topic, p).await?;
+                let earliest = pc.get_offset(OffsetAt::Earliest).await?;
+                let latest = pc.get_offset(OffsetAt::Latest).await?;
+                Ok::<_, rskafka::error::Error>(format!("{p}\t{earliest}\t{latest}\n"))
+            }
+        });
+        let lines = futures_join_all(futs).await?;
+        Ok(lines.concat())
+    })
+    .await?;
+    print_out(&lines)
+}
+
+/// Runs futures concurrently and collects their results in order, failing
+/// on the first error.
+pub async fn futures_join_all<T, F>(futs: impl IntoIterator<Item = F>) -> CliResult<Vec<T>>
+where
+    F: std::future::Future<Output = Result<T, rskafka::error::Error>> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        match h.await {
+            Ok(r) => out.push(r?),
+            Err(e) => return Err(CliError::msg(format!("task failed: {e}"))),
+        }
+    }
+    Ok(out)
+}

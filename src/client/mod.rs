@@ -1,0 +1,230 @@
+//! The public client API: a [`Client`] built from bootstrap brokers, a
+//! [`ControllerClient`](controller::ControllerClient) for topic
+//! administration and a [`PartitionClient`](partition::PartitionClient) per
+//! partition to produce and fetch.
+//!
+//! ```no_run
+//! # async fn example() -> rskafka::error::Result<()> {
+//! use rskafka::client::ClientBuilder;
+//! use std::time::Duration;
+//!
+//! let client = ClientBuilder::new(vec!["127.0.0.1:9092".to_owned()])
+//!     .client_id("my-app")
+//!     .request_timeout(Duration::from_secs(10))
+//!     .build()
+//!     .await?;
+//! for topic in client.list_topics().await? {
+//!     println!("{} has {} partitions", topic.name, topic.partitions.len());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod controller;
+pub mod partition;
+mod retry;
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+pub use crate::cluster::{BackoffConfig, BrokerInfo, Metadata, PartitionInfo, TopicInfo};
+use crate::{
+    cluster::{Cluster, ClusterConfig},
+    connection::ConnectionConfig,
+    error::{Error, Result},
+    protocol::ApiKey,
+};
+
+pub use self::controller::ControllerClient;
+pub use self::partition::PartitionClient;
+
+/// Builds a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    brokers: Vec<String>,
+    connection: ConnectionConfig,
+    backoff: BackoffConfig,
+    operation_timeout: Option<Duration>,
+}
+
+impl ClientBuilder {
+    /// A builder for a client that bootstraps from `brokers` (`host:port`,
+    /// IPv6 literals as `[::1]:9092`).
+    pub fn new(brokers: Vec<String>) -> Self {
+        Self {
+            brokers,
+            connection: ConnectionConfig::default(),
+            backoff: BackoffConfig::default(),
+            operation_timeout: None,
+        }
+    }
+
+    /// The client id sent with every request; brokers use it in logs and
+    /// quotas.
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.connection.client_id = client_id.into();
+        self
+    }
+
+    /// How long one request may wait for its response (default 30 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.connection.request_timeout = timeout;
+        self
+    }
+
+    /// Bound on connecting to one broker, version negotiation included
+    /// (default 10 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connection.connect_timeout = timeout;
+        self
+    }
+
+    /// Largest response accepted from a broker, in bytes (default 100 MiB);
+    /// a larger announced response closes the connection unread.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.connection.max_frame_size = bytes;
+        self
+    }
+
+    /// The backoff between retries of a failed operation.
+    pub fn backoff_config(mut self, backoff: BackoffConfig) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Bound on one operation with all its retries, and on bootstrapping
+    /// (default: the request timeout). Retriable failures (a leader moved, a
+    /// broker restarted) are retried until then.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = Some(timeout);
+        self
+    }
+
+    /// Connects to the first reachable bootstrap broker and loads the
+    /// cluster's metadata.
+    pub async fn build(self) -> Result<Client> {
+        if self.brokers.is_empty() {
+            return Err(Error::invalid_input("no bootstrap brokers given"));
+        }
+        let operation_timeout = self
+            .operation_timeout
+            .unwrap_or(self.connection.request_timeout);
+        let config = ClusterConfig {
+            bootstrap: self.brokers,
+            connection: self.connection,
+            backoff: self.backoff.clone(),
+            connect_deadline: operation_timeout,
+            ..ClusterConfig::default()
+        };
+        let cluster = Cluster::connect(config).await?;
+        Ok(Client {
+            cluster,
+            settings: Arc::new(Settings {
+                operation_timeout,
+                backoff: self.backoff,
+            }),
+        })
+    }
+}
+
+/// Settings every sub-client shares.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) operation_timeout: Duration,
+    pub(crate) backoff: BackoffConfig,
+}
+
+/// A connection to a Kafka cluster. Cheap to clone: clones share the
+/// connections (one per broker) and the metadata cache.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub(crate) cluster: Cluster,
+    pub(crate) settings: Arc<Settings>,
+}
+
+/// A topic and its partitions, as [`Client::list_topics`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic {
+    /// The topic name.
+    pub name: String,
+    /// The partition ids.
+    pub partitions: BTreeSet<i32>,
+    /// Whether Kafka uses the topic internally (e.g. `__consumer_offsets`).
+    pub is_internal: bool,
+}
+
+/// One API a broker supports, as [`Client::api_versions`] returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiVersion {
+    /// The API.
+    pub api_key: ApiKey,
+    /// The lowest version the broker accepts.
+    pub broker_min: i16,
+    /// The highest version the broker accepts.
+    pub broker_max: i16,
+    /// The version this client uses with the broker, `None` if it can use none.
+    pub client_version: Option<i16>,
+}
+
+impl Client {
+    /// A client for topic administration (create, delete, partitions, configs).
+    pub fn controller_client(&self) -> Result<ControllerClient> {
+        Ok(ControllerClient::new(self.clone()))
+    }
+
+    /// A client for one partition of a topic.
+    ///
+    /// Fails with `ErrorKind::Kafka(UNKNOWN_TOPIC_OR_PARTITION)` if fresh
+    /// metadata does not know the topic or partition. A partition that is
+    /// still electing its leader (right after topic creation) is waited for,
+    /// within the operation timeout.
+    pub async fn partition_client(
+        &self,
+        topic: impl Into<String>,
+        partition: i32,
+    ) -> Result<PartitionClient> {
+        let topic = topic.into();
+        let pc = PartitionClient::new(self.clone(), topic, partition);
+        pc.check_exists().await?;
+        Ok(pc)
+    }
+
+    /// Every topic of the cluster with its partitions.
+    pub async fn list_topics(&self) -> Result<Vec<Topic>> {
+        let md = self.cluster.refresh_metadata(None).await?;
+        Ok(md
+            .topics
+            .values()
+            .filter(|t| t.error.is_ok())
+            .map(|t| Topic {
+                name: t.name.clone(),
+                partitions: t.partitions.keys().copied().collect(),
+                is_internal: t.is_internal,
+            })
+            .collect())
+    }
+
+    /// Fresh metadata of the whole cluster: brokers, the controller, topics
+    /// with their partitions, leaders, replicas and in-sync replicas.
+    pub async fn metadata(&self) -> Result<Arc<Metadata>> {
+        Ok(self.cluster.refresh_metadata(None).await?)
+    }
+
+    /// The APIs a broker of the cluster supports, sorted by key, with the
+    /// version this client uses for each.
+    pub async fn api_versions(&self) -> Result<Vec<ApiVersion>> {
+        let conn = self.cluster.any_broker().await?;
+        // The connection answers per key; API keys are small non-negative
+        // numbers, so scanning the whole i16 range is cheap and complete.
+        Ok((0..=i16::MAX)
+            .map(ApiKey)
+            .filter_map(|key| {
+                conn.broker_versions(key).map(|(min, max)| ApiVersion {
+                    api_key: key,
+                    broker_min: min,
+                    broker_max: max,
+                    client_version: conn.version_for(key),
+                })
+            })
+            .collect())
+    }
+}

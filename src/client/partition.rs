@@ -1,0 +1,859 @@
+//! Producing to and fetching from one partition.
+//!
+//! Every operation goes to the partition's current leader and is retried on
+//! retriable errors (a leader moved, a broker restarted, a leader election
+//! in progress) with the client's backoff, until the operation timeout. The
+//! leader is looked up again after each such error, using the new leader the
+//! broker names where it does (KIP-951).
+
+use std::{collections::HashSet, ops::Range};
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+pub use crate::protocol::record::Compression;
+use crate::{
+    connection::BrokerConnection,
+    error::{Error, ErrorKind, Result},
+    protocol::{
+        messages::{
+            delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic},
+            fetch_request::{FetchPartition, FetchTopic},
+            list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
+            produce_request::{PartitionProduceData, TopicProduceData},
+            DeleteRecordsRequest, FetchRequest, ListOffsetsRequest, ProduceRequest,
+        },
+        record::{
+            BatchHeader, ControlRecordKind, DecodeLimits, RecordBatch, RecordBatchWriter,
+            RecordHeader, TimestampType,
+        },
+        ApiKey, ErrorCode, Uuid,
+    },
+    record::{Record, RecordAndOffset},
+};
+
+use super::{
+    retry::{never_final, retry},
+    Client,
+};
+
+/// Which offset [`PartitionClient::get_offset`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetAt {
+    /// The first offset still in the log (the log start offset).
+    Earliest,
+    /// The offset the next produced record will get (the high watermark; the
+    /// last stable offset under [`IsolationLevel::ReadCommitted`]).
+    Latest,
+    /// The first offset whose record timestamp is at or after this time, or
+    /// `-1` if there is none.
+    Timestamp(OffsetDateTime),
+}
+
+/// How many replicas must have a produced batch before the broker answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// Don't report offsets. Kafka's acks=0 has the broker send no
+    /// response at all; until the connection layer can send a request that
+    /// expects none, this sends acks=1 and ignores the answer, so offsets
+    /// are not returned but errors still are.
+    None,
+    /// The leader has written the batch.
+    Leader,
+    /// Every in-sync replica has the batch (Kafka's `acks=all`).
+    #[default]
+    All,
+}
+
+impl Acks {
+    fn wire(self) -> i16 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+}
+
+/// Which records fetches and [`OffsetAt::Latest`] see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Every record up to the high watermark, including those of open or
+    /// aborted transactions.
+    #[default]
+    ReadUncommitted,
+    /// Only records up to the last stable offset, without those of aborted
+    /// transactions.
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    fn wire(self) -> i8 {
+        match self {
+            IsolationLevel::ReadUncommitted => 0,
+            IsolationLevel::ReadCommitted => 1,
+        }
+    }
+}
+
+/// The result of [`PartitionClient::fetch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResult {
+    /// Records at or after the requested offset, in offset order; control
+    /// records (transaction markers) and, under read_committed, records of
+    /// aborted transactions are left out.
+    pub records: Vec<RecordAndOffset>,
+    /// The partition's high watermark: the offset after the last record
+    /// replicated to every in-sync replica.
+    pub high_watermark: i64,
+    /// The last stable offset (`-1` if the broker did not say).
+    pub last_stable_offset: i64,
+    /// The first offset still in the log (`-1` if the broker did not say).
+    pub log_start_offset: i64,
+    /// Where the next fetch should start: after the last batch returned,
+    /// even when that batch held no visible record (a transaction marker),
+    /// so a consumer never gets stuck on it.
+    pub next_offset: i64,
+}
+
+/// Produces to and fetches from one partition. Cheap to clone.
+///
+/// ```no_run
+/// # async fn example(client: rskafka::client::Client) -> rskafka::error::Result<()> {
+/// use rskafka::client::partition::{Compression, OffsetAt};
+/// use rskafka::record::Record;
+///
+/// let pc = client.partition_client("events", 0).await?;
+/// let record = Record {
+///     key: Some("id-1".into()),
+///     value: Some("payload".into()),
+///     headers: vec![],
+///     timestamp: time::OffsetDateTime::now_utc(),
+/// };
+/// let offsets = pc.produce(vec![record], Compression::Zstd).await?;
+/// let start = pc.get_offset(OffsetAt::Earliest).await?;
+/// let (records, high_watermark) = pc.fetch_records(start, 1..1_000_000, 500).await?;
+/// assert!(records.iter().any(|r| r.offset == offsets[0]) || start > offsets[0]);
+/// # let _ = high_watermark;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PartitionClient {
+    client: Client,
+    topic: String,
+    partition: i32,
+    isolation: IsolationLevel,
+}
+
+/// Kafka's special ListOffsets timestamps.
+const LATEST_TIMESTAMP: i64 = -1;
+const EARLIEST_TIMESTAMP: i64 = -2;
+
+impl PartitionClient {
+    pub(crate) fn new(client: Client, topic: String, partition: i32) -> Self {
+        Self {
+            client,
+            topic,
+            partition,
+            isolation: IsolationLevel::default(),
+        }
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The partition.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// This client with another isolation level for fetches and
+    /// [`OffsetAt::Latest`] (default: read_uncommitted).
+    #[must_use]
+    pub fn with_isolation_level(mut self, isolation: IsolationLevel) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    fn ctx(&self, e: Error, api: ApiKey) -> Error {
+        e.with_api(api)
+            .with_topic(&self.topic)
+            .with_partition(self.partition)
+    }
+
+    /// Fails unless fresh metadata knows the topic and partition; waits for
+    /// a leader within the operation timeout.
+    pub(crate) async fn check_exists(&self) -> Result<()> {
+        // An unknown topic right after a lookup of fresh metadata is an
+        // answer, not a transient state; a missing leader is transient.
+        let unknown = |e: &Error| e.error_code() == Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+        retry(&self.client.settings, unknown, |_| self.leader())
+            .await
+            .map(drop)
+            .map_err(|e| self.ctx(e, ApiKey::METADATA))
+    }
+
+    async fn leader(&self) -> Result<BrokerConnection> {
+        let (_, conn) = self
+            .client
+            .cluster
+            .leader(&self.topic, self.partition)
+            .await?;
+        Ok(conn)
+    }
+
+    /// After an error that says the leader is elsewhere: forget the cached
+    /// leader so the next attempt looks it up again.
+    fn on_leader_error(&self, code: ErrorCode) {
+        if matches!(
+            code,
+            ErrorCode::NOT_LEADER_OR_FOLLOWER
+                | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                | ErrorCode::LEADER_NOT_AVAILABLE
+                | ErrorCode::FENCED_LEADER_EPOCH
+                | ErrorCode::UNKNOWN_LEADER_EPOCH
+                | ErrorCode::NOT_ENOUGH_REPLICAS
+                | ErrorCode::KAFKA_STORAGE_ERROR
+                | ErrorCode::UNKNOWN_TOPIC_ID
+                | ErrorCode::INCONSISTENT_TOPIC_ID
+        ) {
+            self.client.cluster.invalidate_topic(&self.topic);
+        }
+    }
+
+    /// Applies a KIP-951 new-leader hint from a Produce or Fetch response.
+    fn apply_hint(&self, leader_id: i32, leader_epoch: i32, endpoint: Option<(String, i32)>) {
+        if leader_id >= 0 {
+            self.client.cluster.apply_leader_hint(
+                &self.topic,
+                self.partition,
+                leader_id,
+                leader_epoch,
+                endpoint,
+            );
+        }
+    }
+
+    /// Produces `records` as one batch with `acks=all`; returns their offsets.
+    pub async fn produce(
+        &self,
+        records: Vec<Record>,
+        compression: Compression,
+    ) -> Result<Vec<i64>> {
+        self.produce_with(records, compression, Acks::All).await
+    }
+
+    /// Produces `records` as one batch, waiting for `acks`; returns their
+    /// offsets, in order (none with [`Acks::None`], as the broker does not
+    /// answer).
+    ///
+    /// Retriable errors are retried until the operation timeout, except a
+    /// connection that broke after the request was sent: the batch may have
+    /// been written, and sending it again could duplicate it, so that error
+    /// is returned.
+    pub async fn produce_with(
+        &self,
+        records: Vec<Record>,
+        compression: Compression,
+        acks: Acks,
+    ) -> Result<Vec<i64>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = records.len();
+        let batch =
+            encode_batch(&records, compression).map_err(|e| self.ctx(e, ApiKey::PRODUCE))?;
+        drop(records);
+        // A batch that may have been written is not sent again: that could
+        // duplicate it.
+        let base = retry(&self.client.settings, Error::is_ambiguous, |deadline| {
+            self.produce_once(batch.clone(), acks, deadline)
+        })
+        .await
+        .map_err(|e| self.ctx(e, ApiKey::PRODUCE))?;
+        Ok(match base {
+            Some(base) => (0..count)
+                .map(|i| base + i64::try_from(i).unwrap_or(i64::MAX))
+                .collect(),
+            None => Vec::new(),
+        })
+    }
+
+    /// One produce attempt; the base offset, or `None` for acks=0.
+    async fn produce_once(
+        &self,
+        batch: Bytes,
+        acks: Acks,
+        deadline: Instant,
+    ) -> Result<Option<i64>> {
+        let conn = self.leader().await?;
+        let timeout_ms = remaining_ms(deadline);
+        let req = ProduceRequest {
+            transactional_id: None,
+            // The connection layer has no fire-and-forget path yet, and a
+            // broker does not answer acks=0; so acks=0 goes out as acks=1
+            // and its answer is ignored (see `Acks::None`).
+            acks: match acks {
+                Acks::None => Acks::Leader.wire(),
+                other => other.wire(),
+            },
+            timeout_ms,
+            topic_data: vec![TopicProduceData {
+                name: self.topic.clone(),
+                partition_data: vec![PartitionProduceData {
+                    index: self.partition,
+                    records: Some(batch),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let resp = conn.request(&req).await?;
+        if acks == Acks::None {
+            return Ok(None);
+        }
+        let p = resp
+            .responses
+            .iter()
+            .filter(|t| t.name == self.topic)
+            .flat_map(|t| t.partition_responses.iter())
+            .find(|p| p.index == self.partition)
+            .ok_or_else(|| Error::protocol("the response lacks the partition produced to"))?;
+        let code = ErrorCode(p.error_code);
+        if !code.is_ok() {
+            self.on_leader_error(code);
+            let endpoint = resp
+                .node_endpoints
+                .iter()
+                .find(|n| n.node_id == p.current_leader.leader_id)
+                .map(|n| (n.host.clone(), n.port));
+            self.apply_hint(
+                p.current_leader.leader_id,
+                p.current_leader.leader_epoch,
+                endpoint,
+            );
+            // Per-record errors (e.g. INVALID_RECORD) say which record and why.
+            let mut msg = p.error_message.clone().unwrap_or_default();
+            for r in &p.record_errors {
+                let detail = r.batch_index_error_message.as_deref().unwrap_or("");
+                if !msg.is_empty() {
+                    msg.push_str("; ");
+                }
+                msg.push_str(&format!("record {}: {detail}", r.batch_index));
+            }
+            return Err(Error::kafka(code, Some(msg)));
+        }
+        Ok(Some(p.base_offset))
+    }
+
+    /// Fetches records from `offset` on, asking for between `bytes.start` and
+    /// `bytes.end` bytes and letting the broker wait up to `max_wait_ms` for
+    /// `bytes.start` to accumulate; returns the records and the high
+    /// watermark.
+    ///
+    /// Records before `offset` in the first batch (a fetch starting inside a
+    /// batch) are dropped. An offset outside the log fails with
+    /// `ErrorKind::Kafka(ErrorCode::OFFSET_OUT_OF_RANGE)`, without retries.
+    pub async fn fetch_records(
+        &self,
+        offset: i64,
+        bytes: Range<i32>,
+        max_wait_ms: i32,
+    ) -> Result<(Vec<RecordAndOffset>, i64)> {
+        let r = self.fetch(offset, bytes, max_wait_ms).await?;
+        Ok((r.records, r.high_watermark))
+    }
+
+    /// Like [`fetch_records`](Self::fetch_records), with the partition's
+    /// offsets and the offset to fetch next.
+    pub async fn fetch(
+        &self,
+        offset: i64,
+        bytes: Range<i32>,
+        max_wait_ms: i32,
+    ) -> Result<FetchResult> {
+        if offset < 0 {
+            return Err(self.ctx(
+                Error::invalid_input(format!("negative fetch offset {offset}")),
+                ApiKey::FETCH,
+            ));
+        }
+        if bytes.start < 0 || bytes.end < 1 || bytes.start > bytes.end || max_wait_ms < 0 {
+            return Err(self.ctx(
+                Error::invalid_input(format!(
+                    "invalid fetch bounds: bytes {bytes:?}, max_wait_ms {max_wait_ms}"
+                )),
+                ApiKey::FETCH,
+            ));
+        }
+        let request_timeout = self.client.cluster.config().connection.request_timeout;
+        if u128::from(max_wait_ms.unsigned_abs()) >= request_timeout.as_millis() {
+            // The broker may hold the fetch that long; the request would then
+            // time out on the client side and be retried in a loop.
+            return Err(self.ctx(
+                Error::invalid_input(format!(
+                    "max_wait_ms {max_wait_ms} must be below the request timeout ({} ms)",
+                    request_timeout.as_millis()
+                )),
+                ApiKey::FETCH,
+            ));
+        }
+        retry(&self.client.settings, never_final, |_| {
+            self.fetch_once(offset, bytes.clone(), max_wait_ms)
+        })
+        .await
+        .map_err(|e| self.ctx(e, ApiKey::FETCH))
+    }
+
+    async fn fetch_once(
+        &self,
+        offset: i64,
+        bytes: Range<i32>,
+        max_wait_ms: i32,
+    ) -> Result<FetchResult> {
+        let conn = self.leader().await?;
+        let mut version = conn
+            .version_for(ApiKey::FETCH)
+            .ok_or_else(|| unsupported(&conn, ApiKey::FETCH))?;
+        // Fetch v13+ names topics by id. Without a known id (a broker that
+        // predates ids) fall back to v12, the last version with names.
+        let topic_id = self.topic_id().await?;
+        if version >= 13 && topic_id == Uuid::default() {
+            version = 12;
+        }
+        let req = FetchRequest {
+            max_wait_ms,
+            min_bytes: bytes.start,
+            max_bytes: bytes.end,
+            isolation_level: self.isolation.wire(),
+            topics: vec![FetchTopic {
+                topic: if version <= 12 {
+                    self.topic.clone()
+                } else {
+                    String::new()
+                },
+                topic_id: if version >= 13 {
+                    topic_id
+                } else {
+                    Uuid::default()
+                },
+                partitions: vec![FetchPartition {
+                    partition: self.partition,
+                    fetch_offset: offset,
+                    partition_max_bytes: bytes.end,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let resp = conn.request_version(&req, version).await?;
+        let top = ErrorCode(resp.error_code);
+        if !top.is_ok() {
+            return Err(Error::kafka(top, None));
+        }
+        let p = resp
+            .responses
+            .iter()
+            .filter(|t| {
+                if version >= 13 {
+                    t.topic_id == topic_id
+                } else {
+                    t.topic == self.topic
+                }
+            })
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == self.partition)
+            .ok_or_else(|| Error::protocol("the response lacks the partition fetched"))?;
+        let code = ErrorCode(p.error_code);
+        if !code.is_ok() {
+            self.on_leader_error(code);
+            let endpoint = resp
+                .node_endpoints
+                .iter()
+                .find(|n| n.node_id == p.current_leader.leader_id)
+                .map(|n| (n.host.clone(), n.port));
+            self.apply_hint(
+                p.current_leader.leader_id,
+                p.current_leader.leader_epoch,
+                endpoint,
+            );
+            return Err(Error::kafka(code, None));
+        }
+        let decoded = match &p.records {
+            Some(b) if !b.is_empty() => {
+                crate::protocol::record::decode_batches(b.clone(), &DecodeLimits::default())
+                    .map_err(|e| {
+                        Error::protocol("cannot decode the fetched records").with_source(e)
+                    })?
+            }
+            _ => Default::default(),
+        };
+        let next_offset = decoded.next_offset().unwrap_or(offset).max(offset);
+        let aborted: Vec<(i64, i64)> = match (&p.aborted_transactions, self.isolation) {
+            (Some(a), IsolationLevel::ReadCommitted) => {
+                a.iter().map(|t| (t.first_offset, t.producer_id)).collect()
+            }
+            _ => Vec::new(),
+        };
+        let records = visible_records(decoded.batches, offset, aborted);
+        Ok(FetchResult {
+            records,
+            high_watermark: p.high_watermark,
+            last_stable_offset: p.last_stable_offset,
+            log_start_offset: p.log_start_offset,
+            next_offset,
+        })
+    }
+
+    /// The topic id from metadata (nil when the broker has none).
+    async fn topic_id(&self) -> Result<Uuid> {
+        let md = self
+            .client
+            .cluster
+            .metadata(Some(std::slice::from_ref(&self.topic)))
+            .await?;
+        Ok(md.topics.get(&self.topic).map(|t| t.id).unwrap_or_default())
+    }
+
+    /// Asks the leader for an offset: the earliest, the latest, or the first
+    /// at or after a timestamp (`-1` if no record is that recent).
+    pub async fn get_offset(&self, at: OffsetAt) -> Result<i64> {
+        let timestamp = match at {
+            OffsetAt::Earliest => EARLIEST_TIMESTAMP,
+            OffsetAt::Latest => LATEST_TIMESTAMP,
+            OffsetAt::Timestamp(t) => {
+                let ms = t.unix_timestamp_nanos() / 1_000_000;
+                match i64::try_from(ms) {
+                    Ok(ms) if ms >= 0 => ms,
+                    _ => {
+                        return Err(self.ctx(
+                            Error::invalid_input("timestamps before 1970 cannot be looked up"),
+                            ApiKey::LIST_OFFSETS,
+                        ))
+                    }
+                }
+            }
+        };
+        retry(&self.client.settings, never_final, |deadline| {
+            self.list_offset_once(timestamp, deadline)
+        })
+        .await
+        .map_err(|e| self.ctx(e, ApiKey::LIST_OFFSETS))
+    }
+
+    async fn list_offset_once(&self, timestamp: i64, deadline: Instant) -> Result<i64> {
+        let conn = self.leader().await?;
+        let version = conn
+            .version_for(ApiKey::LIST_OFFSETS)
+            .ok_or_else(|| unsupported(&conn, ApiKey::LIST_OFFSETS))?;
+        let req = ListOffsetsRequest {
+            replica_id: -1,
+            isolation_level: self.isolation.wire(),
+            topics: vec![ListOffsetsTopic {
+                name: self.topic.clone(),
+                partitions: vec![ListOffsetsPartition {
+                    partition_index: self.partition,
+                    timestamp,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            timeout_ms: remaining_ms(deadline),
+            ..Default::default()
+        };
+        let resp = conn.request_version(&req, version).await?;
+        let p = resp
+            .topics
+            .iter()
+            .filter(|t| t.name == self.topic)
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == self.partition)
+            .ok_or_else(|| Error::protocol("the response lacks the partition asked for"))?;
+        let code = ErrorCode(p.error_code);
+        if !code.is_ok() {
+            self.on_leader_error(code);
+            return Err(Error::kafka(code, None));
+        }
+        if version == 0 {
+            // v0 answers with a list of offsets; we asked for one.
+            return Ok(p.old_style_offsets.first().copied().unwrap_or(-1));
+        }
+        Ok(p.offset)
+    }
+
+    /// Deletes every record before `offset` (the log start offset moves
+    /// there); `timeout_ms` bounds the broker's wait for replicas. Returns
+    /// the new log start offset.
+    pub async fn delete_records(&self, offset: i64, timeout_ms: i32) -> Result<i64> {
+        retry(&self.client.settings, never_final, |_| {
+            self.delete_records_once(offset, timeout_ms)
+        })
+        .await
+        .map_err(|e| self.ctx(e, ApiKey::DELETE_RECORDS))
+    }
+
+    async fn delete_records_once(&self, offset: i64, timeout_ms: i32) -> Result<i64> {
+        let conn = self.leader().await?;
+        let req = DeleteRecordsRequest {
+            topics: vec![DeleteRecordsTopic {
+                name: self.topic.clone(),
+                partitions: vec![DeleteRecordsPartition {
+                    partition_index: self.partition,
+                    offset,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            timeout_ms,
+            ..Default::default()
+        };
+        let resp = conn.request(&req).await?;
+        let p = resp
+            .topics
+            .iter()
+            .filter(|t| t.name == self.topic)
+            .flat_map(|t| t.partitions.iter())
+            .find(|p| p.partition_index == self.partition)
+            .ok_or_else(|| Error::protocol("the response lacks the partition asked for"))?;
+        let code = ErrorCode(p.error_code);
+        if !code.is_ok() {
+            self.on_leader_error(code);
+            return Err(Error::kafka(code, None));
+        }
+        Ok(p.low_watermark)
+    }
+}
+
+/// Milliseconds until `deadline`, as Kafka's `timeout_ms` fields want them
+/// (at least 1, so the broker never gets 0 = "don't wait").
+fn remaining_ms(deadline: Instant) -> i32 {
+    let ms = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis();
+    i32::try_from(ms).unwrap_or(i32::MAX).max(1)
+}
+
+fn unsupported(conn: &BrokerConnection, api: ApiKey) -> Error {
+    Error::new(ErrorKind::Unsupported)
+        .with_message(format!(
+            "broker {} supports no version of {} this client can use (broker: {:?})",
+            conn.addr(),
+            api.name(),
+            conn.broker_versions(api)
+        ))
+        .with_api(api)
+}
+
+/// Encodes `records` as one v2 batch (CreateTime timestamps).
+fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes> {
+    if !compression.is_enabled() {
+        return Err(Error::invalid_input(format!(
+            "compression {compression} is not enabled in this build (cargo feature compression-{compression})"
+        )));
+    }
+    let capacity: usize = records.iter().map(Record::approximate_size).sum();
+    let mut writer = RecordBatchWriter::with_capacity(
+        BatchHeader {
+            compression,
+            ..BatchHeader::default()
+        },
+        capacity,
+    );
+    let mut headers = Vec::new();
+    for r in records {
+        headers.clear();
+        headers.extend(r.headers.iter().map(|(k, v)| RecordHeader {
+            key: k.clone(),
+            value: v.clone(),
+        }));
+        writer
+            .append(
+                timestamp_ms(r.timestamp),
+                r.key.as_deref(),
+                r.value.as_deref(),
+                &headers,
+            )
+            .map_err(|e| Error::invalid_input("cannot encode the records").with_source(e))?;
+    }
+    writer
+        .finish()
+        .map_err(|e| Error::invalid_input("cannot encode the records").with_source(e))
+}
+
+/// Milliseconds since the epoch, saturating far outside Kafka's range.
+fn timestamp_ms(t: OffsetDateTime) -> i64 {
+    let ms = t.unix_timestamp_nanos() / 1_000_000;
+    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The time of a Kafka timestamp; out-of-range values (only a broken or
+/// hostile peer sends them) saturate instead of failing the fetch.
+fn time_of(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or_else(|_| {
+        if ms < 0 {
+            time::PrimitiveDateTime::MIN.assume_utc()
+        } else {
+            time::PrimitiveDateTime::MAX.assume_utc()
+        }
+    })
+}
+
+/// The records a consumer sees: at or after `from`, without control
+/// batches and, given the aborted transactions `(first_offset, producer_id)`
+/// of a read_committed fetch, without records of aborted transactions.
+fn visible_records(
+    batches: Vec<RecordBatch>,
+    from: i64,
+    mut aborted: Vec<(i64, i64)>,
+) -> Vec<RecordAndOffset> {
+    // As the Java consumer: walk batches in order; an aborted transaction
+    // becomes active once a batch reaches its first offset, and ends at the
+    // producer's ABORT marker.
+    aborted.sort_unstable();
+    let mut pending = aborted.into_iter().peekable();
+    let mut aborting: HashSet<i64> = HashSet::new();
+    let mut out = Vec::with_capacity(batches.iter().map(|b| b.records.len()).sum());
+    for batch in batches {
+        while let Some(&(first, pid)) = pending.peek() {
+            if first > batch.last_offset() {
+                break;
+            }
+            aborting.insert(pid);
+            pending.next();
+        }
+        if batch.is_control {
+            if let Some(Ok(c)) = batch.control_record() {
+                if c.kind == ControlRecordKind::Abort {
+                    aborting.remove(&batch.producer_id);
+                }
+            }
+            continue;
+        }
+        if batch.is_transactional && aborting.contains(&batch.producer_id) {
+            continue;
+        }
+        let log_append = batch.timestamp_type == TimestampType::LogAppendTime;
+        for r in &batch.records {
+            let offset = batch.record_offset(r);
+            if offset < from {
+                continue;
+            }
+            let ts = if log_append {
+                batch.max_timestamp
+            } else {
+                batch.record_timestamp(r)
+            };
+            out.push(RecordAndOffset {
+                record: Record {
+                    key: r.key.clone(),
+                    value: r.value.clone(),
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|h| (h.key.clone(), h.value.clone()))
+                        .collect(),
+                    timestamp: time_of(ts),
+                },
+                offset,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record::BatchRecord;
+
+    fn batch(base: i64, n: i32, pid: i64, transactional: bool) -> RecordBatch {
+        RecordBatch {
+            base_offset: base,
+            last_offset_delta: n - 1,
+            producer_id: pid,
+            is_transactional: transactional,
+            base_timestamp: 1_000,
+            records: (0..n)
+                .map(|i| BatchRecord {
+                    offset_delta: i,
+                    timestamp_delta: i64::from(i),
+                    value: Some(Bytes::from(format!("v{}", base + i64::from(i)))),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn marker(offset: i64, pid: i64, abort: bool) -> RecordBatch {
+        // Control key: version 0, type 0 (abort) / 1 (commit); value: version, epoch.
+        let key = Bytes::from(vec![0, 0, 0, u8::from(!abort)]);
+        let value = Bytes::from(vec![0, 0, 0, 0, 0, 5]);
+        RecordBatch {
+            base_offset: offset,
+            last_offset_delta: 0,
+            producer_id: pid,
+            is_transactional: true,
+            is_control: true,
+            records: vec![BatchRecord {
+                key: Some(key),
+                value: Some(value),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn offsets(r: &[RecordAndOffset]) -> Vec<i64> {
+        r.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn records_before_the_fetch_offset_are_dropped() {
+        let got = visible_records(
+            vec![batch(10, 5, -1, false), batch(15, 2, -1, false)],
+            12,
+            vec![],
+        );
+        assert_eq!(offsets(&got), vec![12, 13, 14, 15, 16]);
+        assert_eq!(got[0].record.value.as_deref(), Some(&b"v12"[..]));
+        assert_eq!(
+            got[0].record.timestamp.unix_timestamp_nanos(),
+            1_002_000_000
+        );
+    }
+
+    #[test]
+    fn control_batches_and_aborted_transactions_are_skipped() {
+        let batches = vec![
+            batch(0, 2, 7, true), // aborted below
+            batch(2, 2, 8, true), // committed
+            marker(4, 7, true),   // abort of pid 7
+            marker(5, 8, false),  // commit of pid 8
+            batch(6, 1, 7, true), // pid 7's next transaction: not aborted
+        ];
+        let committed = visible_records(batches.clone(), 0, vec![(0, 7)]);
+        assert_eq!(offsets(&committed), vec![2, 3, 6]);
+        let uncommitted = visible_records(batches, 0, vec![]);
+        assert_eq!(offsets(&uncommitted), vec![0, 1, 2, 3, 6]);
+    }
+
+    #[test]
+    fn hostile_timestamps_saturate() {
+        assert_eq!(time_of(i64::MAX), time::PrimitiveDateTime::MAX.assume_utc());
+        assert_eq!(time_of(i64::MIN), time::PrimitiveDateTime::MIN.assume_utc());
+        assert_eq!(timestamp_ms(time_of(1_234)), 1_234);
+    }
+
+    #[test]
+    fn remaining_is_never_zero() {
+        assert_eq!(remaining_ms(Instant::now()), 1);
+    }
+}
