@@ -143,7 +143,10 @@ fn api_versions_response_v3_keeps_unknown_tagged_fields() {
         let mut buf = BytesMut::new();
         resp.encode(&mut buf, 2).unwrap_err()
     };
-    assert!(matches!(err, EncodeError::FieldNotInVersion { .. }), "{err}");
+    assert!(
+        matches!(err, EncodeError::FieldNotInVersion { .. }),
+        "{err}"
+    );
 }
 
 #[test]
