@@ -269,16 +269,16 @@ impl fmt::Display for Error {
             write!(f, "{context}: ")?;
         }
         match self.inner.kind {
-            ErrorKind::Kafka(code) => {
-                write!(f, "{} ({}): {}", code.name(), code.0, code.description())?
-            }
+            // The broker's own message is more specific than the generic
+            // description of the code, so it replaces it when present.
+            ErrorKind::Kafka(code) => match &self.inner.broker_message {
+                Some(m) => write!(f, "{} ({}): {m}", code.name(), code.0)?,
+                None => write!(f, "{} ({}): {}", code.name(), code.0, code.description())?,
+            },
             kind => write!(f, "{kind}")?,
         }
         if let Some(m) = &self.inner.message {
-            write!(f, ": {m}")?;
-        }
-        if let Some(m) = &self.inner.broker_message {
-            write!(f, "; broker says: {m}")?;
+            write!(f, " ({m})")?;
         }
         if let Some(s) = &self.inner.source {
             write!(f, ": {s}")?;
