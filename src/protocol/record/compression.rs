@@ -74,9 +74,7 @@ pub(super) fn compress(
 }
 
 fn disabled_message(codec: Compression) -> String {
-    format!(
-        "{codec} support is not compiled in (enable the cargo feature compression-{codec})"
-    )
+    format!("{codec} support is not compiled in (enable the cargo feature compression-{codec})")
 }
 
 /// A decoding failure before it is tagged with the codec's name.
@@ -88,7 +86,9 @@ trait WithCodec {
 impl WithCodec for DecodeErrorKind {
     fn with_codec(self, codec: Compression) -> DecodeErrorKind {
         match self {
-            DecodeErrorKind::Compression(msg) => DecodeErrorKind::Compression(format!("{codec}: {msg}")),
+            DecodeErrorKind::Compression(msg) => {
+                DecodeErrorKind::Compression(format!("{codec}: {msg}"))
+            }
             other => other,
         }
     }
@@ -153,7 +153,7 @@ mod snappy {
     /// Header of the xerial framing written by snappy-java (and so by the
     /// Java client): magic, then format version 1 and minimum compatible
     /// version 1, big-endian.
-    pub(super) const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\0";
+    const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\0";
     const XERIAL_HEADER_LEN: usize = 16;
     /// Uncompressed bytes per xerial block, as snappy-java writes them.
     const XERIAL_BLOCK: usize = 32 * 1024;
@@ -167,13 +167,17 @@ mod snappy {
         let mut decoder = snap::raw::Decoder::new();
         let mut out = Vec::new();
         if input.starts_with(XERIAL_MAGIC) {
-            let mut rest = input.get(XERIAL_HEADER_LEN..).ok_or_else(|| err("truncated xerial header"))?;
+            let mut rest = input
+                .get(XERIAL_HEADER_LEN..)
+                .ok_or_else(|| err("truncated xerial header"))?;
             while !rest.is_empty() {
                 let (len, tail) = rest
                     .split_first_chunk::<4>()
                     .ok_or_else(|| err("truncated xerial block length"))?;
                 let len = u32::from_be_bytes(*len) as usize;
-                let block = tail.get(..len).ok_or_else(|| err("truncated xerial block"))?;
+                let block = tail
+                    .get(..len)
+                    .ok_or_else(|| err("truncated xerial block"))?;
                 rest = tail.get(len..).unwrap_or_default();
                 append_raw(&mut decoder, block, &mut out, cap)?;
             }
@@ -193,9 +197,10 @@ mod snappy {
     ) -> Result<(), DecodeErrorKind> {
         let n = snap::raw::decompress_len(block).map_err(err)?;
         let start = out.len();
-        let end = start.checked_add(n).filter(|&end| end <= cap).ok_or(
-            DecodeErrorKind::DecompressedTooLarge { limit: cap },
-        )?;
+        let end = start
+            .checked_add(n)
+            .filter(|&end| end <= cap)
+            .ok_or(DecodeErrorKind::DecompressedTooLarge { limit: cap })?;
         grow(out, end, cap);
         let dst = out.get_mut(start..).unwrap_or_default();
         let written = decoder.decompress(block, dst).map_err(err)?;
@@ -261,7 +266,7 @@ mod lz4 {
 
     /// A copy of `input` with a correct frame header checksum, or `None` if
     /// it is already correct or not a frame.
-    pub(super) fn fix_header_checksum(input: &[u8]) -> Option<Vec<u8>> {
+    pub(in crate::protocol::record) fn fix_header_checksum(input: &[u8]) -> Option<Vec<u8>> {
         if !input.starts_with(&FRAME_MAGIC) {
             return None;
         }
@@ -281,7 +286,7 @@ mod lz4 {
 
     /// XXH32 of a short input (frame descriptors are under 16 bytes; longer
     /// inputs are not needed and not supported).
-    pub(super) fn xxh32(data: &[u8], seed: u32) -> u32 {
+    pub(in crate::protocol::record) fn xxh32(data: &[u8], seed: u32) -> u32 {
         const P1: u32 = 0x9E37_79B1;
         const P2: u32 = 0x85EB_CA77;
         const P3: u32 = 0xC2B2_AE3D;
@@ -292,10 +297,16 @@ mod lz4 {
         let mut words = data.chunks_exact(4);
         for w in &mut words {
             let v = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-            h = h.wrapping_add(v.wrapping_mul(P3)).rotate_left(17).wrapping_mul(P4);
+            h = h
+                .wrapping_add(v.wrapping_mul(P3))
+                .rotate_left(17)
+                .wrapping_mul(P4);
         }
         for &b in words.remainder() {
-            h = h.wrapping_add(u32::from(b).wrapping_mul(P5)).rotate_left(11).wrapping_mul(P1);
+            h = h
+                .wrapping_add(u32::from(b).wrapping_mul(P5))
+                .rotate_left(11)
+                .wrapping_mul(P1);
         }
         h ^= h >> 15;
         h = h.wrapping_mul(P2);
@@ -364,6 +375,4 @@ pub(super) mod test_support {
     //! Access to codec internals for the record tests.
     #[cfg(feature = "compression-lz4")]
     pub(in crate::protocol::record) use super::lz4::{fix_header_checksum, xxh32};
-    #[cfg(feature = "compression-snappy")]
-    pub(in crate::protocol::record) use super::snappy::XERIAL_MAGIC;
 }

@@ -139,11 +139,7 @@ fn decode_entry_inner(
     batch.base_offset = base_offset;
     batch.last_offset_delta = delta(last.0.wrapping_add(shift))?;
     batch.base_timestamp = base_timestamp;
-    batch.max_timestamp = if msg.magic >= 1 {
-        msg.timestamp
-    } else {
-        -1
-    };
+    batch.max_timestamp = if msg.magic >= 1 { msg.timestamp } else { -1 };
     batch.records.reserve_exact(inner.len());
     for (inner_offset, m) in inner {
         let timestamp_delta = match timestamp_type {

@@ -235,7 +235,8 @@ impl RecordBatch {
     /// The last offset of the batch's range (it may exceed the last
     /// record's offset when compaction removed records).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.wrapping_add(i64::from(self.last_offset_delta))
+        self.base_offset
+            .wrapping_add(i64::from(self.last_offset_delta))
     }
 
     /// The offset to fetch next after this batch.
@@ -245,7 +246,8 @@ impl RecordBatch {
 
     /// The absolute offset of `record`, one of this batch's records.
     pub fn record_offset(&self, record: &BatchRecord) -> i64 {
-        self.base_offset.wrapping_add(i64::from(record.offset_delta))
+        self.base_offset
+            .wrapping_add(i64::from(record.offset_delta))
     }
 
     /// The absolute timestamp of `record`: the broker's append time for
