@@ -20,8 +20,10 @@
 //! # }
 //! ```
 
+pub mod consumer;
 pub mod controller;
 pub mod partition;
+pub mod producer;
 mod retry;
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
