@@ -39,6 +39,12 @@ pub enum ErrorKind {
     Unsupported,
     /// The caller passed an invalid argument.
     InvalidInput,
+    /// Records may have been lost, or whether they were written can no
+    /// longer be known (the idempotent producer had to reset its sequence
+    /// state); never used for records that surely were not written.
+    DataLoss,
+    /// The producer's buffer is full and `send` was told not to wait.
+    BufferFull,
 }
 
 impl fmt::Display for ErrorKind {
@@ -50,6 +56,8 @@ impl fmt::Display for ErrorKind {
             Self::Protocol => f.write_str("protocol error"),
             Self::Unsupported => f.write_str("unsupported"),
             Self::InvalidInput => f.write_str("invalid input"),
+            Self::DataLoss => f.write_str("possible data loss"),
+            Self::BufferFull => f.write_str("buffer full"),
         }
     }
 }
@@ -218,7 +226,11 @@ impl Error {
         match self.inner.kind {
             ErrorKind::Kafka(code) => code.is_retriable(),
             ErrorKind::Connection | ErrorKind::Timeout => true,
-            ErrorKind::Protocol | ErrorKind::Unsupported | ErrorKind::InvalidInput => false,
+            ErrorKind::Protocol
+            | ErrorKind::Unsupported
+            | ErrorKind::InvalidInput
+            | ErrorKind::DataLoss => false,
+            ErrorKind::BufferFull => true,
         }
     }
 }

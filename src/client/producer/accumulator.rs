@@ -1,0 +1,1617 @@
+//! The record accumulator: per-partition batches, buffer accounting, and the
+//! idempotent producer's sequence bookkeeping.
+//!
+//! This is plain synchronous state behind one mutex: `send` appends records
+//! to it, the sender task drains ready batches from it and reports each
+//! batch's result back. No I/O happens here, which keeps every ordering and
+//! sequence rule unit-testable.
+//!
+//! Sequence rules (the Java client's, for the non-transactional case):
+//! - A batch gets its sequence when first drained and keeps it across
+//!   retries, so a retried batch that the broker already has is recognised
+//!   as a duplicate instead of being written twice.
+//! - After a failure, the partition stops draining until its in-flight
+//!   batches are back; failed batches are re-queued in sequence order, so
+//!   retries go out in the original order.
+//! - A batch that definitely was not written but failed for good leaves a
+//!   hole in the sequence: the partition's later batches are renumbered
+//!   ("rewind") once nothing of it is in flight.
+//! - When the broker's sequence state and ours can no longer be reconciled
+//!   (a gap the broker reports, an unknown producer id, a batch that may have
+//!   been written but timed out), the partition is "broken": the producer
+//!   finishes resolving what it can under the current epoch, bumps the epoch
+//!   (KIP-360) and starts every partition's sequence over. Batches whose fate
+//!   is unknown at that point are failed as uncertain, never silently resent.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{sync::Semaphore, time::Instant};
+
+use super::{
+    batch::{
+        datetime_to_ms, increment_sequence, BatchShared, Failure, Outcome, Payload, ProducerBatch,
+        ProducerState,
+    },
+    partitioner::{key_partition, Partitioner},
+};
+use crate::{
+    cluster::{Backoff, BackoffConfig},
+    error::ErrorKind,
+    protocol::{
+        record::{BatchHeader, Compression, RecordBatchWriter, RecordHeader},
+        EncodeError, ErrorCode,
+    },
+    record::Record,
+};
+
+/// Settings the accumulator needs.
+#[derive(Debug, Clone)]
+pub(crate) struct AccumulatorConfig {
+    pub(crate) batch_size: usize,
+    pub(crate) linger: Duration,
+    pub(crate) delivery_timeout: Duration,
+    pub(crate) compression: Compression,
+    pub(crate) idempotent: bool,
+    pub(crate) max_in_flight_per_partition: usize,
+    pub(crate) max_request_size: usize,
+    pub(crate) retry_backoff: BackoffConfig,
+}
+
+/// Why a record could not be appended.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// The partition count of the topic is not known yet: load metadata and
+    /// call [`Accumulator::set_partition_count`].
+    UnknownTopic,
+    /// The record names a partition the topic does not have.
+    InvalidPartition {
+        partition: i32,
+        count: i32,
+    },
+    /// The producer is closed.
+    Closed,
+    Encode(EncodeError),
+}
+
+/// A record appended to a batch.
+pub(crate) struct Appended {
+    pub(crate) shared: Arc<BatchShared>,
+    pub(crate) offset_delta: i32,
+    /// Whether the sender must re-plan (a batch was created or closed).
+    pub(crate) wake_sender: bool,
+}
+
+/// The result of sending a batch, as the sender saw it.
+#[derive(Debug, Clone)]
+pub(crate) enum SendResult {
+    /// Written (or recognised as a duplicate of a written batch).
+    Acked {
+        base_offset: Option<i64>,
+        log_append_time: Option<i64>,
+    },
+    /// The partition's entry in the response carried an error code.
+    Error {
+        code: ErrorCode,
+        message: Option<String>,
+    },
+    /// The request as a whole failed (connection, timeout, decode...).
+    Transport {
+        retriable: bool,
+        /// The request may have been written by the broker.
+        ambiguous: bool,
+        kind: ErrorKind,
+        message: String,
+    },
+}
+
+/// What the sender must do after results were applied.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Followup {
+    /// The partition's leader may have moved: refresh its metadata.
+    pub(crate) refresh_metadata: bool,
+}
+
+#[derive(Debug)]
+struct OpenBatch {
+    id: u64,
+    writer: RecordBatchWriter,
+    shared: Arc<BatchShared>,
+    created: Instant,
+    accounted: usize,
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    open: Option<OpenBatch>,
+    /// Closed batches not in flight, in id (= sequence) order.
+    queue: VecDeque<ProducerBatch>,
+    in_flight: usize,
+    /// Next sequence to assign (idempotence).
+    next_seq: i32,
+    /// Last acknowledged sequence in the current epoch, `-1` if none.
+    last_acked: i32,
+    /// A batch came back for a retry: drain again only once nothing of this
+    /// partition is in flight, so the retry goes out first.
+    retrying: bool,
+    /// A sequenced batch failed for good without being written: (its id,
+    /// its base sequence). Later batches are renumbered from there.
+    rewind: Option<(u64, i32)>,
+    /// Sequence state cannot be reconciled; waits for an epoch bump.
+    broken: bool,
+}
+
+impl PartitionState {
+    fn new() -> Self {
+        Self {
+            last_acked: -1,
+            ..Self::default()
+        }
+    }
+
+    fn has_data(&self) -> bool {
+        self.open.is_some() || !self.queue.is_empty()
+    }
+
+    /// The sequence the broker expects next from us.
+    fn expected_sequence(&self) -> i32 {
+        if self.last_acked < 0 {
+            0
+        } else {
+            increment_sequence(self.last_acked, 1)
+        }
+    }
+
+    /// Puts a batch back in id order (retries are older than what is queued).
+    fn requeue(&mut self, batch: ProducerBatch) {
+        let at = self.queue.partition_point(|b| b.id < batch.id);
+        self.queue.insert(at, batch);
+    }
+
+    /// Renumbers the batches after a batch that failed without being
+    /// written, so the broker sees no hole.
+    fn apply_rewind(&mut self) {
+        let Some((failed_id, from)) = self.rewind.take() else {
+            return;
+        };
+        let mut seq = from;
+        for b in self.queue.iter_mut().filter(|b| b.id > failed_id) {
+            if let Some(s) = b.sequence.as_mut() {
+                s.base_sequence = seq;
+                seq = increment_sequence(seq, b.record_count);
+            }
+        }
+        self.next_seq = seq;
+    }
+}
+
+#[derive(Debug)]
+struct TopicState {
+    name: Arc<str>,
+    partitions: Vec<PartitionState>,
+    sticky: Option<i32>,
+    round_robin: u32,
+}
+
+impl TopicState {
+    fn count(&self) -> i32 {
+        i32::try_from(self.partitions.len()).unwrap_or(i32::MAX)
+    }
+}
+
+/// The producer id and epoch of an idempotent producer.
+#[derive(Debug, Clone, Copy)]
+struct Idempotence {
+    producer_id: i64,
+    epoch: i16,
+    /// No producer id yet (or the last attempt failed).
+    needs_init: bool,
+    bump_required: bool,
+}
+
+/// Per-partition batches and the producer-wide state; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Accumulator {
+    cfg: AccumulatorConfig,
+    topics: HashMap<Arc<str>, TopicState>,
+    /// Every batch not yet complete, for `flush`.
+    incomplete: BTreeMap<u64, Arc<BatchShared>>,
+    next_id: u64,
+    in_flight: usize,
+    flushing: usize,
+    closing: bool,
+    idem: Option<Idempotence>,
+    memory: Arc<Semaphore>,
+}
+
+/// One ProduceRequest's worth of batches for one broker.
+#[derive(Debug)]
+pub(crate) struct Drained {
+    pub(crate) broker: i32,
+    pub(crate) batches: Vec<(ProducerBatch, ProducerState)>,
+}
+
+impl Accumulator {
+    pub(crate) fn new(cfg: AccumulatorConfig, memory: Arc<Semaphore>) -> Self {
+        let idem = cfg.idempotent.then_some(Idempotence {
+            producer_id: -1,
+            epoch: -1,
+            needs_init: true,
+            bump_required: false,
+        });
+        Self {
+            cfg,
+            topics: HashMap::new(),
+            incomplete: BTreeMap::new(),
+            next_id: 0,
+            in_flight: 0,
+            flushing: 0,
+            closing: false,
+            idem,
+            memory,
+        }
+    }
+
+    /// Records the partition count of a topic; partitions only ever grow.
+    pub(crate) fn set_partition_count(&mut self, topic: &str, count: i32) {
+        let count = usize::try_from(count).unwrap_or(0);
+        if count == 0 {
+            return;
+        }
+        let t = self
+            .topics
+            .entry(Arc::from(topic))
+            .or_insert_with_key(|name| TopicState {
+                name: name.clone(),
+                partitions: Vec::new(),
+                sticky: None,
+                round_robin: 0,
+            });
+        while t.partitions.len() < count {
+            t.partitions.push(PartitionState::new());
+        }
+    }
+
+    pub(crate) fn partition_count(&self, topic: &str) -> Option<i32> {
+        self.topics.get(topic).map(TopicState::count)
+    }
+
+    /// Appends a record to its partition's open batch, opening or closing
+    /// batches as needed. `accounted` bytes were already taken from the
+    /// buffer memory and are returned when the batch completes.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn append(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        partitioner: &Partitioner,
+        record: &Record,
+        headers: &[RecordHeader],
+        accounted: usize,
+        now: Instant,
+    ) -> Result<Appended, AppendError> {
+        if self.closing {
+            return Err(AppendError::Closed);
+        }
+        let Some(t) = self.topics.get_mut(topic) else {
+            return Err(AppendError::UnknownTopic);
+        };
+        let count = t.count();
+        let key = record.key.as_deref();
+        let mut sticky = false;
+        let p = match (partition, partitioner, key) {
+            (Some(p), _, _) => p,
+            (None, Partitioner::RoundRobin, _) => {
+                let p = (t.round_robin % count.unsigned_abs()) as i32;
+                t.round_robin = t.round_robin.wrapping_add(1);
+                p
+            }
+            (None, Partitioner::Custom(f), _) => f(topic, key, count),
+            (None, Partitioner::Default, Some(k)) => key_partition(k, count),
+            (None, Partitioner::Default, None) => {
+                sticky = true;
+                match t.sticky {
+                    Some(p) if p < count => p,
+                    _ => {
+                        let p = pick_other(None, count);
+                        t.sticky = Some(p);
+                        p
+                    }
+                }
+            }
+        };
+        let Some(mut idx) = usize::try_from(p).ok().filter(|&i| i < t.partitions.len()) else {
+            return Err(AppendError::InvalidPartition {
+                partition: p,
+                count,
+            });
+        };
+        // A sticky partition moves on when it would need a new batch, so
+        // records without keys fill whole batches one partition at a time.
+        if sticky {
+            let needs_new = t.partitions.get(idx).is_some_and(|ps| {
+                ps.open
+                    .as_ref()
+                    .is_none_or(|o| !fits(o, accounted, self.cfg.batch_size))
+            });
+            if needs_new {
+                let p2 = pick_other(Some(p), count);
+                t.sticky = Some(p2);
+                idx = usize::try_from(p2).unwrap_or(idx);
+            }
+        }
+        let name = t.name.clone();
+        let cfg = &self.cfg;
+        let Some(ps) = t.partitions.get_mut(idx) else {
+            return Err(AppendError::InvalidPartition {
+                partition: p,
+                count,
+            });
+        };
+        let mut wake = false;
+        if let Some(open) = &ps.open {
+            if !fits(open, accounted, cfg.batch_size) {
+                close_open(ps, cfg, now);
+                wake = true;
+            }
+        }
+        if ps.open.is_none() {
+            let id = self.next_id;
+            self.next_id += 1;
+            let shared = BatchShared::new(name, idx as i32);
+            self.incomplete.insert(id, shared.clone());
+            let header = BatchHeader {
+                compression: cfg.compression,
+                ..BatchHeader::default()
+            };
+            // Room for a typical batch without growing from tiny sizes, but
+            // not the whole batch size for every partition up front.
+            let capacity = cfg.batch_size.min(64 * 1024).max(accounted);
+            ps.open = Some(OpenBatch {
+                id,
+                writer: RecordBatchWriter::with_capacity(header, capacity),
+                shared,
+                created: now,
+                accounted: 0,
+            });
+            wake = true;
+        }
+        let Some(open) = ps.open.as_mut() else {
+            return Err(AppendError::Closed);
+        };
+        let offset_delta = i32::try_from(open.writer.len()).unwrap_or(i32::MAX);
+        open.writer
+            .append(
+                datetime_to_ms(record.timestamp),
+                key,
+                record.value.as_deref(),
+                headers,
+            )
+            .map_err(AppendError::Encode)?;
+        open.accounted += accounted;
+        let shared = open.shared.clone();
+        if open.writer.uncompressed_size() >= cfg.batch_size {
+            close_open(ps, cfg, now);
+            wake = true;
+        }
+        Ok(Appended {
+            shared,
+            offset_delta,
+            wake_sender: wake,
+        })
+    }
+
+    /// Starts a flush: every batch is ready regardless of linger until
+    /// [`end_flush`](Self::end_flush). Returns the batches to wait for.
+    pub(crate) fn begin_flush(&mut self) -> Vec<Arc<BatchShared>> {
+        self.flushing += 1;
+        self.incomplete.values().cloned().collect()
+    }
+
+    pub(crate) fn end_flush(&mut self) {
+        self.flushing = self.flushing.saturating_sub(1);
+    }
+
+    /// Stops accepting records; what is buffered is still delivered.
+    pub(crate) fn close(&mut self) {
+        self.closing = true;
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// Whether nothing is buffered or in flight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.incomplete.is_empty() && self.in_flight == 0
+    }
+
+    /// The producer id and epoch to use, if initialised.
+    pub(crate) fn producer_id(&self) -> Option<(i64, i16)> {
+        self.idem
+            .filter(|i| !i.needs_init)
+            .map(|i| (i.producer_id, i.epoch))
+    }
+
+    /// Whether the sender must obtain a producer id now: at start, or for an
+    /// epoch bump once nothing is in flight and nothing can still be
+    /// resolved under the current epoch.
+    pub(crate) fn wants_producer_id(&self) -> bool {
+        let Some(idem) = self.idem else {
+            return false;
+        };
+        if idem.needs_init {
+            return self.has_data();
+        }
+        idem.bump_required && self.in_flight == 0 && !self.has_resolvable_batches()
+    }
+
+    /// The current (producer id, epoch) to send with InitProducerId for a
+    /// bump, or `None` for a fresh id.
+    pub(crate) fn bump_from(&self) -> Option<(i64, i16)> {
+        self.idem
+            .filter(|i| !i.needs_init && i.producer_id >= 0)
+            .map(|i| (i.producer_id, i.epoch))
+    }
+
+    fn has_data(&self) -> bool {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .any(PartitionState::has_data)
+    }
+
+    /// Healthy partitions with batches sequenced under the current epoch
+    /// that are not acknowledged yet: they are resolved before a bump.
+    fn has_resolvable_batches(&self) -> bool {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .any(|p| !p.broken && p.queue.iter().any(|b| b.sequence.is_some()))
+    }
+
+    /// Installs a new producer id/epoch: every partition's sequence starts
+    /// over. Batches that may have been written under the old epoch cannot
+    /// be confirmed any more and are failed as uncertain; the others (known
+    /// not to be written) are renumbered when next drained.
+    pub(crate) fn set_producer_id(&mut self, producer_id: i64, epoch: i16) {
+        let Some(idem) = self.idem.as_mut() else {
+            return;
+        };
+        let was_bump = !idem.needs_init;
+        *idem = Idempotence {
+            producer_id,
+            epoch,
+            needs_init: false,
+            bump_required: false,
+        };
+        if !was_bump {
+            return;
+        }
+        let mut failed = Vec::new();
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                p.next_seq = 0;
+                p.last_acked = -1;
+                p.retrying = false;
+                p.rewind = None;
+                p.broken = false;
+                let mut keep = VecDeque::with_capacity(p.queue.len());
+                for mut b in p.queue.drain(..) {
+                    if b.sequence.is_some() && b.ambiguous {
+                        failed.push(b);
+                    } else {
+                        b.sequence = None;
+                        keep.push_back(b);
+                    }
+                }
+                p.queue = keep;
+            }
+        }
+        for b in failed {
+            let attempts = b.attempts;
+            self.finish(
+                b,
+                Outcome::Failed(Failure::Uncertain(format!(
+                    "sent {attempts} time(s) without a definite answer, and the producer epoch had \
+                     to be bumped, so the broker can no longer tell whether it was written"
+                ))),
+            );
+        }
+    }
+
+    /// InitProducerId failed for good: fail what waits for a producer id.
+    pub(crate) fn fail_waiting_for_producer_id(&mut self, failure: Failure) {
+        let mut victims = Vec::new();
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                if let Some(open) = p.open.take() {
+                    victims.push(into_batch(open, &self.cfg, Instant::now()));
+                }
+                victims.extend(p.queue.drain(..));
+            }
+        }
+        for b in victims {
+            self.finish(b, Outcome::Failed(failure.clone()));
+        }
+    }
+
+    /// Takes the ready batches, at most one per partition per request and
+    /// one request per broker, for brokers `can_send` accepts. `leader`
+    /// maps a partition to its leader; partitions without one are skipped
+    /// (the sender refreshes their metadata) and reported in `no_leader`.
+    pub(crate) fn drain(
+        &mut self,
+        now: Instant,
+        leader: impl Fn(&str, i32) -> Option<i32>,
+        can_send: impl Fn(i32) -> bool,
+        no_leader: &mut Vec<String>,
+    ) -> Vec<Drained> {
+        let mut requests: Vec<Drained> = Vec::new();
+        let mut sizes: HashMap<i32, usize> = HashMap::new();
+        let force = self.flushing > 0 || self.closing;
+        let idem = self.idem;
+        if idem.is_some_and(|i| i.needs_init) {
+            return requests;
+        }
+        let resolving = idem.is_some_and(|i| i.bump_required);
+        let cfg = &self.cfg;
+        let mut drained = 0usize;
+        for t in self.topics.values_mut() {
+            for (idx, p) in t.partitions.iter_mut().enumerate() {
+                let partition = idx as i32;
+                if !p.has_data() || p.in_flight >= cfg.max_in_flight_per_partition {
+                    continue;
+                }
+                if (p.retrying || p.rewind.is_some()) && p.in_flight > 0 {
+                    continue;
+                }
+                if p.broken {
+                    continue;
+                }
+                // Ready?
+                let front_ready = match p.queue.front() {
+                    Some(b) => b.retry_at.is_none_or(|at| at <= now),
+                    None => p
+                        .open
+                        .as_ref()
+                        .is_some_and(|o| force || o.created + cfg.linger <= now),
+                };
+                if !front_ready {
+                    continue;
+                }
+                if resolving && !p.queue.front().is_some_and(|b| b.sequence.is_some()) {
+                    // Only batches of the current epoch go out before a bump.
+                    continue;
+                }
+                let Some(broker) = leader(&t.name, partition) else {
+                    if !no_leader.iter().any(|n| **n == *t.name) {
+                        no_leader.push(t.name.to_string());
+                    }
+                    continue;
+                };
+                if !can_send(broker) {
+                    continue;
+                }
+                let size_so_far = sizes.get(&broker).copied().unwrap_or(0);
+                let next_size = match p.queue.front() {
+                    Some(b) => b.size(),
+                    None => p.open.as_ref().map_or(0, |o| o.writer.uncompressed_size()),
+                };
+                if size_so_far > 0 && size_so_far + next_size > cfg.max_request_size {
+                    continue;
+                }
+                if p.rewind.is_some() {
+                    p.apply_rewind();
+                }
+                p.retrying = false;
+                let mut batch = match p.queue.pop_front() {
+                    Some(b) => b,
+                    None => match p.open.take() {
+                        Some(open) => into_batch(open, cfg, now),
+                        None => continue,
+                    },
+                };
+                let state = match (idem, batch.sequence) {
+                    (None, _) => ProducerState::NONE,
+                    (Some(_), Some(s)) => s,
+                    (Some(i), None) => {
+                        let s = ProducerState {
+                            producer_id: i.producer_id,
+                            epoch: i.epoch,
+                            base_sequence: p.next_seq,
+                        };
+                        p.next_seq = increment_sequence(p.next_seq, batch.record_count);
+                        batch.sequence = Some(s);
+                        s
+                    }
+                };
+                batch.attempts += 1;
+                batch.retry_at = None;
+                p.in_flight += 1;
+                drained += 1;
+                sizes.insert(broker, size_so_far + next_size);
+                match requests.iter_mut().find(|r| r.broker == broker) {
+                    Some(r) => r.batches.push((batch, state)),
+                    None => requests.push(Drained {
+                        broker,
+                        batches: vec![(batch, state)],
+                    }),
+                }
+            }
+        }
+        self.in_flight += drained;
+        requests
+    }
+
+    /// Applies the result of sending `batch`.
+    pub(crate) fn complete(
+        &mut self,
+        mut batch: ProducerBatch,
+        result: SendResult,
+        now: Instant,
+    ) -> Followup {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let mut followup = Followup::default();
+        let idempotent = self.idem.is_some();
+        let current_epoch = self.idem.map(|i| (i.producer_id, i.epoch));
+        let Some(p) = self.topics.get_mut(batch.topic().as_ref()).and_then(|t| {
+            usize::try_from(batch.partition())
+                .ok()
+                .and_then(|i| t.partitions.get_mut(i))
+        }) else {
+            // Cannot happen: partitions are never removed.
+            self.finish(
+                batch,
+                Outcome::Failed(Failure::Local {
+                    kind: ErrorKind::Protocol,
+                    message: "batch of an unknown partition".into(),
+                }),
+            );
+            return followup;
+        };
+        p.in_flight = p.in_flight.saturating_sub(1);
+        enum Next {
+            Done(Outcome),
+            Retry {
+                ambiguous: bool,
+            },
+            /// Failed for good; `written_maybe` says if it may be in the log.
+            Fail {
+                failure: Failure,
+                written_maybe: bool,
+            },
+        }
+        let next = match result {
+            SendResult::Acked {
+                base_offset,
+                log_append_time,
+            } => Next::Done(Outcome::Acked {
+                base_offset,
+                log_append_time,
+            }),
+            SendResult::Error { code, message } => {
+                batch.last_error = Some(match &message {
+                    Some(m) if !m.is_empty() => format!("{} ({m})", code.name()),
+                    _ => code.name().to_string(),
+                });
+                match code {
+                    // The broker already has this batch (an earlier attempt
+                    // got through); it no longer knows the offsets.
+                    ErrorCode::DUPLICATE_SEQUENCE_NUMBER if idempotent => {
+                        Next::Done(Outcome::Acked {
+                            base_offset: None,
+                            log_append_time: None,
+                        })
+                    }
+                    ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER if idempotent => {
+                        let base = batch.sequence.map(|s| s.base_sequence);
+                        if base == Some(p.expected_sequence()) {
+                            // Nothing of ours is missing before this batch,
+                            // yet the broker expects another sequence: it lost
+                            // records it had acknowledged.
+                            p.broken = true;
+                            Next::Fail {
+                                failure: Failure::DataLoss(format!(
+                                    "the broker rejected sequence {} as out of order although every \
+                                     earlier batch was acknowledged: acknowledged records of this \
+                                     partition were lost by the broker",
+                                    base.unwrap_or(-1)
+                                )),
+                                written_maybe: false,
+                            }
+                        } else {
+                            // An earlier batch is missing (being retried).
+                            Next::Retry { ambiguous: false }
+                        }
+                    }
+                    ErrorCode::UNKNOWN_PRODUCER_ID | ErrorCode::INVALID_PRODUCER_EPOCH
+                        if idempotent =>
+                    {
+                        let stale = batch
+                            .sequence
+                            .is_some_and(|s| Some((s.producer_id, s.epoch)) != current_epoch);
+                        if !stale {
+                            p.broken = true;
+                        }
+                        // Refused, so not written: safe to renumber and resend.
+                        Next::Retry { ambiguous: false }
+                    }
+                    // Written by the leader, but replication did not finish in time.
+                    ErrorCode::REQUEST_TIMED_OUT | ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND => {
+                        Next::Retry { ambiguous: true }
+                    }
+                    c if c.is_retriable() => {
+                        if matches!(
+                            c,
+                            ErrorCode::NOT_LEADER_OR_FOLLOWER
+                                | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                                | ErrorCode::LEADER_NOT_AVAILABLE
+                                | ErrorCode::FENCED_LEADER_EPOCH
+                                | ErrorCode::KAFKA_STORAGE_ERROR
+                                | ErrorCode::NOT_ENOUGH_REPLICAS
+                        ) {
+                            followup.refresh_metadata = true;
+                        }
+                        Next::Retry { ambiguous: false }
+                    }
+                    c => Next::Fail {
+                        failure: Failure::Kafka { code: c, message },
+                        written_maybe: false,
+                    },
+                }
+            }
+            SendResult::Transport {
+                retriable,
+                ambiguous,
+                kind,
+                message,
+            } => {
+                batch.last_error = Some(message.clone());
+                followup.refresh_metadata = true;
+                if retriable {
+                    Next::Retry { ambiguous }
+                } else {
+                    Next::Fail {
+                        failure: Failure::Local { kind, message },
+                        written_maybe: ambiguous,
+                    }
+                }
+            }
+        };
+        match next {
+            Next::Done(outcome) => {
+                if batch.sequence.map(|s| (s.producer_id, s.epoch)) == current_epoch {
+                    if let Some(last) = batch.last_sequence() {
+                        p.last_acked = last;
+                    }
+                }
+                self.finish(batch, outcome);
+            }
+            Next::Retry { ambiguous } => {
+                batch.ambiguous |= ambiguous;
+                if now >= batch.deadline {
+                    self.expire(batch);
+                } else {
+                    let backoff = batch
+                        .backoff
+                        .get_or_insert_with(|| Backoff::new(&self.cfg.retry_backoff, None));
+                    batch.retry_at = Some(now + backoff.next_delay());
+                    p.retrying = true;
+                    p.requeue(batch);
+                }
+            }
+            Next::Fail {
+                failure,
+                written_maybe,
+            } => {
+                batch.ambiguous |= written_maybe;
+                self.fail_sequenced(batch, failure);
+            }
+        }
+        if self.idem.is_some() && self.any_broken() {
+            if let Some(i) = self.idem.as_mut() {
+                i.bump_required = true;
+            }
+        }
+        followup
+    }
+
+    fn any_broken(&self) -> bool {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .any(|p| p.broken)
+    }
+
+    /// Fails a batch that is not queued any more, keeping the partition's
+    /// sequence consistent: a batch that was surely not written leaves a
+    /// hole to close (rewind); one that may have been written makes the
+    /// partition's state unknown (broken, epoch bump).
+    fn fail_sequenced(&mut self, batch: ProducerBatch, failure: Failure) {
+        let current = self.idem.map(|i| (i.producer_id, i.epoch));
+        if let Some(s) = batch.sequence {
+            if Some((s.producer_id, s.epoch)) == current {
+                if let Some(p) = self.partition_mut(batch.topic().clone(), batch.partition()) {
+                    if batch.ambiguous {
+                        p.broken = true;
+                    } else if !p.broken && p.rewind.is_none_or(|(id, _)| batch.id < id) {
+                        p.rewind = Some((batch.id, s.base_sequence));
+                    }
+                }
+                if batch.ambiguous {
+                    if let Some(i) = self.idem.as_mut() {
+                        i.bump_required = true;
+                    }
+                }
+            }
+        }
+        self.finish(batch, Outcome::Failed(failure));
+    }
+
+    fn expire(&mut self, batch: ProducerBatch) {
+        let failure = Failure::DeliveryTimeout {
+            attempts: batch.attempts,
+            uncertain: batch.ambiguous,
+            last_error: batch.last_error.clone(),
+        };
+        self.fail_sequenced(batch, failure);
+    }
+
+    fn partition_mut(&mut self, topic: Arc<str>, partition: i32) -> Option<&mut PartitionState> {
+        self.topics.get_mut(&topic).and_then(|t| {
+            usize::try_from(partition)
+                .ok()
+                .and_then(|i| t.partitions.get_mut(i))
+        })
+    }
+
+    /// Fails the batches (queued or still open) whose delivery timeout passed.
+    pub(crate) fn expire_batches(&mut self, now: Instant) {
+        let timeout = self.cfg.delivery_timeout;
+        let mut expired = Vec::new();
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                // Deadlines grow with ids, so expired batches are at the front.
+                while p.queue.front().is_some_and(|b| b.deadline <= now) {
+                    if let Some(b) = p.queue.pop_front() {
+                        expired.push(b);
+                    }
+                }
+                if p.queue.is_empty() && p.open.as_ref().is_some_and(|o| o.created + timeout <= now)
+                {
+                    if let Some(open) = p.open.take() {
+                        expired.push(into_batch(open, &self.cfg, now));
+                    }
+                }
+            }
+        }
+        for b in expired {
+            self.expire(b);
+        }
+    }
+
+    /// When the sender must look again: the earliest linger end, retry time
+    /// or delivery deadline of any buffered batch.
+    pub(crate) fn next_wakeup(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |at: Instant| {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        };
+        for p in self.topics.values().flat_map(|t| t.partitions.iter()) {
+            if let Some(b) = p.queue.front() {
+                consider(b.deadline);
+                if let Some(at) = b.retry_at {
+                    consider(at);
+                }
+            } else if let Some(o) = &p.open {
+                consider(o.created + self.cfg.linger);
+                consider(o.created + self.cfg.delivery_timeout);
+            }
+        }
+        next
+    }
+
+    /// Completes a batch and returns its bytes to the buffer.
+    fn finish(&mut self, batch: ProducerBatch, outcome: Outcome) {
+        self.incomplete.remove(&batch.id);
+        self.memory.add_permits(batch.accounted);
+        batch.shared.complete(outcome);
+    }
+}
+
+/// Whether `more` bytes still fit the open batch (an empty batch takes any
+/// record, however large).
+fn fits(open: &OpenBatch, more: usize, batch_size: usize) -> bool {
+    open.writer.is_empty() || open.writer.uncompressed_size() + more <= batch_size
+}
+
+fn close_open(p: &mut PartitionState, cfg: &AccumulatorConfig, now: Instant) {
+    if let Some(open) = p.open.take() {
+        p.queue.push_back(into_batch(open, cfg, now));
+    }
+}
+
+fn into_batch(open: OpenBatch, cfg: &AccumulatorConfig, _now: Instant) -> ProducerBatch {
+    let record_count = i32::try_from(open.writer.len()).unwrap_or(i32::MAX);
+    ProducerBatch {
+        id: open.id,
+        shared: open.shared,
+        // The delivery timeout runs from the batch's creation, as in Java:
+        // the first record of a batch waits at most that long.
+        deadline: open.created + cfg.delivery_timeout,
+        record_count,
+        accounted: open.accounted,
+        payload: Payload::Writer(open.writer),
+        sequence: None,
+        attempts: 0,
+        ambiguous: false,
+        retry_at: None,
+        backoff: None,
+        last_error: None,
+    }
+}
+
+/// A random partition other than `not` (when there is a choice).
+fn pick_other(not: Option<i32>, count: i32) -> i32 {
+    if count <= 1 {
+        return 0;
+    }
+    match not {
+        Some(n) if (0..count).contains(&n) => {
+            let r = rand::random_range(0..count - 1);
+            if r >= n {
+                r + 1
+            } else {
+                r
+            }
+        }
+        _ => rand::random_range(0..count),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use time::OffsetDateTime;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn config(idempotent: bool) -> AccumulatorConfig {
+        AccumulatorConfig {
+            batch_size: 1_000,
+            linger: 5 * MS,
+            delivery_timeout: Duration::from_secs(10),
+            compression: Compression::None,
+            idempotent,
+            max_in_flight_per_partition: if idempotent { 5 } else { 1 },
+            max_request_size: 1 << 20,
+            retry_backoff: BackoffConfig {
+                initial: 10 * MS,
+                max: 10 * MS,
+                multiplier: 1.0,
+                jitter: 0.0,
+            },
+        }
+    }
+
+    struct Fixture {
+        acc: Accumulator,
+        memory: Arc<Semaphore>,
+        t0: Instant,
+    }
+
+    const MEMORY: usize = 1 << 20;
+
+    fn fixture(idempotent: bool, partitions: i32) -> Fixture {
+        let memory = Arc::new(Semaphore::new(MEMORY));
+        let mut acc = Accumulator::new(config(idempotent), memory.clone());
+        acc.set_partition_count("t", partitions);
+        if idempotent {
+            acc.set_producer_id(1000, 0);
+        }
+        Fixture {
+            acc,
+            memory,
+            t0: Instant::now(),
+        }
+    }
+
+    fn record(key: Option<&str>, value_len: usize) -> Record {
+        Record {
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            value: Some(Bytes::from(vec![b'v'; value_len])),
+            headers: vec![],
+            timestamp: OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("ts"),
+        }
+    }
+
+    impl Fixture {
+        /// Appends a record, taking its bytes from the buffer as `send` does.
+        fn send(
+            &mut self,
+            partition: Option<i32>,
+            key: Option<&str>,
+            value_len: usize,
+        ) -> Appended {
+            self.send_with(&Partitioner::Default, partition, key, value_len)
+        }
+
+        fn send_with(
+            &mut self,
+            partitioner: &Partitioner,
+            partition: Option<i32>,
+            key: Option<&str>,
+            value_len: usize,
+        ) -> Appended {
+            let r = record(key, value_len);
+            let size = 50 + value_len;
+            self.memory
+                .try_acquire_many(size as u32)
+                .expect("memory")
+                .forget();
+            self.acc
+                .append("t", partition, partitioner, &r, &[], size, self.t0)
+                .expect("append")
+        }
+
+        /// Drains with every partition led by broker `1 + partition % brokers`.
+        fn drain_at(&mut self, after: Duration, brokers: i32) -> Vec<Drained> {
+            let mut no_leader = Vec::new();
+            let out = self.acc.drain(
+                self.t0 + after,
+                |_, p| Some(1 + p % brokers),
+                |_| true,
+                &mut no_leader,
+            );
+            assert!(no_leader.is_empty());
+            out
+        }
+
+        fn complete(&mut self, b: ProducerBatch, r: SendResult, after: Duration) {
+            self.acc.complete(b, r, self.t0 + after);
+        }
+    }
+
+    fn acked(offset: i64) -> SendResult {
+        SendResult::Acked {
+            base_offset: Some(offset),
+            log_append_time: None,
+        }
+    }
+
+    fn kafka(code: ErrorCode) -> SendResult {
+        SendResult::Error {
+            code,
+            message: None,
+        }
+    }
+
+    fn disconnected() -> SendResult {
+        SendResult::Transport {
+            retriable: true,
+            ambiguous: true,
+            kind: ErrorKind::Connection,
+            message: "connection reset".into(),
+        }
+    }
+
+    /// All drained batches, flattened, with their producer state.
+    fn flat(requests: Vec<Drained>) -> Vec<(ProducerBatch, ProducerState)> {
+        requests.into_iter().flat_map(|r| r.batches).collect()
+    }
+
+    fn outcome(a: &Appended) -> Option<Outcome> {
+        a.shared.outcome().cloned()
+    }
+
+    #[test]
+    fn keyed_records_follow_murmur2_and_explicit_partitions_win() {
+        let mut f = fixture(false, 6);
+        for key in ["a", "b", "user-42", "21", "foobar"] {
+            let a = f.send(None, Some(key), 10);
+            assert_eq!(
+                a.shared.partition,
+                key_partition(key.as_bytes(), 6),
+                "key {key}"
+            );
+        }
+        let a = f.send(Some(4), Some("a"), 10);
+        assert_eq!(a.shared.partition, 4);
+        let r = record(None, 1);
+        assert!(matches!(
+            f.acc
+                .append("t", Some(6), &Partitioner::Default, &r, &[], 10, f.t0),
+            Err(AppendError::InvalidPartition {
+                partition: 6,
+                count: 6
+            })
+        ));
+        assert!(matches!(
+            f.acc
+                .append("other", None, &Partitioner::Default, &r, &[], 10, f.t0),
+            Err(AppendError::UnknownTopic)
+        ));
+    }
+
+    #[test]
+    fn records_without_key_stick_to_a_partition_until_its_batch_closes() {
+        let mut f = fixture(false, 4);
+        let first = f.send(None, None, 100).shared.partition;
+        // ~150 bytes each against a 1000-byte batch: a few fit.
+        let mut same = 1;
+        let mut next = None;
+        for _ in 0..20 {
+            let p = f.send(None, None, 100).shared.partition;
+            if p == first && next.is_none() {
+                same += 1;
+            } else if next.is_none() {
+                next = Some(p);
+            }
+        }
+        assert!(same >= 4, "{same} records stayed on partition {first}");
+        assert_ne!(
+            next,
+            Some(first),
+            "a closed batch moves on to another partition"
+        );
+        assert!(next.is_some());
+        // Draining the open batch also moves records elsewhere.
+        let mut f = fixture(false, 4);
+        let p0 = f.send(None, None, 10).shared.partition;
+        let drained = flat(f.drain_at(10 * MS, 1));
+        assert_eq!(drained.len(), 1);
+        let p1 = f.send(None, None, 10).shared.partition;
+        assert_ne!(p0, p1);
+    }
+
+    #[test]
+    fn round_robin_cycles_through_partitions() {
+        let mut f = fixture(false, 3);
+        let parts: Vec<i32> = (0..6)
+            .map(|_| {
+                f.send_with(&Partitioner::RoundRobin, None, Some("same-key"), 1)
+                    .shared
+                    .partition
+            })
+            .collect();
+        assert_eq!(parts, [0, 1, 2, 0, 1, 2]);
+        let custom = Partitioner::Custom(Arc::new(|_, _, n| n - 1));
+        assert_eq!(f.send_with(&custom, None, None, 1).shared.partition, 2);
+    }
+
+    #[test]
+    fn batches_wait_for_linger_or_size_or_flush() {
+        let mut f = fixture(false, 2);
+        f.send(Some(0), None, 10);
+        assert!(f.drain_at(Duration::ZERO, 1).is_empty(), "lingering");
+        assert_eq!(f.acc.next_wakeup(), Some(f.t0 + 5 * MS));
+        assert_eq!(flat(f.drain_at(5 * MS, 1)).len(), 1);
+
+        // A full batch is ready at once; the record that did not fit starts
+        // the next batch.
+        let mut f = fixture(false, 2);
+        let mut closed = false;
+        for _ in 0..10 {
+            closed |= f.send(Some(1), None, 200).wake_sender;
+        }
+        assert!(closed);
+        let ready = flat(f.drain_at(Duration::ZERO, 1));
+        assert_eq!(ready.len(), 1);
+        assert!(ready[0].0.size() <= 1_000);
+
+        let mut f = fixture(false, 2);
+        f.send(Some(0), None, 10);
+        let waits = f.acc.begin_flush();
+        assert_eq!(waits.len(), 1);
+        assert_eq!(
+            flat(f.drain_at(Duration::ZERO, 1)).len(),
+            1,
+            "flush ignores linger"
+        );
+        f.acc.end_flush();
+    }
+
+    #[test]
+    fn one_request_per_broker_carries_all_its_partitions() {
+        let mut f = fixture(false, 6);
+        for p in 0..6 {
+            f.send(Some(p), None, 10);
+        }
+        let requests = f.drain_at(10 * MS, 2);
+        assert_eq!(requests.len(), 2, "two brokers, two requests");
+        for r in &requests {
+            let parts: Vec<i32> = r.batches.iter().map(|(b, _)| b.partition()).collect();
+            assert_eq!(parts.len(), 3);
+            assert!(parts.iter().all(|p| 1 + p % 2 == r.broker));
+        }
+        // A broker at its in-flight cap gets nothing.
+        let mut f = fixture(false, 2);
+        f.send(Some(0), None, 10);
+        f.send(Some(1), None, 10);
+        let mut nl = Vec::new();
+        let r = f
+            .acc
+            .drain(f.t0 + 10 * MS, |_, p| Some(p), |b| b == 1, &mut nl);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].broker, 1);
+        // Partitions without a leader are reported.
+        let r = f.acc.drain(f.t0 + 10 * MS, |_, _| None, |_| true, &mut nl);
+        assert!(r.is_empty());
+        assert_eq!(nl, vec!["t".to_string()]);
+    }
+
+    #[test]
+    fn request_size_limit_splits_requests() {
+        let memory = Arc::new(Semaphore::new(MEMORY));
+        let mut cfg = config(false);
+        cfg.max_request_size = 1_500;
+        let mut acc = Accumulator::new(cfg, memory);
+        acc.set_partition_count("t", 3);
+        let t0 = Instant::now();
+        for p in 0..3 {
+            acc.append(
+                "t",
+                Some(p),
+                &Partitioner::Default,
+                &record(None, 900),
+                &[],
+                950,
+                t0,
+            )
+            .expect("append");
+        }
+        let mut nl = Vec::new();
+        let first = acc.drain(t0 + 10 * MS, |_, _| Some(1), |_| true, &mut nl);
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            first[0].batches.len(),
+            1,
+            "two 900-byte batches exceed 1500"
+        );
+        let second = acc.drain(t0 + 10 * MS, |_, _| Some(1), |_| true, &mut nl);
+        assert_eq!(second[0].batches.len(), 1);
+    }
+
+    #[test]
+    fn memory_is_returned_when_batches_complete() {
+        let mut f = fixture(false, 1);
+        let a = f.send(Some(0), None, 100);
+        assert_eq!(f.memory.available_permits(), MEMORY - 150);
+        let (b, _) = flat(f.drain_at(10 * MS, 1)).pop().expect("batch");
+        f.complete(b, acked(42), 11 * MS);
+        assert_eq!(f.memory.available_permits(), MEMORY);
+        assert!(matches!(
+            outcome(&a),
+            Some(Outcome::Acked {
+                base_offset: Some(42),
+                ..
+            })
+        ));
+        assert!(f.acc.is_empty());
+    }
+
+    #[test]
+    fn idempotent_batches_get_consecutive_sequences_kept_across_retries() {
+        let mut f = fixture(true, 1);
+        let mut drained = Vec::new();
+        for _ in 0..3 {
+            for _ in 0..4 {
+                f.send(Some(0), None, 10);
+            }
+            f.acc.begin_flush();
+            drained.extend(flat(f.drain_at(Duration::ZERO, 1)));
+        }
+        let seqs: Vec<i32> = drained.iter().map(|(_, s)| s.base_sequence).collect();
+        assert_eq!(seqs, [0, 4, 8]);
+        assert!(drained
+            .iter()
+            .all(|(_, s)| s.producer_id == 1000 && s.epoch == 0));
+
+        // The first fails retriably, the others come back out of order.
+        let mut it = drained.into_iter();
+        let (b0, _) = it.next().expect("b0");
+        let (b1, _) = it.next().expect("b1");
+        let (b2, _) = it.next().expect("b2");
+        f.complete(b0, kafka(ErrorCode::NOT_LEADER_OR_FOLLOWER), 1 * MS);
+        // Still two in flight: the partition waits for them.
+        assert!(f.drain_at(100 * MS, 1).is_empty());
+        f.complete(b1, kafka(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER), 2 * MS);
+        f.complete(b2, disconnected(), 3 * MS);
+        // Nothing in flight: retried in the original order with the same
+        // sequences, the first alone at first (one batch per partition and
+        // request), then the next ones.
+        let mut again = Vec::new();
+        for _ in 0..3 {
+            again.extend(flat(f.drain_at(100 * MS, 1)));
+        }
+        let seqs: Vec<i32> = again.iter().map(|(_, s)| s.base_sequence).collect();
+        assert_eq!(seqs, [0, 4, 8]);
+        assert!(
+            again[2].0.ambiguous,
+            "the disconnected attempt may have been written"
+        );
+        let mut shared = Vec::new();
+        for (b, _) in again {
+            shared.push(b.shared.clone());
+            f.complete(b, acked(7), 101 * MS);
+        }
+        assert!(shared
+            .iter()
+            .all(|s| matches!(s.outcome(), Some(Outcome::Acked { .. }))));
+        assert!(f.acc.is_empty());
+        assert!(!f.acc.wants_producer_id());
+    }
+
+    #[test]
+    fn duplicate_sequence_is_success_without_offset() {
+        let mut f = fixture(true, 1);
+        let a = f.send(Some(0), None, 10);
+        let (b, _) = flat(f.drain_at(10 * MS, 1)).pop().expect("batch");
+        f.complete(b, kafka(ErrorCode::DUPLICATE_SEQUENCE_NUMBER), 11 * MS);
+        assert!(matches!(
+            outcome(&a),
+            Some(Outcome::Acked {
+                base_offset: None,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn nothing_is_drained_before_the_producer_id() {
+        let memory = Arc::new(Semaphore::new(MEMORY));
+        let mut acc = Accumulator::new(config(true), memory);
+        acc.set_partition_count("t", 1);
+        let t0 = Instant::now();
+        assert!(!acc.wants_producer_id(), "no data, no request");
+        acc.append(
+            "t",
+            Some(0),
+            &Partitioner::Default,
+            &record(None, 1),
+            &[],
+            60,
+            t0,
+        )
+        .expect("append");
+        assert!(acc.wants_producer_id());
+        let mut nl = Vec::new();
+        assert!(acc
+            .drain(t0 + 10 * MS, |_, _| Some(1), |_| true, &mut nl)
+            .is_empty());
+        acc.set_producer_id(5, 3);
+        let r = acc.drain(t0 + 10 * MS, |_, _| Some(1), |_| true, &mut nl);
+        assert_eq!(
+            r[0].batches[0].1,
+            ProducerState {
+                producer_id: 5,
+                epoch: 3,
+                base_sequence: 0
+            }
+        );
+    }
+
+    #[test]
+    fn gap_reported_by_the_broker_is_data_loss_and_bumps_the_epoch() {
+        let mut f = fixture(true, 2);
+        // Partition 0: batch acked, then the next is refused as out of order
+        // although nothing is missing: the broker lost acknowledged data.
+        f.send(Some(0), None, 10);
+        let (b, _) = flat(f.drain_at(10 * MS, 1)).pop().expect("batch");
+        f.complete(b, acked(0), 11 * MS);
+        let lost = f.send(Some(0), None, 10);
+        // Partition 1 has a batch whose fate is unknown (disconnect).
+        let uncertain = f.send(Some(1), None, 10);
+        let batches = flat(f.drain_at(20 * MS, 2));
+        assert_eq!(batches.len(), 2);
+        for (b, _) in batches {
+            let r = if b.partition() == 0 {
+                kafka(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER)
+            } else {
+                disconnected()
+            };
+            f.complete(b, r, 21 * MS);
+        }
+        assert!(matches!(
+            outcome(&lost),
+            Some(Outcome::Failed(Failure::DataLoss(_)))
+        ));
+        // Before bumping, the healthy partition resolves its batch under the
+        // old epoch: it is re-sent with its old sequence.
+        assert!(!f.acc.wants_producer_id());
+        let again = flat(f.drain_at(100 * MS, 2));
+        assert_eq!(again.len(), 1);
+        let (b, s) = again.into_iter().next().expect("retry");
+        assert_eq!((b.partition(), s.epoch, s.base_sequence), (1, 0, 0));
+        // ... and it times out again, then its delivery deadline passes.
+        f.complete(b, disconnected(), Duration::from_secs(11));
+        assert!(matches!(
+            outcome(&uncertain),
+            Some(Outcome::Failed(Failure::DeliveryTimeout {
+                uncertain: true,
+                ..
+            }))
+        ));
+        assert!(f.acc.wants_producer_id());
+        assert_eq!(f.acc.bump_from(), Some((1000, 0)));
+
+        // New records wait for the bump, then start at sequence 0.
+        let fresh = f.send(Some(0), None, 10);
+        assert!(f.drain_at(Duration::from_secs(12), 2).is_empty());
+        f.acc.set_producer_id(1000, 1);
+        let (b, s) = flat(f.drain_at(Duration::from_secs(12), 2))
+            .pop()
+            .expect("batch");
+        assert_eq!((s.epoch, s.base_sequence), (1, 0));
+        f.complete(b, acked(1), Duration::from_secs(12));
+        assert!(outcome(&fresh).is_some());
+    }
+
+    #[test]
+    fn batches_of_unknown_fate_fail_as_uncertain_at_an_epoch_bump() {
+        let mut f = fixture(true, 1);
+        let a = f.send(Some(0), None, 10);
+        let (b, _) = flat(f.drain_at(10 * MS, 1)).pop().expect("batch");
+        // Ambiguous, then the producer id becomes unknown to the broker.
+        f.complete(b, disconnected(), 11 * MS);
+        let (b, _) = flat(f.drain_at(100 * MS, 1)).pop().expect("retry");
+        f.complete(b, kafka(ErrorCode::UNKNOWN_PRODUCER_ID), 101 * MS);
+        assert!(f.acc.wants_producer_id());
+        f.acc.set_producer_id(1000, 1);
+        match outcome(&a) {
+            Some(Outcome::Failed(Failure::Uncertain(_))) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        let e = Failure::Uncertain("x".into()).to_error("t", 0);
+        assert_eq!(e.kind(), ErrorKind::DataLoss);
+    }
+
+    #[test]
+    fn refused_batches_are_renumbered_after_an_epoch_bump() {
+        let mut f = fixture(true, 1);
+        let a = f.send(Some(0), None, 10);
+        let (b, _) = flat(f.drain_at(10 * MS, 1)).pop().expect("batch");
+        f.complete(b, kafka(ErrorCode::UNKNOWN_PRODUCER_ID), 11 * MS);
+        assert!(f.acc.wants_producer_id());
+        f.acc.set_producer_id(2000, 0);
+        let (b, s) = flat(f.drain_at(100 * MS, 1)).pop().expect("batch");
+        assert_eq!(
+            s,
+            ProducerState {
+                producer_id: 2000,
+                epoch: 0,
+                base_sequence: 0
+            }
+        );
+        f.complete(b, acked(3), 101 * MS);
+        assert!(matches!(outcome(&a), Some(Outcome::Acked { .. })));
+    }
+
+    #[test]
+    fn a_refused_batch_leaves_no_hole_in_the_sequence() {
+        let mut f = fixture(true, 1);
+        let mut drained = Vec::new();
+        let mut appended = Vec::new();
+        for _ in 0..3 {
+            appended.push(f.send(Some(0), None, 10));
+            f.acc.begin_flush();
+            drained.extend(flat(f.drain_at(Duration::ZERO, 1)));
+        }
+        let mut it = drained.into_iter();
+        let (b0, _) = it.next().expect("b0");
+        let (b1, _) = it.next().expect("b1");
+        let (b2, _) = it.next().expect("b2");
+        f.complete(b0, acked(0), MS);
+        f.complete(b1, kafka(ErrorCode::MESSAGE_TOO_LARGE), MS);
+        f.complete(b2, kafka(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER), MS);
+        assert!(matches!(
+            outcome(&appended[1]),
+            Some(Outcome::Failed(Failure::Kafka {
+                code: ErrorCode::MESSAGE_TOO_LARGE,
+                ..
+            }))
+        ));
+        // The third batch takes the refused one's sequence.
+        let (b, s) = flat(f.drain_at(100 * MS, 1)).pop().expect("batch");
+        assert_eq!(s.base_sequence, 1);
+        f.complete(b, acked(1), 101 * MS);
+        let next = f.send(Some(0), None, 10);
+        f.acc.begin_flush();
+        let (b, s) = flat(f.drain_at(101 * MS, 1)).pop().expect("batch");
+        assert_eq!(s.base_sequence, 2);
+        f.complete(b, acked(2), 102 * MS);
+        assert!(outcome(&next).is_some());
+        assert!(!f.acc.wants_producer_id(), "no epoch bump needed");
+    }
+
+    #[test]
+    fn queued_batches_expire_at_the_delivery_timeout() {
+        let mut f = fixture(false, 1);
+        let a = f.send(Some(0), None, 10);
+        f.acc.expire_batches(f.t0 + Duration::from_secs(9));
+        assert!(outcome(&a).is_none());
+        f.acc.expire_batches(f.t0 + Duration::from_secs(10));
+        match outcome(&a) {
+            Some(Outcome::Failed(Failure::DeliveryTimeout {
+                uncertain: false,
+                attempts: 0,
+                ..
+            })) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(f.memory.available_permits(), MEMORY);
+        assert_eq!(
+            Failure::DeliveryTimeout {
+                attempts: 1,
+                uncertain: false,
+                last_error: None
+            }
+            .to_error("t", 0)
+            .kind(),
+            ErrorKind::Timeout
+        );
+    }
+
+    #[test]
+    fn without_idempotence_one_batch_per_partition_is_in_flight() {
+        let mut f = fixture(false, 1);
+        f.send(Some(0), None, 10);
+        f.acc.begin_flush();
+        let first = flat(f.drain_at(Duration::ZERO, 1));
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].1, ProducerState::NONE);
+        f.send(Some(0), None, 10);
+        assert!(
+            f.drain_at(Duration::ZERO, 1).is_empty(),
+            "one in flight already"
+        );
+        let (b, _) = first.into_iter().next().expect("batch");
+        f.complete(b, kafka(ErrorCode::REQUEST_TIMED_OUT), MS);
+        // The retry goes before the newer batch.
+        let (b, _) = flat(f.drain_at(100 * MS, 1)).pop().expect("retry");
+        assert_eq!(b.attempts, 2);
+        assert!(b.ambiguous);
+    }
+
+    #[test]
+    fn fatal_errors_fail_the_batch() {
+        let mut f = fixture(false, 1);
+        let a = f.send(Some(0), None, 10);
+        let (b, _) = flat(f.drain_at(10 * MS, 1)).pop().expect("batch");
+        f.complete(b, kafka(ErrorCode::TOPIC_AUTHORIZATION_FAILED), 11 * MS);
+        let e = match outcome(&a) {
+            Some(Outcome::Failed(fail)) => fail.to_error("t", 0),
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Kafka(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+        );
+        assert_eq!(e.partition(), Some(0));
+    }
+
+    #[test]
+    fn closing_refuses_new_records_and_drains_at_once() {
+        let mut f = fixture(false, 1);
+        f.send(Some(0), None, 10);
+        f.acc.close();
+        assert!(matches!(
+            f.acc.append(
+                "t",
+                Some(0),
+                &Partitioner::Default,
+                &record(None, 1),
+                &[],
+                60,
+                f.t0
+            ),
+            Err(AppendError::Closed)
+        ));
+        assert_eq!(flat(f.drain_at(Duration::ZERO, 1)).len(), 1);
+    }
+}

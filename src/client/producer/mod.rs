@@ -1,0 +1,637 @@
+//! A batching, idempotent producer for many topics and partitions.
+//!
+//! [`Producer::send`] encodes a record straight into its partition's open
+//! batch and hands back a [`DeliveryFuture`]; a background task sends ready
+//! batches (full, lingered, or flushed) with one ProduceRequest per broker
+//! carrying all of that broker's partitions, retries what can be retried in
+//! the original order, and resolves every record's future with its offset or
+//! a typed error.
+//!
+//! Idempotence is on by default, as in the Java client: the producer gets a
+//! producer id (InitProducerId) and numbers its batches per partition, so a
+//! batch re-sent after a timeout or a broken connection is written once. A
+//! situation where records may have been lost or their fate is unknown is
+//! reported as [`ErrorKind::DataLoss`](crate::error::ErrorKind::DataLoss) on
+//! the affected records, never passed over silently.
+//!
+//! ```no_run
+//! # async fn example() -> rskafka::error::Result<()> {
+//! use rskafka::client::{ClientBuilder, producer::{ProducerConfig, ProducerRecord}};
+//! use rskafka::record::Record;
+//! use time::OffsetDateTime;
+//!
+//! let client = ClientBuilder::new(vec!["127.0.0.1:9092".to_owned()]).build().await?;
+//! let producer = client.producer(ProducerConfig::default())?;
+//! let mut deliveries = Vec::new();
+//! for i in 0..1_000 {
+//!     let record = Record {
+//!         key: Some(format!("key-{i}").into()),
+//!         value: Some("hello".into()),
+//!         headers: vec![],
+//!         timestamp: OffsetDateTime::now_utc(),
+//!     };
+//!     // Waits only if the buffer is full; the delivery is awaited later.
+//!     deliveries.push(producer.send(ProducerRecord::new("my_topic", record)).await?);
+//! }
+//! for d in deliveries {
+//!     let meta = d.await?;
+//!     println!("partition {} offset {:?}", meta.partition, meta.offset);
+//! }
+//! producer.close().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod accumulator;
+mod batch;
+mod partitioner;
+mod sender;
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::Duration,
+};
+
+use tokio::{
+    sync::{Notify, Semaphore},
+    time::Instant,
+};
+
+pub use self::batch::{DeliveryFuture, RecordMetadata};
+pub use self::partitioner::{key_partition, murmur2, Partitioner};
+pub use crate::client::partition::Acks;
+pub use crate::protocol::record::Compression;
+
+use self::accumulator::{Accumulator, AccumulatorConfig, AppendError};
+use crate::{
+    client::Client,
+    cluster::{Backoff, BackoffConfig, Cluster},
+    error::{Error, ErrorKind, Result},
+    protocol::{
+        record::{record_size_upper_bound, RecordHeader, RECORD_BATCH_OVERHEAD},
+        ErrorCode,
+    },
+    record::Record,
+};
+
+/// Settings of a [`Producer`]; start from [`ProducerConfig::default`] and
+/// change what you need.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    linger: Duration,
+    batch_size: usize,
+    max_request_size: usize,
+    buffer_memory: usize,
+    block_on_full: bool,
+    max_in_flight_per_broker: usize,
+    acks: Acks,
+    compression: Compression,
+    partitioner: Partitioner,
+    idempotence: Option<bool>,
+    delivery_timeout: Duration,
+    request_timeout: Option<Duration>,
+    retry_backoff: BackoffConfig,
+}
+
+impl Default for ProducerConfig {
+    /// linger 5 ms, batches up to 1 MB, requests up to 8 MiB, 32 MiB of
+    /// buffer, 5 requests in flight per broker, acks=all, no compression,
+    /// the default partitioner, idempotence on, delivery timeout 120 s.
+    fn default() -> Self {
+        Self {
+            linger: Duration::from_millis(5),
+            // As librdkafka and franz-go: one batch per partition and request
+            // is all Produce v3+ allows, so small batches cap throughput.
+            batch_size: 1_000_000,
+            max_request_size: 8 * 1024 * 1024,
+            buffer_memory: 32 * 1024 * 1024,
+            block_on_full: true,
+            max_in_flight_per_broker: 5,
+            acks: Acks::All,
+            compression: Compression::None,
+            partitioner: Partitioner::Default,
+            idempotence: None,
+            delivery_timeout: Duration::from_secs(120),
+            request_timeout: None,
+            retry_backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// How long a batch may wait for more records before it is sent
+    /// (default 5 ms). `Duration::ZERO` sends as soon as the sender is free.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Largest batch, in uncompressed bytes, before it is closed and sent
+    /// (default 1,000,000). A single larger record gets a batch of its own.
+    pub fn batch_size(mut self, bytes: usize) -> Self {
+        self.batch_size = bytes.max(1);
+        self
+    }
+
+    /// Largest ProduceRequest, in batch bytes (default 8 MiB); also the
+    /// largest record accepted. The broker's own limits
+    /// (`message.max.bytes`, `socket.request.max.bytes`) still apply.
+    pub fn max_request_size(mut self, bytes: usize) -> Self {
+        self.max_request_size = bytes.max(1);
+        self
+    }
+
+    /// Bytes of records buffered until acknowledged (default 32 MiB); when
+    /// it is full, [`Producer::send`] waits (or fails, see
+    /// [`block_on_full`](Self::block_on_full)).
+    pub fn buffer_memory(mut self, bytes: usize) -> Self {
+        self.buffer_memory = bytes.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// Whether `send` waits for room in a full buffer (default `true`; at
+    /// most the delivery timeout) or fails at once with
+    /// [`ErrorKind::BufferFull`].
+    pub fn block_on_full(mut self, block: bool) -> Self {
+        self.block_on_full = block;
+        self
+    }
+
+    /// Requests in flight to one broker at a time (default 5, at least 1).
+    pub fn max_in_flight_per_broker(mut self, n: usize) -> Self {
+        self.max_in_flight_per_broker = n.max(1);
+        self
+    }
+
+    /// How many replicas must have a batch before it counts as written
+    /// (default [`Acks::All`]). Anything but `All` turns the default
+    /// idempotence off.
+    pub fn acks(mut self, acks: Acks) -> Self {
+        self.acks = acks;
+        self
+    }
+
+    /// The codec for every batch (default none).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// How records without an explicit partition are placed (default:
+    /// murmur2 of the key as the Java client, sticky for records without a
+    /// key).
+    pub fn partitioner(mut self, partitioner: Partitioner) -> Self {
+        self.partitioner = partitioner;
+        self
+    }
+
+    /// Idempotence (default: on with [`Acks::All`], off otherwise).
+    /// Explicitly on requires `Acks::All`. Without it, retries may write a
+    /// batch twice, and only one batch per partition is in flight so that
+    /// retries cannot reorder records.
+    pub fn idempotence(mut self, on: bool) -> Self {
+        self.idempotence = Some(on);
+        self
+    }
+
+    /// Bound on the time from a batch's creation to its acknowledgement,
+    /// retries included (default 120 s); its records then fail with
+    /// [`ErrorKind::Timeout`]. Must be at least linger + request timeout.
+    pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.delivery_timeout = timeout;
+        self
+    }
+
+    /// Bound on one ProduceRequest, and the time the broker may wait for
+    /// replicas (default: the client's request timeout).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// Pacing of retries of a failed batch (default: 100 ms doubling to 1 s).
+    pub fn retry_backoff(mut self, backoff: BackoffConfig) -> Self {
+        self.retry_backoff = backoff;
+        self
+    }
+
+    fn is_idempotent(&self) -> Result<bool> {
+        match (self.idempotence, self.acks) {
+            (None, acks) => Ok(acks == Acks::All),
+            (Some(true), Acks::All) => Ok(true),
+            (Some(true), _) => Err(Error::invalid_input(
+                "idempotence requires acks=all (Acks::All)",
+            )),
+            (Some(false), _) => Ok(false),
+        }
+    }
+}
+
+/// A record and where to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerRecord {
+    /// The topic.
+    pub topic: String,
+    /// The partition, or `None` to let the [`Partitioner`] choose.
+    pub partition: Option<i32>,
+    /// The record.
+    pub record: Record,
+}
+
+impl ProducerRecord {
+    /// A record for `topic`, placed by the partitioner.
+    pub fn new(topic: impl Into<String>, record: Record) -> Self {
+        Self {
+            topic: topic.into(),
+            partition: None,
+            record,
+        }
+    }
+
+    /// Sends the record to `partition` instead of asking the partitioner.
+    pub fn with_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+}
+
+/// Counters of a producer, for monitoring and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProducerMetrics {
+    /// ProduceRequests sent.
+    pub requests: u64,
+    /// Batches sent, first attempts and retries.
+    pub batches_sent: u64,
+    /// Batch attempts that were retried.
+    pub retries: u64,
+    /// Responses in which the broker reported throttling (quotas).
+    pub throttled_responses: u64,
+    /// Sum of the throttle times the broker reported, in milliseconds.
+    pub throttle_time_ms: u64,
+    /// Producer ids obtained (the first one and every epoch bump).
+    pub producer_id_requests: u64,
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    requests: AtomicU64,
+    batches_sent: AtomicU64,
+    retries: AtomicU64,
+    throttled_responses: AtomicU64,
+    throttle_time_ms: AtomicU64,
+    producer_id_requests: AtomicU64,
+}
+
+/// Everything the sender task and the handles share.
+struct Shared {
+    state: Mutex<sender::State>,
+    /// Wakes the sender: a batch was opened or closed, a request finished,
+    /// a flush or close began.
+    wake: Notify,
+    /// Signalled when the sender task ends.
+    finished: Notify,
+    memory: Arc<Semaphore>,
+    cluster: Cluster,
+    cfg: ProducerConfig,
+    acks: Acks,
+    request_timeout: Duration,
+    metrics: Metrics,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, sender::State> {
+        // The state stays consistent between statements; a panic while
+        // holding the lock is a bug, and continuing beats poisoning every
+        // later send.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Closes the producer when the last handle is dropped: buffered records
+/// are still delivered in the background.
+struct HandleGuard(Arc<Shared>);
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        self.0.lock().acc.close();
+        self.0.wake.notify_one();
+    }
+}
+
+/// A batching producer; see the [module docs](self). Cheap to clone: clones
+/// share buffers, batches and the sender task.
+#[derive(Clone)]
+pub struct Producer {
+    shared: Arc<Shared>,
+    _guard: Arc<HandleGuard>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.shared.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A producer using this client's connections and metadata; see
+    /// [`Producer`]. Must be called within a tokio runtime, which runs its
+    /// background task.
+    pub fn producer(&self, config: ProducerConfig) -> Result<Producer> {
+        Producer::new(self, config)
+    }
+}
+
+impl Producer {
+    /// A producer on `client`'s connections; see [`Client::producer`].
+    pub fn new(client: &Client, config: ProducerConfig) -> Result<Self> {
+        let idempotent = config.is_idempotent()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::invalid_input("a producer must be created within a tokio runtime")
+        })?;
+        let cluster = client.cluster.clone();
+        let request_timeout = config
+            .request_timeout
+            .unwrap_or(cluster.config().connection.request_timeout);
+        if config.delivery_timeout < config.linger + request_timeout {
+            return Err(Error::invalid_input(format!(
+                "delivery timeout ({:?}) must be at least linger + request timeout ({:?})",
+                config.delivery_timeout,
+                config.linger + request_timeout
+            )));
+        }
+        if !config.compression.is_enabled() {
+            return Err(Error::invalid_input(format!(
+                "compression {} is not enabled in this build (cargo feature compression-{})",
+                config.compression, config.compression
+            )));
+        }
+        let memory = Arc::new(Semaphore::new(config.buffer_memory));
+        let acc = Accumulator::new(
+            AccumulatorConfig {
+                batch_size: config.batch_size,
+                linger: config.linger,
+                delivery_timeout: config.delivery_timeout,
+                compression: config.compression,
+                idempotent,
+                // Kafka keeps the last 5 batches per producer and partition
+                // for duplicate detection, so 5 is the most that can be in
+                // flight with idempotence; without it, one keeps retries in
+                // order.
+                max_in_flight_per_partition: if idempotent {
+                    config.max_in_flight_per_broker.min(5)
+                } else {
+                    1
+                },
+                max_request_size: config.max_request_size,
+                retry_backoff: config.retry_backoff.clone(),
+            },
+            memory.clone(),
+        );
+        let shared = Arc::new(Shared {
+            state: Mutex::new(sender::State::new(acc)),
+            wake: Notify::new(),
+            finished: Notify::new(),
+            memory,
+            cluster,
+            acks: config.acks,
+            request_timeout,
+            cfg: config,
+            metrics: Metrics::default(),
+        });
+        runtime.spawn(sender::run(shared.clone()));
+        Ok(Self {
+            _guard: Arc::new(HandleGuard(shared.clone())),
+            shared,
+        })
+    }
+
+    /// Buffers `record` for sending and returns the future of its delivery.
+    ///
+    /// The returned future of this method completes once the record is in
+    /// a batch: at once, unless the buffer is full (then it waits, see
+    /// [`ProducerConfig::block_on_full`]) or the topic's partitions are not
+    /// known yet (a metadata request). Errors here concern the record
+    /// itself: unknown topic or partition, a record larger than
+    /// [`ProducerConfig::max_request_size`], a closed producer, a full
+    /// buffer. Errors of the delivery come from the [`DeliveryFuture`].
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        self.send_to(&record.topic, record.partition, record.record)
+            .await
+    }
+
+    /// As [`send`](Self::send), with the topic borrowed.
+    pub async fn send_to(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        record: Record,
+    ) -> Result<DeliveryFuture> {
+        let ctx = |e: Error| e.with_topic(topic);
+        let Record {
+            key,
+            value,
+            headers,
+            timestamp,
+        } = record;
+        // Moves the header strings; allocates only for records with headers.
+        let headers: Vec<RecordHeader> = headers
+            .into_iter()
+            .map(|(key, value)| RecordHeader { key, value })
+            .collect();
+        let size = record_size_upper_bound(
+            key.as_ref().map(|k| k.len()),
+            value.as_ref().map(|v| v.len()),
+            &headers,
+        );
+        let cfg = &self.shared.cfg;
+        if size + RECORD_BATCH_OVERHEAD > cfg.max_request_size || size > cfg.buffer_memory {
+            return Err(ctx(Error::kafka(ErrorCode::MESSAGE_TOO_LARGE, None)
+                .with_message(format!(
+                    "a record of up to {size} bytes does not fit the maximum request size \
+                     ({}) or buffer memory ({})",
+                    cfg.max_request_size, cfg.buffer_memory
+                ))));
+        }
+        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        self.acquire_memory(permits).await.map_err(ctx)?;
+        let record = Record {
+            key,
+            value,
+            headers: Vec::new(),
+            timestamp,
+        };
+        let mut loaded_metadata = false;
+        loop {
+            let now = Instant::now();
+            let appended = {
+                let mut st = self.shared.lock();
+                st.acc.append(
+                    topic,
+                    partition,
+                    &cfg.partitioner,
+                    &record,
+                    &headers,
+                    permits as usize,
+                    now,
+                )
+            };
+            let err = match appended {
+                Ok(a) => {
+                    if a.wake_sender {
+                        self.shared.wake.notify_one();
+                    }
+                    return Ok(DeliveryFuture::new(a.shared, a.offset_delta, timestamp));
+                }
+                Err(AppendError::UnknownTopic) if !loaded_metadata => {
+                    loaded_metadata = true;
+                    match self.load_topic(topic).await {
+                        Ok(()) => continue,
+                        Err(e) => e,
+                    }
+                }
+                Err(AppendError::UnknownTopic) => {
+                    Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None)
+                }
+                Err(AppendError::InvalidPartition { partition, count }) => {
+                    Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None)
+                        .with_message(format!(
+                            "partition {partition} does not exist; the topic has {count}"
+                        ))
+                        .with_partition(partition)
+                }
+                Err(AppendError::Closed) => Error::invalid_input("the producer is closed"),
+                Err(AppendError::Encode(e)) => Error::new(ErrorKind::InvalidInput).with_source(e),
+            };
+            self.shared.memory.add_permits(permits as usize);
+            return Err(ctx(err));
+        }
+    }
+
+    async fn acquire_memory(&self, permits: u32) -> Result<()> {
+        let memory = &self.shared.memory;
+        let permit = if self.shared.cfg.block_on_full {
+            // Room frees up as batches complete, which the delivery timeout
+            // bounds; waiting longer than that means something is stuck.
+            match tokio::time::timeout(
+                self.shared.cfg.delivery_timeout,
+                memory.acquire_many(permits),
+            )
+            .await
+            {
+                Ok(Ok(p)) => p,
+                Ok(Err(_)) => return Err(Error::invalid_input("the producer is closed")),
+                Err(_) => {
+                    return Err(Error::new(ErrorKind::BufferFull).with_message(format!(
+                        "no room in the buffer within the delivery timeout ({:?})",
+                        self.shared.cfg.delivery_timeout
+                    )))
+                }
+            }
+        } else {
+            match memory.try_acquire_many(permits) {
+                Ok(p) => p,
+                Err(_) => {
+                    return Err(Error::new(ErrorKind::BufferFull).with_message(format!(
+                        "the producer's buffer ({} bytes) is full",
+                        self.shared.cfg.buffer_memory
+                    )))
+                }
+            }
+        };
+        // Returned by hand when the batch completes.
+        permit.forget();
+        Ok(())
+    }
+
+    /// Loads the partition count of `topic`, waiting up to the request
+    /// timeout for a topic that is being created.
+    async fn load_topic(&self, topic: &str) -> Result<()> {
+        let cluster = &self.shared.cluster;
+        let names = [topic.to_string()];
+        let deadline = Instant::now() + self.shared.request_timeout;
+        let mut backoff = Backoff::new(&self.shared.cfg.retry_backoff, Some(deadline));
+        let mut refresh = false;
+        loop {
+            let md = if refresh {
+                cluster.refresh_metadata(Some(&names)).await
+            } else {
+                cluster.metadata(Some(&names)).await
+            };
+            refresh = true;
+            let err = match md {
+                Ok(md) => match md.topics.get(topic) {
+                    Some(t) if t.error.is_ok() && !t.partitions.is_empty() => {
+                        let count = t
+                            .partitions
+                            .keys()
+                            .next_back()
+                            .map_or(0, |p| p.saturating_add(1));
+                        self.shared.lock().acc.set_partition_count(topic, count);
+                        return Ok(());
+                    }
+                    Some(t) if !t.error.is_ok() => Error::kafka(t.error, None),
+                    _ => Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None),
+                },
+                Err(e) => Error::from(e),
+            };
+            if !err.is_retriable() || backoff.wait().await.is_err() {
+                return Err(err);
+            }
+        }
+    }
+
+    /// Sends every buffered record now, ignoring linger, and waits until
+    /// each record sent before this call is acknowledged or failed. Bounded
+    /// by the delivery timeout.
+    pub async fn flush(&self) {
+        let waits = self.shared.lock().acc.begin_flush();
+        self.shared.wake.notify_one();
+        for w in waits {
+            w.wait().await;
+        }
+        self.shared.lock().acc.end_flush();
+    }
+
+    /// Stops accepting records, delivers what is buffered, and waits for
+    /// the background task to end (bounded by the delivery timeout). Other
+    /// clones of this producer are closed too.
+    pub async fn close(&self) {
+        let finished = self.shared.finished.notified();
+        tokio::pin!(finished);
+        // Registered before checking, so the end cannot slip in between.
+        finished.as_mut().enable();
+        let done = {
+            let mut st = self.shared.lock();
+            st.acc.close();
+            st.finished
+        };
+        self.shared.wake.notify_one();
+        if !done {
+            finished.await;
+        }
+    }
+
+    /// Counters since the producer was created.
+    pub fn metrics(&self) -> ProducerMetrics {
+        let m = &self.shared.metrics;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ProducerMetrics {
+            requests: get(&m.requests),
+            batches_sent: get(&m.batches_sent),
+            retries: get(&m.retries),
+            throttled_responses: get(&m.throttled_responses),
+            throttle_time_ms: get(&m.throttle_time_ms),
+            producer_id_requests: get(&m.producer_id_requests),
+        }
+    }
+
+    /// The producer id and epoch in use, with idempotence (for diagnostics).
+    pub fn producer_id(&self) -> Option<(i64, i16)> {
+        self.shared.lock().acc.producer_id()
+    }
+}

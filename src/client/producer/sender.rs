@@ -1,0 +1,468 @@
+//! The background task that turns ready batches into ProduceRequests.
+//!
+//! One loop plans: it expires old batches, drains ready ones grouped by
+//! leader (one request per broker, within the in-flight cap), and sleeps
+//! until the next linger end or retry time, or until woken. Each request
+//! runs in its own task (encoding and compressing its batches there, off the
+//! accumulator's lock) and reports its batches' results back to the
+//! accumulator.
+
+use std::{
+    collections::HashMap,
+    sync::{atomic::Ordering, Arc},
+};
+
+use tokio::time::Instant;
+
+use super::{
+    accumulator::{Accumulator, Drained, SendResult},
+    batch::{Failure, ProducerBatch},
+    Acks, Shared,
+};
+use crate::{
+    cluster::Backoff,
+    error::{Error, ErrorKind},
+    protocol::{
+        messages::{
+            produce_request::{PartitionProduceData, TopicProduceData},
+            produce_response::ProduceResponse,
+            InitProducerIdRequest, ProduceRequest,
+        },
+        ApiKey, ErrorCode, Message,
+    },
+};
+
+/// The state behind the producer's mutex.
+pub(crate) struct State {
+    pub(crate) acc: Accumulator,
+    /// Requests in flight per broker id.
+    broker_in_flight: HashMap<i32, usize>,
+    /// An InitProducerId task is running.
+    producer_id_task: bool,
+    /// A metadata refresh task is running.
+    refreshing: bool,
+    /// When the last refresh for leaderless partitions started.
+    last_refresh: Option<Instant>,
+    /// The sender task has ended.
+    pub(crate) finished: bool,
+}
+
+impl State {
+    pub(crate) fn new(acc: Accumulator) -> Self {
+        Self {
+            acc,
+            broker_in_flight: HashMap::new(),
+            producer_id_task: false,
+            refreshing: false,
+            last_refresh: None,
+            finished: false,
+        }
+    }
+}
+
+/// The sender loop; ends once the producer is closed and everything
+/// buffered is delivered or failed.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let max_per_broker = shared.cfg.max_in_flight_per_broker;
+    let refresh_interval = shared.cfg.retry_backoff.initial;
+    loop {
+        let now = Instant::now();
+        // Read outside the lock; leader lookups below only read this snapshot.
+        let md = shared.cluster.cached_metadata();
+        let mut no_leader = Vec::new();
+        let (requests, wake_at, start_pid, refresh) = {
+            let mut st = shared.lock();
+            st.acc.expire_batches(now);
+            if st.acc.is_closing() && st.acc.is_empty() {
+                st.finished = true;
+                break;
+            }
+            let in_flight = st.broker_in_flight.clone();
+            let requests = st.acc.drain(
+                now,
+                |topic, partition| {
+                    md.topics
+                        .get(topic)
+                        .and_then(|t| t.partitions.get(&partition))
+                        .and_then(|p| p.leader)
+                },
+                |broker| in_flight.get(&broker).copied().unwrap_or(0) < max_per_broker,
+                &mut no_leader,
+            );
+            for r in &requests {
+                *st.broker_in_flight.entry(r.broker).or_insert(0) += 1;
+            }
+            let start_pid = !st.producer_id_task && st.acc.wants_producer_id();
+            if start_pid {
+                st.producer_id_task = true;
+            }
+            let mut wake_at = st.acc.next_wakeup();
+            let mut refresh = None;
+            if !no_leader.is_empty() {
+                let due = st.last_refresh.is_none_or(|t| t + refresh_interval <= now);
+                if !st.refreshing && due {
+                    st.refreshing = true;
+                    st.last_refresh = Some(now);
+                    refresh = Some(std::mem::take(&mut no_leader));
+                } else {
+                    // Look again once another refresh is allowed.
+                    let next = st.last_refresh.map_or(now, |t| t + refresh_interval);
+                    wake_at = Some(wake_at.map_or(next, |w| w.min(next)));
+                }
+            }
+            (requests, wake_at, start_pid, refresh)
+        };
+        let sent_any = !requests.is_empty();
+        for r in requests {
+            tokio::spawn(send_request(shared.clone(), r));
+        }
+        if start_pid {
+            tokio::spawn(obtain_producer_id(shared.clone()));
+        }
+        if let Some(topics) = refresh {
+            tokio::spawn(refresh_metadata(shared.clone(), topics));
+        }
+        if sent_any {
+            // More may be ready right away (several full batches queued).
+            tokio::task::yield_now().await;
+            continue;
+        }
+        // Times already past are blocked on something that wakes us when it
+        // changes (a response, a producer id, metadata): wait for that.
+        match wake_at.filter(|&t| t > now) {
+            Some(at) => {
+                tokio::select! {
+                    _ = shared.wake.notified() => {}
+                    _ = tokio::time::sleep_until(at) => {}
+                }
+            }
+            None => shared.wake.notified().await,
+        }
+    }
+    shared.finished.notify_waiters();
+}
+
+/// Refreshes metadata for topics with leaderless partitions and learns
+/// partition counts that grew.
+async fn refresh_metadata(shared: Arc<Shared>, topics: Vec<String>) {
+    let result = shared.cluster.refresh_metadata(Some(&topics)).await;
+    {
+        let mut st = shared.lock();
+        st.refreshing = false;
+        if let Ok(md) = &result {
+            for t in md.topics.values().filter(|t| t.error.is_ok()) {
+                if let Some(last) = t.partitions.keys().next_back() {
+                    if st.acc.partition_count(&t.name).is_some() {
+                        st.acc.set_partition_count(&t.name, last.saturating_add(1));
+                    }
+                }
+            }
+        }
+    }
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "producer metadata refresh failed");
+    }
+    shared.wake.notify_one();
+}
+
+/// Obtains a producer id (or bumps the epoch), retrying with backoff.
+async fn obtain_producer_id(shared: Arc<Shared>) {
+    let mut backoff = Backoff::new(&shared.cfg.retry_backoff, None);
+    loop {
+        let bump_from = shared.lock().acc.bump_from();
+        shared
+            .metrics
+            .producer_id_requests
+            .fetch_add(1, Ordering::Relaxed);
+        match init_producer_id(&shared, bump_from).await {
+            Ok((id, epoch)) => {
+                tracing::debug!(
+                    producer_id = id,
+                    epoch,
+                    bumped = bump_from.is_some(),
+                    "producer id"
+                );
+                let mut st = shared.lock();
+                st.acc.set_producer_id(id, epoch);
+                st.producer_id_task = false;
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "InitProducerId failed");
+                let mut st = shared.lock();
+                if !e.is_retriable() {
+                    st.acc.fail_waiting_for_producer_id(Failure::Local {
+                        kind: e.kind(),
+                        message: format!("could not obtain a producer id: {e}"),
+                    });
+                }
+                // Nothing waits for an id any more (failed or closed and
+                // expired): stop; the sender starts a new attempt on demand.
+                if !st.acc.wants_producer_id() {
+                    st.producer_id_task = false;
+                    break;
+                }
+            }
+        }
+        shared.wake.notify_one();
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+    shared.wake.notify_one();
+}
+
+async fn init_producer_id(
+    shared: &Shared,
+    bump_from: Option<(i64, i16)>,
+) -> Result<(i64, i16), Error> {
+    let conn = shared.cluster.any_broker().await?;
+    let version = conn.version_for(ApiKey::INIT_PRODUCER_ID).ok_or_else(|| {
+        Error::new(ErrorKind::Unsupported)
+            .with_message("the broker does not support InitProducerId")
+    })?;
+    let (producer_id, producer_epoch) = match bump_from {
+        // Versions before 3 cannot bump: they hand out a fresh id, which
+        // resets sequences just the same.
+        Some(pe) if version >= 3 => pe,
+        _ => (-1, -1),
+    };
+    let req = InitProducerIdRequest {
+        transactional_id: None,
+        // Only meaningful for transactions; the Java client sends the max.
+        transaction_timeout_ms: i32::MAX,
+        producer_id,
+        producer_epoch,
+        ..Default::default()
+    };
+    let resp = tokio::time::timeout(shared.request_timeout, conn.request_version(&req, version))
+        .await
+        .map_err(|_| Error::new(ErrorKind::Timeout).with_api(ApiKey::INIT_PRODUCER_ID))??;
+    let code = ErrorCode(resp.error_code);
+    if !code.is_ok() {
+        return Err(Error::kafka(code, None).with_api(ApiKey::INIT_PRODUCER_ID));
+    }
+    Ok((resp.producer_id, resp.producer_epoch))
+}
+
+/// Encodes, sends and settles one ProduceRequest.
+async fn send_request(shared: Arc<Shared>, drained: Drained) {
+    let broker = drained.broker;
+    let now = Instant::now();
+    let mut batches: HashMap<Arc<str>, HashMap<i32, ProducerBatch>> = HashMap::new();
+    let mut sent = 0u64;
+    let mut topic_data: Vec<TopicProduceData> = Vec::new();
+    let mut failed: Vec<(ProducerBatch, SendResult)> = Vec::new();
+    let mut retried = 0u64;
+    for (mut batch, state) in drained.batches {
+        if batch.attempts > 1 {
+            retried += 1;
+        }
+        match batch.encode(state) {
+            Ok(bytes) => {
+                let partition = PartitionProduceData {
+                    index: batch.partition(),
+                    records: Some(bytes),
+                    ..Default::default()
+                };
+                match topic_data.iter_mut().find(|t| *t.name == **batch.topic()) {
+                    Some(t) => t.partition_data.push(partition),
+                    None => topic_data.push(TopicProduceData {
+                        name: batch.topic().to_string(),
+                        partition_data: vec![partition],
+                        ..Default::default()
+                    }),
+                }
+                sent += 1;
+                batches
+                    .entry(batch.topic().clone())
+                    .or_default()
+                    .insert(batch.partition(), batch);
+            }
+            Err(e) => failed.push((
+                batch,
+                SendResult::Transport {
+                    retriable: false,
+                    ambiguous: false,
+                    kind: ErrorKind::InvalidInput,
+                    message: format!("encoding the batch failed: {e}"),
+                },
+            )),
+        }
+    }
+    let m = &shared.metrics;
+    m.retries.fetch_add(retried, Ordering::Relaxed);
+    m.batches_sent.fetch_add(sent, Ordering::Relaxed);
+
+    let outcome = if sent == 0 {
+        Ok(None)
+    } else {
+        m.requests.fetch_add(1, Ordering::Relaxed);
+        produce(&shared, broker, topic_data).await
+    };
+
+    let mut refresh_topics: Vec<Arc<str>> = Vec::new();
+    let mut hints: Vec<(Arc<str>, i32, i32, i32, Option<(String, i32)>)> = Vec::new();
+    let mut results = failed;
+    match outcome {
+        Ok(None) => {
+            // acks=0: written to the socket is all anyone will know.
+            for b in batches.drain().flat_map(|(_, ps)| ps.into_values()) {
+                results.push((
+                    b,
+                    SendResult::Acked {
+                        base_offset: None,
+                        log_append_time: None,
+                    },
+                ));
+            }
+        }
+        Ok(Some(resp)) => {
+            if let Some(ms) = resp.throttle_time_ms().filter(|&ms| ms > 0) {
+                m.throttled_responses.fetch_add(1, Ordering::Relaxed);
+                m.throttle_time_ms
+                    .fetch_add(u64::try_from(ms).unwrap_or(0), Ordering::Relaxed);
+            }
+            for t in resp.responses {
+                for p in t.partition_responses {
+                    // Look the batch up by the response's names; a partition
+                    // we did not send to is ignored.
+                    let Some(b) = batches
+                        .get_mut(t.name.as_str())
+                        .and_then(|ps| ps.remove(&p.index))
+                    else {
+                        continue;
+                    };
+                    let code = ErrorCode(p.error_code);
+                    let result = if code.is_ok() {
+                        SendResult::Acked {
+                            base_offset: (p.base_offset >= 0).then_some(p.base_offset),
+                            log_append_time: (p.log_append_time_ms >= 0)
+                                .then_some(p.log_append_time_ms),
+                        }
+                    } else {
+                        if p.current_leader.leader_id >= 0 {
+                            let endpoint = resp
+                                .node_endpoints
+                                .iter()
+                                .find(|n| n.node_id == p.current_leader.leader_id)
+                                .map(|n| (n.host.clone(), n.port));
+                            hints.push((
+                                b.topic().clone(),
+                                p.index,
+                                p.current_leader.leader_id,
+                                p.current_leader.leader_epoch,
+                                endpoint,
+                            ));
+                        }
+                        let mut message = p.error_message.clone().filter(|m| !m.is_empty());
+                        for r in &p.record_errors {
+                            let detail = r.batch_index_error_message.as_deref().unwrap_or("");
+                            let m = message.get_or_insert_with(String::new);
+                            if !m.is_empty() {
+                                m.push_str("; ");
+                            }
+                            m.push_str(&format!("record {}: {detail}", r.batch_index));
+                        }
+                        SendResult::Error { code, message }
+                    };
+                    results.push((b, result));
+                }
+            }
+            // Partitions the broker did not answer for: treat as a broken
+            // exchange (it may or may not have written them).
+            for b in batches.drain().flat_map(|(_, ps)| ps.into_values()) {
+                results.push((
+                    b,
+                    SendResult::Transport {
+                        retriable: true,
+                        ambiguous: true,
+                        kind: ErrorKind::Protocol,
+                        message: "the produce response lacks this partition".into(),
+                    },
+                ));
+            }
+        }
+        Err(e) => {
+            let result = SendResult::Transport {
+                retriable: e.is_retriable(),
+                ambiguous: e.is_ambiguous(),
+                kind: e.kind(),
+                message: e.to_string(),
+            };
+            for b in batches.drain().flat_map(|(_, ps)| ps.into_values()) {
+                results.push((b, result.clone()));
+            }
+        }
+    }
+
+    {
+        let mut st = shared.lock();
+        let done = Instant::now().max(now);
+        for (b, result) in results {
+            let topic = b.topic().clone();
+            let followup = st.acc.complete(b, result, done);
+            if followup.refresh_metadata && !refresh_topics.contains(&topic) {
+                refresh_topics.push(topic);
+            }
+        }
+        if let Some(n) = st.broker_in_flight.get_mut(&broker) {
+            *n = n.saturating_sub(1);
+        }
+    }
+    for t in &refresh_topics {
+        shared.cluster.invalidate_topic(t);
+    }
+    // Hints after invalidation, so the hinted leader is used right away.
+    for (topic, partition, leader, epoch, endpoint) in hints {
+        shared
+            .cluster
+            .apply_leader_hint(&topic, partition, leader, epoch, endpoint);
+    }
+    if !refresh_topics.is_empty() {
+        let topics: Vec<String> = refresh_topics.iter().map(|t| t.to_string()).collect();
+        let start = {
+            let mut st = shared.lock();
+            let start = !st.refreshing;
+            st.refreshing = true;
+            st.last_refresh = Some(Instant::now());
+            start
+        };
+        if start {
+            tokio::spawn(refresh_metadata(shared.clone(), topics));
+        }
+    }
+    shared.wake.notify_one();
+}
+
+/// Sends one ProduceRequest; `None` for acks=0 (no response).
+async fn produce(
+    shared: &Shared,
+    broker: i32,
+    topic_data: Vec<TopicProduceData>,
+) -> Result<Option<ProduceResponse>, Error> {
+    let conn = shared.cluster.broker(broker).await?;
+    let timeout = shared.request_timeout;
+    let req = ProduceRequest {
+        transactional_id: None,
+        acks: match shared.acks {
+            // The connection layer has no fire-and-forget path (a broker does
+            // not answer acks=0, so a waiting request would only time out):
+            // acks=0 goes out as acks=1 and the answer's offsets are dropped.
+            Acks::None | Acks::Leader => 1,
+            Acks::All => -1,
+        },
+        timeout_ms: i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX),
+        topic_data,
+        ..Default::default()
+    };
+    match tokio::time::timeout(timeout, conn.request(&req)).await {
+        Ok(r) => {
+            let resp = r?;
+            Ok((shared.acks != Acks::None).then_some(resp))
+        }
+        // The request was sent: the broker may still write it.
+        Err(_) => Err(Error::new(ErrorKind::Timeout)
+            .with_api(ApiKey::PRODUCE)
+            .with_message(format!("no response within {timeout:?}"))
+            .with_ambiguous(true)),
+    }
+}
