@@ -59,7 +59,10 @@ impl fmt::Display for DecodeErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::UnexpectedEof { needed, remaining } => {
-                write!(f, "unexpected end of input: needed {needed} bytes, {remaining} left")
+                write!(
+                    f,
+                    "unexpected end of input: needed {needed} bytes, {remaining} left"
+                )
             }
             Self::NegativeLength(n) => write!(f, "negative length {n}"),
             Self::LengthExceedsRemaining { length, remaining } => write!(
@@ -135,7 +138,13 @@ impl fmt::Display for DecodeError {
         if self.context.is_empty() {
             write!(f, "{} at byte {}", self.kind, self.offset)
         } else {
-            write!(f, "{} at byte {} in {}", self.kind, self.offset, self.path())
+            write!(
+                f,
+                "{} at byte {} in {}",
+                self.kind,
+                self.offset,
+                self.path()
+            )
         }
     }
 }

@@ -431,7 +431,11 @@ pub trait WriteExt {
     /// Writes a non-null string (classic or compact).
     fn put_string(&mut self, v: &str, compact: bool) -> Result<(), EncodeError>;
     /// Writes nullable bytes (classic or compact).
-    fn put_nullable_byte_string(&mut self, v: Option<&[u8]>, compact: bool) -> Result<(), EncodeError>;
+    fn put_nullable_byte_string(
+        &mut self,
+        v: Option<&[u8]>,
+        compact: bool,
+    ) -> Result<(), EncodeError>;
     /// Writes non-null bytes (classic or compact).
     fn put_byte_string(&mut self, v: &[u8], compact: bool) -> Result<(), EncodeError>;
     /// Writes an array length; `None` is the null array.
@@ -515,7 +519,11 @@ impl WriteExt for BytesMut {
         Ok(())
     }
 
-    fn put_nullable_byte_string(&mut self, v: Option<&[u8]>, compact: bool) -> Result<(), EncodeError> {
+    fn put_nullable_byte_string(
+        &mut self,
+        v: Option<&[u8]>,
+        compact: bool,
+    ) -> Result<(), EncodeError> {
         match v {
             None if compact => self.put_unsigned_varint(0),
             None => self.put_i32(-1),
@@ -610,14 +618,20 @@ mod tests {
         let err = reader(&[0x7f, 0xff, 0xff, 0xff, 0]).bytes().unwrap_err();
         assert!(matches!(
             err.kind(),
-            DecodeErrorKind::LengthExceedsRemaining { length: 0x7fff_ffff, remaining: 1 }
+            DecodeErrorKind::LengthExceedsRemaining {
+                length: 0x7fff_ffff,
+                remaining: 1
+            }
         ));
         let err = reader(&[0xff, 0xfe]).nullable_string().unwrap_err();
         assert_eq!(err.kind(), &DecodeErrorKind::NegativeLength(-2));
         let err = reader(&[0x00, 0x00, 0x10, 0x00])
             .array_of(false, |r| r.i32())
             .unwrap_err();
-        assert!(matches!(err.kind(), DecodeErrorKind::LengthExceedsRemaining { .. }));
+        assert!(matches!(
+            err.kind(),
+            DecodeErrorKind::LengthExceedsRemaining { .. }
+        ));
         let err = reader(&[0xff, 0xff]).string().unwrap_err();
         assert_eq!(err.kind(), &DecodeErrorKind::UnexpectedNull);
         let err = reader(&[0x00]).compact_string().unwrap_err();
@@ -632,7 +646,10 @@ mod tests {
         let err = reader(&[0, 0, 0]).i32().unwrap_err();
         assert_eq!(
             err.kind(),
-            &DecodeErrorKind::UnexpectedEof { needed: 4, remaining: 3 }
+            &DecodeErrorKind::UnexpectedEof {
+                needed: 4,
+                remaining: 3
+            }
         );
     }
 
@@ -664,7 +681,10 @@ mod tests {
         assert_eq!(seen, 7);
         assert_eq!(
             unknown,
-            vec![RawTaggedField { tag: 5, data: Bytes::from_static(b"xyz") }]
+            vec![RawTaggedField {
+                tag: 5,
+                data: Bytes::from_static(b"xyz")
+            }]
         );
     }
 
