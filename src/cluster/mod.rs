@@ -175,13 +175,17 @@ struct MetaCache {
     /// Refreshes started so far; a caller reuses a refresh that started
     /// after it asked.
     started: u64,
-    /// The latest completed refresh: its start number, what it asked for, and
-    /// its outcome.
-    last: Option<(
-        u64,
-        Option<Vec<String>>,
-        Result<Arc<Metadata>, ClusterError>,
-    )>,
+    /// The latest completed refresh.
+    last: Option<LastRefresh>,
+}
+
+/// A completed metadata refresh, for callers that waited on it.
+struct LastRefresh {
+    /// Its start number (see `MetaCache::started`).
+    seq: u64,
+    /// The topics it asked for (`None`: all).
+    topics: Option<Vec<String>>,
+    result: Result<Arc<Metadata>, ClusterError>,
 }
 
 struct Inner {
@@ -359,21 +363,25 @@ impl Cluster {
         let _guard = self.inner.refresh.lock().await;
         {
             let mut cache = lock(&self.inner.meta);
-            if let Some((seq, covered, result)) = &cache.last {
-                let covers = match (covered, topics) {
+            if let Some(last) = &cache.last {
+                let covers = match (&last.topics, topics) {
                     (None, _) => true,
                     (Some(_), None) => false,
                     (Some(have), Some(want)) => want.iter().all(|w| have.contains(w)),
                 };
-                if *seq > asked_at && covers {
-                    return result.clone();
+                if last.seq > asked_at && covers {
+                    return last.result.clone();
                 }
             }
             cache.started += 1;
         }
         let seq = lock(&self.inner.meta).started;
         let result = self.fetch_metadata(topics).await;
-        lock(&self.inner.meta).last = Some((seq, topics.map(<[String]>::to_vec), result.clone()));
+        lock(&self.inner.meta).last = Some(LastRefresh {
+            seq,
+            topics: topics.map(<[String]>::to_vec),
+            result: result.clone(),
+        });
         result
     }
 

@@ -1,0 +1,117 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test crate uses a different subset
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+/// The shared broker's address from `KAFKA_BOOTSTRAP`; prints the skip
+/// notice and returns `None` when it is not set.
+pub fn bootstrap() -> Option<String> {
+    match std::env::var("KAFKA_BOOTSTRAP") {
+        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => {
+            eprintln!("skipping: KAFKA_BOOTSTRAP not set");
+            None
+        }
+    }
+}
+
+/// A topic name no other test run uses.
+pub fn unique_topic(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A broker of a test's own, started through `scripts/kafka` on `port`
+/// (controller on `port + 1`, data in `target/kafka-private-<port>`), for
+/// tests that kill, pause or restart it. Stopped on drop.
+pub struct PrivateBroker {
+    port: u16,
+    dir: PathBuf,
+}
+
+impl PrivateBroker {
+    /// Starts a broker with empty data and waits until it serves requests.
+    pub fn start(port: u16) -> Result<Self, String> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target")
+            .join(format!("kafka-private-{port}"));
+        let broker = Self { port, dir };
+        broker.script(&["up", "--fresh"])?;
+        Ok(broker)
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, args: &[&str]) -> Result<(), String> {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka");
+        let out = Command::new(&script)
+            .args(args)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
+            .env("KAFKA_DIR", &self.dir)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "scripts/kafka {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// SIGKILLs the broker (no clean shutdown); `restart` brings it back.
+    pub fn kill(&self) -> Result<(), String> {
+        let pid = std::fs::read_to_string(self.dir.join("kafka.pid"))
+            .map_err(|e| format!("no pid file: {e}"))?;
+        let status = Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -KILL {} failed", pid.trim()))
+        }
+    }
+
+    /// SIGSTOPs the broker: connections stay open but nothing is answered.
+    pub fn pause(&self) -> Result<(), String> {
+        self.script(&["pause"])
+    }
+
+    /// SIGCONTs a paused broker.
+    pub fn resume(&self) -> Result<(), String> {
+        self.script(&["resume"])
+    }
+
+    /// Stops (if running) and starts the broker again, keeping its data.
+    pub fn restart(&self) -> Result<(), String> {
+        self.script(&["restart"])
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if let Err(e) = self.script(&["down", "--clean"]) {
+            eprintln!("{e}");
+        }
+    }
+}
