@@ -80,6 +80,10 @@ struct Inner {
     tx: mpsc::Sender<Command>,
     state: Arc<State>,
     versions: OnceLock<VersionTable>,
+    /// With SASL: every request holds it shared until answered, and
+    /// re-authentication holds it exclusively, so new requests wait while
+    /// in-flight ones finish (KIP-368).
+    gate: Option<tokio::sync::RwLock<()>>,
 }
 
 impl Drop for Inner {
@@ -122,6 +126,10 @@ impl BrokerConnection {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 conn.close();
+                #[cfg(feature = "transport-tls")]
+                if let Some(tls) = super::tls::explain_failure(addr, &e) {
+                    return Err(tls);
+                }
                 // A peer speaking TLS or HTTP is best reported as such.
                 return Err(match e {
                     ConnectionError::Disconnected {
@@ -143,6 +151,15 @@ impl BrokerConnection {
         };
         // Only this function sets it, once.
         let _ = conn.inner.versions.set(versions);
+        if let Some(sasl) = &conn.inner.config.sasl {
+            let timeout = conn.inner.config.request_timeout;
+            if let Err(e) =
+                super::sasl::authenticate_connection(&conn, sasl, deadline, timeout).await
+            {
+                conn.close();
+                return Err(e);
+            }
+        }
         Ok(conn)
     }
 
@@ -173,10 +190,11 @@ impl BrokerConnection {
         Self {
             inner: Arc::new(Inner {
                 addr: addr.to_string(),
-                config,
                 tx,
                 state,
                 versions: OnceLock::new(),
+                gate: config.sasl.as_ref().map(|_| tokio::sync::RwLock::new(())),
+                config,
             }),
         }
     }
@@ -214,6 +232,25 @@ impl BrokerConnection {
         req: &R,
         version: i16,
     ) -> Result<R::Response, ConnectionError> {
+        self.request_inner(req, version, true).await
+    }
+
+    /// Like [`Self::request_version`], without waiting for a running
+    /// re-authentication: for the SASL exchange itself.
+    pub(crate) async fn request_ungated<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response, ConnectionError> {
+        self.request_inner(req, version, false).await
+    }
+
+    async fn request_inner<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        gated: bool,
+    ) -> Result<R::Response, ConnectionError> {
         let in_codec = (R::MIN_VERSION..=R::MAX_VERSION).contains(&version);
         // ApiVersions itself goes out before any table exists.
         let in_broker = match self.inner.versions.get() {
@@ -226,7 +263,7 @@ impl BrokerConnection {
             return Err(self.unsupported::<R>(Some(version)));
         }
         let encoded = EncodedRequest::new(req, version, Some(&self.inner.config.client_id))?;
-        let body = self.round_trip(encoded).await?;
+        let body = self.round_trip(encoded, gated).await?;
         let mut r = Reader::new(body);
         let resp =
             R::Response::decode(&mut r, version).map_err(|source| ConnectionError::Decode {
@@ -261,7 +298,7 @@ impl BrokerConnection {
     }
 
     /// Sends an encoded request and returns the raw response body.
-    async fn round_trip(&self, req: EncodedRequest) -> Result<Bytes, ConnectionError> {
+    async fn round_trip(&self, req: EncodedRequest, gated: bool) -> Result<Bytes, ConnectionError> {
         let (api, version) = (req.api_key(), req.version());
         let timeout = self.inner.config.request_timeout;
         let deadline = Instant::now() + timeout;
@@ -271,6 +308,15 @@ impl BrokerConnection {
             version,
             timeout,
             ambiguous,
+        };
+        // Held until the response arrives, so re-authentication can wait
+        // for requests in flight.
+        let _pass = match self.inner.gate.as_ref().filter(|_| gated) {
+            Some(gate) => match timeout_at(deadline, gate.read()).await {
+                Ok(pass) => Some(pass),
+                Err(_) => return Err(timed_out(false)),
+            },
+            None => None,
         };
         let (reply, rx) = oneshot::channel();
         match timeout_at(deadline, self.inner.tx.send(Command { req, reply })).await {
@@ -310,6 +356,31 @@ impl BrokerConnection {
     pub fn close(&self) {
         self.inner.state.shutdown.notify_one();
     }
+
+    /// Stops new requests until the guard drops, once the requests in
+    /// flight are answered; `None` (no waiting) without SASL.
+    pub(crate) async fn pause_requests(&self) -> Option<tokio::sync::RwLockWriteGuard<'_, ()>> {
+        match &self.inner.gate {
+            Some(gate) => Some(gate.write().await),
+            None => None,
+        }
+    }
+
+    /// A handle that does not keep the connection open.
+    pub(crate) fn downgrade(&self) -> WeakConnection {
+        WeakConnection(Arc::downgrade(&self.inner))
+    }
+}
+
+/// A [`BrokerConnection`] that does not keep it open (for background tasks
+/// such as re-authentication).
+pub(crate) struct WeakConnection(std::sync::Weak<Inner>);
+
+impl WeakConnection {
+    /// The connection, if some handle still holds it.
+    pub(crate) fn upgrade(&self) -> Option<BrokerConnection> {
+        self.0.upgrade().map(|inner| BrokerConnection { inner })
+    }
 }
 
 /// Asks the broker which versions it supports, starting at the highest
@@ -329,7 +400,7 @@ async fn negotiate(conn: &BrokerConnection) -> Result<VersionTable, ConnectionEr
     let mut retried = false;
     let resp = loop {
         let body = conn
-            .round_trip(EncodedRequest::new(&req, version, client_id)?)
+            .round_trip(EncodedRequest::new(&req, version, client_id)?, false)
             .await?;
         let at_version = ApiVersionsResponse::decode(&mut Reader::new(body.clone()), version);
         let resp = match at_version {

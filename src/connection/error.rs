@@ -113,6 +113,31 @@ pub enum ConnectionError {
         /// The error code returned.
         code: ErrorCode,
     },
+    /// SASL authentication failed: wrong credentials, a mechanism the
+    /// broker does not enable, or a server that failed the mechanism's
+    /// checks. Retrying with the same settings fails the same way.
+    #[error("SASL {mechanism} authentication with {addr} failed: {message}")]
+    Authentication {
+        /// The broker address.
+        addr: String,
+        /// The SASL mechanism.
+        mechanism: String,
+        /// The broker's error code, if the broker reported the failure
+        /// (e.g. SASL_AUTHENTICATION_FAILED); `None` if the client did.
+        code: Option<ErrorCode>,
+        /// The broker's or the client's explanation.
+        message: String,
+    },
+    /// The TLS handshake failed, or the broker ended TLS over the client
+    /// certificate; see [`TlsFailure`](super::TlsFailure) for the cases.
+    #[cfg(feature = "transport-tls")]
+    #[error("TLS with {addr} failed: {failure}")]
+    Tls {
+        /// The broker address.
+        addr: String,
+        /// What went wrong.
+        failure: super::TlsFailure,
+    },
     /// The connection was closed by this client.
     #[error("connection closed by the client")]
     Closed,
@@ -145,7 +170,10 @@ impl ConnectionError {
             | Self::BadResponseHeader(_)
             | Self::Decode { .. }
             | Self::Encode { .. }
-            | Self::UnsupportedVersion { .. } => false,
+            | Self::UnsupportedVersion { .. }
+            | Self::Authentication { .. } => false,
+            #[cfg(feature = "transport-tls")]
+            Self::Tls { .. } => false,
         }
     }
 

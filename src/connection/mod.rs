@@ -11,6 +11,11 @@
 mod broker;
 mod core;
 mod error;
+pub mod sasl;
+#[cfg(feature = "transport-socks5")]
+mod socks5;
+#[cfg(feature = "transport-tls")]
+mod tls;
 mod transport;
 mod versions;
 
@@ -19,6 +24,10 @@ use std::{collections::BTreeMap, time::Duration};
 pub use self::broker::BrokerConnection;
 pub use self::core::{ConnectionCore, EncodedRequest, Failed, Response};
 pub use self::error::ConnectionError;
+#[cfg(feature = "transport-socks5")]
+pub use self::socks5::Socks5Config;
+#[cfg(feature = "transport-tls")]
+pub use self::tls::{TlsConfig, TlsConfigBuilder, TlsError, TlsFailure};
 pub use self::versions::{client_range, VersionTable, CLIENT_SOFTWARE_NAME};
 use crate::protocol::ApiKey;
 
@@ -30,6 +39,15 @@ pub enum Transport {
     /// Plaintext TCP with `TCP_NODELAY`.
     #[default]
     Tcp,
+    /// TLS over TCP, verified against each broker's host name.
+    #[cfg(feature = "transport-tls")]
+    Tls(TlsConfig),
+    /// Plaintext through a SOCKS5 proxy.
+    #[cfg(feature = "transport-socks5")]
+    Socks5(Socks5Config),
+    /// TLS through a SOCKS5 proxy (end to end with the broker).
+    #[cfg(all(feature = "transport-tls", feature = "transport-socks5"))]
+    Socks5Tls(Socks5Config, TlsConfig),
 }
 
 /// Settings shared by every connection of a client.
@@ -47,6 +65,9 @@ pub struct ConnectionConfig {
     pub max_frame_size: usize,
     /// How to reach the broker.
     pub transport: Transport,
+    /// SASL authentication right after version negotiation, `None` for
+    /// none.
+    pub sasl: Option<sasl::SaslConfig>,
     /// Per-API caps on the version used, below the built-in table (e.g. to
     /// stay on Fetch v12, which names topics instead of using topic ids).
     pub max_versions: BTreeMap<ApiKey, i16>,
@@ -60,6 +81,7 @@ impl Default for ConnectionConfig {
             connect_timeout: Duration::from_secs(10),
             max_frame_size: 100 * 1024 * 1024,
             transport: Transport::Tcp,
+            sasl: None,
             max_versions: BTreeMap::new(),
         }
     }

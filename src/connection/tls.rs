@@ -1,0 +1,557 @@
+//! TLS for broker connections, with rustls (feature `transport-tls`).
+//!
+//! Server certificates are verified against the system roots or a given CA,
+//! for the host name of the address being connected to: the bootstrap
+//! address, or the host each broker advertises in metadata. IP addresses
+//! are matched against IP SANs. Client certificates give mutual TLS. TLS 1.2
+//! and 1.3 are offered.
+//!
+//! Each failure gets its own [`TlsFailure`], so that "wrong CA", "wrong host
+//! name", "expired" and "that port speaks plaintext" read differently.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use rustls::{
+    pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName},
+    AlertDescription, CertificateError, ClientConfig, RootCertStore,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::{timeout_at, Instant},
+};
+use tokio_rustls::TlsConnector;
+
+use super::{
+    transport::{BoxRead, BoxWrite},
+    ConnectionError,
+};
+
+/// PEM data, from a file or in memory.
+#[derive(Clone, PartialEq, Eq)]
+enum Pem {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+impl Pem {
+    fn read(&self, what: &str) -> Result<Vec<u8>, TlsError> {
+        match self {
+            Pem::Bytes(b) => Ok(b.clone()),
+            Pem::File(p) => std::fs::read(p).map_err(|e| TlsError::Read {
+                what: what.to_string(),
+                path: p.clone(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    fn describe(&self, what: &str) -> String {
+        match self {
+            Pem::File(p) => format!("{what} {}", p.display()),
+            Pem::Bytes(_) => format!("{what} (PEM given in memory)"),
+        }
+    }
+}
+
+/// Why a [`TlsConfig`] could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A certificate or key file could not be read.
+    #[error("cannot read {what} {}: {reason}", .path.display())]
+    Read {
+        /// Which file it was (CA, client certificate, client key).
+        what: String,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// PEM data holds no usable certificate or key.
+    #[error("{0}")]
+    Pem(String),
+    /// No trusted root certificates could be loaded from the system.
+    #[error("no CA certificates found in the system store ({0}); pass a CA file")]
+    NoSystemRoots(String),
+    /// rustls refused the configuration (e.g. a key that does not match
+    /// the certificate).
+    #[error("TLS configuration rejected: {0}")]
+    Config(String),
+}
+
+/// Why a TLS connection to a broker failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The peer does not speak TLS: it sent other bytes, or closed the
+    /// connection on receiving the TLS hello (a Kafka plaintext listener
+    /// does).
+    #[error("broker did not answer TLS: is this a plaintext listener? ({0})")]
+    NotTls(String),
+    /// The broker's certificate chain does not lead to a trusted CA.
+    #[error("the broker's certificate is not signed by a trusted CA (unknown issuer): wrong or missing CA file?")]
+    UnknownIssuer,
+    /// The broker's certificate does not name the host connected to.
+    #[error("the broker's certificate is not valid for {expected}{}", if .presented.is_empty() { String::new() } else { format!(" (it names {})", .presented.join(", ")) })]
+    NameMismatch {
+        /// The name the client expected (the broker's host, or the
+        /// configured server-name override).
+        expected: String,
+        /// The names the certificate holds, if known.
+        presented: Vec<String>,
+    },
+    /// The broker's certificate has expired.
+    #[error("the broker's certificate has expired{0}")]
+    Expired(String),
+    /// The broker's certificate is not valid yet (or a clock is wrong).
+    #[error("the broker's certificate is not valid yet{0}")]
+    NotYetValid(String),
+    /// Another problem with the broker's certificate.
+    #[error("the broker's certificate was rejected: {0}")]
+    BadCertificate(String),
+    /// The broker rejected the client's certificate, or wanted one and got
+    /// none.
+    #[error("the broker rejected the client certificate ({0}): missing, untrusted or expired client certificate?")]
+    ClientCertRejected(String),
+    /// The host (or override) is not a valid TLS server name.
+    #[error("{0:?} is not a valid TLS server name")]
+    InvalidServerName(String),
+    /// Any other handshake failure (no common version or cipher, ...).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+}
+
+/// TLS settings of broker connections. Cheap to clone: the rustls
+/// configuration is built once and shared.
+#[derive(Clone)]
+pub struct TlsConfig {
+    client: Arc<ClientConfig>,
+    server_name: Option<String>,
+}
+
+impl PartialEq for TlsConfig {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.client, &other.client) && self.server_name == other.server_name
+    }
+}
+
+impl Eq for TlsConfig {}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConfig {
+    /// A builder; with nothing set it trusts the system's CA certificates
+    /// and sends no client certificate.
+    pub fn builder() -> TlsConfigBuilder {
+        TlsConfigBuilder::default()
+    }
+
+    /// A config around a rustls configuration built by the caller (custom
+    /// verifiers, key logging, ...).
+    pub fn from_rustls(config: Arc<ClientConfig>) -> Self {
+        Self {
+            client: config,
+            server_name: None,
+        }
+    }
+
+    /// Verifies every broker against `name` instead of its host, and sends
+    /// it as SNI (for brokers reached through addresses their certificates
+    /// do not name, such as a tunnel on localhost).
+    pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// The rustls configuration in use.
+    pub fn rustls_config(&self) -> &Arc<ClientConfig> {
+        &self.client
+    }
+}
+
+/// Builds a [`TlsConfig`] from PEM files or bytes.
+#[derive(Clone, Default)]
+pub struct TlsConfigBuilder {
+    ca: Option<Pem>,
+    client_cert: Option<(Pem, Pem)>,
+    server_name: Option<String>,
+}
+
+impl fmt::Debug for TlsConfigBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfigBuilder")
+            .field("ca", &self.ca.as_ref().map(|p| p.describe("CA")))
+            .field(
+                "client_cert",
+                &self.client_cert.as_ref().map(|(c, _)| c.describe("cert")),
+            )
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl TlsConfigBuilder {
+    /// Trusts only the CA certificates in this PEM file, instead of the
+    /// system's.
+    pub fn ca_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.ca = Some(Pem::File(path.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Trusts only the CA certificates in this PEM data.
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca = Some(Pem::Bytes(pem.into()));
+        self
+    }
+
+    /// Presents this certificate chain and private key (PEM files; PKCS#8,
+    /// PKCS#1 or SEC1 key) for mutual TLS.
+    pub fn client_cert_files(mut self, cert: impl AsRef<Path>, key: impl AsRef<Path>) -> Self {
+        self.client_cert = Some((
+            Pem::File(cert.as_ref().to_path_buf()),
+            Pem::File(key.as_ref().to_path_buf()),
+        ));
+        self
+    }
+
+    /// Presents this certificate chain and private key (PEM data).
+    pub fn client_cert_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
+        self.client_cert = Some((Pem::Bytes(cert.into()), Pem::Bytes(key.into())));
+        self
+    }
+
+    /// See [`TlsConfig::with_server_name`].
+    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+        self.server_name = Some(name.into());
+        self
+    }
+
+    /// Reads the files and builds the rustls configuration (TLS 1.2 and
+    /// 1.3, ring).
+    pub fn build(self) -> Result<TlsConfig, TlsError> {
+        let mut roots = RootCertStore::empty();
+        match &self.ca {
+            Some(pem) => {
+                let bytes = pem.read("CA file")?;
+                let certs = parse_certs(&bytes, &pem.describe("CA file"))?;
+                let (added, _ignored) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(TlsError::Pem(format!(
+                        "{}: no usable CA certificate",
+                        pem.describe("CA file")
+                    )));
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    let why = found
+                        .errors
+                        .first()
+                        .map_or_else(|| "none found".to_string(), ToString::to_string);
+                    return Err(TlsError::NoSystemRoots(why));
+                }
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_root_certificates(roots);
+        let config = match &self.client_cert {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = parse_certs(
+                    &cert.read("client certificate")?,
+                    &cert.describe("client certificate"),
+                )?;
+                let key_bytes = key.read("client key")?;
+                let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
+                    TlsError::Pem(format!(
+                        "{}: no private key ({e})",
+                        key.describe("client key")
+                    ))
+                })?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| TlsError::Config(e.to_string()))?
+            }
+        };
+        Ok(TlsConfig {
+            client: Arc::new(config),
+            server_name: self.server_name,
+        })
+    }
+}
+
+fn parse_certs(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem(format!("{what}: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem(format!("{what}: no certificate in it")));
+    }
+    Ok(certs)
+}
+
+/// The host part of `host:port`, `[v6]:port` or a bare host.
+pub(crate) fn host_of(addr: &str) -> &str {
+    let host = match addr.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) && !h.is_empty() => h,
+        _ => addr,
+    };
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+fn tls_error(addr: &str, failure: TlsFailure) -> ConnectionError {
+    ConnectionError::Tls {
+        addr: addr.to_string(),
+        failure,
+    }
+}
+
+/// Classifies a rustls error.
+pub(crate) fn classify(e: &rustls::Error) -> TlsFailure {
+    use rustls::Error as E;
+    match e {
+        E::InvalidMessage(_) | E::InappropriateMessage { .. } => TlsFailure::NotTls(e.to_string()),
+        E::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => TlsFailure::UnknownIssuer,
+            CertificateError::NotValidForName => TlsFailure::NameMismatch {
+                expected: String::new(),
+                presented: Vec::new(),
+            },
+            CertificateError::NotValidForNameContext {
+                expected,
+                presented,
+            } => TlsFailure::NameMismatch {
+                expected: server_name_string(expected),
+                presented: presented.clone(),
+            },
+            CertificateError::Expired => TlsFailure::Expired(String::new()),
+            CertificateError::ExpiredContext { time, not_after } => TlsFailure::Expired(format!(
+                " ({} s ago)",
+                time.as_secs().saturating_sub(not_after.as_secs())
+            )),
+            CertificateError::NotValidYet => TlsFailure::NotYetValid(String::new()),
+            CertificateError::NotValidYetContext { time, not_before } => {
+                TlsFailure::NotYetValid(format!(
+                    " (for another {} s)",
+                    not_before.as_secs().saturating_sub(time.as_secs())
+                ))
+            }
+            other => TlsFailure::BadCertificate(format!("{other:?}")),
+        },
+        E::AlertReceived(alert) => match alert {
+            AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateRevoked
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::AccessDenied
+            | AlertDescription::CertificateRequired => {
+                TlsFailure::ClientCertRejected(format!("alert {alert:?}"))
+            }
+            other => TlsFailure::Handshake(format!("the broker sent alert {other:?}")),
+        },
+        other => TlsFailure::Handshake(other.to_string()),
+    }
+}
+
+fn server_name_string(name: &ServerName<'_>) -> String {
+    match name {
+        ServerName::DnsName(d) => d.as_ref().to_string(),
+        ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The rustls error inside an I/O error, if there is one.
+fn rustls_error(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// Rewrites a failure of the first exchange on a TLS connection that TLS
+/// caused: with TLS 1.3 the broker checks the client certificate after the
+/// client considers the handshake done, so its rejection arrives as an
+/// alert on the first read.
+pub(crate) fn explain_failure(addr: &str, e: &ConnectionError) -> Option<ConnectionError> {
+    let mut cur = e;
+    loop {
+        match cur {
+            ConnectionError::Disconnected {
+                cause: Some(cause), ..
+            } => cur = cause,
+            ConnectionError::Io(io) => {
+                return rustls_error(io).map(|r| tls_error(addr, classify(r)));
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Runs the TLS handshake on `stream` for `addr` before `deadline`.
+pub(crate) async fn handshake<S>(
+    stream: S,
+    addr: &str,
+    config: &TlsConfig,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<(BoxRead, BoxWrite), ConnectionError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let name = config
+        .server_name
+        .clone()
+        .unwrap_or_else(|| host_of(addr).to_string());
+    let server_name = ServerName::try_from(name.clone())
+        .map_err(|_| tls_error(addr, TlsFailure::InvalidServerName(name.clone())))?;
+    let connector = TlsConnector::from(config.client.clone());
+    let stream = match timeout_at(deadline, connector.connect(server_name, stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            if let Some(r) = rustls_error(&e) {
+                let failure = match classify(r) {
+                    // rustls leaves the expected name out of the plain variant.
+                    TlsFailure::NameMismatch {
+                        expected,
+                        presented,
+                    } if expected.is_empty() => TlsFailure::NameMismatch {
+                        expected: name,
+                        presented,
+                    },
+                    f => f,
+                };
+                return Err(tls_error(addr, failure));
+            }
+            return Err(match e.kind() {
+                // A Kafka plaintext listener reads the hello as a huge
+                // frame size and drops the connection.
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                    tls_error(
+                        addr,
+                        TlsFailure::NotTls(format!(
+                            "the connection was closed during the TLS handshake: {e}"
+                        )),
+                    )
+                }
+                _ => ConnectionError::Connect {
+                    addr: addr.to_string(),
+                    reason: format!("TLS handshake: {e}"),
+                },
+            });
+        }
+        Err(_) => {
+            return Err(ConnectionError::Connect {
+                addr: addr.to_string(),
+                reason: format!("TLS handshake did not finish within {timeout:?}"),
+            })
+        }
+    };
+    let (r, w) = tokio::io::split(stream);
+    Ok((Box::new(r), Box::new(w)))
+}
+
+/// Connects over TCP to `addr` and runs the TLS handshake, all within
+/// `timeout`.
+pub(crate) async fn connect(
+    addr: &str,
+    config: &TlsConfig,
+    timeout: Duration,
+) -> Result<(BoxRead, BoxWrite), ConnectionError> {
+    let deadline = Instant::now() + timeout;
+    let tcp = super::transport::tcp_connect(addr, timeout).await?;
+    handshake(tcp, addr, config, deadline, timeout).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host_of("broker-1.example.com:9093"), "broker-1.example.com");
+        assert_eq!(host_of("127.0.0.1:9093"), "127.0.0.1");
+        assert_eq!(host_of("[::1]:9093"), "::1");
+        assert_eq!(host_of("localhost"), "localhost");
+        assert_eq!(host_of("[fe80::1]"), "fe80::1");
+    }
+
+    #[test]
+    fn build_errors_are_clear() {
+        let e = TlsConfig::builder()
+            .ca_file("/nonexistent/ca.pem")
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(&e, TlsError::Read { what, .. } if what == "CA file"),
+            "{e}"
+        );
+        let e = TlsConfig::builder()
+            .ca_pem(&b"not pem"[..])
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, TlsError::Pem(_)), "{e}");
+    }
+
+    #[test]
+    fn classification() {
+        assert!(matches!(
+            classify(&rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            )),
+            TlsFailure::UnknownIssuer
+        ));
+        assert!(matches!(
+            classify(&rustls::Error::InvalidCertificate(
+                CertificateError::Expired
+            )),
+            TlsFailure::Expired(_)
+        ));
+        assert!(matches!(
+            classify(&rustls::Error::AlertReceived(
+                AlertDescription::CertificateRequired
+            )),
+            TlsFailure::ClientCertRejected(_)
+        ));
+        assert!(matches!(
+            classify(&rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+            )),
+            TlsFailure::NotTls(_)
+        ));
+        let io = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::BadCertificate),
+        );
+        let e = ConnectionError::Disconnected {
+            addr: "b:1".into(),
+            ambiguous: false,
+            cause: Some(Arc::new(ConnectionError::from(io))),
+        };
+        assert!(matches!(
+            explain_failure("b:1", &e),
+            Some(ConnectionError::Tls {
+                failure: TlsFailure::ClientCertRejected(_),
+                ..
+            })
+        ));
+        assert!(explain_failure("b:1", &ConnectionError::Closed).is_none());
+    }
+}
