@@ -234,12 +234,17 @@ async fn leader_lookup_reports_each_kind_of_failure() {
         "{err:?}"
     );
     assert!(err.is_retriable());
+    // A cached topic lacking the partition is refreshed once before failing;
+    // an unknown topic costs one request, not a second confirming one.
+    let before = fake.count(ApiKey::METADATA);
     let err = cluster.leader("t", 7).await.unwrap_err();
     assert!(
         matches!(err, ClusterError::UnknownPartition(_, 7)),
         "{err:?}"
     );
+    assert_eq!(fake.count(ApiKey::METADATA), before + 1);
     let err = cluster.leader("nope", 0).await.unwrap_err();
+    assert_eq!(fake.count(ApiKey::METADATA), before + 2);
     assert!(
         matches!(err, ClusterError::UnknownTopic(ref t) if t == "nope"),
         "{err:?}"

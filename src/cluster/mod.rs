@@ -333,6 +333,15 @@ impl Cluster {
     /// it is younger than `metadata_max_age`, not invalidated, and holds each
     /// requested topic without error; otherwise refreshed.
     pub async fn metadata(&self, topics: Option<&[String]>) -> Result<Arc<Metadata>, ClusterError> {
+        self.metadata_from(topics).await.map(|(md, _)| md)
+    }
+
+    /// Like [`Self::metadata`], also telling whether the answer came from the
+    /// cache (`true`) or a refresh.
+    async fn metadata_from(
+        &self,
+        topics: Option<&[String]>,
+    ) -> Result<(Arc<Metadata>, bool), ClusterError> {
         {
             let cache = lock(&self.inner.meta);
             let max_age = self.inner.config.metadata_max_age;
@@ -346,10 +355,10 @@ impl Cluster {
                 }),
             };
             if hit {
-                return Ok(cache.current.clone());
+                return Ok((cache.current.clone(), true));
             }
         }
-        self.refresh_metadata(topics).await
+        Ok((self.refresh_metadata(topics).await?, false))
     }
 
     /// Fetches metadata for `topics` (`None`: all topics), retrying with
@@ -503,17 +512,19 @@ impl Cluster {
     }
 
     /// The leader of `topic`/`partition` and a connection to it. Metadata is
-    /// refreshed when the topic is not cached, and once more when the cached
-    /// entry has no leader or lacks the partition.
+    /// refreshed when the topic is not cached (or cached with an error), and
+    /// when the cached entry has no leader or lacks the partition.
     pub async fn leader(
         &self,
         topic: &str,
         partition: i32,
     ) -> Result<(i32, BrokerConnection), ClusterError> {
         let names = [topic.to_string()];
-        let md = self.metadata(Some(&names)).await?;
+        let (md, cached) = self.metadata_from(Some(&names)).await?;
         let id = match leader_of(&md, topic, partition) {
             Ok(id) => id,
+            Err(e) if !cached => return Err(e),
+            // The cache may predate a leader election or new partitions.
             Err(_) => {
                 let md = self.refresh_metadata(Some(&names)).await?;
                 leader_of(&md, topic, partition)?
