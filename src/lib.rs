@@ -1,4 +1,6 @@
-//! A pure-Rust client for Apache Kafka.
+#![doc = include_str!("../README.md")]
+//!
+//! # Layers
 //!
 //! The crate is layered; each layer depends only on the ones above it:
 //!

@@ -128,8 +128,13 @@ async fn readme_example() {
         .await
         .expect("produce");
     assert_eq!(offsets, vec![0]);
+    let earliest = partition_client
+        .get_offset(OffsetAt::Earliest)
+        .await
+        .expect("earliest");
+    assert_eq!(earliest, 0);
     let (records, high_watermark) = partition_client
-        .fetch_records(0, 1..1_000_000, 1_000)
+        .fetch_records(earliest, 1..1_000_000, 1_000)
         .await
         .expect("fetch");
     assert_eq!(high_watermark, 1);
