@@ -387,7 +387,8 @@ async fn private_broker_restart_and_pause() {
     if common::bootstrap().is_none() {
         return;
     }
-    let broker = common::PrivateBroker::start(29192).expect("private broker");
+    let port = common::free_port_base(29192).expect("a free port range");
+    let broker = common::PrivateBroker::start(port).expect("private broker");
     let timeout = Duration::from_secs(3);
     let cluster = Cluster::connect(cluster_config(&broker.bootstrap(), timeout))
         .await

@@ -33,6 +33,17 @@ pub fn unique_topic(prefix: &str) -> String {
     )
 }
 
+/// The first port from `from` (in steps of 10) such that it and the four
+/// after it are free on 127.0.0.1: room for a [`PrivateBroker`].
+pub fn free_port_base(from: u16) -> Option<u16> {
+    (0..50u16)
+        .filter_map(|i| from.checked_add(i * 10))
+        .find(|&base| {
+            (base..base.saturating_add(5))
+                .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        })
+}
+
 /// A broker of a test's own, started through `scripts/kafka` on `port`
 /// (controller on `port + 1`, data in `target/kafka-private-<port>`), for
 /// tests that kill, pause or restart it. Stopped on drop.
@@ -64,6 +75,11 @@ impl PrivateBroker {
             .env("KAFKA_PORT", self.port.to_string())
             .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
             .env("KAFKA_DIR", &self.dir)
+            // Never the shared broker's security setup or ports.
+            .env("KAFKA_SECURITY", "0")
+            .env("KAFKA_SASL_PLAINTEXT_PORT", (self.port + 2).to_string())
+            .env("KAFKA_SSL_PORT", (self.port + 3).to_string())
+            .env("KAFKA_SASL_SSL_PORT", (self.port + 4).to_string())
             .output()
             .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
         if out.status.success() {
