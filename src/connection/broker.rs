@@ -35,6 +35,8 @@ const BATCH: usize = 128;
 const MAX_QUEUED_WRITE: usize = 8 * 1024 * 1024;
 /// Buffers per vectored write.
 const MAX_IOSLICES: usize = 64;
+/// Bound on the orderly shutdown of the write half.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
 type Reply = oneshot::Sender<Result<Bytes, ConnectionError>>;
 
@@ -497,7 +499,8 @@ impl Driver {
         while let Ok(cmd) = self.rx.try_recv() {
             let _ = cmd.reply.send(Err(lost(false)));
         }
-        let _ = writer.shutdown().await;
+        // A TLS close_notify can block on a peer that stopped reading.
+        let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, writer.shutdown()).await;
     }
 
     async fn run_loop<R, W>(&mut self, reader: &mut R, writer: &mut W) -> Stop
