@@ -13,6 +13,13 @@ change both together.
 
 Usage (broker from `scripts/kafka up`, run from anywhere):
     scripts/capture_fixtures.py [--bootstrap 127.0.0.1:9092] [--out DIR]
+    scripts/capture_fixtures.py --check-encoder
+
+--check-encoder goes the other way: it has rskafka's writer encode RECORDS
+in every codec (the `our_batches_in_every_codec` test), sends each batch
+as-is in a raw Produce request (the broker's validation decompresses it with
+the Java client's codecs), and reads it back with librdkafka, comparing every
+record. It writes no fixtures.
 
 Needs: `pip install confluent-kafka`, a JDK (javac), and `scripts/kafka
 classpath` (the Kafka jars the broker runs from).
@@ -21,6 +28,8 @@ classpath` (the Kafka jars the broker runs from).
 import argparse
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -208,12 +217,113 @@ def copy_segment(log_dir, topic, dest, batches=1):
     print(f"{dest}: {len(data)} bytes, {batch_count(data)} batches, from topic {topic}")
 
 
+def kafka_string(s):
+    b = s.encode()
+    return struct.pack(">h", len(b)) + b
+
+
+def recv_exact(sock, n):
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        buf += chunk
+    return buf
+
+
+def produce_raw(bootstrap, topic, batch):
+    """Sends `batch` unchanged in a Produce v7 request (acks=all; v7 is the
+    first that allows zstd, and v3-v8 share one layout); returns the
+    partition's error code and base offset."""
+    host, port = bootstrap.rsplit(":", 1)
+    body = struct.pack(">hhi", -1, -1, 30000)  # no transactional id, acks, timeout
+    body += struct.pack(">i", 1) + kafka_string(topic)
+    body += struct.pack(">ii", 1, 0) + struct.pack(">i", len(batch)) + batch
+    header = struct.pack(">hhi", 0, 7, 1) + kafka_string("rskafka-fixtures")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.settimeout(30)
+        sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
+        size = struct.unpack(">i", recv_exact(sock, 4))[0]
+        resp = recv_exact(sock, size)
+    # correlation id, [topics: name, [partitions: index, error, base offset, append time]]
+    pos = 4 + 4
+    name_len = struct.unpack_from(">h", resp, pos)[0]
+    pos += 2 + name_len + 4
+    _index, error, base_offset = struct.unpack_from(">ihq", resp, pos)
+    return error, base_offset
+
+
+def consume_librdkafka(bootstrap, topic, count):
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"rskafka-check-{uuid.uuid4().hex[:8]}",
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    out, deadline = [], time.time() + 60
+    while len(out) < count and time.time() < deadline:
+        m = c.poll(1.0)
+        if m is None:
+            continue
+        if m.error():
+            sys.exit(f"librdkafka consume of {topic}: {m.error()}")
+        out.append(m)
+    c.close()
+    return out
+
+
+def check_encoder(bootstrap):
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    run = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory() as dump:
+        subprocess.run(
+            ["cargo", "test", "--quiet", "--test", "record_fixtures", "our_batches_in_every_codec"],
+            cwd=ROOT, check=True, env={**os.environ, "RSKAFKA_DUMP_BATCHES": dump},
+        )
+        failures = 0
+        for codec in CODECS:
+            path = os.path.join(dump, f"rskafka-{codec}.bin")
+            if not os.path.exists(path):
+                print(f"{codec}: not built (codec feature off)")
+                continue
+            topic = f"rskafka-check-encoder-{codec}-{run}"
+            create_topic(admin, topic)
+            batch = open(path, "rb").read()
+            deadline = time.time() + 30
+            # UNKNOWN_TOPIC_OR_PARTITION / NOT_LEADER_OR_FOLLOWER until the
+            # new topic's leader is known
+            while (error_base := produce_raw(bootstrap, topic, batch))[0] in (3, 6) and time.time() < deadline:
+                time.sleep(0.5)
+            error, base = error_base
+            if error != 0:
+                print(f"{codec}: broker rejected our batch with error code {error}")
+                failures += 1
+                continue
+            got = [(m.key(), m.value(), m.headers() or [], m.timestamp()[1])
+                   for m in consume_librdkafka(bootstrap, topic, len(RECORDS))]
+            want = [(k, v, h, ts) for k, v, h, ts in RECORDS]
+            if got != want:
+                print(f"{codec}: librdkafka read back {got!r}")
+                failures += 1
+            else:
+                print(f"{codec}: broker accepted (base offset {base}), librdkafka read all {len(got)} records back")
+        if failures:
+            sys.exit(f"{failures} codec(s) failed")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "records"))
     ap.add_argument("--log-dir", default=None, help="broker data dir (default: from scripts/kafka status)")
+    ap.add_argument("--check-encoder", action="store_true",
+                    help="check rskafka's encoded batches against the broker and librdkafka instead")
     args = ap.parse_args()
+    if args.check_encoder:
+        check_encoder(args.bootstrap)
+        return
 
     from confluent_kafka.admin import AdminClient
 
