@@ -320,6 +320,10 @@ impl From<ConnectionError> for Error {
             ConnectionError::Encode { api, .. } => (ErrorKind::Unsupported, Some(*api)),
             ConnectionError::UnsupportedVersion { api, .. } => (ErrorKind::Unsupported, Some(*api)),
             ConnectionError::Broker { api, code } => (ErrorKind::Kafka(*code), Some(*api)),
+            ConnectionError::Authentication { code, .. } => (
+                ErrorKind::Kafka(code.unwrap_or(ErrorCode::SASL_AUTHENTICATION_FAILED)),
+                Some(ApiKey::SASL_AUTHENTICATE),
+            ),
             // Framing violations, TLS/HTTP peers, unknown correlation ids:
             // whatever answered does not speak Kafka correctly.
             _ => (ErrorKind::Protocol, None),
@@ -340,6 +344,11 @@ impl From<ClusterError> for Error {
         let ambiguous = e.is_ambiguous();
         let err = match e {
             ClusterError::Connection(c) => return c.into(),
+            // The typed cause (e.g. an authentication failure) says more
+            // than "no broker reachable".
+            ClusterError::NoBrokerReachable {
+                last: Some(last), ..
+            } if !last.is_retriable() => return last.into(),
             ClusterError::Metadata { topic, code } => Error::kafka(code, None)
                 .with_message("in metadata")
                 .with_topic(&topic),

@@ -87,6 +87,20 @@ impl ClientBuilder {
         self
     }
 
+    /// How connections reach the brokers: plaintext TCP (the default), TLS,
+    /// or through a SOCKS5 proxy.
+    pub fn transport(mut self, transport: crate::connection::Transport) -> Self {
+        self.connection.transport = transport;
+        self
+    }
+
+    /// Authenticates every connection with SASL (and re-authenticates it
+    /// when the broker limits the session lifetime).
+    pub fn sasl(mut self, sasl: crate::connection::sasl::SaslConfig) -> Self {
+        self.connection.sasl = Some(sasl);
+        self
+    }
+
     /// The backoff between retries of a failed operation.
     pub fn backoff_config(mut self, backoff: BackoffConfig) -> Self {
         self.backoff = backoff;

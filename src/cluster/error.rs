@@ -63,9 +63,13 @@ impl ClusterError {
         match self {
             Self::Connection(e) => e.is_retriable(),
             Self::Metadata { code, .. } => code.is_retriable(),
+            // A broker that refused for good (authentication, TLS) will
+            // refuse again: fail at once instead of retrying to the deadline.
+            Self::NoBrokerReachable { last, .. } => {
+                last.as_ref().map_or(true, ConnectionError::is_retriable)
+            }
             // Topics, partitions and brokers appear as the cluster changes.
-            Self::NoBrokerReachable { .. }
-            | Self::UnknownTopic(_)
+            Self::UnknownTopic(_)
             | Self::UnknownPartition(..)
             | Self::UnknownBroker(_)
             | Self::LeaderNotAvailable { .. }
