@@ -22,6 +22,7 @@
 
 pub mod consumer;
 pub mod controller;
+pub mod group;
 pub mod partition;
 pub mod producer;
 mod retry;
