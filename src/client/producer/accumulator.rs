@@ -569,6 +569,14 @@ impl Accumulator {
                 if (p.retrying || p.rewind.is_some()) && p.in_flight > 0 {
                     continue;
                 }
+                // Until the broker has acknowledged a first batch of this
+                // epoch, it accepts any sequence from us (it does not know
+                // the producer yet): a later batch could then be written
+                // before an earlier one that failed (e.g. a topic still
+                // being created). One probe batch at a time avoids that.
+                if idem.is_some() && p.last_acked < 0 && p.in_flight > 0 {
+                    continue;
+                }
                 if p.broken {
                     continue;
                 }
@@ -679,10 +687,13 @@ impl Accumulator {
             Retry {
                 ambiguous: bool,
             },
-            /// Failed for good; `written_maybe` says if it may be in the log.
+            /// Failed for good; `written_maybe` says if it may be in the
+            /// log; `already_passed` if later sequences were written already
+            /// (no hole to close).
             Fail {
                 failure: Failure,
                 written_maybe: bool,
+                already_passed: bool,
             },
         }
         let next = match result {
@@ -708,20 +719,37 @@ impl Accumulator {
                         })
                     }
                     ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER if idempotent => {
-                        let base = batch.sequence.map(|s| s.base_sequence);
-                        if base == Some(p.expected_sequence()) {
+                        let base = batch.sequence.map_or(-1, |s| s.base_sequence);
+                        let expected = p.expected_sequence();
+                        if base == expected {
                             // Nothing of ours is missing before this batch,
                             // yet the broker expects another sequence: it lost
                             // records it had acknowledged.
                             p.broken = true;
                             Next::Fail {
                                 failure: Failure::DataLoss(format!(
-                                    "the broker rejected sequence {} as out of order although every \
+                                    "the broker rejected sequence {base} as out of order although every \
                                      earlier batch was acknowledged: acknowledged records of this \
-                                     partition were lost by the broker",
-                                    base.unwrap_or(-1)
+                                     partition were lost by the broker"
                                 )),
                                 written_maybe: false,
+                                already_passed: false,
+                            }
+                        } else if sequence_before(base, expected) {
+                            // A later batch was written first (possible only
+                            // while the broker did not know this producer):
+                            // this one can no longer go in order. Refused, so
+                            // not written; the error says why.
+                            Next::Fail {
+                                failure: Failure::Kafka {
+                                    code: ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                                    message: Some(format!(
+                                        "batch with sequence {base} was overtaken by later batches \
+                                         (the broker expects {expected}); it was not written"
+                                    )),
+                                },
+                                written_maybe: false,
+                                already_passed: true,
                             }
                         } else {
                             // An earlier batch is missing (being retried).
@@ -761,6 +789,7 @@ impl Accumulator {
                     c => Next::Fail {
                         failure: Failure::Kafka { code: c, message },
                         written_maybe: false,
+                        already_passed: false,
                     },
                 }
             }
@@ -778,6 +807,7 @@ impl Accumulator {
                     Next::Fail {
                         failure: Failure::Local { kind, message },
                         written_maybe: ambiguous,
+                        already_passed: false,
                     }
                 }
             }
@@ -807,9 +837,14 @@ impl Accumulator {
             Next::Fail {
                 failure,
                 written_maybe,
+                already_passed,
             } => {
                 batch.ambiguous |= written_maybe;
-                self.fail_sequenced(batch, failure);
+                if already_passed {
+                    self.finish(batch, Outcome::Failed(failure));
+                } else {
+                    self.fail_sequenced(batch, failure);
+                }
             }
         }
         if self.idem.is_some() && self.any_broken() {
@@ -921,6 +956,13 @@ impl Accumulator {
         self.memory.add_permits(batch.accounted);
         batch.shared.complete(outcome);
     }
+}
+
+/// Whether sequence `a` comes before `b`, in Kafka's sequence space that
+/// wraps from `i32::MAX` to 0 (the nearer way round decides).
+fn sequence_before(a: i32, b: i32) -> bool {
+    let d = (i64::from(b) - i64::from(a)).rem_euclid(1 << 31);
+    d != 0 && d < 1 << 30
 }
 
 /// Whether `more` bytes still fit the open batch (an empty batch takes any
@@ -1298,6 +1340,7 @@ mod tests {
     #[test]
     fn idempotent_batches_get_consecutive_sequences_kept_across_retries() {
         let mut f = fixture(true, 1);
+        ack_a_first_batch(&mut f, 0);
         let mut drained = Vec::new();
         for _ in 0..3 {
             for _ in 0..4 {
@@ -1307,7 +1350,7 @@ mod tests {
             drained.extend(flat(f.drain_at(Duration::ZERO, 1)));
         }
         let seqs: Vec<i32> = drained.iter().map(|(_, s)| s.base_sequence).collect();
-        assert_eq!(seqs, [0, 4, 8]);
+        assert_eq!(seqs, [1, 5, 9]);
         assert!(drained
             .iter()
             .all(|(_, s)| s.producer_id == 1000 && s.epoch == 0));
@@ -1330,7 +1373,7 @@ mod tests {
             again.extend(flat(f.drain_at(100 * MS, 1)));
         }
         let seqs: Vec<i32> = again.iter().map(|(_, s)| s.base_sequence).collect();
-        assert_eq!(seqs, [0, 4, 8]);
+        assert_eq!(seqs, [1, 5, 9]);
         assert!(
             again[2].0.ambiguous,
             "the disconnected attempt may have been written"
@@ -1492,9 +1535,71 @@ mod tests {
         assert!(matches!(outcome(&a), Some(Outcome::Acked { .. })));
     }
 
+    /// Sends one record to `partition` and acknowledges it, so the broker
+    /// knows the producer there (lifting the one-probe-batch limit).
+    fn ack_a_first_batch(f: &mut Fixture, partition: i32) {
+        f.send(Some(partition), None, 1);
+        f.acc.begin_flush();
+        let (b, s) = flat(f.drain_at(Duration::ZERO, 1))
+            .pop()
+            .expect("first batch");
+        assert_eq!(s.base_sequence, 0);
+        f.complete(b, acked(0), Duration::ZERO);
+        f.acc.end_flush();
+    }
+
+    #[test]
+    fn one_probe_batch_until_the_first_acknowledgement() {
+        let mut f = fixture(true, 1);
+        f.send(Some(0), None, 10);
+        f.acc.begin_flush();
+        let first = flat(f.drain_at(Duration::ZERO, 1));
+        assert_eq!(first.len(), 1);
+        f.send(Some(0), None, 10);
+        assert!(
+            f.drain_at(Duration::ZERO, 1).is_empty(),
+            "waits for the probe"
+        );
+        let (b, _) = first.into_iter().next().expect("probe");
+        f.complete(b, acked(0), MS);
+        f.send(Some(0), None, 10);
+        // Now batches are pipelined.
+        assert_eq!(flat(f.drain_at(MS, 1)).len(), 1);
+        f.send(Some(0), None, 10);
+        assert_eq!(flat(f.drain_at(MS, 1)).len(), 1);
+    }
+
+    #[test]
+    fn a_batch_overtaken_by_later_ones_fails_without_data_loss() {
+        let mut f = fixture(true, 1);
+        ack_a_first_batch(&mut f, 0);
+        let overtaken = f.send(Some(0), None, 10);
+        f.acc.begin_flush();
+        let (a, _) = flat(f.drain_at(Duration::ZERO, 1)).pop().expect("a");
+        f.send(Some(0), None, 10);
+        let (b, _) = flat(f.drain_at(Duration::ZERO, 1)).pop().expect("b");
+        // b got in first (the broker had lost the producer's state), a is
+        // refused as out of order behind it.
+        f.complete(b, acked(5), MS);
+        f.complete(a, kafka(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER), MS);
+        match outcome(&overtaken) {
+            Some(Outcome::Failed(Failure::Kafka {
+                code: ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                ..
+            })) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!f.acc.wants_producer_id());
+        assert!(sequence_before(5, 6));
+        assert!(sequence_before(i32::MAX, 0), "wraps around");
+        assert!(!sequence_before(0, i32::MAX));
+        assert!(!sequence_before(3, 3));
+    }
+
     #[test]
     fn a_refused_batch_leaves_no_hole_in_the_sequence() {
         let mut f = fixture(true, 1);
+        ack_a_first_batch(&mut f, 0);
         let mut drained = Vec::new();
         let mut appended = Vec::new();
         for _ in 0..3 {
@@ -1518,12 +1623,12 @@ mod tests {
         ));
         // The third batch takes the refused one's sequence.
         let (b, s) = flat(f.drain_at(100 * MS, 1)).pop().expect("batch");
-        assert_eq!(s.base_sequence, 1);
+        assert_eq!(s.base_sequence, 2);
         f.complete(b, acked(1), 101 * MS);
         let next = f.send(Some(0), None, 10);
         f.acc.begin_flush();
         let (b, s) = flat(f.drain_at(101 * MS, 1)).pop().expect("batch");
-        assert_eq!(s.base_sequence, 2);
+        assert_eq!(s.base_sequence, 3);
         f.complete(b, acked(2), 102 * MS);
         assert!(outcome(&next).is_some());
         assert!(!f.acc.wants_producer_id(), "no epoch bump needed");

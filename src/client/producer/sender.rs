@@ -12,7 +12,8 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
-use tokio::time::Instant;
+use futures::{stream::FuturesUnordered, StreamExt};
+use tokio::{sync::mpsc, time::Instant};
 
 use super::{
     accumulator::{Accumulator, Drained, SendResult},
@@ -21,6 +22,7 @@ use super::{
 };
 use crate::{
     cluster::Backoff,
+    connection::BrokerConnection,
     error::{Error, ErrorKind},
     protocol::{
         messages::{
@@ -65,6 +67,7 @@ impl State {
 pub(crate) async fn run(shared: Arc<Shared>) {
     let max_per_broker = shared.cfg.max_in_flight_per_broker;
     let refresh_interval = shared.cfg.retry_backoff.initial;
+    let mut dispatch: HashMap<i32, mpsc::UnboundedSender<Drained>> = HashMap::new();
     loop {
         let now = Instant::now();
         // Read outside the lock; leader lookups below only read this snapshot.
@@ -114,7 +117,17 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         };
         let sent_any = !requests.is_empty();
         for r in requests {
-            tokio::spawn(send_request(shared.clone(), r));
+            let broker = r.broker;
+            let tx = dispatch
+                .entry(broker)
+                .or_insert_with(|| spawn_broker_task(shared.clone(), broker));
+            if let Err(mpsc::error::SendError(r)) = tx.send(r) {
+                // The task is gone (it only ends when its channel closes, so
+                // this is a panic in it): start another.
+                let tx = spawn_broker_task(shared.clone(), broker);
+                let _ = tx.send(r);
+                dispatch.insert(broker, tx);
+            }
         }
         if start_pid {
             tokio::spawn(obtain_producer_id(shared.clone()));
@@ -243,15 +256,69 @@ async fn init_producer_id(
     Ok((resp.producer_id, resp.producer_epoch))
 }
 
-/// Encodes, sends and settles one ProduceRequest.
-async fn send_request(shared: Arc<Shared>, drained: Drained) {
-    let broker = drained.broker;
-    let now = Instant::now();
+/// Starts the task that sends the requests for `broker`, in order.
+fn spawn_broker_task(shared: Arc<Shared>, broker: i32) -> mpsc::UnboundedSender<Drained> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(broker_task(shared, broker, rx));
+    tx
+}
+
+/// Sends the requests drained for one broker, pipelined but strictly in the
+/// order they were drained: the broker must see a partition's batches in
+/// sequence order (it accepts any first sequence from a producer it does
+/// not know yet, so a later batch overtaking an earlier one would make the
+/// earlier one a permanent "out of order"). Requests are handed to the
+/// connection one after the other from this single task, and the
+/// connection keeps that order on the wire.
+async fn broker_task(shared: Arc<Shared>, broker: i32, mut rx: mpsc::UnboundedReceiver<Drained>) {
+    let mut pending = FuturesUnordered::new();
+    let mut conn: Option<BrokerConnection> = None;
+    loop {
+        tokio::select! {
+            // In-flight requests first: a newly pushed one is polled (and so
+            // queued on the connection) before the next is prepared.
+            biased;
+            Some(()) = pending.next(), if !pending.is_empty() => {}
+            item = rx.recv() => {
+                let Some(drained) = item else { break };
+                let prepared = prepare(&shared, drained);
+                if prepared.batches.is_empty() {
+                    settle(&shared, broker, prepared, Ok(None));
+                    continue;
+                }
+                // Connected here, in order, rather than inside the request
+                // futures, which could then be released in any order.
+                let c = match conn.as_ref().filter(|c| !c.is_closed()) {
+                    Some(c) => Ok(c.clone()),
+                    None => shared.cluster.broker(broker).await.map_err(Error::from),
+                };
+                match c {
+                    Ok(c) => {
+                        conn = Some(c.clone());
+                        pending.push(execute(shared.clone(), broker, c, prepared));
+                    }
+                    Err(e) => settle(&shared, broker, prepared, Err(e)),
+                }
+            }
+        }
+    }
+    while pending.next().await.is_some() {}
+}
+
+/// A request's batches, encoded.
+struct Prepared {
+    topic_data: Vec<TopicProduceData>,
+    batches: HashMap<Arc<str>, HashMap<i32, ProducerBatch>>,
+    /// Batches that could not be encoded.
+    failed: Vec<(ProducerBatch, SendResult)>,
+}
+
+/// Encodes (and compresses, on first send) the drained batches.
+fn prepare(shared: &Shared, drained: Drained) -> Prepared {
     let mut batches: HashMap<Arc<str>, HashMap<i32, ProducerBatch>> = HashMap::new();
-    let mut sent = 0u64;
     let mut topic_data: Vec<TopicProduceData> = Vec::new();
-    let mut failed: Vec<(ProducerBatch, SendResult)> = Vec::new();
-    let mut retried = 0u64;
+    let mut failed = Vec::new();
+    let (mut sent, mut retried) = (0u64, 0u64);
     for (mut batch, state) in drained.batches {
         if batch.attempts > 1 {
             retried += 1;
@@ -291,14 +358,39 @@ async fn send_request(shared: Arc<Shared>, drained: Drained) {
     let m = &shared.metrics;
     m.retries.fetch_add(retried, Ordering::Relaxed);
     m.batches_sent.fetch_add(sent, Ordering::Relaxed);
+    Prepared {
+        topic_data,
+        batches,
+        failed,
+    }
+}
 
-    let outcome = if sent == 0 {
-        Ok(None)
-    } else {
-        m.requests.fetch_add(1, Ordering::Relaxed);
-        produce(&shared, broker, topic_data).await
-    };
+/// Sends one prepared request and settles its batches.
+async fn execute(shared: Arc<Shared>, broker: i32, conn: BrokerConnection, mut prepared: Prepared) {
+    shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let topic_data = std::mem::take(&mut prepared.topic_data);
+    let outcome = produce(&shared, &conn, topic_data).await;
+    if outcome.is_err() && conn.is_closed() {
+        // The cluster re-establishes it on the next use.
+        tracing::debug!(broker, "producer connection closed");
+    }
+    settle(&shared, broker, prepared, outcome);
+}
 
+/// Applies a request's outcome to each of its batches.
+fn settle(
+    shared: &Arc<Shared>,
+    broker: i32,
+    prepared: Prepared,
+    outcome: Result<Option<ProduceResponse>, Error>,
+) {
+    let Prepared {
+        mut batches,
+        failed,
+        ..
+    } = prepared;
+    let now = Instant::now();
+    let m = &shared.metrics;
     let mut refresh_topics: Vec<Arc<str>> = Vec::new();
     let mut hints: Vec<(Arc<str>, i32, i32, i32, Option<(String, i32)>)> = Vec::new();
     let mut results = failed;
@@ -321,10 +413,9 @@ async fn send_request(shared: Arc<Shared>, drained: Drained) {
                 m.throttle_time_ms
                     .fetch_add(u64::try_from(ms).unwrap_or(0), Ordering::Relaxed);
             }
-            for t in resp.responses {
-                for p in t.partition_responses {
-                    // Look the batch up by the response's names; a partition
-                    // we did not send to is ignored.
+            for t in &resp.responses {
+                for p in &t.partition_responses {
+                    // A partition we did not send to is ignored.
                     let Some(b) = batches
                         .get_mut(t.name.as_str())
                         .and_then(|ps| ps.remove(&p.index))
@@ -333,8 +424,9 @@ async fn send_request(shared: Arc<Shared>, drained: Drained) {
                     };
                     let code = ErrorCode(p.error_code);
                     let result = if code.is_ok() {
+                        let report = shared.acks != Acks::None;
                         SendResult::Acked {
-                            base_offset: (p.base_offset >= 0).then_some(p.base_offset),
+                            base_offset: (report && p.base_offset >= 0).then_some(p.base_offset),
                             log_append_time: (p.log_append_time_ms >= 0)
                                 .then_some(p.log_append_time_ms),
                         }
@@ -394,12 +486,11 @@ async fn send_request(shared: Arc<Shared>, drained: Drained) {
         }
     }
 
-    {
+    let start_refresh = {
         let mut st = shared.lock();
-        let done = Instant::now().max(now);
         for (b, result) in results {
             let topic = b.topic().clone();
-            let followup = st.acc.complete(b, result, done);
+            let followup = st.acc.complete(b, result, now);
             if followup.refresh_metadata && !refresh_topics.contains(&topic) {
                 refresh_topics.push(topic);
             }
@@ -407,7 +498,13 @@ async fn send_request(shared: Arc<Shared>, drained: Drained) {
         if let Some(n) = st.broker_in_flight.get_mut(&broker) {
             *n = n.saturating_sub(1);
         }
-    }
+        let start = !refresh_topics.is_empty() && !st.refreshing;
+        if start {
+            st.refreshing = true;
+            st.last_refresh = Some(now);
+        }
+        start
+    };
     for t in &refresh_topics {
         shared.cluster.invalidate_topic(t);
     }
@@ -417,18 +514,9 @@ async fn send_request(shared: Arc<Shared>, drained: Drained) {
             .cluster
             .apply_leader_hint(&topic, partition, leader, epoch, endpoint);
     }
-    if !refresh_topics.is_empty() {
-        let topics: Vec<String> = refresh_topics.iter().map(|t| t.to_string()).collect();
-        let start = {
-            let mut st = shared.lock();
-            let start = !st.refreshing;
-            st.refreshing = true;
-            st.last_refresh = Some(Instant::now());
-            start
-        };
-        if start {
-            tokio::spawn(refresh_metadata(shared.clone(), topics));
-        }
+    if start_refresh {
+        let topics = refresh_topics.iter().map(|t| t.to_string()).collect();
+        tokio::spawn(refresh_metadata(shared.clone(), topics));
     }
     shared.wake.notify_one();
 }
@@ -436,17 +524,17 @@ async fn send_request(shared: Arc<Shared>, drained: Drained) {
 /// Sends one ProduceRequest; `None` for acks=0 (no response).
 async fn produce(
     shared: &Shared,
-    broker: i32,
+    conn: &BrokerConnection,
     topic_data: Vec<TopicProduceData>,
 ) -> Result<Option<ProduceResponse>, Error> {
-    let conn = shared.cluster.broker(broker).await?;
     let timeout = shared.request_timeout;
     let req = ProduceRequest {
         transactional_id: None,
         acks: match shared.acks {
-            // The connection layer has no fire-and-forget path (a broker does
-            // not answer acks=0, so a waiting request would only time out):
-            // acks=0 goes out as acks=1 and the answer's offsets are dropped.
+            // The connection layer has no fire-and-forget path yet (a broker
+            // does not answer acks=0, so a waiting request would only time
+            // out): acks=0 goes out as acks=1, errors in the answer are
+            // handled as usual, and its offsets are not reported.
             Acks::None | Acks::Leader => 1,
             Acks::All => -1,
         },
@@ -455,10 +543,7 @@ async fn produce(
         ..Default::default()
     };
     match tokio::time::timeout(timeout, conn.request(&req)).await {
-        Ok(r) => {
-            let resp = r?;
-            Ok((shared.acks != Acks::None).then_some(resp))
-        }
+        Ok(r) => Ok(Some(r?)),
         // The request was sent: the broker may still write it.
         Err(_) => Err(Error::new(ErrorKind::Timeout)
             .with_api(ApiKey::PRODUCE)
