@@ -712,4 +712,44 @@ mod tests {
         assert_eq!(sizes, vec![2 * 18, COALESCE_MAX + 14, 18]);
         assert!(!core.has_transmit());
     }
+
+    proptest::proptest! {
+        /// Any answer order and any chunking of the byte stream yields each
+        /// response exactly once, to its own waiter, with its own body.
+        #[test]
+        fn any_order_any_chunking(
+            n in 1usize..20,
+            order_seed in proptest::collection::vec(0usize..1000, 20),
+            cuts in proptest::collection::vec(1usize..40, 1..50),
+        ) {
+            let mut core = ConnectionCore::new(1 << 20);
+            let ids: Vec<i32> = (0..n)
+                .map(|i| core.queue_request(&Echo(i as i32), 3, None, i).unwrap())
+                .collect();
+            let mut order: Vec<usize> = (0..n).collect();
+            for (i, &r) in order_seed.iter().take(n).enumerate() {
+                order.swap(i, r % n);
+            }
+            let mut stream = Vec::new();
+            for &i in &order {
+                stream.extend(response(ids[i], true, &(i as i32 * 7).to_be_bytes()));
+            }
+            let mut got = Vec::new();
+            let mut rest = &stream[..];
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let take = (*cut.next().unwrap()).min(rest.len());
+                core.handle_received(&rest[..take]);
+                rest = &rest[take..];
+                while let Some(r) = core.poll_response() {
+                    let r = r.unwrap();
+                    let body = Echo::decode(&mut Reader::new(r.body), r.version).unwrap();
+                    got.push((r.token, body.0));
+                }
+            }
+            let want: Vec<(usize, i32)> = order.iter().map(|&i| (i, i as i32 * 7)).collect();
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(core.in_flight(), 0);
+        }
+    }
 }
