@@ -10,7 +10,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::compression;
 use super::{
-    BatchRecord, Budget, Compression, DecodeLimits, RecordBatch, RecordHeader, TimestampType,
+    read_crc, BatchRecord, Budget, Compression, DecodeLimits, RecordBatch, RecordHeader,
+    TimestampType,
 };
 use crate::protocol::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::protocol::primitives::Reader;
@@ -64,21 +65,7 @@ fn decode_batch_inner(
             "magic {magic} where 2 was expected"
         ))));
     }
-    let crc_pos = r.position();
-    let crc = r.u32()?;
-    if limits.verify_crc {
-        let covered = r.clone().take_rest();
-        let actual = crc32c::crc32c(&covered);
-        if actual != crc {
-            return Err(DecodeError::new(
-                DecodeErrorKind::CrcMismatch {
-                    expected: crc,
-                    actual,
-                },
-                crc_pos,
-            ));
-        }
-    }
+    read_crc(r, limits.verify_crc, crc32c::crc32c)?;
     let attributes_pos = r.position();
     let attributes = r.i16()?;
     let codec_id = (attributes & COMPRESSION_MASK) as u8;
@@ -438,6 +425,23 @@ fn seal(batch: &mut [u8]) -> Result<(), EncodeError> {
     Ok(())
 }
 
+/// Writes a complete batch: the header, then what `body` appends, then
+/// length and CRC. On failure `out` is left as it was.
+fn write_batch_with(
+    out: &mut BytesMut,
+    h: &BatchHeader,
+    t: &Totals,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    put_header(out, h, t);
+    let result = body(out).and_then(|()| out.get_mut(start..).map_or(Ok(()), seal));
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
 /// Writes a complete batch from its header and the uncompressed records.
 fn write_batch(
     out: &mut BytesMut,
@@ -445,21 +449,11 @@ fn write_batch(
     t: &Totals,
     records: &[u8],
 ) -> Result<(), EncodeError> {
-    let start = out.len();
     let uncompressed = h.compression == Compression::None;
     out.reserve(RECORD_BATCH_OVERHEAD + if uncompressed { records.len() } else { 64 });
-    put_header(out, h, t);
-    if uncompressed {
-        out.put_slice(records);
-    } else if let Err(e) = compression::compress(h.compression, records, out) {
-        out.truncate(start);
-        return Err(e);
-    }
-    let sealed = out.get_mut(start..).map_or(Ok(()), seal);
-    if sealed.is_err() {
-        out.truncate(start);
-    }
-    sealed
+    write_batch_with(out, h, t, |out| {
+        compression::compress(h.compression, records, out)
+    })
 }
 
 /// Encodes `batch` as a complete v2 batch (length, CRC and compression
@@ -505,17 +499,7 @@ pub fn encode_batch(buf: &mut BytesMut, batch: &RecordBatch) -> Result<(), Encod
     };
     if batch.compression == Compression::None {
         // Records go straight into the output behind the header.
-        let start = buf.len();
-        put_header(buf, &header, &totals);
-        if let Err(e) = write(buf) {
-            buf.truncate(start);
-            return Err(e);
-        }
-        let sealed = buf.get_mut(start..).map_or(Ok(()), seal);
-        if sealed.is_err() {
-            buf.truncate(start);
-        }
-        sealed
+        write_batch_with(buf, &header, &totals, write)
     } else {
         let mut scratch = BytesMut::new();
         write(&mut scratch)?;

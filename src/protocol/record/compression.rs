@@ -332,7 +332,10 @@ mod lz4 {
 
 #[cfg(feature = "compression-zstd")]
 mod zstd_codec {
+    use std::cell::RefCell;
+
     use bytes::BytesMut;
+    use zstd::zstd_safe::DCtx;
 
     use super::{read_bounded, WithCodec};
     use crate::protocol::error::{DecodeErrorKind, EncodeError};
@@ -340,10 +343,43 @@ mod zstd_codec {
 
     /// Compression level of the Java client and librdkafka by default.
     const LEVEL: i32 = 3;
+    /// A cached decoder context larger than this (it grew for a frame with
+    /// a large window) is dropped rather than kept for the thread's life.
+    const MAX_CACHED_DCTX: usize = 16 << 20;
+
+    thread_local! {
+        // zstd contexts cost hundreds of KiB (compression: MiBs) to set up,
+        // more than a small batch costs to code, so each thread keeps one.
+        static DCTX: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
+        static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { RefCell::new(None) };
+    }
 
     pub(super) fn decompress(input: &[u8], cap: usize) -> Result<Vec<u8>, DecodeErrorKind> {
+        DCTX.with(|cell| {
+            // A busy cell (impossible unless re-entered) falls back to a fresh context.
+            let mut slot = cell.try_borrow_mut().ok();
+            let mut ctx = slot
+                .as_mut()
+                .and_then(|s| s.take())
+                .unwrap_or_else(DCtx::create);
+            let out = decompress_with(&mut ctx, input, cap);
+            if let Some(slot) = slot.as_mut() {
+                if ctx.sizeof() <= MAX_CACHED_DCTX {
+                    **slot = Some(ctx);
+                }
+            }
+            out
+        })
+    }
+
+    fn decompress_with(
+        ctx: &mut DCtx<'static>,
+        input: &[u8],
+        cap: usize,
+    ) -> Result<Vec<u8>, DecodeErrorKind> {
         let err = |e: std::io::Error| DecodeErrorKind::Compression(format!("zstd: {e}"));
-        let mut decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(err)?;
+        let mut decoder = zstd::stream::read::Decoder::with_context(input, ctx);
         // A frame may declare a window (history buffer) of up to 2 GiB that
         // the decoder allocates up front. Bound it by the output cap, but
         // allow 8 MiB so frames from streaming compressors (which declare a
@@ -354,19 +390,33 @@ mod zstd_codec {
     }
 
     pub(super) fn compress(input: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
-        let start = out.len();
-        out.resize(start + zstd::zstd_safe::compress_bound(input.len()), 0);
-        let dst = out.get_mut(start..).unwrap_or_default();
-        match zstd::bulk::compress_to_buffer(input, dst, LEVEL) {
-            Ok(n) => {
-                out.truncate(start + n);
-                Ok(())
+        let err = |e: std::io::Error| EncodeError::Compression(format!("zstd: {e}"));
+        COMPRESSOR.with(|cell| {
+            let mut slot = cell.try_borrow_mut().ok();
+            let mut compressor = match slot.as_mut().and_then(|s| s.take()) {
+                Some(c) => c,
+                None => zstd::bulk::Compressor::new(LEVEL).map_err(err)?,
+            };
+            let start = out.len();
+            out.resize(start + zstd::zstd_safe::compress_bound(input.len()), 0);
+            let dst = out.get_mut(start..).unwrap_or_default();
+            // One-shot: the frame records the content size, so decoders
+            // size their window to the batch.
+            let result = compressor.compress_to_buffer(input, dst);
+            if let Some(slot) = slot.as_mut() {
+                **slot = Some(compressor);
             }
-            Err(e) => {
-                out.truncate(start);
-                Err(EncodeError::Compression(format!("zstd: {e}")))
+            match result {
+                Ok(n) => {
+                    out.truncate(start + n);
+                    Ok(())
+                }
+                Err(e) => {
+                    out.truncate(start);
+                    Err(err(e))
+                }
             }
-        }
+        })
     }
 }
 

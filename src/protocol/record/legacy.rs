@@ -12,7 +12,7 @@
 use bytes::Bytes;
 
 use super::compression;
-use super::{BatchRecord, Budget, Compression, DecodeLimits, RecordBatch, TimestampType};
+use super::{read_crc, BatchRecord, Budget, Compression, DecodeLimits, RecordBatch, TimestampType};
 use crate::protocol::error::{DecodeError, DecodeErrorKind};
 use crate::protocol::primitives::Reader;
 
@@ -188,21 +188,7 @@ fn decode_inner(mut r: Reader, limits: &DecodeLimits) -> Result<Vec<(i64, Messag
 
 /// Decodes a message from its CRC to its end; `r` covers exactly the message.
 fn decode_message(r: &mut Reader, limits: &DecodeLimits) -> Result<Message, DecodeError> {
-    let crc_pos = r.position();
-    let crc = r.u32()?;
-    if limits.verify_crc {
-        let covered = r.clone().take_rest();
-        let actual = crc32fast::hash(&covered);
-        if actual != crc {
-            return Err(DecodeError::new(
-                DecodeErrorKind::CrcMismatch {
-                    expected: crc,
-                    actual,
-                },
-                crc_pos,
-            ));
-        }
-    }
+    read_crc(r, limits.verify_crc, crc32fast::hash)?;
     let magic = r.i8()?;
     if !(0..=1).contains(&magic) {
         return Err(r.error(DecodeErrorKind::InvalidValue(format!(

@@ -436,6 +436,23 @@ impl Budget {
     }
 }
 
+/// Reads a stored CRC and, if `verify`, checks it against `crc` of all bytes
+/// after it (v2 batches and legacy messages both end at their CRC's range).
+fn read_crc(r: &mut Reader, verify: bool, crc: fn(&[u8]) -> u32) -> Result<(), DecodeError> {
+    let pos = r.position();
+    let expected = r.u32()?;
+    if verify {
+        let actual = crc(&r.clone().take_rest());
+        if actual != expected {
+            return Err(DecodeError::new(
+                DecodeErrorKind::CrcMismatch { expected, actual },
+                pos,
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Decodes a whole `records` field (e.g. a Fetch response partition's):
 /// concatenated v2 batches and/or legacy v0/v1 messages.
 ///

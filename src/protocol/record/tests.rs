@@ -674,6 +674,34 @@ fn zstd_huge_window_is_refused() {
     assert!(matches!(err, DecodeErrorKind::Compression(_)), "{err:?}");
 }
 
+#[cfg(feature = "compression-zstd")]
+#[test]
+fn zstd_cached_context_recovers_after_failures() {
+    // The thread keeps one decoder context; a frame abandoned half-way (a
+    // bomb, garbage) must not leak state into the next decode.
+    let good = {
+        let mut b = BytesMut::new();
+        compression::compress(Compression::Zstd, b"payload", &mut b).unwrap();
+        b
+    };
+    let bomb = bomb(Compression::Zstd, 16);
+    for _ in 0..3 {
+        assert_eq!(
+            compression::decompress(Compression::Zstd, &bomb, 1 << 20, 2),
+            Err(DecodeErrorKind::DecompressedTooLarge { limit: 1 << 20 })
+        );
+        assert!(
+            compression::decompress(Compression::Zstd, &good[..good.len() / 2], 1 << 20, 2)
+                .is_err()
+        );
+        assert!(compression::decompress(Compression::Zstd, b"garbage!", 1 << 20, 2).is_err());
+        assert_eq!(
+            compression::decompress(Compression::Zstd, &good, 1 << 20, 2).unwrap(),
+            b"payload"
+        );
+    }
+}
+
 #[cfg(feature = "compression-lz4")]
 #[test]
 fn lz4_header_checksum_helper_matches_lz4_flex() {
