@@ -529,3 +529,90 @@ async fn no_broker_reachable_fails_within_the_timeout() {
     );
     assert!(!err.to_string().contains('\n'));
 }
+
+// Multi-threaded, as applications run: connection tasks keep running (and
+// notice the broker going away) while this test blocks on scripts/kafka.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_broker_restart_and_pause() {
+    // Runs only where the shared broker runs (same prerequisites), but on a
+    // broker of its own, since it restarts and pauses it.
+    if common::bootstrap().is_none() {
+        return;
+    }
+    let port = common::free_port_base(29592).expect("a free port range");
+    let broker = common::PrivateBroker::start(port).expect("private broker");
+    let timeout = Duration::from_secs(3);
+    let client = ClientBuilder::new(vec![broker.bootstrap()])
+        .request_timeout(timeout)
+        .operation_timeout(Duration::from_secs(20))
+        .build()
+        .await
+        .expect("client");
+    let topic = common::unique_topic("restart");
+    client
+        .controller_client()
+        .expect("controller")
+        .create_topic(&topic, 1, 1, 10_000)
+        .await
+        .expect("create");
+    let pc = client.partition_client(&topic, 0).await.expect("pc");
+    let mut acked = Vec::new();
+    let batch = |tag: &str| -> Vec<Record> {
+        (0..3)
+            .map(|i| record(None, Some(format!("{tag}-{i}").as_bytes()), &[]))
+            .collect()
+    };
+
+    let first = batch("before");
+    let offsets = pc
+        .produce(first.clone(), Compression::Gzip)
+        .await
+        .expect("produce");
+    acked.extend(offsets.into_iter().zip(first));
+
+    // Restarted between produce calls: the client reconnects by itself.
+    broker.restart().expect("restart");
+    let second = batch("after-restart");
+    let offsets = pc
+        .produce(second.clone(), Compression::Gzip)
+        .await
+        .expect("produce after restart");
+    acked.extend(offsets.into_iter().zip(second));
+
+    // Paused: a request fails within the request timeout, not later.
+    broker.pause().expect("pause");
+    let started = std::time::Instant::now();
+    let result = pc.produce(batch("while-paused"), Compression::None).await;
+    let took = started.elapsed();
+    broker.resume().expect("resume");
+    let err = result.expect_err("the broker is stopped");
+    assert!(
+        matches!(err.kind(), ErrorKind::Timeout | ErrorKind::Connection),
+        "{err}"
+    );
+    assert!(took < timeout * 2 + Duration::from_secs(1), "took {took:?}");
+
+    // Resumed: the same client works again (within its retry deadline).
+    let third = batch("after-resume");
+    let offsets = pc
+        .produce(third.clone(), Compression::Gzip)
+        .await
+        .expect("produce after resume");
+    acked.extend(offsets.into_iter().zip(third));
+
+    // Every acknowledged record reads back at its offset. The paused
+    // produce may or may not have been written: it is not checked.
+    let mut got = BTreeMap::new();
+    let mut offset = 0;
+    let end = pc.get_offset(OffsetAt::Latest).await.expect("latest");
+    while offset < end {
+        let res = pc.fetch(offset, 1..1_000_000, 500).await.expect("fetch");
+        for r in res.records {
+            got.insert(r.offset, r.record);
+        }
+        offset = res.next_offset;
+    }
+    for (offset, want) in &acked {
+        assert_eq!(got.get(offset), Some(want), "offset {offset}");
+    }
+}

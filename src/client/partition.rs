@@ -249,8 +249,8 @@ impl PartitionClient {
     }
 
     /// Produces `records` as one batch, waiting for `acks`; returns their
-    /// offsets, in order (none with [`Acks::None`], as the broker does not
-    /// answer).
+    /// offsets, in order (an empty list for [`Acks::None`], which reports
+    /// none).
     ///
     /// Retriable errors are retried until the operation timeout, except a
     /// connection that broke after the request was sent: the batch may have
