@@ -171,6 +171,20 @@ async fn bootstrap_gives_up_at_the_deadline() {
 }
 
 #[tokio::test]
+async fn bootstrap_to_a_tls_listener_fails_fast_and_says_so() {
+    let tls_alert = vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+    let fake = FakeBroker::start(Some(tls_alert), false, |_| Action::Silent).await;
+    let start = Instant::now();
+    let err = Cluster::connect(cluster_config(&fake.addr, Duration::from_secs(5)))
+        .await
+        .unwrap_err();
+    // Not retried until the 20 s connect deadline.
+    assert!(start.elapsed() < Duration::from_secs(3), "{err}");
+    assert!(!err.is_retriable());
+    assert!(err.to_string().contains("TLS listener"), "{err}");
+}
+
+#[tokio::test]
 async fn one_connection_per_broker_shared_by_concurrent_callers() {
     let (fake, _model) = fake_cluster().await;
     let cluster = connect_fake(&fake).await;
