@@ -10,9 +10,9 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod protocol;
-pub mod connection;
-pub mod cluster;
 pub mod client;
+pub mod cluster;
+pub mod connection;
 pub mod error;
+pub mod protocol;
 pub mod record;
