@@ -302,6 +302,30 @@ impl Gen<'_> {
         !self.msg.flexible.is_empty()
     }
 
+    /// The fields of `s` that can be tagged in some version it occurs in,
+    /// by tag, with the versions in which they are tagged.
+    fn tagged_fields<'s>(
+        &self,
+        s: &'s StructDef,
+    ) -> Result<Vec<(&'s Field, u32, Versions)>, String> {
+        let mut out = Vec::new();
+        for f in &s.fields {
+            let tv = f.tagged.intersect(f.versions).intersect(self.msg.flexible);
+            if tv.intersect(s.within).is_empty() {
+                continue;
+            }
+            let tag = f
+                .tag
+                .ok_or_else(|| format!("{}: tagged without a tag", f.name))?;
+            out.push((f, tag, tv));
+        }
+        out.sort_by_key(|(_, tag, _)| *tag);
+        if out.windows(2).any(|w| w[0].1 == w[1].1) {
+            return Err(format!("{}: duplicate tag", s.name));
+        }
+        Ok(out)
+    }
+
     /// The name used in encode errors: `Message.field` or `Message.Struct.field`.
     fn field_id(&self, s: &StructDef, f: &Field) -> String {
         if self.is_top(s) {
@@ -405,22 +429,8 @@ impl Gen<'_> {
             let flex = self.msg.flexible.cond(s.within);
             if flex != Cond::Never {
                 let mut arms = String::new();
-                let mut tagged_fields: Vec<&Field> = s
-                    .fields
-                    .iter()
-                    .filter(|f| {
-                        !f.tagged
-                            .intersect(f.versions)
-                            .intersect(s.within)
-                            .intersect(self.msg.flexible)
-                            .is_empty()
-                    })
-                    .collect();
-                tagged_fields.sort_by_key(|f| f.tag);
-                for f in &tagged_fields {
-                    let tv = f.tagged.intersect(f.versions).intersect(self.msg.flexible);
+                for (f, tag, tv) in self.tagged_fields(s)? {
                     let within = tv.intersect(s.within);
-                    let tag = f.tag.ok_or("tagged field without tag")?;
                     let guard = match tv.cond(s.within) {
                         Cond::Always => String::new(),
                         c => format!(" if {}", c.expr()),
@@ -553,23 +563,9 @@ impl Gen<'_> {
         if self.has_tagged_section() {
             let flex = self.msg.flexible.cond(s.within);
             let mut section = String::new();
-            let mut tagged_fields: Vec<&Field> = s
-                .fields
-                .iter()
-                .filter(|f| {
-                    !f.tagged
-                        .intersect(f.versions)
-                        .intersect(s.within)
-                        .intersect(self.msg.flexible)
-                        .is_empty()
-                })
-                .collect();
-            tagged_fields.sort_by_key(|f| f.tag);
-            for f in &tagged_fields {
-                let tv = f.tagged.intersect(f.versions).intersect(self.msg.flexible);
+            for (f, tag, tv) in self.tagged_fields(s)? {
                 let within = tv.intersect(s.within);
                 let place = format!("self.{}", f.rust);
-                let tag = f.tag.ok_or("tagged field without tag")?;
                 let nd = non_default(f, &place)?;
                 let check = match tv.cond(s.within) {
                     Cond::Always => nd,
@@ -851,7 +847,6 @@ fn gen_module(m: &Msg, all: &[Msg]) -> Result<String, String> {
         code += &g.struct_impl(s)?;
     }
     if m.kind == Kind::Request {
-        let key = m.api_key.ok_or("request without apiKey")?;
         let api = api_name(&m.name);
         let resp = format!("{api}Response");
         let resp_msg = all
@@ -872,7 +867,6 @@ fn gen_module(m: &Msg, all: &[Msg]) -> Result<String, String> {
             resp_msg.module,
             resp
         );
-        let _ = key;
     }
 
     // Tests: value constructors per struct and one round-trip test.
@@ -880,9 +874,21 @@ fn gen_module(m: &Msg, all: &[Msg]) -> Result<String, String> {
     for s in &m.structs {
         tests += &g.arb_fn(s);
     }
+    // Round-trip values double as seeds for the decode fuzz targets.
+    let fuzz_seed = match (m.kind, m.api_key) {
+        (Kind::Request, Some(_)) => format!(
+            "Some((\"request_decode\", crate::protocol::ApiKey::{}))",
+            screaming(api_name(&m.name))
+        ),
+        (Kind::Response, Some(_)) => format!(
+            "Some((\"response_decode\", crate::protocol::ApiKey::{}))",
+            screaming(api_name(&m.name))
+        ),
+        _ => "None".into(),
+    };
     let test_mod = format!(
         "#[cfg(test)]\npub(crate) mod tests {{\nuse super::*;\nuse crate::protocol::messages::test_util::{{check_round_trip, Rng}};\n\n{tests}\
-         #[test]\nfn round_trip_every_version() {{\ncheck_round_trip::<{}>(arb_{});\n}}\n}}\n",
+         #[test]\nfn round_trip_every_version() {{\ncheck_round_trip::<{}>(arb_{}, {fuzz_seed});\n}}\n}}\n",
         m.name,
         snake(&m.name)
     );
@@ -1270,7 +1276,7 @@ const TEST_UTIL_RS: &str = r#"
 
 use bytes::{Bytes, BytesMut};
 
-use crate::protocol::{DecodeErrorKind, EncodeError, Message, RawTaggedField, Reader, Uuid};
+use crate::protocol::{ApiKey, DecodeErrorKind, EncodeError, Message, RawTaggedField, Reader, Uuid};
 
 /// A deterministic pseudo-random source (SplitMix64), so failures reproduce.
 pub(crate) struct Rng(u64);
@@ -1356,14 +1362,38 @@ impl Rng {
 }
 
 /// Seeds per (message, version).
-const SEEDS: u64 = 12;
+const SEEDS: u64 = 32;
+
+/// Where `check_round_trip` writes fuzz seeds, if set: the fuzz crate's
+/// `corpus` directory (see `fuzz/README.md`).
+const CORPUS_ENV: &str = "RSKAFKA_WRITE_FUZZ_CORPUS";
+
+/// Writes `body` as a seed for the fuzz target `target`, in its input
+/// format: API index (2 bytes), version offset (1 byte), body.
+fn write_fuzz_seed(dir: &str, target: &str, key: ApiKey, version: i16, seed: u64, body: &[u8]) {
+    let index = ApiKey::ALL.iter().position(|k| *k == key).expect("key in ApiKey::ALL");
+    let (lo, _) = key.client_versions().expect("known key");
+    let mut input = (index as u16).to_be_bytes().to_vec();
+    input.push((version - lo) as u8);
+    input.extend_from_slice(body);
+    let dir = std::path::Path::new(dir).join(target);
+    std::fs::create_dir_all(&dir).expect("create corpus directory");
+    let file = dir.join(format!("{}-v{version}-{seed}", key.name()));
+    std::fs::write(file, input).expect("write fuzz seed");
+}
 
 /// For every version of `M` and several seeds: encode a random value,
 /// decode it back to an equal value consuming every byte, re-encode to
 /// identical bytes, and check that the input minus its last byte is an
 /// error. Also checks that versions outside the range are refused.
-pub(crate) fn check_round_trip<M: Message>(arb: fn(&mut Rng, i16) -> M) {
+///
+/// `fuzz` names the decode fuzz target and API of `M`, if any, for seeding.
+pub(crate) fn check_round_trip<M: Message>(
+    arb: fn(&mut Rng, i16) -> M,
+    fuzz: Option<(&str, ApiKey)>,
+) {
     let name = std::any::type_name::<M>();
+    let corpus = std::env::var(CORPUS_ENV).ok();
     for version in M::MIN_VERSION..=M::MAX_VERSION {
         for seed in 0..SEEDS {
             let mut rng = Rng::new(seed.wrapping_mul(0x1000_0000_01b3) ^ version as u64);
@@ -1383,6 +1413,9 @@ pub(crate) fn check_round_trip<M: Message>(arb: fn(&mut Rng, i16) -> M) {
             let mut again = BytesMut::new();
             decoded.encode(&mut again, version).expect("re-encode");
             assert_eq!(again.freeze(), bytes, "{name} v{version} seed {seed}: bytes changed");
+            if let (Some(dir), Some((target, key))) = (&corpus, fuzz) {
+                write_fuzz_seed(dir, target, key, version, seed, &bytes);
+            }
             if !bytes.is_empty() {
                 let truncated = bytes.slice(..bytes.len() - 1);
                 assert!(

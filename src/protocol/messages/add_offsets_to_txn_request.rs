@@ -112,6 +112,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AddOffsetsToTxnRequest>(arb_add_offsets_to_txn_request);
+        check_round_trip::<AddOffsetsToTxnRequest>(
+            arb_add_offsets_to_txn_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::ADD_OFFSETS_TO_TXN,
+            )),
+        );
     }
 }

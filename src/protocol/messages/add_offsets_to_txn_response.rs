@@ -96,6 +96,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AddOffsetsToTxnResponse>(arb_add_offsets_to_txn_response);
+        check_round_trip::<AddOffsetsToTxnResponse>(
+            arb_add_offsets_to_txn_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::ADD_OFFSETS_TO_TXN,
+            )),
+        );
     }
 }

@@ -311,6 +311,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AddPartitionsToTxnRequest>(arb_add_partitions_to_txn_request);
+        check_round_trip::<AddPartitionsToTxnRequest>(
+            arb_add_partitions_to_txn_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::ADD_PARTITIONS_TO_TXN,
+            )),
+        );
     }
 }

@@ -319,6 +319,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AddPartitionsToTxnResponse>(arb_add_partitions_to_txn_response);
+        check_round_trip::<AddPartitionsToTxnResponse>(
+            arb_add_partitions_to_txn_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::ADD_PARTITIONS_TO_TXN,
+            )),
+        );
     }
 }

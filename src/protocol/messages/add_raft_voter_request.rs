@@ -166,6 +166,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AddRaftVoterRequest>(arb_add_raft_voter_request);
+        check_round_trip::<AddRaftVoterRequest>(
+            arb_add_raft_voter_request,
+            Some(("request_decode", crate::protocol::ApiKey::ADD_RAFT_VOTER)),
+        );
     }
 }

@@ -104,6 +104,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AddRaftVoterResponse>(arb_add_raft_voter_response);
+        check_round_trip::<AddRaftVoterResponse>(
+            arb_add_raft_voter_response,
+            Some(("response_decode", crate::protocol::ApiKey::ADD_RAFT_VOTER)),
+        );
     }
 }

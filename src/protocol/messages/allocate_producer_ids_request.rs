@@ -98,6 +98,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AllocateProducerIdsRequest>(arb_allocate_producer_ids_request);
+        check_round_trip::<AllocateProducerIdsRequest>(
+            arb_allocate_producer_ids_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::ALLOCATE_PRODUCER_IDS,
+            )),
+        );
     }
 }

@@ -99,6 +99,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AllocateProducerIdsResponse>(arb_allocate_producer_ids_response);
+        check_round_trip::<AllocateProducerIdsResponse>(
+            arb_allocate_producer_ids_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::ALLOCATE_PRODUCER_IDS,
+            )),
+        );
     }
 }

@@ -280,6 +280,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AlterClientQuotasRequest>(arb_alter_client_quotas_request);
+        check_round_trip::<AlterClientQuotasRequest>(
+            arb_alter_client_quotas_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::ALTER_CLIENT_QUOTAS,
+            )),
+        );
     }
 }

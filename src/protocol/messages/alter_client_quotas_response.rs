@@ -235,6 +235,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AlterClientQuotasResponse>(arb_alter_client_quotas_response);
+        check_round_trip::<AlterClientQuotasResponse>(
+            arb_alter_client_quotas_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::ALTER_CLIENT_QUOTAS,
+            )),
+        );
     }
 }

@@ -224,6 +224,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AlterConfigsRequest>(arb_alter_configs_request);
+        check_round_trip::<AlterConfigsRequest>(
+            arb_alter_configs_request,
+            Some(("request_decode", crate::protocol::ApiKey::ALTER_CONFIGS)),
+        );
     }
 }

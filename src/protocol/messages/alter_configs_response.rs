@@ -177,6 +177,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AlterConfigsResponse>(arb_alter_configs_response);
+        check_round_trip::<AlterConfigsResponse>(
+            arb_alter_configs_response,
+            Some(("response_decode", crate::protocol::ApiKey::ALTER_CONFIGS)),
+        );
     }
 }

@@ -195,6 +195,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<AlterPartitionReassignmentsRequest>(
             arb_alter_partition_reassignments_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::ALTER_PARTITION_REASSIGNMENTS,
+            )),
         );
     }
 }

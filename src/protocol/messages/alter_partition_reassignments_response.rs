@@ -226,6 +226,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<AlterPartitionReassignmentsResponse>(
             arb_alter_partition_reassignments_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::ALTER_PARTITION_REASSIGNMENTS,
+            )),
         );
     }
 }

@@ -325,6 +325,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AlterPartitionRequest>(arb_alter_partition_request);
+        check_round_trip::<AlterPartitionRequest>(
+            arb_alter_partition_request,
+            Some(("request_decode", crate::protocol::ApiKey::ALTER_PARTITION)),
+        );
     }
 }

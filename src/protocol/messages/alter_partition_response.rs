@@ -231,6 +231,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AlterPartitionResponse>(arb_alter_partition_response);
+        check_round_trip::<AlterPartitionResponse>(
+            arb_alter_partition_response,
+            Some(("response_decode", crate::protocol::ApiKey::ALTER_PARTITION)),
+        );
     }
 }

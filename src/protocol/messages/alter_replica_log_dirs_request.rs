@@ -210,6 +210,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AlterReplicaLogDirsRequest>(arb_alter_replica_log_dirs_request);
+        check_round_trip::<AlterReplicaLogDirsRequest>(
+            arb_alter_replica_log_dirs_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::ALTER_REPLICA_LOG_DIRS,
+            )),
+        );
     }
 }

@@ -211,6 +211,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AlterReplicaLogDirsResponse>(arb_alter_replica_log_dirs_response);
+        check_round_trip::<AlterReplicaLogDirsResponse>(
+            arb_alter_replica_log_dirs_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::ALTER_REPLICA_LOG_DIRS,
+            )),
+        );
     }
 }

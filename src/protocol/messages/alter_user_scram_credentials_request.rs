@@ -200,6 +200,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<AlterUserScramCredentialsRequest>(
             arb_alter_user_scram_credentials_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::ALTER_USER_SCRAM_CREDENTIALS,
+            )),
         );
     }
 }

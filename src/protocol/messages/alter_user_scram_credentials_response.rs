@@ -153,6 +153,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<AlterUserScramCredentialsResponse>(
             arb_alter_user_scram_credentials_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::ALTER_USER_SCRAM_CREDENTIALS,
+            )),
         );
     }
 }

@@ -106,6 +106,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ApiVersionsRequest>(arb_api_versions_request);
+        check_round_trip::<ApiVersionsRequest>(
+            arb_api_versions_request,
+            Some(("request_decode", crate::protocol::ApiKey::API_VERSIONS)),
+        );
     }
 }

@@ -346,6 +346,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ApiVersionsResponse>(arb_api_versions_response);
+        check_round_trip::<ApiVersionsResponse>(
+            arb_api_versions_response,
+            Some(("response_decode", crate::protocol::ApiKey::API_VERSIONS)),
+        );
     }
 }

@@ -232,6 +232,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AssignReplicasToDirsRequest>(arb_assign_replicas_to_dirs_request);
+        check_round_trip::<AssignReplicasToDirsRequest>(
+            arb_assign_replicas_to_dirs_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::ASSIGN_REPLICAS_TO_DIRS,
+            )),
+        );
     }
 }

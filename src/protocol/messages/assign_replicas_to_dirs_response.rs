@@ -224,6 +224,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<AssignReplicasToDirsResponse>(arb_assign_replicas_to_dirs_response);
+        check_round_trip::<AssignReplicasToDirsResponse>(
+            arb_assign_replicas_to_dirs_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::ASSIGN_REPLICAS_TO_DIRS,
+            )),
+        );
     }
 }

@@ -310,6 +310,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<BeginQuorumEpochRequest>(arb_begin_quorum_epoch_request);
+        check_round_trip::<BeginQuorumEpochRequest>(
+            arb_begin_quorum_epoch_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::BEGIN_QUORUM_EPOCH,
+            )),
+        );
     }
 }

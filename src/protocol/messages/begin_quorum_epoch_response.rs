@@ -287,6 +287,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<BeginQuorumEpochResponse>(arb_begin_quorum_epoch_response);
+        check_round_trip::<BeginQuorumEpochResponse>(
+            arb_begin_quorum_epoch_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::BEGIN_QUORUM_EPOCH,
+            )),
+        );
     }
 }

@@ -152,6 +152,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<BrokerHeartbeatRequest>(arb_broker_heartbeat_request);
+        check_round_trip::<BrokerHeartbeatRequest>(
+            arb_broker_heartbeat_request,
+            Some(("request_decode", crate::protocol::ApiKey::BROKER_HEARTBEAT)),
+        );
     }
 }

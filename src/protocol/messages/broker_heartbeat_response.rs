@@ -121,6 +121,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<BrokerHeartbeatResponse>(arb_broker_heartbeat_response);
+        check_round_trip::<BrokerHeartbeatResponse>(
+            arb_broker_heartbeat_response,
+            Some(("response_decode", crate::protocol::ApiKey::BROKER_HEARTBEAT)),
+        );
     }
 }

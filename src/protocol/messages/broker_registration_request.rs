@@ -278,6 +278,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<BrokerRegistrationRequest>(arb_broker_registration_request);
+        check_round_trip::<BrokerRegistrationRequest>(
+            arb_broker_registration_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::BROKER_REGISTRATION,
+            )),
+        );
     }
 }

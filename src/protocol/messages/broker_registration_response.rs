@@ -103,6 +103,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<BrokerRegistrationResponse>(arb_broker_registration_response);
+        check_round_trip::<BrokerRegistrationResponse>(
+            arb_broker_registration_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::BROKER_REGISTRATION,
+            )),
+        );
     }
 }

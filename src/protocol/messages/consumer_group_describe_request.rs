@@ -90,6 +90,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ConsumerGroupDescribeRequest>(arb_consumer_group_describe_request);
+        check_round_trip::<ConsumerGroupDescribeRequest>(
+            arb_consumer_group_describe_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::CONSUMER_GROUP_DESCRIBE,
+            )),
+        );
     }
 }

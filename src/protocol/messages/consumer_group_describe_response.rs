@@ -361,6 +361,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ConsumerGroupDescribeResponse>(arb_consumer_group_describe_response);
+        check_round_trip::<ConsumerGroupDescribeResponse>(
+            arb_consumer_group_describe_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::CONSUMER_GROUP_DESCRIBE,
+            )),
+        );
     }
 }

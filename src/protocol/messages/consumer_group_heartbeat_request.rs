@@ -226,6 +226,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ConsumerGroupHeartbeatRequest>(arb_consumer_group_heartbeat_request);
+        check_round_trip::<ConsumerGroupHeartbeatRequest>(
+            arb_consumer_group_heartbeat_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::CONSUMER_GROUP_HEARTBEAT,
+            )),
+        );
     }
 }

@@ -208,6 +208,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ConsumerGroupHeartbeatResponse>(arb_consumer_group_heartbeat_response);
+        check_round_trip::<ConsumerGroupHeartbeatResponse>(
+            arb_consumer_group_heartbeat_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::CONSUMER_GROUP_HEARTBEAT,
+            )),
+        );
     }
 }

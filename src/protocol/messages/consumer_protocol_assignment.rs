@@ -114,6 +114,6 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ConsumerProtocolAssignment>(arb_consumer_protocol_assignment);
+        check_round_trip::<ConsumerProtocolAssignment>(arb_consumer_protocol_assignment, None);
     }
 }

@@ -166,6 +166,6 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ConsumerProtocolSubscription>(arb_consumer_protocol_subscription);
+        check_round_trip::<ConsumerProtocolSubscription>(arb_consumer_protocol_subscription, None);
     }
 }

@@ -115,6 +115,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ControlledShutdownRequest>(arb_controlled_shutdown_request);
+        check_round_trip::<ControlledShutdownRequest>(
+            arb_controlled_shutdown_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::CONTROLLED_SHUTDOWN,
+            )),
+        );
     }
 }

@@ -149,6 +149,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ControlledShutdownResponse>(arb_controlled_shutdown_response);
+        check_round_trip::<ControlledShutdownResponse>(
+            arb_controlled_shutdown_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::CONTROLLED_SHUTDOWN,
+            )),
+        );
     }
 }

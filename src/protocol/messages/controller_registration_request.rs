@@ -209,6 +209,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ControllerRegistrationRequest>(arb_controller_registration_request);
+        check_round_trip::<ControllerRegistrationRequest>(
+            arb_controller_registration_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::CONTROLLER_REGISTRATION,
+            )),
+        );
     }
 }

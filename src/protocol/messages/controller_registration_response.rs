@@ -104,6 +104,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ControllerRegistrationResponse>(arb_controller_registration_response);
+        check_round_trip::<ControllerRegistrationResponse>(
+            arb_controller_registration_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::CONTROLLER_REGISTRATION,
+            )),
+        );
     }
 }

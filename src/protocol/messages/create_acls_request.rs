@@ -196,6 +196,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<CreateAclsRequest>(arb_create_acls_request);
+        check_round_trip::<CreateAclsRequest>(
+            arb_create_acls_request,
+            Some(("request_decode", crate::protocol::ApiKey::CREATE_ACLS)),
+        );
     }
 }

@@ -160,6 +160,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<CreateAclsResponse>(arb_create_acls_response);
+        check_round_trip::<CreateAclsResponse>(
+            arb_create_acls_response,
+            Some(("response_decode", crate::protocol::ApiKey::CREATE_ACLS)),
+        );
     }
 }

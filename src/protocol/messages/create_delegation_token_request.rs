@@ -204,6 +204,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<CreateDelegationTokenRequest>(arb_create_delegation_token_request);
+        check_round_trip::<CreateDelegationTokenRequest>(
+            arb_create_delegation_token_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::CREATE_DELEGATION_TOKEN,
+            )),
+        );
     }
 }

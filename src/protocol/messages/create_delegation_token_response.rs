@@ -182,6 +182,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<CreateDelegationTokenResponse>(arb_create_delegation_token_response);
+        check_round_trip::<CreateDelegationTokenResponse>(
+            arb_create_delegation_token_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::CREATE_DELEGATION_TOKEN,
+            )),
+        );
     }
 }

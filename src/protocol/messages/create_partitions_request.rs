@@ -241,6 +241,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<CreatePartitionsRequest>(arb_create_partitions_request);
+        check_round_trip::<CreatePartitionsRequest>(
+            arb_create_partitions_request,
+            Some(("request_decode", crate::protocol::ApiKey::CREATE_PARTITIONS)),
+        );
     }
 }

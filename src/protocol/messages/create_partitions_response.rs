@@ -162,6 +162,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<CreatePartitionsResponse>(arb_create_partitions_response);
+        check_round_trip::<CreatePartitionsResponse>(
+            arb_create_partitions_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::CREATE_PARTITIONS,
+            )),
+        );
     }
 }

@@ -327,6 +327,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<CreateTopicsRequest>(arb_create_topics_request);
+        check_round_trip::<CreateTopicsRequest>(
+            arb_create_topics_request,
+            Some(("request_decode", crate::protocol::ApiKey::CREATE_TOPICS)),
+        );
     }
 }

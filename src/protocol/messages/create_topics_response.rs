@@ -324,6 +324,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<CreateTopicsResponse>(arb_create_topics_response);
+        check_round_trip::<CreateTopicsResponse>(
+            arb_create_topics_response,
+            Some(("response_decode", crate::protocol::ApiKey::CREATE_TOPICS)),
+        );
     }
 }

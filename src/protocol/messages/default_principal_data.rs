@@ -84,6 +84,6 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DefaultPrincipalData>(arb_default_principal_data);
+        check_round_trip::<DefaultPrincipalData>(arb_default_principal_data, None);
     }
 }

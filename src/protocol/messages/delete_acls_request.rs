@@ -198,6 +198,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DeleteAclsRequest>(arb_delete_acls_request);
+        check_round_trip::<DeleteAclsRequest>(
+            arb_delete_acls_request,
+            Some(("request_decode", crate::protocol::ApiKey::DELETE_ACLS)),
+        );
     }
 }

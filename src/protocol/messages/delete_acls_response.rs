@@ -296,6 +296,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DeleteAclsResponse>(arb_delete_acls_response);
+        check_round_trip::<DeleteAclsResponse>(
+            arb_delete_acls_response,
+            Some(("response_decode", crate::protocol::ApiKey::DELETE_ACLS)),
+        );
     }
 }

@@ -92,6 +92,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DeleteGroupsRequest>(arb_delete_groups_request);
+        check_round_trip::<DeleteGroupsRequest>(
+            arb_delete_groups_request,
+            Some(("request_decode", crate::protocol::ApiKey::DELETE_GROUPS)),
+        );
     }
 }

@@ -150,6 +150,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DeleteGroupsResponse>(arb_delete_groups_response);
+        check_round_trip::<DeleteGroupsResponse>(
+            arb_delete_groups_response,
+            Some(("response_decode", crate::protocol::ApiKey::DELETE_GROUPS)),
+        );
     }
 }

@@ -211,6 +211,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DeleteRecordsRequest>(arb_delete_records_request);
+        check_round_trip::<DeleteRecordsRequest>(
+            arb_delete_records_request,
+            Some(("request_decode", crate::protocol::ApiKey::DELETE_RECORDS)),
+        );
     }
 }

@@ -221,6 +221,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DeleteRecordsResponse>(arb_delete_records_response);
+        check_round_trip::<DeleteRecordsResponse>(
+            arb_delete_records_response,
+            Some(("response_decode", crate::protocol::ApiKey::DELETE_RECORDS)),
+        );
     }
 }

@@ -171,6 +171,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DeleteShareGroupStateRequest>(arb_delete_share_group_state_request);
+        check_round_trip::<DeleteShareGroupStateRequest>(
+            arb_delete_share_group_state_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::DELETE_SHARE_GROUP_STATE,
+            )),
+        );
     }
 }

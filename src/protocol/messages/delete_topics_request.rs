@@ -167,6 +167,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DeleteTopicsRequest>(arb_delete_topics_request);
+        check_round_trip::<DeleteTopicsRequest>(
+            arb_delete_topics_request,
+            Some(("request_decode", crate::protocol::ApiKey::DELETE_TOPICS)),
+        );
     }
 }

@@ -209,6 +209,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DeleteTopicsResponse>(arb_delete_topics_response);
+        check_round_trip::<DeleteTopicsResponse>(
+            arb_delete_topics_response,
+            Some(("response_decode", crate::protocol::ApiKey::DELETE_TOPICS)),
+        );
     }
 }

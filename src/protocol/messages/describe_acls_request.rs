@@ -156,6 +156,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeAclsRequest>(arb_describe_acls_request);
+        check_round_trip::<DescribeAclsRequest>(
+            arb_describe_acls_request,
+            Some(("request_decode", crate::protocol::ApiKey::DESCRIBE_ACLS)),
+        );
     }
 }

@@ -275,6 +275,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeAclsResponse>(arb_describe_acls_response);
+        check_round_trip::<DescribeAclsResponse>(
+            arb_describe_acls_response,
+            Some(("response_decode", crate::protocol::ApiKey::DESCRIBE_ACLS)),
+        );
     }
 }

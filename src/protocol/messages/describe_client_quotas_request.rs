@@ -171,6 +171,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeClientQuotasRequest>(arb_describe_client_quotas_request);
+        check_round_trip::<DescribeClientQuotasRequest>(
+            arb_describe_client_quotas_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::DESCRIBE_CLIENT_QUOTAS,
+            )),
+        );
     }
 }

@@ -299,6 +299,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeClientQuotasResponse>(arb_describe_client_quotas_response);
+        check_round_trip::<DescribeClientQuotasResponse>(
+            arb_describe_client_quotas_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::DESCRIBE_CLIENT_QUOTAS,
+            )),
+        );
     }
 }

@@ -111,6 +111,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeClusterRequest>(arb_describe_cluster_request);
+        check_round_trip::<DescribeClusterRequest>(
+            arb_describe_cluster_request,
+            Some(("request_decode", crate::protocol::ApiKey::DESCRIBE_CLUSTER)),
+        );
     }
 }

@@ -210,6 +210,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeClusterResponse>(arb_describe_cluster_response);
+        check_round_trip::<DescribeClusterResponse>(
+            arb_describe_cluster_response,
+            Some(("response_decode", crate::protocol::ApiKey::DESCRIBE_CLUSTER)),
+        );
     }
 }

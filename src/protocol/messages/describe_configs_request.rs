@@ -216,6 +216,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeConfigsRequest>(arb_describe_configs_request);
+        check_round_trip::<DescribeConfigsRequest>(
+            arb_describe_configs_request,
+            Some(("request_decode", crate::protocol::ApiKey::DESCRIBE_CONFIGS)),
+        );
     }
 }

@@ -414,6 +414,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeConfigsResponse>(arb_describe_configs_response);
+        check_round_trip::<DescribeConfigsResponse>(
+            arb_describe_configs_response,
+            Some(("response_decode", crate::protocol::ApiKey::DESCRIBE_CONFIGS)),
+        );
     }
 }

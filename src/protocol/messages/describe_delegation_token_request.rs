@@ -159,6 +159,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeDelegationTokenRequest>(arb_describe_delegation_token_request);
+        check_round_trip::<DescribeDelegationTokenRequest>(
+            arb_describe_delegation_token_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::DESCRIBE_DELEGATION_TOKEN,
+            )),
+        );
     }
 }

@@ -286,6 +286,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeDelegationTokenResponse>(arb_describe_delegation_token_response);
+        check_round_trip::<DescribeDelegationTokenResponse>(
+            arb_describe_delegation_token_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::DESCRIBE_DELEGATION_TOKEN,
+            )),
+        );
     }
 }

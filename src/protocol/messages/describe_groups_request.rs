@@ -113,6 +113,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeGroupsRequest>(arb_describe_groups_request);
+        check_round_trip::<DescribeGroupsRequest>(
+            arb_describe_groups_request,
+            Some(("request_decode", crate::protocol::ApiKey::DESCRIBE_GROUPS)),
+        );
     }
 }

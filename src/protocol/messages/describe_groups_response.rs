@@ -300,6 +300,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeGroupsResponse>(arb_describe_groups_response);
+        check_round_trip::<DescribeGroupsResponse>(
+            arb_describe_groups_response,
+            Some(("response_decode", crate::protocol::ApiKey::DESCRIBE_GROUPS)),
+        );
     }
 }

@@ -164,6 +164,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeLogDirsRequest>(arb_describe_log_dirs_request);
+        check_round_trip::<DescribeLogDirsRequest>(
+            arb_describe_log_dirs_request,
+            Some(("request_decode", crate::protocol::ApiKey::DESCRIBE_LOG_DIRS)),
+        );
     }
 }

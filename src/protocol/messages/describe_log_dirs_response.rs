@@ -336,6 +336,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeLogDirsResponse>(arb_describe_log_dirs_response);
+        check_round_trip::<DescribeLogDirsResponse>(
+            arb_describe_log_dirs_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::DESCRIBE_LOG_DIRS,
+            )),
+        );
     }
 }

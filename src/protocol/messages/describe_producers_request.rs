@@ -128,6 +128,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeProducersRequest>(arb_describe_producers_request);
+        check_round_trip::<DescribeProducersRequest>(
+            arb_describe_producers_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::DESCRIBE_PRODUCERS,
+            )),
+        );
     }
 }

@@ -263,6 +263,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeProducersResponse>(arb_describe_producers_response);
+        check_round_trip::<DescribeProducersResponse>(
+            arb_describe_producers_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::DESCRIBE_PRODUCERS,
+            )),
+        );
     }
 }

@@ -163,6 +163,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeQuorumRequest>(arb_describe_quorum_request);
+        check_round_trip::<DescribeQuorumRequest>(
+            arb_describe_quorum_request,
+            Some(("request_decode", crate::protocol::ApiKey::DESCRIBE_QUORUM)),
+        );
     }
 }

@@ -457,6 +457,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeQuorumResponse>(arb_describe_quorum_response);
+        check_round_trip::<DescribeQuorumResponse>(
+            arb_describe_quorum_response,
+            Some(("response_decode", crate::protocol::ApiKey::DESCRIBE_QUORUM)),
+        );
     }
 }

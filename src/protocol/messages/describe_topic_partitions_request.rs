@@ -189,6 +189,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeTopicPartitionsRequest>(arb_describe_topic_partitions_request);
+        check_round_trip::<DescribeTopicPartitionsRequest>(
+            arb_describe_topic_partitions_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::DESCRIBE_TOPIC_PARTITIONS,
+            )),
+        );
     }
 }

@@ -349,6 +349,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeTopicPartitionsResponse>(arb_describe_topic_partitions_response);
+        check_round_trip::<DescribeTopicPartitionsResponse>(
+            arb_describe_topic_partitions_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::DESCRIBE_TOPIC_PARTITIONS,
+            )),
+        );
     }
 }

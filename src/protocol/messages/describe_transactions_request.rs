@@ -83,6 +83,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeTransactionsRequest>(arb_describe_transactions_request);
+        check_round_trip::<DescribeTransactionsRequest>(
+            arb_describe_transactions_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::DESCRIBE_TRANSACTIONS,
+            )),
+        );
     }
 }

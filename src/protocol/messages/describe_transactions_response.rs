@@ -212,6 +212,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<DescribeTransactionsResponse>(arb_describe_transactions_response);
+        check_round_trip::<DescribeTransactionsResponse>(
+            arb_describe_transactions_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::DESCRIBE_TRANSACTIONS,
+            )),
+        );
     }
 }

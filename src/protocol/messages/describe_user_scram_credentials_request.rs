@@ -130,6 +130,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<DescribeUserScramCredentialsRequest>(
             arb_describe_user_scram_credentials_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::DESCRIBE_USER_SCRAM_CREDENTIALS,
+            )),
         );
     }
 }

@@ -228,6 +228,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<DescribeUserScramCredentialsResponse>(
             arb_describe_user_scram_credentials_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::DESCRIBE_USER_SCRAM_CREDENTIALS,
+            )),
         );
     }
 }

@@ -190,6 +190,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ElectLeadersRequest>(arb_elect_leaders_request);
+        check_round_trip::<ElectLeadersRequest>(
+            arb_elect_leaders_request,
+            Some(("request_decode", crate::protocol::ApiKey::ELECT_LEADERS)),
+        );
     }
 }

@@ -250,6 +250,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ElectLeadersResponse>(arb_elect_leaders_response);
+        check_round_trip::<ElectLeadersResponse>(
+            arb_elect_leaders_response,
+            Some(("response_decode", crate::protocol::ApiKey::ELECT_LEADERS)),
+        );
     }
 }

@@ -345,6 +345,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<EndQuorumEpochRequest>(arb_end_quorum_epoch_request);
+        check_round_trip::<EndQuorumEpochRequest>(
+            arb_end_quorum_epoch_request,
+            Some(("request_decode", crate::protocol::ApiKey::END_QUORUM_EPOCH)),
+        );
     }
 }

@@ -287,6 +287,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<EndQuorumEpochResponse>(arb_end_quorum_epoch_response);
+        check_round_trip::<EndQuorumEpochResponse>(
+            arb_end_quorum_epoch_response,
+            Some(("response_decode", crate::protocol::ApiKey::END_QUORUM_EPOCH)),
+        );
     }
 }

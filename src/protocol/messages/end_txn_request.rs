@@ -110,6 +110,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<EndTxnRequest>(arb_end_txn_request);
+        check_round_trip::<EndTxnRequest>(
+            arb_end_txn_request,
+            Some(("request_decode", crate::protocol::ApiKey::END_TXN)),
+        );
     }
 }

@@ -131,6 +131,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<EndTxnResponse>(arb_end_txn_response);
+        check_round_trip::<EndTxnResponse>(
+            arb_end_txn_response,
+            Some(("response_decode", crate::protocol::ApiKey::END_TXN)),
+        );
     }
 }

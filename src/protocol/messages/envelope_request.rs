@@ -101,6 +101,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<EnvelopeRequest>(arb_envelope_request);
+        check_round_trip::<EnvelopeRequest>(
+            arb_envelope_request,
+            Some(("request_decode", crate::protocol::ApiKey::ENVELOPE)),
+        );
     }
 }

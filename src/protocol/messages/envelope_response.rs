@@ -80,6 +80,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<EnvelopeResponse>(arb_envelope_response);
+        check_round_trip::<EnvelopeResponse>(
+            arb_envelope_response,
+            Some(("response_decode", crate::protocol::ApiKey::ENVELOPE)),
+        );
     }
 }

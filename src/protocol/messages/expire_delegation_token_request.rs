@@ -100,6 +100,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ExpireDelegationTokenRequest>(arb_expire_delegation_token_request);
+        check_round_trip::<ExpireDelegationTokenRequest>(
+            arb_expire_delegation_token_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::EXPIRE_DELEGATION_TOKEN,
+            )),
+        );
     }
 }

@@ -103,6 +103,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ExpireDelegationTokenResponse>(arb_expire_delegation_token_response);
+        check_round_trip::<ExpireDelegationTokenResponse>(
+            arb_expire_delegation_token_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::EXPIRE_DELEGATION_TOKEN,
+            )),
+        );
     }
 }

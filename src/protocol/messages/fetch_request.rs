@@ -586,6 +586,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<FetchRequest>(arb_fetch_request);
+        check_round_trip::<FetchRequest>(
+            arb_fetch_request,
+            Some(("request_decode", crate::protocol::ApiKey::FETCH)),
+        );
     }
 }

@@ -703,6 +703,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<FetchResponse>(arb_fetch_response);
+        check_round_trip::<FetchResponse>(
+            arb_fetch_response,
+            Some(("response_decode", crate::protocol::ApiKey::FETCH)),
+        );
     }
 }

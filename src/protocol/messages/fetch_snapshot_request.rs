@@ -277,6 +277,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<FetchSnapshotRequest>(arb_fetch_snapshot_request);
+        check_round_trip::<FetchSnapshotRequest>(
+            arb_fetch_snapshot_request,
+            Some(("request_decode", crate::protocol::ApiKey::FETCH_SNAPSHOT)),
+        );
     }
 }

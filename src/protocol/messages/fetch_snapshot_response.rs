@@ -381,6 +381,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<FetchSnapshotResponse>(arb_fetch_snapshot_response);
+        check_round_trip::<FetchSnapshotResponse>(
+            arb_fetch_snapshot_response,
+            Some(("response_decode", crate::protocol::ApiKey::FETCH_SNAPSHOT)),
+        );
     }
 }

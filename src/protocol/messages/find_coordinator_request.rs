@@ -144,6 +144,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<FindCoordinatorRequest>(arb_find_coordinator_request);
+        check_round_trip::<FindCoordinatorRequest>(
+            arb_find_coordinator_request,
+            Some(("request_decode", crate::protocol::ApiKey::FIND_COORDINATOR)),
+        );
     }
 }

@@ -295,6 +295,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<FindCoordinatorResponse>(arb_find_coordinator_response);
+        check_round_trip::<FindCoordinatorResponse>(
+            arb_find_coordinator_response,
+            Some(("response_decode", crate::protocol::ApiKey::FIND_COORDINATOR)),
+        );
     }
 }

@@ -83,6 +83,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<GetTelemetrySubscriptionsRequest>(
             arb_get_telemetry_subscriptions_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::GET_TELEMETRY_SUBSCRIPTIONS,
+            )),
         );
     }
 }

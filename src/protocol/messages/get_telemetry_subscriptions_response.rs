@@ -143,6 +143,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<GetTelemetrySubscriptionsResponse>(
             arb_get_telemetry_subscriptions_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::GET_TELEMETRY_SUBSCRIPTIONS,
+            )),
         );
     }
 }

@@ -120,6 +120,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<HeartbeatRequest>(arb_heartbeat_request);
+        check_round_trip::<HeartbeatRequest>(
+            arb_heartbeat_request,
+            Some(("request_decode", crate::protocol::ApiKey::HEARTBEAT)),
+        );
     }
 }

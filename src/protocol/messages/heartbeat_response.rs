@@ -99,6 +99,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<HeartbeatResponse>(arb_heartbeat_response);
+        check_round_trip::<HeartbeatResponse>(
+            arb_heartbeat_response,
+            Some(("response_decode", crate::protocol::ApiKey::HEARTBEAT)),
+        );
     }
 }

@@ -233,6 +233,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<IncrementalAlterConfigsRequest>(arb_incremental_alter_configs_request);
+        check_round_trip::<IncrementalAlterConfigsRequest>(
+            arb_incremental_alter_configs_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::INCREMENTAL_ALTER_CONFIGS,
+            )),
+        );
     }
 }

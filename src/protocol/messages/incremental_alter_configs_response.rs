@@ -177,6 +177,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<IncrementalAlterConfigsResponse>(arb_incremental_alter_configs_response);
+        check_round_trip::<IncrementalAlterConfigsResponse>(
+            arb_incremental_alter_configs_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::INCREMENTAL_ALTER_CONFIGS,
+            )),
+        );
     }
 }

@@ -149,6 +149,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<InitProducerIdRequest>(arb_init_producer_id_request);
+        check_round_trip::<InitProducerIdRequest>(
+            arb_init_producer_id_request,
+            Some(("request_decode", crate::protocol::ApiKey::INIT_PRODUCER_ID)),
+        );
     }
 }

@@ -122,6 +122,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<InitProducerIdResponse>(arb_init_producer_id_response);
+        check_round_trip::<InitProducerIdResponse>(
+            arb_init_producer_id_response,
+            Some(("response_decode", crate::protocol::ApiKey::INIT_PRODUCER_ID)),
+        );
     }
 }

@@ -183,6 +183,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<InitializeShareGroupStateRequest>(
             arb_initialize_share_group_state_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::INITIALIZE_SHARE_GROUP_STATE,
+            )),
         );
     }
 }

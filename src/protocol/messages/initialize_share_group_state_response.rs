@@ -173,6 +173,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<InitializeShareGroupStateResponse>(
             arb_initialize_share_group_state_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::INITIALIZE_SHARE_GROUP_STATE,
+            )),
         );
     }
 }

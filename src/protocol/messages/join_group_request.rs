@@ -233,6 +233,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<JoinGroupRequest>(arb_join_group_request);
+        check_round_trip::<JoinGroupRequest>(
+            arb_join_group_request,
+            Some(("request_decode", crate::protocol::ApiKey::JOIN_GROUP)),
+        );
     }
 }

@@ -269,6 +269,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<JoinGroupResponse>(arb_join_group_response);
+        check_round_trip::<JoinGroupResponse>(
+            arb_join_group_response,
+            Some(("response_decode", crate::protocol::ApiKey::JOIN_GROUP)),
+        );
     }
 }

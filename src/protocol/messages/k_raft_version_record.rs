@@ -78,6 +78,6 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<KRaftVersionRecord>(arb_k_raft_version_record);
+        check_round_trip::<KRaftVersionRecord>(arb_k_raft_version_record, None);
     }
 }

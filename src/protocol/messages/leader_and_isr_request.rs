@@ -505,6 +505,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<LeaderAndIsrRequest>(arb_leader_and_isr_request);
+        check_round_trip::<LeaderAndIsrRequest>(
+            arb_leader_and_isr_request,
+            Some(("request_decode", crate::protocol::ApiKey::LEADER_AND_ISR)),
+        );
     }
 }

@@ -243,6 +243,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<LeaderAndIsrResponse>(arb_leader_and_isr_response);
+        check_round_trip::<LeaderAndIsrResponse>(
+            arb_leader_and_isr_response,
+            Some(("response_decode", crate::protocol::ApiKey::LEADER_AND_ISR)),
+        );
     }
 }

@@ -150,6 +150,6 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<LeaderChangeMessage>(arb_leader_change_message);
+        check_round_trip::<LeaderChangeMessage>(arb_leader_change_message, None);
     }
 }

@@ -191,6 +191,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<LeaveGroupRequest>(arb_leave_group_request);
+        check_round_trip::<LeaveGroupRequest>(
+            arb_leave_group_request,
+            Some(("request_decode", crate::protocol::ApiKey::LEAVE_GROUP)),
+        );
     }
 }

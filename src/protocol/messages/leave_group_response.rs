@@ -191,6 +191,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<LeaveGroupResponse>(arb_leave_group_response);
+        check_round_trip::<LeaveGroupResponse>(
+            arb_leave_group_response,
+            Some(("response_decode", crate::protocol::ApiKey::LEAVE_GROUP)),
+        );
     }
 }

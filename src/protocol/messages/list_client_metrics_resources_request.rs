@@ -76,6 +76,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<ListClientMetricsResourcesRequest>(
             arb_list_client_metrics_resources_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::LIST_CLIENT_METRICS_RESOURCES,
+            )),
         );
     }
 }

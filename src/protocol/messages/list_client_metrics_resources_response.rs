@@ -138,6 +138,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<ListClientMetricsResourcesResponse>(
             arb_list_client_metrics_resources_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::LIST_CLIENT_METRICS_RESOURCES,
+            )),
         );
     }
 }

@@ -124,6 +124,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ListGroupsRequest>(arb_list_groups_request);
+        check_round_trip::<ListGroupsRequest>(
+            arb_list_groups_request,
+            Some(("request_decode", crate::protocol::ApiKey::LIST_GROUPS)),
+        );
     }
 }

@@ -184,6 +184,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ListGroupsResponse>(arb_list_groups_response);
+        check_round_trip::<ListGroupsResponse>(
+            arb_list_groups_response,
+            Some(("response_decode", crate::protocol::ApiKey::LIST_GROUPS)),
+        );
     }
 }

@@ -279,6 +279,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ListOffsetsRequest>(arb_list_offsets_request);
+        check_round_trip::<ListOffsetsRequest>(
+            arb_list_offsets_request,
+            Some(("request_decode", crate::protocol::ApiKey::LIST_OFFSETS)),
+        );
     }
 }

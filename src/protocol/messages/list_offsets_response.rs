@@ -305,6 +305,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ListOffsetsResponse>(arb_list_offsets_response);
+        check_round_trip::<ListOffsetsResponse>(
+            arb_list_offsets_response,
+            Some(("response_decode", crate::protocol::ApiKey::LIST_OFFSETS)),
+        );
     }
 }

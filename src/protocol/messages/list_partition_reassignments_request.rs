@@ -154,6 +154,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<ListPartitionReassignmentsRequest>(
             arb_list_partition_reassignments_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::LIST_PARTITION_REASSIGNMENTS,
+            )),
         );
     }
 }

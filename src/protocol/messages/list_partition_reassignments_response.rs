@@ -230,6 +230,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<ListPartitionReassignmentsResponse>(
             arb_list_partition_reassignments_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::LIST_PARTITION_REASSIGNMENTS,
+            )),
         );
     }
 }

@@ -123,6 +123,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ListTransactionsRequest>(arb_list_transactions_request);
+        check_round_trip::<ListTransactionsRequest>(
+            arb_list_transactions_request,
+            Some(("request_decode", crate::protocol::ApiKey::LIST_TRANSACTIONS)),
+        );
     }
 }

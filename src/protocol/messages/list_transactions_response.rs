@@ -153,6 +153,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ListTransactionsResponse>(arb_list_transactions_response);
+        check_round_trip::<ListTransactionsResponse>(
+            arb_list_transactions_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::LIST_TRANSACTIONS,
+            )),
+        );
     }
 }

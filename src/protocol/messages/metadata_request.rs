@@ -266,6 +266,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<MetadataRequest>(arb_metadata_request);
+        check_round_trip::<MetadataRequest>(
+            arb_metadata_request,
+            Some(("request_decode", crate::protocol::ApiKey::METADATA)),
+        );
     }
 }

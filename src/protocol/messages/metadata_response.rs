@@ -501,6 +501,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<MetadataResponse>(arb_metadata_response);
+        check_round_trip::<MetadataResponse>(
+            arb_metadata_response,
+            Some(("response_decode", crate::protocol::ApiKey::METADATA)),
+        );
     }
 }

@@ -332,6 +332,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<OffsetCommitRequest>(arb_offset_commit_request);
+        check_round_trip::<OffsetCommitRequest>(
+            arb_offset_commit_request,
+            Some(("request_decode", crate::protocol::ApiKey::OFFSET_COMMIT)),
+        );
     }
 }

@@ -219,6 +219,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<OffsetCommitResponse>(arb_offset_commit_response);
+        check_round_trip::<OffsetCommitResponse>(
+            arb_offset_commit_response,
+            Some(("response_decode", crate::protocol::ApiKey::OFFSET_COMMIT)),
+        );
     }
 }

@@ -152,6 +152,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<OffsetDeleteRequest>(arb_offset_delete_request);
+        check_round_trip::<OffsetDeleteRequest>(
+            arb_offset_delete_request,
+            Some(("request_decode", crate::protocol::ApiKey::OFFSET_DELETE)),
+        );
     }
 }

@@ -163,6 +163,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<OffsetDeleteResponse>(arb_offset_delete_response);
+        check_round_trip::<OffsetDeleteResponse>(
+            arb_offset_delete_response,
+            Some(("response_decode", crate::protocol::ApiKey::OFFSET_DELETE)),
+        );
     }
 }

@@ -391,6 +391,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<OffsetFetchRequest>(arb_offset_fetch_request);
+        check_round_trip::<OffsetFetchRequest>(
+            arb_offset_fetch_request,
+            Some(("request_decode", crate::protocol::ApiKey::OFFSET_FETCH)),
+        );
     }
 }

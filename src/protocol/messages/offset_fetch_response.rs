@@ -474,6 +474,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<OffsetFetchResponse>(arb_offset_fetch_response);
+        check_round_trip::<OffsetFetchResponse>(
+            arb_offset_fetch_response,
+            Some(("response_decode", crate::protocol::ApiKey::OFFSET_FETCH)),
+        );
     }
 }

@@ -253,6 +253,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<OffsetForLeaderEpochRequest>(arb_offset_for_leader_epoch_request);
+        check_round_trip::<OffsetForLeaderEpochRequest>(
+            arb_offset_for_leader_epoch_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::OFFSET_FOR_LEADER_EPOCH,
+            )),
+        );
     }
 }

@@ -247,6 +247,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<OffsetForLeaderEpochResponse>(arb_offset_for_leader_epoch_response);
+        check_round_trip::<OffsetForLeaderEpochResponse>(
+            arb_offset_for_leader_epoch_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::OFFSET_FOR_LEADER_EPOCH,
+            )),
+        );
     }
 }

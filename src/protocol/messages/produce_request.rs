@@ -233,6 +233,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ProduceRequest>(arb_produce_request);
+        check_round_trip::<ProduceRequest>(
+            arb_produce_request,
+            Some(("request_decode", crate::protocol::ApiKey::PRODUCE)),
+        );
     }
 }

@@ -497,6 +497,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ProduceResponse>(arb_produce_response);
+        check_round_trip::<ProduceResponse>(
+            arb_produce_response,
+            Some(("response_decode", crate::protocol::ApiKey::PRODUCE)),
+        );
     }
 }

@@ -107,6 +107,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<PushTelemetryRequest>(arb_push_telemetry_request);
+        check_round_trip::<PushTelemetryRequest>(
+            arb_push_telemetry_request,
+            Some(("request_decode", crate::protocol::ApiKey::PUSH_TELEMETRY)),
+        );
     }
 }

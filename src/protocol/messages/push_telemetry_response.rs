@@ -85,6 +85,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<PushTelemetryResponse>(arb_push_telemetry_response);
+        check_round_trip::<PushTelemetryResponse>(
+            arb_push_telemetry_response,
+            Some(("response_decode", crate::protocol::ApiKey::PUSH_TELEMETRY)),
+        );
     }
 }

@@ -176,6 +176,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ReadShareGroupStateRequest>(arb_read_share_group_state_request);
+        check_round_trip::<ReadShareGroupStateRequest>(
+            arb_read_share_group_state_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::READ_SHARE_GROUP_STATE,
+            )),
+        );
     }
 }

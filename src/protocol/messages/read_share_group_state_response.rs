@@ -237,6 +237,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ReadShareGroupStateResponse>(arb_read_share_group_state_response);
+        check_round_trip::<ReadShareGroupStateResponse>(
+            arb_read_share_group_state_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::READ_SHARE_GROUP_STATE,
+            )),
+        );
     }
 }

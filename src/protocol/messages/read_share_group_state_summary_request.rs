@@ -179,6 +179,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<ReadShareGroupStateSummaryRequest>(
             arb_read_share_group_state_summary_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::READ_SHARE_GROUP_STATE_SUMMARY,
+            )),
         );
     }
 }

@@ -183,6 +183,10 @@ pub(crate) mod tests {
     fn round_trip_every_version() {
         check_round_trip::<ReadShareGroupStateSummaryResponse>(
             arb_read_share_group_state_summary_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::READ_SHARE_GROUP_STATE_SUMMARY,
+            )),
         );
     }
 }

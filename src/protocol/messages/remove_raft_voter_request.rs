@@ -106,6 +106,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<RemoveRaftVoterRequest>(arb_remove_raft_voter_request);
+        check_round_trip::<RemoveRaftVoterRequest>(
+            arb_remove_raft_voter_request,
+            Some(("request_decode", crate::protocol::ApiKey::REMOVE_RAFT_VOTER)),
+        );
     }
 }

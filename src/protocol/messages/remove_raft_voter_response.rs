@@ -104,6 +104,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<RemoveRaftVoterResponse>(arb_remove_raft_voter_response);
+        check_round_trip::<RemoveRaftVoterResponse>(
+            arb_remove_raft_voter_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::REMOVE_RAFT_VOTER,
+            )),
+        );
     }
 }

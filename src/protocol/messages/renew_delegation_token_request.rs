@@ -100,6 +100,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<RenewDelegationTokenRequest>(arb_renew_delegation_token_request);
+        check_round_trip::<RenewDelegationTokenRequest>(
+            arb_renew_delegation_token_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::RENEW_DELEGATION_TOKEN,
+            )),
+        );
     }
 }

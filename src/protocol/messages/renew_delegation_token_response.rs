@@ -103,6 +103,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<RenewDelegationTokenResponse>(arb_renew_delegation_token_response);
+        check_round_trip::<RenewDelegationTokenResponse>(
+            arb_renew_delegation_token_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::RENEW_DELEGATION_TOKEN,
+            )),
+        );
     }
 }

@@ -122,6 +122,6 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<RequestHeader>(arb_request_header);
+        check_round_trip::<RequestHeader>(arb_request_header, None);
     }
 }

@@ -82,6 +82,6 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ResponseHeader>(arb_response_header);
+        check_round_trip::<ResponseHeader>(arb_response_header, None);
     }
 }

@@ -92,6 +92,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<SaslAuthenticateRequest>(arb_sasl_authenticate_request);
+        check_round_trip::<SaslAuthenticateRequest>(
+            arb_sasl_authenticate_request,
+            Some(("request_decode", crate::protocol::ApiKey::SASL_AUTHENTICATE)),
+        );
     }
 }

@@ -125,6 +125,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<SaslAuthenticateResponse>(arb_sasl_authenticate_response);
+        check_round_trip::<SaslAuthenticateResponse>(
+            arb_sasl_authenticate_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::SASL_AUTHENTICATE,
+            )),
+        );
     }
 }

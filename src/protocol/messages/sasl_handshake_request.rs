@@ -69,6 +69,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<SaslHandshakeRequest>(arb_sasl_handshake_request);
+        check_round_trip::<SaslHandshakeRequest>(
+            arb_sasl_handshake_request,
+            Some(("request_decode", crate::protocol::ApiKey::SASL_HANDSHAKE)),
+        );
     }
 }

@@ -76,6 +76,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<SaslHandshakeResponse>(arb_sasl_handshake_response);
+        check_round_trip::<SaslHandshakeResponse>(
+            arb_sasl_handshake_response,
+            Some(("response_decode", crate::protocol::ApiKey::SASL_HANDSHAKE)),
+        );
     }
 }

@@ -255,6 +255,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ShareAcknowledgeRequest>(arb_share_acknowledge_request);
+        check_round_trip::<ShareAcknowledgeRequest>(
+            arb_share_acknowledge_request,
+            Some(("request_decode", crate::protocol::ApiKey::SHARE_ACKNOWLEDGE)),
+        );
     }
 }

@@ -302,6 +302,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ShareAcknowledgeResponse>(arb_share_acknowledge_response);
+        check_round_trip::<ShareAcknowledgeResponse>(
+            arb_share_acknowledge_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::SHARE_ACKNOWLEDGE,
+            )),
+        );
     }
 }

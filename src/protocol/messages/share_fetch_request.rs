@@ -336,6 +336,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ShareFetchRequest>(arb_share_fetch_request);
+        check_round_trip::<ShareFetchRequest>(
+            arb_share_fetch_request,
+            Some(("request_decode", crate::protocol::ApiKey::SHARE_FETCH)),
+        );
     }
 }

@@ -369,6 +369,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ShareFetchResponse>(arb_share_fetch_response);
+        check_round_trip::<ShareFetchResponse>(
+            arb_share_fetch_response,
+            Some(("response_decode", crate::protocol::ApiKey::SHARE_FETCH)),
+        );
     }
 }

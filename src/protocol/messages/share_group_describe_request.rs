@@ -92,6 +92,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ShareGroupDescribeRequest>(arb_share_group_describe_request);
+        check_round_trip::<ShareGroupDescribeRequest>(
+            arb_share_group_describe_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::SHARE_GROUP_DESCRIBE,
+            )),
+        );
     }
 }

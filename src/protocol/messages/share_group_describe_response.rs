@@ -343,6 +343,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ShareGroupDescribeResponse>(arb_share_group_describe_response);
+        check_round_trip::<ShareGroupDescribeResponse>(
+            arb_share_group_describe_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::SHARE_GROUP_DESCRIBE,
+            )),
+        );
     }
 }

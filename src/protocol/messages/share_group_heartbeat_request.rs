@@ -117,6 +117,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<ShareGroupHeartbeatRequest>(arb_share_group_heartbeat_request);
+        check_round_trip::<ShareGroupHeartbeatRequest>(
+            arb_share_group_heartbeat_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::SHARE_GROUP_HEARTBEAT,
+            )),
+        );
     }
 }

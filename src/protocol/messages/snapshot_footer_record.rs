@@ -71,6 +71,6 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<SnapshotFooterRecord>(arb_snapshot_footer_record);
+        check_round_trip::<SnapshotFooterRecord>(arb_snapshot_footer_record, None);
     }
 }

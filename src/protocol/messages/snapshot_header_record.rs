@@ -78,6 +78,6 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<SnapshotHeaderRecord>(arb_snapshot_header_record);
+        check_round_trip::<SnapshotHeaderRecord>(arb_snapshot_header_record, None);
     }
 }

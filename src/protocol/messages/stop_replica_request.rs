@@ -436,6 +436,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<StopReplicaRequest>(arb_stop_replica_request);
+        check_round_trip::<StopReplicaRequest>(
+            arb_stop_replica_request,
+            Some(("request_decode", crate::protocol::ApiKey::STOP_REPLICA)),
+        );
     }
 }

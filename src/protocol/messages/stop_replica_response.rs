@@ -155,6 +155,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<StopReplicaResponse>(arb_stop_replica_response);
+        check_round_trip::<StopReplicaResponse>(
+            arb_stop_replica_response,
+            Some(("response_decode", crate::protocol::ApiKey::STOP_REPLICA)),
+        );
     }
 }

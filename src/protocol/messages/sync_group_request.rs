@@ -211,6 +211,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<SyncGroupRequest>(arb_sync_group_request);
+        check_round_trip::<SyncGroupRequest>(
+            arb_sync_group_request,
+            Some(("request_decode", crate::protocol::ApiKey::SYNC_GROUP)),
+        );
     }
 }

@@ -132,6 +132,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<SyncGroupResponse>(arb_sync_group_response);
+        check_round_trip::<SyncGroupResponse>(
+            arb_sync_group_response,
+            Some(("response_decode", crate::protocol::ApiKey::SYNC_GROUP)),
+        );
     }
 }

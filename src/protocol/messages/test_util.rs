@@ -5,7 +5,9 @@
 
 use bytes::{Bytes, BytesMut};
 
-use crate::protocol::{DecodeErrorKind, EncodeError, Message, RawTaggedField, Reader, Uuid};
+use crate::protocol::{
+    ApiKey, DecodeErrorKind, EncodeError, Message, RawTaggedField, Reader, Uuid,
+};
 
 /// A deterministic pseudo-random source (SplitMix64), so failures reproduce.
 pub(crate) struct Rng(u64);
@@ -94,14 +96,41 @@ impl Rng {
 }
 
 /// Seeds per (message, version).
-const SEEDS: u64 = 12;
+const SEEDS: u64 = 32;
+
+/// Where `check_round_trip` writes fuzz seeds, if set: the fuzz crate's
+/// `corpus` directory (see `fuzz/README.md`).
+const CORPUS_ENV: &str = "RSKAFKA_WRITE_FUZZ_CORPUS";
+
+/// Writes `body` as a seed for the fuzz target `target`, in its input
+/// format: API index (2 bytes), version offset (1 byte), body.
+fn write_fuzz_seed(dir: &str, target: &str, key: ApiKey, version: i16, seed: u64, body: &[u8]) {
+    let index = ApiKey::ALL
+        .iter()
+        .position(|k| *k == key)
+        .expect("key in ApiKey::ALL");
+    let (lo, _) = key.client_versions().expect("known key");
+    let mut input = (index as u16).to_be_bytes().to_vec();
+    input.push((version - lo) as u8);
+    input.extend_from_slice(body);
+    let dir = std::path::Path::new(dir).join(target);
+    std::fs::create_dir_all(&dir).expect("create corpus directory");
+    let file = dir.join(format!("{}-v{version}-{seed}", key.name()));
+    std::fs::write(file, input).expect("write fuzz seed");
+}
 
 /// For every version of `M` and several seeds: encode a random value,
 /// decode it back to an equal value consuming every byte, re-encode to
 /// identical bytes, and check that the input minus its last byte is an
 /// error. Also checks that versions outside the range are refused.
-pub(crate) fn check_round_trip<M: Message>(arb: fn(&mut Rng, i16) -> M) {
+///
+/// `fuzz` names the decode fuzz target and API of `M`, if any, for seeding.
+pub(crate) fn check_round_trip<M: Message>(
+    arb: fn(&mut Rng, i16) -> M,
+    fuzz: Option<(&str, ApiKey)>,
+) {
     let name = std::any::type_name::<M>();
+    let corpus = std::env::var(CORPUS_ENV).ok();
     for version in M::MIN_VERSION..=M::MAX_VERSION {
         for seed in 0..SEEDS {
             let mut rng = Rng::new(seed.wrapping_mul(0x1000_0000_01b3) ^ version as u64);
@@ -132,6 +161,9 @@ pub(crate) fn check_round_trip<M: Message>(arb: fn(&mut Rng, i16) -> M) {
                 bytes,
                 "{name} v{version} seed {seed}: bytes changed"
             );
+            if let (Some(dir), Some((target, key))) = (&corpus, fuzz) {
+                write_fuzz_seed(dir, target, key, version, seed, &bytes);
+            }
             if !bytes.is_empty() {
                 let truncated = bytes.slice(..bytes.len() - 1);
                 assert!(

@@ -339,6 +339,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<TxnOffsetCommitRequest>(arb_txn_offset_commit_request);
+        check_round_trip::<TxnOffsetCommitRequest>(
+            arb_txn_offset_commit_request,
+            Some(("request_decode", crate::protocol::ApiKey::TXN_OFFSET_COMMIT)),
+        );
     }
 }

@@ -217,6 +217,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<TxnOffsetCommitResponse>(arb_txn_offset_commit_response);
+        check_round_trip::<TxnOffsetCommitResponse>(
+            arb_txn_offset_commit_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::TXN_OFFSET_COMMIT,
+            )),
+        );
     }
 }

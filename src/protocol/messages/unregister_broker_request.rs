@@ -81,6 +81,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<UnregisterBrokerRequest>(arb_unregister_broker_request);
+        check_round_trip::<UnregisterBrokerRequest>(
+            arb_unregister_broker_request,
+            Some(("request_decode", crate::protocol::ApiKey::UNREGISTER_BROKER)),
+        );
     }
 }

@@ -104,6 +104,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<UnregisterBrokerResponse>(arb_unregister_broker_response);
+        check_round_trip::<UnregisterBrokerResponse>(
+            arb_unregister_broker_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::UNREGISTER_BROKER,
+            )),
+        );
     }
 }

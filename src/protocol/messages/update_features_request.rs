@@ -207,6 +207,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<UpdateFeaturesRequest>(arb_update_features_request);
+        check_round_trip::<UpdateFeaturesRequest>(
+            arb_update_features_request,
+            Some(("request_decode", crate::protocol::ApiKey::UPDATE_FEATURES)),
+        );
     }
 }

@@ -181,6 +181,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<UpdateFeaturesResponse>(arb_update_features_response);
+        check_round_trip::<UpdateFeaturesResponse>(
+            arb_update_features_response,
+            Some(("response_decode", crate::protocol::ApiKey::UPDATE_FEATURES)),
+        );
     }
 }

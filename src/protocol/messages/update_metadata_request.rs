@@ -595,6 +595,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<UpdateMetadataRequest>(arb_update_metadata_request);
+        check_round_trip::<UpdateMetadataRequest>(
+            arb_update_metadata_request,
+            Some(("request_decode", crate::protocol::ApiKey::UPDATE_METADATA)),
+        );
     }
 }

@@ -85,6 +85,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<UpdateMetadataResponse>(arb_update_metadata_response);
+        check_round_trip::<UpdateMetadataResponse>(
+            arb_update_metadata_response,
+            Some(("response_decode", crate::protocol::ApiKey::UPDATE_METADATA)),
+        );
     }
 }

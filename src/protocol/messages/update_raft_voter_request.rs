@@ -216,6 +216,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<UpdateRaftVoterRequest>(arb_update_raft_voter_request);
+        check_round_trip::<UpdateRaftVoterRequest>(
+            arb_update_raft_voter_request,
+            Some(("request_decode", crate::protocol::ApiKey::UPDATE_RAFT_VOTER)),
+        );
     }
 }

@@ -166,6 +166,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<UpdateRaftVoterResponse>(arb_update_raft_voter_response);
+        check_round_trip::<UpdateRaftVoterResponse>(
+            arb_update_raft_voter_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::UPDATE_RAFT_VOTER,
+            )),
+        );
     }
 }

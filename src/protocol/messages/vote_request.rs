@@ -231,6 +231,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<VoteRequest>(arb_vote_request);
+        check_round_trip::<VoteRequest>(
+            arb_vote_request,
+            Some(("request_decode", crate::protocol::ApiKey::VOTE)),
+        );
     }
 }

@@ -253,6 +253,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<VoteResponse>(arb_vote_response);
+        check_round_trip::<VoteResponse>(
+            arb_vote_response,
+            Some(("response_decode", crate::protocol::ApiKey::VOTE)),
+        );
     }
 }

@@ -220,6 +220,6 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<VotersRecord>(arb_voters_record);
+        check_round_trip::<VotersRecord>(arb_voters_record, None);
     }
 }

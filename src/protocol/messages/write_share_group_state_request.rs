@@ -245,6 +245,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<WriteShareGroupStateRequest>(arb_write_share_group_state_request);
+        check_round_trip::<WriteShareGroupStateRequest>(
+            arb_write_share_group_state_request,
+            Some((
+                "request_decode",
+                crate::protocol::ApiKey::WRITE_SHARE_GROUP_STATE,
+            )),
+        );
     }
 }

@@ -168,6 +168,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<WriteShareGroupStateResponse>(arb_write_share_group_state_response);
+        check_round_trip::<WriteShareGroupStateResponse>(
+            arb_write_share_group_state_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::WRITE_SHARE_GROUP_STATE,
+            )),
+        );
     }
 }

@@ -226,6 +226,9 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<WriteTxnMarkersRequest>(arb_write_txn_markers_request);
+        check_round_trip::<WriteTxnMarkersRequest>(
+            arb_write_txn_markers_request,
+            Some(("request_decode", crate::protocol::ApiKey::WRITE_TXN_MARKERS)),
+        );
     }
 }

@@ -266,6 +266,12 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trip_every_version() {
-        check_round_trip::<WriteTxnMarkersResponse>(arb_write_txn_markers_response);
+        check_round_trip::<WriteTxnMarkersResponse>(
+            arb_write_txn_markers_response,
+            Some((
+                "response_decode",
+                crate::protocol::ApiKey::WRITE_TXN_MARKERS,
+            )),
+        );
     }
 }
