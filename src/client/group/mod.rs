@@ -2,6 +2,7 @@
 //! commit their progress.
 
 pub mod assignor;
+pub mod classic;
 pub mod protocol;
 
 use std::fmt;
