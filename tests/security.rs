@@ -6,14 +6,13 @@
 //! (or `KAFKA_CA_FILE`, `KAFKA_CLIENT_CERT`, `KAFKA_CLIENT_KEY`) and
 //! `KAFKA_SASL_REAUTH_MS`. A test whose variables are unset says so on
 //! stderr and passes. Users: alice/alice-secret (PLAIN and SCRAM).
-#![cfg(all(feature = "transport-tls", feature = "transport-socks5"))]
+#![cfg(feature = "transport-tls")]
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     future::Future,
-    net::SocketAddr,
     path::PathBuf,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -27,19 +26,14 @@ use rskafka::{
     cluster::{Cluster, ClusterConfig},
     connection::{
         sasl::{Credentials, OAuthToken, OAuthTokenProvider, SaslConfig},
-        BrokerConnection, ConnectionConfig, ConnectionError, Socks5Config, TlsConfig, TlsFailure,
-        Transport,
+        BrokerConnection, ConnectionConfig, ConnectionError, TlsConfig, TlsFailure, Transport,
     },
     error::ErrorKind,
     protocol::{messages::MetadataRequest, ErrorCode},
     record::Record,
 };
 use time::OffsetDateTime;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    task::JoinHandle,
-};
+use tokio::task::JoinHandle;
 
 /// Bound on every test body, so a hang fails instead of blocking CI.
 const TEST_TIMEOUT: Duration = Duration::from_secs(90);
@@ -630,171 +624,184 @@ async fn reauthentication_during_a_long_produce() {
     .await;
 }
 
-/// The requests a test SOCKS5 proxy saw, as `host:port` strings.
-type Seen = Arc<Mutex<Vec<String>>>;
+/// SOCKS5 tests, with a proxy of their own.
+#[cfg(feature = "transport-socks5")]
+mod socks5 {
+    use std::{collections::HashMap, net::SocketAddr, sync::Mutex};
 
-/// A minimal SOCKS5 proxy (no authentication, CONNECT only) on 127.0.0.1.
-/// `names` maps host names to the addresses the proxy really connects to,
-/// standing for names that only the proxy's side can resolve.
-struct Socks5Proxy {
-    addr: SocketAddr,
-    seen: Seen,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Socks5Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Socks5Proxy {
-    async fn start(names: HashMap<String, String>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy address");
-        let seen = Seen::default();
-        let names = Arc::new(names);
-        let task = {
-            let seen = seen.clone();
-            tokio::spawn(async move {
-                while let Ok((client, _)) = listener.accept().await {
-                    let (seen, names) = (seen.clone(), names.clone());
-                    tokio::spawn(async move {
-                        let _ = tokio::time::timeout(
-                            Duration::from_secs(120),
-                            serve_socks5(client, seen, names),
-                        )
-                        .await;
-                    });
-                }
-            })
-        };
-        Self { addr, seen, task }
-    }
-
-    fn seen(&self) -> Vec<String> {
-        self.seen.lock().expect("lock").clone()
-    }
-}
-
-async fn serve_socks5(
-    mut client: TcpStream,
-    seen: Seen,
-    names: Arc<HashMap<String, String>>,
-) -> std::io::Result<()> {
-    let mut head = [0u8; 2];
-    client.read_exact(&mut head).await?;
-    let mut methods = vec![0u8; usize::from(head[1])];
-    client.read_exact(&mut methods).await?;
-    if head[0] != 5 || !methods.contains(&0) {
-        client.write_all(&[5, 0xff]).await?;
-        return Ok(());
-    }
-    client.write_all(&[5, 0]).await?;
-    let mut req = [0u8; 4];
-    client.read_exact(&mut req).await?;
-    let host = match req[3] {
-        1 => {
-            let mut ip = [0u8; 4];
-            client.read_exact(&mut ip).await?;
-            std::net::Ipv4Addr::from(ip).to_string()
-        }
-        3 => {
-            let mut len = [0u8; 1];
-            client.read_exact(&mut len).await?;
-            let mut name = vec![0u8; usize::from(len[0])];
-            client.read_exact(&mut name).await?;
-            String::from_utf8_lossy(&name).into_owned()
-        }
-        4 => {
-            let mut ip = [0u8; 16];
-            client.read_exact(&mut ip).await?;
-            format!("[{}]", std::net::Ipv6Addr::from(ip))
-        }
-        _ => return Ok(()),
+    use super::*;
+    use rskafka::connection::Socks5Config;
+    use tokio::{
+        io::{AsyncReadExt, AsyncWriteExt},
+        net::{TcpListener, TcpStream},
     };
-    let port = client.read_u16().await?;
-    seen.lock().expect("lock").push(format!("{host}:{port}"));
-    let real = names.get(&host).cloned().unwrap_or(host);
-    let upstream = tokio::time::timeout(
-        Duration::from_secs(5),
-        TcpStream::connect(format!("{real}:{port}")),
-    )
-    .await;
-    let mut upstream = match upstream {
-        Ok(Ok(s)) => s,
-        _ => {
-            // Reply 5: connection refused.
-            client.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
+
+    /// The requests a test SOCKS5 proxy saw, as `host:port` strings.
+    type Seen = Arc<Mutex<Vec<String>>>;
+
+    /// A minimal SOCKS5 proxy (no authentication, CONNECT only) on 127.0.0.1.
+    /// `names` maps host names to the addresses the proxy really connects to,
+    /// standing for names that only the proxy's side can resolve.
+    struct Socks5Proxy {
+        addr: SocketAddr,
+        seen: Seen,
+        task: JoinHandle<()>,
+    }
+
+    impl Drop for Socks5Proxy {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl Socks5Proxy {
+        async fn start(names: HashMap<String, String>) -> Self {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+            let addr = listener.local_addr().expect("proxy address");
+            let seen = Seen::default();
+            let names = Arc::new(names);
+            let task = {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    while let Ok((client, _)) = listener.accept().await {
+                        let (seen, names) = (seen.clone(), names.clone());
+                        tokio::spawn(async move {
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(120),
+                                serve_socks5(client, seen, names),
+                            )
+                            .await;
+                        });
+                    }
+                })
+            };
+            Self { addr, seen, task }
+        }
+
+        fn seen(&self) -> Vec<String> {
+            self.seen.lock().expect("lock").clone()
+        }
+    }
+
+    async fn serve_socks5(
+        mut client: TcpStream,
+        seen: Seen,
+        names: Arc<HashMap<String, String>>,
+    ) -> std::io::Result<()> {
+        let mut head = [0u8; 2];
+        client.read_exact(&mut head).await?;
+        let mut methods = vec![0u8; usize::from(head[1])];
+        client.read_exact(&mut methods).await?;
+        if head[0] != 5 || !methods.contains(&0) {
+            client.write_all(&[5, 0xff]).await?;
             return Ok(());
         }
-    };
-    client.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
-    Ok(())
-}
-
-#[tokio::test]
-async fn socks5_proxy_with_names_only_the_proxy_resolves() {
-    let Some(bootstrap) = env("KAFKA_BOOTSTRAP") else {
-        return;
-    };
-    bounded(async {
-        let proxy = Socks5Proxy::start(HashMap::from([(
-            "kafka.rskafka.invalid".to_string(),
-            "127.0.0.1".to_string(),
-        )]))
+        client.write_all(&[5, 0]).await?;
+        let mut req = [0u8; 4];
+        client.read_exact(&mut req).await?;
+        let host = match req[3] {
+            1 => {
+                let mut ip = [0u8; 4];
+                client.read_exact(&mut ip).await?;
+                std::net::Ipv4Addr::from(ip).to_string()
+            }
+            3 => {
+                let mut len = [0u8; 1];
+                client.read_exact(&mut len).await?;
+                let mut name = vec![0u8; usize::from(len[0])];
+                client.read_exact(&mut name).await?;
+                String::from_utf8_lossy(&name).into_owned()
+            }
+            4 => {
+                let mut ip = [0u8; 16];
+                client.read_exact(&mut ip).await?;
+                format!("[{}]", std::net::Ipv6Addr::from(ip))
+            }
+            _ => return Ok(()),
+        };
+        let port = client.read_u16().await?;
+        seen.lock().expect("lock").push(format!("{host}:{port}"));
+        let real = names.get(&host).cloned().unwrap_or(host);
+        let upstream = tokio::time::timeout(
+            Duration::from_secs(5),
+            TcpStream::connect(format!("{real}:{port}")),
+        )
         .await;
-        let port = bootstrap.rsplit_once(':').expect("host:port").1;
-        // `.invalid` never resolves here: connecting works only if the name
-        // goes to the proxy unresolved.
-        let via_name = format!("kafka.rskafka.invalid:{port}");
-        let transport = Transport::Socks5(Socks5Config::new(proxy.addr.to_string()));
-        let cluster = Cluster::connect(ClusterConfig {
-            connection: (*config(transport.clone(), None)).clone(),
-            ..ClusterConfig::new([via_name.clone()])
+        let mut upstream = match upstream {
+            Ok(Ok(s)) => s,
+            _ => {
+                // Reply 5: connection refused.
+                client.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
+                return Ok(());
+            }
+        };
+        client.write_all(&[5, 0, 0, 1, 0, 0, 0, 0, 0, 0]).await?;
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn socks5_proxy_with_names_only_the_proxy_resolves() {
+        let Some(bootstrap) = env("KAFKA_BOOTSTRAP") else {
+            return;
+        };
+        bounded(async {
+            let proxy = Socks5Proxy::start(HashMap::from([(
+                "kafka.rskafka.invalid".to_string(),
+                "127.0.0.1".to_string(),
+            )]))
+            .await;
+            let port = bootstrap.rsplit_once(':').expect("host:port").1;
+            // `.invalid` never resolves here: connecting works only if the name
+            // goes to the proxy unresolved.
+            let via_name = format!("kafka.rskafka.invalid:{port}");
+            let transport = Transport::Socks5(Socks5Config::new(proxy.addr.to_string()));
+            let cluster = Cluster::connect(ClusterConfig {
+                connection: (*config(transport.clone(), None)).clone(),
+                ..ClusterConfig::new([via_name.clone()])
+            })
+            .await
+            .expect("cluster through the proxy");
+            let md = cluster.refresh_metadata(None).await.expect("metadata");
+            let (id, broker) = md.brokers.iter().next().expect("a broker");
+            let conn = cluster.broker(*id).await.expect("broker through the proxy");
+            metadata_works(&conn).await;
+            let advertised = format!("{}:{}", broker.host, broker.port);
+            let seen = proxy.seen();
+            assert_eq!(seen.first(), Some(&via_name), "{seen:?}");
+            // The broker learnt from metadata was reached through the proxy too.
+            assert!(seen.contains(&advertised), "{advertised} not in {seen:?}");
+
+            // A proxy that refuses: a connect error naming the proxy.
+            let err =
+                BrokerConnection::connect("unreachable.rskafka.invalid:1", config(transport, None))
+                    .await
+                    .expect_err("the proxy cannot reach that");
+            assert!(matches!(err, ConnectionError::Connect { .. }), "{err}");
+            assert!(err.to_string().contains("SOCKS5"), "{err}");
         })
-        .await
-        .expect("cluster through the proxy");
-        let md = cluster.refresh_metadata(None).await.expect("metadata");
-        let (id, broker) = md.brokers.iter().next().expect("a broker");
-        let conn = cluster.broker(*id).await.expect("broker through the proxy");
-        metadata_works(&conn).await;
-        let advertised = format!("{}:{}", broker.host, broker.port);
-        let seen = proxy.seen();
-        assert_eq!(seen.first(), Some(&via_name), "{seen:?}");
-        // The broker learnt from metadata was reached through the proxy too.
-        assert!(seen.contains(&advertised), "{advertised} not in {seen:?}");
+        .await;
+    }
 
-        // A proxy that refuses: a connect error naming the proxy.
-        let err =
-            BrokerConnection::connect("unreachable.rskafka.invalid:1", config(transport, None))
-                .await
-                .expect_err("the proxy cannot reach that");
-        assert!(matches!(err, ConnectionError::Connect { .. }), "{err}");
-        assert!(err.to_string().contains("SOCKS5"), "{err}");
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn socks5_with_tls_and_sasl() {
-    let (Some(addr), Some(tls)) = (env("KAFKA_SASL_SSL"), tls_config()) else {
-        return;
-    };
-    bounded(async {
-        let proxy = Socks5Proxy::start(HashMap::new()).await;
-        let port = addr.rsplit_once(':').expect("host:port").1;
-        // TLS runs end to end through the proxy and is verified against
-        // the broker's name (localhost), not the proxy's.
-        let target = format!("localhost:{port}");
-        let transport = Transport::Socks5Tls(Socks5Config::new(proxy.addr.to_string()), tls);
-        let conn =
-            BrokerConnection::connect(&target, config(transport, Some(alice("SCRAM-SHA-256"))))
-                .await
-                .expect("SASL_SSL through the proxy");
-        metadata_works(&conn).await;
-        assert_eq!(proxy.seen(), vec![target]);
-    })
-    .await;
+    #[tokio::test]
+    async fn socks5_with_tls_and_sasl() {
+        let (Some(addr), Some(tls)) = (env("KAFKA_SASL_SSL"), tls_config()) else {
+            return;
+        };
+        bounded(async {
+            let proxy = Socks5Proxy::start(HashMap::new()).await;
+            let port = addr.rsplit_once(':').expect("host:port").1;
+            // TLS runs end to end through the proxy and is verified against
+            // the broker's name (localhost), not the proxy's.
+            let target = format!("localhost:{port}");
+            let transport = Transport::Socks5Tls(Socks5Config::new(proxy.addr.to_string()), tls);
+            let conn =
+                BrokerConnection::connect(&target, config(transport, Some(alice("SCRAM-SHA-256"))))
+                    .await
+                    .expect("SASL_SSL through the proxy");
+            metadata_works(&conn).await;
+            assert_eq!(proxy.seen(), vec![target]);
+        })
+        .await;
+    }
 }

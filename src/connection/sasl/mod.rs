@@ -257,7 +257,6 @@ pub(crate) async fn authenticate(
     })?;
     let handshake = SaslHandshakeRequest {
         mechanism: name.to_string(),
-        ..Default::default()
     };
     let resp = conn.request_ungated(&handshake, handshake_version).await?;
     match ErrorCode(resp.error_code) {
