@@ -665,21 +665,23 @@ impl RecordBatchWriter {
 
     /// Appends the finished batch to `out` and resets the writer for the next
     /// batch (keeping its buffer). Writes nothing if no record was appended,
-    /// as Kafka has no use for empty producer batches.
+    /// as Kafka has no use for empty producer batches. On error nothing is
+    /// written and the writer keeps its records.
     pub fn finish_into(&mut self, out: &mut BytesMut) -> Result<(), EncodeError> {
         if self.count == 0 {
             return Ok(());
         }
         let totals = self.totals();
         let records = self.buf.get(RECORD_BATCH_OVERHEAD..).unwrap_or_default();
-        let result = write_batch(out, &self.header, &totals, records);
+        write_batch(out, &self.header, &totals, records)?;
         self.reset();
-        result
+        Ok(())
     }
 
     /// Returns the finished batch and resets the writer; empty if no record
     /// was appended. Uncompressed batches are handed over without a copy
-    /// (the writer then allocates a fresh buffer for the next batch).
+    /// (the writer then allocates a fresh buffer for the next batch). On
+    /// error the writer keeps its records.
     pub fn finish(&mut self) -> Result<Bytes, EncodeError> {
         if self.count == 0 {
             return Ok(Bytes::new());
@@ -689,6 +691,8 @@ impl RecordBatchWriter {
             self.finish_into(&mut out)?;
             return Ok(out.freeze());
         }
+        // The only way sealing can fail; checked before the buffer is handed over.
+        checked_len("record batch", self.buf.len() - 12)?;
         let totals = self.totals();
         let mut head = BytesMut::with_capacity(RECORD_BATCH_OVERHEAD);
         put_header(&mut head, &self.header, &totals);

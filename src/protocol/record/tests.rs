@@ -534,9 +534,11 @@ fn overlong_varints_are_rejected() {
     );
 }
 
+#[cfg_attr(not(feature = "compression-snappy"), allow(dead_code))]
 const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\0";
 
 /// The 16-byte xerial snappy stream header (magic, version 1, compatible 1).
+#[cfg_attr(not(feature = "compression-snappy"), allow(dead_code))]
 fn xerial_header() -> Vec<u8> {
     [XERIAL_MAGIC, &1i32.to_be_bytes(), &1i32.to_be_bytes()].concat()
 }
