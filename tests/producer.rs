@@ -598,7 +598,7 @@ async fn idempotent_producer_survives_broker_kill() {
 async fn produce_quota_is_honoured() {
     let Some(bootstrap) = bootstrap() else { return };
     let client_id = unique_topic("rskafka-quota");
-    const RATE: f64 = 256.0 * 1024.0;
+    const RATE: f64 = 100_000.0;
     let set_quota = |remove: bool| {
         let bootstrap = bootstrap.clone();
         let client_id = client_id.clone();
@@ -649,10 +649,11 @@ async fn produce_quota_is_honoured() {
         .expect("client");
     let topic = unique_topic("producer-quota");
     create_topic(&client, &topic, 2).await;
+    // Small batches, so that throttling shows between many requests.
     let producer = client
-        .producer(ProducerConfig::default())
+        .producer(ProducerConfig::default().batch_size(16 * 1024))
         .expect("producer");
-    const N: u64 = 4_000;
+    const N: u64 = 2_500;
     const PAD: usize = 1_000;
     let started = Instant::now();
     let mut futs = Vec::new();
@@ -675,20 +676,23 @@ async fn produce_quota_is_honoured() {
     let read = read_topic(&client, &topic, 2).await;
     let (lost, duplicated, out_of_order) = audit(&read, &(0..N).collect());
     let bytes = N as f64 * (PAD + 8) as f64;
-    let implied = Duration::from_secs_f64(bytes / RATE);
+    // The broker measures the rate over 11 one-second samples and counts a
+    // young window as 10 s long, so about 10 s worth of quota goes through
+    // before throttling starts; the rest is paced at the quota.
+    let implied = Duration::from_secs_f64((bytes / RATE - 11.0).max(0.0));
     eprintln!(
         "4(c): {N} records ({bytes} value bytes) at a quota of {RATE} B/s took {elapsed:?} \
-         (quota implies ~{implied:?}); lost={lost} duplicated={duplicated}; {metrics:?}"
+         (quota implies ~{implied:?} after the initial burst); lost={lost} \
+         duplicated={duplicated}; {metrics:?}"
     );
     assert_eq!((lost, duplicated, out_of_order), (0, 0, 0));
     assert!(
         metrics.throttled_responses > 0,
         "the broker never throttled: {metrics:?}"
     );
-    // Loose: the broker allows a burst over its sample window before it
-    // throttles, so only part of the implied time is certain.
+    // Loose on purpose: only that the throttling really slowed the run.
     assert!(
-        elapsed >= implied / 3,
+        elapsed >= implied / 2,
         "{elapsed:?} is far below the {implied:?} the quota implies"
     );
 }

@@ -335,7 +335,7 @@ impl Accumulator {
             let needs_new = t.partitions.get(idx).is_some_and(|ps| {
                 ps.open
                     .as_ref()
-                    .is_none_or(|o| !fits(o, accounted, self.cfg.batch_size))
+                    .map_or(true, |o| !fits(o, accounted, self.cfg.batch_size))
             });
             if needs_new {
                 let p2 = pick_other(Some(p), count);
@@ -582,7 +582,7 @@ impl Accumulator {
                 }
                 // Ready?
                 let front_ready = match p.queue.front() {
-                    Some(b) => b.retry_at.is_none_or(|at| at <= now),
+                    Some(b) => b.retry_at.map_or(true, |at| at <= now),
                     None => p
                         .open
                         .as_ref()
@@ -873,7 +873,7 @@ impl Accumulator {
                 if let Some(p) = self.partition_mut(batch.topic().clone(), batch.partition()) {
                     if batch.ambiguous {
                         p.broken = true;
-                    } else if !p.broken && p.rewind.is_none_or(|(id, _)| batch.id < id) {
+                    } else if !p.broken && p.rewind.map_or(true, |(id, _)| batch.id < id) {
                         p.rewind = Some((batch.id, s.base_sequence));
                     }
                 }

@@ -61,7 +61,7 @@ use tokio::{
 };
 
 pub use self::batch::{DeliveryFuture, RecordMetadata};
-pub use self::partitioner::{key_partition, murmur2, Partitioner};
+pub use self::partitioner::{key_partition, murmur2, PartitionFn, Partitioner};
 pub use crate::client::partition::Acks;
 pub use crate::protocol::record::Compression;
 
@@ -271,8 +271,10 @@ pub struct ProducerMetrics {
     pub throttled_responses: u64,
     /// Sum of the throttle times the broker reported, in milliseconds.
     pub throttle_time_ms: u64,
-    /// Producer ids obtained (the first one and every epoch bump).
+    /// InitProducerId requests sent (including failed attempts).
     pub producer_id_requests: u64,
+    /// Epoch bumps (KIP-360) after the sequence state was lost or unknown.
+    pub epoch_bumps: u64,
 }
 
 #[derive(Debug, Default)]
@@ -283,6 +285,7 @@ struct Metrics {
     throttled_responses: AtomicU64,
     throttle_time_ms: AtomicU64,
     producer_id_requests: AtomicU64,
+    epoch_bumps: AtomicU64,
 }
 
 /// Everything the sender task and the handles share.
@@ -627,6 +630,7 @@ impl Producer {
             throttled_responses: get(&m.throttled_responses),
             throttle_time_ms: get(&m.throttle_time_ms),
             producer_id_requests: get(&m.producer_id_requests),
+            epoch_bumps: get(&m.epoch_bumps),
         }
     }
 

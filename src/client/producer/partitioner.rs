@@ -21,8 +21,11 @@ pub enum Partitioner {
     RoundRobin,
     /// A user-supplied function of (topic, key, partition count) that
     /// returns a partition in `0..count`; other values fail the send.
-    Custom(Arc<dyn Fn(&str, Option<&[u8]>, i32) -> i32 + Send + Sync>),
+    Custom(PartitionFn),
 }
+
+/// A custom partitioner: (topic, key, partition count) → partition.
+pub type PartitionFn = Arc<dyn Fn(&str, Option<&[u8]>, i32) -> i32 + Send + Sync>;
 
 impl fmt::Debug for Partitioner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -102,7 +102,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             let mut wake_at = st.acc.next_wakeup();
             let mut refresh = None;
             if !no_leader.is_empty() {
-                let due = st.last_refresh.is_none_or(|t| t + refresh_interval <= now);
+                let due = st
+                    .last_refresh
+                    .map_or(true, |t| t + refresh_interval <= now);
                 if !st.refreshing && due {
                     st.refreshing = true;
                     st.last_refresh = Some(now);
@@ -195,6 +197,9 @@ async fn obtain_producer_id(shared: Arc<Shared>) {
                     bumped = bump_from.is_some(),
                     "producer id"
                 );
+                if bump_from.is_some() {
+                    shared.metrics.epoch_bumps.fetch_add(1, Ordering::Relaxed);
+                }
                 let mut st = shared.lock();
                 st.acc.set_producer_id(id, epoch);
                 st.producer_id_task = false;
@@ -305,6 +310,10 @@ async fn broker_task(shared: Arc<Shared>, broker: i32, mut rx: mpsc::UnboundedRe
     while pending.next().await.is_some() {}
 }
 
+/// A KIP-951 leader hint: topic, partition, leader id, leader epoch and the
+/// leader's endpoint if the response named it.
+type LeaderHint = (Arc<str>, i32, i32, i32, Option<(String, i32)>);
+
 /// A request's batches, encoded.
 struct Prepared {
     topic_data: Vec<TopicProduceData>,
@@ -392,7 +401,7 @@ fn settle(
     let now = Instant::now();
     let m = &shared.metrics;
     let mut refresh_topics: Vec<Arc<str>> = Vec::new();
-    let mut hints: Vec<(Arc<str>, i32, i32, i32, Option<(String, i32)>)> = Vec::new();
+    let mut hints: Vec<LeaderHint> = Vec::new();
     let mut results = failed;
     match outcome {
         Ok(None) => {
