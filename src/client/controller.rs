@@ -417,7 +417,38 @@ impl ControllerClient {
                 check(r.error_code, r.error_message.clone())
             }
         })
-        .await
+        .await?;
+        self.wait_for_configs(&name, &changes).await;
+        Ok(())
+    }
+
+    /// After an accepted change, waits until DescribeConfigs shows the set
+    /// and deleted values (brokers apply the controller's change
+    /// asynchronously), so a describe right after an alter sees it. Gives up
+    /// quietly at the operation timeout: the change was accepted either way.
+    async fn wait_for_configs(&self, name: &str, changes: &[(String, ConfigOp)]) {
+        let deadline = tokio::time::Instant::now() + self.client.settings.operation_timeout;
+        let mut backoff =
+            crate::cluster::Backoff::new(&self.client.settings.backoff, Some(deadline));
+        loop {
+            if let Ok(current) = self.describe_topic_configs(name).await {
+                let visible = changes.iter().all(|(key, op)| {
+                    let entry = current.get(key);
+                    match op {
+                        ConfigOp::Set(v) => entry.is_some_and(|e| e.value.as_deref() == Some(v)),
+                        ConfigOp::Delete => entry.map_or(true, |e| e.source != ConfigSource::Topic),
+                        // Lists are not compared element by element.
+                        ConfigOp::Append(_) | ConfigOp::Subtract(_) => true,
+                    }
+                });
+                if visible {
+                    return;
+                }
+            }
+            if backoff.wait().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Polls fresh metadata until `done(topic)` holds, up to `timeout_ms`.

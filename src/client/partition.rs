@@ -226,17 +226,28 @@ impl PartitionClient {
         }
     }
 
-    /// Applies a KIP-951 new-leader hint from a Produce or Fetch response.
-    fn apply_hint(&self, leader_id: i32, leader_epoch: i32, endpoint: Option<(String, i32)>) {
-        if leader_id >= 0 {
-            self.client.cluster.apply_leader_hint(
-                &self.topic,
-                self.partition,
-                leader_id,
-                leader_epoch,
-                endpoint,
-            );
+    /// Applies a KIP-951 new-leader hint from a Produce or Fetch response;
+    /// `endpoints` are the response's `(node id, host, port)` entries.
+    fn apply_hint<'a>(
+        &self,
+        leader_id: i32,
+        leader_epoch: i32,
+        endpoints: impl IntoIterator<Item = (i32, &'a str, i32)>,
+    ) {
+        if leader_id < 0 {
+            return;
         }
+        let endpoint = endpoints
+            .into_iter()
+            .find(|(id, _, _)| *id == leader_id)
+            .map(|(_, host, port)| (host.to_owned(), port));
+        self.client.cluster.apply_leader_hint(
+            &self.topic,
+            self.partition,
+            leader_id,
+            leader_epoch,
+            endpoint,
+        );
     }
 
     /// Produces `records` as one batch with `acks=all`; returns their offsets.
@@ -328,15 +339,12 @@ impl PartitionClient {
         let code = ErrorCode(p.error_code);
         if !code.is_ok() {
             self.on_leader_error(code);
-            let endpoint = resp
-                .node_endpoints
-                .iter()
-                .find(|n| n.node_id == p.current_leader.leader_id)
-                .map(|n| (n.host.clone(), n.port));
             self.apply_hint(
                 p.current_leader.leader_id,
                 p.current_leader.leader_epoch,
-                endpoint,
+                resp.node_endpoints
+                    .iter()
+                    .map(|n| (n.node_id, n.host.as_str(), n.port)),
             );
             // Per-record errors (e.g. INVALID_RECORD) say which record and why.
             let mut msg = p.error_message.clone().unwrap_or_default();
@@ -474,15 +482,12 @@ impl PartitionClient {
         let code = ErrorCode(p.error_code);
         if !code.is_ok() {
             self.on_leader_error(code);
-            let endpoint = resp
-                .node_endpoints
-                .iter()
-                .find(|n| n.node_id == p.current_leader.leader_id)
-                .map(|n| (n.host.clone(), n.port));
             self.apply_hint(
                 p.current_leader.leader_id,
                 p.current_leader.leader_epoch,
-                endpoint,
+                resp.node_endpoints
+                    .iter()
+                    .map(|n| (n.node_id, n.host.as_str(), n.port)),
             );
             return Err(Error::kafka(code, None));
         }
