@@ -94,7 +94,7 @@ impl From<CompressionArg> for Compression {
 /// Bounds on one batch: a flush happens when either is reached, or when the
 /// linger time since the batch's first line has passed.
 const MAX_BATCH_RECORDS: usize = 10_000;
-const MAX_BATCH_BYTES: usize = 1024 * 1024;
+const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 /// Parses `--header` values.
 fn parse_headers(raw: &[String]) -> Vec<(String, Option<Bytes>)> {
@@ -289,14 +289,19 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
             headers: headers.clone(),
             timestamp: time::OffsetDateTime::now_utc(),
         };
-        batch_bytes += record.approximate_size();
-        batch.push(record);
-        batch_deadline.get_or_insert_with(|| Instant::now() + linger);
-        if batch.len() >= MAX_BATCH_RECORDS || batch_bytes >= MAX_BATCH_BYTES {
+        let size = record.approximate_size();
+        // Flush first if this record would push the batch past the bound,
+        // so batches stay below the broker's default 1 MiB message limit.
+        if !batch.is_empty()
+            && (batch.len() >= MAX_BATCH_RECORDS || batch_bytes + size > MAX_BATCH_BYTES)
+        {
             sender.flush(std::mem::take(&mut batch)).await?;
             batch_bytes = 0;
             batch_deadline = None;
         }
+        batch_bytes += size;
+        batch.push(record);
+        batch_deadline.get_or_insert_with(|| Instant::now() + linger);
     }
     sender.flush(batch).await
 }
