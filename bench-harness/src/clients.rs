@@ -1,0 +1,511 @@
+//! The workloads, once per client. Each function runs inside a child
+//! process and returns what it measured.
+
+use std::time::{Duration, Instant};
+
+use crate::{payload, percentiles, Job, Measured};
+
+/// The Rust clients all get the same runtime: two worker threads, as many
+/// as the machine has cores.
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// How long any one run may take before it is abandoned.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// When the `i`-th record of a fixed-rate run is due.
+fn due(start: Instant, i: u64, rate: u64) -> Instant {
+    start + Duration::from_nanos(i.saturating_mul(1_000_000_000) / rate.max(1))
+}
+
+/// This crate: [`rskafka::client::producer::Producer`] and
+/// [`rskafka::client::consumer::Consumer`].
+pub mod ours {
+    use super::*;
+    use bytes::Bytes;
+    use rskafka::{
+        client::{
+            consumer::{ConsumerConfig, StartOffset},
+            producer::{Acks, Compression, ProducerConfig},
+            ClientBuilder,
+        },
+        record::Record,
+    };
+    use time::OffsetDateTime;
+
+    async fn client(bootstrap: &str) -> Result<rskafka::client::Client, String> {
+        ClientBuilder::new(vec![bootstrap.to_owned()])
+            .build()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Creates a one-partition topic (the harness's setup, not measured).
+    pub fn create_topic(bootstrap: &str, topic: &str) -> Result<(), String> {
+        runtime()?.block_on(async {
+            let c = client(bootstrap).await?;
+            c.controller_client()
+                .map_err(|e| e.to_string())?
+                .create_topic(topic, 1, 1, 30_000)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Deletes a topic the harness made.
+    pub fn delete_topic(bootstrap: &str, topic: &str) -> Result<(), String> {
+        runtime()?.block_on(async {
+            let c = client(bootstrap).await?;
+            c.controller_client()
+                .map_err(|e| e.to_string())?
+                .delete_topic(topic, 30_000)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Produces `job.count` records; at `job.rate` per second if non-zero,
+    /// timing each from `send` to its ack.
+    pub fn produce(job: &Job) -> Result<Measured, String> {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let c = client(&job.bootstrap).await?;
+            let compression = match job.compression.as_str() {
+                "lz4" => Compression::Lz4,
+                _ => Compression::None,
+            };
+            let producer = c
+                .producer(
+                    ProducerConfig::default()
+                        .linger(Duration::from_millis(5))
+                        .acks(Acks::All)
+                        .compression(compression),
+                )
+                .map_err(|e| e.to_string())?;
+            let value = Bytes::from(payload(job.size));
+            // Deliveries are awaited in order by a second task, so that
+            // memory holds only the records still in flight.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<(
+                Instant,
+                rskafka::client::producer::DeliveryFuture,
+            )>(65_536);
+            let latency = job.rate > 0;
+            let count = job.count;
+            let waiter = tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(if latency { count as usize } else { 0 });
+                let mut acked = 0u64;
+                let mut errors = 0u64;
+                while let Some((sent, fut)) = rx.recv().await {
+                    match fut.await {
+                        Ok(_) => acked += 1,
+                        Err(_) => errors += 1,
+                    }
+                    if latency {
+                        lat.push(sent.elapsed().as_micros() as u64);
+                    }
+                }
+                (acked, errors, lat, Instant::now())
+            });
+            let start = Instant::now();
+            for i in 0..job.count {
+                if latency {
+                    tokio::time::sleep_until(due(start, i, job.rate).into()).await;
+                }
+                let rec = Record {
+                    key: None,
+                    value: Some(value.clone()),
+                    headers: Vec::new(),
+                    timestamp: OffsetDateTime::now_utc(),
+                };
+                let sent = Instant::now();
+                let fut = producer
+                    .send_to(&job.topic, Some(0), rec)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tx.send((sent, fut)).await.map_err(|e| e.to_string())?;
+            }
+            drop(tx);
+            let (acked, errors, mut lat, end) = tokio::time::timeout(RUN_TIMEOUT, waiter)
+                .await
+                .map_err(|_| "timed out waiting for acks".to_owned())?
+                .map_err(|e| e.to_string())?;
+            producer.close().await;
+            if errors > 0 {
+                return Err(format!("{errors} deliveries failed"));
+            }
+            let (p50, p99) = percentiles(&mut lat);
+            Ok(Measured {
+                records: acked,
+                bytes: acked * job.size as u64,
+                secs: (end - start).as_secs_f64(),
+                p50_us: if latency { p50 } else { None },
+                p99_us: if latency { p99 } else { None },
+            })
+        })
+    }
+
+    /// Reads `job.count` records from the start of partition 0.
+    pub fn consume(job: &Job) -> Result<Measured, String> {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let c = client(&job.bootstrap).await?;
+            let mut consumer = c
+                .consumer(ConsumerConfig::default().assign(
+                    job.topic.clone(),
+                    0,
+                    StartOffset::Earliest,
+                ))
+                .map_err(|e| e.to_string())?;
+            let start = Instant::now();
+            let deadline = start + RUN_TIMEOUT;
+            let (mut records, mut bytes) = (0u64, 0u64);
+            while records < job.count {
+                let batch = tokio::time::timeout_at(deadline.into(), consumer.next_batch())
+                    .await
+                    .map_err(|_| format!("timed out after {records} records"))?
+                    .map_err(|e| e.to_string())?;
+                for r in &batch {
+                    records += 1;
+                    bytes += r.record.value.as_ref().map_or(0, |v| v.len() as u64);
+                }
+            }
+            Ok(Measured {
+                records,
+                bytes,
+                secs: start.elapsed().as_secs_f64(),
+                p50_us: None,
+                p99_us: None,
+            })
+        })
+    }
+}
+
+/// librdkafka through `rdkafka`: a `ThreadedProducer` with a delivery
+/// callback (its fastest producing path) and a `BaseConsumer`.
+pub mod rdk {
+    use super::*;
+    use rdkafka::{
+        config::ClientConfig,
+        consumer::{BaseConsumer, Consumer},
+        error::{KafkaError, RDKafkaErrorCode},
+        message::Message,
+        producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer},
+        ClientContext, Offset, TopicPartitionList,
+    };
+    use std::sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    };
+
+    /// Counts acks; in latency runs the opaque is the send time in
+    /// nanoseconds since `base`, so no allocation per record.
+    struct Ctx {
+        base: Instant,
+        acked: AtomicU64,
+        errors: AtomicU64,
+        latency: bool,
+        lat: Mutex<Vec<u64>>,
+        last_ack: Mutex<Option<Instant>>,
+    }
+
+    impl ClientContext for Ctx {}
+
+    impl ProducerContext for Ctx {
+        type DeliveryOpaque = usize;
+        fn delivery(&self, result: &DeliveryResult<'_>, sent_ns: usize) {
+            if result.is_ok() {
+                self.acked.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            let now = Instant::now();
+            if self.latency {
+                let us = (now - self.base).as_nanos() as u64 / 1000 - sent_ns as u64 / 1000;
+                if let Ok(mut l) = self.lat.lock() {
+                    l.push(us);
+                }
+            }
+            if let Ok(mut l) = self.last_ack.lock() {
+                *l = Some(now);
+            }
+        }
+    }
+
+    /// Produces `job.count` records (see [`super::ours::produce`]).
+    pub fn produce(job: &Job) -> Result<Measured, String> {
+        let latency = job.rate > 0;
+        let ctx = Ctx {
+            base: Instant::now(),
+            acked: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency,
+            lat: Mutex::new(Vec::with_capacity(if latency {
+                job.count as usize
+            } else {
+                0
+            })),
+            last_ack: Mutex::new(None),
+        };
+        let base = ctx.base;
+        let producer: ThreadedProducer<Ctx> = ClientConfig::new()
+            .set("bootstrap.servers", &job.bootstrap)
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", &job.compression)
+            .create_with_context(ctx)
+            .map_err(|e| e.to_string())?;
+        let value = payload(job.size);
+        let start = Instant::now();
+        for i in 0..job.count {
+            if latency {
+                let d = due(start, i, job.rate);
+                let now = Instant::now();
+                if d > now {
+                    std::thread::sleep(d - now);
+                }
+            }
+            let sent_ns = (Instant::now() - base).as_nanos() as usize;
+            let mut rec = BaseRecord::<(), [u8], usize>::with_opaque_to(&job.topic, sent_ns)
+                .payload(&value[..])
+                .partition(0);
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        // The local queue is full: let deliveries drain it.
+                        rec = r;
+                        std::thread::sleep(Duration::from_micros(200));
+                        if start.elapsed() > RUN_TIMEOUT {
+                            return Err("queue stayed full".into());
+                        }
+                    }
+                    Err((e, _)) => return Err(e.to_string()),
+                }
+            }
+        }
+        producer
+            .flush(RUN_TIMEOUT)
+            .map_err(|e| format!("flush: {e}"))?;
+        let ctx = producer.context();
+        let acked = ctx.acked.load(Ordering::Relaxed);
+        let errors = ctx.errors.load(Ordering::Relaxed);
+        if errors > 0 {
+            return Err(format!("{errors} deliveries failed"));
+        }
+        let end = ctx
+            .last_ack
+            .lock()
+            .ok()
+            .and_then(|l| *l)
+            .unwrap_or_else(Instant::now);
+        let mut lat = ctx.lat.lock().map(|l| l.clone()).unwrap_or_default();
+        let (p50, p99) = percentiles(&mut lat);
+        Ok(Measured {
+            records: acked,
+            bytes: acked * job.size as u64,
+            secs: (end - start).as_secs_f64(),
+            p50_us: if latency { p50 } else { None },
+            p99_us: if latency { p99 } else { None },
+        })
+    }
+
+    /// Reads `job.count` records from the start of partition 0.
+    pub fn consume(job: &Job) -> Result<Measured, String> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &job.bootstrap)
+            .set("group.id", "bench-harness")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| e.to_string())?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&job.topic, 0, Offset::Beginning)
+            .map_err(|e| e.to_string())?;
+        consumer.assign(&tpl).map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        let (mut records, mut bytes) = (0u64, 0u64);
+        while records < job.count {
+            if start.elapsed() > RUN_TIMEOUT {
+                return Err(format!("timed out after {records} records"));
+            }
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    records += 1;
+                    bytes += m.payload().map_or(0, |p| p.len() as u64);
+                }
+                Some(Err(e)) => return Err(e.to_string()),
+                None => {}
+            }
+        }
+        Ok(Measured {
+            records,
+            bytes,
+            secs: start.elapsed().as_secs_f64(),
+            p50_us: None,
+            p99_us: None,
+        })
+    }
+}
+
+/// Upstream rskafka 0.6: `BatchProducer` (its lingering aggregator over
+/// `PartitionClient::produce`) and `PartitionClient::fetch_records`.
+pub mod upstream {
+    use super::*;
+    use futures::{stream::FuturesUnordered, FutureExt, StreamExt};
+    use rskafka_upstream::{
+        client::{
+            partition::{Compression, UnknownTopicHandling},
+            producer::{aggregator::RecordAggregator, BatchProducerBuilder},
+            ClientBuilder,
+        },
+        record::Record,
+    };
+    use std::{collections::BTreeMap, sync::Arc};
+
+    /// Records in flight at once: bounds memory like the others' buffers.
+    const WINDOW: usize = 100_000;
+
+    /// Produces `job.count` records (see [`super::ours::produce`]).
+    pub fn produce(job: &Job) -> Result<Measured, String> {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let c = ClientBuilder::new(vec![job.bootstrap.clone()])
+                .build()
+                .await
+                .map_err(|e| e.to_string())?;
+            let pc = c
+                .partition_client(job.topic.clone(), 0, UnknownTopicHandling::Retry)
+                .await
+                .map_err(|e| e.to_string())?;
+            let compression = match job.compression.as_str() {
+                "lz4" => Compression::Lz4,
+                _ => Compression::NoCompression,
+            };
+            let producer = BatchProducerBuilder::new(Arc::new(pc))
+                .with_linger(Duration::from_millis(5))
+                .with_compression(compression)
+                .build(RecordAggregator::new(900_000));
+            let value = payload(job.size);
+            let latency = job.rate > 0;
+            let mut lat = Vec::new();
+            let mut inflight = FuturesUnordered::new();
+            let (mut acked, mut errors) = (0u64, 0u64);
+            let start = Instant::now();
+            let deadline = start + RUN_TIMEOUT;
+            let mut i = 0u64;
+            let mut first_error = None;
+            let mut handle = |r: (Instant, Result<_, _>), lat: &mut Vec<u64>| {
+                match r.1 {
+                    Ok(_) => acked += 1,
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{e}"));
+                    }
+                }
+                if latency {
+                    lat.push(r.0.elapsed().as_micros() as u64);
+                }
+            };
+            loop {
+                if Instant::now() > deadline {
+                    return Err("timed out".into());
+                }
+                let can_send = i < job.count && inflight.len() < WINDOW;
+                if can_send && (!latency || due(start, i, job.rate) <= Instant::now()) {
+                    let rec = Record {
+                        key: None,
+                        value: Some(value.clone()),
+                        headers: BTreeMap::new(),
+                        timestamp: chrono::Utc::now(),
+                    };
+                    let sent = Instant::now();
+                    let p = &producer;
+                    inflight.push(async move { (sent, p.produce(rec).await) });
+                    i += 1;
+                    // Its futures only make progress when polled: poll them
+                    // every so often, as a busy application would.
+                    if i.is_multiple_of(1024) {
+                        while let Some(Some(r)) = inflight.next().now_or_never() {
+                            handle(r, &mut lat);
+                        }
+                    }
+                    continue;
+                }
+                if i >= job.count && inflight.is_empty() {
+                    break;
+                }
+                let wake = if latency && i < job.count {
+                    due(start, i, job.rate)
+                } else {
+                    deadline
+                };
+                tokio::select! {
+                    Some(r) = inflight.next(), if !inflight.is_empty() => handle(r, &mut lat),
+                    _ = tokio::time::sleep_until(wake.into()) => {}
+                }
+            }
+            let end = Instant::now();
+            if errors > 0 {
+                return Err(format!(
+                    "{errors} deliveries failed, the first with: {}",
+                    first_error.unwrap_or_default()
+                ));
+            }
+            let (p50, p99) = percentiles(&mut lat);
+            Ok(Measured {
+                records: acked,
+                bytes: acked * job.size as u64,
+                secs: (end - start).as_secs_f64(),
+                p50_us: if latency { p50 } else { None },
+                p99_us: if latency { p99 } else { None },
+            })
+        })
+    }
+
+    /// Reads `job.count` records from the start of partition 0, 1 MiB per
+    /// fetch (the others' per-partition default).
+    pub fn consume(job: &Job) -> Result<Measured, String> {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let c = ClientBuilder::new(vec![job.bootstrap.clone()])
+                .build()
+                .await
+                .map_err(|e| e.to_string())?;
+            let pc = c
+                .partition_client(job.topic.clone(), 0, UnknownTopicHandling::Retry)
+                .await
+                .map_err(|e| e.to_string())?;
+            let start = Instant::now();
+            let (mut records, mut bytes, mut offset) = (0u64, 0u64, 0i64);
+            while records < job.count {
+                if start.elapsed() > RUN_TIMEOUT {
+                    return Err(format!("timed out after {records} records"));
+                }
+                let (recs, _hw) = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    pc.fetch_records(offset, 1..1_048_576, 500),
+                )
+                .await
+                .map_err(|_| "fetch timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+                for r in &recs {
+                    records += 1;
+                    bytes += r.record.value.as_ref().map_or(0, |v| v.len() as u64);
+                    offset = r.offset + 1;
+                }
+            }
+            Ok(Measured {
+                records,
+                bytes,
+                secs: start.elapsed().as_secs_f64(),
+                p50_us: None,
+                p99_us: None,
+            })
+        })
+    }
+}
