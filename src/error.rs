@@ -320,6 +320,8 @@ impl From<ConnectionError> for Error {
             ConnectionError::Encode { api, .. } => (ErrorKind::Unsupported, Some(*api)),
             ConnectionError::UnsupportedVersion { api, .. } => (ErrorKind::Unsupported, Some(*api)),
             ConnectionError::Broker { api, code } => (ErrorKind::Kafka(*code), Some(*api)),
+            #[cfg(feature = "transport-tls")]
+            ConnectionError::Tls { .. } => (ErrorKind::Connection, None),
             ConnectionError::Authentication { code, .. } => (
                 ErrorKind::Kafka(code.unwrap_or(ErrorCode::SASL_AUTHENTICATION_FAILED)),
                 Some(ApiKey::SASL_AUTHENTICATE),

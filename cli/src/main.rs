@@ -9,8 +9,9 @@ mod consume;
 mod format;
 mod partitioner;
 mod produce;
+mod security;
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rskafka::client::{Client, ClientBuilder};
@@ -47,6 +48,39 @@ pub struct GlobalArgs {
     /// Bound, in milliseconds, on connecting and on each request.
     #[arg(long, global = true, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     timeout_ms: u64,
+    /// Connect with TLS, verifying brokers against the system's CAs (or
+    /// --ca-file) and their host names.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// PEM file of the CA certificates to trust instead of the system's
+    /// (implies --tls).
+    #[arg(long, global = true, value_name = "PATH")]
+    ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (implies --tls; with --key-file).
+    #[arg(long, global = true, value_name = "PATH", requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// PEM private key of --cert-file.
+    #[arg(long, global = true, value_name = "PATH", requires = "cert_file")]
+    key_file: Option<PathBuf>,
+    /// Authenticate with SASL.
+    #[arg(long, global = true, ignore_case = true, value_parser = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])]
+    sasl_mechanism: Option<String>,
+    /// SASL username.
+    #[arg(long, global = true)]
+    sasl_username: Option<String>,
+    /// SASL password; prefer $RSKAFKA_SASL_PASSWORD, as command lines are
+    /// visible to other users of the machine.
+    #[arg(
+        long,
+        global = true,
+        env = "RSKAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    sasl_password: Option<String>,
+    /// Reach the brokers (bootstrap and discovered) through this SOCKS5
+    /// proxy; broker names are resolved by the proxy.
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    socks5: Option<String>,
 }
 
 impl GlobalArgs {
@@ -149,12 +183,12 @@ pub async fn connect(global: &GlobalArgs) -> CliResult<Client> {
         return Err(CliError::msg("--brokers is empty"));
     }
     let timeout = global.timeout();
-    let build = ClientBuilder::new(brokers)
+    let builder = ClientBuilder::new(brokers)
         .client_id(global.client_id.clone())
         .connect_timeout(timeout)
         .request_timeout(timeout)
-        .operation_timeout(timeout)
-        .build();
+        .operation_timeout(timeout);
+    let build = security::apply(global, builder)?.build();
     // The library bounds connecting by the same deadline; this outer bound
     // only guards the promise "exits within about --timeout-ms".
     match tokio::time::timeout(timeout + Duration::from_millis(500), build).await {

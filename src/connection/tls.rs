@@ -354,6 +354,11 @@ pub(crate) fn classify(e: &rustls::Error) -> TlsFailure {
                     not_before.as_secs().saturating_sub(time.as_secs())
                 ))
             }
+            CertificateError::BadSignature => TlsFailure::BadCertificate(
+                "its signature does not verify against the trusted CA of the same name \
+                 (was the CA regenerated?)"
+                    .to_string(),
+            ),
             other => TlsFailure::BadCertificate(format!("{other:?}")),
         },
         E::AlertReceived(alert) => match alert {
@@ -553,5 +558,265 @@ mod tests {
             })
         ));
         assert!(explain_failure("b:1", &ConnectionError::Closed).is_none());
+    }
+
+    /// In-process TLS servers with generated certificates, for failures a
+    /// Kafka broker in CI cannot easily be made to show.
+    mod live {
+        use super::*;
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        use rustls::{server::WebPkiClientVerifier, ServerConfig};
+        use time::OffsetDateTime;
+        use tokio::{
+            io::{AsyncReadExt, AsyncWriteExt},
+            net::TcpListener,
+        };
+        use tokio_rustls::TlsAcceptor;
+
+        struct Ca {
+            cert: rcgen::Certificate,
+            key: KeyPair,
+        }
+
+        fn new_ca(name: &str) -> Ca {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            Ca {
+                cert: params.self_signed(&key).unwrap(),
+                key,
+            }
+        }
+
+        /// A leaf for `names`, valid from `from` to `to` days from now.
+        fn leaf(ca: &Ca, names: &[&str], from: i64, to: i64) -> (rcgen::Certificate, KeyPair) {
+            let key = KeyPair::generate().unwrap();
+            let mut params =
+                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                    .unwrap();
+            let now = OffsetDateTime::now_utc();
+            params.not_before = now + time::Duration::days(from);
+            params.not_after = now + time::Duration::days(to);
+            (params.signed_by(&key, &ca.cert, &ca.key).unwrap(), key)
+        }
+
+        fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+            Arc::new(rustls::crypto::ring::default_provider())
+        }
+
+        /// Serves TLS with `cert` on a loopback port, answering "ok" to
+        /// every client; `client_ca` makes client certificates required.
+        async fn server(
+            cert: &rcgen::Certificate,
+            key: &KeyPair,
+            client_ca: Option<&Ca>,
+        ) -> std::net::SocketAddr {
+            let builder = ServerConfig::builder_with_provider(provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap();
+            let builder = match client_ca {
+                None => builder.with_no_client_auth(),
+                Some(ca) => {
+                    let mut roots = RootCertStore::empty();
+                    roots.add(ca.cert.der().clone()).unwrap();
+                    let verifier =
+                        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                            .build()
+                            .unwrap();
+                    builder.with_client_cert_verifier(verifier)
+                }
+            };
+            let config = builder
+                .with_single_cert(
+                    vec![cert.der().clone()],
+                    PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                )
+                .unwrap();
+            let acceptor = TlsAcceptor::from(Arc::new(config));
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            tokio::spawn(async move {
+                while let Ok((tcp, _)) = listener.accept().await {
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        if let Ok(mut tls) = acceptor.accept(tcp).await {
+                            let _ = tls.write_all(b"ok").await;
+                            let _ = tls.flush().await;
+                        }
+                    });
+                }
+            });
+            addr
+        }
+
+        /// Connects to `port` as `host`, reads the greeting: `Ok` if it
+        /// arrived, else the error as `connect()` would report it.
+        async fn try_connect(
+            host: &str,
+            port: u16,
+            config: &TlsConfig,
+        ) -> Result<(), ConnectionError> {
+            let addr = format!("{host}:{port}");
+            let timeout = Duration::from_secs(5);
+            let (mut r, _w) = connect(&addr, config, timeout).await?;
+            let mut buf = [0u8; 2];
+            match tokio::time::timeout(timeout, r.read_exact(&mut buf)).await {
+                Ok(Ok(_)) if &buf == b"ok" => Ok(()),
+                Ok(Ok(_)) => panic!("unexpected greeting {buf:?}"),
+                Ok(Err(e)) => {
+                    let e = ConnectionError::from(e);
+                    Err(explain_failure(&addr, &e).unwrap_or(e))
+                }
+                Err(_) => panic!("no greeting from the test server"),
+            }
+        }
+
+        fn trusting(ca: &Ca) -> TlsConfigBuilder {
+            TlsConfig::builder().ca_pem(ca.cert.pem())
+        }
+
+        fn failure(r: Result<(), ConnectionError>) -> TlsFailure {
+            match r {
+                Err(ConnectionError::Tls { failure, .. }) => failure,
+                other => panic!("expected a TLS failure, got {other:?}"),
+            }
+        }
+
+        #[tokio::test]
+        async fn ip_and_dns_sans_verify() {
+            let ca = new_ca("test CA");
+            let (cert, key) = leaf(&ca, &["localhost", "127.0.0.1", "::1"], -1, 30);
+            let port = server(&cert, &key, None).await.port();
+            let config = trusting(&ca).build().unwrap();
+            try_connect("127.0.0.1", port, &config).await.unwrap();
+            try_connect("localhost", port, &config).await.unwrap();
+            // An override replaces the host for SNI and verification.
+            let renamed = config.clone().with_server_name("localhost");
+            let (cert2, key2) = leaf(&ca, &["broker-7.internal"], -1, 30);
+            let port2 = server(&cert2, &key2, None).await.port();
+            try_connect(
+                "127.0.0.1",
+                port2,
+                &renamed.with_server_name("broker-7.internal"),
+            )
+            .await
+            .unwrap();
+        }
+
+        #[tokio::test]
+        async fn each_certificate_failure_has_its_own_error() {
+            let ca = new_ca("test CA");
+            let config = trusting(&ca).build().unwrap();
+
+            let (cert, key) = leaf(&ca, &["broker-7.internal"], -1, 30);
+            let port = server(&cert, &key, None).await.port();
+            match failure(try_connect("127.0.0.1", port, &config).await) {
+                TlsFailure::NameMismatch {
+                    expected,
+                    presented,
+                } => {
+                    assert_eq!(expected, "127.0.0.1");
+                    assert!(
+                        presented.iter().any(|p| p.contains("broker-7.internal")),
+                        "{presented:?}"
+                    );
+                }
+                other => panic!("{other}"),
+            }
+
+            let (cert, key) = leaf(&ca, &["127.0.0.1"], -30, -1);
+            let port = server(&cert, &key, None).await.port();
+            let f = failure(try_connect("127.0.0.1", port, &config).await);
+            assert!(matches!(f, TlsFailure::Expired(_)), "{f}");
+            assert!(f.to_string().contains("expired"), "{f}");
+
+            let (cert, key) = leaf(&ca, &["127.0.0.1"], 1, 30);
+            let port = server(&cert, &key, None).await.port();
+            let f = failure(try_connect("127.0.0.1", port, &config).await);
+            assert!(matches!(f, TlsFailure::NotYetValid(_)), "{f}");
+
+            let other = new_ca("unrelated CA");
+            let (cert, key) = leaf(&other, &["127.0.0.1"], -1, 30);
+            let port = server(&cert, &key, None).await.port();
+            assert_eq!(
+                failure(try_connect("127.0.0.1", port, &config).await),
+                TlsFailure::UnknownIssuer
+            );
+
+            // A CA of the same name but another key (a regenerated CA).
+            let twin = new_ca("test CA");
+            let (cert, key) = leaf(&twin, &["127.0.0.1"], -1, 30);
+            let port = server(&cert, &key, None).await.port();
+            let f = failure(try_connect("127.0.0.1", port, &config).await);
+            assert!(
+                matches!(&f, TlsFailure::BadCertificate(m) if m.contains("signature")),
+                "{f}"
+            );
+        }
+
+        #[tokio::test]
+        async fn required_client_certificate() {
+            let ca = new_ca("test CA");
+            let (cert, key) = leaf(&ca, &["127.0.0.1"], -1, 30);
+            let port = server(&cert, &key, Some(&ca)).await.port();
+
+            // Without a certificate: with TLS 1.3 the rejection arrives
+            // after the handshake, as an alert on the first read.
+            let f = failure(try_connect("127.0.0.1", port, &trusting(&ca).build().unwrap()).await);
+            assert!(matches!(f, TlsFailure::ClientCertRejected(_)), "{f}");
+
+            let (client, client_key) = leaf(&ca, &["client"], -1, 30);
+            let mtls = trusting(&ca)
+                .client_cert_pem(client.pem(), client_key.serialize_pem())
+                .build()
+                .unwrap();
+            try_connect("127.0.0.1", port, &mtls).await.unwrap();
+
+            let other = new_ca("unrelated CA");
+            let (stranger, stranger_key) = leaf(&other, &["client"], -1, 30);
+            let untrusted = trusting(&ca)
+                .client_cert_pem(stranger.pem(), stranger_key.serialize_pem())
+                .build()
+                .unwrap();
+            let f = failure(try_connect("127.0.0.1", port, &untrusted).await);
+            assert!(matches!(f, TlsFailure::ClientCertRejected(_)), "{f}");
+
+            // A key that does not belong to the certificate is refused up front.
+            let (_, wrong_key) = leaf(&ca, &["x"], -1, 30);
+            let e = trusting(&ca)
+                .client_cert_pem(client.pem(), wrong_key.serialize_pem())
+                .build()
+                .unwrap_err();
+            assert!(matches!(e, TlsError::Config(_)), "{e}");
+        }
+
+        #[tokio::test]
+        async fn peers_that_do_not_speak_tls() {
+            let ca = new_ca("test CA");
+            let config = trusting(&ca).build().unwrap();
+            // One answers with a Kafka-looking frame, one hangs up on the
+            // hello like a Kafka plaintext listener.
+            for answer in [
+                Some(&b"\x00\x00\x00\x08\x00\x00\x00\x01\x00\x00\x00\x00"[..]),
+                None,
+            ] {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let port = listener.local_addr().unwrap().port();
+                tokio::spawn(async move {
+                    let (mut s, _) = listener.accept().await.unwrap();
+                    let mut buf = [0u8; 4];
+                    let _ = s.read_exact(&mut buf).await;
+                    if let Some(a) = answer {
+                        let _ = s.write_all(a).await;
+                    }
+                });
+                let f = failure(try_connect("127.0.0.1", port, &config).await);
+                assert!(matches!(f, TlsFailure::NotTls(_)), "{answer:?}: {f}");
+                assert!(f.to_string().contains("is this a plaintext listener?"));
+            }
+        }
     }
 }
