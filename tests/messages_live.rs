@@ -8,10 +8,7 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use rskafka::protocol::messages::{
-    ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, RequestHeader,
-    ResponseHeader,
-};
+use rskafka::protocol::messages::*;
 use rskafka::protocol::{ApiKey, Message, Reader, Request};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -161,4 +158,106 @@ fn api_versions_and_metadata_against_a_live_broker() {
         md.brokers.iter().any(|b| b.node_id == md.controller_id) || md.controller_id >= 0,
         "{md:#?}"
     );
+}
+
+/// Sends `R::default()` at the highest version both sides know and
+/// requires the whole response to decode.
+fn default_request<R: Request>(
+    s: &mut TcpStream,
+    versions: &ApiVersionsResponse,
+    correlation_id: i32,
+) -> R::Response {
+    let broker = versions
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == R::API_KEY.0)
+        .unwrap_or_else(|| panic!("broker does not list {:?}", R::API_KEY));
+    let version = broker.max_version.min(R::MAX_VERSION);
+    let mut r = round_trip(s, correlation_id, &R::default(), version);
+    let resp = R::Response::decode(&mut r, version)
+        .unwrap_or_else(|e| panic!("{:?} v{version}: {e}", R::API_KEY));
+    r.expect_end().unwrap();
+    resp
+}
+
+#[test]
+fn describe_style_responses_decode_from_a_live_broker() {
+    let Some(bootstrap) = bootstrap() else {
+        return;
+    };
+    let mut s = connect(&bootstrap);
+    let hello = ApiVersionsRequest {
+        client_software_name: "rskafka".into(),
+        client_software_version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    };
+    let mut r = round_trip(&mut s, 1, &hello, 3);
+    let versions = ApiVersionsResponse::decode(&mut r, 3).unwrap();
+    assert_eq!(versions.error_code, 0);
+
+    // Requests whose all-default form is valid (or at worst answered with
+    // an error code): what matters is that each answer decodes completely.
+    let cluster = default_request::<DescribeClusterRequest>(&mut s, &versions, 2);
+    assert!(!cluster.brokers.is_empty(), "{cluster:#?}");
+    let groups = default_request::<ListGroupsRequest>(&mut s, &versions, 3);
+    assert_eq!(groups.error_code, 0, "{groups:#?}");
+    let dirs = default_request::<DescribeLogDirsRequest>(&mut s, &versions, 4);
+    assert_eq!(dirs.error_code, 0, "{dirs:#?}");
+    let txns = default_request::<ListTransactionsRequest>(&mut s, &versions, 5);
+    assert_eq!(txns.error_code, 0, "{txns:#?}");
+    let quotas = default_request::<DescribeClientQuotasRequest>(&mut s, &versions, 6);
+    assert_eq!(quotas.error_code, 0, "{quotas:#?}");
+    let parts = default_request::<DescribeTopicPartitionsRequest>(&mut s, &versions, 7);
+    // An empty topic list means every topic.
+    assert!(parts.topics.iter().all(|t| t.error_code == 0), "{parts:#?}");
+    let quorum = default_request::<DescribeQuorumRequest>(&mut s, &versions, 8);
+    // Quorum details are answered for the metadata topic only.
+    assert!(quorum.topics.is_empty(), "{quorum:#?}");
+    // Match-any ACL filter; without an authorizer the broker answers
+    // SECURITY_DISABLED (54), with one NONE.
+    let req = DescribeAclsRequest {
+        resource_type_filter: 1,
+        resource_name_filter: None,
+        pattern_type_filter: 1,
+        principal_filter: None,
+        host_filter: None,
+        operation: 1,
+        permission_type: 1,
+        ..Default::default()
+    };
+    let version = versions
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::DESCRIBE_ACLS.0)
+        .map(|k| k.max_version.min(DescribeAclsRequest::MAX_VERSION))
+        .unwrap();
+    let mut r = round_trip(&mut s, 9, &req, version);
+    let acls = DescribeAclsResponse::decode(&mut r, version).unwrap();
+    r.expect_end().unwrap();
+    assert!(matches!(acls.error_code, 0 | 54), "{acls:#?}");
+
+    // A broker config describe returns many entries with synonyms.
+    let version = versions
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::DESCRIBE_CONFIGS.0)
+        .map(|k| k.max_version.min(DescribeConfigsRequest::MAX_VERSION))
+        .unwrap();
+    let req = DescribeConfigsRequest {
+        resources: vec![describe_configs_request::DescribeConfigsResource {
+            resource_type: 4, // broker
+            resource_name: cluster.brokers[0].broker_id.to_string(),
+            configuration_keys: None,
+            ..Default::default()
+        }],
+        include_synonyms: true,
+        include_documentation: true,
+        ..Default::default()
+    };
+    let mut r = round_trip(&mut s, 10, &req, version);
+    let configs = DescribeConfigsResponse::decode(&mut r, version).unwrap();
+    r.expect_end().unwrap();
+    let result = &configs.results[0];
+    assert_eq!(result.error_code, 0, "{configs:#?}");
+    assert!(result.configs.len() > 10, "{configs:#?}");
 }
