@@ -169,16 +169,20 @@ fn main() {
         let topic = runtime.block_on(fill(&client, case));
         let records = case.records / PARTITIONS as usize * PARTITIONS as usize;
         group.throughput(Throughput::Elements(records as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(case.name), &topic, |b, topic| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    let bytes = runtime.block_on(consume_all(&client, topic, records));
-                    assert!(bytes >= records * case.value_size);
-                }
-                start.elapsed()
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(case.name),
+            &topic,
+            |b, topic| {
+                b.iter_custom(|iters| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let bytes = runtime.block_on(consume_all(&client, topic, records));
+                        assert!(bytes >= records * case.value_size);
+                    }
+                    start.elapsed()
+                });
+            },
+        );
     }
     group.finish();
     criterion.final_summary();

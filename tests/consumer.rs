@@ -1164,3 +1164,71 @@ async fn no_loss_no_duplicates_while_a_proxy_cuts_every_connection() {
     assert_eq!(gaps, 0, "records skipped");
     assert_eq!(misplaced, 0, "records not at their acknowledged offsets");
 }
+
+// ---------------------------------------------------------------------------
+// A broker that stops answering
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_broker_is_reported_and_consumption_resumes() {
+    if common::bootstrap().is_none() {
+        return;
+    }
+    let port = common::free_port_base(29_692).expect("a free port range");
+    let broker = tokio::task::spawn_blocking(move || common::PrivateBroker::start(port))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("private broker: {e}"));
+    let client = ClientBuilder::new(vec![broker.bootstrap()])
+        .request_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(3))
+        .build()
+        .await
+        .unwrap();
+    let topic = create_topic(&client, "consumer-paused", 1).await;
+    produce(&client, &topic, 0, &["a".to_owned(), "b".to_owned()]).await;
+    let mut c = client
+        .consumer(
+            ConsumerConfig::default()
+                .assign(&topic, 0, StartOffset::Earliest)
+                .max_wait(Duration::from_millis(200)),
+        )
+        .unwrap();
+    assert_eq!(read_n(&mut c, 2, Duration::from_secs(20)).await.len(), 2);
+
+    broker.pause().unwrap();
+    let paused_at = Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(20), c.next_batch())
+        .await
+        .expect("an error item while the broker is paused")
+        .expect_err("no records from a paused broker");
+    eprintln!("after {:?}: {e}", paused_at.elapsed());
+    assert!(e.is_retriable(), "{e}");
+    assert_eq!((e.topic(), e.partition()), (Some(topic.as_str()), Some(0)));
+
+    broker.resume().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pc = client.partition_client(&topic, 0).await.unwrap();
+    while pc
+        .produce(vec![record("after")], Compression::None)
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "the broker did not come back");
+    }
+    // Stall reports may still be queued from the pause: skip them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, c.next_batch()).await {
+            Ok(Ok(b)) if b.is_empty() => {}
+            Ok(Ok(b)) => {
+                assert_eq!(value(&b[0]), "after");
+                assert_eq!(b[0].offset, 2);
+                break;
+            }
+            Ok(Err(e)) => assert!(e.is_retriable(), "{e}"),
+            Err(_) => panic!("consumption did not resume"),
+        }
+    }
+}

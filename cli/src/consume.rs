@@ -1,20 +1,19 @@
 //! `consume`: print the records of one or all partitions.
 //!
-//! One task per partition fetches with `PartitionClient::fetch` and hands
-//! record batches to a single printer, so output stays line-atomic. Kept
-//! self-contained so it can later move onto the library's consumer.
+//! Runs on the library's [`Consumer`]: one stream over all the partitions,
+//! fetched from every leader at once and prefetched while this prints.
 
-use std::{io::Write, time::Duration};
+use std::{collections::BTreeMap, io::Write, time::Duration};
 
 use clap::{Args, ValueEnum};
 use rskafka::{
     client::{
+        consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset, StartOffset},
         partition::{IsolationLevel, OffsetAt},
         Client,
     },
     record::RecordAndOffset,
 };
-use tokio::{sync::mpsc, task::JoinSet};
 
 use crate::{bounded, connect, format, CliError, CliResult, GlobalArgs};
 
@@ -88,83 +87,23 @@ pub enum FormatArg {
     Value,
 }
 
-/// Bytes asked for per fetch; the broker still returns a first batch that is
-/// larger, so progress is guaranteed.
-const FETCH_MAX_BYTES: i32 = 1024 * 1024;
-
-type Batch = (i32, Vec<RecordAndOffset>);
-
-struct PartitionJob {
-    client: Client,
-    topic: String,
-    partition: i32,
-    start: Start,
-    exit_at_end: bool,
-    isolation: IsolationLevel,
-    timeout: Duration,
-    max_wait_ms: i32,
-}
-
-impl PartitionJob {
-    async fn run(self, tx: mpsc::Sender<Batch>) -> CliResult {
-        let t = self.timeout;
-        let pc = bounded(t, "partition lookup", async {
-            Ok(self
-                .client
-                .partition_client(&self.topic, self.partition)
-                .await?)
-        })
-        .await?
-        .with_isolation_level(self.isolation);
-        let mut offset = match self.start {
-            Start::Earliest => pc.get_offset(OffsetAt::Earliest).await?,
-            Start::Latest => pc.get_offset(OffsetAt::Latest).await?,
-            Start::Offset(o) => o,
-        };
-        let end = if self.exit_at_end {
-            Some(pc.get_offset(OffsetAt::Latest).await?)
-        } else {
-            None
-        };
-        // The library bounds each request; this bounds a whole fetch with
-        // its retries, plus the time the broker may hold it.
-        let fetch_bound = t + Duration::from_millis(u64::try_from(self.max_wait_ms).unwrap_or(0));
-        loop {
-            if end.is_some_and(|end| offset >= end) {
-                return Ok(());
-            }
-            let res = bounded(fetch_bound, "fetch", async {
-                Ok(pc
-                    .fetch(offset, 1..FETCH_MAX_BYTES, self.max_wait_ms)
-                    .await?)
-            })
-            .await?;
-            let mut records = res.records;
-            if let Some(end) = end {
-                records.retain(|r| r.offset < end);
-            }
-            offset = offset.max(res.next_offset);
-            if !records.is_empty() && tx.send((self.partition, records)).await.is_err() {
-                // The printer has finished (e.g. --count reached).
-                return Ok(());
-            }
-        }
-    }
-}
-
 /// Writes formatted records to stdout; `Ok(false)` when stdout was closed.
 fn write_batch(
     out: &mut Vec<u8>,
     fmt: FormatArg,
     topic: &str,
-    p: i32,
-    recs: &[RecordAndOffset],
+    recs: Vec<ConsumedRecord>,
 ) -> CliResult<bool> {
     out.clear();
     for r in recs {
+        let partition = r.partition;
+        let r = RecordAndOffset {
+            record: r.record,
+            offset: r.offset,
+        };
         match fmt {
-            FormatArg::Json => format::json_line(out, topic, p, r),
-            FormatArg::Value => format::value_line(out, r),
+            FormatArg::Json => format::json_line(out, topic, partition, &r),
+            FormatArg::Value => format::value_line(out, &r),
         }
     }
     let mut stdout = std::io::stdout().lock();
@@ -173,6 +112,36 @@ fn write_batch(
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The end offset of each partition as seen now: the high watermark, or
+/// the last stable offset under read_committed.
+async fn end_offsets(
+    client: &Client,
+    g: &GlobalArgs,
+    topic: &str,
+    partitions: &[i32],
+    isolation: IsolationLevel,
+) -> CliResult<BTreeMap<i32, i64>> {
+    let mut ends = BTreeMap::new();
+    for &p in partitions {
+        let end = bounded(g.timeout(), "end offset lookup", async {
+            let pc = client
+                .partition_client(topic, p)
+                .await?
+                .with_isolation_level(isolation);
+            Ok(pc.get_offset(OffsetAt::Latest).await?)
+        })
+        .await?;
+        ends.insert(p, end);
+    }
+    Ok(ends)
+}
+
+/// Whether every partition's position reached its end offset.
+fn at_end(consumer: &Consumer, topic: &str, ends: &BTreeMap<i32, i64>) -> bool {
+    ends.iter()
+        .all(|(p, end)| consumer.position(topic, *p).is_some_and(|pos| pos >= *end))
 }
 
 /// Runs `consume`.
@@ -193,65 +162,62 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
         IsolationArg::ReadCommitted => IsolationLevel::ReadCommitted,
         IsolationArg::ReadUncommitted => IsolationLevel::ReadUncommitted,
     };
+    let ends = if args.exit_at_end {
+        Some(end_offsets(&client, g, &args.topic, &partitions, isolation).await?)
+    } else {
+        None
+    };
+    let start = match args.from {
+        Start::Earliest => StartOffset::Earliest,
+        Start::Latest => StartOffset::Latest,
+        Start::Offset(o) => StartOffset::At(o),
+    };
     // Long polls keep idle consumers cheap, but stay well inside the
     // request timeout so a held fetch never looks like a dead broker.
-    let max_wait_ms = i32::try_from((g.timeout_ms / 2).min(500)).unwrap_or(500);
-    let (tx, mut rx) = mpsc::channel::<Batch>(64);
-    let mut tasks = JoinSet::new();
-    for p in partitions {
-        let job = PartitionJob {
-            client: client.clone(),
-            topic: args.topic.clone(),
-            partition: p,
-            start: args.from,
-            exit_at_end: args.exit_at_end,
-            isolation,
-            timeout: g.timeout(),
-            max_wait_ms,
-        };
-        tasks.spawn(job.run(tx.clone()));
+    let max_wait = Duration::from_millis((g.timeout_ms / 2).min(500));
+    // An offset outside the log is an error, as asked for explicitly.
+    let mut config = ConsumerConfig::default()
+        .isolation(isolation)
+        .offset_reset(OffsetReset::Error)
+        .max_wait(max_wait);
+    for &p in &partitions {
+        config = config.assign(&args.topic, p, start);
     }
-    drop(tx);
+    let mut consumer = client.consumer(config)?;
 
     let mut remaining = args.count;
     let mut out = Vec::new();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    // With --exit-at-end, positions are checked at least this often: a
+    // partition may reach its end without yielding records (e.g. it is
+    // empty, or ends with transaction markers).
+    let tick = Duration::from_millis(100);
     loop {
-        tokio::select! {
-            msg = rx.recv() => {
-                let Some((p, mut recs)) = msg else { break };
-                if let Some(n) = remaining {
-                    let n_usize = usize::try_from(n).unwrap_or(usize::MAX);
-                    recs.truncate(n_usize);
-                    remaining = Some(n - recs.len() as u64);
-                }
-                if !write_batch(&mut out, args.format, &args.topic, p, &recs)? {
-                    return Ok(());
-                }
-                if remaining == Some(0) {
-                    return Ok(());
-                }
+        if let Some(ends) = &ends {
+            if at_end(&consumer, &args.topic, ends) {
+                return Ok(());
             }
-            Some(res) = tasks.join_next() => {
-                match res {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(e),
-                    Err(e) => return Err(CliError::msg(format!("partition task failed: {e}"))),
-                }
-            }
+        }
+        let mut batch = tokio::select! {
+            batch = consumer.next_batch() => batch?,
+            _ = tokio::time::sleep(tick), if ends.is_some() => continue,
             _ = &mut ctrl_c => return Ok(()),
+        };
+        if let Some(ends) = &ends {
+            batch.retain(|r| ends.get(&r.partition).is_some_and(|end| r.offset < *end));
+        }
+        if let Some(n) = remaining {
+            batch.truncate(usize::try_from(n).unwrap_or(usize::MAX));
+            remaining = Some(n - batch.len() as u64);
+        }
+        if !batch.is_empty() && !write_batch(&mut out, args.format, &args.topic, batch)? {
+            return Ok(());
+        }
+        if remaining == Some(0) {
+            return Ok(());
         }
     }
-    // Every task has dropped its sender; collect any error not seen yet.
-    while let Some(res) = tasks.join_next().await {
-        match res {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(CliError::msg(format!("partition task failed: {e}"))),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

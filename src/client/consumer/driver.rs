@@ -74,6 +74,10 @@ pub(super) struct Settings {
     /// How long a topic or partition may stay unknown before the
     /// application is told and the partition stops.
     unknown_topic_timeout: Duration,
+    /// How long a partition may go without progress (leader unreachable,
+    /// metadata failing) before the application gets a retriable error
+    /// item about it, so that a dead cluster is not silent.
+    stall_after: Duration,
 }
 
 impl Settings {
@@ -92,6 +96,7 @@ impl Settings {
             limits: config.decode_limits,
             backoff: client.backoff.clone(),
             unknown_topic_timeout: client.operation_timeout,
+            stall_after: client.operation_timeout + config.max_wait,
         }
     }
 
@@ -193,7 +198,7 @@ enum Event {
 enum JobKind {
     Connect(i32),
     Metadata,
-    Parts(Vec<(Arc<str>, i32)>),
+    Parts(PartList),
     Fetch { broker: i32, reserved: usize },
 }
 
@@ -212,6 +217,15 @@ struct FetchAnswer {
     partitions: Vec<PartAnswer>,
 }
 
+/// A KIP-951 hint: leader id, leader epoch, and the leader's endpoint.
+type LeaderHint = (i32, i32, Option<(String, i32)>);
+
+/// Partitions by topic and index.
+type PartList = Vec<(Arc<str>, i32)>;
+
+/// Values grouped by (topic, topic id), in request order.
+type Grouped<T> = Vec<((Arc<str>, Uuid), Vec<(i32, T)>)>;
+
 /// One partition of a fetch response.
 struct PartAnswer {
     topic: Arc<str>,
@@ -222,7 +236,7 @@ struct PartAnswer {
     last_stable_offset: i64,
     log_start_offset: i64,
     /// KIP-951: the new leader and its epoch, with its endpoint if given.
-    leader_hint: Option<(i32, i32, Option<(String, i32)>)>,
+    leader_hint: Option<LeaderHint>,
     chunk: Option<Result<Chunk, DecodeError>>,
     /// Size of the `records` field.
     wire_bytes: usize,
@@ -310,10 +324,32 @@ impl Driver {
         let mut offsets: BTreeMap<i32, Vec<Item>> = BTreeMap::new();
         let mut validate: BTreeMap<i32, Vec<Item>> = BTreeMap::new();
         let mut fetch: BTreeMap<i32, Fetchable> = BTreeMap::new();
-        let (available, max_part) = {
+        let max_part = usize::try_from(self.settings.max_partition_bytes).unwrap_or(0);
+        let stall_after = self.settings.stall_after;
+        let available = {
             let mut st = self.shared.lock();
+            let used = st.buffered.saturating_add(st.reserved);
+            let available = self.settings.max_buffered.saturating_sub(used);
+            // Everything waits for the application to consume: not a stall.
+            let budget_blocked = available < max_part.max(1);
+            let mut stalls = Vec::new();
             for part in st.parts_mut() {
-                if part.busy || part.phase == Phase::Halted {
+                if part.phase == Phase::Halted {
+                    continue;
+                }
+                if budget_blocked && part.phase == Phase::Fetch {
+                    part.alive();
+                }
+                if !part.stall_reported {
+                    let due = part.last_ok + stall_after;
+                    if due <= now {
+                        part.stall_reported = true;
+                        stalls.push(stall_error(part, stall_after));
+                    } else {
+                        later(due);
+                    }
+                }
+                if part.busy {
                     continue;
                 }
                 if let Some(t) = part.retry_at {
@@ -365,11 +401,13 @@ impl Driver {
                     Phase::Halted => {}
                 }
             }
-            let used = st.buffered.saturating_add(st.reserved);
-            (
-                self.settings.max_buffered.saturating_sub(used),
-                usize::try_from(self.settings.max_partition_bytes).unwrap_or(0),
-            )
+            if !stalls.is_empty() {
+                for e in stalls {
+                    st.push_error(e);
+                }
+                st.wake_app();
+            }
+            available
         };
 
         if !need_metadata.is_empty() && !self.metadata_busy {
@@ -443,7 +481,7 @@ impl Driver {
         conn: BrokerConnection,
         parts: Fetchable,
         reserved: usize,
-    ) -> Result<(), (Vec<(Arc<str>, i32)>, Error)> {
+    ) -> Result<(), (PartList, Error)> {
         let settings = Arc::clone(&self.settings);
         let Some(b) = self.brokers.get_mut(&broker) else {
             return Ok(());
@@ -610,18 +648,20 @@ impl Driver {
                 tracing::debug!(broker, error = %e, "consumer cannot reach broker");
                 b.back_off();
                 // The broker may be gone for good: look the leaders up again.
-                self.lose_leaders_on(broker);
+                self.lose_leaders_on(broker, &e);
             }
         }
     }
 
-    /// Forgets the leader of every partition led by `broker`.
-    fn lose_leaders_on(&self, broker: i32) {
+    /// Forgets the leader of every partition led by `broker`, which
+    /// failed with `why`.
+    fn lose_leaders_on(&self, broker: i32, why: &dyn std::fmt::Display) {
         let mut st = self.shared.lock();
         for part in st.parts_mut() {
             if part.leader.is_some_and(|l| l.id == broker) {
                 self.cluster.invalidate_topic(&part.topic);
                 part.lose_leader();
+                part.failed(format_args!("broker {broker}: {why}"));
             }
         }
     }
@@ -639,6 +679,7 @@ impl Driver {
                 Ok(md) => md,
                 Err(e) => {
                     tracing::debug!(topic = %part.topic, error = %e, "consumer metadata lookup failed");
+                    part.failed(e);
                     part.back_off();
                     continue;
                 }
@@ -669,6 +710,7 @@ impl Driver {
                             part.phase = Phase::Halted;
                         } else {
                             self.cluster.invalidate_topic(&part.topic);
+                            part.failed("the topic or partition is unknown");
                             part.back_off();
                         }
                     }
@@ -691,6 +733,7 @@ impl Driver {
                 _ => {
                     // An election is in progress.
                     self.cluster.invalidate_topic(&part.topic);
+                    part.failed(format_args!("no leader ({})", info.error));
                     part.back_off();
                 }
             }
@@ -845,6 +888,7 @@ impl Driver {
                 continue;
             };
             part.busy = false;
+            part.failed(error);
             if error.kind() == ErrorKind::Connection || error.kind() == ErrorKind::Timeout {
                 self.cluster.invalidate_topic(&part.topic);
                 part.lose_leader();
@@ -856,6 +900,7 @@ impl Driver {
     /// Reacts to a partition-level error code; returns an error for the
     /// application when the partition stops.
     fn partition_failed(&self, part: &mut Part, code: ErrorCode, api: ApiKey) -> Option<Error> {
+        part.failed(format_args!("{} answered {code}", api.name()));
         if is_leader_error(code) {
             self.cluster.invalidate_topic(&part.topic);
             part.lose_leader();
@@ -946,7 +991,7 @@ impl Driver {
                     b.conn = None;
                 }
                 // Leadership may have moved with the broker's troubles.
-                self.lose_leaders_on(broker);
+                self.lose_leaders_on(broker, &e);
                 return;
             }
         };
@@ -995,6 +1040,9 @@ impl Driver {
         if p.last_stable_offset >= 0 {
             part.last_stable_offset = Some(p.last_stable_offset);
         }
+        if p.error.is_ok() {
+            part.alive();
+        }
         if p.log_start_offset >= 0 {
             part.log_start_offset = Some(p.log_start_offset);
         }
@@ -1007,6 +1055,7 @@ impl Driver {
         }
         if is_leader_error(p.error) {
             tracing::debug!(topic = %part.topic, partition = part.partition, error = %p.error, "leader changed");
+            part.failed(format_args!("Fetch answered {}", p.error));
             match p.leader_hint {
                 Some((id, epoch, endpoint)) if id >= 0 && epoch >= 0 && id != broker => {
                     // KIP-951: move to the named leader without a metadata
@@ -1118,6 +1167,23 @@ fn is_leader_error(code: ErrorCode) -> bool {
     )
 }
 
+/// The retriable error item for a partition that made no progress.
+fn stall_error(part: &Part, after: Duration) -> Error {
+    let why = part
+        .last_error
+        .as_deref()
+        .map(|e| format!(" (last error: {e})"))
+        .unwrap_or_default();
+    part_error(
+        part,
+        Error::new(ErrorKind::Timeout).with_message(format!(
+            "no progress for {} ms; still retrying{why}",
+            after.as_millis()
+        )),
+        ApiKey::FETCH,
+    )
+}
+
 fn part_error(part: &Part, error: Error, api: ApiKey) -> Error {
     error
         .with_api(api)
@@ -1135,10 +1201,8 @@ fn clone_error(e: &Error) -> Error {
 }
 
 /// Groups `(topic, id, partition)` keys by topic, preserving order.
-fn group<T>(
-    keys: impl IntoIterator<Item = (SessionKey, T)>,
-) -> Vec<((Arc<str>, Uuid), Vec<(i32, T)>)> {
-    let mut out: Vec<((Arc<str>, Uuid), Vec<(i32, T)>)> = Vec::new();
+fn group<T>(keys: impl IntoIterator<Item = (SessionKey, T)>) -> Grouped<T> {
+    let mut out: Grouped<T> = Vec::new();
     for ((topic, id, partition), value) in keys {
         match out.last_mut() {
             Some(((t, i), ps)) if *t == topic && *i == id => ps.push((partition, value)),

@@ -133,6 +133,13 @@ pub(super) struct Part {
     pub(super) busy: bool,
     /// Since when metadata does not know the topic or partition.
     pub(super) unknown_since: Option<Instant>,
+    /// When the partition last made progress (a successful fetch answer or
+    /// offset lookup), or was last waiting only for the application.
+    pub(super) last_ok: Instant,
+    /// The last failure, for the stall report.
+    pub(super) last_error: Option<String>,
+    /// Whether the current stall was reported to the application.
+    pub(super) stall_reported: bool,
 }
 
 impl Part {
@@ -145,6 +152,20 @@ impl Part {
     pub(super) fn recovered(&mut self) {
         self.retry_at = None;
         self.backoff.reset();
+        self.alive();
+    }
+
+    /// The partition is not stalled on the network (it made progress, or
+    /// waits only for the application).
+    pub(super) fn alive(&mut self) {
+        self.last_ok = Instant::now();
+        self.last_error = None;
+        self.stall_reported = false;
+    }
+
+    /// Remembers why the partition could not make progress.
+    pub(super) fn failed(&mut self, why: impl std::fmt::Display) {
+        self.last_error = Some(why.to_string());
     }
 
     /// Applies a newly learnt leader. A newer leader epoch than the one the
@@ -249,6 +270,9 @@ impl State {
             backoff: Backoff::new(&self.backoff, None),
             busy: false,
             unknown_since: None,
+            last_ok: Instant::now(),
+            last_error: None,
+            stall_reported: false,
         };
         self.parts.entry(topic).or_default().insert(partition, part);
     }
