@@ -7,7 +7,6 @@
 mod admin;
 mod consume;
 mod format;
-mod partitioner;
 mod produce;
 mod security;
 

@@ -1,28 +1,18 @@
-//! `produce`: one record per input line.
-//!
-//! Kept self-contained (input → batches → `PartitionClient::produce_with`)
-//! so it can later move onto the library's producer pipeline without
-//! touching the rest of the CLI.
+//! `produce`: one record per input line, all of them through one
+//! [`Producer`] (batched per partition, idempotent by default).
 
-use std::{
-    collections::HashMap,
-    io::BufRead,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{collections::VecDeque, io::BufRead, path::PathBuf, time::Duration};
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
+use futures::FutureExt;
 use rskafka::{
-    client::{
-        partition::{Acks, Compression, PartitionClient},
-        Client,
-    },
+    client::producer::{Acks, Compression, DeliveryFuture, ProducerConfig},
     record::Record,
 };
 use tokio::sync::mpsc;
 
-use crate::{bounded, connect, partitioner, CliError, CliResult, CompressionArg, GlobalArgs};
+use crate::{connect, CliError, CliResult, CompressionArg, GlobalArgs};
 
 /// Arguments of `produce`.
 #[derive(Args, Debug)]
@@ -47,12 +37,26 @@ pub struct ProduceArgs {
     /// Acknowledgements to wait for: 0 (none), 1 (leader), all (in-sync replicas).
     #[arg(long, value_enum, default_value = "all")]
     acks: AcksArg,
-    /// How long to gather lines into one batch after the first one arrives.
+    /// How long a partition's batch waits for more lines before it is sent.
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
+    /// Idempotent delivery: retries never write a record twice and keep the
+    /// order per partition [default: on, but off with --acks 0 or 1, which
+    /// it cannot be combined with].
+    #[arg(long, value_enum, value_name = "on|off")]
+    idempotent: Option<OnOff>,
     /// Read lines from this file instead of stdin.
     #[arg(long, value_name = "PATH")]
     file: Option<PathBuf>,
+}
+
+/// `--idempotent` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOff {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// `--acks` values.
@@ -90,11 +94,6 @@ impl From<CompressionArg> for Compression {
         }
     }
 }
-
-/// Bounds on one batch: a flush happens when either is reached, or when the
-/// linger time since the batch's first line has passed.
-const MAX_BATCH_RECORDS: usize = 10_000;
-const MAX_BATCH_BYTES: usize = 512 * 1024;
 
 /// Parses `--header` values.
 fn parse_headers(raw: &[String]) -> Vec<(String, Option<Bytes>)> {
@@ -164,72 +163,16 @@ fn read_lines(mut input: Box<dyn BufRead>, tx: &mpsc::Sender<std::io::Result<Vec
     }
 }
 
-/// Routes records to partitions and sends batches.
-struct Sender {
-    client: Client,
-    topic: String,
-    partitions: Vec<i32>,
-    fixed_partition: Option<i32>,
-    clients: HashMap<i32, PartitionClient>,
-    compression: Compression,
-    acks: Acks,
-    timeout: Duration,
-    /// Rotates the partition that null-keyed records stick to, per batch.
-    sticky: usize,
-}
-
-impl Sender {
-    fn partition_for(&self, key: Option<&Bytes>) -> i32 {
-        if let Some(p) = self.fixed_partition {
-            return p;
+/// Resolves `--idempotent` against `--acks`: explicit "on" needs acks=all;
+/// unset leaves the library's default (on with acks=all, off otherwise).
+fn idempotence(flag: Option<OnOff>, acks: Acks) -> CliResult<Option<bool>> {
+    match flag {
+        Some(OnOff::On) if acks != Acks::All => {
+            Err(CliError::msg("--idempotent on requires --acks all"))
         }
-        let n = self.partitions.len();
-        let idx = match key {
-            // The partition list is sorted and dense (0..n) for Kafka topics,
-            // so the hash index is the partition number.
-            Some(k) => usize::try_from(partitioner::partition_for_key(
-                k,
-                i32::try_from(n).unwrap_or(i32::MAX),
-            ))
-            .unwrap_or(0),
-            None => self.sticky % n.max(1),
-        };
-        self.partitions.get(idx).copied().unwrap_or(0)
-    }
-
-    async fn flush(&mut self, batch: Vec<Record>) -> CliResult {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut by_partition: HashMap<i32, Vec<Record>> = HashMap::new();
-        for r in batch {
-            by_partition
-                .entry(self.partition_for(r.key.as_ref()))
-                .or_default()
-                .push(r);
-        }
-        self.sticky = self.sticky.wrapping_add(1);
-        let mut tasks = Vec::new();
-        for (p, records) in by_partition {
-            let pc = match self.clients.get(&p) {
-                Some(pc) => pc.clone(),
-                None => {
-                    let pc = bounded(self.timeout, "partition lookup", async {
-                        Ok(self.client.partition_client(&self.topic, p).await?)
-                    })
-                    .await?;
-                    self.clients.insert(p, pc.clone());
-                    pc
-                }
-            };
-            let (compression, acks) = (self.compression, self.acks);
-            tasks.push(async move { pc.produce_with(records, compression, acks).await });
-        }
-        let results = futures::future::join_all(tasks).await;
-        for r in results {
-            r?;
-        }
-        Ok(())
+        Some(OnOff::On) => Ok(Some(true)),
+        Some(OnOff::Off) => Ok(Some(false)),
+        None => Ok(None),
     }
 }
 
@@ -241,6 +184,8 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
         None => None,
     };
     let headers = parse_headers(&args.headers);
+    let acks: Acks = args.acks.into();
+    let idempotent = idempotence(args.idempotent, acks)?;
     let client = connect(g).await?;
     let partitions = crate::topic_partitions(&client, g, &args.topic).await?;
     if let Some(p) = args.partition {
@@ -251,37 +196,24 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
             )));
         }
     }
-    let mut sender = Sender {
-        client,
-        topic: args.topic.clone(),
-        partitions,
-        fixed_partition: args.partition,
-        clients: HashMap::new(),
-        compression: args.compression.into(),
-        acks: args.acks.into(),
-        timeout: g.timeout(),
-        sticky: 0,
-    };
     let linger = Duration::from_millis(args.linger_ms);
+    // Each request is bounded by --timeout-ms, and each record's delivery,
+    // retries included, by that plus its batch's linger.
+    let mut config = ProducerConfig::default()
+        .acks(acks)
+        .compression(args.compression.into())
+        .linger(linger)
+        .request_timeout(g.timeout())
+        .delivery_timeout(g.timeout() + linger);
+    if let Some(on) = idempotent {
+        config = config.idempotence(on);
+    }
+    let producer = client.producer(config)?;
     let mut lines = spawn_reader(args.file);
-    let mut batch: Vec<Record> = Vec::new();
-    let mut batch_bytes = 0usize;
-    let mut batch_deadline: Option<Instant> = None;
-    loop {
-        let next = match batch_deadline {
-            // Nothing buffered: wait for input as long as it takes.
-            None => lines.recv().await,
-            Some(deadline) => match tokio::time::timeout_at(deadline.into(), lines.recv()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    sender.flush(std::mem::take(&mut batch)).await?;
-                    batch_bytes = 0;
-                    batch_deadline = None;
-                    continue;
-                }
-            },
-        };
-        let Some(line) = next else { break };
+    // Deliveries in input order; settled as they complete, so memory stays
+    // flat on long inputs and the first failure ends the run early.
+    let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
+    while let Some(line) = lines.recv().await {
         let (key, value) = split_line(line?, delimiter.as_deref());
         let record = Record {
             key,
@@ -289,21 +221,28 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
             headers: headers.clone(),
             timestamp: time::OffsetDateTime::now_utc(),
         };
-        let size = record.approximate_size();
-        // Flush first if this record would push the batch past the bound,
-        // so batches stay below the broker's default 1 MiB message limit.
-        if !batch.is_empty()
-            && (batch.len() >= MAX_BATCH_RECORDS || batch_bytes + size > MAX_BATCH_BYTES)
-        {
-            sender.flush(std::mem::take(&mut batch)).await?;
-            batch_bytes = 0;
-            batch_deadline = None;
+        // Waits only while the producer's buffer is full (bounded by the
+        // delivery timeout) or the topic's metadata loads.
+        pending.push_back(
+            producer
+                .send_to(&args.topic, args.partition, record)
+                .await?,
+        );
+        while let Some(front) = pending.front_mut() {
+            match front.now_or_never() {
+                Some(result) => {
+                    result?;
+                    pending.pop_front();
+                }
+                None => break,
+            }
         }
-        batch_bytes += size;
-        batch.push(record);
-        batch_deadline.get_or_insert_with(|| Instant::now() + linger);
     }
-    sender.flush(batch).await
+    for delivery in pending {
+        delivery.await?;
+    }
+    producer.close().await;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -323,6 +262,20 @@ mod tests {
         assert_eq!(&v[..], b"v");
         let (k, _) = split_line(b"k:v".to_vec(), None);
         assert_eq!(k, None);
+    }
+
+    #[test]
+    fn idempotence_follows_acks_unless_explicit() {
+        assert_eq!(idempotence(None, Acks::Leader).ok(), Some(None));
+        assert_eq!(
+            idempotence(Some(OnOff::On), Acks::All).ok(),
+            Some(Some(true))
+        );
+        assert_eq!(
+            idempotence(Some(OnOff::Off), Acks::All).ok(),
+            Some(Some(false))
+        );
+        assert!(idempotence(Some(OnOff::On), Acks::None).is_err());
     }
 
     #[test]
