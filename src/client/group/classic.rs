@@ -1356,7 +1356,10 @@ mod tests {
         // A broken connection during SyncGroup also rediscovers and rejoins.
         m.handle_heartbeat(Ok(hb(ErrorCode::REBALANCE_IN_PROGRESS)), t2);
         assert_eq!(m.poll_transmit(t2), None);
-        assert!(matches!(events(&mut m).as_slice(), [MembershipEvent::Revoke(_)]));
+        assert!(matches!(
+            events(&mut m).as_slice(),
+            [MembershipEvent::Revoke(_)]
+        ));
         m.revocation_done(t2);
         expect_join(&mut m, t2);
         m.handle_join_group(

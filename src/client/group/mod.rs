@@ -1,9 +1,25 @@
 //! Consumer groups: members that share the partitions of their topics and
 //! commit their progress.
+//!
+//! - [`GroupConsumer`] ([`Client::group_consumer`](crate::client::Client::group_consumer)):
+//!   joins a group with the classic protocol ([`GroupProtocol::Classic`],
+//!   assignors run by the group leader, see [`assignor`]) or the KIP-848
+//!   protocol ([`GroupProtocol::Consumer`], assignment by the broker), and
+//!   streams the records of the partitions it is assigned, with commits.
+//! - The membership state machines, without I/O: [`classic::ClassicMember`]
+//!   and [`next_gen::NextGenMember`].
+//! - The embedded consumer protocol of classic groups: [`protocol`].
 
 pub mod assignor;
 pub mod classic;
+mod consumer;
+mod coordinator;
+mod driver;
+pub mod next_gen;
 pub mod protocol;
+
+pub use self::consumer::{GroupConfig, GroupConsumer, GroupProtocol, RebalanceListener};
+pub use self::coordinator::CommittedOffset;
 
 use std::fmt;
 

@@ -1,0 +1,901 @@
+//! [`GroupConsumer`]: a [`Consumer`] whose partitions a consumer group
+//! assigns, with committed offsets.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    future::Future,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::Stream;
+use tokio::{
+    sync::{mpsc, Notify},
+    time::{Instant, Sleep},
+};
+
+use super::{
+    assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor},
+    classic::{ClassicConfig, ClassicMember},
+    coordinator::{CommittedOffset, Coordinator},
+    driver::{commit_with_retry, fetch_with_retry, AppEvent, Command, Shared},
+    TopicPartition,
+};
+use crate::{
+    client::{
+        consumer::{
+            ConsumedRecord, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, StartOffset,
+        },
+        Client, Settings,
+    },
+    cluster::BackoffConfig,
+    error::{Error, ErrorKind, Result},
+};
+
+/// Which group protocol a member speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GroupProtocol {
+    /// The classic protocol: JoinGroup/SyncGroup/Heartbeat, assignment by
+    /// the group leader with the configured assignors. Works with every
+    /// broker and mixes with classic members of other clients.
+    #[default]
+    Classic,
+    /// The consumer protocol of KIP-848 (Kafka 4.0+): ConsumerGroupHeartbeat,
+    /// assignment computed by the coordinator, incremental by design.
+    Consumer,
+}
+
+/// Notified of assignment changes, from within the [`GroupConsumer`]'s
+/// stream (so between records: never while the application processes
+/// one).
+pub trait RebalanceListener: Send + Sync {
+    /// The member got these partitions (consumption starts at their
+    /// committed offsets).
+    fn on_assigned(&self, _partitions: &[TopicPartition]) {}
+    /// The member gives these partitions up; with auto-commit their
+    /// consumed offsets were committed just before.
+    fn on_revoked(&self, _partitions: &[TopicPartition]) {}
+    /// The member lost these partitions without a chance to commit (its
+    /// membership ended: it was fenced or its session expired).
+    fn on_lost(&self, _partitions: &[TopicPartition]) {}
+}
+
+/// Settings of a [`GroupConsumer`].
+///
+/// ```
+/// use std::time::Duration;
+/// use rskafka::client::group::{GroupConfig, GroupProtocol};
+///
+/// let config = GroupConfig::new("billing", ["invoices"])
+///     .instance_id("billing-1")
+///     .auto_commit(None)
+///     .protocol(GroupProtocol::Classic)
+///     .session_timeout(Duration::from_secs(10));
+/// assert_eq!(config.topics, vec!["invoices".to_owned()]);
+/// ```
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct GroupConfig {
+    /// The group.
+    pub group_id: String,
+    /// The topics to consume.
+    pub topics: Vec<String>,
+    /// A static instance id (KIP-345): a member that restarts with the same
+    /// id within the session timeout gets its partitions back without a
+    /// rebalance. `None`: a dynamic member.
+    pub instance_id: Option<String>,
+    /// The member's rack, for rack-aware assignment.
+    pub rack_id: Option<String>,
+    /// The coordinator removes a member it has not heard from for this long
+    /// (classic protocol; default 45 s). KIP-848 groups use the broker's
+    /// setting.
+    pub session_timeout: Duration,
+    /// How long a rebalance waits for members to rejoin; also the time the
+    /// application has to finish processing before a revocation completes
+    /// (default 60 s).
+    pub rebalance_timeout: Duration,
+    /// How often to heartbeat (classic; default 3 s). KIP-848 groups use
+    /// the interval the coordinator sends.
+    pub heartbeat_interval: Duration,
+    /// Classic assignors, most preferred first (default `range` then
+    /// `cooperative-sticky`, as the Java client). The rebalance protocol is
+    /// cooperative only if all of them support it.
+    pub assignors: Vec<Arc<dyn Assignor>>,
+    /// Classic or KIP-848.
+    pub protocol: GroupProtocol,
+    /// The server-side assignor of a KIP-848 group (`uniform` or `range`);
+    /// `None`: the broker's default.
+    pub server_assignor: Option<String>,
+    /// Commit the offsets of delivered records every interval (default
+    /// 5 s), and before revoking partitions or closing. The commit happens
+    /// when the application asks for the next record, so a record counts as
+    /// processed once the application comes back for more. `None`: commit
+    /// explicitly with [`GroupConsumer::commit`].
+    pub auto_commit: Option<Duration>,
+    /// Where to start partitions without a committed offset, and what to do
+    /// on an out-of-range offset (default latest, as the Java client).
+    pub offset_reset: OffsetReset,
+    /// Which records are visible.
+    pub isolation: IsolationLevel,
+    /// Fetch tuning (its `assignments` are ignored).
+    pub fetch: ConsumerConfig,
+    /// Told of assignment changes.
+    pub listener: Option<Arc<dyn RebalanceListener>>,
+}
+
+impl std::fmt::Debug for GroupConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConfig")
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("instance_id", &self.instance_id)
+            .field("protocol", &self.protocol)
+            .field(
+                "assignors",
+                &self
+                    .assignors
+                    .iter()
+                    .map(|a| a.name().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .field("auto_commit", &self.auto_commit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupConfig {
+    /// Defaults for consuming `topics` in group `group_id`.
+    pub fn new<S: Into<String>>(
+        group_id: impl Into<String>,
+        topics: impl IntoIterator<Item = S>,
+    ) -> Self {
+        Self {
+            group_id: group_id.into(),
+            topics: topics.into_iter().map(Into::into).collect(),
+            instance_id: None,
+            rack_id: None,
+            session_timeout: Duration::from_secs(45),
+            rebalance_timeout: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(3),
+            assignors: vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)],
+            protocol: GroupProtocol::Classic,
+            server_assignor: None,
+            auto_commit: Some(Duration::from_secs(5)),
+            offset_reset: OffsetReset::Latest,
+            isolation: IsolationLevel::ReadUncommitted,
+            fetch: ConsumerConfig::default(),
+            listener: None,
+        }
+    }
+
+    /// Sets [`Self::instance_id`].
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.instance_id = Some(id.into());
+        self
+    }
+
+    /// Sets [`Self::rack_id`].
+    pub fn rack_id(mut self, rack: impl Into<String>) -> Self {
+        self.rack_id = Some(rack.into());
+        self
+    }
+
+    /// Sets [`Self::session_timeout`].
+    pub fn session_timeout(mut self, t: Duration) -> Self {
+        self.session_timeout = t;
+        self
+    }
+
+    /// Sets [`Self::rebalance_timeout`].
+    pub fn rebalance_timeout(mut self, t: Duration) -> Self {
+        self.rebalance_timeout = t;
+        self
+    }
+
+    /// Sets [`Self::heartbeat_interval`].
+    pub fn heartbeat_interval(mut self, t: Duration) -> Self {
+        self.heartbeat_interval = t;
+        self
+    }
+
+    /// Sets [`Self::assignors`].
+    pub fn assignors(mut self, assignors: Vec<Arc<dyn Assignor>>) -> Self {
+        self.assignors = assignors;
+        self
+    }
+
+    /// Sets [`Self::protocol`].
+    pub fn protocol(mut self, protocol: GroupProtocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// Sets [`Self::server_assignor`].
+    pub fn server_assignor(mut self, name: impl Into<String>) -> Self {
+        self.server_assignor = Some(name.into());
+        self
+    }
+
+    /// Sets [`Self::auto_commit`].
+    pub fn auto_commit(mut self, interval: Option<Duration>) -> Self {
+        self.auto_commit = interval;
+        self
+    }
+
+    /// Sets [`Self::offset_reset`].
+    pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.offset_reset = reset;
+        self
+    }
+
+    /// Sets [`Self::isolation`].
+    pub fn isolation(mut self, isolation: IsolationLevel) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    /// Sets [`Self::fetch`].
+    pub fn fetch(mut self, fetch: ConsumerConfig) -> Self {
+        self.fetch = fetch;
+        self
+    }
+
+    /// Sets [`Self::listener`].
+    pub fn listener(mut self, listener: Arc<dyn RebalanceListener>) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.group_id.is_empty() {
+            return Err(Error::invalid_input("empty group id"));
+        }
+        if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
+            return Err(Error::invalid_input(
+                "a group consumer needs non-empty topic names",
+            ));
+        }
+        if self.protocol == GroupProtocol::Classic && self.assignors.is_empty() {
+            return Err(Error::invalid_input(
+                "a classic group member needs an assignor",
+            ));
+        }
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.session_timeout {
+            return Err(Error::invalid_input(
+                "the heartbeat interval must be positive and below the session timeout",
+            ));
+        }
+        if self.auto_commit.is_some_and(|d| d.is_zero()) {
+            return Err(Error::invalid_input(
+                "the auto-commit interval must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Counts commits started with [`GroupConsumer::commit_async`] that have
+/// not finished, so a revocation can wait for them.
+#[derive(Debug, Default)]
+struct AsyncCommits {
+    running: AtomicUsize,
+    done: Notify,
+}
+
+impl AsyncCommits {
+    async fn wait_idle(&self, deadline: Instant) {
+        loop {
+            let notified = self.done.notified();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What a finished background step of the stream brings.
+enum StepDone {
+    /// Revocation prepared (offsets committed or the commit failed).
+    Revoked(Vec<TopicPartition>, Result<()>),
+    /// Committed offsets of newly assigned partitions.
+    Offsets(
+        Vec<TopicPartition>,
+        Result<BTreeMap<TopicPartition, Option<CommittedOffset>>>,
+    ),
+    /// An auto-commit.
+    AutoCommitted(Result<()>),
+}
+
+type Step = Pin<Box<dyn Future<Output = StepDone> + Send>>;
+
+/// A member of a consumer group: a [`Stream`] of the records of the
+/// partitions the group assigns to it.
+///
+/// Assignment changes are applied between records, inside the stream: a
+/// revocation waits until the application asks for the next record (so a
+/// record being processed is never handed to another member), commits the
+/// consumed offsets first under [`GroupConfig::auto_commit`], and calls the
+/// [`RebalanceListener`]. The application must therefore keep polling the
+/// stream; a member that does not poll within
+/// [`GroupConfig::rebalance_timeout`] during a rebalance is removed from the
+/// group.
+///
+/// ```no_run
+/// # async fn example(client: rskafka::client::Client) -> rskafka::error::Result<()> {
+/// use futures::StreamExt;
+/// use rskafka::client::group::{GroupConfig, TopicPartition};
+///
+/// let mut consumer = client.group_consumer(GroupConfig::new("my-group", ["events"]).auto_commit(None))?;
+/// while let Some(record) = consumer.next().await {
+///     let record = record?;
+///     // ... process the record, then commit it:
+///     let tp = TopicPartition::new(record.topic.to_string(), record.partition);
+///     consumer.commit([(tp, record.offset + 1)]).await?;
+/// }
+/// consumer.close().await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct GroupConsumer {
+    consumer: Consumer,
+    shared: Arc<Shared>,
+    settings: Arc<Settings>,
+    events: mpsc::UnboundedReceiver<AppEvent>,
+    commands: mpsc::UnboundedSender<Command>,
+    driver: Option<tokio::task::JoinHandle<()>>,
+    auto_commit: Option<Duration>,
+    offset_reset: OffsetReset,
+    listener: Option<Arc<dyn RebalanceListener>>,
+    /// Partitions currently assigned to this member.
+    owned: BTreeSet<TopicPartition>,
+    /// Next offset (and leader epoch) after the last record delivered, per
+    /// partition.
+    consumed: HashMap<TopicPartition, (i64, Option<i32>)>,
+    /// What was last committed by this member, to skip empty auto-commits.
+    committed: HashMap<TopicPartition, i64>,
+    /// Events to handle before anything else (re-queued after a failure).
+    deferred: VecDeque<AppEvent>,
+    /// A background step in progress. In a mutex only to make the consumer
+    /// `Sync` (so `&self` methods can be awaited from spawned tasks); it is
+    /// only ever reached through `&mut self`.
+    step: std::sync::Mutex<Option<Step>>,
+    async_commits: Arc<AsyncCommits>,
+    auto_commit_timer: Option<Pin<Box<Sleep>>>,
+    finished: bool,
+}
+
+impl std::fmt::Debug for GroupConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConsumer")
+            .field("group_id", &self.shared.coordinator.group_id())
+            .field("assignment", &self.owned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Joins a consumer group and consumes the partitions it assigns; see
+    /// [`GroupConsumer`]. Must be called inside a tokio runtime.
+    pub fn group_consumer(&self, config: GroupConfig) -> Result<GroupConsumer> {
+        GroupConsumer::new(self, config)
+    }
+}
+
+impl GroupConsumer {
+    /// Same as [`Client::group_consumer`].
+    pub fn new(client: &Client, config: GroupConfig) -> Result<Self> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::invalid_input("a group consumer must be created inside a tokio runtime")
+        })?;
+        let mut fetch = config.fetch.clone();
+        fetch.assignments.clear();
+        fetch.isolation = config.isolation;
+        fetch.offset_reset = config.offset_reset;
+        let consumer = client.consumer(fetch)?;
+        let request_timeout = client.cluster.config().connection.request_timeout;
+        // JoinGroup may wait for a whole rebalance: the coordinator
+        // connection's bound covers that.
+        let coordinator = Coordinator::new(
+            client.cluster.clone(),
+            config.group_id.clone(),
+            Some(config.rebalance_timeout + Duration::from_secs(5)),
+        );
+        let kip848 = config.protocol == GroupProtocol::Consumer;
+        let shared = Arc::new(Shared::new(
+            coordinator,
+            config.instance_id.clone(),
+            request_timeout,
+            kip848,
+        ));
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let driver = match config.protocol {
+            GroupProtocol::Classic => {
+                let member = ClassicMember::new(ClassicConfig {
+                    group_id: config.group_id.clone(),
+                    topics: config.topics.clone(),
+                    instance_id: config.instance_id.clone(),
+                    rack_id: config.rack_id.clone(),
+                    session_timeout: config.session_timeout,
+                    rebalance_timeout: config.rebalance_timeout,
+                    heartbeat_interval: config.heartbeat_interval,
+                    assignors: config.assignors.clone(),
+                    backoff: client.settings.backoff.clone(),
+                });
+                runtime.spawn(super::driver::run_classic(
+                    member,
+                    shared.clone(),
+                    commands_rx,
+                    events_tx,
+                    config.topics.clone(),
+                ))
+            }
+            GroupProtocol::Consumer => runtime.spawn(super::next_gen::run(
+                super::next_gen::NextGenConfig {
+                    group_id: config.group_id.clone(),
+                    topics: config.topics.clone(),
+                    instance_id: config.instance_id.clone(),
+                    rack_id: config.rack_id.clone(),
+                    rebalance_timeout: config.rebalance_timeout,
+                    server_assignor: config.server_assignor.clone(),
+                    backoff: client.settings.backoff.clone(),
+                },
+                shared.clone(),
+                commands_rx,
+                events_tx,
+            )),
+        };
+        Ok(Self {
+            consumer,
+            shared,
+            settings: client.settings.clone(),
+            events: events_rx,
+            commands: commands_tx,
+            driver: Some(driver),
+            auto_commit: config.auto_commit,
+            offset_reset: config.offset_reset,
+            listener: config.listener,
+            owned: BTreeSet::new(),
+            consumed: HashMap::new(),
+            committed: HashMap::new(),
+            deferred: VecDeque::new(),
+            step: std::sync::Mutex::new(None),
+            async_commits: Arc::new(AsyncCommits::default()),
+            auto_commit_timer: None,
+            finished: false,
+        })
+    }
+
+    fn step_mut(&mut self) -> &mut Option<Step> {
+        self.step.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.settings.operation_timeout
+    }
+
+    fn backoff(&self) -> &BackoffConfig {
+        &self.settings.backoff
+    }
+
+    /// The partitions currently assigned to this member.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.owned.iter().cloned().collect()
+    }
+
+    /// The member id the coordinator gave this member (empty outside the
+    /// group).
+    pub fn member_id(&self) -> String {
+        self.shared.identity().member_id
+    }
+
+    /// The current generation (classic) or member epoch (KIP-848); `-1`
+    /// outside the group.
+    pub fn generation(&self) -> i32 {
+        self.shared.identity().generation_or_epoch
+    }
+
+    /// The offset of the next record this member delivers for a partition
+    /// it owns.
+    pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
+        self.consumer.position(&tp.topic, tp.partition)
+    }
+
+    /// The underlying fetcher, e.g. for high watermarks.
+    pub fn consumer(&self) -> &Consumer {
+        &self.consumer
+    }
+
+    /// Commits `offsets` (each the offset of the next record to consume,
+    /// i.e. the last processed offset + 1) as this member, retrying through
+    /// coordinator moves and rebalances until the operation timeout. Fails
+    /// with `ILLEGAL_GENERATION`, `UNKNOWN_MEMBER_ID` or
+    /// `FENCED_MEMBER_EPOCH` if the member lost its partitions.
+    pub async fn commit(
+        &self,
+        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
+    ) -> Result<()> {
+        let offsets: BTreeMap<TopicPartition, (i64, Option<i32>)> = offsets
+            .into_iter()
+            .map(|(tp, o)| {
+                let epoch = self
+                    .consumed
+                    .get(&tp)
+                    .filter(|(c, _)| *c == o)
+                    .and_then(|(_, e)| *e);
+                (tp, (o, epoch))
+            })
+            .collect();
+        if let Some((tp, (o, _))) = offsets.iter().find(|(_, (o, _))| *o < 0) {
+            return Err(
+                Error::invalid_input(format!("negative offset {o} to commit"))
+                    .with_topic(&tp.topic)
+                    .with_partition(tp.partition),
+            );
+        }
+        commit_with_retry(&self.shared, &offsets, self.deadline(), self.backoff()).await
+    }
+
+    /// Starts committing `offsets` in the background and returns at once;
+    /// the handle tells the outcome. A revocation waits for such commits to
+    /// finish before the partitions move.
+    pub fn commit_async(
+        &self,
+        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        let offsets: BTreeMap<TopicPartition, (i64, Option<i32>)> =
+            offsets.into_iter().map(|(tp, o)| (tp, (o, None))).collect();
+        self.spawn_commit(offsets)
+    }
+
+    fn spawn_commit(
+        &self,
+        offsets: BTreeMap<TopicPartition, (i64, Option<i32>)>,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        let shared = self.shared.clone();
+        let deadline = self.deadline();
+        let backoff = self.backoff().clone();
+        let counter = self.async_commits.clone();
+        counter.running.fetch_add(1, Ordering::AcqRel);
+        tokio::spawn(async move {
+            let r = commit_with_retry(&shared, &offsets, deadline, &backoff).await;
+            counter.running.fetch_sub(1, Ordering::AcqRel);
+            counter.done.notify_waiters();
+            r
+        })
+    }
+
+    /// The offsets after the records delivered so far, for the partitions
+    /// this member owns.
+    pub fn consumed_offsets(&self) -> BTreeMap<TopicPartition, i64> {
+        self.consumed_map(None)
+            .into_iter()
+            .map(|(tp, (o, _))| (tp, o))
+            .collect()
+    }
+
+    fn consumed_map(
+        &self,
+        only: Option<&[TopicPartition]>,
+    ) -> BTreeMap<TopicPartition, (i64, Option<i32>)> {
+        self.consumed
+            .iter()
+            .filter(|(tp, _)| self.owned.contains(*tp))
+            .filter(|(tp, _)| only.map_or(true, |o| o.contains(tp)))
+            .map(|(tp, v)| (tp.clone(), *v))
+            .collect()
+    }
+
+    /// Commits the offsets after every record delivered so far.
+    pub async fn commit_consumed(&mut self) -> Result<()> {
+        let offsets = self.consumed_map(None);
+        commit_with_retry(&self.shared, &offsets, self.deadline(), self.backoff()).await?;
+        for (tp, (o, _)) in offsets {
+            self.committed.insert(tp, o);
+        }
+        Ok(())
+    }
+
+    /// The group's committed offsets of `partitions` (`None` where nothing
+    /// is committed).
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<BTreeMap<TopicPartition, Option<CommittedOffset>>> {
+        fetch_with_retry(&self.shared, partitions, self.deadline(), self.backoff()).await
+    }
+
+    /// Continues an owned partition at `offset` (the next record delivered
+    /// is the one at `offset`).
+    pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<()> {
+        if !self.owned.contains(tp) {
+            return Err(
+                Error::invalid_input("seek on a partition this member does not own")
+                    .with_topic(&tp.topic)
+                    .with_partition(tp.partition),
+            );
+        }
+        self.consumer.seek(&tp.topic, tp.partition, offset)?;
+        self.consumed.insert(tp.clone(), (offset, None));
+        Ok(())
+    }
+
+    /// Commits (with auto-commit), gives the partitions up and leaves the
+    /// group, then stops. Bounded by the operation timeout.
+    pub async fn close(mut self) -> Result<()> {
+        let deadline = self.deadline();
+        self.async_commits.wait_idle(deadline).await;
+        let mut result = Ok(());
+        if self.auto_commit.is_some() && !self.finished {
+            result = self.commit_consumed().await;
+        }
+        let owned: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_iter().collect();
+        for tp in &owned {
+            self.consumer.unassign(&tp.topic, tp.partition);
+        }
+        if !owned.is_empty() {
+            if let Some(l) = &self.listener {
+                l.on_revoked(&owned);
+            }
+        }
+        let _ = self.commands.send(Command::Leave);
+        if let Some(driver) = self.driver.take() {
+            if tokio::time::timeout_at(deadline, driver).await.is_err() {
+                tracing::warn!("leaving the group timed out");
+            }
+        }
+        self.finished = true;
+        result
+    }
+
+    /// Handles one event; `Some` if it produced an item for the stream.
+    fn handle_event(&mut self, ev: AppEvent) -> Option<Result<ConsumedRecord>> {
+        match ev {
+            AppEvent::Revoke(partitions) => {
+                let shared = self.shared.clone();
+                let deadline = self.deadline();
+                let backoff = self.backoff().clone();
+                let commits = self.async_commits.clone();
+                let offsets = if self.auto_commit.is_some() {
+                    self.consumed_map(Some(&partitions))
+                } else {
+                    BTreeMap::new()
+                };
+                *self.step_mut() = Some(Box::pin(async move {
+                    // Commits started by the application land first.
+                    commits.wait_idle(deadline).await;
+                    let r = commit_with_retry(&shared, &offsets, deadline, &backoff).await;
+                    StepDone::Revoked(partitions, r)
+                }));
+                None
+            }
+            AppEvent::Assigned { added, assignment } => {
+                self.owned = assignment.into_iter().collect();
+                if added.is_empty() {
+                    return None;
+                }
+                let shared = self.shared.clone();
+                let deadline = self.deadline();
+                let backoff = self.backoff().clone();
+                *self.step_mut() = Some(Box::pin(async move {
+                    let r = fetch_with_retry(&shared, &added, deadline, &backoff).await;
+                    StepDone::Offsets(added, r)
+                }));
+                None
+            }
+            AppEvent::Lost(partitions) => {
+                for tp in &partitions {
+                    self.owned.remove(tp);
+                    self.consumer.unassign(&tp.topic, tp.partition);
+                    self.consumed.remove(tp);
+                    self.committed.remove(tp);
+                }
+                if let Some(l) = &self.listener {
+                    l.on_lost(&partitions);
+                }
+                None
+            }
+            AppEvent::Fatal(e) => {
+                self.finished = true;
+                Some(Err(e))
+            }
+        }
+    }
+
+    /// Applies a finished background step; `Some` for an item to yield.
+    fn step_done(&mut self, done: StepDone) -> Option<Result<ConsumedRecord>> {
+        match done {
+            StepDone::Revoked(partitions, r) => {
+                if r.is_ok() {
+                    for tp in &partitions {
+                        if let Some((o, _)) = self.consumed.get(tp) {
+                            self.committed.insert(tp.clone(), *o);
+                        }
+                    }
+                }
+                for tp in &partitions {
+                    self.owned.remove(tp);
+                    self.consumer.unassign(&tp.topic, tp.partition);
+                    self.consumed.remove(tp);
+                    self.committed.remove(tp);
+                }
+                if let Some(l) = &self.listener {
+                    l.on_revoked(&partitions);
+                }
+                let _ = self.commands.send(Command::RevocationDone);
+                r.err()
+                    .map(|e| Err(e.with_message("committing offsets before giving partitions up")))
+            }
+            StepDone::Offsets(added, Ok(committed)) => {
+                let mut result = None;
+                let mut assigned = Vec::new();
+                for tp in added {
+                    // Revoked or lost while the offsets were fetched.
+                    if !self.owned.contains(&tp) {
+                        continue;
+                    }
+                    let start = match committed.get(&tp).cloned().flatten() {
+                        Some(c) => {
+                            self.consumed.insert(tp.clone(), (c.offset, c.leader_epoch));
+                            self.committed.insert(tp.clone(), c.offset);
+                            StartOffset::At(c.offset)
+                        }
+                        None => match self.offset_reset {
+                            OffsetReset::Earliest => StartOffset::Earliest,
+                            OffsetReset::Latest => StartOffset::Latest,
+                            OffsetReset::Error => {
+                                result = Some(Err(Error::invalid_input(
+                                    "no committed offset and the reset policy is Error",
+                                )
+                                .with_topic(&tp.topic)
+                                .with_partition(tp.partition)));
+                                continue;
+                            }
+                        },
+                    };
+                    if let Err(e) = self.consumer.assign(&tp.topic, tp.partition, start) {
+                        result = Some(Err(e));
+                        continue;
+                    }
+                    assigned.push(tp);
+                }
+                if !assigned.is_empty() {
+                    if let Some(l) = &self.listener {
+                        l.on_assigned(&assigned);
+                    }
+                }
+                result
+            }
+            StepDone::Offsets(added, Err(e)) => {
+                // Try again at the next poll; tell the application now.
+                self.deferred.push_front(AppEvent::Assigned {
+                    added,
+                    assignment: self.owned.iter().cloned().collect(),
+                });
+                Some(Err(e.with_message(
+                    "fetching committed offsets of assigned partitions",
+                )))
+            }
+            StepDone::AutoCommitted(r) => r.err().map(Err),
+        }
+    }
+
+    /// Starts an auto-commit if one is due and there is something new.
+    fn maybe_auto_commit(&mut self, cx: &mut Context<'_>) {
+        let Some(interval) = self.auto_commit else {
+            return;
+        };
+        let timer = self
+            .auto_commit_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(interval)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return;
+        }
+        timer.as_mut().reset(Instant::now() + interval);
+        // Register the waker for the next round.
+        let _ = timer.as_mut().poll(cx);
+        let offsets: BTreeMap<TopicPartition, (i64, Option<i32>)> = self
+            .consumed_map(None)
+            .into_iter()
+            .filter(|(tp, (o, _))| self.committed.get(tp) != Some(o))
+            .collect();
+        if offsets.is_empty() {
+            return;
+        }
+        for (tp, (o, _)) in &offsets {
+            self.committed.insert(tp.clone(), *o);
+        }
+        let shared = self.shared.clone();
+        let deadline = self.deadline();
+        let backoff = self.backoff().clone();
+        *self.step_mut() = Some(Box::pin(async move {
+            StepDone::AutoCommitted(commit_with_retry(&shared, &offsets, deadline, &backoff).await)
+        }));
+    }
+}
+
+impl Stream for GroupConsumer {
+    type Item = Result<ConsumedRecord>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.finished {
+                return Poll::Ready(None);
+            }
+            if let Some(step) = this.step_mut().as_mut() {
+                match step.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(done) => {
+                        *this.step_mut() = None;
+                        if let Some(item) = this.step_done(done) {
+                            return Poll::Ready(Some(item));
+                        }
+                        continue;
+                    }
+                }
+            }
+            if let Some(ev) = this.deferred.pop_front() {
+                if let Some(item) = this.handle_event(ev) {
+                    return Poll::Ready(Some(item));
+                }
+                continue;
+            }
+            match this.events.poll_recv(cx) {
+                Poll::Ready(Some(ev)) => {
+                    if let Some(item) = this.handle_event(ev) {
+                        return Poll::Ready(Some(item));
+                    }
+                    continue;
+                }
+                Poll::Ready(None) => {
+                    this.finished = true;
+                    return Poll::Ready(Some(Err(Error::new(ErrorKind::Protocol)
+                        .with_message("the group membership task stopped"))));
+                }
+                Poll::Pending => {}
+            }
+            this.maybe_auto_commit(cx);
+            if this.step_mut().is_some() {
+                continue;
+            }
+            match Pin::new(&mut this.consumer).poll_next(cx) {
+                Poll::Ready(Some(Ok(record))) => {
+                    let tp = TopicPartition::new(record.topic.to_string(), record.partition);
+                    if !this.owned.contains(&tp) {
+                        // Fetched before the partition was given up.
+                        continue;
+                    }
+                    this.consumed
+                        .insert(tp, (record.offset + 1, record.leader_epoch));
+                    return Poll::Ready(Some(Ok(record)));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => {
+                    this.finished = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        // Without close(): the driver leaves the group on its own (its
+        // command channel closes); nothing is committed.
+        if let Some(driver) = self.driver.take() {
+            drop(driver);
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Finding a group's coordinator and the offset requests it serves
+//! (OffsetCommit, OffsetFetch), shared by group members and the admin API.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use super::TopicPartition;
+use crate::{
+    cluster::{BrokerInfo, Cluster},
+    connection::{BrokerConnection, ConnectionConfig},
+    error::{Error, Result},
+    protocol::{
+        messages::{
+            offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
+            offset_fetch_request::{
+                OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+            },
+            FindCoordinatorRequest, OffsetCommitRequest, OffsetFetchRequest,
+        },
+        ApiKey, ErrorCode,
+    },
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No critical section here can panic half-way; keep going after one.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A Kafka error code from a response, `Ok` for NONE.
+pub(crate) fn check(code: i16, message: Option<String>, api: ApiKey) -> Result<()> {
+    let code = ErrorCode(code);
+    if code.is_ok() {
+        Ok(())
+    } else {
+        Err(Error::kafka(code, message).with_api(api))
+    }
+}
+
+/// The coordinator of one group: looked up with FindCoordinator, cached
+/// until [`invalidate`](Self::invalidate)d.
+#[derive(Debug)]
+pub(crate) struct Coordinator {
+    cluster: Cluster,
+    group_id: String,
+    /// A dedicated connection with this request timeout (group members,
+    /// whose JoinGroup may wait for a whole rebalance), or `None` to use the
+    /// cluster's shared connection (admin requests).
+    dedicated: Option<Arc<ConnectionConfig>>,
+    current: Mutex<Option<(i32, BrokerConnection)>>,
+}
+
+impl Coordinator {
+    pub(crate) fn new(
+        cluster: Cluster,
+        group_id: String,
+        dedicated_timeout: Option<Duration>,
+    ) -> Self {
+        let dedicated = dedicated_timeout.map(|t| {
+            let mut c = cluster.config().connection.clone();
+            c.request_timeout = c.request_timeout.max(t);
+            Arc::new(c)
+        });
+        Self {
+            cluster,
+            group_id,
+            dedicated,
+            current: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    pub(crate) fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    /// The coordinator's id and a connection to it, looking it up if it is
+    /// not known or its connection broke.
+    pub(crate) async fn get(&self) -> Result<(i32, BrokerConnection)> {
+        let cached = lock(&self.current)
+            .as_ref()
+            .filter(|(_, c)| !c.is_closed())
+            .cloned();
+        match cached {
+            Some(c) => Ok(c),
+            None => self.lookup().await,
+        }
+    }
+
+    /// The connection to broker `id` if it is the cached coordinator.
+    pub(crate) fn cached(&self, id: i32) -> Option<BrokerConnection> {
+        lock(&self.current)
+            .as_ref()
+            .filter(|(i, c)| *i == id && !c.is_closed())
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Forgets the coordinator (after NOT_COORDINATOR and the like).
+    pub(crate) fn invalidate(&self) {
+        if let Some((_, c)) = lock(&self.current).take() {
+            if self.dedicated.is_some() {
+                c.close();
+            }
+        }
+    }
+
+    /// FindCoordinator, then a connection to the broker it names.
+    pub(crate) async fn lookup(&self) -> Result<(i32, BrokerConnection)> {
+        let broker = find_coordinator(&self.cluster, &self.group_id).await?;
+        let conn = match &self.dedicated {
+            Some(config) => BrokerConnection::connect(&broker.addr(), config.clone()).await?,
+            None => self.cluster.broker(broker.id).await?,
+        };
+        let previous = lock(&self.current).replace((broker.id, conn.clone()));
+        if let Some((_, old)) = previous {
+            if self.dedicated.is_some() && !old.is_closed() {
+                old.close();
+            }
+        }
+        Ok((broker.id, conn))
+    }
+}
+
+/// FindCoordinator for a consumer group, at the broker's version (a batch
+/// of one key from v4 on).
+pub(crate) async fn find_coordinator(cluster: &Cluster, group_id: &str) -> Result<BrokerInfo> {
+    let conn = cluster.any_broker().await?;
+    let api = ApiKey::FIND_COORDINATOR;
+    let version = conn
+        .version_for(api)
+        .ok_or_else(|| Error::new(crate::error::ErrorKind::Unsupported).with_api(api))?;
+    let request = if version >= 4 {
+        FindCoordinatorRequest {
+            coordinator_keys: vec![group_id.to_owned()],
+            ..Default::default()
+        }
+    } else {
+        FindCoordinatorRequest {
+            key: group_id.to_owned(),
+            ..Default::default()
+        }
+    };
+    let resp = conn.request_version(&request, version).await?;
+    let (code, message, id, host, port) = if version >= 4 {
+        let c = resp
+            .coordinators
+            .into_iter()
+            .find(|c| c.key == group_id)
+            .ok_or_else(|| {
+                Error::protocol("FindCoordinator answered without the group").with_api(api)
+            })?;
+        (c.error_code, c.error_message, c.node_id, c.host, c.port)
+    } else {
+        (
+            resp.error_code,
+            resp.error_message,
+            resp.node_id,
+            resp.host,
+            resp.port,
+        )
+    };
+    check(code, message, api)?;
+    Ok(BrokerInfo {
+        id,
+        host,
+        port,
+        rack: None,
+    })
+}
+
+/// Who commits: a member's generation (classic) or epoch (KIP-848) and id,
+/// or `-1` and `""` for a commit from outside the group (admin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CommitIdentity {
+    pub(crate) generation_or_epoch: i32,
+    pub(crate) member_id: String,
+    pub(crate) instance_id: Option<String>,
+}
+
+impl CommitIdentity {
+    pub(crate) fn admin() -> Self {
+        Self {
+            generation_or_epoch: -1,
+            member_id: String::new(),
+            instance_id: None,
+        }
+    }
+}
+
+/// A committed offset of a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    /// The offset of the next record to consume.
+    pub offset: i64,
+    /// The leader epoch of the last consumed record, if the committer sent it.
+    pub leader_epoch: Option<i32>,
+    /// The committer's metadata string.
+    pub metadata: Option<String>,
+}
+
+/// One OffsetCommit to `conn`; the first partition error fails the call.
+pub(crate) async fn commit_offsets(
+    conn: &BrokerConnection,
+    group_id: &str,
+    identity: &CommitIdentity,
+    offsets: &BTreeMap<TopicPartition, (i64, Option<i32>)>,
+) -> Result<()> {
+    let api = ApiKey::OFFSET_COMMIT;
+    let version = conn
+        .version_for(api)
+        .ok_or_else(|| Error::new(crate::error::ErrorKind::Unsupported).with_api(api))?;
+    let mut topics: Vec<OffsetCommitRequestTopic> = Vec::new();
+    for (tp, (offset, epoch)) in offsets {
+        let partition = OffsetCommitRequestPartition {
+            partition_index: tp.partition,
+            committed_offset: *offset,
+            committed_leader_epoch: epoch.unwrap_or(-1),
+            committed_metadata: Some(String::new()),
+            ..Default::default()
+        };
+        match topics.iter_mut().find(|t| t.name == tp.topic) {
+            Some(t) => t.partitions.push(partition),
+            None => topics.push(OffsetCommitRequestTopic {
+                name: tp.topic.clone(),
+                partitions: vec![partition],
+                ..Default::default()
+            }),
+        }
+    }
+    let request = OffsetCommitRequest {
+        group_id: group_id.to_owned(),
+        generation_id_or_member_epoch: identity.generation_or_epoch,
+        member_id: identity.member_id.clone(),
+        // Static membership in commits needs v7+.
+        group_instance_id: identity.instance_id.clone().filter(|_| version >= 7),
+        topics,
+        ..Default::default()
+    };
+    let resp = conn.request_version(&request, version).await?;
+    for t in resp.topics {
+        for p in t.partitions {
+            check(p.error_code, None, api)
+                .map_err(|e| e.with_topic(&t.name).with_partition(p.partition_index))?;
+        }
+    }
+    Ok(())
+}
+
+/// One OffsetFetch to `conn` for `partitions` (`None`: every partition the
+/// group has offsets for). Partitions without a committed offset map to
+/// `None`.
+pub(crate) async fn fetch_offsets(
+    conn: &BrokerConnection,
+    group_id: &str,
+    partitions: Option<&[TopicPartition]>,
+    require_stable: bool,
+    member: Option<(&str, i32)>,
+) -> Result<BTreeMap<TopicPartition, Option<CommittedOffset>>> {
+    let api = ApiKey::OFFSET_FETCH;
+    let version = conn
+        .version_for(api)
+        .ok_or_else(|| Error::new(crate::error::ErrorKind::Unsupported).with_api(api))?;
+    let mut grouped: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for tp in partitions.unwrap_or(&[]) {
+        grouped
+            .entry(tp.topic.as_str())
+            .or_default()
+            .push(tp.partition);
+    }
+    let request = if version >= 8 {
+        OffsetFetchRequest {
+            groups: vec![OffsetFetchRequestGroup {
+                group_id: group_id.to_owned(),
+                member_id: member.map(|(id, _)| id.to_owned()).filter(|_| version >= 9),
+                member_epoch: member.filter(|_| version >= 9).map_or(-1, |(_, e)| e),
+                topics: partitions.map(|_| {
+                    grouped
+                        .iter()
+                        .map(|(t, ps)| OffsetFetchRequestTopics {
+                            name: (*t).to_owned(),
+                            partition_indexes: ps.clone(),
+                            ..Default::default()
+                        })
+                        .collect()
+                }),
+                ..Default::default()
+            }],
+            require_stable,
+            ..Default::default()
+        }
+    } else {
+        OffsetFetchRequest {
+            group_id: group_id.to_owned(),
+            topics: partitions.map(|_| {
+                grouped
+                    .iter()
+                    .map(|(t, ps)| OffsetFetchRequestTopic {
+                        name: (*t).to_owned(),
+                        partition_indexes: ps.clone(),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            require_stable: require_stable && version >= 7,
+            ..Default::default()
+        }
+    };
+    let resp = conn.request_version(&request, version).await?;
+    let mut out = BTreeMap::new();
+    let mut add = |topic: &str,
+                   partition: i32,
+                   code: i16,
+                   offset: i64,
+                   epoch: i32,
+                   metadata: Option<String>|
+     -> Result<()> {
+        check(code, None, api).map_err(|e| e.with_topic(topic).with_partition(partition))?;
+        let value = (offset >= 0).then(|| CommittedOffset {
+            offset,
+            leader_epoch: (epoch >= 0).then_some(epoch),
+            metadata,
+        });
+        out.insert(TopicPartition::new(topic, partition), value);
+        Ok(())
+    };
+    if version >= 8 {
+        let g = resp
+            .groups
+            .into_iter()
+            .find(|g| g.group_id == group_id)
+            .ok_or_else(|| {
+                Error::protocol("OffsetFetch answered without the group").with_api(api)
+            })?;
+        check(g.error_code, None, api)?;
+        for t in g.topics {
+            for p in t.partitions {
+                add(
+                    &t.name,
+                    p.partition_index,
+                    p.error_code,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.metadata,
+                )?;
+            }
+        }
+    } else {
+        check(resp.error_code, None, api)?;
+        for t in resp.topics {
+            for p in t.partitions {
+                add(
+                    &t.name,
+                    p.partition_index,
+                    p.error_code,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.metadata,
+                )?;
+            }
+        }
+    }
+    // Asked-for partitions the broker left out have no offset either.
+    for tp in partitions.unwrap_or(&[]) {
+        out.entry(tp.clone()).or_insert(None);
+    }
+    Ok(out)
+}
+
+/// Whether an error means the coordinator moved or is not ready, so the
+/// request should be retried after looking it up again.
+pub(crate) fn is_coordinator_error(e: &Error) -> bool {
+    matches!(
+        e.error_code(),
+        Some(ErrorCode::NOT_COORDINATOR | ErrorCode::COORDINATOR_NOT_AVAILABLE)
+    ) || matches!(e.kind(), crate::error::ErrorKind::Connection)
+}
