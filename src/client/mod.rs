@@ -1,7 +1,6 @@
 //! The public client API: a [`Client`] built from bootstrap brokers, a
-//! [`ControllerClient`](controller::ControllerClient) for topic
-//! administration and a [`PartitionClient`](partition::PartitionClient) per
-//! partition to produce and fetch.
+//! [`ControllerClient`] for topic administration and a [`PartitionClient`]
+//! per partition to produce and fetch.
 //!
 //! ```no_run
 //! # async fn example() -> rskafka::error::Result<()> {
