@@ -220,22 +220,16 @@ fn uvarint_len(v: u64) -> usize {
     bits.div_ceil(7)
 }
 
-/// Writes an unsigned varint with one bounds check instead of one per byte.
+/// Writes an unsigned varint. Byte by byte: `put_u8` inlines to a capacity
+/// check and a store (capacity was reserved for the whole record), while a
+/// variable-length `put_slice` would call `memmove` for one or two bytes.
 #[inline]
 fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
-    let mut tmp = [0u8; 10];
-    let mut n = 0;
-    for slot in tmp.iter_mut() {
-        if v < 0x80 {
-            *slot = v as u8;
-            n += 1;
-            break;
-        }
-        *slot = (v as u8) | 0x80;
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
         v >>= 7;
-        n += 1;
     }
-    buf.put_slice(tmp.get(..n).unwrap_or(&tmp));
+    buf.put_u8(v as u8);
 }
 
 #[inline]
@@ -680,8 +674,9 @@ impl RecordBatchWriter {
 
     /// Returns the finished batch and resets the writer; empty if no record
     /// was appended. Uncompressed batches are handed over without a copy
-    /// (the writer then allocates a fresh buffer for the next batch). On
-    /// error the writer keeps its records.
+    /// (the writer then allocates a fresh buffer the size of this batch for
+    /// the next one; drop idle writers to release it). On error the writer
+    /// keeps its records.
     pub fn finish(&mut self) -> Result<Bytes, EncodeError> {
         if self.count == 0 {
             return Ok(Bytes::new());
@@ -701,6 +696,9 @@ impl RecordBatchWriter {
             dst.copy_from_slice(&head);
         }
         let sealed = seal(&mut batch);
+        // The next batch is likely as large: allocate once instead of
+        // growing by doubling (and copying) from empty.
+        self.buf.reserve(batch.len());
         self.reset();
         sealed.map(|()| batch.freeze())
     }
