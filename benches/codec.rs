@@ -1,0 +1,188 @@
+//! Record-batch codec micro-benchmarks, in bytes per second of uncompressed
+//! batch, beside the physical limits over the same bytes (memcpy, CRC-32C)
+//! and the `kafka-protocol` crate's codec.
+//!
+//! `cargo bench --bench codec` (see docs/benchmarks.md). Every benchmark of a
+//! record size shares one throughput base — the size of the uncompressed v2
+//! batch — so the MB/s figures compare directly.
+
+use std::hint::black_box;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kafka_protocol::records as kp;
+use rskafka::protocol::record::{
+    decode_batches, BatchHeader, Compression, DecodeLimits, RecordBatchWriter,
+};
+
+/// Uncompressed batch size each case aims at: about what a lingering
+/// producer sends per partition under load.
+const BATCH_BYTES: usize = 256 * 1024;
+const BASE_TS: i64 = 1_700_000_000_000;
+
+const CODECS: [Compression; 5] = [
+    Compression::None,
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
+/// Record values: random upper-case letters as in Kafka's
+/// ProducerPerformance, different for every record, so compressors find
+/// some redundancy but not a trivially repeated payload.
+fn values(size: usize) -> Vec<Bytes> {
+    let n = BATCH_BYTES / size;
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..n)
+        .map(|_| {
+            let v: Vec<u8> = (0..size)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    b'A' + (x % 26) as u8
+                })
+                .collect();
+            Bytes::from(v)
+        })
+        .collect()
+}
+
+fn encode_ours(values: &[Bytes], compression: Compression) -> Bytes {
+    let header = BatchHeader {
+        compression,
+        ..BatchHeader::default()
+    };
+    let mut w = RecordBatchWriter::with_capacity(header, BATCH_BYTES + values.len() * 8);
+    for (i, v) in values.iter().enumerate() {
+        if let Err(e) = w.append(BASE_TS + i as i64, None, Some(v), &[]) {
+            panic!("append: {e}");
+        }
+    }
+    match w.finish() {
+        Ok(b) => b,
+        Err(e) => panic!("finish: {e}"),
+    }
+}
+
+fn kp_compression(c: Compression) -> kp::Compression {
+    match c {
+        Compression::None => kp::Compression::None,
+        Compression::Gzip => kp::Compression::Gzip,
+        Compression::Snappy => kp::Compression::Snappy,
+        Compression::Lz4 => kp::Compression::Lz4,
+        Compression::Zstd => kp::Compression::Zstd,
+    }
+}
+
+fn kp_records(values: &[Bytes]) -> Vec<kp::Record> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| kp::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kp::TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: BASE_TS + i as i64,
+            key: None,
+            value: Some(v.clone()),
+            headers: Default::default(),
+        })
+        .collect()
+}
+
+fn encode_kp(records: &[kp::Record], compression: Compression) -> Bytes {
+    let mut buf = BytesMut::with_capacity(BATCH_BYTES + records.len() * 8 + 64);
+    let opts = kp::RecordEncodeOptions {
+        version: 2,
+        compression: kp_compression(compression),
+    };
+    if let Err(e) = kp::RecordBatchEncoder::encode(&mut buf, records.iter(), &opts) {
+        panic!("kafka-protocol encode: {e}");
+    }
+    buf.freeze()
+}
+
+fn codec(c: &mut Criterion) {
+    for size in [100usize, 1024] {
+        let label = if size == 100 { "100B" } else { "1KiB" };
+        let vals = values(size);
+        let kp_recs = kp_records(&vals);
+        let plain = encode_ours(&vals, Compression::None);
+        // The throughput base of every case of this record size.
+        let bytes = plain.len() as u64;
+
+        let mut g = c.benchmark_group(format!("limits/{label}"));
+        g.throughput(Throughput::Bytes(bytes));
+        let mut dst = vec![0u8; plain.len()];
+        g.bench_function("memcpy", |b| {
+            b.iter(|| {
+                dst.copy_from_slice(black_box(&plain));
+                black_box(&dst);
+            })
+        });
+        g.bench_function("crc32c", |b| {
+            b.iter(|| black_box(crc32c::crc32c(black_box(&plain))))
+        });
+        g.finish();
+
+        let limits = DecodeLimits::default();
+        for comp in CODECS {
+            let name = comp.name();
+            let mut g = c.benchmark_group(format!("encode/{label}"));
+            g.throughput(Throughput::Bytes(bytes));
+            g.bench_function(BenchmarkId::new("rskafka", name), |b| {
+                b.iter(|| black_box(encode_ours(black_box(&vals), comp)))
+            });
+            g.bench_function(BenchmarkId::new("kafka-protocol", name), |b| {
+                b.iter(|| black_box(encode_kp(black_box(&kp_recs), comp)))
+            });
+            g.finish();
+
+            let ours = encode_ours(&vals, comp);
+            let theirs = encode_kp(&kp_recs, comp);
+            // Both sides must read back every record, or the comparison
+            // would time a failure path.
+            match decode_batches(ours.clone(), &limits) {
+                Ok(d) => assert_eq!(d.record_count(), vals.len(), "rskafka {name}"),
+                Err(e) => panic!("rskafka decode {name}: {e}"),
+            }
+            match kp::RecordBatchDecoder::decode(&mut theirs.clone()) {
+                Ok(s) => assert_eq!(s.records.len(), vals.len(), "kafka-protocol {name}"),
+                Err(e) => panic!("kafka-protocol decode {name}: {e}"),
+            }
+            let mut g = c.benchmark_group(format!("decode/{label}"));
+            g.throughput(Throughput::Bytes(bytes));
+            g.bench_function(BenchmarkId::new("rskafka", name), |b| {
+                b.iter(|| black_box(decode_batches(black_box(ours.clone()), &limits)))
+            });
+            g.bench_function(BenchmarkId::new("kafka-protocol", name), |b| {
+                b.iter(|| {
+                    black_box(kp::RecordBatchDecoder::decode(&mut black_box(
+                        theirs.clone(),
+                    )))
+                })
+            });
+            g.finish();
+        }
+    }
+}
+
+criterion_group! {
+    name = benches;
+    // Short runs: the machine is shared and has two cores; the figures are
+    // stable to a few percent at these settings.
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_millis(500))
+        .measurement_time(std::time::Duration::from_secs(2));
+    targets = codec
+}
+criterion_main!(benches);
