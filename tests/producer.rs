@@ -696,3 +696,47 @@ async fn produce_quota_is_honoured() {
         "{elapsed:?} is far below the {implied:?} the quota implies"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_later_are_used() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let client = connect(&bootstrap).await;
+    let topic = unique_topic("producer-grow");
+    create_topic(&client, &topic, 1).await;
+    let producer = client
+        .producer(ProducerConfig::default())
+        .expect("producer");
+    let meta = producer
+        .send(ProducerRecord::new(topic.clone(), record(0, None, 0)))
+        .await
+        .expect("send")
+        .await
+        .expect("delivered");
+    assert_eq!(meta.partition, 0);
+    client
+        .controller_client()
+        .expect("controller")
+        .create_partitions(&topic, 3, 30_000)
+        .await
+        .expect("create partitions");
+    // The producer still believes in one partition; naming the third makes
+    // it look again instead of failing.
+    let meta = producer
+        .send(ProducerRecord::new(topic.clone(), record(1, None, 0)).with_partition(2))
+        .await
+        .expect("partition 2 is found after a metadata refresh")
+        .await
+        .expect("delivered");
+    assert_eq!((meta.partition, meta.offset), (2, Some(0)));
+    // Keys now spread over three partitions.
+    let meta = producer
+        .send(ProducerRecord::new(
+            topic.clone(),
+            record(2, Some("foobar".into()), 0),
+        ))
+        .await
+        .expect("send")
+        .await
+        .expect("delivered");
+    assert_eq!(meta.partition, key_partition(b"foobar", 3));
+}

@@ -275,6 +275,11 @@ impl Accumulator {
         }
     }
 
+    /// The topics records were sent to, for periodic metadata refreshes.
+    pub(crate) fn topics(&self) -> Vec<String> {
+        self.topics.keys().map(|t| t.to_string()).collect()
+    }
+
     pub(crate) fn partition_count(&self, topic: &str) -> Option<i32> {
         self.topics.get(topic).map(TopicState::count)
     }

@@ -460,7 +460,10 @@ impl Producer {
                     cfg.max_request_size, cfg.buffer_memory
                 ))));
         }
-        let permits = u32::try_from(size).unwrap_or(u32::MAX);
+        let Ok(permits) = u32::try_from(size) else {
+            return Err(ctx(Error::kafka(ErrorCode::MESSAGE_TOO_LARGE, None)
+                .with_message(format!("a record of {size} bytes is too large"))));
+        };
         self.acquire_memory(permits).await.map_err(ctx)?;
         let record = Record {
             key,
@@ -468,6 +471,8 @@ impl Producer {
             headers: Vec::new(),
             timestamp,
         };
+        // Metadata is loaded at most once per record: for a topic not seen
+        // yet, or a partition beyond the count known (partitions added).
         let mut loaded_metadata = false;
         loop {
             let now = Instant::now();
@@ -492,7 +497,14 @@ impl Producer {
                 }
                 Err(AppendError::UnknownTopic) if !loaded_metadata => {
                     loaded_metadata = true;
-                    match self.load_topic(topic).await {
+                    match self.load_topic(topic, false).await {
+                        Ok(()) => continue,
+                        Err(e) => e,
+                    }
+                }
+                Err(AppendError::InvalidPartition { .. }) if !loaded_metadata => {
+                    loaded_metadata = true;
+                    match self.load_topic(topic, true).await {
                         Ok(()) => continue,
                         Err(e) => e,
                     }
@@ -551,14 +563,14 @@ impl Producer {
         Ok(())
     }
 
-    /// Loads the partition count of `topic`, waiting up to the request
-    /// timeout for a topic that is being created.
-    async fn load_topic(&self, topic: &str) -> Result<()> {
+    /// Loads the partition count of `topic` (from fresh metadata if
+    /// `refresh`), waiting up to the request timeout for a topic that is
+    /// being created.
+    async fn load_topic(&self, topic: &str, mut refresh: bool) -> Result<()> {
         let cluster = &self.shared.cluster;
         let names = [topic.to_string()];
         let deadline = Instant::now() + self.shared.request_timeout;
         let mut backoff = Backoff::new(&self.shared.cfg.retry_backoff, Some(deadline));
-        let mut refresh = false;
         loop {
             let md = if refresh {
                 cluster.refresh_metadata(Some(&names)).await
@@ -592,12 +604,20 @@ impl Producer {
     /// each record sent before this call is acknowledged or failed. Bounded
     /// by the delivery timeout.
     pub async fn flush(&self) {
+        /// Ends the flush even if the caller drops the future half-way, or
+        /// linger would be ignored for good.
+        struct Flushing<'a>(&'a Shared);
+        impl Drop for Flushing<'_> {
+            fn drop(&mut self) {
+                self.0.lock().acc.end_flush();
+            }
+        }
         let waits = self.shared.lock().acc.begin_flush();
+        let _flushing = Flushing(&self.shared);
         self.shared.wake.notify_one();
         for w in waits {
             w.wait().await;
         }
-        self.shared.lock().acc.end_flush();
     }
 
     /// Stops accepting records, delivers what is buffered, and waits for

@@ -45,6 +45,9 @@ pub(crate) struct State {
     refreshing: bool,
     /// When the last refresh for leaderless partitions started.
     last_refresh: Option<Instant>,
+    /// When the topics in use were last refreshed on schedule (partition
+    /// counts grow, leaders move without errors on our side).
+    last_periodic: Instant,
     /// The sender task has ended.
     pub(crate) finished: bool,
 }
@@ -57,6 +60,7 @@ impl State {
             producer_id_task: false,
             refreshing: false,
             last_refresh: None,
+            last_periodic: Instant::now(),
             finished: false,
         }
     }
@@ -67,6 +71,7 @@ impl State {
 pub(crate) async fn run(shared: Arc<Shared>) {
     let max_per_broker = shared.cfg.max_in_flight_per_broker;
     let refresh_interval = shared.cfg.retry_backoff.initial;
+    let max_age = shared.cluster.config().metadata_max_age;
     let mut dispatch: HashMap<i32, mpsc::UnboundedSender<Drained>> = HashMap::new();
     loop {
         let now = Instant::now();
@@ -101,7 +106,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
             let mut wake_at = st.acc.next_wakeup();
             let mut refresh = None;
-            if !no_leader.is_empty() {
+            if now.duration_since(st.last_periodic) >= max_age && !st.refreshing {
+                st.last_periodic = now;
+                let topics = st.acc.topics();
+                if !topics.is_empty() {
+                    st.refreshing = true;
+                    refresh = Some(topics);
+                }
+            }
+            if !no_leader.is_empty() && refresh.is_none() {
                 let due = st
                     .last_refresh
                     .map_or(true, |t| t + refresh_interval <= now);
