@@ -170,6 +170,74 @@ async fn each_mechanism_over_sasl_ssl() {
     .await;
 }
 
+/// Large records through TLS and SASL both ways: big frames are written as
+/// several TLS records and responses arrive in many reads.
+#[tokio::test]
+async fn large_records_round_trip_over_sasl_ssl() {
+    let (Some(addr), Some(tls)) = (env("KAFKA_SASL_SSL"), tls_config()) else {
+        return;
+    };
+    bounded(async {
+        let client = ClientBuilder::new(vec![addr.clone()])
+            .transport(Transport::Tls(tls))
+            .sasl(alice("SCRAM-SHA-256"))
+            .request_timeout(Duration::from_secs(20))
+            .build()
+            .await
+            .expect("client over SASL_SSL");
+        let topic = format!(
+            "rskafka-security-large-{}",
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .expect("clock")
+                .as_nanos()
+        );
+        client
+            .controller_client()
+            .expect("controller")
+            .create_topic(&topic, 1, 1, 10_000)
+            .await
+            .expect("create topic");
+        let pc = client.partition_client(&topic, 0).await.expect("partition");
+        // Distinct, incompressible-looking payloads of 200 KiB each (the batch
+        // stays under the broker's 1 MiB message limit).
+        let values: Vec<Bytes> = (0u32..4)
+            .map(|i| {
+                Bytes::from(
+                    (0..200 * 1024u32)
+                        .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i) >> 13) as u8)
+                        .collect::<Vec<u8>>(),
+                )
+            })
+            .collect();
+        let records = values
+            .iter()
+            .map(|v| Record {
+                key: None,
+                value: Some(v.clone()),
+                headers: Vec::new(),
+                timestamp: OffsetDateTime::now_utc(),
+            })
+            .collect();
+        let offsets = pc
+            .produce(records, Compression::None)
+            .await
+            .expect("produce");
+        assert_eq!(offsets, vec![0, 1, 2, 3]);
+        let mut got = Vec::new();
+        while got.len() < values.len() {
+            let (records, _hw) = pc
+                .fetch_records(got.len() as i64, 1..8 * 1024 * 1024, 1_000)
+                .await
+                .expect("fetch");
+            assert!(!records.is_empty(), "fetch returned nothing");
+            got.extend(records.into_iter().map(|r| r.record.value));
+        }
+        assert_eq!(got, values.into_iter().map(Some).collect::<Vec<_>>());
+    })
+    .await;
+}
+
 /// An unsigned JWT, which the broker's default (unsecured) OAUTHBEARER
 /// validator accepts; issued and expiring at these offsets from now (s).
 fn unsecured_jwt(sub: &str, iat: i64, exp: i64) -> String {
