@@ -33,7 +33,7 @@ use tokio::{sync::Semaphore, time::Instant};
 
 use super::{
     batch::{
-        datetime_to_ms, increment_sequence, BatchShared, Failure, Outcome, Payload, ProducerBatch,
+        datetime_to_ms, increment_sequence, BatchShared, Failure, Outcome, ProducerBatch,
         ProducerState,
     },
     partitioner::{key_partition, Partitioner},
@@ -983,23 +983,15 @@ fn close_open(p: &mut PartitionState, cfg: &AccumulatorConfig, now: Instant) {
 }
 
 fn into_batch(open: OpenBatch, cfg: &AccumulatorConfig, _now: Instant) -> ProducerBatch {
-    let record_count = i32::try_from(open.writer.len()).unwrap_or(i32::MAX);
-    ProducerBatch {
-        id: open.id,
-        shared: open.shared,
-        // The delivery timeout runs from the batch's creation, as in Java:
-        // the first record of a batch waits at most that long.
-        deadline: open.created + cfg.delivery_timeout,
-        record_count,
-        accounted: open.accounted,
-        payload: Payload::Writer(open.writer),
-        sequence: None,
-        attempts: 0,
-        ambiguous: false,
-        retry_at: None,
-        backoff: None,
-        last_error: None,
-    }
+    // The delivery timeout runs from the batch's creation, as in Java: the
+    // first record of a batch waits at most that long.
+    ProducerBatch::new(
+        open.id,
+        open.shared,
+        open.created + cfg.delivery_timeout,
+        open.accounted,
+        open.writer,
+    )
 }
 
 /// A random partition other than `not` (when there is a choice).

@@ -348,6 +348,30 @@ pub(crate) struct ProducerBatch {
 }
 
 impl ProducerBatch {
+    /// A batch closed from a writer, not sent yet.
+    pub(crate) fn new(
+        id: u64,
+        shared: Arc<BatchShared>,
+        deadline: Instant,
+        accounted: usize,
+        writer: RecordBatchWriter,
+    ) -> Self {
+        Self {
+            id,
+            shared,
+            deadline,
+            record_count: i32::try_from(writer.len()).unwrap_or(i32::MAX),
+            accounted,
+            payload: Payload::Writer(writer),
+            sequence: None,
+            attempts: 0,
+            ambiguous: false,
+            retry_at: None,
+            backoff: None,
+            last_error: None,
+        }
+    }
+
     pub(crate) fn topic(&self) -> &Arc<str> {
         &self.shared.topic
     }
@@ -454,21 +478,7 @@ mod tests {
             w.append(1_000 + i as i64, None, Some(v.as_bytes()), &[])
                 .expect("append");
         }
-        let now = Instant::now();
-        ProducerBatch {
-            id: 1,
-            shared: BatchShared::new("t".into(), 0),
-            deadline: now,
-            record_count: records as i32,
-            accounted: 0,
-            payload: Payload::Writer(w),
-            sequence: None,
-            attempts: 0,
-            ambiguous: false,
-            retry_at: None,
-            backoff: None,
-            last_error: None,
-        }
+        ProducerBatch::new(1, BatchShared::new("t".into(), 0), Instant::now(), 0, w)
     }
 
     #[test]
