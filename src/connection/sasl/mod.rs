@@ -197,6 +197,13 @@ const MAX_ROUNDS: usize = 8;
 const REAUTH_AT: f64 = 0.85;
 const REAUTH_JITTER: f64 = 0.10;
 
+/// Bounds on the wait before re-authenticating, whatever lifetime the
+/// broker announces: the floor keeps a tiny lifetime from turning into a
+/// re-authentication loop that starves requests, the cap keeps time
+/// arithmetic on a huge one from overflowing.
+const MIN_REAUTH_DELAY: Duration = Duration::from_millis(100);
+const MAX_REAUTH_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Longest sleep of the re-authentication task between checks that its
 /// connection still exists, so a dropped connection's task ends soon.
 const REAUTH_POLL: Duration = Duration::from_secs(30);
@@ -366,7 +373,11 @@ pub(crate) async fn authenticate_connection(
 /// When to start re-authenticating a session: 85–95 % into its lifetime.
 fn reauth_at(session: &Session, lifetime: Duration) -> Instant {
     let share = REAUTH_AT + rand::rng().random::<f64>() * REAUTH_JITTER;
-    session.sent_at + lifetime.mul_f64(share)
+    let delay = lifetime
+        .min(MAX_REAUTH_DELAY)
+        .mul_f64(share)
+        .max(MIN_REAUTH_DELAY);
+    session.sent_at + delay
 }
 
 /// Re-authenticates the connection before each session expires (KIP-368).
@@ -487,5 +498,12 @@ mod tests {
                 "{at:?}"
             );
         }
+        // Whatever the broker announces: no overflow, no busy loop.
+        let huge = Duration::from_millis(i64::MAX as u64);
+        assert!(reauth_at(&s, huge) - s.sent_at <= MAX_REAUTH_DELAY);
+        assert_eq!(
+            reauth_at(&s, Duration::from_millis(1)) - s.sent_at,
+            MIN_REAUTH_DELAY
+        );
     }
 }
