@@ -6,10 +6,14 @@
 //!   assignors run by the group leader, see [`assignor`]) or the KIP-848
 //!   protocol ([`GroupProtocol::Consumer`], assignment by the broker), and
 //!   streams the records of the partitions it is assigned, with commits.
+//! - [`GroupAdmin`] ([`Client::group_admin`](crate::client::Client::group_admin)):
+//!   list, describe and delete groups; fetch, commit, delete and reset
+//!   committed offsets; lag per partition.
 //! - The membership state machines, without I/O: [`classic::ClassicMember`]
 //!   and [`next_gen::NextGenMember`].
 //! - The embedded consumer protocol of classic groups: [`protocol`].
 
+mod admin;
 pub mod assignor;
 pub mod classic;
 mod consumer;
@@ -18,6 +22,9 @@ mod driver;
 pub mod next_gen;
 pub mod protocol;
 
+pub use self::admin::{
+    GroupAdmin, GroupDescription, GroupListing, MemberDescription, OffsetSpec, PartitionLag,
+};
 pub use self::consumer::{GroupConfig, GroupConsumer, GroupProtocol, RebalanceListener};
 pub use self::coordinator::CommittedOffset;
 

@@ -1,0 +1,481 @@
+//! Administration of consumer groups: list, describe, delete; committed
+//! offsets (fetch, commit, delete, reset) and lag.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tokio::time::Instant;
+
+use super::{
+    coordinator::{
+        check, commit_offsets, fetch_offsets, CommitIdentity, CommittedOffset, Coordinator,
+    },
+    protocol::{Assignment, Subscription},
+    TopicPartition,
+};
+use crate::{
+    client::{partition::OffsetAt, Client},
+    cluster::Backoff,
+    error::{Error, ErrorKind, Result},
+    protocol::{
+        messages::{
+            offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
+            ConsumerGroupDescribeRequest, DeleteGroupsRequest, DescribeGroupsRequest,
+            ListGroupsRequest, OffsetDeleteRequest,
+        },
+        ApiKey, ErrorCode,
+    },
+};
+
+/// A group as [`GroupAdmin::list_groups`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    /// The group id.
+    pub group_id: String,
+    /// `consumer` for consumer groups (empty for groups that only commit
+    /// offsets).
+    pub protocol_type: String,
+    /// The state (`Stable`, `Empty`, ...), if the broker reports it (v4+).
+    pub state: Option<String>,
+    /// `classic` or `consumer` (KIP-848), if the broker reports it (v5+).
+    pub group_type: Option<String>,
+}
+
+/// A member of a described group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    /// The member id.
+    pub member_id: String,
+    /// The static instance id.
+    pub instance_id: Option<String>,
+    /// The client id the member's client sends.
+    pub client_id: String,
+    /// The host the member connects from.
+    pub client_host: String,
+    /// The topics it subscribes to.
+    pub subscribed_topics: Vec<String>,
+    /// The partitions assigned to it.
+    pub assignment: Vec<TopicPartition>,
+}
+
+/// A group as [`GroupAdmin::describe_group`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// The group id.
+    pub group_id: String,
+    /// The state: `Empty`, `Stable`, `PreparingRebalance`,
+    /// `CompletingRebalance`, `Dead` (classic); `Empty`, `Assigning`,
+    /// `Reconciling`, `Stable`, `Dead` (KIP-848).
+    pub state: String,
+    /// `classic` or `consumer` (KIP-848).
+    pub group_type: String,
+    /// The protocol type (`consumer` for consumer groups).
+    pub protocol_type: String,
+    /// The assignor in use (the classic protocol name, or the KIP-848
+    /// server-side assignor).
+    pub assignor: String,
+    /// The coordinator's broker id.
+    pub coordinator: i32,
+    /// The members.
+    pub members: Vec<MemberDescription>,
+}
+
+/// A partition's lag as [`GroupAdmin::lag`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The committed offset, `None` if the group committed none.
+    pub committed: Option<i64>,
+    /// The end of the log (high watermark).
+    pub end: i64,
+    /// `end - committed`, `None` without a committed offset.
+    pub lag: Option<i64>,
+}
+
+/// Where [`GroupAdmin::reset_offsets`] moves a group's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The first offset in the log.
+    Earliest,
+    /// The end of the log.
+    Latest,
+    /// The first record at or after this time (milliseconds since the
+    /// epoch); the end of the log if there is none.
+    Timestamp(i64),
+    /// This offset on every partition (clamped to the log).
+    Offset(i64),
+}
+
+/// Administration of consumer groups; from [`Client::group_admin`].
+#[derive(Debug, Clone)]
+pub struct GroupAdmin {
+    client: Client,
+}
+
+impl Client {
+    /// Group administration: list, describe, delete groups; fetch, commit,
+    /// delete and reset their offsets; lag.
+    pub fn group_admin(&self) -> GroupAdmin {
+        GroupAdmin {
+            client: self.clone(),
+        }
+    }
+}
+
+impl GroupAdmin {
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.client.settings.operation_timeout
+    }
+
+    /// Runs `attempt` against the group's coordinator, looking it up again
+    /// and retrying while it moves, loads, or fails retriably.
+    async fn with_coordinator<T, F, Fut>(&self, group: &str, mut attempt: F) -> Result<T>
+    where
+        F: FnMut(i32, crate::connection::BrokerConnection) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = self.deadline();
+        let coordinator = Coordinator::new(self.client.cluster.clone(), group.to_owned(), None);
+        let mut backoff = Backoff::new(&self.client.settings.backoff, Some(deadline));
+        loop {
+            let result = match tokio::time::timeout_at(deadline, async {
+                let (id, conn) = coordinator.get().await?;
+                attempt(id, conn).await
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => {
+                    Err(Error::new(ErrorKind::Timeout).with_message(format!("group {group}")))
+                }
+            };
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let retry = super::coordinator::is_coordinator_error(&e)
+                        || e.error_code() == Some(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
+                        || (e.is_retriable() && e.kind() != ErrorKind::Timeout);
+                    if !retry {
+                        return Err(e);
+                    }
+                    coordinator.invalidate();
+                    if backoff.wait().await.is_err() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every group of the cluster (each broker coordinates some).
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        let md = self.client.cluster.refresh_metadata(Some(&[])).await?;
+        let mut out = BTreeMap::new();
+        for id in md.brokers.keys() {
+            let conn = self.client.cluster.broker(*id).await?;
+            let resp = conn.request(&ListGroupsRequest::default()).await?;
+            check(resp.error_code, None, ApiKey::LIST_GROUPS)?;
+            let version = conn.version_for(ApiKey::LIST_GROUPS).unwrap_or(0);
+            for g in resp.groups {
+                out.insert(
+                    g.group_id.clone(),
+                    GroupListing {
+                        group_id: g.group_id,
+                        protocol_type: g.protocol_type,
+                        state: (version >= 4).then_some(g.group_state),
+                        group_type: (version >= 5).then_some(g.group_type),
+                    },
+                );
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// A group's state, members and their assignments. KIP-848 groups are
+    /// described with ConsumerGroupDescribe, classic ones with
+    /// DescribeGroups. A group that does not exist is reported `Dead` with
+    /// no members.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        self.with_coordinator(group, |coordinator, conn| async move {
+            if conn.version_for(ApiKey::CONSUMER_GROUP_DESCRIBE).is_some() {
+                let resp = conn
+                    .request(&ConsumerGroupDescribeRequest {
+                        group_ids: vec![group.to_owned()],
+                        ..Default::default()
+                    })
+                    .await?;
+                let g = resp
+                    .groups
+                    .into_iter()
+                    .find(|g| g.group_id == group)
+                    .ok_or_else(|| {
+                        Error::protocol("ConsumerGroupDescribe answered without the group")
+                    })?;
+                match ErrorCode(g.error_code) {
+                    ErrorCode::NONE => {
+                        return Ok(GroupDescription {
+                            group_id: g.group_id,
+                            state: g.group_state,
+                            group_type: "consumer".into(),
+                            protocol_type: "consumer".into(),
+                            assignor: g.assignor_name,
+                            coordinator,
+                            members: g
+                                .members
+                                .into_iter()
+                                .map(|m| MemberDescription {
+                                    member_id: m.member_id,
+                                    instance_id: m.instance_id,
+                                    client_id: m.client_id,
+                                    client_host: m.client_host,
+                                    subscribed_topics: m.subscribed_topic_names,
+                                    assignment: m
+                                        .assignment
+                                        .topic_partitions
+                                        .into_iter()
+                                        .flat_map(|t| {
+                                            let name = t.topic_name;
+                                            t.partitions
+                                                .into_iter()
+                                                .map(move |p| TopicPartition::new(name.clone(), p))
+                                        })
+                                        .collect(),
+                                })
+                                .collect(),
+                        });
+                    }
+                    // A classic group (or none): DescribeGroups tells.
+                    ErrorCode::GROUP_ID_NOT_FOUND => {}
+                    c => {
+                        return Err(Error::kafka(c, g.error_message)
+                            .with_api(ApiKey::CONSUMER_GROUP_DESCRIBE))
+                    }
+                }
+            }
+            let resp = conn
+                .request(&DescribeGroupsRequest {
+                    groups: vec![group.to_owned()],
+                    ..Default::default()
+                })
+                .await?;
+            let g = resp
+                .groups
+                .into_iter()
+                .find(|g| g.group_id == group)
+                .ok_or_else(|| Error::protocol("DescribeGroups answered without the group"))?;
+            check(g.error_code, None, ApiKey::DESCRIBE_GROUPS)?;
+            let consumer = g.protocol_type == super::protocol::PROTOCOL_TYPE;
+            Ok(GroupDescription {
+                group_id: g.group_id,
+                state: g.group_state,
+                group_type: "classic".into(),
+                protocol_type: g.protocol_type,
+                assignor: g.protocol_data,
+                coordinator,
+                members: g
+                    .members
+                    .into_iter()
+                    .map(|m| MemberDescription {
+                        member_id: m.member_id,
+                        instance_id: m.group_instance_id,
+                        client_id: m.client_id,
+                        client_host: m.client_host,
+                        subscribed_topics: if consumer {
+                            Subscription::decode(m.member_metadata)
+                                .map(|s| s.topics)
+                                .unwrap_or_default()
+                        } else {
+                            Vec::new()
+                        },
+                        assignment: if consumer {
+                            Assignment::decode(m.member_assignment)
+                                .map(|a| a.partitions)
+                                .unwrap_or_default()
+                        } else {
+                            Vec::new()
+                        },
+                    })
+                    .collect(),
+            })
+        })
+        .await
+    }
+
+    /// Deletes a group and its offsets; it must have no members.
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        self.with_coordinator(group, |_, conn| async move {
+            let resp = conn
+                .request(&DeleteGroupsRequest {
+                    groups_names: vec![group.to_owned()],
+                    ..Default::default()
+                })
+                .await?;
+            let r = resp
+                .results
+                .into_iter()
+                .find(|r| r.group_id == group)
+                .ok_or_else(|| Error::protocol("DeleteGroups answered without the group"))?;
+            check(r.error_code, None, ApiKey::DELETE_GROUPS)
+        })
+        .await
+    }
+
+    /// The group's committed offsets of `partitions` (`None`: all it has).
+    pub async fn fetch_offsets(
+        &self,
+        group: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<BTreeMap<TopicPartition, Option<CommittedOffset>>> {
+        self.with_coordinator(group, |_, conn| async move {
+            fetch_offsets(&conn, group, partitions, true, None).await
+        })
+        .await
+    }
+
+    /// Commits offsets for the group from outside it. The coordinator only
+    /// accepts this while the group has no members.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &BTreeMap<TopicPartition, i64>,
+    ) -> Result<()> {
+        let offsets: BTreeMap<TopicPartition, (i64, Option<i32>)> = offsets
+            .iter()
+            .map(|(tp, o)| (tp.clone(), (*o, None)))
+            .collect();
+        let identity = CommitIdentity::admin();
+        self.with_coordinator(group, |_, conn| {
+            let offsets = &offsets;
+            let identity = &identity;
+            async move { commit_offsets(&conn, group, identity, offsets).await }
+        })
+        .await
+    }
+
+    /// Deletes the group's committed offsets of `partitions` (OffsetDelete);
+    /// fails with GROUP_SUBSCRIBED_TO_TOPIC while members consume them.
+    pub async fn delete_offsets(&self, group: &str, partitions: &[TopicPartition]) -> Result<()> {
+        let mut topics: Vec<OffsetDeleteRequestTopic> = Vec::new();
+        for tp in partitions {
+            let p = OffsetDeleteRequestPartition {
+                partition_index: tp.partition,
+            };
+            match topics.iter_mut().find(|t| t.name == tp.topic) {
+                Some(t) => t.partitions.push(p),
+                None => topics.push(OffsetDeleteRequestTopic {
+                    name: tp.topic.clone(),
+                    partitions: vec![p],
+                }),
+            }
+        }
+        self.with_coordinator(group, |_, conn| {
+            let topics = topics.clone();
+            async move {
+                let resp = conn
+                    .request(&OffsetDeleteRequest {
+                        group_id: group.to_owned(),
+                        topics,
+                    })
+                    .await?;
+                check(resp.error_code, None, ApiKey::OFFSET_DELETE)?;
+                for t in resp.topics {
+                    for p in t.partitions {
+                        check(p.error_code, None, ApiKey::OFFSET_DELETE)
+                            .map_err(|e| e.with_topic(&t.name).with_partition(p.partition_index))?;
+                    }
+                }
+                Ok(())
+            }
+        })
+        .await
+    }
+
+    /// The lag of every partition the group has an offset for or a member
+    /// consumes: committed offset against the end of the log.
+    pub async fn lag(&self, group: &str) -> Result<Vec<PartitionLag>> {
+        let committed = self.fetch_offsets(group, None).await?;
+        let mut partitions: BTreeSet<TopicPartition> = committed.keys().cloned().collect();
+        if let Ok(d) = self.describe_group(group).await {
+            for m in d.members {
+                partitions.extend(m.assignment);
+            }
+        }
+        let mut out = Vec::new();
+        for tp in partitions {
+            let end = self
+                .client
+                .partition_client(tp.topic.clone(), tp.partition)
+                .await?
+                .get_offset(OffsetAt::Latest)
+                .await?;
+            let committed = committed.get(&tp).cloned().flatten().map(|c| c.offset);
+            out.push(PartitionLag {
+                lag: committed.map(|c| (end - c).max(0)),
+                topic: tp.topic,
+                partition: tp.partition,
+                committed,
+                end,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Moves the group's committed offsets of every partition of `topic` to
+    /// `to`, and returns them. Refused while the group has members (they
+    /// would overwrite the new offsets with their own).
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        to: OffsetSpec,
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
+        let d = self.describe_group(group).await?;
+        if !d.members.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "group {group} has {} active member(s); stop them before resetting offsets",
+                d.members.len()
+            )));
+        }
+        let md = self
+            .client
+            .cluster
+            .refresh_metadata(Some(&[topic.to_owned()]))
+            .await?;
+        let t = md
+            .topics
+            .get(topic)
+            .filter(|t| t.error.is_ok())
+            .ok_or_else(|| {
+                Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None).with_topic(topic)
+            })?;
+        let mut offsets = BTreeMap::new();
+        for p in t.partitions.keys() {
+            let pc = self.client.partition_client(topic, *p).await?;
+            let offset = match to {
+                OffsetSpec::Earliest => pc.get_offset(OffsetAt::Earliest).await?,
+                OffsetSpec::Latest => pc.get_offset(OffsetAt::Latest).await?,
+                OffsetSpec::Timestamp(ms) => {
+                    let at =
+                        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                            .map_err(|_| {
+                                Error::invalid_input(format!("timestamp {ms} out of range"))
+                            })?;
+                    match pc.get_offset(OffsetAt::Timestamp(at)).await? {
+                        -1 => pc.get_offset(OffsetAt::Latest).await?,
+                        o => o,
+                    }
+                }
+                OffsetSpec::Offset(o) => {
+                    let start = pc.get_offset(OffsetAt::Earliest).await?;
+                    let end = pc.get_offset(OffsetAt::Latest).await?;
+                    o.clamp(start, end)
+                }
+            };
+            offsets.insert(TopicPartition::new(topic, *p), offset);
+        }
+        self.commit_offsets(group, &offsets).await?;
+        Ok(offsets)
+    }
+}
