@@ -76,17 +76,7 @@ fn api_versions_and_metadata_against_a_live_broker() {
     };
     let mut s = connect(&bootstrap);
 
-    // ApiVersions v3 is answered with a v0 response header.
-    let req = ApiVersionsRequest {
-        client_software_name: "rskafka".into(),
-        client_software_version: env!("CARGO_PKG_VERSION").into(),
-        ..Default::default()
-    };
-    assert_eq!(ApiVersionsRequest::response_header_version(3), 0);
-    let mut r = round_trip(&mut s, 1, &req, 3);
-    let versions = ApiVersionsResponse::decode(&mut r, 3).unwrap();
-    r.expect_end().unwrap();
-    assert_eq!(versions.error_code, 0);
+    let versions = hello(&mut s);
     let find = |key: ApiKey| versions.api_keys.iter().find(|k| k.api_key == key.0);
     let fetch = find(ApiKey::FETCH).expect("broker lists Fetch");
     let produce = find(ApiKey::PRODUCE).expect("broker lists Produce");
@@ -142,16 +132,12 @@ fn api_versions_and_metadata_against_a_live_broker() {
     }
 
     // Metadata for all topics at the highest version both sides know.
-    let meta = find(ApiKey::METADATA).expect("broker lists Metadata");
-    let version = meta.max_version.min(MetadataRequest::MAX_VERSION);
     let req = MetadataRequest {
         topics: None,
         allow_auto_topic_creation: false,
         ..Default::default()
     };
-    let mut r = round_trip(&mut s, 2, &req, version);
-    let md = MetadataResponse::decode(&mut r, version).unwrap();
-    r.expect_end().unwrap();
+    let md = send(&mut s, &versions, 2, &req);
     assert!(!md.brokers.is_empty(), "{md:#?}");
     assert!(md.cluster_id.is_some(), "{md:#?}");
     assert!(
@@ -160,12 +146,28 @@ fn api_versions_and_metadata_against_a_live_broker() {
     );
 }
 
-/// Sends `R::default()` at the highest version both sides know and
-/// requires the whole response to decode.
-fn default_request<R: Request>(
+/// Sends ApiVersions v3, which is answered with a v0 response header.
+fn hello(s: &mut TcpStream) -> ApiVersionsResponse {
+    let req = ApiVersionsRequest {
+        client_software_name: "rskafka".into(),
+        client_software_version: env!("CARGO_PKG_VERSION").into(),
+        ..Default::default()
+    };
+    assert_eq!(ApiVersionsRequest::response_header_version(3), 0);
+    let mut r = round_trip(s, 1, &req, 3);
+    let versions = ApiVersionsResponse::decode(&mut r, 3).unwrap();
+    r.expect_end().unwrap();
+    assert_eq!(versions.error_code, 0);
+    versions
+}
+
+/// Sends `req` at the highest version both sides know and requires the
+/// whole response to decode.
+fn send<R: Request>(
     s: &mut TcpStream,
     versions: &ApiVersionsResponse,
     correlation_id: i32,
+    req: &R,
 ) -> R::Response {
     let broker = versions
         .api_keys
@@ -173,11 +175,20 @@ fn default_request<R: Request>(
         .find(|k| k.api_key == R::API_KEY.0)
         .unwrap_or_else(|| panic!("broker does not list {:?}", R::API_KEY));
     let version = broker.max_version.min(R::MAX_VERSION);
-    let mut r = round_trip(s, correlation_id, &R::default(), version);
+    let mut r = round_trip(s, correlation_id, req, version);
     let resp = R::Response::decode(&mut r, version)
         .unwrap_or_else(|e| panic!("{:?} v{version}: {e}", R::API_KEY));
     r.expect_end().unwrap();
     resp
+}
+
+/// [`send`] with the all-default request.
+fn default_request<R: Request>(
+    s: &mut TcpStream,
+    versions: &ApiVersionsResponse,
+    correlation_id: i32,
+) -> R::Response {
+    send(s, versions, correlation_id, &R::default())
 }
 
 #[test]
@@ -186,14 +197,7 @@ fn describe_style_responses_decode_from_a_live_broker() {
         return;
     };
     let mut s = connect(&bootstrap);
-    let hello = ApiVersionsRequest {
-        client_software_name: "rskafka".into(),
-        client_software_version: env!("CARGO_PKG_VERSION").into(),
-        ..Default::default()
-    };
-    let mut r = round_trip(&mut s, 1, &hello, 3);
-    let versions = ApiVersionsResponse::decode(&mut r, 3).unwrap();
-    assert_eq!(versions.error_code, 0);
+    let versions = hello(&mut s);
 
     // Requests whose all-default form is valid (or at worst answered with
     // an error code): what matters is that each answer decodes completely.
@@ -225,24 +229,10 @@ fn describe_style_responses_decode_from_a_live_broker() {
         permission_type: 1,
         ..Default::default()
     };
-    let version = versions
-        .api_keys
-        .iter()
-        .find(|k| k.api_key == ApiKey::DESCRIBE_ACLS.0)
-        .map(|k| k.max_version.min(DescribeAclsRequest::MAX_VERSION))
-        .unwrap();
-    let mut r = round_trip(&mut s, 9, &req, version);
-    let acls = DescribeAclsResponse::decode(&mut r, version).unwrap();
-    r.expect_end().unwrap();
+    let acls = send(&mut s, &versions, 9, &req);
     assert!(matches!(acls.error_code, 0 | 54), "{acls:#?}");
 
     // A broker config describe returns many entries with synonyms.
-    let version = versions
-        .api_keys
-        .iter()
-        .find(|k| k.api_key == ApiKey::DESCRIBE_CONFIGS.0)
-        .map(|k| k.max_version.min(DescribeConfigsRequest::MAX_VERSION))
-        .unwrap();
     let req = DescribeConfigsRequest {
         resources: vec![describe_configs_request::DescribeConfigsResource {
             resource_type: 4, // broker
@@ -254,9 +244,7 @@ fn describe_style_responses_decode_from_a_live_broker() {
         include_documentation: true,
         ..Default::default()
     };
-    let mut r = round_trip(&mut s, 10, &req, version);
-    let configs = DescribeConfigsResponse::decode(&mut r, version).unwrap();
-    r.expect_end().unwrap();
+    let configs = send(&mut s, &versions, 10, &req);
     let result = &configs.results[0];
     assert_eq!(result.error_code, 0, "{configs:#?}");
     assert!(result.configs.len() > 10, "{configs:#?}");

@@ -1133,9 +1133,10 @@ fn gen_fuzz_round_trip(msgs: &[Msg]) -> String {
          //! API; whatever decodes must re-encode, decode again to the same value,\n\
          //! and re-encode to the same bytes: encoder and decoder agree on every\n\
          //! version of every message.\n//!\n\
-         //! Input: as `response_decode` (API index, version byte, body), so its\n\
-         //! corpus can seed this target.\n\
+         //! Input: as `response_decode` (see `split.rs`), so its corpus can seed\n\
+         //! this target.\n\
          #![no_main]\n\n\
+         mod split;\n\n\
          use bytes::{{Bytes, BytesMut}};\n\
          use libfuzzer_sys::fuzz_target;\n\
          use rskafka::protocol::messages::*;\n\
@@ -1154,12 +1155,7 @@ fn gen_fuzz_round_trip(msgs: &[Msg]) -> String {
          second.encode(&mut again, version).expect(\"second encode\");\n\
          assert_eq!(again.freeze(), bytes, \"encoding is not canonical\");\n}}\n\n\
          fuzz_target!(|data: &[u8]| {{\n\
-         let [a, b, v, body @ ..] = data else {{\nreturn;\n}};\n\
-         let keys = ApiKey::ALL;\n\
-         let Some(&key) = keys.get(usize::from(u16::from_be_bytes([*a, *b])) % keys.len()) else {{\nreturn;\n}};\n\
-         let Some((lo, hi)) = key.client_versions() else {{\nreturn;\n}};\n\
-         let span = i32::from(hi) - i32::from(lo) + 1;\n\
-         let Ok(version) = i16::try_from(i32::from(lo) + i32::from(*v) % span) else {{\nreturn;\n}};\n\
+         let Some((key, version, body)) = split::split(data) else {{\nreturn;\n}};\n\
          match key {{\n{arms}_ => {{}}\n}}\n}});\n"
     )
 }

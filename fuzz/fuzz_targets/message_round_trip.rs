@@ -5,9 +5,11 @@
 //! and re-encode to the same bytes: encoder and decoder agree on every
 //! version of every message.
 //!
-//! Input: as `response_decode` (API index, version byte, body), so its
-//! corpus can seed this target.
+//! Input: as `response_decode` (see `split.rs`), so its corpus can seed
+//! this target.
 #![no_main]
+
+mod split;
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
@@ -37,18 +39,7 @@ fn check<M: Message>(version: i16, body: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let [a, b, v, body @ ..] = data else {
-        return;
-    };
-    let keys = ApiKey::ALL;
-    let Some(&key) = keys.get(usize::from(u16::from_be_bytes([*a, *b])) % keys.len()) else {
-        return;
-    };
-    let Some((lo, hi)) = key.client_versions() else {
-        return;
-    };
-    let span = i32::from(hi) - i32::from(lo) + 1;
-    let Ok(version) = i16::try_from(i32::from(lo) + i32::from(*v) % span) else {
+    let Some((key, version, body)) = split::split(data) else {
         return;
     };
     match key {
