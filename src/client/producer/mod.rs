@@ -11,8 +11,8 @@
 //! producer id (InitProducerId) and numbers its batches per partition, so a
 //! batch re-sent after a timeout or a broken connection is written once. A
 //! situation where records may have been lost or their fate is unknown is
-//! reported as [`ErrorKind::DataLoss`](crate::error::ErrorKind::DataLoss) on
-//! the affected records, never passed over silently.
+//! reported as [`ErrorKind::DataLoss`] on the affected records, never
+//! passed over silently.
 //!
 //! ```no_run
 //! # async fn example() -> rskafka::error::Result<()> {
