@@ -260,8 +260,120 @@ mod lz4 {
         } else {
             input
         };
+        if let Some(out) = decompress_independent(input, cap) {
+            return out.map_err(|e| e.with_codec(Compression::Lz4));
+        }
         read_bounded(FrameDecoder::new(input), cap, input.len())
             .map_err(|e| e.with_codec(Compression::Lz4))
+    }
+
+    /// The frame flags this fast path reads (LZ4 frame format 1.6).
+    const FLG_VERSION_MASK: u8 = 0xC0;
+    const FLG_VERSION_01: u8 = 0x40;
+    const FLG_INDEPENDENT: u8 = 0x20;
+    const FLG_BLOCK_CHECKSUM: u8 = 0x10;
+    const FLG_CONTENT_SIZE: u8 = 0x08;
+    const FLG_CONTENT_CHECKSUM: u8 = 0x04;
+    const FLG_DICT_ID: u8 = 0x01;
+    const BLOCK_UNCOMPRESSED: u32 = 0x8000_0000;
+
+    /// Decodes a single frame of independent blocks (what the Java client,
+    /// librdkafka and this crate write) block by block straight into one
+    /// buffer sized up front: no intermediate block buffer, no copy out of
+    /// it, no regrowth. `None` for anything else (linked blocks, a
+    /// dictionary, trailing frames), which the streaming decoder then
+    /// handles, errors included. Checksums inside the frame are skipped:
+    /// the batch CRC-32C already covers these bytes.
+    fn decompress_independent(
+        input: &[u8],
+        cap: usize,
+    ) -> Option<Result<Vec<u8>, DecodeErrorKind>> {
+        let rest = input.strip_prefix(&FRAME_MAGIC)?;
+        let (&flg, rest) = rest.split_first()?;
+        let (&bd, rest) = rest.split_first()?;
+        if flg & FLG_VERSION_MASK != FLG_VERSION_01
+            || flg & FLG_INDEPENDENT == 0
+            || flg & FLG_DICT_ID != 0
+        {
+            return None;
+        }
+        let block_max: usize = match (bd >> 4) & 0x07 {
+            4 => 64 << 10,
+            5 => 256 << 10,
+            6 => 1 << 20,
+            7 => 4 << 20,
+            _ => return None,
+        };
+        let content_size = if flg & FLG_CONTENT_SIZE != 0 { 8 } else { 0 };
+        // Content size (if any), then the header checksum byte, which is
+        // checked here as the streaming decoder would (a mismatch goes to
+        // it, for its error).
+        let descriptor = input.get(4..6 + content_size)?;
+        if *rest.get(content_size)? != (xxh32(descriptor, 0) >> 8) as u8 {
+            return None;
+        }
+        let body = rest.get(content_size + 1..)?;
+        let block_checksum = if flg & FLG_BLOCK_CHECKSUM != 0 { 4 } else { 0 };
+        let trailer = if flg & FLG_CONTENT_CHECKSUM != 0 {
+            4
+        } else {
+            0
+        };
+
+        // First pass: check the block structure and bound the output, so
+        // the buffer is allocated once (never beyond `cap`).
+        let mut bound = 0usize;
+        let mut r = body;
+        loop {
+            let (size, tail) = r.split_first_chunk::<4>()?;
+            let size = u32::from_le_bytes(*size);
+            if size == 0 {
+                if tail.len() != trailer {
+                    return None;
+                }
+                break;
+            }
+            let len = (size & !BLOCK_UNCOMPRESSED) as usize;
+            r = tail.get(len + block_checksum..)?;
+            bound = bound.saturating_add(if size & BLOCK_UNCOMPRESSED != 0 {
+                len
+            } else {
+                block_max
+            });
+        }
+
+        let mut out: Vec<u8> = Vec::with_capacity(bound.min(cap));
+        let mut r = body;
+        loop {
+            let Some((size, tail)) = r.split_first_chunk::<4>() else {
+                return None;
+            };
+            let size = u32::from_le_bytes(*size);
+            if size == 0 {
+                return Some(Ok(out));
+            }
+            let len = (size & !BLOCK_UNCOMPRESSED) as usize;
+            let block = tail.get(..len)?;
+            r = tail.get(len + block_checksum..)?;
+            let start = out.len();
+            if size & BLOCK_UNCOMPRESSED != 0 {
+                if start.saturating_add(len) > cap {
+                    return Some(Err(DecodeErrorKind::DecompressedTooLarge { limit: cap }));
+                }
+                out.extend_from_slice(block);
+                continue;
+            }
+            let room = block_max.min(cap.saturating_sub(start));
+            out.resize(start + room, 0);
+            let dst = out.get_mut(start..).unwrap_or_default();
+            match lz4_flex::block::decompress_into(block, dst) {
+                Ok(n) => out.truncate(start + n),
+                Err(_) if room < block_max => {
+                    return Some(Err(DecodeErrorKind::DecompressedTooLarge { limit: cap }))
+                }
+                Err(e) => return Some(Err(DecodeErrorKind::Compression(e.to_string()))),
+            }
+        }
     }
 
     /// A copy of `input` with a correct frame header checksum, or `None` if
@@ -425,4 +537,96 @@ pub(super) mod test_support {
     //! Access to codec internals for the record tests.
     #[cfg(feature = "compression-lz4")]
     pub(in crate::protocol::record) use super::lz4::{fix_header_checksum, xxh32};
+}
+
+#[cfg(all(test, feature = "compression-lz4"))]
+mod lz4_fast_path_tests {
+    use std::io::Write;
+
+    use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
+
+    use super::lz4;
+    use crate::protocol::error::DecodeErrorKind;
+
+    /// Compressible but not trivially so, and spanning several 64 KiB blocks.
+    fn data(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| b'A' + ((i * 7 + i / 13) % 26) as u8)
+            .collect()
+    }
+
+    fn frame(info: FrameInfo, input: &[u8]) -> Vec<u8> {
+        let mut enc = FrameEncoder::with_frame_info(info, Vec::new());
+        enc.write_all(input).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn independent_blocks_with_and_without_checksums_round_trip() {
+        let input = data(300_000);
+        for (block_checksums, content_checksum, size) in [
+            (false, false, BlockSize::Max64KB),
+            (true, true, BlockSize::Max64KB),
+            (false, true, BlockSize::Max256KB),
+            (false, false, BlockSize::Max4MB),
+        ] {
+            let info = FrameInfo::new()
+                .block_size(size)
+                .block_mode(BlockMode::Independent)
+                .block_checksums(block_checksums)
+                .content_checksum(content_checksum);
+            let f = frame(info, &input);
+            let out = lz4::decompress(&f, 1 << 20, 2).unwrap();
+            assert!(
+                out == input,
+                "{block_checksums} {content_checksum} {size:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn linked_blocks_still_decode_through_the_streaming_decoder() {
+        let input = data(200_000);
+        let info = FrameInfo::new()
+            .block_size(BlockSize::Max64KB)
+            .block_mode(BlockMode::Linked);
+        let out = lz4::decompress(&frame(info, &input), 1 << 20, 2).unwrap();
+        assert!(out == input);
+    }
+
+    #[test]
+    fn output_beyond_the_cap_is_refused() {
+        let input = data(300_000);
+        let info = FrameInfo::new()
+            .block_size(BlockSize::Max64KB)
+            .block_mode(BlockMode::Independent);
+        let f = frame(info, &input);
+        for cap in [0, 1000, 299_999] {
+            match lz4::decompress(&f, cap, 2) {
+                Err(DecodeErrorKind::DecompressedTooLarge { limit }) => assert_eq!(limit, cap),
+                other => panic!("cap {cap}: {other:?}"),
+            }
+        }
+        assert_eq!(lz4::decompress(&f, 300_000, 2).unwrap().len(), 300_000);
+    }
+
+    #[test]
+    fn truncated_or_corrupt_frames_fail() {
+        let input = data(100_000);
+        let info = FrameInfo::new().block_mode(BlockMode::Independent);
+        let f = frame(info, &input);
+        // Inside the header, inside the first block.
+        for cut in [5, 21] {
+            assert!(
+                lz4::decompress(&f[..cut], 1 << 20, 2).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut bad = f.clone();
+        // A literal length run past the block: the block decoder must refuse.
+        if let Some(b) = bad.get_mut(11) {
+            *b = 0xFF;
+        }
+        assert!(lz4::decompress(&bad, 1 << 20, 2).map_or(true, |o| o != input));
+    }
 }
