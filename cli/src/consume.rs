@@ -41,6 +41,11 @@ pub struct ConsumeArgs {
     /// Output format: one JSON object per record, or the value alone.
     #[arg(long, value_enum, default_value = "json")]
     format: FormatArg,
+    /// Consume as a member of this group: it assigns the partitions, and
+    /// what is printed is committed as it goes and before exiting (`--from`
+    /// then only says where partitions without a committed offset start).
+    #[arg(long, conflicts_with_all = ["partition", "exit_at_end"])]
+    group: Option<String>,
 }
 
 /// `--from` values.
@@ -146,6 +151,28 @@ fn at_end(consumer: &Consumer, topic: &str, ends: &BTreeMap<i32, i64>) -> bool {
 
 /// Runs `consume`.
 pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
+    if let Some(group) = args.group {
+        let reset = match args.from {
+            Start::Earliest => OffsetReset::Earliest,
+            Start::Latest => OffsetReset::Latest,
+            Start::Offset(_) => {
+                return Err(CliError::msg("--from OFFSET does not apply with --group"))
+            }
+        };
+        let isolation = match args.isolation {
+            IsolationArg::ReadCommitted => IsolationLevel::ReadCommitted,
+            IsolationArg::ReadUncommitted => IsolationLevel::ReadUncommitted,
+        };
+        let opts = crate::group::GroupConsume {
+            topic: args.topic,
+            group,
+            count: args.count,
+            format: args.format,
+            isolation,
+            reset,
+        };
+        return crate::group::consume(g, opts).await;
+    }
     let client = connect(g).await?;
     let all = crate::topic_partitions(&client, g, &args.topic).await?;
     let partitions = match args.partition {

@@ -7,6 +7,7 @@
 mod admin;
 mod consume;
 mod format;
+mod group;
 mod produce;
 mod security;
 
@@ -107,6 +108,9 @@ enum Command {
         /// The topic.
         topic: String,
     },
+    /// Consumer groups: list, describe, lag, seek, delete.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -279,6 +283,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Offsets { topic } => admin::offsets(g, &topic).await,
         Command::Produce(args) => produce::run(g, args).await,
         Command::Consume(args) => consume::run(g, args).await,
+        Command::Group(cmd) => group::run(g, cmd).await,
     }
 }
 

@@ -1,0 +1,381 @@
+//! Consumer groups: `consume --group` and the `group` commands (list,
+//! describe, lag, seek, delete).
+
+use std::{collections::BTreeMap, io::Write, time::Duration};
+
+use clap::{Args, Subcommand, ValueEnum};
+use futures::{FutureExt, StreamExt};
+use rskafka::{
+    client::{
+        consumer::{IsolationLevel, OffsetReset},
+        group::{GroupConfig, OffsetSpec, TopicPartition},
+    },
+    record::RecordAndOffset,
+};
+
+use crate::{bounded, connect, consume::FormatArg, format, CliError, CliResult, GlobalArgs};
+
+/// `group` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// Print every group: id, state and type, tab-separated, one a line.
+    List,
+    /// Show a group's state, protocol, members and their assignments.
+    Describe {
+        /// The group.
+        group: String,
+    },
+    /// Print the lag of every partition the group has committed offsets
+    /// for or consumes: committed offset against the end of the log.
+    Lag(LagArgs),
+    /// Move the group's committed offsets of a topic (only while the group
+    /// has no members).
+    Seek(SeekArgs),
+    /// Delete a group and its committed offsets (it must have no members).
+    Delete {
+        /// The group.
+        group: String,
+    },
+}
+
+/// Arguments of `group lag`.
+#[derive(Args, Debug)]
+pub struct LagArgs {
+    /// The group.
+    group: String,
+    /// `text`: topic, partition, committed, end, lag (tab-separated, `-`
+    /// where nothing is committed); `json`: one object per line with
+    /// `group`, `topic`, `partition`, `committed`, `end`, `lag`.
+    #[arg(long, value_enum, default_value = "text")]
+    format: LagFormat,
+}
+
+/// `group lag --format` values.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LagFormat {
+    /// Tab-separated columns.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Arguments of `group seek`.
+#[derive(Args, Debug)]
+pub struct SeekArgs {
+    /// The group.
+    group: String,
+    /// The topic whose offsets move (all its partitions).
+    topic: String,
+    /// Where to: `earliest`, `latest`, an offset, or `@TIMESTAMP_MS` (the
+    /// first record at or after that time).
+    #[arg(long, value_parser = parse_seek)]
+    to: OffsetSpec,
+}
+
+fn parse_seek(s: &str) -> Result<OffsetSpec, String> {
+    match s {
+        "earliest" | "beginning" => Ok(OffsetSpec::Earliest),
+        "latest" | "end" => Ok(OffsetSpec::Latest),
+        _ => {
+            if let Some(ts) = s.strip_prefix('@') {
+                return ts
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|t| *t >= 0)
+                    .map(OffsetSpec::Timestamp)
+                    .ok_or_else(|| format!("expected @TIMESTAMP_MS, got {s:?}"));
+            }
+            s.parse::<i64>()
+                .ok()
+                .filter(|o| *o >= 0)
+                .map(OffsetSpec::Offset)
+                .ok_or_else(|| {
+                    format!("expected earliest, latest, an offset or @TIMESTAMP_MS, got {s:?}")
+                })
+        }
+    }
+}
+
+/// Runs a `group` subcommand.
+pub async fn run(g: &GlobalArgs, cmd: GroupCommand) -> CliResult {
+    let client = connect(g).await?;
+    let admin = client.group_admin();
+    let mut stdout = std::io::stdout().lock();
+    match cmd {
+        GroupCommand::List => {
+            let groups = bounded(g.timeout(), "listing groups", async {
+                Ok(admin.list_groups().await?)
+            })
+            .await?;
+            for gr in groups {
+                writeln!(
+                    stdout,
+                    "{}\t{}\t{}",
+                    gr.group_id,
+                    gr.state.as_deref().unwrap_or("-"),
+                    gr.group_type.as_deref().unwrap_or("-")
+                )?;
+            }
+        }
+        GroupCommand::Describe { group } => {
+            let d = bounded(g.timeout(), "describing the group", async {
+                Ok(admin.describe_group(&group).await?)
+            })
+            .await?;
+            writeln!(stdout, "group: {}", d.group_id)?;
+            writeln!(stdout, "state: {}", d.state)?;
+            writeln!(stdout, "type: {}", d.group_type)?;
+            writeln!(stdout, "protocol: {} {}", d.protocol_type, d.assignor)?;
+            writeln!(stdout, "coordinator: {}", d.coordinator)?;
+            writeln!(stdout, "members: {}", d.members.len())?;
+            for m in d.members {
+                writeln!(
+                    stdout,
+                    "member {} instance={} client={} host={} topics={}",
+                    m.member_id,
+                    m.instance_id.as_deref().unwrap_or("-"),
+                    m.client_id,
+                    m.client_host,
+                    m.subscribed_topics.join(",")
+                )?;
+                let parts: Vec<String> = m.assignment.iter().map(ToString::to_string).collect();
+                writeln!(
+                    stdout,
+                    "  assigned: {}",
+                    if parts.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        parts.join(" ")
+                    }
+                )?;
+            }
+        }
+        GroupCommand::Lag(args) => {
+            let lags = bounded(g.timeout(), "computing lag", async {
+                Ok(admin.lag(&args.group).await?)
+            })
+            .await?;
+            for l in lags {
+                match args.format {
+                    LagFormat::Json => {
+                        // Keys in the documented order; serde_json escapes.
+                        let s = |v: &str| serde_json::Value::from(v).to_string();
+                        let n = |v: Option<i64>| v.map_or("null".to_owned(), |v| v.to_string());
+                        writeln!(
+                            stdout,
+                            "{{\"group\":{},\"topic\":{},\"partition\":{},\"committed\":{},\"end\":{},\"lag\":{}}}",
+                            s(&args.group),
+                            s(&l.topic),
+                            l.partition,
+                            n(l.committed),
+                            l.end,
+                            n(l.lag)
+                        )?;
+                    }
+                    LagFormat::Text => {
+                        let dash = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
+                        writeln!(
+                            stdout,
+                            "{}\t{}\t{}\t{}\t{}",
+                            l.topic,
+                            l.partition,
+                            dash(l.committed),
+                            l.end,
+                            dash(l.lag)
+                        )?;
+                    }
+                }
+            }
+        }
+        GroupCommand::Seek(args) => {
+            let offsets = bounded(g.timeout(), "moving offsets", async {
+                Ok(admin
+                    .reset_offsets(&args.group, &args.topic, args.to)
+                    .await?)
+            })
+            .await?;
+            for (tp, o) in offsets {
+                writeln!(stdout, "{}\t{}\t{o}", tp.topic, tp.partition)?;
+            }
+        }
+        GroupCommand::Delete { group } => {
+            bounded(g.timeout(), "deleting the group", async {
+                Ok(admin.delete_group(&group).await?)
+            })
+            .await?;
+        }
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+/// What `consume --group` needs from the `consume` arguments.
+#[derive(Debug)]
+pub struct GroupConsume {
+    /// The topic.
+    pub topic: String,
+    /// The group.
+    pub group: String,
+    /// Stop after this many records in all.
+    pub count: Option<u64>,
+    /// Output format.
+    pub format: FormatArg,
+    /// Which records are visible.
+    pub isolation: IsolationLevel,
+    /// Where partitions without a committed offset start.
+    pub reset: OffsetReset,
+}
+
+/// `consume TOPIC --group G`: joins G, prints the records of the partitions
+/// the group assigns, commits what it printed as it goes and before it
+/// exits; SIGINT/SIGTERM commit, leave the group and exit 0.
+pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
+    let client = connect(g).await?;
+    // A clear error for a topic that does not exist.
+    crate::topic_partitions(&client, g, &opts.topic).await?;
+    let config = GroupConfig::new(opts.group.clone(), [opts.topic.clone()])
+        .auto_commit(None)
+        .offset_reset(opts.reset)
+        .isolation(opts.isolation)
+        .session_timeout(Duration::from_secs(10))
+        .heartbeat_interval(Duration::from_secs(1));
+    let mut consumer = client.group_consumer(config)?;
+    let mut printed: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    let mut remaining = opts.count;
+    let mut out = Vec::new();
+    let mut signals = Signals::new()?;
+    let mut result = Ok(());
+    'outer: loop {
+        let first = tokio::select! {
+            item = consumer.next() => item,
+            _ = signals.recv() => break,
+        };
+        let Some(first) = first else { break };
+        // Whatever else is ready goes out in the same write.
+        let mut items = vec![first];
+        while items.len() < 1024 {
+            match consumer.next().now_or_never() {
+                Some(Some(item)) => items.push(item),
+                _ => break,
+            }
+        }
+        out.clear();
+        let mut printed_now = false;
+        for item in items {
+            let r = match item {
+                Ok(r) => r,
+                Err(e) if e.is_retriable() => {
+                    eprintln!("warning: {e}");
+                    continue;
+                }
+                Err(e) => {
+                    result = Err(CliError::from(e));
+                    break 'outer;
+                }
+            };
+            let partition = r.partition;
+            let tp = TopicPartition::new(r.topic.to_string(), partition);
+            let ro = RecordAndOffset {
+                record: r.record,
+                offset: r.offset,
+            };
+            match opts.format {
+                FormatArg::Json => format::json_line(&mut out, &opts.topic, partition, &ro),
+                FormatArg::Value => format::value_line(&mut out, &ro),
+            }
+            printed.insert(tp, ro.offset + 1);
+            printed_now = true;
+            if let Some(n) = remaining.as_mut() {
+                *n -= 1;
+                if *n == 0 {
+                    break;
+                }
+            }
+        }
+        {
+            let mut stdout = std::io::stdout().lock();
+            match stdout.write_all(&out).and_then(|()| stdout.flush()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
+                Err(e) => {
+                    result = Err(e.into());
+                    break;
+                }
+            }
+        }
+        if remaining == Some(0) {
+            break;
+        }
+        if printed_now {
+            // Committed in the background; a rebalance waits for it.
+            drop(consumer.commit_async(printed.clone()));
+        }
+    }
+    // Commit exactly what was printed, then leave.
+    let committed = bounded(g.timeout(), "committing offsets", async {
+        Ok(consumer.commit(printed).await?)
+    })
+    .await;
+    let closed = bounded(g.timeout() * 2, "leaving the group", async {
+        Ok(consumer.close().await?)
+    })
+    .await;
+    result.and(committed).and(closed)
+}
+
+/// SIGINT and SIGTERM, registered once so that none is missed between
+/// two waits.
+struct Signals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> CliResult<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.int.recv() => {}
+                _ = self.term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seek_targets_parse() {
+        assert_eq!(parse_seek("earliest"), Ok(OffsetSpec::Earliest));
+        assert_eq!(parse_seek("latest"), Ok(OffsetSpec::Latest));
+        assert_eq!(parse_seek("42"), Ok(OffsetSpec::Offset(42)));
+        assert_eq!(
+            parse_seek("@1700000000000"),
+            Ok(OffsetSpec::Timestamp(1_700_000_000_000))
+        );
+        assert!(parse_seek("-1").is_err());
+        assert!(parse_seek("@x").is_err());
+        assert!(parse_seek("soon").is_err());
+    }
+}
