@@ -345,9 +345,7 @@ mod lz4 {
         let mut out: Vec<u8> = Vec::with_capacity(bound.min(cap));
         let mut r = body;
         loop {
-            let Some((size, tail)) = r.split_first_chunk::<4>() else {
-                return None;
-            };
+            let (size, tail) = r.split_first_chunk::<4>()?;
             let size = u32::from_le_bytes(*size);
             if size == 0 {
                 return Some(Ok(out));
