@@ -3,6 +3,8 @@
 //! notice when unset).
 
 mod common;
+#[path = "common/fake_broker.rs"]
+mod fake_broker;
 #[path = "common/proxy.rs"]
 mod proxy;
 
@@ -1231,4 +1233,354 @@ async fn a_paused_broker_is_reported_and_consumption_resumes() {
             Err(_) => panic!("consumption did not resume"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// A scripted two-broker cluster: fetch sessions, a leader move with a
+// KIP-951 hint, and log truncation found by OffsetForLeaderEpoch
+// ---------------------------------------------------------------------------
+
+mod scripted {
+    use std::sync::{Arc, Mutex};
+
+    use bytes::{Bytes, BytesMut};
+    use rskafka::protocol::{
+        messages::{
+            api_versions_response::ApiVersion,
+            fetch_response::{
+                FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+            },
+            metadata_response::{
+                MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+            },
+            offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult},
+            ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, MetadataRequest,
+            MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+        },
+        record::{BatchHeader, RecordBatchWriter},
+        ApiKey, ErrorCode, Uuid,
+    };
+
+    use crate::fake_broker::{decode_request, delayed, reply, Action, Seen};
+
+    pub const TOPIC: &str = "scripted";
+    pub const TOPIC_ID: Uuid = Uuid([9; 16]);
+
+    /// What both fake brokers share.
+    #[derive(Default)]
+    pub struct Script {
+        pub ports: [i32; 2],
+        /// Current leader id and epoch of partition 0.
+        pub leader: (i32, i32),
+        pub a_fetches: usize,
+    }
+
+    fn versions(version: i16) -> Action {
+        let api = |key: ApiKey, min, max| ApiVersion {
+            api_key: key.0,
+            min_version: min,
+            max_version: max,
+            ..Default::default()
+        };
+        let resp = ApiVersionsResponse {
+            api_keys: vec![
+                api(ApiKey::API_VERSIONS, 0, 4),
+                api(ApiKey::METADATA, 0, 12),
+                api(ApiKey::FETCH, 4, 16),
+                api(ApiKey::LIST_OFFSETS, 1, 8),
+                api(ApiKey::OFFSET_FOR_LEADER_EPOCH, 2, 4),
+            ],
+            ..Default::default()
+        };
+        reply::<ApiVersionsRequest>(&resp, version)
+    }
+
+    /// A batch of records `from..to` with values `<prefix>-<offset>`.
+    fn batch(prefix: &str, from: i64, to: i64, epoch: i32) -> Bytes {
+        let mut w = RecordBatchWriter::new(BatchHeader {
+            base_offset: from,
+            partition_leader_epoch: epoch,
+            ..BatchHeader::default()
+        });
+        for o in from..to {
+            w.append(1_000, None, Some(format!("{prefix}-{o}").as_bytes()), &[])
+                .unwrap();
+        }
+        let mut out = BytesMut::new();
+        w.finish_into(&mut out).unwrap();
+        out.freeze()
+    }
+
+    fn fetch_reply(version: i16, session_id: i32, error: i16, partition: PartitionData) -> Action {
+        let resp = FetchResponse {
+            error_code: error,
+            session_id,
+            responses: if error == 0 {
+                vec![FetchableTopicResponse {
+                    topic: TOPIC.to_owned(),
+                    topic_id: TOPIC_ID,
+                    partitions: vec![partition],
+                    ..Default::default()
+                }]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        };
+        reply::<FetchRequest>(&resp, version)
+    }
+
+    /// A fetch answer naming broker 2's endpoint (KIP-951).
+    fn with_endpoint(version: i16, port: i32, partition: PartitionData) -> Action {
+        let resp = FetchResponse {
+            responses: vec![FetchableTopicResponse {
+                topic: TOPIC.to_owned(),
+                topic_id: TOPIC_ID,
+                partitions: vec![partition],
+                ..Default::default()
+            }],
+            node_endpoints: vec![NodeEndpoint {
+                node_id: 2,
+                host: "127.0.0.1".to_owned(),
+                port,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        reply::<FetchRequest>(&resp, version)
+    }
+
+    /// The handler of broker `me` (1 = the first leader "A", 2 = "B").
+    pub fn handler(me: i32, script: Arc<Mutex<Script>>) -> impl Fn(&Seen) -> Action + Send + Sync {
+        move |seen: &Seen| {
+            let mut s = script.lock().unwrap();
+            match seen.api_key {
+                ApiKey::API_VERSIONS => versions(seen.version),
+                ApiKey::METADATA => {
+                    let resp = MetadataResponse {
+                        brokers: (0..2)
+                            .map(|i| MetadataResponseBroker {
+                                node_id: i + 1,
+                                host: "127.0.0.1".to_owned(),
+                                port: s.ports[i as usize],
+                                ..Default::default()
+                            })
+                            .collect(),
+                        controller_id: 1,
+                        topics: vec![MetadataResponseTopic {
+                            name: Some(TOPIC.to_owned()),
+                            topic_id: TOPIC_ID,
+                            partitions: vec![MetadataResponsePartition {
+                                partition_index: 0,
+                                leader_id: s.leader.0,
+                                leader_epoch: s.leader.1,
+                                replica_nodes: vec![1, 2],
+                                isr_nodes: vec![1, 2],
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    reply::<MetadataRequest>(&resp, seen.version)
+                }
+                ApiKey::FETCH if me == 1 => {
+                    let n = s.a_fetches;
+                    s.a_fetches += 1;
+                    let data = |records: Bytes| PartitionData {
+                        partition_index: 0,
+                        high_watermark: 10,
+                        last_stable_offset: 10,
+                        log_start_offset: 0,
+                        records: Some(records),
+                        ..Default::default()
+                    };
+                    match n {
+                        0 => fetch_reply(seen.version, 77, 0, data(batch("a", 0, 5, 5))),
+                        1 => fetch_reply(
+                            seen.version,
+                            0,
+                            ErrorCode::FETCH_SESSION_ID_NOT_FOUND.0,
+                            data(Bytes::new()),
+                        ),
+                        2 => fetch_reply(seen.version, 88, 0, data(batch("a", 5, 10, 5))),
+                        _ => {
+                            // The leader moved to broker 2 (epoch 6).
+                            s.leader = (2, 6);
+                            let p = PartitionData {
+                                partition_index: 0,
+                                error_code: ErrorCode::NOT_LEADER_OR_FOLLOWER.0,
+                                high_watermark: -1,
+                                current_leader: LeaderIdAndEpoch {
+                                    leader_id: 2,
+                                    leader_epoch: 6,
+                                    ..Default::default()
+                                },
+                                ..Default::default()
+                            };
+                            let port = s.ports[1];
+                            with_endpoint(seen.version, port, p)
+                        }
+                    }
+                }
+                ApiKey::FETCH => {
+                    let req: FetchRequest = decode_request(seen);
+                    let offset = req
+                        .topics
+                        .iter()
+                        .flat_map(|t| &t.partitions)
+                        .map(|p| p.fetch_offset)
+                        .next();
+                    let Some(offset) = offset else {
+                        return delayed(
+                            fetch_reply(seen.version, 0, 0, PartitionData::default()),
+                            std::time::Duration::from_millis(100),
+                        );
+                    };
+                    let records = if offset < 13 {
+                        batch("b", offset, 13, 6)
+                    } else {
+                        Bytes::new()
+                    };
+                    let empty = records.is_empty();
+                    let action = fetch_reply(
+                        seen.version,
+                        0,
+                        0,
+                        PartitionData {
+                            partition_index: 0,
+                            high_watermark: 13,
+                            last_stable_offset: 13,
+                            log_start_offset: 0,
+                            records: Some(records),
+                            ..Default::default()
+                        },
+                    );
+                    if empty {
+                        delayed(action, std::time::Duration::from_millis(100))
+                    } else {
+                        action
+                    }
+                }
+                ApiKey::OFFSET_FOR_LEADER_EPOCH => {
+                    // Broker 2's log diverges from epoch 5 at offset 8.
+                    let resp = OffsetForLeaderEpochResponse {
+                        topics: vec![OffsetForLeaderTopicResult {
+                            topic: TOPIC.to_owned(),
+                            partitions: vec![EpochEndOffset {
+                                partition: 0,
+                                leader_epoch: 5,
+                                end_offset: 8,
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    reply::<OffsetForLeaderEpochRequest>(&resp, seen.version)
+                }
+                _ => Action::Silent,
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sessions_leader_moves_and_truncation_against_a_scripted_cluster() {
+    use fake_broker::{decode_request, FakeBroker};
+    use rskafka::protocol::messages::{FetchRequest, OffsetForLeaderEpochRequest};
+    use scripted::{handler, Script, TOPIC, TOPIC_ID};
+
+    let script = Arc::new(Mutex::new(Script {
+        leader: (1, 5),
+        ..Script::default()
+    }));
+    let a = FakeBroker::start(None, true, handler(1, Arc::clone(&script))).await;
+    let b = FakeBroker::start(None, true, handler(2, Arc::clone(&script))).await;
+    let port = |addr: &str| addr.rsplit(':').next().unwrap().parse::<i32>().unwrap();
+    script.lock().unwrap().ports = [port(&a.addr), port(&b.addr)];
+
+    let client = ClientBuilder::new(vec![a.addr.clone()])
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    let mut c = client
+        .consumer(
+            ConsumerConfig::default()
+                .assign(TOPIC, 0, StartOffset::At(0))
+                .max_wait(Duration::from_millis(100)),
+        )
+        .unwrap();
+    let mut got: Vec<(i64, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.last().is_none_or(|(o, _)| *o < 12) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let batch = tokio::time::timeout(left, c.next_batch())
+            .await
+            .unwrap_or_else(|_| panic!("stuck after {got:?}"))
+            .unwrap();
+        got.extend(batch.iter().map(|r| (r.offset, value(r))));
+    }
+    // Broker 1's records up to some position k, then broker 2's log from
+    // the divergence point (8) or from k if the application had not got
+    // that far: nothing of broker 1 past the divergence is delivered after
+    // broker 2's, and nothing is skipped.
+    let k = got.iter().take_while(|(_, v)| v.starts_with("a-")).count() as i64;
+    let expected: Vec<(i64, String)> = (0..k)
+        .map(|o| (o, format!("a-{o}")))
+        .chain((k.min(8)..13).map(|o| (o, format!("b-{o}"))))
+        .collect();
+    eprintln!("delivered: {got:?}");
+    assert_eq!(got, expected);
+    assert_eq!(c.position(TOPIC, 0), Some(13));
+
+    // Broker 1 saw: a full fetch opening a session, an incremental one in
+    // session 77 (epoch 1) at offset 5, a full one after the broker lost
+    // the session, then an incremental one in session 88.
+    let fetches: Vec<FetchRequest> = a
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.api_key == ApiKey::FETCH)
+        .map(decode_request::<FetchRequest>)
+        .collect();
+    assert!(fetches.len() >= 4, "{} fetches", fetches.len());
+    let summary = |f: &FetchRequest| {
+        (
+            f.session_id,
+            f.session_epoch,
+            f.topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(move |p| (t.topic_id, p.fetch_offset, p.current_leader_epoch))
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(summary(&fetches[0]), (0, 0, vec![(TOPIC_ID, 0, 5)]));
+    assert_eq!(summary(&fetches[1]), (77, 1, vec![(TOPIC_ID, 5, 5)]));
+    assert_eq!(summary(&fetches[2]), (0, 0, vec![(TOPIC_ID, 5, 5)]));
+    assert_eq!(summary(&fetches[3]), (88, 1, vec![(TOPIC_ID, 10, 5)]));
+
+    // Broker 2 was asked where epoch 5 ends, fenced by the new epoch 6,
+    // and then fetched from with epoch 6.
+    let seen_b = b.seen.lock().unwrap().clone();
+    let validation: Vec<OffsetForLeaderEpochRequest> = seen_b
+        .iter()
+        .filter(|s| s.api_key == ApiKey::OFFSET_FOR_LEADER_EPOCH)
+        .map(decode_request::<OffsetForLeaderEpochRequest>)
+        .collect();
+    assert_eq!(validation.len(), 1);
+    let p = &validation[0].topics[0].partitions[0];
+    assert_eq!((p.current_leader_epoch, p.leader_epoch), (6, 5));
+    let first_b_fetch = seen_b
+        .iter()
+        .find(|s| s.api_key == ApiKey::FETCH)
+        .map(decode_request::<FetchRequest>)
+        .expect("broker 2 was fetched from");
+    assert_eq!(summary(&first_b_fetch).2, vec![(TOPIC_ID, k.min(8), 6)]);
 }

@@ -79,7 +79,15 @@ pub enum StartOffset {
 
 /// What to do when the position is not in the log (OFFSET_OUT_OF_RANGE:
 /// records were deleted by retention, or an offset past the end was asked
-/// for), or when the log was truncated below it after a leader change.
+/// for).
+///
+/// It also governs log truncation, which the consumer detects after a
+/// leader change (KIP-320: the new leader's log ends the last fetched epoch
+/// below the position). With `Earliest` or `Latest` consumption continues
+/// at the offset where the logs diverge, as the Java consumer does, so the
+/// new leader's records from there on are delivered (possibly at offsets
+/// already delivered with the old content); with `Error` the partition
+/// yields an error item and stops until a seek.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OffsetReset {
     /// Continue from the first offset in the log.
@@ -126,7 +134,9 @@ pub struct ConsumerConfig {
     /// Bytes per partition in one fetch (default 1 MiB).
     pub max_partition_bytes: i32,
     /// Bound on fetched record bytes (as received, i.e. compressed) not yet
-    /// handed to the application (default 64 MiB). Fetching pauses at it.
+    /// handed to the application (default 16 MiB). Fetching pauses at it.
+    /// Decoded records take two to three times their wire size (more when
+    /// compressed), so this bounds a consumer's memory to a few times it.
     pub max_buffered_bytes: usize,
     /// What to do on OFFSET_OUT_OF_RANGE and detected log truncation.
     pub offset_reset: OffsetReset,
@@ -143,7 +153,7 @@ impl Default for ConsumerConfig {
             min_bytes: 1,
             max_bytes: 50 << 20,
             max_partition_bytes: 1 << 20,
-            max_buffered_bytes: 64 << 20,
+            max_buffered_bytes: 16 << 20,
             offset_reset: OffsetReset::Latest,
             decode_limits: DecodeLimits::default(),
         }
