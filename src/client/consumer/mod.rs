@@ -134,9 +134,7 @@ pub struct ConsumerConfig {
     /// Bytes per partition in one fetch (default 1 MiB).
     pub max_partition_bytes: i32,
     /// Bound on fetched record bytes (as received, i.e. compressed) not yet
-    /// handed to the application (default 16 MiB). Fetching pauses at it.
-    /// Decoded records take two to three times their wire size (more when
-    /// compressed), so this bounds a consumer's memory to a few times it.
+    /// handed to the application (default 64 MiB). Fetching pauses at it.
     pub max_buffered_bytes: usize,
     /// What to do on OFFSET_OUT_OF_RANGE and detected log truncation.
     pub offset_reset: OffsetReset,
@@ -153,7 +151,7 @@ impl Default for ConsumerConfig {
             min_bytes: 1,
             max_bytes: 50 << 20,
             max_partition_bytes: 1 << 20,
-            max_buffered_bytes: 16 << 20,
+            max_buffered_bytes: 64 << 20,
             offset_reset: OffsetReset::Latest,
             decode_limits: DecodeLimits::default(),
         }
