@@ -8,7 +8,7 @@ use bytes::Bytes;
 use rskafka::{
     client::{
         controller::{ConfigOp, ConfigSource},
-        partition::{Compression, OffsetAt, PartitionClient},
+        partition::{Acks, Compression, OffsetAt, PartitionClient},
         Client, ClientBuilder,
     },
     error::ErrorKind,
@@ -615,4 +615,59 @@ async fn private_broker_restart_and_pause() {
     for (offset, want) in &acked {
         assert_eq!(got.get(offset), Some(want), "offset {offset}");
     }
+}
+
+#[tokio::test]
+async fn acks_none_is_fire_and_forget_and_the_connection_stays_usable() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let client = client(&bootstrap).await;
+    let (_topic, pc) = topic_with(&client, "acks-none", 1).await;
+    // acks=all first: a fire-and-forget produce sent before the leader takes
+    // writes would be lost without anyone noticing.
+    let warm = record(Some("warm"), Some(b"up"), &[]);
+    let offsets = pc
+        .produce(vec![warm.clone()], Compression::None)
+        .await
+        .expect("warm-up produce");
+    assert_eq!(offsets, vec![0]);
+    let mut sent = vec![warm];
+    for batch in 0..10 {
+        let records: Vec<Record> = (0..100)
+            .map(|i| {
+                let v = format!("{}", batch * 100 + i);
+                record(None, Some(v.as_bytes()), &[])
+            })
+            .collect();
+        let offsets = pc
+            .produce_with(records.clone(), Compression::None, Acks::None)
+            .await
+            .expect("acks=0 produce");
+        assert_eq!(offsets, vec![-1; 100], "acks=0 offsets are unknown");
+        sent.extend(records);
+    }
+    // The same connection still matches responses: a real answer comes back
+    // with the offset after the 1 + 1000 records before it.
+    let last = record(Some("last"), Some(b"acked"), &[]);
+    let offsets = pc
+        .produce_with(vec![last.clone()], Compression::None, Acks::All)
+        .await
+        .expect("acks=all after acks=0");
+    assert_eq!(offsets, vec![1_001]);
+    sent.push(last);
+    let mut got = Vec::new();
+    while got.len() < sent.len() {
+        let (records, _) = pc
+            .fetch_records(got.len() as i64, 1..1_000_000, 1_000)
+            .await
+            .expect("fetch");
+        assert!(
+            !records.is_empty(),
+            "fetch made no progress at {}",
+            got.len()
+        );
+        got.extend(records);
+    }
+    assert_records(&got, &sent, 0);
 }

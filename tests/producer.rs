@@ -740,3 +740,46 @@ async fn partitions_added_later_are_used() {
         .expect("delivered");
     assert_eq!(meta.partition, key_partition(b"foobar", 3));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_none_delivers_without_offsets_and_acks_all_follows() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let client = connect(&bootstrap).await;
+    let topic = unique_topic("producer-acks0");
+    create_topic(&client, &topic, 1).await;
+    warm_up(&client, &topic, 1).await;
+    let producer = client
+        .producer(ProducerConfig::default().acks(Acks::None))
+        .expect("producer");
+    let mut futs = Vec::new();
+    for id in 0..1_000 {
+        let r = ProducerRecord::new(topic.clone(), record(id, None, 10)).with_partition(0);
+        futs.push(producer.send(r).await.expect("send"));
+    }
+    producer.flush().await;
+    for r in deliveries(futs, Duration::from_secs(30)).await {
+        let meta = r.expect("written");
+        assert_eq!(meta.offset, None, "acks=0 has no offset");
+    }
+    producer.close().await;
+    // The connection (shared through the client) still pairs answers with
+    // requests: an acks=all producer gets the real next offset.
+    let acked = client
+        .producer(ProducerConfig::default())
+        .expect("producer");
+    let fut = acked
+        .send(ProducerRecord::new(topic.clone(), record(1_000, None, 10)).with_partition(0))
+        .await
+        .expect("send");
+    acked.flush().await;
+    let meta = tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .expect("delivery in time")
+        .expect("acked");
+    // One warm-up record, then the 1000 fire-and-forget ones.
+    assert_eq!(meta.offset, Some(1_001));
+    acked.close().await;
+    let read = read_topic(&client, &topic, 1).await;
+    let (lost, duplicated, out_of_order) = audit(&read, &(0..=1_000).collect());
+    assert_eq!((lost, duplicated, out_of_order), (0, 0, 0));
+}

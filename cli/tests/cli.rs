@@ -350,6 +350,30 @@ fn every_codec_round_trips_through_the_cli() {
 }
 
 #[test]
+fn acks_zero_produces_end_to_end() {
+    let Some(b) = bootstrap() else { return };
+    let topic = create_topic(&b, 1);
+    // acks=all first: until the new partition's leader takes writes, an
+    // unanswered produce could be dropped without notice.
+    assert_ok(&kafka(
+        &b,
+        &["produce", &topic, "--acks", "all"],
+        b"first\n",
+    ));
+    let lines: String = (0..1_000).map(|i| format!("fire {i}\n")).collect();
+    let out = kafka(&b, &["produce", &topic, "--acks", "0"], lines.as_bytes());
+    assert_ok(&out);
+    assert_ok(&kafka(&b, &["produce", &topic, "--acks", "all"], b"last\n"));
+    let out = kafka(
+        &b,
+        &["consume", &topic, "--format", "value", "--exit-at-end"],
+        b"",
+    );
+    assert_ok(&out);
+    assert_eq!(stdout(&out), format!("first\n{lines}last\n"));
+}
+
+#[test]
 fn keyed_lines_follow_the_java_partitioner_and_count_limits_output() {
     let Some(b) = bootstrap() else { return };
     let topic = create_topic(&b, 2);

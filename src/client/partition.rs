@@ -55,10 +55,10 @@ pub enum OffsetAt {
 /// How many replicas must have a produced batch before the broker answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Acks {
-    /// Don't report offsets. Kafka's acks=0 has the broker send no
-    /// response at all; until the connection layer can send a request that
-    /// expects none, this sends acks=1 and ignores the answer, so offsets
-    /// are not returned but errors still are.
+    /// Kafka's acks=0: the broker sends no response at all, so a send is
+    /// done once written to the socket; offsets and broker-side errors (the
+    /// broker closes the connection on one) are never known, and a record
+    /// can be lost without anyone noticing.
     None,
     /// The leader has written the batch.
     Leader,
@@ -260,8 +260,9 @@ impl PartitionClient {
     }
 
     /// Produces `records` as one batch, waiting for `acks`; returns their
-    /// offsets, in order (an empty list for [`Acks::None`], which reports
-    /// none).
+    /// offsets, in order. With [`Acks::None`] the broker does not answer:
+    /// every offset is `-1` (unknown), and success means only that the batch
+    /// was written to the leader's socket.
     ///
     /// Retriable errors are retried until the operation timeout, except a
     /// connection that broke after the request was sent: the batch may have
@@ -291,7 +292,7 @@ impl PartitionClient {
             Some(base) => (0..count)
                 .map(|i| base + i64::try_from(i).unwrap_or(i64::MAX))
                 .collect(),
-            None => Vec::new(),
+            None => vec![-1; count],
         })
     }
 
@@ -306,13 +307,7 @@ impl PartitionClient {
         let timeout_ms = remaining_ms(deadline);
         let req = ProduceRequest {
             transactional_id: None,
-            // The connection layer has no fire-and-forget path yet, and a
-            // broker does not answer acks=0; so acks=0 goes out as acks=1
-            // and its answer is ignored (see `Acks::None`).
-            acks: match acks {
-                Acks::None => Acks::Leader.wire(),
-                other => other.wire(),
-            },
+            acks: acks.wire(),
             timeout_ms,
             topic_data: vec![TopicProduceData {
                 name: self.topic.clone(),
@@ -325,10 +320,15 @@ impl PartitionClient {
             }],
             ..Default::default()
         };
-        let resp = conn.request(&req).await?;
         if acks == Acks::None {
+            // No response will come: written is all there is to know.
+            let Some(version) = conn.version_for(ApiKey::PRODUCE) else {
+                return Err(conn.unsupported::<ProduceRequest>(None).into());
+            };
+            conn.send_no_response(&req, version).await?;
             return Ok(None);
         }
+        let resp = conn.request(&req).await?;
         let p = resp
             .responses
             .iter()

@@ -42,6 +42,8 @@ type Reply = oneshot::Sender<Result<Bytes, ConnectionError>>;
 
 struct Command {
     req: EncodedRequest,
+    /// Answered with an empty body once written (the broker sends none).
+    no_response: bool,
     reply: Reply,
 }
 
@@ -247,12 +249,28 @@ impl BrokerConnection {
         self.request_inner(req, version, false).await
     }
 
-    async fn request_inner<R: Request>(
+    /// Sends `req` at `version` for which the broker sends no response at
+    /// all — in Kafka only a ProduceRequest with `acks` = 0; anything else
+    /// would leave its answer unmatched and break the connection. Resolves
+    /// once the whole frame has been written to the socket, which is all
+    /// the caller will ever learn: not that the broker read or accepted it.
+    ///
+    /// Errors as [`Self::request_version`]: with `ambiguous` set only if the
+    /// frame may have been written (a timeout after handing it over). Other
+    /// requests on the connection are unaffected. Cancellation-safe: dropped
+    /// before the driver takes it, it is not sent; after, it is still
+    /// written whole, keeping the stream intact.
+    pub async fn send_no_response<R: Request>(
         &self,
         req: &R,
         version: i16,
-        gated: bool,
-    ) -> Result<R::Response, ConnectionError> {
+    ) -> Result<(), ConnectionError> {
+        let encoded = self.encode(req, version)?;
+        self.exchange(encoded, true, true).await.map(drop)
+    }
+
+    /// Checks `version` against the codec and the broker, then encodes.
+    fn encode<R: Request>(&self, req: &R, version: i16) -> Result<EncodedRequest, ConnectionError> {
         let in_codec = (R::MIN_VERSION..=R::MAX_VERSION).contains(&version);
         // ApiVersions itself goes out before any table exists.
         let in_broker = match self.inner.versions.get() {
@@ -264,7 +282,16 @@ impl BrokerConnection {
         if !in_codec || !in_broker {
             return Err(self.unsupported::<R>(Some(version)));
         }
-        let encoded = EncodedRequest::new(req, version, Some(&self.inner.config.client_id))?;
+        EncodedRequest::new(req, version, Some(&self.inner.config.client_id))
+    }
+
+    async fn request_inner<R: Request>(
+        &self,
+        req: &R,
+        version: i16,
+        gated: bool,
+    ) -> Result<R::Response, ConnectionError> {
+        let encoded = self.encode(req, version)?;
         let body = self.round_trip(encoded, gated).await?;
         let mut r = Reader::new(body);
         let resp =
@@ -288,7 +315,9 @@ impl BrokerConnection {
         Ok(resp)
     }
 
-    fn unsupported<R: Request>(&self, requested: Option<i16>) -> ConnectionError {
+    /// The error for a request at `requested` (`None`: at no version) that
+    /// this client and broker cannot exchange.
+    pub(crate) fn unsupported<R: Request>(&self, requested: Option<i16>) -> ConnectionError {
         let client = super::client_range(R::API_KEY)
             .map(|(min, max)| (min.max(R::MIN_VERSION), max.min(R::MAX_VERSION)));
         ConnectionError::UnsupportedVersion {
@@ -301,6 +330,18 @@ impl BrokerConnection {
 
     /// Sends an encoded request and returns the raw response body.
     async fn round_trip(&self, req: EncodedRequest, gated: bool) -> Result<Bytes, ConnectionError> {
+        self.exchange(req, false, gated).await
+    }
+
+    /// Hands `req` to the driver and waits, within the request timeout, for
+    /// its response body, or with `no_response` for its frame to be written
+    /// (then the body is empty).
+    async fn exchange(
+        &self,
+        req: EncodedRequest,
+        no_response: bool,
+        gated: bool,
+    ) -> Result<Bytes, ConnectionError> {
         let (api, version) = (req.api_key(), req.version());
         let timeout = self.inner.config.request_timeout;
         let deadline = Instant::now() + timeout;
@@ -311,8 +352,8 @@ impl BrokerConnection {
             timeout,
             ambiguous,
         };
-        // Held until the response arrives, so re-authentication can wait
-        // for requests in flight.
+        // Held until the response arrives (or the frame is written), so
+        // re-authentication can wait for requests in flight.
         let _pass = match self.inner.gate.as_ref().filter(|_| gated) {
             Some(gate) => match timeout_at(deadline, gate.read()).await {
                 Ok(pass) => Some(pass),
@@ -321,7 +362,16 @@ impl BrokerConnection {
             None => None,
         };
         let (reply, rx) = oneshot::channel();
-        match timeout_at(deadline, self.inner.tx.send(Command { req, reply })).await {
+        match timeout_at(
+            deadline,
+            self.inner.tx.send(Command {
+                req,
+                no_response,
+                reply,
+            }),
+        )
+        .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(self.disconnected(false)),
             Err(_) => return Err(timed_out(false)),
@@ -517,7 +567,12 @@ impl Driver {
                     if cmd.reply.is_closed() {
                         continue;
                     }
-                    if let Err(e) = self.core.queue(cmd.req, cmd.reply) {
+                    let queued = if cmd.no_response {
+                        self.core.queue_no_response(cmd.req, cmd.reply).map(drop)
+                    } else {
+                        self.core.queue(cmd.req, cmd.reply).map(drop)
+                    };
+                    if let Err(e) = queued {
                         return Stop::Error(e);
                     }
                 }
@@ -552,6 +607,10 @@ impl Driver {
                     Ok(Some(0)) => return Stop::Error(std::io::Error::from(std::io::ErrorKind::WriteZero).into()),
                     Ok(Some(n)) => {
                         self.core.on_written(n);
+                        while let Some(reply) = self.core.poll_written() {
+                            // Written is all a no-response request learns.
+                            let _ = reply.send(Ok(Bytes::new()));
+                        }
                         self.queued_write -= n;
                         advance(&mut self.write_queue, n);
                         need_flush = true;

@@ -128,6 +128,16 @@ struct InFlight<T> {
     token: Option<T>,
 }
 
+/// A request the broker does not answer, queued and not yet fully written.
+#[derive(Debug)]
+struct Unanswered<T> {
+    api_key: ApiKey,
+    version: i16,
+    /// Position of the frame's last byte in the outgoing byte stream.
+    end_offset: u64,
+    token: T,
+}
+
 /// A response matched to its request.
 #[derive(Debug)]
 pub struct Response<T> {
@@ -171,6 +181,10 @@ pub struct ConnectionCore<T> {
     next_correlation_id: i32,
     /// Oldest first; Kafka answers in order, so the front usually matches.
     in_flight: VecDeque<InFlight<T>>,
+    /// Requests the broker will not answer (produce with acks=0), oldest
+    /// first, with the stream position of their frame's last byte: their
+    /// waiters are told once that byte is written.
+    unanswered: VecDeque<Unanswered<T>>,
     recv: BytesMut,
     frames_received: u64,
     transmit: VecDeque<Bytes>,
@@ -187,6 +201,7 @@ impl<T> ConnectionCore<T> {
             max_frame_size,
             next_correlation_id: 0,
             in_flight: VecDeque::new(),
+            unanswered: VecDeque::new(),
             recv: BytesMut::new(),
             frames_received: 0,
             transmit: VecDeque::new(),
@@ -200,25 +215,55 @@ impl<T> ConnectionCore<T> {
     /// Assigns a correlation id to `req`, records it as in flight and queues
     /// its bytes for transmission. Returns the correlation id.
     pub fn queue(&mut self, req: EncodedRequest, token: T) -> Result<i32, ConnectionError> {
+        let (api_key, version, response_header_version) =
+            (req.api_key, req.version, req.response_header_version);
+        let (correlation_id, end_offset) = self.enqueue(req.frame)?;
+        self.in_flight.push_back(InFlight {
+            correlation_id,
+            api_key,
+            version,
+            response_header_version,
+            end_offset,
+            token: Some(token),
+        });
+        Ok(correlation_id)
+    }
+
+    /// Queues a request the broker sends no response to (a produce with
+    /// acks=0). It takes a correlation id, as the broker expects, but is not
+    /// entered in the in-flight table: a response never comes, and the
+    /// responses to other requests are still matched by their ids. `token`
+    /// comes back from [`poll_written`](Self::poll_written) once the whole
+    /// frame has been written. Returns the correlation id.
+    pub fn queue_no_response(
+        &mut self,
+        req: EncodedRequest,
+        token: T,
+    ) -> Result<i32, ConnectionError> {
+        let (api_key, version) = (req.api_key, req.version);
+        let (correlation_id, end_offset) = self.enqueue(req.frame)?;
+        self.unanswered.push_back(Unanswered {
+            api_key,
+            version,
+            end_offset,
+            token,
+        });
+        Ok(correlation_id)
+    }
+
+    /// Patches in the next correlation id and queues the frame; returns the
+    /// id and the stream position of the frame's last byte.
+    fn enqueue(&mut self, mut frame: BytesMut) -> Result<(i32, u64), ConnectionError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
         let correlation_id = self.next_correlation_id;
         // Negative ids are avoided only for readability in broker logs.
         self.next_correlation_id = correlation_id.checked_add(1).unwrap_or(0);
-        let mut frame = req.frame;
         if let Some(slot) = frame.get_mut(CORRELATION_ID_OFFSET..CORRELATION_ID_OFFSET + 4) {
             slot.copy_from_slice(&correlation_id.to_be_bytes());
         }
         self.queued_bytes += frame.len() as u64;
-        self.in_flight.push_back(InFlight {
-            correlation_id,
-            api_key: req.api_key,
-            version: req.version,
-            response_header_version: req.response_header_version,
-            end_offset: self.queued_bytes,
-            token: Some(token),
-        });
         if frame.len() <= COALESCE_MAX {
             self.coalesce.extend_from_slice(&frame);
         } else {
@@ -227,7 +272,7 @@ impl<T> ConnectionCore<T> {
             }
             self.transmit.push_back(frame.freeze());
         }
-        Ok(correlation_id)
+        Ok((correlation_id, self.queued_bytes))
     }
 
     /// Encodes and queues `req` at `version`; see [`Self::queue`].
@@ -262,6 +307,17 @@ impl<T> ConnectionCore<T> {
     /// Reports that `n` more bytes of the transmitted stream were written.
     pub fn on_written(&mut self, n: usize) {
         self.written_bytes += n as u64;
+    }
+
+    /// The token of the next [no-response](Self::queue_no_response) request
+    /// whose frame has been fully written; it is then done.
+    pub fn poll_written(&mut self) -> Option<T> {
+        match self.unanswered.front() {
+            Some(u) if u.end_offset <= self.written_bytes => {
+                self.unanswered.pop_front().map(|u| u.token)
+            }
+            _ => None,
+        }
     }
 
     /// The receive buffer, with spare capacity reserved for the next read.
@@ -427,7 +483,9 @@ impl<T> ConnectionCore<T> {
 
     /// Closes the connection with `cause` (if none was recorded yet) and
     /// hands back every waiting request, telling for each whether its frame
-    /// was fully written.
+    /// was fully written. No-response requests are included unless
+    /// [`poll_written`](Self::poll_written) already handed them out; call it
+    /// first to tell their waiters of success.
     pub fn fail_all(&mut self, cause: ConnectionError) -> Vec<Failed<T>> {
         if self.error.is_none() {
             self.error = Some(cause);
@@ -435,6 +493,12 @@ impl<T> ConnectionCore<T> {
         self.transmit.clear();
         self.coalesce.clear();
         let written = self.written_bytes;
+        let unanswered = self.unanswered.drain(..).map(|u| Failed {
+            token: u.token,
+            api_key: u.api_key,
+            version: u.version,
+            ambiguous: u.end_offset <= written,
+        });
         self.in_flight
             .drain(..)
             .filter_map(|f| {
@@ -445,6 +509,7 @@ impl<T> ConnectionCore<T> {
                     ambiguous: f.end_offset <= written,
                 })
             })
+            .chain(unanswered)
             .collect()
     }
 }
@@ -667,6 +732,59 @@ mod tests {
         assert!(core.poll_response().is_none());
         assert_eq!(core.in_flight(), 0);
         assert!(!core.is_closed());
+    }
+
+    #[test]
+    fn no_response_request_takes_an_id_but_no_in_flight_entry() {
+        let mut core = ConnectionCore::new(1 << 20);
+        let a = core.queue_request(&Echo(1), 3, None, "a").unwrap();
+        let b = core
+            .queue_no_response(EncodedRequest::new(&Echo(2), 3, None).unwrap(), "b")
+            .unwrap();
+        let c = core.queue_request(&Echo(3), 3, None, "c").unwrap();
+        // The broker sees distinct, consecutive ids; only a and c await answers.
+        assert_eq!((a, b, c), (0, 1, 2));
+        assert_eq!(core.in_flight(), 2);
+        assert!(core.poll_written().is_none(), "nothing written yet");
+        let bytes = drain_transmit(&mut core);
+        // The frame went out with its own correlation id patched in.
+        // Header v2 frames of 19 bytes: size, key, version, id, client id, tags, body.
+        let second = &bytes[19..38];
+        assert_eq!(&second[8..12], &1i32.to_be_bytes());
+        assert_eq!(core.poll_written(), Some("b"));
+        assert!(core.poll_written().is_none());
+        // The broker answers a and c only; both still match their waiters.
+        core.handle_received(&response(a, true, b"A"));
+        core.handle_received(&response(c, true, b"C"));
+        let got: Vec<_> = std::iter::from_fn(|| core.poll_response())
+            .map(|r| r.map(|r| (r.token, r.body)).unwrap())
+            .collect();
+        assert_eq!(got, vec![("a", Bytes::from("A")), ("c", Bytes::from("C"))]);
+        assert_eq!(core.in_flight(), 0);
+        assert!(!core.is_closed());
+    }
+
+    #[test]
+    fn no_response_request_is_done_only_when_fully_written() {
+        let mut core = ConnectionCore::new(1 << 20);
+        core.queue_no_response(EncodedRequest::new(&Echo(1), 1, None).unwrap(), 1)
+            .unwrap();
+        core.queue_no_response(EncodedRequest::new(&Echo(2), 1, None).unwrap(), 2)
+            .unwrap();
+        let chunk = core.poll_transmit().unwrap();
+        core.on_written(17); // one byte short of the first frame
+        assert!(core.poll_written().is_none());
+        core.on_written(1);
+        assert_eq!(core.poll_written(), Some(1));
+        core.on_written(chunk.len() - 18 - 1);
+        assert!(core.poll_written().is_none());
+        // Not fully written when the connection broke: safe to send again.
+        let failed = core.fail_all(ConnectionError::PeerIsHttp);
+        let got: Vec<_> = failed
+            .iter()
+            .map(|f| (f.token, f.api_key, f.ambiguous))
+            .collect();
+        assert_eq!(got, vec![(2, ApiKey(1000), false)]);
     }
 
     #[test]

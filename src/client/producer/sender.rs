@@ -497,7 +497,9 @@ fn settle(
         }
         Err(e) => {
             let result = SendResult::Transport {
-                retriable: e.is_retriable(),
+                // As in Java, acks=0 is sent again only if it surely was not
+                // written: nothing else would tell of a duplicate.
+                retriable: e.is_retriable() && !(shared.acks == Acks::None && e.is_ambiguous()),
                 ambiguous: e.is_ambiguous(),
                 kind: e.kind(),
                 message: e.to_string(),
@@ -553,17 +555,29 @@ async fn produce(
     let req = ProduceRequest {
         transactional_id: None,
         acks: match shared.acks {
-            // The connection layer has no fire-and-forget path yet (a broker
-            // does not answer acks=0, so a waiting request would only time
-            // out): acks=0 goes out as acks=1, errors in the answer are
-            // handled as usual, and its offsets are not reported.
-            Acks::None | Acks::Leader => 1,
+            Acks::None => 0,
+            Acks::Leader => 1,
             Acks::All => -1,
         },
         timeout_ms: i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX),
         topic_data,
         ..Default::default()
     };
+    if shared.acks == Acks::None {
+        // The broker sends no response to acks=0: the request is done once
+        // written.
+        let Some(version) = conn.version_for(ApiKey::PRODUCE) else {
+            return Err(conn.unsupported::<ProduceRequest>(None).into());
+        };
+        return match tokio::time::timeout(timeout, conn.send_no_response(&req, version)).await {
+            Ok(r) => r.map(|()| None).map_err(Error::from),
+            // Handed to the connection: it may still be written.
+            Err(_) => Err(Error::new(ErrorKind::Timeout)
+                .with_api(ApiKey::PRODUCE)
+                .with_message(format!("not written within {timeout:?}"))
+                .with_ambiguous(true)),
+        };
+    }
     match tokio::time::timeout(timeout, conn.request(&req)).await {
         Ok(r) => Ok(Some(r?)),
         // The request was sent: the broker may still write it.
