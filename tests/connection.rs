@@ -21,6 +21,7 @@ use rskafka::{
         messages::{
             api_versions_response::ApiVersion, metadata_request::MetadataRequestTopic,
             ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+            ProduceRequest,
         },
         ApiKey, ErrorCode, Message,
     },
@@ -284,6 +285,54 @@ async fn peer_closing_mid_frame_fails_every_in_flight_request() {
         ),
         "{err:?}"
     );
+}
+
+#[tokio::test]
+async fn no_response_requests_complete_once_written_and_keep_the_stream_in_sync() {
+    // Like a broker with acks=0 produces, the fake never answers "quiet-*".
+    let fake = FakeBroker::start(None, false, |seen| {
+        if tag_of(seen).starts_with("quiet") {
+            Action::Silent
+        } else {
+            echo(seen)
+        }
+    })
+    .await;
+    let timeout = Duration::from_secs(2);
+    let conn = connect(&fake, timeout).await;
+    let version = conn.version_for(ApiKey::METADATA).unwrap();
+    let started = Instant::now();
+    for i in 0..20 {
+        conn.send_no_response(&tagged(&format!("quiet-{i}")), version)
+            .await
+            .unwrap();
+        // Were the quiet request waiting for an answer, this one's would be
+        // taken for it, or the connection would break.
+        let resp = conn.request(&tagged(&format!("loud-{i}"))).await.unwrap();
+        assert_eq!(resp.cluster_id, Some(format!("loud-{i}")));
+    }
+    assert!(started.elapsed() < timeout, "nothing waited for a timeout");
+    assert!(!conn.is_closed());
+    let seen = fake.seen.lock().unwrap().clone();
+    let metadata: Vec<_> = seen
+        .iter()
+        .filter(|s| s.api_key == ApiKey::METADATA)
+        .collect();
+    assert_eq!(metadata.len(), 40);
+    // Every request, answered or not, took its own correlation id.
+    for pair in metadata.windows(2) {
+        assert_eq!(pair[1].correlation_id, pair[0].correlation_id + 1);
+    }
+    // Versions are checked before anything is sent, as for other requests.
+    let err = conn
+        .send_no_response(&ProduceRequest::default(), 9)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConnectionError::UnsupportedVersion { .. }),
+        "{err:?}"
+    );
+    assert_eq!(fake.count(ApiKey::PRODUCE), 0);
 }
 
 #[tokio::test]
