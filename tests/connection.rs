@@ -169,9 +169,12 @@ async fn tls_and_http_listeners_are_named_in_the_error() {
     }
 }
 
+/// Bytes a fake peer sends, and a check of the error they must cause.
+type GarbageCase = (&'static [u8], fn(&ConnectionError) -> bool);
+
 #[tokio::test]
 async fn garbage_fails_fast_and_closes_the_connection() {
-    let cases: [(&[u8], fn(&ConnectionError) -> bool); 2] = [
+    let cases: [GarbageCase; 2] = [
         // A plausible frame with a correlation id nobody sent.
         (b"\x00\x00\x00\x0cgarbage-byte", |c| {
             matches!(c, ConnectionError::UnknownCorrelationId(_))
