@@ -142,6 +142,8 @@ struct PartitionState {
     rewind: Option<(u64, i32)>,
     /// Sequence state cannot be reconciled; waits for an epoch bump.
     broken: bool,
+    /// Size of the last batch closed, to size the next one's buffer.
+    size_hint: usize,
 }
 
 impl PartitionState {
@@ -154,6 +156,15 @@ impl PartitionState {
 
     fn has_data(&self) -> bool {
         self.open.is_some() || !self.queue.is_empty()
+    }
+
+    /// Takes the open batch, remembering its size for the next one.
+    fn take_open(&mut self) -> Option<OpenBatch> {
+        let open = self.open.take()?;
+        // A little headroom, as batches closed by linger vary in size.
+        let size = open.writer.uncompressed_size();
+        self.size_hint = size.saturating_add(size / 8);
+        Some(open)
     }
 
     /// The sequence the broker expects next from us.
@@ -202,6 +213,67 @@ impl TopicState {
     }
 }
 
+/// Topics by name, with a one-entry cache of the last name looked up:
+/// producers usually write runs of records to the same topic, and comparing
+/// one string is cheaper than hashing it for every record.
+#[derive(Debug, Default)]
+struct Topics {
+    list: Vec<TopicState>,
+    index: HashMap<Arc<str>, usize>,
+    last: usize,
+}
+
+impl Topics {
+    fn position(&self, name: &str) -> Option<usize> {
+        match self.list.get(self.last) {
+            Some(t) if *t.name == *name => Some(self.last),
+            _ => self.index.get(name).copied(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&TopicState> {
+        self.position(name).and_then(|i| self.list.get(i))
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut TopicState> {
+        let i = self.position(name)?;
+        self.last = i;
+        self.list.get_mut(i)
+    }
+
+    /// The topic, created without partitions if new.
+    fn get_or_insert(&mut self, name: &str) -> &mut TopicState {
+        let i = match self.position(name) {
+            Some(i) => i,
+            None => {
+                let name: Arc<str> = Arc::from(name);
+                self.index.insert(name.clone(), self.list.len());
+                self.list.push(TopicState {
+                    name,
+                    partitions: Vec::new(),
+                    sticky: None,
+                    round_robin: 0,
+                });
+                self.list.len() - 1
+            }
+        };
+        self.last = i;
+        &mut self.list[i]
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.list.iter().map(|t| &t.name)
+    }
+
+    fn values(&self) -> std::slice::Iter<'_, TopicState> {
+        self.list.iter()
+    }
+
+    fn values_mut(&mut self) -> std::slice::IterMut<'_, TopicState> {
+        self.list.iter_mut()
+    }
+}
+
 /// The producer id and epoch of an idempotent producer.
 #[derive(Debug, Clone, Copy)]
 struct Idempotence {
@@ -216,7 +288,7 @@ struct Idempotence {
 #[derive(Debug)]
 pub(crate) struct Accumulator {
     cfg: AccumulatorConfig,
-    topics: HashMap<Arc<str>, TopicState>,
+    topics: Topics,
     /// Every batch not yet complete, for `flush`.
     incomplete: BTreeMap<u64, Arc<BatchShared>>,
     next_id: u64,
@@ -244,7 +316,7 @@ impl Accumulator {
         });
         Self {
             cfg,
-            topics: HashMap::new(),
+            topics: Topics::default(),
             incomplete: BTreeMap::new(),
             next_id: 0,
             in_flight: 0,
@@ -261,15 +333,7 @@ impl Accumulator {
         if count == 0 {
             return;
         }
-        let t = self
-            .topics
-            .entry(Arc::from(topic))
-            .or_insert_with_key(|name| TopicState {
-                name: name.clone(),
-                partitions: Vec::new(),
-                sticky: None,
-                round_robin: 0,
-            });
+        let t = self.topics.get_or_insert(topic);
         while t.partitions.len() < count {
             t.partitions.push(PartitionState::new());
         }
@@ -296,7 +360,9 @@ impl Accumulator {
         record: &Record,
         headers: &[RecordHeader],
         accounted: usize,
-        now: Instant,
+        // Read only when a batch is opened: clock reads are not free and
+        // most records join an open batch.
+        clock: &dyn Fn() -> Instant,
     ) -> Result<Appended, AppendError> {
         if self.closing {
             return Err(AppendError::Closed);
@@ -359,7 +425,7 @@ impl Accumulator {
         let mut wake = false;
         if let Some(open) = &ps.open {
             if !fits(open, accounted, cfg.batch_size) {
-                close_open(ps, cfg, now);
+                close_open(ps, cfg);
                 wake = true;
             }
         }
@@ -372,14 +438,20 @@ impl Accumulator {
                 compression: cfg.compression,
                 ..BatchHeader::default()
             };
-            // Room for a typical batch without growing from tiny sizes, but
-            // not the whole batch size for every partition up front.
-            let capacity = cfg.batch_size.min(64 * 1024).max(accounted);
+            // As large as this partition's last batch (growing a buffer
+            // copies it), else room for a typical batch; never the whole
+            // batch size for every partition up front.
+            let typical = if ps.size_hint > 0 {
+                ps.size_hint
+            } else {
+                64 * 1024
+            };
+            let capacity = typical.min(cfg.batch_size).max(accounted);
             ps.open = Some(OpenBatch {
                 id,
                 writer: RecordBatchWriter::with_capacity(header, capacity),
                 shared,
-                created: now,
+                created: clock(),
                 accounted: 0,
             });
             wake = true;
@@ -399,7 +471,7 @@ impl Accumulator {
         open.accounted += accounted;
         let shared = open.shared.clone();
         if open.writer.uncompressed_size() >= cfg.batch_size {
-            close_open(ps, cfg, now);
+            close_open(ps, cfg);
             wake = true;
         }
         Ok(Appended {
@@ -533,8 +605,8 @@ impl Accumulator {
         let mut victims = Vec::new();
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
-                if let Some(open) = p.open.take() {
-                    victims.push(into_batch(open, &self.cfg, Instant::now()));
+                if let Some(open) = p.take_open() {
+                    victims.push(into_batch(open, &self.cfg));
                 }
                 victims.extend(p.queue.drain(..));
             }
@@ -623,8 +695,8 @@ impl Accumulator {
                 p.retrying = false;
                 let mut batch = match p.queue.pop_front() {
                     Some(b) => b,
-                    None => match p.open.take() {
-                        Some(open) => into_batch(open, cfg, now),
+                    None => match p.take_open() {
+                        Some(open) => into_batch(open, cfg),
                         None => continue,
                     },
                 };
@@ -923,8 +995,8 @@ impl Accumulator {
                 }
                 if p.queue.is_empty() && p.open.as_ref().is_some_and(|o| o.created + timeout <= now)
                 {
-                    if let Some(open) = p.open.take() {
-                        expired.push(into_batch(open, &self.cfg, now));
+                    if let Some(open) = p.take_open() {
+                        expired.push(into_batch(open, &self.cfg));
                     }
                 }
             }
@@ -976,13 +1048,13 @@ fn fits(open: &OpenBatch, more: usize, batch_size: usize) -> bool {
     open.writer.is_empty() || open.writer.uncompressed_size() + more <= batch_size
 }
 
-fn close_open(p: &mut PartitionState, cfg: &AccumulatorConfig, now: Instant) {
-    if let Some(open) = p.open.take() {
-        p.queue.push_back(into_batch(open, cfg, now));
+fn close_open(p: &mut PartitionState, cfg: &AccumulatorConfig) {
+    if let Some(open) = p.take_open() {
+        p.queue.push_back(into_batch(open, cfg));
     }
 }
 
-fn into_batch(open: OpenBatch, cfg: &AccumulatorConfig, _now: Instant) -> ProducerBatch {
+fn into_batch(open: OpenBatch, cfg: &AccumulatorConfig) -> ProducerBatch {
     // The delivery timeout runs from the batch's creation, as in Java: the
     // first record of a batch waits at most that long.
     ProducerBatch::new(
@@ -1094,7 +1166,7 @@ mod tests {
                 .expect("memory")
                 .forget();
             self.acc
-                .append("t", partition, partitioner, &r, &[], size, self.t0)
+                .append("t", partition, partitioner, &r, &[], size, &|| self.t0)
                 .expect("append")
         }
 
@@ -1164,7 +1236,7 @@ mod tests {
         let r = record(None, 1);
         assert!(matches!(
             f.acc
-                .append("t", Some(6), &Partitioner::Default, &r, &[], 10, f.t0),
+                .append("t", Some(6), &Partitioner::Default, &r, &[], 10, &|| f.t0),
             Err(AppendError::InvalidPartition {
                 partition: 6,
                 count: 6
@@ -1172,7 +1244,7 @@ mod tests {
         ));
         assert!(matches!(
             f.acc
-                .append("other", None, &Partitioner::Default, &r, &[], 10, f.t0),
+                .append("other", None, &Partitioner::Default, &r, &[], 10, &|| f.t0),
             Err(AppendError::UnknownTopic)
         ));
     }
@@ -1300,7 +1372,7 @@ mod tests {
                 &record(None, 900),
                 &[],
                 950,
-                t0,
+                &|| t0,
             )
             .expect("append");
         }
@@ -1416,7 +1488,7 @@ mod tests {
             &record(None, 1),
             &[],
             60,
-            t0,
+            &|| t0,
         )
         .expect("append");
         assert!(acc.wants_producer_id());
@@ -1710,7 +1782,7 @@ mod tests {
                 &record(None, 1),
                 &[],
                 60,
-                f.t0
+                &|| f.t0
             ),
             Err(AppendError::Closed)
         ));

@@ -292,8 +292,11 @@ pub(crate) fn ms_to_datetime(ms: i64) -> Option<OffsetDateTime> {
 
 /// Milliseconds since the epoch of a date-time, saturating.
 pub(crate) fn datetime_to_ms(t: OffsetDateTime) -> i64 {
-    let ms = t.unix_timestamp_nanos() / 1_000_000;
-    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
+    // Seconds and the millisecond of the second, rather than an i128
+    // division of the nanoseconds: this runs once per record.
+    t.unix_timestamp()
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.millisecond()))
 }
 
 /// Producer id, epoch and base sequence a batch is sent with.
@@ -459,6 +462,22 @@ pub(crate) fn increment_sequence(seq: i32, n: i32) -> i32 {
 mod tests {
     use super::*;
     use crate::protocol::record::{decode_batches, BatchHeader, Compression, DecodeLimits};
+
+    #[test]
+    fn milliseconds_of_datetimes() {
+        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).expect("ts");
+        assert_eq!(datetime_to_ms(t), 1_700_000_000_123);
+        let before_epoch = OffsetDateTime::from_unix_timestamp_nanos(-1_500_000).expect("ts");
+        assert_eq!(
+            datetime_to_ms(before_epoch),
+            -2,
+            "floors like Java's toEpochMilli"
+        );
+        assert_eq!(
+            ms_to_datetime(1_700_000_000_123).map(datetime_to_ms),
+            Some(1_700_000_000_123)
+        );
+    }
 
     #[test]
     fn sequences_wrap_like_kafka() {

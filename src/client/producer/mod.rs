@@ -475,7 +475,6 @@ impl Producer {
         // yet, or a partition beyond the count known (partitions added).
         let mut loaded_metadata = false;
         loop {
-            let now = Instant::now();
             let appended = {
                 let mut st = self.shared.lock();
                 st.acc.append(
@@ -485,7 +484,7 @@ impl Producer {
                     &record,
                     &headers,
                     permits as usize,
-                    now,
+                    &Instant::now,
                 )
             };
             let err = match appended {
@@ -529,6 +528,11 @@ impl Producer {
 
     async fn acquire_memory(&self, permits: u32) -> Result<()> {
         let memory = &self.shared.memory;
+        // Usually there is room: skip the timer of the waiting path.
+        if let Ok(permit) = memory.try_acquire_many(permits) {
+            permit.forget();
+            return Ok(());
+        }
         let permit = if self.shared.cfg.block_on_full {
             // Room frees up as batches complete, which the delivery timeout
             // bounds; waiting longer than that means something is stuck.
