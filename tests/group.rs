@@ -102,6 +102,8 @@ struct World {
     processed: Mutex<BTreeMap<(i32, i64), Vec<String>>>,
     /// Every processed record in order: (member, partition, offset).
     order: Mutex<Vec<(String, i32, i64)>>,
+    /// Error items and failed commits: (member, message).
+    errors: Mutex<Vec<(String, String)>>,
 }
 
 impl World {
@@ -123,6 +125,34 @@ impl World {
             .lock()
             .unwrap()
             .push((member.to_owned(), partition, offset));
+    }
+
+    fn error(&self, member: &str, e: impl std::fmt::Display) {
+        eprintln!("{member}: {e}");
+        self.errors
+            .lock()
+            .unwrap()
+            .push((member.to_owned(), e.to_string()));
+    }
+
+    fn errors_of(&self, member: &str) -> Vec<String> {
+        self.errors
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.0 == member)
+            .map(|e| e.1.clone())
+            .collect()
+    }
+
+    fn changes_of(&self, member: &str, what: &str) -> Vec<Vec<TopicPartition>> {
+        self.changes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.1 == member && c.2 == what && !c.3.is_empty())
+            .map(|c| c.3.clone())
+            .collect()
     }
 
     fn unique(&self) -> usize {
@@ -250,6 +280,18 @@ struct RustMember {
 
 impl RustMember {
     fn spawn(client: &Client, config: GroupConfig, name: &str, world: Arc<World>) -> Self {
+        Self::spawn_slow(client, config, name, world, None)
+    }
+
+    /// Like [`Self::spawn`]; with `slow = Some((n, d))` the `n`th record
+    /// takes `d` to process (the stream is not polled meanwhile).
+    fn spawn_slow(
+        client: &Client,
+        config: GroupConfig,
+        name: &str,
+        world: Arc<World>,
+        slow: Option<(usize, Duration)>,
+    ) -> Self {
         let name = name.to_owned();
         let config = config.auto_commit(None).listener(Arc::new(Listener {
             name: name.clone(),
@@ -259,18 +301,24 @@ impl RustMember {
         let client = client.clone();
         let task = tokio::spawn(async move {
             let mut consumer = client.group_consumer(config).expect("group consumer");
+            let mut n = 0;
             loop {
                 tokio::select! {
                     _ = stopped.changed() => break,
                     item = consumer.next() => match item {
                         Some(Ok(r)) => {
+                            n += 1;
+                            if let Some((at, d)) = slow.filter(|(at, _)| *at == n) {
+                                let _ = at;
+                                tokio::time::sleep(d).await;
+                            }
                             world.record(&name, r.partition, r.offset);
                             let tp = TopicPartition::new(r.topic.to_string(), r.partition);
                             if let Err(e) = consumer.commit([(tp, r.offset + 1)]).await {
-                                eprintln!("{name}: commit failed: {e}");
+                                world.error(&name, format!("commit failed: {e}"));
                             }
                         }
-                        Some(Err(e)) => eprintln!("{name}: {e}"),
+                        Some(Err(e)) => world.error(&name, e),
                         None => break,
                     },
                 }
@@ -392,12 +440,23 @@ fn python_available() -> bool {
     ok
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+async fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_until(timeout, cond).await,
+        "timed out waiting for {what}"
+    );
+}
+
+/// Whether `cond` came true within `timeout`.
+async fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    true
 }
 
 fn group_config(
@@ -543,6 +602,58 @@ async fn kip848_two_members_exactly_once() {
     two_rust_members(GroupProtocol::Consumer, vec![], "kip848").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kip848_server_assignors_uniform_and_range() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let client = client(&bootstrap).await;
+    for assignor in ["uniform", "range"] {
+        let topic = common::unique_topic(&format!("group-kip848-{assignor}"));
+        let cfg = group_config(
+            &format!("{topic}-g"),
+            &topic,
+            GroupProtocol::Consumer,
+            vec![],
+        )
+        .server_assignor(assignor);
+        two_members(
+            &format!("KIP-848 server assignor {assignor}"),
+            Second::Rust(Box::new(cfg.clone())),
+            Second::Rust(Box::new(cfg)),
+            &topic,
+            &client,
+        )
+        .await;
+        // The chosen assignor shows while a member asks for it.
+        let world = Arc::new(World::default());
+        let m = RustMember::spawn(
+            &client,
+            group_config(
+                &format!("{topic}-g2"),
+                &topic,
+                GroupProtocol::Consumer,
+                vec![],
+            )
+            .server_assignor(assignor),
+            "m",
+            world.clone(),
+        );
+        wait_for("the member's assignment", Duration::from_secs(60), || {
+            world.has("m", "assigned")
+        })
+        .await;
+        let d = client
+            .group_admin()
+            .describe_group(&format!("{topic}-g2"))
+            .await
+            .expect("describe");
+        m.stop().await;
+        assert_eq!(d.group_type, "consumer");
+        assert_eq!(d.assignor, assignor);
+    }
+}
+
 /// A group shared with a librdkafka member, each side leader once.
 async fn with_librdkafka(
     protocol: GroupProtocol,
@@ -668,8 +779,8 @@ async fn committed_offsets_are_honoured_across_clients() {
         "rust-1",
         world.clone(),
     );
-    wait_for("rskafka to process 200", Duration::from_secs(60), || {
-        world.unique() >= 200
+    wait_for("rskafka to process 60", Duration::from_secs(60), || {
+        world.unique() >= 60
     })
     .await;
     rust.stop().await;
@@ -687,7 +798,7 @@ async fn committed_offsets_are_honoured_across_clients() {
             "--strategy",
             "range",
             "--max-records",
-            "200",
+            "100",
         ],
         "py",
         world.clone(),
@@ -720,10 +831,15 @@ async fn committed_offsets_are_honoured_across_clients() {
         "rust-2",
         world.clone(),
     );
-    wait_for("all records", Duration::from_secs(60), || {
-        world.unique() >= 1200
-    })
-    .await;
+    let done = wait_until(Duration::from_secs(60), || world.unique() >= 240).await;
+    assert!(
+        done,
+        "not all records: {} in all, rskafka {}, librdkafka {}, rskafka again {}",
+        world.unique(),
+        world.processed_by("rust-1"),
+        world.processed_by("py"),
+        world.processed_by("rust-2")
+    );
     rust.stop().await;
     for (p, first) in first_offsets(&world, "rust-2") {
         let expected = after_py.get(&p).or(after_rust.get(&p)).map_or(0, |o| o + 1);
@@ -1012,4 +1128,339 @@ async fn coordinator_restart() {
         "coordinator restart: 1200 records processed, {} twice; commits at 400 on all {partitions} partitions",
         dups.len()
     );
+}
+
+/// A static member (KIP-345) that restarts within the session timeout gets
+/// its partitions back without a rebalance: the other member is untouched.
+/// A second process with the same instance id fences the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn static_membership_restart_and_fencing() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let client = client(&bootstrap).await;
+    let topic = common::unique_topic("group-static");
+    let group = format!("{topic}-g");
+    create_topic(&client, &topic, 4).await;
+    produce_range(&client, &topic, 4, 0, 50).await;
+    let world = Arc::new(World::default());
+    let cfg = |instance: &str| {
+        group_config(
+            &group,
+            &topic,
+            GroupProtocol::Classic,
+            vec![Arc::new(RangeAssignor)],
+        )
+        .instance_id(instance)
+    };
+    let a = RustMember::spawn(&client, cfg("static-a"), "a", world.clone());
+    wait_for("a to join", Duration::from_secs(60), || {
+        world.has("a", "assigned")
+    })
+    .await;
+    let b = RustMember::spawn(&client, cfg("static-b"), "b", world.clone());
+    wait_for("b to join", Duration::from_secs(60), || {
+        world.has("b", "assigned")
+    })
+    .await;
+    wait_for("all records", Duration::from_secs(60), || {
+        world.unique() >= 200
+    })
+    .await;
+    let a_parts = world
+        .changes_of("a", "assigned")
+        .last()
+        .cloned()
+        .expect("a's assignment");
+    // a stops without leaving (static) and comes back as a2.
+    a.stop().await;
+    let a2 = RustMember::spawn(&client, cfg("static-a"), "a2", world.clone());
+    wait_for("a2 to get a's partitions", Duration::from_secs(30), || {
+        world.has("a2", "assigned")
+    })
+    .await;
+    let mut got = world.changes_of("a2", "assigned").concat();
+    got.sort();
+    let mut want = a_parts.clone();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the restarted static member got other partitions"
+    );
+    produce_range(&client, &topic, 4, 50, 100).await;
+    wait_for("all records", Duration::from_secs(60), || {
+        world.unique() >= 400
+    })
+    .await;
+    assert!(
+        world.changes_of("b", "revoked").is_empty() && world.changes_of("b", "assigned").len() == 1,
+        "b was disturbed by a's restart: {:?}",
+        world.changes.lock().unwrap()
+    );
+    assert!(world.duplicates().is_empty(), "{:?}", world.duplicates());
+
+    // A second process with a2's instance id fences a2.
+    let a3 = RustMember::spawn(&client, cfg("static-a"), "a3", world.clone());
+    wait_for("a2 to be fenced", Duration::from_secs(30), || {
+        world
+            .errors_of("a2")
+            .iter()
+            .any(|e| e.contains("FENCED_INSTANCE_ID"))
+    })
+    .await;
+    wait_for("a3 to take over", Duration::from_secs(30), || {
+        world.has("a3", "assigned")
+    })
+    .await;
+    a2.stop().await;
+    a3.stop().await;
+    b.stop().await;
+    eprintln!("static membership: restart without rebalance, fencing by a duplicate instance id");
+}
+
+/// A member that takes longer than the rebalance timeout to process a
+/// record is dropped from the group: its partitions go to the other member,
+/// its late commit fails (it must not move the offsets), the listener hears
+/// "lost", and it rejoins as a new member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn member_stalled_past_the_rebalance_timeout_loses_its_partitions() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let client = client(&bootstrap).await;
+    let topic = common::unique_topic("group-stall");
+    let group = format!("{topic}-g");
+    create_topic(&client, &topic, 2).await;
+    produce_range(&client, &topic, 2, 0, 100).await;
+    let world = Arc::new(World::default());
+    let cfg = group_config(
+        &group,
+        &topic,
+        GroupProtocol::Classic,
+        vec![Arc::new(RangeAssignor)],
+    )
+    .rebalance_timeout(Duration::from_secs(4));
+    let a = RustMember::spawn_slow(
+        &client,
+        cfg.clone(),
+        "a",
+        world.clone(),
+        Some((20, Duration::from_secs(12))),
+    );
+    wait_for("a to start processing", Duration::from_secs(60), || {
+        world.has("a", "assigned")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b = RustMember::spawn(&client, cfg, "b", world.clone());
+    wait_for("all records", Duration::from_secs(90), || {
+        world.unique() >= 200
+    })
+    .await;
+    wait_for("a's late commit to fail", Duration::from_secs(30), || {
+        world
+            .errors_of("a")
+            .iter()
+            .any(|e| e.contains("commit failed"))
+    })
+    .await;
+    wait_for("a to rejoin", Duration::from_secs(60), || {
+        world.changes_of("a", "assigned").len() >= 2
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+    assert!(
+        world.has("a", "lost"),
+        "{:?}",
+        world.changes.lock().unwrap()
+    );
+    // Only the stalled record was processed twice.
+    let dups = world.duplicates();
+    assert_eq!(dups.len(), 1, "{dups:?}");
+    let committed = client
+        .group_admin()
+        .fetch_offsets(&group, None)
+        .await
+        .expect("offsets");
+    for p in 0..2 {
+        let c = committed
+            .get(&TopicPartition::new(topic.clone(), p))
+            .cloned()
+            .flatten()
+            .map(|c| c.offset);
+        assert_eq!(c, Some(100), "partition {p}");
+    }
+    eprintln!("stalled member: lost its partitions, late commit refused, 1 record processed twice");
+}
+
+/// Auto-commit commits what was delivered once the application comes back
+/// for more, and on close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auto_commit_commits_delivered_records() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let client = client(&bootstrap).await;
+    let topic = common::unique_topic("group-autocommit");
+    let group = format!("{topic}-g");
+    create_topic(&client, &topic, 2).await;
+    produce_range(&client, &topic, 2, 0, 50).await;
+    let cfg = group_config(
+        &group,
+        &topic,
+        GroupProtocol::Classic,
+        vec![Arc::new(RangeAssignor)],
+    )
+    .auto_commit(Some(Duration::from_millis(200)));
+    let mut consumer = client.group_consumer(cfg).expect("consumer");
+    let mut seen = 0;
+    while seen < 60 {
+        let r = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+            .await
+            .expect("a record in time")
+            .expect("stream open")
+            .expect("record");
+        let _ = r;
+        seen += 1;
+    }
+    // Coming back for more: the interval passes while the stream waits
+    // (the last records arrive, then nothing).
+    let _ = tokio::time::timeout(Duration::from_millis(1500), async {
+        while let Some(r) = consumer.next().await {
+            r.expect("record");
+            seen += 1;
+        }
+    })
+    .await;
+    assert_eq!(seen, 100);
+    let admin = client.group_admin();
+    let committed: i64 = admin
+        .fetch_offsets(&group, None)
+        .await
+        .expect("offsets")
+        .values()
+        .map(|c| c.as_ref().map_or(0, |c| c.offset))
+        .sum();
+    assert_eq!(committed, seen as i64, "auto-committed while polling");
+    consumer.close().await.expect("close");
+    let committed: i64 = admin
+        .fetch_offsets(&group, None)
+        .await
+        .expect("offsets")
+        .values()
+        .map(|c| c.as_ref().map_or(0, |c| c.offset))
+        .sum();
+    assert_eq!(committed, 100);
+}
+
+/// GroupAdmin against live groups: list, describe (classic and KIP-848),
+/// lag, offsets commit/delete (refused while consumed), delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_admin() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let client = client(&bootstrap).await;
+    let admin = client.group_admin();
+    let consumed = common::unique_topic("group-admin-a");
+    let other = common::unique_topic("group-admin-b");
+    let group = format!("{consumed}-g");
+    create_topic(&client, &consumed, 2).await;
+    create_topic(&client, &other, 1).await;
+    produce_range(&client, &consumed, 2, 0, 10).await;
+    produce_range(&client, &other, 1, 0, 10).await;
+
+    // Offsets for a topic nobody consumes, committed from outside.
+    let tp_other = TopicPartition::new(other.clone(), 0);
+    admin
+        .commit_offsets(&group, &[(tp_other.clone(), 7)].into_iter().collect())
+        .await
+        .expect("admin commit");
+    let world = Arc::new(World::default());
+    let m = RustMember::spawn(
+        &client,
+        group_config(
+            &group,
+            &consumed,
+            GroupProtocol::Classic,
+            vec![Arc::new(RangeAssignor)],
+        ),
+        "m",
+        world.clone(),
+    );
+    wait_for("all records", Duration::from_secs(60), || {
+        world.unique() >= 20
+    })
+    .await;
+
+    let d = admin.describe_group(&group).await.expect("describe");
+    assert_eq!(
+        (d.state.as_str(), d.group_type.as_str()),
+        ("Stable", "classic")
+    );
+    assert_eq!(d.assignor, "range");
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(d.members[0].subscribed_topics, vec![consumed.clone()]);
+    assert_eq!(d.members[0].assignment.len(), 2);
+    let listed = admin.list_groups().await.expect("list");
+    let l = listed.iter().find(|g| g.group_id == group).expect("listed");
+    assert_eq!(l.protocol_type, "consumer");
+    assert_eq!(l.state.as_deref(), Some("Stable"));
+
+    let lag = admin.lag(&group).await.expect("lag");
+    assert_eq!(lag.len(), 3);
+    for l in &lag {
+        if l.topic == consumed {
+            assert_eq!((l.committed, l.end, l.lag), (Some(10), 10, Some(0)));
+        } else {
+            assert_eq!((l.committed, l.end, l.lag), (Some(7), 10, Some(3)));
+        }
+    }
+    // Offsets of a consumed topic cannot be deleted; of the other they can.
+    let err = admin
+        .delete_offsets(&group, &[TopicPartition::new(consumed.clone(), 0)])
+        .await
+        .expect_err("consumed topic");
+    assert_eq!(
+        err.error_code(),
+        Some(rskafka::protocol::ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC),
+        "{err}"
+    );
+    admin
+        .delete_offsets(&group, std::slice::from_ref(&tp_other))
+        .await
+        .expect("delete offsets");
+    let offsets = admin.fetch_offsets(&group, None).await.expect("offsets");
+    assert!(offsets.get(&tp_other).cloned().flatten().is_none());
+    // Deleting a group with members is refused; without, it works.
+    assert!(admin.delete_group(&group).await.is_err());
+    m.stop().await;
+    admin.delete_group(&group).await.expect("delete group");
+    assert!(!admin
+        .list_groups()
+        .await
+        .expect("list")
+        .iter()
+        .any(|g| g.group_id == group));
+
+    // A KIP-848 group is described by ConsumerGroupDescribe.
+    let group = format!("{other}-848");
+    let m = RustMember::spawn(
+        &client,
+        group_config(&group, &other, GroupProtocol::Consumer, vec![]),
+        "k",
+        world.clone(),
+    );
+    wait_for(
+        "the KIP-848 member's assignment",
+        Duration::from_secs(60),
+        || world.has("k", "assigned"),
+    )
+    .await;
+    let d = admin.describe_group(&group).await.expect("describe");
+    assert_eq!(d.group_type, "consumer");
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(d.members[0].assignment, vec![tp_other.clone()]);
+    m.stop().await;
 }

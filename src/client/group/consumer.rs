@@ -303,8 +303,9 @@ impl AsyncCommits {
 
 /// What a finished background step of the stream brings.
 enum StepDone {
-    /// Revocation prepared (offsets committed or the commit failed).
-    Revoked(Vec<TopicPartition>, Result<()>),
+    /// Revocation prepared (offsets committed or the commit failed), and
+    /// the membership incarnation when it began.
+    Revoked(Vec<TopicPartition>, Result<()>, u64),
     /// Committed offsets of newly assigned partitions.
     Offsets(
         Vec<TopicPartition>,
@@ -359,6 +360,11 @@ pub struct GroupConsumer {
     /// Next offset (and leader epoch) after the last record delivered, per
     /// partition.
     consumed: HashMap<TopicPartition, (i64, Option<i32>)>,
+    /// The membership incarnation of the current assignment: commits fail
+    /// once the membership was lost after it.
+    incarnation: u64,
+    /// The key of the partition of the last record delivered.
+    last_tp: Option<(Arc<str>, i32, TopicPartition)>,
     /// What was last committed by this member, to skip empty auto-commits.
     committed: HashMap<TopicPartition, i64>,
     /// Events to handle before anything else (re-queued after a failure).
@@ -466,6 +472,8 @@ impl GroupConsumer {
             listener: config.listener,
             owned: BTreeSet::new(),
             consumed: HashMap::new(),
+            last_tp: None,
+            incarnation: 0,
             committed: HashMap::new(),
             deferred: VecDeque::new(),
             step: std::sync::Mutex::new(None),
@@ -542,7 +550,14 @@ impl GroupConsumer {
                     .with_partition(tp.partition),
             );
         }
-        commit_with_retry(&self.shared, &offsets, self.deadline(), self.backoff()).await
+        commit_with_retry(
+            &self.shared,
+            &offsets,
+            self.deadline(),
+            self.backoff(),
+            self.incarnation,
+        )
+        .await
     }
 
     /// Starts committing `offsets` in the background and returns at once;
@@ -565,9 +580,10 @@ impl GroupConsumer {
         let deadline = self.deadline();
         let backoff = self.backoff().clone();
         let counter = self.async_commits.clone();
+        let incarnation = self.incarnation;
         counter.running.fetch_add(1, Ordering::AcqRel);
         tokio::spawn(async move {
-            let r = commit_with_retry(&shared, &offsets, deadline, &backoff).await;
+            let r = commit_with_retry(&shared, &offsets, deadline, &backoff, incarnation).await;
             counter.running.fetch_sub(1, Ordering::AcqRel);
             counter.done.notify_waiters();
             r
@@ -598,7 +614,14 @@ impl GroupConsumer {
     /// Commits the offsets after every record delivered so far.
     pub async fn commit_consumed(&mut self) -> Result<()> {
         let offsets = self.consumed_map(None);
-        commit_with_retry(&self.shared, &offsets, self.deadline(), self.backoff()).await?;
+        commit_with_retry(
+            &self.shared,
+            &offsets,
+            self.deadline(),
+            self.backoff(),
+            self.incarnation,
+        )
+        .await?;
         for (tp, (o, _)) in offsets {
             self.committed.insert(tp, o);
         }
@@ -670,16 +693,23 @@ impl GroupConsumer {
                 } else {
                     BTreeMap::new()
                 };
+                let incarnation = self.incarnation;
                 *self.step_mut() = Some(Box::pin(async move {
                     // Commits started by the application land first.
                     commits.wait_idle(deadline).await;
-                    let r = commit_with_retry(&shared, &offsets, deadline, &backoff).await;
-                    StepDone::Revoked(partitions, r)
+                    let r =
+                        commit_with_retry(&shared, &offsets, deadline, &backoff, incarnation).await;
+                    StepDone::Revoked(partitions, r, incarnation)
                 }));
                 None
             }
-            AppEvent::Assigned { added, assignment } => {
+            AppEvent::Assigned {
+                added,
+                assignment,
+                incarnation,
+            } => {
                 self.owned = assignment.into_iter().collect();
+                self.incarnation = incarnation;
                 if added.is_empty() {
                     return None;
                 }
@@ -714,7 +744,11 @@ impl GroupConsumer {
     /// Applies a finished background step; `Some` for an item to yield.
     fn step_done(&mut self, done: StepDone) -> Option<Result<ConsumedRecord>> {
         match done {
-            StepDone::Revoked(partitions, r) => {
+            StepDone::Revoked(partitions, r, incarnation) => {
+                // The membership ended while the application was busy (it
+                // let the rebalance timeout pass): the partitions were lost,
+                // not handed over.
+                let lost = self.shared.incarnation() != incarnation;
                 if r.is_ok() {
                     for tp in &partitions {
                         if let Some((o, _)) = self.consumed.get(tp) {
@@ -729,10 +763,15 @@ impl GroupConsumer {
                     self.committed.remove(tp);
                 }
                 if let Some(l) = &self.listener {
-                    l.on_revoked(&partitions);
+                    if lost {
+                        l.on_lost(&partitions);
+                    } else {
+                        l.on_revoked(&partitions);
+                    }
                 }
                 let _ = self.commands.send(Command::RevocationDone);
                 r.err()
+                    .filter(|_| !lost)
                     .map(|e| Err(e.with_message("committing offsets before giving partitions up")))
             }
             StepDone::Offsets(added, Ok(committed)) => {
@@ -780,6 +819,7 @@ impl GroupConsumer {
                 self.deferred.push_front(AppEvent::Assigned {
                     added,
                     assignment: self.owned.iter().cloned().collect(),
+                    incarnation: self.incarnation,
                 });
                 Some(Err(e.with_message(
                     "fetching committed offsets of assigned partitions",
@@ -817,8 +857,11 @@ impl GroupConsumer {
         let shared = self.shared.clone();
         let deadline = self.deadline();
         let backoff = self.backoff().clone();
+        let incarnation = self.incarnation;
         *self.step_mut() = Some(Box::pin(async move {
-            StepDone::AutoCommitted(commit_with_retry(&shared, &offsets, deadline, &backoff).await)
+            StepDone::AutoCommitted(
+                commit_with_retry(&shared, &offsets, deadline, &backoff, incarnation).await,
+            )
         }));
     }
 }
@@ -870,13 +913,29 @@ impl Stream for GroupConsumer {
             }
             match Pin::new(&mut this.consumer).poll_next(cx) {
                 Poll::Ready(Some(Ok(record))) => {
-                    let tp = TopicPartition::new(record.topic.to_string(), record.partition);
-                    if !this.owned.contains(&tp) {
+                    // Records come in runs of one partition: reuse its key
+                    // instead of allocating one per record.
+                    let same = this.last_tp.as_ref().is_some_and(|(t, p, _)| {
+                        Arc::ptr_eq(t, &record.topic) && *p == record.partition
+                    });
+                    if !same {
+                        let tp = TopicPartition::new(record.topic.to_string(), record.partition);
+                        this.last_tp = Some((record.topic.clone(), record.partition, tp));
+                    }
+                    let Some((_, _, tp)) = &this.last_tp else {
+                        continue;
+                    };
+                    if !this.owned.contains(tp) {
                         // Fetched before the partition was given up.
                         continue;
                     }
-                    this.consumed
-                        .insert(tp, (record.offset + 1, record.leader_epoch));
+                    let next = (record.offset + 1, record.leader_epoch);
+                    match this.consumed.get_mut(tp) {
+                        Some(v) => *v = next,
+                        None => {
+                            this.consumed.insert(tp.clone(), next);
+                        }
+                    }
                     return Poll::Ready(Some(Ok(record)));
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),

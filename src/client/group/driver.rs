@@ -39,6 +39,8 @@ pub(crate) enum AppEvent {
     Assigned {
         added: Vec<TopicPartition>,
         assignment: Vec<TopicPartition>,
+        /// The membership incarnation the assignment belongs to.
+        incarnation: u64,
     },
     /// Stop consuming these without committing.
     Lost(Vec<TopicPartition>),
@@ -300,7 +302,11 @@ pub(crate) async fn run_classic(
                 MembershipEvent::Revoke(p) => AppEvent::Revoke(p),
                 MembershipEvent::Assigned {
                     added, assignment, ..
-                } => AppEvent::Assigned { added, assignment },
+                } => AppEvent::Assigned {
+                    added,
+                    assignment,
+                    incarnation: shared.incarnation(),
+                },
                 MembershipEvent::Lost(p) => AppEvent::Lost(p),
                 MembershipEvent::Fatal(e) => AppEvent::Fatal(e),
                 MembershipEvent::Left => continue,
@@ -366,18 +372,19 @@ pub(crate) async fn run_classic(
 /// `deadline`: a moved coordinator, a broken connection, a rebalance in
 /// progress or a generation (epoch) that just moved on while the member
 /// kept its partitions. Fails at once if the member lost its membership
-/// (and with it its partitions) since the call started.
+/// (and with it its partitions) since `incarnation`, the one its
+/// partitions were assigned in.
 pub(crate) async fn commit_with_retry(
     shared: &Shared,
     offsets: &BTreeMap<TopicPartition, (i64, Option<i32>)>,
     deadline: Instant,
     backoff: &crate::cluster::BackoffConfig,
+    incarnation: u64,
 ) -> Result<()> {
     use crate::protocol::ErrorCode;
     if offsets.is_empty() {
         return Ok(());
     }
-    let incarnation = shared.incarnation();
     let mut backoff = crate::cluster::Backoff::new(backoff, Some(deadline));
     let mut last: Option<Error> = None;
     let lost = |last: Option<Error>| {

@@ -578,7 +578,11 @@ pub(crate) async fn run(
                 MembershipEvent::Revoke(p) => AppEvent::Revoke(p),
                 MembershipEvent::Assigned {
                     added, assignment, ..
-                } => AppEvent::Assigned { added, assignment },
+                } => AppEvent::Assigned {
+                    added,
+                    assignment,
+                    incarnation: shared.incarnation(),
+                },
                 MembershipEvent::Lost(p) => AppEvent::Lost(p),
                 MembershipEvent::Fatal(e) => AppEvent::Fatal(e),
                 MembershipEvent::Left => continue,
