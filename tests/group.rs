@@ -380,6 +380,15 @@ impl ChildMember {
         Self::spawn(cmd, name, world)
     }
 
+    fn java(args: &[String], name: &str, world: Arc<World>) -> Self {
+        let Some(classpath) = java_member_classpath() else {
+            panic!("the Java member is not available");
+        };
+        let mut cmd = Command::new("java");
+        cmd.arg("-cp").arg(classpath).arg("GroupMember").args(args);
+        Self::spawn(cmd, name, world)
+    }
+
     fn rust(bootstrap: &str, group: &str, topic: &str, name: &str, world: Arc<World>) -> Self {
         let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
         cmd.args(["child_member", "--exact", "--ignored", "--nocapture"])
@@ -440,6 +449,42 @@ fn python_available() -> bool {
     ok
 }
 
+/// The classpath to run `tests/group_java/GroupMember.java` (the Kafka jars
+/// from `scripts/kafka classpath` and the compiled class), compiling it the
+/// first time; `None` (with a notice) without java, javac or the jars.
+fn java_member_classpath() -> Option<String> {
+    static CLASSPATH: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    CLASSPATH
+        .get_or_init(|| {
+            let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            let jars = Command::new(repo.join("scripts/kafka"))
+                .arg("classpath")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .filter(|c| c.contains("kafka-clients"))?;
+            let out = repo.join("target/group-java-member");
+            std::fs::create_dir_all(&out).ok()?;
+            let compiled = Command::new("javac")
+                .arg("-cp")
+                .arg(&jars)
+                .arg("-d")
+                .arg(&out)
+                .arg(repo.join("tests/group_java/GroupMember.java"))
+                .status()
+                .ok()?;
+            compiled
+                .success()
+                .then(|| format!("{jars}:{}", out.display()))
+        })
+        .clone()
+        .or_else(|| {
+            eprintln!("skipping: no java/javac or Kafka jars for the Java member");
+            None
+        })
+}
+
 async fn wait_for(what: &str, timeout: Duration, cond: impl FnMut() -> bool) {
     assert!(
         wait_until(timeout, cond).await,
@@ -474,60 +519,68 @@ fn group_config(
         .rebalance_timeout(Duration::from_secs(20))
 }
 
-/// How the second member of a two-member test is run.
-enum Second<'a> {
+/// How a member of a shared-group test is run.
+enum Kind<'a> {
     Rust(Box<GroupConfig>),
     /// `tests/group_interop.py` with these arguments.
     Python(Vec<&'a str>),
+    /// `tests/group_java/GroupMember.java` with these arguments.
+    Java(Vec<String>),
 }
 
-/// A group of two members, the second joining half-way: every record
-/// processed exactly once, no partition owned twice.
-async fn two_members(
-    label: &str,
-    first: Second<'_>,
-    second: Second<'_>,
-    topic: &str,
-    client: &Client,
-) {
+/// A running member of any kind.
+enum Running {
+    Rust(RustMember),
+    Child(ChildMember),
+}
+
+/// A group whose members join one after the other, each once the previous
+/// ones processed records: every record processed exactly once, no
+/// partition owned twice, every member processed some.
+async fn shared_group(label: &str, kinds: Vec<Kind<'_>>, topic: &str, client: &Client) {
     let (partitions, per) = (6, 400);
     create_topic(client, topic, partitions).await;
-    produce_range(client, topic, partitions, 0, per / 2).await;
     let total = partitions as usize * per;
+    let steps = kinds.len() + 1;
     let world = Arc::new(World::default());
-
-    let start = |s: Second<'_>, name: &str| match s {
-        Second::Rust(cfg) => (
-            Some(RustMember::spawn(client, *cfg, name, world.clone())),
-            None,
-        ),
-        Second::Python(args) => (None, Some(ChildMember::python(&args, name, world.clone()))),
-    };
-    let (a_rust, a_py) = start(first, "a");
-    wait_for(
-        "member a to process the first half",
-        Duration::from_secs(60),
-        || world.unique() >= total / 2,
-    )
-    .await;
-    let (b_rust, b_py) = start(second, "b");
-    wait_for(
-        "member b to get partitions",
-        Duration::from_secs(60),
-        || world.has("b", "assigned"),
-    )
-    .await;
-    produce_range(client, topic, partitions, per / 2, per).await;
+    let mut running = Vec::new();
+    let mut produced = 0;
+    for (i, kind) in kinds.into_iter().enumerate() {
+        let name = ((b'a' + i as u8) as char).to_string();
+        let upto = per * (i + 1) / steps;
+        produce_range(client, topic, partitions, produced, upto).await;
+        produced = upto;
+        running.push(match kind {
+            Kind::Rust(cfg) => Running::Rust(RustMember::spawn(client, *cfg, &name, world.clone())),
+            Kind::Python(args) => Running::Child(ChildMember::python(&args, &name, world.clone())),
+            Kind::Java(args) => Running::Child(ChildMember::java(&args, &name, world.clone())),
+        });
+        wait_for(
+            &format!("member {name} to get partitions"),
+            Duration::from_secs(60),
+            || world.has(&name, "assigned"),
+        )
+        .await;
+        let target = partitions as usize * upto;
+        wait_for("the records so far", Duration::from_secs(90), || {
+            world.unique() >= target
+        })
+        .await;
+    }
+    produce_range(client, topic, partitions, produced, per).await;
     wait_for("all records", Duration::from_secs(120), || {
         world.unique() >= total
     })
     .await;
-    let by_b = world.processed_by("b");
-    for m in [a_rust, b_rust].into_iter().flatten() {
-        m.stop().await;
-    }
-    for m in [a_py, b_py].into_iter().flatten() {
-        m.stop();
+    let members = running.len();
+    let by: Vec<usize> = (0..members)
+        .map(|i| world.processed_by(&((b'a' + i as u8) as char).to_string()))
+        .collect();
+    for m in running {
+        match m {
+            Running::Rust(m) => m.stop().await,
+            Running::Child(m) => m.stop(),
+        }
     }
     assert_eq!(world.unique(), total);
     assert!(
@@ -535,10 +588,13 @@ async fn two_members(
         "processed twice: {:?}",
         world.duplicates()
     );
-    assert!(by_b > 0, "member b never processed anything");
+    assert!(
+        by.iter().all(|n| *n > 0),
+        "a member processed nothing: {by:?}"
+    );
     world.check_never_owned_twice();
     eprintln!(
-        "{label}: {total} records processed exactly once by 2 members ({by_b} by the second); {} assignments, {} revocations",
+        "{label}: {total} records processed exactly once by {members} members ({by:?}); {} assignments, {} revocations",
         world.count("assigned"),
         world.count("revoked")
     );
@@ -551,10 +607,9 @@ async fn two_rust_members(protocol: GroupProtocol, assignors: Vec<Arc<dyn Assign
     let client = client(&bootstrap).await;
     let topic = common::unique_topic(&format!("group-two-{label}"));
     let cfg = group_config(&format!("{topic}-g"), &topic, protocol, assignors);
-    two_members(
+    shared_group(
         label,
-        Second::Rust(Box::new(cfg.clone())),
-        Second::Rust(Box::new(cfg)),
+        vec![Kind::Rust(Box::new(cfg.clone())), Kind::Rust(Box::new(cfg))],
         &topic,
         &client,
     )
@@ -617,10 +672,9 @@ async fn kip848_server_assignors_uniform_and_range() {
             vec![],
         )
         .server_assignor(assignor);
-        two_members(
+        shared_group(
             &format!("KIP-848 server assignor {assignor}"),
-            Second::Rust(Box::new(cfg.clone())),
-            Second::Rust(Box::new(cfg)),
+            vec![Kind::Rust(Box::new(cfg.clone())), Kind::Rust(Box::new(cfg))],
             &topic,
             &client,
         )
@@ -696,12 +750,12 @@ async fn with_librdkafka(
             "--strategy",
             strategy,
         ];
-        let (first, second) = if python_first {
-            (Second::Python(args), Second::Rust(Box::new(cfg)))
+        let kinds = if python_first {
+            vec![Kind::Python(args), Kind::Rust(Box::new(cfg))]
         } else {
-            (Second::Rust(Box::new(cfg)), Second::Python(args))
+            vec![Kind::Rust(Box::new(cfg)), Kind::Python(args)]
         };
-        two_members(&label, first, second, &topic, &client).await;
+        shared_group(&label, kinds, &topic, &client).await;
     }
 }
 
@@ -1463,4 +1517,140 @@ async fn group_admin() {
     assert_eq!(d.members.len(), 1);
     assert_eq!(d.members[0].assignment, vec![tp_other.clone()]);
     m.stop().await;
+}
+
+/// A group shared with a Java-client member (kafka-clients from
+/// `scripts/kafka classpath`), each side leader once.
+async fn with_java(
+    protocol: &str,
+    assignor_class: &str,
+    ours: Vec<Arc<dyn Assignor>>,
+    label: &str,
+) {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    if java_member_classpath().is_none() {
+        return;
+    }
+    let client = client(&bootstrap).await;
+    let group_protocol = if protocol == "consumer" {
+        GroupProtocol::Consumer
+    } else {
+        GroupProtocol::Classic
+    };
+    for java_first in [false, true] {
+        let label = format!(
+            "{label} with the Java client, {} leads",
+            if java_first { "Java" } else { "rskafka" }
+        );
+        let topic = common::unique_topic("group-java");
+        let group = format!("{topic}-g");
+        let cfg = group_config(&group, &topic, group_protocol, ours.clone());
+        let args = vec![
+            bootstrap.clone(),
+            group.clone(),
+            topic.clone(),
+            protocol.to_owned(),
+            assignor_class.to_owned(),
+        ];
+        let kinds = if java_first {
+            vec![Kind::Java(args), Kind::Rust(Box::new(cfg))]
+        } else {
+            vec![Kind::Rust(Box::new(cfg)), Kind::Java(args)]
+        };
+        shared_group(&label, kinds, &topic, &client).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_with_java_range_and_roundrobin() {
+    with_java(
+        "classic",
+        "org.apache.kafka.clients.consumer.RangeAssignor",
+        vec![Arc::new(RangeAssignor)],
+        "range",
+    )
+    .await;
+    with_java(
+        "classic",
+        "org.apache.kafka.clients.consumer.RoundRobinAssignor",
+        vec![Arc::new(RoundRobinAssignor)],
+        "roundrobin",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_with_java_sticky() {
+    with_java(
+        "classic",
+        "org.apache.kafka.clients.consumer.StickyAssignor",
+        vec![Arc::new(StickyAssignor)],
+        "sticky",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_with_java_cooperative_sticky() {
+    with_java(
+        "classic",
+        "org.apache.kafka.clients.consumer.CooperativeStickyAssignor",
+        vec![Arc::new(CooperativeStickyAssignor)],
+        "cooperative-sticky",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_with_java_kip848() {
+    with_java("consumer", "-", vec![], "KIP-848").await;
+}
+
+/// rskafka, librdkafka and the Java client in one cooperative group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_clients_one_cooperative_group() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    if !python_available() || java_member_classpath().is_none() {
+        return;
+    }
+    let client = client(&bootstrap).await;
+    let topic = common::unique_topic("group-three");
+    let group = format!("{topic}-g");
+    let cfg = group_config(
+        &group,
+        &topic,
+        GroupProtocol::Classic,
+        vec![Arc::new(CooperativeStickyAssignor)],
+    );
+    let kinds = vec![
+        Kind::Rust(Box::new(cfg)),
+        Kind::Python(vec![
+            "--bootstrap",
+            &bootstrap,
+            "--group",
+            &group,
+            "--topic",
+            &topic,
+            "--strategy",
+            "cooperative-sticky",
+        ]),
+        Kind::Java(vec![
+            bootstrap.clone(),
+            group.clone(),
+            topic.clone(),
+            "classic".into(),
+            "org.apache.kafka.clients.consumer.CooperativeStickyAssignor".into(),
+        ]),
+    ];
+    shared_group(
+        "cooperative-sticky with librdkafka and the Java client",
+        kinds,
+        &topic,
+        &client,
+    )
+    .await;
 }
