@@ -55,10 +55,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    sync::{Notify, Semaphore},
-    time::Instant,
-};
+use tokio::{sync::Notify, time::Instant};
 
 pub use self::batch::{DeliveryFuture, RecordMetadata};
 pub use self::partitioner::{key_partition, murmur2, PartitionFn, Partitioner};
@@ -148,7 +145,7 @@ impl ProducerConfig {
     /// it is full, [`Producer::send`] waits (or fails, see
     /// [`block_on_full`](Self::block_on_full)).
     pub fn buffer_memory(mut self, bytes: usize) -> Self {
-        self.buffer_memory = bytes.clamp(1, Semaphore::MAX_PERMITS);
+        self.buffer_memory = bytes.max(1);
         self
     }
 
@@ -296,7 +293,8 @@ struct Shared {
     wake: Notify,
     /// Signalled when the sender task ends.
     finished: Notify,
-    memory: Arc<Semaphore>,
+    /// Signalled when buffered bytes are released (see `send`).
+    room: Arc<Notify>,
     cluster: Cluster,
     cfg: ProducerConfig,
     acks: Acks,
@@ -373,7 +371,7 @@ impl Producer {
                 config.compression, config.compression
             )));
         }
-        let memory = Arc::new(Semaphore::new(config.buffer_memory));
+        let room = Arc::new(Notify::new());
         let acc = Accumulator::new(
             AccumulatorConfig {
                 batch_size: config.batch_size,
@@ -392,14 +390,15 @@ impl Producer {
                 },
                 max_request_size: config.max_request_size,
                 retry_backoff: config.retry_backoff.clone(),
+                buffer_memory: config.buffer_memory,
             },
-            memory.clone(),
+            room.clone(),
         );
         let shared = Arc::new(Shared {
             state: Mutex::new(sender::State::new(acc)),
             wake: Notify::new(),
             finished: Notify::new(),
-            memory,
+            room,
             cluster,
             acks: config.acks,
             request_timeout,
@@ -460,11 +459,6 @@ impl Producer {
                     cfg.max_request_size, cfg.buffer_memory
                 ))));
         }
-        let Ok(permits) = u32::try_from(size) else {
-            return Err(ctx(Error::kafka(ErrorCode::MESSAGE_TOO_LARGE, None)
-                .with_message(format!("a record of {size} bytes is too large"))));
-        };
-        self.acquire_memory(permits).await.map_err(ctx)?;
         let record = Record {
             key,
             value,
@@ -474,18 +468,29 @@ impl Producer {
         // Metadata is loaded at most once per record: for a topic not seen
         // yet, or a partition beyond the count known (partitions added).
         let mut loaded_metadata = false;
+        // Set once the buffer was found full: room must come by then.
+        let mut room_deadline: Option<Instant> = None;
         loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
             let appended = {
                 let mut st = self.shared.lock();
-                st.acc.append(
+                let appended = st.acc.append(
                     topic,
                     partition,
                     &cfg.partitioner,
                     &record,
                     &headers,
-                    permits as usize,
+                    size,
                     &Instant::now,
-                )
+                );
+                if matches!(appended, Err(AppendError::Full)) && cfg.block_on_full {
+                    // Registered under the lock that releases take, so a
+                    // release cannot slip in before we wait.
+                    room.as_mut().enable();
+                    st.acc.waiting_for_room(true);
+                }
+                appended
             };
             let err = match appended {
                 Ok(a) => {
@@ -518,53 +523,30 @@ impl Producer {
                         ))
                         .with_partition(partition)
                 }
+                Err(AppendError::Full) if cfg.block_on_full => {
+                    // Room frees up as batches complete, which the delivery
+                    // timeout bounds; waiting longer means something is stuck.
+                    let deadline =
+                        *room_deadline.get_or_insert_with(|| Instant::now() + cfg.delivery_timeout);
+                    let woken = tokio::time::timeout_at(deadline, room).await.is_ok();
+                    self.shared.lock().acc.waiting_for_room(false);
+                    if woken {
+                        continue;
+                    }
+                    Error::new(ErrorKind::BufferFull).with_message(format!(
+                        "no room in the buffer within the delivery timeout ({:?})",
+                        cfg.delivery_timeout
+                    ))
+                }
+                Err(AppendError::Full) => Error::new(ErrorKind::BufferFull).with_message(format!(
+                    "the producer's buffer ({} bytes) is full",
+                    cfg.buffer_memory
+                )),
                 Err(AppendError::Closed) => Error::invalid_input("the producer is closed"),
                 Err(AppendError::Encode(e)) => Error::new(ErrorKind::InvalidInput).with_source(e),
             };
-            self.shared.memory.add_permits(permits as usize);
             return Err(ctx(err));
         }
-    }
-
-    async fn acquire_memory(&self, permits: u32) -> Result<()> {
-        let memory = &self.shared.memory;
-        // Usually there is room: skip the timer of the waiting path.
-        if let Ok(permit) = memory.try_acquire_many(permits) {
-            permit.forget();
-            return Ok(());
-        }
-        let permit = if self.shared.cfg.block_on_full {
-            // Room frees up as batches complete, which the delivery timeout
-            // bounds; waiting longer than that means something is stuck.
-            match tokio::time::timeout(
-                self.shared.cfg.delivery_timeout,
-                memory.acquire_many(permits),
-            )
-            .await
-            {
-                Ok(Ok(p)) => p,
-                Ok(Err(_)) => return Err(Error::invalid_input("the producer is closed")),
-                Err(_) => {
-                    return Err(Error::new(ErrorKind::BufferFull).with_message(format!(
-                        "no room in the buffer within the delivery timeout ({:?})",
-                        self.shared.cfg.delivery_timeout
-                    )))
-                }
-            }
-        } else {
-            match memory.try_acquire_many(permits) {
-                Ok(p) => p,
-                Err(_) => {
-                    return Err(Error::new(ErrorKind::BufferFull).with_message(format!(
-                        "the producer's buffer ({} bytes) is full",
-                        self.shared.cfg.buffer_memory
-                    )))
-                }
-            }
-        };
-        // Returned by hand when the batch completes.
-        permit.forget();
-        Ok(())
     }
 
     /// Loads the partition count of `topic` (from fresh metadata if
