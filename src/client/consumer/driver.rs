@@ -207,6 +207,9 @@ struct FetchDone {
     broker: i32,
     plan: FetchPlan<SessionKey>,
     reserved: usize,
+    /// Every partition the fetch covered (an incremental answer omits those
+    /// without news).
+    covered: Vec<(Arc<str>, i32, Ctx)>,
     result: Result<FetchAnswer, ConnectionError>,
 }
 
@@ -528,6 +531,10 @@ impl Driver {
                 (key, params)
             })
             .collect();
+        let covered: Vec<(Arc<str>, i32, Ctx)> = ctx
+            .iter()
+            .map(|((t, p), c)| (Arc::clone(t), *p, *c))
+            .collect();
         let plan = b.session.plan(wanted, version >= FETCH_SESSIONS_FROM);
         let request = fetch_request(&plan, version, &settings, reserved);
         b.fetching = true;
@@ -541,6 +548,7 @@ impl Driver {
                 broker,
                 plan,
                 reserved,
+                covered,
                 result,
             }))
         });
@@ -971,6 +979,7 @@ impl Driver {
             broker,
             plan,
             reserved,
+            covered,
             result,
         } = done;
         {
@@ -1014,6 +1023,17 @@ impl Driver {
             return;
         }
         let mut st = self.shared.lock();
+        if top.is_ok() {
+            // The broker answered for every partition of the fetch, also
+            // those it left out for having nothing new: none is stalled.
+            for (topic, partition, ctx) in &covered {
+                if let Some(part) = st.part_mut(topic, *partition) {
+                    if part.generation == ctx.generation {
+                        part.alive();
+                    }
+                }
+            }
+        }
         for p in answer.partitions {
             self.apply_partition(&mut st, broker, p);
         }
