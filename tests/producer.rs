@@ -196,9 +196,11 @@ async fn hundred_thousand_records_keyed_and_unkeyed() {
         let offset = meta.offset.expect("acks=all reports offsets");
         placed.insert(id as u64, (meta.partition, offset));
     }
-    eprintln!(
-        "sent {N} records in {elapsed:?}; metrics {:?}",
-        producer.metrics()
+    let metrics = producer.metrics();
+    eprintln!("sent {N} records in {elapsed:?}; metrics {metrics:?}");
+    assert_eq!(
+        metrics.buffered_bytes, 0,
+        "acknowledged records free the buffer"
     );
     producer.close().await;
 

@@ -272,6 +272,8 @@ pub struct ProducerMetrics {
     pub producer_id_requests: u64,
     /// Epoch bumps (KIP-360) after the sequence state was lost or unknown.
     pub epoch_bumps: u64,
+    /// Bytes of records buffered now (sent or not, not yet acknowledged).
+    pub buffered_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -441,10 +443,14 @@ impl Producer {
             timestamp,
         } = record;
         // Moves the header strings; allocates only for records with headers.
-        let headers: Vec<RecordHeader> = headers
-            .into_iter()
-            .map(|(key, value)| RecordHeader { key, value })
-            .collect();
+        let headers: Vec<RecordHeader> = if headers.is_empty() {
+            Vec::new()
+        } else {
+            headers
+                .into_iter()
+                .map(|(key, value)| RecordHeader { key, value })
+                .collect()
+        };
         let size = record_size_upper_bound(
             key.as_ref().map(|k| k.len()),
             value.as_ref().map(|v| v.len()),
@@ -637,6 +643,7 @@ impl Producer {
             throttle_time_ms: get(&m.throttle_time_ms),
             producer_id_requests: get(&m.producer_id_requests),
             epoch_bumps: get(&m.epoch_bumps),
+            buffered_bytes: self.shared.lock().acc.buffered() as u64,
         }
     }
 
