@@ -397,12 +397,16 @@ impl NextGenMember {
             self.next_heartbeat = Some(now + self.interval);
         }
         if let Some(a) = resp.assignment {
-            self.target = Some(
-                a.topic_partitions
-                    .iter()
-                    .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, *p)))
-                    .collect(),
-            );
+            let target: BTreeSet<(Uuid, i32)> = a
+                .topic_partitions
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, *p)))
+                .collect();
+            if target.iter().any(|(id, _)| !self.names.contains_key(id)) {
+                // An assigned topic this member cannot name yet: ask now.
+                self.names_retry_at = None;
+            }
+            self.target = Some(target);
             self.reconcile();
         }
     }
