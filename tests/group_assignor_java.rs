@@ -231,7 +231,7 @@ fn check_valid(result: &BTreeMap<String, BTreeSet<TopicPartition>>, topics: &Gro
     for parts in result.values() {
         for tp in parts {
             assert!(seen.insert(tp.clone()), "{tp} assigned twice");
-            let n = topics.get(&tp.topic).map_or(0, Vec::len);
+            let n = topics.get(&*tp.topic).map_or(0, Vec::len);
             assert!((tp.partition as usize) < n, "{tp} does not exist");
         }
     }

@@ -362,10 +362,10 @@ impl GroupAdmin {
             let p = OffsetDeleteRequestPartition {
                 partition_index: tp.partition,
             };
-            match topics.iter_mut().find(|t| t.name == tp.topic) {
+            match topics.iter_mut().find(|t| *t.name == *tp.topic) {
                 Some(t) => t.partitions.push(p),
                 None => topics.push(OffsetDeleteRequestTopic {
-                    name: tp.topic.clone(),
+                    name: tp.topic.to_string(),
                     partitions: vec![p],
                 }),
             }
@@ -406,14 +406,14 @@ impl GroupAdmin {
         for tp in partitions {
             let end = self
                 .client
-                .partition_client(tp.topic.clone(), tp.partition)
+                .partition_client(tp.topic.to_string(), tp.partition)
                 .await?
                 .get_offset(OffsetAt::Latest)
                 .await?;
             let committed = committed.get(&tp).cloned().flatten().map(|c| c.offset);
             out.push(PartitionLag {
                 lag: committed.map(|c| (end - c).max(0)),
-                topic: tp.topic,
+                topic: tp.topic.to_string(),
                 partition: tp.partition,
                 committed,
                 end,

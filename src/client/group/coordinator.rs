@@ -223,10 +223,10 @@ pub(crate) async fn commit_offsets(
             committed_metadata: Some(String::new()),
             ..Default::default()
         };
-        match topics.iter_mut().find(|t| t.name == tp.topic) {
+        match topics.iter_mut().find(|t| *t.name == *tp.topic) {
             Some(t) => t.partitions.push(partition),
             None => topics.push(OffsetCommitRequestTopic {
-                name: tp.topic.clone(),
+                name: tp.topic.to_string(),
                 partitions: vec![partition],
                 ..Default::default()
             }),
@@ -267,10 +267,7 @@ pub(crate) async fn fetch_offsets(
         .ok_or_else(|| Error::new(crate::error::ErrorKind::Unsupported).with_api(api))?;
     let mut grouped: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for tp in partitions.unwrap_or(&[]) {
-        grouped
-            .entry(tp.topic.as_str())
-            .or_default()
-            .push(tp.partition);
+        grouped.entry(&*tp.topic).or_default().push(tp.partition);
     }
     let request = if version >= 8 {
         OffsetFetchRequest {

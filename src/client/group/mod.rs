@@ -28,20 +28,24 @@ pub use self::admin::{
 pub use self::consumer::{GroupConfig, GroupConsumer, GroupProtocol, RebalanceListener};
 pub use self::coordinator::CommittedOffset;
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 /// A partition of a topic.
+///
+/// The topic name is shared (`Arc<str>`, as in
+/// [`ConsumedRecord::topic`](crate::client::consumer::ConsumedRecord::topic)):
+/// the many partitions of one topic in an assignment hold one copy of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
     /// The topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: i32,
 }
 
 impl TopicPartition {
     /// A topic-partition.
-    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
         Self {
             topic: topic.into(),
             partition,

@@ -9,6 +9,8 @@
 //! versions only append fields) and ignores trailing bytes, again like the
 //! Java client, so that newer members can share a group with this one.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::TopicPartition;
@@ -63,9 +65,9 @@ pub struct Assignment {
 fn group_by_topic(partitions: &[TopicPartition]) -> Vec<(String, Vec<i32>)> {
     let mut out: Vec<(String, Vec<i32>)> = Vec::new();
     for tp in partitions {
-        match out.iter_mut().find(|(t, _)| *t == tp.topic) {
+        match out.iter_mut().find(|(t, _)| **t == *tp.topic) {
             Some((_, ps)) => ps.push(tp.partition),
-            None => out.push((tp.topic.clone(), vec![tp.partition])),
+            None => out.push((tp.topic.to_string(), vec![tp.partition])),
         }
     }
     out
@@ -79,13 +81,17 @@ fn version_prefixed<M: Message>(data: &M, version: i16) -> Result<Bytes, EncodeE
     Ok(buf.freeze())
 }
 
-/// The inverse of [`group_by_topic`].
+/// The inverse of [`group_by_topic`]. The partitions of a topic share one
+/// copy of its name, so a long name repeated for many partitions costs its
+/// bytes once, as on the wire.
 fn flatten(grouped: impl Iterator<Item = (String, Vec<i32>)>) -> Vec<TopicPartition> {
     grouped
         .flat_map(|(topic, partitions)| {
-            partitions
-                .into_iter()
-                .map(move |p| TopicPartition::new(topic.clone(), p))
+            let topic: Arc<str> = topic.into();
+            partitions.into_iter().map(move |p| TopicPartition {
+                topic: topic.clone(),
+                partition: p,
+            })
         })
         .collect()
 }
@@ -233,13 +239,18 @@ impl StickyUserData {
     }
 
     fn read_partitions(r: &mut Reader) -> Result<Vec<TopicPartition>, DecodeError> {
-        let n = r.array_len(false)?.unwrap_or(0);
+        // Java's schema has no null arrays here: a null fails the parse.
+        let null = |r: &Reader| r.error(DecodeErrorKind::UnexpectedNull);
+        let n = r.array_len(false)?.ok_or_else(|| null(r))?;
         let mut out = Vec::new();
         for _ in 0..n {
-            let topic = r.string()?;
-            let m = r.array_len(false)?.unwrap_or(0);
+            let topic: Arc<str> = r.string()?.into();
+            let m = r.array_len(false)?.ok_or_else(|| null(r))?;
             for _ in 0..m {
-                out.push(TopicPartition::new(topic.clone(), r.i32()?));
+                out.push(TopicPartition {
+                    topic: topic.clone(),
+                    partition: r.i32()?,
+                });
             }
         }
         Ok(out)

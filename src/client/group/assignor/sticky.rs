@@ -242,7 +242,7 @@ fn assign_sticky(
         owned.insert(consumer.clone(), Vec::new());
         for tp in data.partitions {
             let exists = topics
-                .get(tp.topic.as_str())
+                .get(&*tp.topic)
                 .is_some_and(|n| tp.partition >= 0 && (tp.partition as usize) < *n);
             if !exists {
                 continue;
@@ -676,7 +676,7 @@ struct Movements {
 impl Movements {
     fn remove_record(&mut self, tp: &TopicPartition) -> Option<(String, String)> {
         let pair = self.moves.remove(tp)?;
-        if let Some(topic) = self.by_topic.get_mut(&tp.topic) {
+        if let Some(topic) = self.by_topic.get_mut(&*tp.topic) {
             if let Some(set) = topic.get_mut(&pair) {
                 set.remove(tp);
                 if set.is_empty() {
@@ -684,7 +684,7 @@ impl Movements {
                 }
             }
             if topic.is_empty() {
-                self.by_topic.remove(&tp.topic);
+                self.by_topic.remove(&*tp.topic);
             }
         }
         Some(pair)
@@ -693,7 +693,7 @@ impl Movements {
     fn add_record(&mut self, tp: TopicPartition, pair: (String, String)) {
         self.moves.insert(tp.clone(), pair.clone());
         self.by_topic
-            .entry(tp.topic.clone())
+            .entry(tp.topic.to_string())
             .or_default()
             .entry(pair)
             .or_default()
@@ -718,7 +718,7 @@ impl Movements {
         old: &str,
         new: &str,
     ) -> TopicPartition {
-        let Some(topic) = self.by_topic.get(&tp.topic) else {
+        let Some(topic) = self.by_topic.get(&*tp.topic) else {
             return tp.clone();
         };
         let old = match self.moves.get(tp) {
@@ -862,7 +862,7 @@ impl<'a> General<'a> {
         for (consumer, list) in self.current.iter_mut() {
             let topics = self.subscriptions.get(consumer);
             list.retain(|tp| {
-                let keep = topics.is_some_and(|t| t.contains(&tp.topic))
+                let keep = topics.is_some_and(|t| t.iter().any(|x| **x == *tp.topic))
                     && !self.rack.racks_mismatch(consumer, tp);
                 if keep {
                     assigned.insert(tp.clone());
@@ -953,7 +953,7 @@ impl<'a> General<'a> {
         let found = self.sorted.iter().find(|(_, JStr(c))| {
             self.consumer_topics
                 .get(c)
-                .is_some_and(|t| t.contains(&tp.topic))
+                .is_some_and(|t| t.iter().any(|x| **x == *tp.topic))
                 && (!rack_aware || !self.rack.racks_mismatch(c, tp))
         });
         let Some(key) = found.cloned() else {
@@ -981,7 +981,7 @@ impl<'a> General<'a> {
             let tp = partitions[i].clone();
             if self
                 .topic_consumers
-                .get(&tp.topic)
+                .get(&*tp.topic)
                 .map_or(true, |c| c.is_empty())
             {
                 i += 1;
@@ -1043,8 +1043,8 @@ impl<'a> General<'a> {
             .cloned()
             .collect();
         self.sorted_all
-            .retain(|tp| !fixed_topics.contains(&tp.topic));
-        unassigned.retain(|tp| !fixed_topics.contains(&tp.topic));
+            .retain(|tp| !fixed_topics.contains(&*tp.topic));
+        unassigned.retain(|tp| !fixed_topics.contains(&*tp.topic));
         let mut fixed: Vec<(String, Vec<TopicPartition>)> = Vec::new();
         for consumer in self.consumer_topics.keys().cloned().collect::<Vec<_>>() {
             if !self.consumer_can_move(&consumer) {
@@ -1104,7 +1104,7 @@ impl<'a> General<'a> {
                 }
                 let others = self
                     .topic_consumers
-                    .get(&tp.topic)
+                    .get(&*tp.topic)
                     .cloned()
                     .unwrap_or_default();
                 let mut found_rack = false;
@@ -1155,7 +1155,7 @@ impl<'a> General<'a> {
             .find(|(_, JStr(c))| {
                 self.consumer_topics
                     .get(c)
-                    .is_some_and(|t| t.contains(&tp.topic))
+                    .is_some_and(|t| t.iter().any(|x| **x == *tp.topic))
             })
             .map(|(_, JStr(c))| c.clone());
         if let Some(new) = new {
