@@ -347,6 +347,17 @@ impl Driver {
                     let due = part.last_ok + stall_after;
                     if due <= now {
                         part.stall_reported = true;
+                        if part.unknown_since.is_some() {
+                            // Stalled because metadata does not know the
+                            // topic or partition: that is the error.
+                            part.phase = Phase::Halted;
+                            stalls.push(part_error(
+                                part,
+                                Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None),
+                                ApiKey::METADATA,
+                            ));
+                            continue;
+                        }
                         stalls.push(stall_error(part, stall_after));
                     } else {
                         later(due);
