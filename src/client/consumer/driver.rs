@@ -170,6 +170,15 @@ struct ItemResult {
     leader_epoch: i32,
 }
 
+impl ItemResult {
+    /// For a partition the broker left out of its answer: try again.
+    const MISSING: ItemResult = ItemResult {
+        error: ErrorCode::UNKNOWN_SERVER_ERROR,
+        offset: -1,
+        leader_epoch: -1,
+    };
+}
+
 /// What a sub-task reports back.
 enum Event {
     Connected {
@@ -1467,12 +1476,7 @@ async fn list_offsets(
                 offset: p.offset,
                 leader_epoch: p.leader_epoch,
             })
-            .unwrap_or(ItemResult {
-                // The broker left it out: try again.
-                error: ErrorCode::UNKNOWN_SERVER_ERROR,
-                offset: -1,
-                leader_epoch: -1,
-            })
+            .unwrap_or(ItemResult::MISSING)
     };
     let mut results: Vec<ItemResult> = items.iter().map(|i| find(&resp, i)).collect();
     let past_end: Vec<(&Item, i64)> = items
@@ -1546,11 +1550,7 @@ async fn offsets_for_leader_epoch(
                         offset: p.end_offset,
                         leader_epoch: p.leader_epoch,
                     })
-                    .unwrap_or(ItemResult {
-                        error: ErrorCode::UNKNOWN_SERVER_ERROR,
-                        offset: -1,
-                        leader_epoch: -1,
-                    })
+                    .unwrap_or(ItemResult::MISSING)
             })
             .collect(),
     ))
