@@ -1654,3 +1654,70 @@ async fn three_clients_one_cooperative_group() {
     )
     .await;
 }
+
+/// Partitions added to a subscribed topic get consumed: the classic leader
+/// notices them and rebalances; a KIP-848 coordinator assigns them itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn added_partitions_are_consumed() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let client = client(&bootstrap).await;
+    for protocol in [GroupProtocol::Classic, GroupProtocol::Consumer] {
+        let topic = common::unique_topic("group-grow");
+        create_topic(&client, &topic, 2).await;
+        produce_range(&client, &topic, 2, 0, 10).await;
+        let world = Arc::new(World::default());
+        let m = RustMember::spawn(
+            &client,
+            group_config(
+                &format!("{topic}-g"),
+                &topic,
+                protocol,
+                vec![Arc::new(RangeAssignor)],
+            ),
+            "m",
+            world.clone(),
+        );
+        wait_for("the first records", Duration::from_secs(60), || {
+            world.unique() >= 20
+        })
+        .await;
+        client
+            .controller_client()
+            .expect("controller")
+            .create_partitions(&topic, 4, 10_000)
+            .await
+            .expect("add partitions");
+        for p in 2..4 {
+            let pc = client
+                .partition_client(topic.clone(), p)
+                .await
+                .expect("partition client");
+            let records = (0..10)
+                .map(|i| Record {
+                    key: None,
+                    value: Some(format!("{p}-{i}").into_bytes().into()),
+                    headers: vec![],
+                    timestamp: time::OffsetDateTime::now_utc(),
+                })
+                .collect();
+            pc.produce(records, Compression::None)
+                .await
+                .expect("produce");
+        }
+        let started = Instant::now();
+        wait_for(
+            "the new partitions' records",
+            Duration::from_secs(90),
+            || world.unique() >= 40,
+        )
+        .await;
+        eprintln!(
+            "{protocol:?}: records of added partitions consumed {:?} after they were produced",
+            started.elapsed()
+        );
+        m.stop().await;
+        assert!(world.duplicates().is_empty(), "{:?}", world.duplicates());
+    }
+}

@@ -316,7 +316,7 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
         Ok(consumer.commit(printed).await?)
     })
     .await;
-    let closed = bounded(g.timeout() * 2, "leaving the group", async {
+    let closed = bounded(g.timeout().saturating_mul(2), "leaving the group", async {
         Ok(consumer.close().await?)
     })
     .await;

@@ -1460,4 +1460,27 @@ mod tests {
         m.handle_join_group(Ok(join_ok(1, "me", "x", "roundrobin", &[])), t0);
         assert!(m.is_done());
     }
+
+    #[test]
+    fn cooperative_only_when_every_assignor_supports_it() {
+        let mut c = config(Arc::new(CooperativeStickyAssignor), None);
+        assert_eq!(
+            ClassicMember::new(c.clone()).rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        // The Java client's default list: range first, cooperative-sticky
+        // second, so eager until range is dropped.
+        c.assignors = vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)];
+        let mut m = ClassicMember::new(c);
+        assert_eq!(m.rebalance_protocol(), RebalanceProtocol::Eager);
+        let t0 = Instant::now();
+        m.poll_transmit(t0);
+        m.handle_coordinator(Ok(1), t0);
+        let join = expect_join(&mut m, t0);
+        let names: Vec<&str> = join.protocols.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["range", "cooperative-sticky"]);
+        // cooperative-sticky carries its generation as user data too.
+        let sub = Subscription::decode(join.protocols[1].metadata.clone()).unwrap();
+        assert_eq!(sub.user_data.as_deref(), Some(&[255u8, 255, 255, 255][..]));
+    }
 }

@@ -201,9 +201,11 @@ fn send_classic(
     Box::pin(async move {
         match req {
             ClassicRequest::FindCoordinator { .. } => {
-                let r =
-                    tokio::time::timeout(shared.request_timeout * 2, shared.coordinator.lookup())
-                        .await;
+                let r = tokio::time::timeout(
+                    shared.request_timeout.saturating_mul(2),
+                    shared.coordinator.lookup(),
+                )
+                .await;
                 Outcome::Coordinator(match r {
                     Ok(r) => r.map(|(id, _)| id),
                     Err(_) => {
@@ -283,12 +285,14 @@ pub(crate) async fn run_classic(
     topics: Vec<String>,
 ) {
     let mut in_flight: FuturesUnordered<BoxFuture<Outcome>> = FuturesUnordered::new();
+    // The leader looks for new partitions this often (the Java client waits
+    // for its next metadata refresh, 5 minutes by default).
     let metadata_period = shared
         .coordinator
         .cluster()
         .config()
         .metadata_max_age
-        .min(Duration::from_secs(60));
+        .min(Duration::from_secs(30));
     let mut next_metadata = Instant::now() + metadata_period;
     let mut commands_open = true;
     loop {

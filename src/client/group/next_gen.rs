@@ -518,7 +518,9 @@ fn send(shared: Arc<Shared>, coordinator: Option<i32>, req: NextGenRequest) -> B
         let timeout = shared.request_timeout;
         match req {
             NextGenRequest::FindCoordinator => {
-                let r = tokio::time::timeout(timeout * 2, shared.coordinator.lookup()).await;
+                let r =
+                    tokio::time::timeout(timeout.saturating_mul(2), shared.coordinator.lookup())
+                        .await;
                 Outcome::Coordinator(match r {
                     Ok(r) => r.map(|(id, _)| id),
                     Err(_) => {
@@ -819,5 +821,24 @@ mod tests {
             m.poll_event(),
             Some(MembershipEvent::Assigned { added, .. }) if added == vec![TopicPartition::new("u", 5)]
         ));
+    }
+
+    #[test]
+    fn static_members_leave_with_epoch_minus_two() {
+        let t0 = Instant::now();
+        let mut m = member();
+        m.config.instance_id = Some("i".into());
+        m.poll_transmit(t0);
+        m.handle_coordinator(Ok(1), t0);
+        m.poll_transmit(t0);
+        m.handle_topic_ids(Ok([("t".to_owned(), T)].into_iter().collect()), t0);
+        let h = expect_heartbeat(&mut m, t0);
+        assert_eq!(h.instance_id.as_deref(), Some("i"));
+        m.handle_heartbeat(Ok(response(1, Some(&[0]))), t0);
+        m.poll_event();
+        expect_heartbeat(&mut m, t0);
+        m.handle_heartbeat(Ok(response(1, None)), t0);
+        m.leave(t0);
+        assert_eq!(expect_heartbeat(&mut m, t0).member_epoch, -2);
     }
 }

@@ -392,4 +392,23 @@ mod tests {
             Some(-1)
         );
     }
+
+    proptest::proptest! {
+        /// Whatever another member or the coordinator sends, decoding
+        /// returns (never panics), and what decodes re-encodes to itself.
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let b = Bytes::from(bytes);
+            if let Ok(s) = Subscription::decode(b.clone()) {
+                let again = Subscription::decode(s.encode(3).unwrap()).unwrap();
+                proptest::prop_assert_eq!(again.topics.len(), s.topics.len());
+            }
+            if let Ok(a) = Assignment::decode(b.clone()) {
+                let again = Assignment::decode(a.encode(3).unwrap()).unwrap();
+                proptest::prop_assert_eq!(again.partitions.len(), a.partitions.len());
+            }
+            let _ = StickyUserData::decode(&b);
+            let _ = decode_cooperative_user_data(&b);
+        }
+    }
 }
