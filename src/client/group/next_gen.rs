@@ -457,7 +457,15 @@ impl NextGenMember {
     }
 
     fn fenced(&mut self) {
-        let lost = self.owned();
+        // Partitions being revoked are reported by that revocation (as
+        // lost, since the membership ended meanwhile).
+        let keep: BTreeSet<(Uuid, i32)> = self
+            .owned
+            .iter()
+            .filter(|tp| !self.revoking.as_ref().is_some_and(|r| r.contains(tp)))
+            .copied()
+            .collect();
+        let lost = self.names_of(&keep);
         self.owned.clear();
         self.target = None;
         self.revoking = None;
