@@ -118,6 +118,25 @@ async fn fill(client: &Client, case: &Case) -> String {
     topic
 }
 
+/// CPU time (user + system) this process used so far, from
+/// `/proc/self/stat` (Linux; `None` elsewhere).
+fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_second: u64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100);
+    Some(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
 /// Reads `expected` records of `topic` from the start; returns the bytes of
 /// values seen.
 async fn consume_all(client: &Client, topic: &str, expected: usize) -> usize {
@@ -213,6 +232,23 @@ fn main() {
         let topic = runtime.block_on(fill(&client, case));
         let records = case.records / PARTITIONS as usize * PARTITIONS as usize;
         group.throughput(Throughput::Elements(records as u64));
+        // CPU per record of the whole client side (fetching, decoding,
+        // handing out), measured over a few full reads.
+        let rounds = 3;
+        let before = (process_cpu(), Instant::now());
+        for _ in 0..rounds {
+            runtime.block_on(consume_all(&client, &topic, records));
+        }
+        if let (Some(cpu0), Some(cpu1)) = (before.0, process_cpu()) {
+            let n = (records * rounds) as f64;
+            eprintln!(
+                "consume/{}: {:.0} records/s, {:.3} CPU µs per record ({:.2} CPU s per million)",
+                case.name,
+                n / before.1.elapsed().as_secs_f64(),
+                (cpu1 - cpu0).as_secs_f64() * 1e6 / n,
+                (cpu1 - cpu0).as_secs_f64() * 1e6 / n,
+            );
+        }
         group.bench_with_input(
             BenchmarkId::from_parameter(case.name),
             &topic,

@@ -1469,8 +1469,13 @@ mod scripted {
                         .map(|p| p.fetch_offset)
                         .next();
                     let Some(offset) = offset else {
+                        // Nothing changed in the session: nothing to say.
+                        let resp = FetchResponse {
+                            session_id: 99,
+                            ..Default::default()
+                        };
                         return delayed(
-                            fetch_reply(seen.version, 0, 0, PartitionData::default()),
+                            reply::<FetchRequest>(&resp, seen.version),
                             std::time::Duration::from_millis(100),
                         );
                     };
@@ -1480,9 +1485,10 @@ mod scripted {
                         Bytes::new()
                     };
                     let empty = records.is_empty();
+                    // Broker 2 keeps session 99 for every fetch.
                     let action = fetch_reply(
                         seen.version,
-                        0,
+                        99,
                         0,
                         PartitionData {
                             partition_index: 0,
@@ -1620,6 +1626,20 @@ async fn sessions_leader_moves_and_truncation_against_a_scripted_cluster() {
         .map(decode_request::<FetchRequest>)
         .expect("broker 2 was fetched from");
     assert_eq!(summary(&first_b_fetch).2, vec![(TOPIC_ID, k.min(8), 6)]);
+
+    // Closing the consumer closes broker 2's session: epoch -1, nothing
+    // to fetch.
+    c.close(Duration::from_secs(5)).await;
+    let last_b_fetch = b
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|s| s.api_key == ApiKey::FETCH)
+        .map(decode_request::<FetchRequest>)
+        .unwrap();
+    assert_eq!(summary(&last_b_fetch), (99, -1, vec![]));
 }
 
 #[tokio::test]

@@ -211,7 +211,23 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
         config = config.assign(&args.topic, p, start);
     }
     let mut consumer = client.consumer(config)?;
+    let result = print_records(&mut consumer, &args, ends.as_ref()).await;
+    if result.is_ok() {
+        // Frees the broker's fetch session now rather than at its expiry.
+        consumer
+            .close(g.timeout().min(Duration::from_secs(1)))
+            .await;
+    }
+    result
+}
 
+/// Prints records until the end offsets, the count, a closed stdout or
+/// Ctrl-C.
+async fn print_records(
+    consumer: &mut Consumer,
+    args: &ConsumeArgs,
+    ends: Option<&BTreeMap<i32, i64>>,
+) -> CliResult {
     let mut remaining = args.count;
     let mut out = Vec::new();
     let ctrl_c = tokio::signal::ctrl_c();
@@ -221,8 +237,8 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
     // empty, or ends with transaction markers).
     let tick = Duration::from_millis(100);
     loop {
-        if let Some(ends) = &ends {
-            if at_end(&consumer, &args.topic, ends) {
+        if let Some(ends) = ends {
+            if at_end(consumer, &args.topic, ends) {
                 return Ok(());
             }
         }
@@ -231,7 +247,7 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
             _ = tokio::time::sleep(tick), if ends.is_some() => continue,
             _ = &mut ctrl_c => return Ok(()),
         };
-        if let Some(ends) = &ends {
+        if let Some(ends) = ends {
             batch.retain(|r| ends.get(&r.partition).is_some_and(|end| r.offset < *end));
         }
         if let Some(n) = remaining {

@@ -267,6 +267,10 @@ pub(super) async fn run(shared: Arc<Shared>, cluster: Cluster, settings: Arc<Set
         metadata_busy: false,
     };
     loop {
+        if driver.shared.lock().closing {
+            driver.close_sessions().await;
+            return;
+        }
         let wake_at = driver.plan();
         let sleep = async {
             match wake_at {
@@ -323,6 +327,28 @@ impl Driver {
     ) {
         let id = self.jobs.spawn(job).id();
         self.job_kinds.insert(id, kind);
+    }
+
+    /// Closes every broker's fetch session (epoch -1), so brokers free them
+    /// now rather than when they expire. Best effort: failures are ignored.
+    async fn close_sessions(&mut self) {
+        let settings = Arc::clone(&self.settings);
+        let closing: Vec<_> = self
+            .brokers
+            .values_mut()
+            .filter_map(|b| {
+                let conn = b.conn.clone().filter(|c| !c.is_closed())?;
+                let version = b.session_version.filter(|v| *v >= FETCH_SESSIONS_FROM)?;
+                let plan = b.session.close()?;
+                let request = fetch_request(&plan, version, &settings, 0);
+                Some(async move {
+                    if let Err(e) = conn.request_version(&request, version).await {
+                        tracing::debug!(broker = conn.addr(), error = %e, "closing the fetch session failed");
+                    }
+                })
+            })
+            .collect();
+        futures::future::join_all(closing).await;
     }
 
     /// Starts whatever work the state allows; returns when to look again

@@ -530,6 +530,22 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// Stops fetching and closes the fetch sessions on the brokers (they
+    /// would otherwise expire after a while), waiting at most `timeout`.
+    /// Dropping the consumer stops it too, without closing the sessions.
+    pub async fn close(mut self, timeout: Duration) {
+        self.shared.lock().closing = true;
+        self.shared.wake_driver.notify_one();
+        if tokio::time::timeout(timeout, &mut self.driver)
+            .await
+            .is_err()
+        {
+            tracing::debug!("closing the consumer timed out");
+        }
+    }
+}
+
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.driver.abort();

@@ -201,6 +201,24 @@ impl<K: Ord + Clone> FetchSession<K> {
         self.restart();
     }
 
+    /// Plans the request that closes the session on the broker (epoch -1,
+    /// no partitions), if there is one; the session is forgotten.
+    pub fn close(&mut self) -> Option<FetchPlan<K>> {
+        if self.id == 0 {
+            return None;
+        }
+        let plan = FetchPlan {
+            session_id: self.id,
+            session_epoch: -1,
+            full: true,
+            send: Vec::new(),
+            forget: Vec::new(),
+        };
+        self.id = 0;
+        self.restart();
+        Some(plan)
+    }
+
     /// Makes the next request full, closing the current session (if any).
     fn restart(&mut self) {
         self.epoch = 0;
@@ -353,6 +371,19 @@ mod tests {
             assert_eq!((plan.session_id, plan.session_epoch), (0, -1));
             assert_eq!(s.on_response(&plan, 0, 0), SessionOutcome::Ok);
         }
+    }
+
+    #[test]
+    fn closing_names_the_session_with_the_final_epoch() {
+        let mut s = FetchSession::<Key>::new();
+        assert!(s.close().is_none(), "no session, nothing to close");
+        let plan = s.plan([(("a", 0), p(0))], true);
+        s.on_response(&plan, 0, 77);
+        let close = s.close().unwrap();
+        assert_eq!((close.session_id, close.session_epoch), (77, -1));
+        assert!(close.send.is_empty() && close.forget.is_empty());
+        assert!(s.close().is_none());
+        assert_eq!((s.id(), s.epoch()), (0, 0));
     }
 
     #[test]

@@ -198,8 +198,11 @@ pub(super) struct State {
     /// Largest `buffered` seen.
     pub(super) peak: usize,
     app_waker: Option<Waker>,
-    /// Set if the background task ended (it only does on a bug).
+    /// Set if the background task ended (on [`super::Consumer::close`], or
+    /// a bug).
     pub(super) driver_gone: bool,
+    /// Asks the background task to close its fetch sessions and end.
+    pub(super) closing: bool,
     next_generation: u64,
     backoff: BackoffConfig,
 }
@@ -214,6 +217,7 @@ impl State {
             peak: 0,
             app_waker: None,
             driver_gone: false,
+            closing: false,
             next_generation: 1,
             backoff,
         }
