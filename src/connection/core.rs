@@ -433,6 +433,8 @@ impl<T> ConnectionCore<T> {
             if entry.response_header_version >= 1 {
                 // Header tagged fields carry nothing this client uses.
                 if let Err(e) = r.tagged_fields(|_, _| Ok(false)) {
+                    // Back in the table, so `fail_all` hands the waiter back.
+                    self.in_flight.push_front(entry);
                     return Some(Err(self.fail(ConnectionError::BadResponseHeader(e))));
                 }
             }
@@ -717,6 +719,30 @@ mod tests {
         let failed = core.fail_all(ConnectionError::UnknownCorrelationId(42));
         let tokens: Vec<_> = failed.iter().map(|f| (f.token, f.ambiguous)).collect();
         assert_eq!(tokens, vec![("a", true), ("b", true)]);
+    }
+
+    #[test]
+    fn bad_response_header_keeps_the_waiter_for_fail_all() {
+        // Found by the `connection_core` fuzz target: the entry was removed
+        // before its header failed to parse, so `fail_all` lost its waiter.
+        let mut core = ConnectionCore::new(1 << 20);
+        let a = core.queue_request(&Echo(1), 3, None, "a").unwrap();
+        // Header v1 announcing 2 tagged fields, then nothing.
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&6i32.to_be_bytes());
+        frame.extend_from_slice(&a.to_be_bytes());
+        frame.extend_from_slice(&[2, 0]);
+        core.handle_received(&frame);
+        assert!(matches!(
+            core.poll_response(),
+            Some(Err(ConnectionError::BadResponseHeader(_)))
+        ));
+        let failed: Vec<_> = core
+            .fail_all(ConnectionError::Closed)
+            .into_iter()
+            .map(|f| f.token)
+            .collect();
+        assert_eq!(failed, vec!["a"]);
     }
 
     #[test]
