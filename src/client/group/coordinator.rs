@@ -325,7 +325,33 @@ pub(crate) async fn fetch_offsets(
         out.insert(TopicPartition::new(topic, partition), value);
         Ok(())
     };
-    if version >= 8 {
+    // v8+ nest the answer in a per-group list; both layouts flatten to
+    // (topic, [(partition, error, offset, epoch, metadata)]).
+    type Row = (i32, i16, i64, i32, Option<String>);
+    macro_rules! rows {
+        ($topics:expr) => {
+            $topics
+                .into_iter()
+                .map(|t| {
+                    let rows: Vec<Row> = t
+                        .partitions
+                        .into_iter()
+                        .map(|p| {
+                            (
+                                p.partition_index,
+                                p.error_code,
+                                p.committed_offset,
+                                p.committed_leader_epoch,
+                                p.metadata,
+                            )
+                        })
+                        .collect();
+                    (t.name, rows)
+                })
+                .collect::<Vec<(String, Vec<Row>)>>()
+        };
+    }
+    let topics = if version >= 8 {
         let g = resp
             .groups
             .into_iter()
@@ -334,31 +360,14 @@ pub(crate) async fn fetch_offsets(
                 Error::protocol("OffsetFetch answered without the group").with_api(api)
             })?;
         check(g.error_code, None, api)?;
-        for t in g.topics {
-            for p in t.partitions {
-                add(
-                    &t.name,
-                    p.partition_index,
-                    p.error_code,
-                    p.committed_offset,
-                    p.committed_leader_epoch,
-                    p.metadata,
-                )?;
-            }
-        }
+        rows!(g.topics)
     } else {
         check(resp.error_code, None, api)?;
-        for t in resp.topics {
-            for p in t.partitions {
-                add(
-                    &t.name,
-                    p.partition_index,
-                    p.error_code,
-                    p.committed_offset,
-                    p.committed_leader_epoch,
-                    p.metadata,
-                )?;
-            }
+        rows!(resp.topics)
+    };
+    for (topic, rows) in topics {
+        for (partition, code, offset, epoch, metadata) in rows {
+            add(&topic, partition, code, offset, epoch, metadata)?;
         }
     }
     // Asked-for partitions the broker left out have no offset either.

@@ -124,6 +124,29 @@ impl Shared {
     }
 }
 
+/// Passes a membership event on to the application side.
+pub(crate) fn forward(
+    ev: MembershipEvent,
+    shared: &Shared,
+    events: &mpsc::UnboundedSender<AppEvent>,
+) {
+    let ev = match ev {
+        MembershipEvent::Revoke(p) => AppEvent::Revoke(p),
+        MembershipEvent::Assigned {
+            added, assignment, ..
+        } => AppEvent::Assigned {
+            added,
+            assignment,
+            incarnation: shared.incarnation(),
+        },
+        MembershipEvent::Lost(p) => AppEvent::Lost(p),
+        MembershipEvent::Fatal(e) => AppEvent::Fatal(e),
+        MembershipEvent::Left => return,
+    };
+    // The application side may be gone (dropped); the driver keeps leaving.
+    let _ = events.send(ev);
+}
+
 /// The partitions of `topics` as assignors see them: sorted by id, with the
 /// racks of their replicas. Unknown topics are left out.
 pub(crate) async fn group_topics(cluster: &Cluster, topics: &[String]) -> Result<GroupTopics> {
@@ -302,21 +325,7 @@ pub(crate) async fn run_classic(
         }
         shared.set_identity(member.generation_id(), member.member_id());
         while let Some(ev) = member.poll_event() {
-            let ev = match ev {
-                MembershipEvent::Revoke(p) => AppEvent::Revoke(p),
-                MembershipEvent::Assigned {
-                    added, assignment, ..
-                } => AppEvent::Assigned {
-                    added,
-                    assignment,
-                    incarnation: shared.incarnation(),
-                },
-                MembershipEvent::Lost(p) => AppEvent::Lost(p),
-                MembershipEvent::Fatal(e) => AppEvent::Fatal(e),
-                MembershipEvent::Left => continue,
-            };
-            // The application side may be gone (dropped); keep leaving.
-            let _ = events.send(ev);
+            forward(ev, &shared, &events);
         }
         if member.is_done() {
             break;

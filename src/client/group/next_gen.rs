@@ -588,20 +588,7 @@ pub(crate) async fn run(
         }
         shared.set_identity(member.epoch(), member.member_id());
         while let Some(ev) = member.poll_event() {
-            let ev = match ev {
-                MembershipEvent::Revoke(p) => AppEvent::Revoke(p),
-                MembershipEvent::Assigned {
-                    added, assignment, ..
-                } => AppEvent::Assigned {
-                    added,
-                    assignment,
-                    incarnation: shared.incarnation(),
-                },
-                MembershipEvent::Lost(p) => AppEvent::Lost(p),
-                MembershipEvent::Fatal(e) => AppEvent::Fatal(e),
-                MembershipEvent::Left => continue,
-            };
-            let _ = events.send(ev);
+            super::driver::forward(ev, &shared, &events);
         }
         if member.is_done() {
             break;
