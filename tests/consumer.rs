@@ -35,7 +35,8 @@ use rskafka::{
         messages::{
             add_partitions_to_txn_request::AddPartitionsToTxnTopic,
             produce_request::{PartitionProduceData, TopicProduceData},
-            AddPartitionsToTxnRequest, EndTxnRequest, InitProducerIdRequest, ProduceRequest,
+            AddPartitionsToTxnRequest, EndTxnRequest, FindCoordinatorRequest,
+            InitProducerIdRequest, ProduceRequest,
         },
         record::{BatchHeader, RecordBatchWriter},
         ApiKey, ErrorCode,
@@ -640,6 +641,16 @@ impl TxnProducer {
         let conn = cluster.any_broker().await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
+            // As every transactional client does: FindCoordinator first. It is
+            // also what makes a fresh broker create `__transaction_state`;
+            // InitProducerId alone answers NOT_COORDINATOR until then.
+            conn.request(&FindCoordinatorRequest {
+                key_type: 1,
+                coordinator_keys: vec![id.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
             let resp = conn
                 .request(&InitProducerIdRequest {
                     transactional_id: Some(id.clone()),
