@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
 use rskafka::connection::sasl::{
-    Mechanism, OAuthBearer, OAuthToken, Plain, SaslError, Scram, ScramHash, Step, MIN_ITERATIONS,
+    Mechanism, OAuthBearer, OAuthToken, Plain, Scram, ScramHash, Step, MIN_ITERATIONS,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -40,10 +40,8 @@ fuzz_target!(|data: &[u8]| {
     let scram = config & 3 < 2;
     if config & 4 != 0 {
         if let Some(m) = messages.first() {
-            assert!(matches!(
-                mech.handle_challenge(m),
-                Err(SaslError::OutOfOrder(_))
-            ));
+            // Out of turn; SCRAM may report a malformed message first.
+            assert!(mech.handle_challenge(m).is_err());
         }
     }
     let Ok(first) = mech.initial_response() else {
