@@ -84,7 +84,8 @@ fn generated<M: Message>(bytes: &Bytes, version: i16) {
         return;
     };
     let mut buf = BytesMut::new();
-    m.encode(&mut buf, version).expect("decoded body re-encodes");
+    m.encode(&mut buf, version)
+        .expect("decoded body re-encodes");
     let m2 = M::decode(&mut Reader::new(buf.freeze()), version).expect("re-encoded body decodes");
     assert_eq!(format!("{m:?}"), format!("{m2:?}"));
 }

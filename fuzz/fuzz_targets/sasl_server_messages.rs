@@ -46,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(first) = mech.initial_response() else {
         // A message out of turn may end the exchange (SCRAM fails closed).
-        assert!(config & 4 != 0, "initial response failed on a fresh mechanism");
+        assert!(
+            config & 4 != 0,
+            "initial response failed on a fresh mechanism"
+        );
         return;
     };
     // "n,,n=user,r=<nonce>"
