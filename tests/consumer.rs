@@ -11,8 +11,6 @@ mod proxy;
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
     net::SocketAddr,
-    path::PathBuf,
-    process::Command,
     sync::{atomic::Ordering, Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -879,56 +877,6 @@ async fn read_committed_skips_aborted_transactions_and_never_stalls_on_markers()
 // 4(b): connections cut every 0.5-1.5 s while producing and consuming
 // ---------------------------------------------------------------------------
 
-/// A private broker whose advertised listener is a proxy, so that every
-/// client connection goes through the proxy. Stopped on drop.
-struct ProxiedBroker {
-    port: u16,
-    dir: PathBuf,
-}
-
-impl ProxiedBroker {
-    fn start(port: u16, advertised: SocketAddr) -> Result<Self, String> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("target")
-            .join(format!("kafka-consumer-chaos-{port}"));
-        let broker = Self { port, dir };
-        broker.script(
-            &["up", "--fresh"],
-            &format!("advertised.listeners=PLAINTEXT://{advertised}"),
-        )?;
-        Ok(broker)
-    }
-
-    fn script(&self, args: &[&str], extra: &str) -> Result<(), String> {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka");
-        let out = Command::new(&script)
-            .args(args)
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
-            .env("KAFKA_DIR", &self.dir)
-            .env("KAFKA_EXTRA_PROPERTIES", extra)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "scripts/kafka {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    }
-}
-
-impl Drop for ProxiedBroker {
-    fn drop(&mut self) {
-        if let Err(e) = self.script(&["down", "--clean"], "") {
-            eprintln!("{e}");
-        }
-    }
-}
-
 /// Sends numbered records to partitions 0..3 through one idempotent
 /// [`Producer`](rskafka::client::producer::Producer) until `stop`, with up to
 /// 30k records in flight; returns per partition the acknowledged
@@ -1008,7 +956,13 @@ async fn no_loss_no_duplicates_while_a_proxy_cuts_every_connection() {
     proxy.set_cutting(false);
     let broker = tokio::task::spawn_blocking({
         let advertised = proxy.local_addr();
-        move || ProxiedBroker::start(broker_port, advertised)
+        // Every client connection goes through the proxy.
+        move || {
+            common::PrivateBroker::start_with_properties(
+                broker_port,
+                &format!("advertised.listeners=PLAINTEXT://{advertised}"),
+            )
+        }
     })
     .await
     .unwrap()

@@ -50,15 +50,27 @@ pub fn free_port_base(from: u16) -> Option<u16> {
 pub struct PrivateBroker {
     port: u16,
     dir: PathBuf,
+    /// `KAFKA_EXTRA_PROPERTIES` for every start, restart included.
+    extra_properties: String,
 }
 
 impl PrivateBroker {
     /// Starts a broker with empty data and waits until it serves requests.
     pub fn start(port: u16) -> Result<Self, String> {
+        Self::start_with_properties(port, "")
+    }
+
+    /// Like [`PrivateBroker::start`], with extra `server.properties` lines
+    /// (e.g. an `advertised.listeners` that points at a proxy).
+    pub fn start_with_properties(port: u16, extra_properties: &str) -> Result<Self, String> {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("target")
             .join(format!("kafka-private-{port}"));
-        let broker = Self { port, dir };
+        let broker = Self {
+            port,
+            dir,
+            extra_properties: extra_properties.to_owned(),
+        };
         broker.script(&["up", "--fresh"])?;
         Ok(broker)
     }
@@ -75,6 +87,7 @@ impl PrivateBroker {
             .env("KAFKA_PORT", self.port.to_string())
             .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
             .env("KAFKA_DIR", &self.dir)
+            .env("KAFKA_EXTRA_PROPERTIES", &self.extra_properties)
             // Never the shared broker's security setup or ports.
             .env("KAFKA_SECURITY", "0")
             .env("KAFKA_SASL_PLAINTEXT_PORT", (self.port + 2).to_string())
