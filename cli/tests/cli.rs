@@ -4,60 +4,20 @@
 use std::{
     io::Write,
     net::TcpListener,
-    process::{Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    process::Output,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-fn bootstrap() -> Option<String> {
-    match std::env::var("KAFKA_BOOTSTRAP") {
-        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        _ => {
-            eprintln!("skipping: KAFKA_BOOTSTRAP not set");
-            None
-        }
-    }
-}
+mod common;
 
-fn unique_topic(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "cli-{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use common::{binary, bootstrap, run_bounded, stderr, stdout, unique};
 
 /// Runs the binary with `args` and `stdin`, killing it (and failing the
 /// test) if it runs longer than `limit`.
 fn run_with(args: &[&str], stdin: &[u8], limit: Duration) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rskafka"))
-        .args(args)
-        .env_remove("KAFKA_BROKERS")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rskafka");
-    if let Some(mut input) = child.stdin.take() {
-        // A process that exits early closes the pipe; that is its answer.
-        let _ = input.write_all(stdin);
-    }
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait for rskafka"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("rskafka {args:?} ran longer than {limit:?}");
-        }
-    }
+    let mut cmd = binary();
+    cmd.args(args);
+    run_bounded(cmd, Some(stdin), limit)
 }
 
 /// Runs against the shared broker with a 10 s bound per request.
@@ -65,14 +25,6 @@ fn kafka(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut all = vec!["--brokers", bootstrap, "--timeout-ms", "10000"];
     all.extend_from_slice(args);
     run_with(&all, stdin, Duration::from_secs(60))
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[track_caller]
@@ -101,7 +53,7 @@ fn assert_one_line_error(o: &Output) -> String {
 }
 
 fn create_topic(bootstrap: &str, partitions: u32) -> String {
-    let topic = unique_topic("t");
+    let topic = unique("cli-t");
     let out = kafka(
         bootstrap,
         &[
@@ -155,7 +107,7 @@ fn timestamps(lines: &str) -> Vec<i64> {
 #[test]
 fn topic_create_list_delete() {
     let Some(b) = bootstrap() else { return };
-    let topic = unique_topic("admin");
+    let topic = unique("cli-admin");
     let out = kafka(
         &b,
         &[
@@ -460,7 +412,7 @@ fn api_versions_and_metadata() {
 #[test]
 fn unknown_topic_and_bad_flags_fail_with_one_line() {
     let Some(b) = bootstrap() else { return };
-    let missing = unique_topic("missing");
+    let missing = unique("cli-missing");
     for args in [
         vec!["consume", missing.as_str(), "--exit-at-end"],
         vec!["produce", missing.as_str()],

@@ -4,68 +4,30 @@
 //! another), and `group list|describe|lag|seek|delete`.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader},
     process::{Child, Command, Output, Stdio},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc, Mutex,
-    },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
-fn bootstrap() -> Option<String> {
-    match std::env::var("KAFKA_BOOTSTRAP") {
-        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        _ => {
-            eprintln!("skipping: KAFKA_BOOTSTRAP not set");
-            None
-        }
-    }
-}
+mod common;
 
-fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "cli-group-{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+use common::{binary, bootstrap, run_bounded, unique};
 
 fn command(bootstrap: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rskafka"));
+    let mut c = binary();
     c.args(["--brokers", bootstrap, "--timeout-ms", "10000"])
-        .args(args)
-        .env_remove("KAFKA_BROKERS");
+        .args(args);
     c
 }
 
 /// Runs to completion (at most 60 s) with `stdin`.
 fn run(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = command(bootstrap, args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn rskafka");
-    if let Some(mut input) = child.stdin.take() {
-        let _ = input.write_all(stdin);
-    }
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(out) => out.expect("wait for rskafka"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("rskafka {args:?} ran longer than 60 s");
-        }
-    }
+    run_bounded(
+        command(bootstrap, args),
+        Some(stdin),
+        Duration::from_secs(60),
+    )
 }
 
 #[track_caller]
@@ -81,7 +43,7 @@ fn ok(o: &Output) -> String {
 
 /// A topic of `partitions` partitions holding the lines `1..=n`.
 fn topic_with_lines(bootstrap: &str, partitions: u32, n: u32) -> String {
-    let topic = unique("t");
+    let topic = unique("cli-group-t");
     ok(&run(
         bootstrap,
         &[
@@ -130,7 +92,7 @@ fn committed(lines: &[String]) -> Vec<(i32, Option<i64>)> {
 fn consume_group_commits_what_it_printed() {
     let Some(b) = bootstrap() else { return };
     let topic = topic_with_lines(&b, 1, 30);
-    let group = unique("g");
+    let group = unique("cli-group-g");
     let first = ok(&run(
         &b,
         &[
@@ -264,7 +226,7 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 fn sigterm_commits_and_leaves_and_seek_is_refused_meanwhile() {
     let Some(b) = bootstrap() else { return };
     let topic = topic_with_lines(&b, 2, 40);
-    let group = unique("g");
+    let group = unique("cli-group-g");
     let mut m = Member::start(&b, &topic, &group);
     wait_until("all 40 lines", Duration::from_secs(60), || m.count() >= 40);
     // While it is a member, seek is refused with one line.
@@ -298,7 +260,7 @@ fn sigterm_commits_and_leaves_and_seek_is_refused_meanwhile() {
 fn sigkilled_member_partitions_move_to_the_other() {
     let Some(b) = bootstrap() else { return };
     let topic = topic_with_lines(&b, 4, 0);
-    let group = unique("g");
+    let group = unique("cli-group-g");
     let mut a = Member::start(&b, &topic, &group);
     let second = Member::start(&b, &topic, &group);
     // Wait until both are in the group.

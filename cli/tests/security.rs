@@ -4,45 +4,22 @@
 //! `KAFKA_CLIENT_KEY`); each test skips when its variables are unset.
 
 use std::{
-    process::{Command, Output, Stdio},
+    process::Output,
     time::{Duration, Instant},
 };
 
-fn env(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
-        _ => {
-            eprintln!("skipping: {var} not set");
-            None
-        }
-    }
-}
+mod common;
+
+use common::{binary, env_or_skip as env, run_bounded};
 
 /// Runs the binary, killing it (and failing) after `limit`.
 fn run(args: &[&str], password: Option<&str>, limit: Duration) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rskafka"));
-    cmd.args(args)
-        .env_remove("KAFKA_BROKERS")
-        .env_remove("RSKAFKA_SASL_PASSWORD")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = binary();
+    cmd.args(args).env_remove("RSKAFKA_SASL_PASSWORD");
     if let Some(p) = password {
         cmd.env("RSKAFKA_SASL_PASSWORD", p);
     }
-    let child = cmd.spawn().expect("spawn rskafka");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait for rskafka"),
-        Err(_) => {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("rskafka {args:?} ran longer than {limit:?}");
-        }
-    }
+    run_bounded(cmd, None, limit)
 }
 
 fn text(b: &[u8]) -> String {

@@ -226,14 +226,18 @@ impl PartitionClient {
         }
     }
 
-    /// Applies a KIP-951 new-leader hint from a Produce or Fetch response;
-    /// `endpoints` are the response's `(node id, host, port)` entries.
-    fn apply_hint<'a>(
+    /// After a partition error in a Produce or Fetch response: forgets the
+    /// cached leader if the error says so, then applies the response's
+    /// KIP-951 new-leader hint; `endpoints` are its `(node id, host, port)`
+    /// entries.
+    fn on_leader_error_with_hint<'a>(
         &self,
+        code: ErrorCode,
         leader_id: i32,
         leader_epoch: i32,
         endpoints: impl IntoIterator<Item = (i32, &'a str, i32)>,
     ) {
+        self.on_leader_error(code);
         if leader_id < 0 {
             return;
         }
@@ -338,8 +342,8 @@ impl PartitionClient {
             .ok_or_else(|| Error::protocol("the response lacks the partition produced to"))?;
         let code = ErrorCode(p.error_code);
         if !code.is_ok() {
-            self.on_leader_error(code);
-            self.apply_hint(
+            self.on_leader_error_with_hint(
+                code,
                 p.current_leader.leader_id,
                 p.current_leader.leader_epoch,
                 resp.node_endpoints
@@ -481,8 +485,8 @@ impl PartitionClient {
             .ok_or_else(|| Error::protocol("the response lacks the partition fetched"))?;
         let code = ErrorCode(p.error_code);
         if !code.is_ok() {
-            self.on_leader_error(code);
-            self.apply_hint(
+            self.on_leader_error_with_hint(
+                code,
                 p.current_leader.leader_id,
                 p.current_leader.leader_epoch,
                 resp.node_endpoints

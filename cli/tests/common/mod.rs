@@ -1,0 +1,91 @@
+//! Helpers shared by the CLI's integration tests.
+
+// Each test binary uses its own subset of these.
+#![allow(dead_code)]
+
+use std::{
+    io::Write,
+    process::{Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+/// The trimmed value of `var`, or `None` after printing that the test is
+/// skipped for want of it.
+pub fn env_or_skip(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+        _ => {
+            eprintln!("skipping: {var} not set");
+            None
+        }
+    }
+}
+
+/// The shared broker's address, from `KAFKA_BOOTSTRAP`.
+pub fn bootstrap() -> Option<String> {
+    env_or_skip("KAFKA_BOOTSTRAP")
+}
+
+/// A name no other test run uses: topics and groups outlive the test.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The `rskafka` binary, with no broker list inherited from the caller's
+/// environment.
+pub fn binary() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rskafka"));
+    c.env_remove("KAFKA_BROKERS");
+    c
+}
+
+/// Runs `cmd` to completion with `stdin` (none if `None`), killing it (and
+/// failing the test) if it runs longer than `limit`.
+pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rskafka");
+    if let (Some(mut input), Some(bytes)) = (child.stdin.take(), stdin) {
+        // A process that exits early closes the pipe; that is its answer.
+        let _ = input.write_all(bytes);
+    }
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait for rskafka"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("{what} ran longer than {limit:?}");
+        }
+    }
+}
+
+/// Standard output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
