@@ -24,7 +24,7 @@ use rskafka::{
             TimestampType,
         },
         partition::{Compression, OffsetAt},
-        producer::{DeliveryFuture, ProducerConfig, RecordMetadata},
+        producer::{Acks, DeliveryFuture, ProducerConfig, RecordMetadata},
         Client, ClientBuilder,
     },
     cluster::{Cluster, ClusterConfig},
@@ -877,21 +877,48 @@ async fn read_committed_skips_aborted_transactions_and_never_stalls_on_markers()
 // 4(b): connections cut every 0.5-1.5 s while producing and consuming
 // ---------------------------------------------------------------------------
 
-/// Sends numbered records to partitions 0..3 through one idempotent
-/// [`Producer`](rskafka::client::producer::Producer) until `stop`, with up to
-/// 30k records in flight; returns per partition the acknowledged
-/// (sequence, offset) pairs (offset -1 where the broker did not say, for a
-/// retried batch it had already written) and the number of failed deliveries.
+/// A chaos record's id, from its payload "partition:sequence": unique per
+/// record, and it names the partition the record was sent to.
+fn chaos_id(value: Option<&[u8]>) -> Option<(i32, u64)> {
+    let s = std::str::from_utf8(value?).ok()?;
+    let (p, seq) = s.split_once(':')?;
+    Some((p.parse().ok()?, seq.parse().ok()?))
+}
+
+/// Per partition, the acknowledged (sequence, offset) pairs of a chaos run;
+/// offset -1 where the broker did not say (a retried batch it already had).
+type Acked = HashMap<i32, Vec<(u64, i64)>>;
+
+/// A record as a chaos test saw it: partition, offset, id (`None` if the
+/// payload is not a chaos record).
+type ChaosRecord = (i32, i64, Option<(i32, u64)>);
+
+/// Partitions of every chaos topic.
+const CHAOS_PARTITIONS: i32 = 3;
+
+async fn chaos_client(bootstrap: &str, client_id: &str) -> Client {
+    ClientBuilder::new(vec![bootstrap.to_string()])
+        .client_id(client_id)
+        .request_timeout(Duration::from_secs(5))
+        .operation_timeout(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("client through the proxy: {e}"))
+}
+
+/// Sends numbered records "p:seq" to every partition through one
+/// [`Producer`](rskafka::client::producer::Producer) with `config` until
+/// `stop`, with up to 30k records in flight; returns the acknowledged
+/// records and the number of failed deliveries.
 async fn chaos_producer(
     client: Client,
+    config: ProducerConfig,
     topic: String,
     stop: Instant,
-) -> (HashMap<i32, Vec<(u64, i64)>>, usize) {
-    let producer = client
-        .producer(ProducerConfig::default())
-        .expect("idempotent producer");
+) -> (Acked, usize) {
+    let producer = client.producer(config).expect("producer");
     let mut pending: VecDeque<(i32, u64, DeliveryFuture)> = VecDeque::new();
-    let mut acked: HashMap<i32, Vec<(u64, i64)>> = HashMap::new();
+    let mut acked = Acked::new();
     let mut failures = 0;
     let mut settle = |p: i32, s: u64, result: rskafka::error::Result<RecordMetadata>| match result {
         Ok(meta) => acked
@@ -905,7 +932,7 @@ async fn chaos_producer(
     };
     let mut seq = 0u64;
     while Instant::now() < stop {
-        for p in 0..3 {
+        for p in 0..CHAOS_PARTITIONS {
             match producer
                 .send_to(&topic, Some(p), record(format!("{p}:{seq}")))
                 .await
@@ -931,6 +958,349 @@ async fn chaos_producer(
         settle(p, s, f.await);
     }
     (acked, failures)
+}
+
+/// What the consumer that reads during the chaos has delivered.
+#[derive(Default)]
+struct Live {
+    records: Vec<ChaosRecord>,
+    /// Per partition, the offset after the last record delivered.
+    next: HashMap<i32, i64>,
+    errors: usize,
+}
+
+/// Reads the whole of `topic` back from offset 0 to its end offsets at the
+/// time of the call, with a client and consumer of its own (nothing the
+/// chaos run's consumer learned is reused); returns the records in offset
+/// order per partition and the end offsets.
+async fn read_back(bootstrap: &str, topic: &str) -> (Vec<ChaosRecord>, HashMap<i32, i64>) {
+    let client = chaos_client(bootstrap, "rskafka-consumer-chaos-readback").await;
+    let mut ends = HashMap::new();
+    // An error, not a silent jump, if offset 0 were not in the log.
+    let mut config = ConsumerConfig::default()
+        .max_wait(Duration::from_millis(200))
+        .offset_reset(OffsetReset::Error);
+    for p in 0..CHAOS_PARTITIONS {
+        let pc = client
+            .partition_client(topic, p)
+            .await
+            .unwrap_or_else(|e| panic!("read back {topic}/{p}: {e}"));
+        let start = pc
+            .get_offset(OffsetAt::Earliest)
+            .await
+            .unwrap_or_else(|e| panic!("read back {topic}/{p}: {e}"));
+        // Nothing is deleted during the test, so from 0 is every record
+        // ever written.
+        assert_eq!(start, 0, "{topic}/{p} does not start at offset 0");
+        let end = pc
+            .get_offset(OffsetAt::Latest)
+            .await
+            .unwrap_or_else(|e| panic!("read back {topic}/{p}: {e}"));
+        ends.insert(p, end);
+        config = config.assign(topic, p, StartOffset::At(0));
+    }
+    let mut consumer = client.consumer(config).unwrap();
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut log = Vec::new();
+    let limit = Duration::from_secs(120);
+    let deadline = Instant::now() + limit;
+    while ends
+        .iter()
+        .any(|(p, end)| next.get(p).copied().unwrap_or(0) < *end)
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, consumer.next_batch()).await {
+            Ok(Ok(batch)) => {
+                for r in batch {
+                    next.insert(r.partition, r.offset + 1);
+                    log.push((r.partition, r.offset, chaos_id(r.record.value.as_deref())));
+                }
+            }
+            Ok(Err(e)) => panic!("reading {topic} back: {e}"),
+            Err(_) => panic!("reading {topic} back: at {next:?} of {ends:?} after {limit:?}"),
+        }
+    }
+    consumer.close(Duration::from_secs(5)).await;
+    // Only what was there when the end offsets were taken.
+    log.retain(|(p, o, _)| ends.get(p).is_some_and(|end| o < end));
+    log.sort_by_key(|(p, o, _)| (*p, *o));
+    (log, ends)
+}
+
+/// The findings of one chaos run.
+#[derive(Default)]
+struct ChaosCounts {
+    /// Connections the proxy cut during the run.
+    cuts: u64,
+    /// Records whose delivery succeeded.
+    acknowledged: usize,
+    /// Of those, acknowledged without an offset.
+    acknowledged_without_offset: usize,
+    /// Records whose delivery failed.
+    produce_failures: usize,
+    /// Records in the log read back after the run.
+    log_records: usize,
+    /// Acknowledged records not at their acknowledged offset in the log
+    /// read back (or, acknowledged without an offset, nowhere in their
+    /// partition).
+    lost: usize,
+    /// Extra copies of a record in the log.
+    duplicated: usize,
+    /// Records (first copies) whose id is not above every earlier id of
+    /// their partition in the log.
+    out_of_order: usize,
+    /// Log records that are not chaos records of their partition.
+    foreign: usize,
+    /// Offsets the read-back delivered twice or skipped (a read-back fault,
+    /// which would make the other counts meaningless).
+    read_back_faults: usize,
+    /// Records the consumer that read during the run delivered.
+    live_consumed: usize,
+    /// Log records it never delivered.
+    live_missed: usize,
+    /// Offsets it delivered twice, out of order, or with another record
+    /// than the log holds there.
+    live_wrong: usize,
+    /// Error items it yielded.
+    live_errors: usize,
+}
+
+impl ChaosCounts {
+    /// The counts of a run on one line, for the test's output.
+    fn summary(&self) -> String {
+        format!(
+            "cuts={} acknowledged={} (without offset {}) produce_failures={} log={} lost={} \
+             duplicated={} out_of_order={} foreign={} read_back_faults={} live_consumed={} \
+             live_missed={} live_wrong={} live_errors={}",
+            self.cuts,
+            self.acknowledged,
+            self.acknowledged_without_offset,
+            self.produce_failures,
+            self.log_records,
+            self.lost,
+            self.duplicated,
+            self.out_of_order,
+            self.foreign,
+            self.read_back_faults,
+            self.live_consumed,
+            self.live_missed,
+            self.live_wrong,
+            self.live_errors,
+        )
+    }
+}
+
+/// Compares what was acknowledged and what the live consumer delivered with
+/// the log read back.
+fn chaos_counts(
+    acked: &Acked,
+    log: &[ChaosRecord],
+    ends: &HashMap<i32, i64>,
+    live: &Live,
+) -> ChaosCounts {
+    let mut c = ChaosCounts {
+        acknowledged: acked.values().map(Vec::len).sum(),
+        acknowledged_without_offset: acked.values().flatten().filter(|(_, o)| *o < 0).count(),
+        log_records: log.len(),
+        live_consumed: live.records.len(),
+        live_errors: live.errors,
+        ..ChaosCounts::default()
+    };
+    let mut at: HashMap<(i32, i64), Option<(i32, u64)>> = HashMap::new();
+    let mut copies: HashMap<(i32, u64), usize> = HashMap::new();
+    let mut last_id: HashMap<i32, u64> = HashMap::new();
+    let mut expected_offset: HashMap<i32, i64> = HashMap::new();
+    for &(p, o, id) in log {
+        let e = expected_offset.entry(p).or_insert(0);
+        if o != *e {
+            c.read_back_faults += 1;
+            eprintln!("read back: partition {p} offset {o} where {e} was due");
+        }
+        *e = o + 1;
+        at.insert((p, o), id);
+        match id {
+            Some((idp, s)) if idp == p => {
+                let n = copies.entry((p, s)).or_insert(0);
+                *n += 1;
+                if *n > 1 {
+                    c.duplicated += 1;
+                } else {
+                    if last_id.get(&p).is_some_and(|&l| s <= l) {
+                        c.out_of_order += 1;
+                        eprintln!(
+                            "partition {p}: id {s} at offset {o} after id {:?}",
+                            last_id.get(&p)
+                        );
+                    }
+                    last_id.insert(p, s);
+                }
+            }
+            _ => {
+                c.foreign += 1;
+                eprintln!(
+                    "partition {p} offset {o}: not a chaos record of this partition ({id:?})"
+                );
+            }
+        }
+    }
+    for (p, end) in ends {
+        if expected_offset.get(p).copied().unwrap_or(0) != *end {
+            c.read_back_faults += 1;
+            eprintln!(
+                "read back: partition {p} ends at {:?}, not {end}",
+                expected_offset.get(p)
+            );
+        }
+    }
+    for (&p, list) in acked {
+        for &(s, o) in list {
+            let found = if o >= 0 {
+                at.get(&(p, o)).copied().flatten() == Some((p, s))
+            } else {
+                copies.contains_key(&(p, s))
+            };
+            if !found {
+                c.lost += 1;
+                if c.lost <= 10 {
+                    eprintln!(
+                        "lost: partition {p} id {s} acknowledged at offset {o}; the log has {:?} there",
+                        at.get(&(p, o))
+                    );
+                }
+            }
+        }
+    }
+    let mut live_next: HashMap<i32, i64> = HashMap::new();
+    let mut live_seen: HashSet<(i32, i64)> = HashSet::new();
+    for &(p, o, id) in &live.records {
+        let wrong_order = live_next.get(&p).is_some_and(|&n| o < n);
+        let wrong_record = at.get(&(p, o)).is_some_and(|&logged| logged != id);
+        if !live_seen.insert((p, o)) || wrong_order || wrong_record {
+            c.live_wrong += 1;
+            if c.live_wrong <= 10 {
+                eprintln!("live consumer: partition {p} offset {o} ({id:?}) duplicated, out of order or not the logged record");
+            }
+        }
+        live_next.insert(p, o + 1);
+    }
+    c.live_missed = log
+        .iter()
+        .filter(|(p, o, _)| !live_seen.contains(&(*p, *o)))
+        .count();
+    c
+}
+
+/// One chaos run on a fresh topic behind `proxy`: a consumer reads from
+/// the start while a producer with `producer_config` writes for `chaos`
+/// and the proxy cuts every connection; then the log is read back whole
+/// and compared with what was acknowledged and consumed.
+async fn chaos_run(
+    proxy: &FaultProxy,
+    name: &str,
+    producer_config: ProducerConfig,
+    chaos: Duration,
+) -> ChaosCounts {
+    let bootstrap = proxy.local_addr().to_string();
+    proxy.set_cutting(false);
+    let client = chaos_client(&bootstrap, "rskafka-consumer-chaos").await;
+    let topic = create_topic(&client, &format!("consumer-chaos-{name}"), CHAOS_PARTITIONS).await;
+
+    // An out-of-range position must show as an error, never as a silent
+    // jump to the end (which would hide records).
+    let mut config = ConsumerConfig::default()
+        .max_wait(Duration::from_millis(200))
+        .offset_reset(OffsetReset::Error);
+    for p in 0..CHAOS_PARTITIONS {
+        config = config.assign(&topic, p, StartOffset::Earliest);
+    }
+    let mut consumer = client.consumer(config).unwrap();
+    let live: Arc<Mutex<Live>> = Arc::default();
+    let stop_reading = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let run_start = Instant::now();
+    let reader = tokio::spawn({
+        let live = Arc::clone(&live);
+        let stop_reading = Arc::clone(&stop_reading);
+        async move {
+            while !stop_reading.load(Ordering::Relaxed) {
+                let batch =
+                    match tokio::time::timeout(Duration::from_millis(200), consumer.next_batch())
+                        .await
+                    {
+                        Err(_) => continue,
+                        Ok(b) => b,
+                    };
+                let mut l = live.lock().unwrap();
+                match batch {
+                    Ok(batch) => {
+                        for r in batch {
+                            l.next.insert(r.partition, r.offset + 1);
+                            l.records.push((
+                                r.partition,
+                                r.offset,
+                                chaos_id(r.record.value.as_deref()),
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("consumer error item at {:?}: {e}", run_start.elapsed());
+                        l.errors += 1;
+                    }
+                }
+            }
+            consumer
+        }
+    });
+
+    let cuts_before = proxy.stats().cut.load(Ordering::Relaxed);
+    proxy.set_cutting(true);
+    eprintln!("{name}: chaos starts");
+    let stop = Instant::now() + chaos;
+    // Its own client, so producer and consumer connections are cut
+    // independently.
+    let producer_client = chaos_client(&bootstrap, "rskafka-consumer-chaos-producer").await;
+    let (acked, produce_failures) =
+        chaos_producer(producer_client, producer_config, topic.clone(), stop).await;
+    proxy.set_cutting(false);
+    let cuts = proxy.stats().cut.load(Ordering::Relaxed) - cuts_before;
+    eprintln!(
+        "{name}: chaos and producing end at {:?}",
+        run_start.elapsed()
+    );
+
+    let (log, ends) = read_back(&bootstrap, &topic).await;
+    eprintln!(
+        "{name}: log read back at {:?}: ends {ends:?}",
+        run_start.elapsed()
+    );
+    // The live consumer gets a minute to reach the end of the log.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let caught_up = {
+            let l = live.lock().unwrap();
+            ends.iter()
+                .all(|(p, end)| l.next.get(p).copied().unwrap_or(0) >= *end)
+        };
+        if caught_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Anything still in flight (e.g. a duplicate delivery) arrives within a
+    // little while.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop_reading.store(true, Ordering::Relaxed);
+    let consumer = reader.await.unwrap();
+    consumer.close(Duration::from_secs(5)).await;
+    let live = std::mem::take(&mut *live.lock().unwrap());
+    let mut counts = chaos_counts(&acked, &log, &ends, &live);
+    counts.cuts = cuts;
+    counts.produce_failures = produce_failures;
+    eprintln!(
+        "{name} ({chaos:?}): {}; proxy {}",
+        counts.summary(),
+        proxy.stats().summary()
+    );
+    counts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -968,205 +1338,54 @@ async fn no_loss_no_duplicates_while_a_proxy_cuts_every_connection() {
     .unwrap()
     .unwrap_or_else(|e| panic!("private broker: {e}"));
 
-    let client = ClientBuilder::new(vec![proxy.local_addr().to_string()])
-        .client_id("rskafka-consumer-chaos")
-        .request_timeout(Duration::from_secs(5))
-        .operation_timeout(Duration::from_secs(30))
-        .build()
-        .await
-        .unwrap();
-    let topic = create_topic(&client, "consumer-chaos", 3).await;
+    let idempotent = chaos_run(&proxy, "idempotent", ProducerConfig::default(), chaos).await;
+    // Without idempotence a retried batch may be written twice, but none
+    // may be lost; a third of the time keeps the test's length reasonable.
+    let at_least_once = chaos_run(
+        &proxy,
+        "at-least-once",
+        ProducerConfig::default().acks(Acks::All).idempotence(false),
+        chaos / 3,
+    )
+    .await;
+    drop(broker);
 
-    let mut config = ConsumerConfig::default().max_wait(Duration::from_millis(200));
-    for p in 0..3 {
-        config = config.assign(&topic, p, StartOffset::Earliest);
-    }
-    let mut consumer = client.consumer(config).unwrap();
-    let consumed: Arc<Mutex<Vec<(i32, i64, u64)>>> = Arc::default();
-    let consumer_errors = Arc::new(Mutex::new(0usize));
-    let stop_reading = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let test_start = Instant::now();
-    let reader = tokio::spawn({
-        let consumed = Arc::clone(&consumed);
-        let consumer_errors = Arc::clone(&consumer_errors);
-        let stop_reading = Arc::clone(&stop_reading);
-        async move {
-            while !stop_reading.load(Ordering::Relaxed) {
-                let batch =
-                    match tokio::time::timeout(Duration::from_millis(200), consumer.next_batch())
-                        .await
-                    {
-                        Err(_) => continue,
-                        Ok(b) => b,
-                    };
-                match batch {
-                    Ok(batch) => {
-                        let mut c = consumed.lock().unwrap();
-                        for r in batch {
-                            let v = value(&r);
-                            let seq = v.split_once(':').unwrap().1.parse().unwrap();
-                            c.push((r.partition, r.offset, seq));
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("consumer error item at {:?}: {e}", test_start.elapsed());
-                        *consumer_errors.lock().unwrap() += 1;
-                    }
-                }
-            }
-            consumer
-        }
-    });
-
-    proxy.set_cutting(true);
-    eprintln!("chaos starts at {:?}", test_start.elapsed());
-    let stop = Instant::now() + chaos;
-    // Its own client, so producer and consumer connections are cut
-    // independently.
-    let producer_client = ClientBuilder::new(vec![proxy.local_addr().to_string()])
-        .client_id("rskafka-consumer-chaos-producer")
-        .request_timeout(Duration::from_secs(5))
-        .operation_timeout(Duration::from_secs(30))
-        .build()
-        .await
-        .unwrap();
-    let (acked, produce_failures) = chaos_producer(producer_client, topic.clone(), stop).await;
-    proxy.set_cutting(false);
-    eprintln!("chaos and producing end at {:?}", test_start.elapsed());
-    let cuts = proxy.stats().cut.load(Ordering::Relaxed);
-    let acked_total: usize = acked.values().map(Vec::len).sum();
-
-    // Drain: every acknowledged record must arrive.
-    let wanted: HashSet<(i32, u64)> = acked
-        .iter()
-        .flat_map(|(p, a)| a.iter().map(move |(s, _)| (*p, *s)))
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        // Counting is cheap; the set comparison (millions of records) is
-        // only done once enough arrived.
-        if consumed.lock().unwrap().len() >= acked_total {
-            let have: HashSet<(i32, u64)> = consumed
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(p, _, s)| (*p, *s))
-                .collect();
-            if wanted.is_subset(&have) {
-                break;
-            }
-        }
-        if Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    eprintln!("drained at {:?}", test_start.elapsed());
-    // Anything still in flight arrives within a little while.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    stop_reading.store(true, Ordering::Relaxed);
-    let consumer = reader.await.unwrap();
-    let consumed = consumed.lock().unwrap().clone();
-    for p in 0..3 {
-        eprintln!(
-            "partition {p}: position {:?} high watermark {:?}",
-            consumer.position(&topic, p),
-            consumer.high_watermark(&topic, p)
+    for (name, c, secs) in [
+        ("idempotent", &idempotent, chaos.as_secs()),
+        ("at-least-once", &at_least_once, chaos.as_secs() / 3),
+    ] {
+        assert!(
+            c.cuts > secs / 2,
+            "{name}: the proxy cut only {} connections",
+            c.cuts
+        );
+        assert!(c.acknowledged > 0, "{name}: nothing was acknowledged");
+        assert_eq!(c.produce_failures, 0, "{name}: deliveries failed");
+        assert_eq!(
+            c.read_back_faults, 0,
+            "{name}: the read-back skipped or repeated offsets"
+        );
+        assert_eq!(
+            c.foreign, 0,
+            "{name}: records in the wrong partition or garbled"
+        );
+        assert_eq!(c.lost, 0, "{name}: acknowledged records lost");
+        assert_eq!(c.out_of_order, 0, "{name}: records out of order");
+        assert_eq!(c.live_errors, 0, "{name}: the consumer reported errors");
+        assert_eq!(c.live_missed, 0, "{name}: the consumer skipped records");
+        assert_eq!(
+            c.live_wrong, 0,
+            "{name}: the consumer delivered wrong records"
         );
     }
-
-    let have: HashSet<(i32, u64)> = consumed.iter().map(|(p, _, s)| (*p, *s)).collect();
-    let lost = wanted.difference(&have).count();
-    let mut offsets_seen = HashSet::new();
-    let consumer_duplicates = consumed
-        .iter()
-        .filter(|(p, o, _)| !offsets_seen.insert((*p, *o)))
-        .count();
-    let mut seqs_seen = HashSet::new();
-    let log_duplicates = consumed
-        .iter()
-        .filter(|(p, _, s)| !seqs_seen.insert((*p, *s)))
-        .count();
-    // Delivery order: offsets strictly increasing per partition, and the
-    // sequence numbers of acknowledged records (sent in order per
-    // partition; idempotence keeps that order across retries) too.
-    let acked_set: HashSet<(i32, u64)> = wanted.clone();
-    let mut out_of_order = 0;
-    let mut last_offset: HashMap<i32, i64> = HashMap::new();
-    let mut last_acked_seq: HashMap<i32, u64> = HashMap::new();
-    for (p, o, s) in &consumed {
-        if last_offset.get(p).is_some_and(|lo| o <= lo) {
-            out_of_order += 1;
-            eprintln!(
-                "partition {p}: offset {o} delivered after {:?}",
-                last_offset.get(p)
-            );
-        }
-        last_offset.insert(*p, *o);
-        if acked_set.contains(&(*p, *s)) {
-            if last_acked_seq.get(p).is_some_and(|ls| s <= ls) {
-                out_of_order += 1;
-                eprintln!(
-                    "partition {p}: acknowledged seq {s} at offset {o} after seq {:?}",
-                    last_acked_seq.get(p)
-                );
-            }
-            last_acked_seq.insert(*p, *s);
-        }
-    }
-    // No transactions and no compaction: offsets are dense from 0, so a gap
-    // means the consumer skipped records.
-    let mut gaps = 0;
-    let mut expected_offset: HashMap<i32, i64> = HashMap::new();
-    for (p, o, _) in &consumed {
-        let e = expected_offset.entry(*p).or_insert(0);
-        if o > e {
-            gaps += 1;
-            eprintln!("partition {p}: offsets {e}..{o} skipped");
-        }
-        *e = o + 1;
-    }
-    for (p, s) in wanted.difference(&have).take(10) {
-        let offset = acked[p].iter().find(|(seq, _)| seq == s).map(|(_, o)| *o);
-        eprintln!("lost: partition {p} seq {s} acknowledged at offset {offset:?}");
-    }
-    // The offsets the producer was given are where the consumer found them.
-    let mut misplaced = 0;
-    let at: HashMap<(i32, u64), i64> = consumed.iter().map(|(p, o, s)| ((*p, *s), *o)).collect();
-    for (p, a) in &acked {
-        for (s, o) in a {
-            if *o >= 0 && at.get(&(*p, *s)).is_some_and(|found| found != o) {
-                misplaced += 1;
-            }
-        }
-    }
-    eprintln!(
-        "chaos {chaos:?}: proxy {}; acknowledged={acked_total} produce_failures={produce_failures} \
-         consumed={} lost={lost} consumer_duplicates={consumer_duplicates} \
-         log_duplicates={log_duplicates} out_of_order={out_of_order} gaps={gaps} misplaced={misplaced} \
-         consumer_error_items={}",
-        proxy.stats().summary(),
-        consumed.len(),
-        *consumer_errors.lock().unwrap(),
-    );
-    drop(broker);
-    assert!(
-        cuts > chaos.as_secs() / 2,
-        "the proxy cut only {cuts} connections"
-    );
-    assert!(acked_total > 0, "nothing was acknowledged");
-    assert_eq!(produce_failures, 0, "deliveries failed");
     assert_eq!(
-        *consumer_errors.lock().unwrap(),
-        0,
-        "the consumer reported errors"
+        idempotent.duplicated, 0,
+        "idempotent: records written twice"
     );
-    assert_eq!(lost, 0, "acknowledged records lost");
-    assert_eq!(consumer_duplicates, 0, "records delivered twice");
-    assert_eq!(log_duplicates, 0, "records written twice");
-    assert_eq!(out_of_order, 0, "records out of order");
-    assert_eq!(gaps, 0, "records skipped");
-    assert_eq!(misplaced, 0, "records not at their acknowledged offsets");
+    eprintln!(
+        "at-least-once: {} duplicated records (allowed without idempotence)",
+        at_least_once.duplicated
+    );
 }
 
 // ---------------------------------------------------------------------------
