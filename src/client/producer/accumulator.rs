@@ -36,7 +36,7 @@ use super::{
         datetime_to_ms, increment_sequence, BatchShared, Failure, Outcome, ProducerBatch,
         ProducerState,
     },
-    partitioner::{key_partition, Partitioner},
+    partitioner::{key_partition, next_sticky_partition, sticky_usable, Partitioner},
 };
 use crate::{
     cluster::{Backoff, BackoffConfig},
@@ -209,6 +209,9 @@ struct TopicState {
     partitions: Vec<PartitionState>,
     sticky: Option<i32>,
     round_robin: u32,
+    /// Partitions whose leader is known, ascending (the sticky partition is
+    /// one of them while any is); empty until metadata says.
+    with_leader: Vec<i32>,
 }
 
 impl TopicState {
@@ -257,6 +260,7 @@ impl Topics {
                     partitions: Vec::new(),
                     sticky: None,
                     round_robin: 0,
+                    with_leader: Vec::new(),
                 });
                 self.list.len() - 1
             }
@@ -365,6 +369,32 @@ impl Accumulator {
         }
     }
 
+    /// Records which partitions of every topic have a leader (`leader`),
+    /// for the sticky partitioner.
+    pub(crate) fn set_leaders(&mut self, leader: impl Fn(&str, i32) -> bool) {
+        for t in self.topics.values_mut() {
+            t.with_leader.clear();
+            for p in 0..t.count() {
+                if leader(&t.name, p) {
+                    t.with_leader.push(p);
+                }
+            }
+        }
+    }
+
+    /// As [`set_leaders`](Self::set_leaders) for one topic just loaded:
+    /// `with_leader` lists its partitions that have a leader, ascending.
+    pub(crate) fn set_topic_leaders(
+        &mut self,
+        topic: &str,
+        with_leader: impl Iterator<Item = i32>,
+    ) {
+        if let Some(t) = self.topics.get_mut(topic) {
+            t.with_leader.clear();
+            t.with_leader.extend(with_leader);
+        }
+    }
+
     /// The topics records were sent to, for periodic metadata refreshes.
     pub(crate) fn topics(&self) -> Vec<String> {
         self.topics.keys().map(|t| t.to_string()).collect()
@@ -416,9 +446,9 @@ impl Accumulator {
             (None, Partitioner::Default, None) => {
                 sticky = true;
                 match t.sticky {
-                    Some(p) if p < count => p,
-                    _ => {
-                        let p = pick_other(None, count);
+                    Some(p) if sticky_usable(p, count, &t.with_leader) => p,
+                    current => {
+                        let p = next_sticky_partition(current, count, &t.with_leader);
                         t.sticky = Some(p);
                         p
                     }
@@ -440,7 +470,7 @@ impl Accumulator {
                     .map_or(true, |o| !fits(o, accounted, self.cfg.batch_size))
             });
             if needs_new {
-                let p2 = pick_other(Some(p), count);
+                let p2 = next_sticky_partition(Some(p), count, &t.with_leader);
                 t.sticky = Some(p2);
                 idx = usize::try_from(p2).unwrap_or(idx);
             }
@@ -1102,24 +1132,6 @@ fn into_batch(open: OpenBatch, cfg: &AccumulatorConfig) -> ProducerBatch {
     )
 }
 
-/// A random partition other than `not` (when there is a choice).
-fn pick_other(not: Option<i32>, count: i32) -> i32 {
-    if count <= 1 {
-        return 0;
-    }
-    match not {
-        Some(n) if (0..count).contains(&n) => {
-            let r = rand::random_range(0..count - 1);
-            if r >= n {
-                r + 1
-            } else {
-                r
-            }
-        }
-        _ => rand::random_range(0..count),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1308,6 +1320,33 @@ mod tests {
         assert_eq!(drained.len(), 1);
         let p1 = f.send(None, None, 10).shared.partition;
         assert_ne!(p0, p1);
+    }
+
+    #[test]
+    fn records_without_key_avoid_partitions_without_a_leader() {
+        let mut f = fixture(false, 4);
+        // Only partitions 1 and 2 have a leader: records without a key go
+        // there, batch after batch, however the sticky choice falls.
+        f.acc.set_leaders(|_, p| p == 1 || p == 2);
+        let mut used = std::collections::HashSet::new();
+        for _ in 0..200 {
+            used.insert(f.send(None, None, 100).shared.partition);
+        }
+        assert_eq!(used, [1, 2].into_iter().collect());
+        // Partition 2 loses its leader: the sticky partition moves at once.
+        f.acc.set_leaders(|_, p| p == 1);
+        for _ in 0..20 {
+            assert_eq!(f.send(None, None, 100).shared.partition, 1);
+        }
+        // Keyed and explicit records are placed as before.
+        assert_eq!(f.send(Some(0), None, 10).shared.partition, 0);
+        // With no leader known at all, any partition is used.
+        f.acc.set_leaders(|_, _| false);
+        let mut used = std::collections::HashSet::new();
+        for _ in 0..400 {
+            used.insert(f.send(None, None, 100).shared.partition);
+        }
+        assert_eq!(used.len(), 4);
     }
 
     #[test]

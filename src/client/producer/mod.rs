@@ -578,7 +578,16 @@ impl Producer {
                             .keys()
                             .next_back()
                             .map_or(0, |p| p.saturating_add(1));
-                        self.shared.lock().acc.set_partition_count(topic, count);
+                        let mut st = self.shared.lock();
+                        st.acc.set_partition_count(topic, count);
+                        // The sticky partitioner avoids partitions without a leader.
+                        st.acc.set_topic_leaders(
+                            topic,
+                            t.partitions
+                                .iter()
+                                .filter(|(_, p)| p.leader.is_some())
+                                .map(|(&i, _)| i),
+                        );
                         return Ok(());
                     }
                     Some(t) if !t.error.is_ok() => Error::kafka(t.error, None),

@@ -80,9 +80,100 @@ pub fn key_partition(key: &[u8], num_partitions: i32) -> i32 {
     (murmur2(key) & 0x7fff_ffff) % num_partitions.max(1)
 }
 
+/// The next sticky partition for records without a key: a random partition
+/// of `0..count` other than `current` (when there is a choice). As the Java
+/// client's built-in partitioner, only partitions in `with_leader` (those
+/// whose leader is known; ascending) are chosen while there are any:
+/// records stuck to a partition without a leader would wait for a new one
+/// although other partitions could take them. With none known, any
+/// partition goes (its records wait for a leader rather than fail).
+pub(crate) fn next_sticky_partition(current: Option<i32>, count: i32, with_leader: &[i32]) -> i32 {
+    if count <= 1 {
+        return 0;
+    }
+    let in_range = |p: &&i32| (0..count).contains(*p);
+    let led = with_leader.iter().filter(in_range).count();
+    if led == 0 {
+        return match current.filter(|c| (0..count).contains(c)) {
+            Some(c) => {
+                let r = rand::random_range(0..count - 1);
+                if r >= c {
+                    r + 1
+                } else {
+                    r
+                }
+            }
+            None => rand::random_range(0..count),
+        };
+    }
+    let skip = current.filter(|c| with_leader.iter().filter(in_range).any(|p| p == c));
+    let choices = led - usize::from(skip.is_some());
+    if choices == 0 {
+        // The current partition is the only one with a leader.
+        return skip.unwrap_or(0);
+    }
+    let pick = rand::random_range(0..choices);
+    with_leader
+        .iter()
+        .filter(in_range)
+        .filter(|p| Some(**p) != skip)
+        .nth(pick)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Whether records without a key may stay on the sticky `partition`: it
+/// exists, and has a leader unless no partition's leader is known.
+pub(crate) fn sticky_usable(partition: i32, count: i32, with_leader: &[i32]) -> bool {
+    (0..count).contains(&partition)
+        && (with_leader.binary_search(&partition).is_ok()
+            || !with_leader.iter().any(|p| (0..count).contains(p)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sticky_partitions_skip_partitions_without_a_leader() {
+        // Partitions 1 and 3 of 5 have a leader.
+        let led = [1, 3];
+        let mut picked = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let p = next_sticky_partition(None, 5, &led);
+            assert!(led.contains(&p), "picked {p} without a leader");
+            picked.insert(p);
+            // Moving on from a partition with a leader picks the other.
+            assert_eq!(next_sticky_partition(Some(1), 5, &led), 3);
+            assert_eq!(next_sticky_partition(Some(3), 5, &led), 1);
+            // From one without a leader: either with a leader.
+            assert!(led.contains(&next_sticky_partition(Some(0), 5, &led)));
+        }
+        assert_eq!(picked.len(), 2, "both partitions with a leader are used");
+        // The only partition with a leader is kept.
+        assert_eq!(next_sticky_partition(Some(2), 5, &[2]), 2);
+        assert_eq!(next_sticky_partition(None, 5, &[2]), 2);
+        assert!(sticky_usable(3, 5, &led));
+        assert!(!sticky_usable(2, 5, &led));
+        assert!(!sticky_usable(5, 5, &led));
+    }
+
+    #[test]
+    fn sticky_partitions_without_known_leaders_use_every_partition() {
+        let mut picked = std::collections::HashSet::new();
+        for _ in 0..400 {
+            let p = next_sticky_partition(Some(2), 4, &[]);
+            assert!((0..4).contains(&p) && p != 2, "picked {p}");
+            picked.insert(p);
+            // Leaders known only beyond the partition count do not count.
+            let q = next_sticky_partition(None, 4, &[7]);
+            assert!((0..4).contains(&q), "picked {q}");
+        }
+        assert_eq!(picked.len(), 3);
+        assert_eq!(next_sticky_partition(Some(0), 1, &[]), 0);
+        assert!(sticky_usable(2, 4, &[]));
+        assert!(sticky_usable(2, 4, &[7]));
+    }
 
     #[test]
     fn murmur2_matches_java_vectors() {

@@ -21,7 +21,7 @@ use super::{
     Acks, Shared,
 };
 use crate::{
-    cluster::Backoff,
+    cluster::{Backoff, Metadata},
     connection::BrokerConnection,
     error::{Error, ErrorKind},
     protocol::{
@@ -73,13 +73,25 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let refresh_interval = shared.cfg.retry_backoff.initial;
     let max_age = shared.cluster.config().metadata_max_age;
     let mut dispatch: HashMap<i32, mpsc::UnboundedSender<Drained>> = HashMap::new();
+    // The snapshot the sticky partitioner's leader lists were taken from.
+    let mut leaders_from: Option<Arc<Metadata>> = None;
     loop {
         let now = Instant::now();
         // Read outside the lock; leader lookups below only read this snapshot.
         let md = shared.cluster.cached_metadata();
+        let new_metadata = !leaders_from.as_ref().is_some_and(|l| Arc::ptr_eq(l, &md));
         let mut no_leader = Vec::new();
         let (requests, wake_at, start_pid, refresh) = {
             let mut st = shared.lock();
+            if new_metadata {
+                st.acc.set_leaders(|topic, partition| {
+                    md.topics
+                        .get(topic)
+                        .and_then(|t| t.partitions.get(&partition))
+                        .is_some_and(|p| p.leader.is_some())
+                });
+                leaders_from = Some(md.clone());
+            }
             st.acc.expire_batches(now);
             if st.acc.is_closing() && st.acc.is_empty() {
                 st.finished = true;
@@ -552,24 +564,23 @@ async fn produce(
     topic_data: Vec<TopicProduceData>,
 ) -> Result<Option<ProduceResponse>, Error> {
     let timeout = shared.request_timeout;
-    let req = ProduceRequest {
-        transactional_id: None,
-        acks: match shared.acks {
-            Acks::None => 0,
-            Acks::Leader => 1,
-            Acks::All => -1,
-        },
-        timeout_ms: i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX),
-        topic_data,
-        ..Default::default()
+    let acks = match shared.acks {
+        Acks::None => 0,
+        Acks::Leader => 1,
+        Acks::All => -1,
     };
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let Some(version) = conn.version_for(ApiKey::PRODUCE) else {
+        return Err(conn.unsupported::<ProduceRequest>(None).into());
+    };
+    // The batches are attached to the frame, not copied into it.
+    let encoded = conn.encode_with::<ProduceRequest>(version, |w| {
+        write_produce_body(w, version, acks, timeout_ms, &topic_data)
+    })?;
     if shared.acks == Acks::None {
         // The broker sends no response to acks=0: the request is done once
         // written.
-        let Some(version) = conn.version_for(ApiKey::PRODUCE) else {
-            return Err(conn.unsupported::<ProduceRequest>(None).into());
-        };
-        return match tokio::time::timeout(timeout, conn.send_no_response(&req, version)).await {
+        return match tokio::time::timeout(timeout, conn.send_encoded_no_response(encoded)).await {
             Ok(r) => r.map(|()| None).map_err(Error::from),
             // Handed to the connection: it may still be written.
             Err(_) => Err(Error::new(ErrorKind::Timeout)
@@ -578,7 +589,7 @@ async fn produce(
                 .with_ambiguous(true)),
         };
     }
-    match tokio::time::timeout(timeout, conn.request(&req)).await {
+    match tokio::time::timeout(timeout, conn.request_encoded::<ProduceRequest>(encoded)).await {
         Ok(r) => Ok(Some(r?)),
         // The request was sent: the broker may still write it.
         Err(_) => Err(Error::new(ErrorKind::Timeout)
@@ -586,4 +597,73 @@ async fn produce(
             .with_message(format!("no response within {timeout:?}"))
             .with_ambiguous(true)),
     }
+}
+
+/// Writes the body of a ProduceRequest at `version` carrying `topics`, with
+/// no transactional id: the bytes [`ProduceRequest`]'s own encoder writes
+/// (checked by a test), except that each record batch is attached to the
+/// frame by reference rather than copied into it.
+fn write_produce_body(
+    w: &mut crate::connection::FrameWriter,
+    version: i16,
+    acks: i16,
+    timeout_ms: i32,
+    topics: &[TopicProduceData],
+) -> Result<(), crate::protocol::EncodeError> {
+    use crate::protocol::{EncodeError, WriteExt};
+    use bytes::BufMut;
+    if !(ProduceRequest::MIN_VERSION..=ProduceRequest::MAX_VERSION).contains(&version) {
+        return Err(EncodeError::UnsupportedVersion {
+            what: "ProduceRequest",
+            version,
+        });
+    }
+    let flexible = ProduceRequest::is_flexible(version);
+    let b = w.buf();
+    if version >= 3 {
+        b.put_nullable_string(None, flexible)?;
+    }
+    b.put_i16(acks);
+    b.put_i32(timeout_ms);
+    b.put_array_len(Some(topics.len()), flexible)?;
+    for t in topics {
+        let b = w.buf();
+        b.put_string(&t.name, flexible)?;
+        b.put_array_len(Some(t.partition_data.len()), flexible)?;
+        for p in &t.partition_data {
+            let b = w.buf();
+            b.put_i32(p.index);
+            match &p.records {
+                Some(records) => {
+                    // The length prefix `put_byte_string` would write.
+                    let len = u32::try_from(records.len())
+                        .ok()
+                        .filter(|&l| l < i32::MAX as u32)
+                        .ok_or(EncodeError::TooLong {
+                            what: "bytes",
+                            len: records.len(),
+                            max: i32::MAX as usize - 1,
+                        })?;
+                    if flexible {
+                        b.put_unsigned_varint(len + 1);
+                    } else {
+                        b.put_u32(len);
+                    }
+                    w.attach(records.clone());
+                }
+                None => b.put_nullable_byte_string(None, flexible)?,
+            }
+            if flexible {
+                // No tagged fields.
+                w.buf().put_unsigned_varint(0);
+            }
+        }
+        if flexible {
+            w.buf().put_unsigned_varint(0);
+        }
+    }
+    if flexible {
+        w.buf().put_unsigned_varint(0);
+    }
+    Ok(())
 }
