@@ -3,6 +3,8 @@
 //! own through `scripts/kafka`.
 
 mod common;
+#[path = "common/fake_broker.rs"]
+mod fake_broker;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -784,4 +786,436 @@ async fn acks_none_delivers_without_offsets_and_acks_all_follows() {
     let read = read_topic(&client, &topic, 1).await;
     let (lost, duplicated, out_of_order) = audit(&read, &(0..=1_000).collect());
     assert_eq!((lost, duplicated, out_of_order), (0, 0, 0));
+}
+
+// ---------------------------------------------------------------------------
+// A fake broker that loses requests and responses
+// ---------------------------------------------------------------------------
+
+/// A fake broker with a log that applies Kafka's idempotence rules (per
+/// producer and partition: a batch in sequence is appended, one of the last
+/// five is a duplicate answered with its original offset, anything else is
+/// out of order), and that, by a seeded random draw per ProduceRequest,
+/// writes the batches and then drops the connection without answering,
+/// drops the connection without writing, refuses the request's first
+/// partition with NOT_LEADER_OR_FOLLOWER while writing the others, or
+/// answers normally. Every outcome a connection cut can cause, exactly
+/// reproducible from the log.
+mod lossy {
+    use std::{
+        collections::VecDeque,
+        sync::{Arc, Mutex},
+    };
+
+    use rskafka::protocol::{
+        messages::{
+            api_versions_response::ApiVersion,
+            metadata_response::{
+                MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+            },
+            produce_response::{PartitionProduceResponse, TopicProduceResponse},
+            ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse,
+            MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+        },
+        record::{decode_batches, DecodeLimits},
+        ApiKey, ErrorCode,
+    };
+
+    use crate::fake_broker::{decode_request, reply, Action, Seen};
+
+    pub const TOPIC: &str = "lossy";
+    pub const PARTITIONS: i32 = 3;
+    pub const PRODUCER_ID: i64 = 4242;
+
+    /// One partition's log and its idempotence state.
+    #[derive(Default)]
+    pub struct Partition {
+        /// Record values, by offset.
+        pub log: Vec<Vec<u8>>,
+        /// Epoch of the producer's entries, if the producer is known.
+        epoch: Option<i16>,
+        /// The last five batches written: (first sequence, last sequence,
+        /// base offset).
+        recent: VecDeque<(i32, i32, i64)>,
+    }
+
+    /// The broker's state and what it did.
+    pub struct State {
+        pub port: i32,
+        pub partitions: Vec<Partition>,
+        /// xorshift state for the fault draws.
+        rng: u64,
+        pub written_unanswered: usize,
+        pub dropped: usize,
+        pub refused: usize,
+        pub answered: usize,
+        pub duplicates: usize,
+        pub out_of_order: usize,
+    }
+
+    impl State {
+        pub fn new(port: i32, seed: u64) -> Self {
+            Self {
+                port,
+                partitions: (0..PARTITIONS).map(|_| Partition::default()).collect(),
+                rng: seed | 1,
+                written_unanswered: 0,
+                dropped: 0,
+                refused: 0,
+                answered: 0,
+                duplicates: 0,
+                out_of_order: 0,
+            }
+        }
+
+        fn draw(&mut self) -> u64 {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            self.rng % 10
+        }
+
+        /// Appends `bytes` (one batch) to `partition` under Kafka's rules;
+        /// the error code and base offset to answer.
+        fn append(&mut self, partition: i32, bytes: bytes::Bytes) -> (ErrorCode, i64) {
+            let Some(p) = usize::try_from(partition)
+                .ok()
+                .and_then(|i| self.partitions.get_mut(i))
+            else {
+                return (ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, -1);
+            };
+            let decoded = decode_batches(bytes, &DecodeLimits::default()).expect("a record batch");
+            let [batch] = decoded.batches.as_slice() else {
+                panic!("{} batches in one partition's data", decoded.batches.len());
+            };
+            let count = i32::try_from(batch.records.len()).expect("count");
+            let first = batch.base_sequence;
+            let last = first + count - 1;
+            if batch.producer_id >= 0 {
+                match p.epoch {
+                    Some(e) if e == batch.producer_epoch => {
+                        if let Some(&(_, _, base)) =
+                            p.recent.iter().find(|(f, l, _)| *f == first && *l == last)
+                        {
+                            self.duplicates += 1;
+                            return (ErrorCode::NONE, base);
+                        }
+                        let expected = p.recent.back().map_or(0, |(_, l, _)| l + 1);
+                        if first != expected {
+                            self.out_of_order += 1;
+                            return (ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER, -1);
+                        }
+                    }
+                    Some(e) if e > batch.producer_epoch => {
+                        return (ErrorCode::INVALID_PRODUCER_EPOCH, -1);
+                    }
+                    // A new epoch starts at 0; an unknown producer may start
+                    // anywhere (as Kafka).
+                    Some(_) if first != 0 => {
+                        self.out_of_order += 1;
+                        return (ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER, -1);
+                    }
+                    _ => p.recent.clear(),
+                }
+                p.epoch = Some(batch.producer_epoch);
+            }
+            let base = i64::try_from(p.log.len()).expect("offset");
+            p.log.extend(
+                batch
+                    .records
+                    .iter()
+                    .map(|r| r.value.clone().unwrap_or_default().to_vec()),
+            );
+            if batch.producer_id >= 0 {
+                p.recent.push_back((first, last, base));
+                if p.recent.len() > 5 {
+                    p.recent.pop_front();
+                }
+            }
+            (ErrorCode::NONE, base)
+        }
+    }
+
+    fn versions(version: i16) -> Action {
+        let api = |key: ApiKey, min, max| ApiVersion {
+            api_key: key.0,
+            min_version: min,
+            max_version: max,
+            ..Default::default()
+        };
+        let resp = ApiVersionsResponse {
+            api_keys: vec![
+                api(ApiKey::API_VERSIONS, 0, 4),
+                api(ApiKey::METADATA, 0, 12),
+                api(ApiKey::PRODUCE, 3, 11),
+                api(ApiKey::INIT_PRODUCER_ID, 0, 5),
+            ],
+            ..Default::default()
+        };
+        reply::<ApiVersionsRequest>(&resp, version)
+    }
+
+    pub fn handler(state: Arc<Mutex<State>>) -> impl Fn(&Seen) -> Action + Send + Sync {
+        move |seen: &Seen| {
+            let mut s = state.lock().unwrap();
+            match seen.api_key {
+                ApiKey::API_VERSIONS => versions(seen.version),
+                ApiKey::METADATA => {
+                    let resp = MetadataResponse {
+                        brokers: vec![MetadataResponseBroker {
+                            node_id: 1,
+                            host: "127.0.0.1".to_owned(),
+                            port: s.port,
+                            ..Default::default()
+                        }],
+                        controller_id: 1,
+                        topics: vec![MetadataResponseTopic {
+                            name: Some(TOPIC.to_owned()),
+                            partitions: (0..PARTITIONS)
+                                .map(|p| MetadataResponsePartition {
+                                    partition_index: p,
+                                    leader_id: 1,
+                                    leader_epoch: 0,
+                                    replica_nodes: vec![1],
+                                    isr_nodes: vec![1],
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    };
+                    reply::<MetadataRequest>(&resp, seen.version)
+                }
+                ApiKey::INIT_PRODUCER_ID => {
+                    let resp = InitProducerIdResponse {
+                        producer_id: PRODUCER_ID,
+                        producer_epoch: 0,
+                        ..Default::default()
+                    };
+                    reply::<InitProducerIdRequest>(&resp, seen.version)
+                }
+                ApiKey::PRODUCE => {
+                    let req: ProduceRequest = decode_request(seen);
+                    let fault = s.draw();
+                    if fault < 2 {
+                        // The request is lost on the way in.
+                        s.dropped += 1;
+                        return Action::CloseAfter(Vec::new());
+                    }
+                    let mut answer = ProduceResponse::default();
+                    for (i, t) in req.topic_data.into_iter().enumerate() {
+                        let mut out = TopicProduceResponse {
+                            name: t.name,
+                            ..Default::default()
+                        };
+                        for (j, pd) in t.partition_data.into_iter().enumerate() {
+                            let (code, base) = if fault < 4 && i == 0 && j == 0 {
+                                s.refused += 1;
+                                (ErrorCode::NOT_LEADER_OR_FOLLOWER, -1)
+                            } else {
+                                s.append(pd.index, pd.records.unwrap_or_default())
+                            };
+                            out.partition_responses.push(PartitionProduceResponse {
+                                index: pd.index,
+                                error_code: code.0,
+                                base_offset: base,
+                                log_append_time_ms: -1,
+                                ..Default::default()
+                            });
+                        }
+                        answer.responses.push(out);
+                    }
+                    if (4..6).contains(&fault) {
+                        // Written, but the answer is lost on the way out.
+                        s.written_unanswered += 1;
+                        return Action::CloseAfter(Vec::new());
+                    }
+                    s.answered += 1;
+                    if req.acks == 0 {
+                        return Action::Silent;
+                    }
+                    reply::<ProduceRequest>(&answer, seen.version)
+                }
+                other => panic!("unexpected request {other:?}"),
+            }
+        }
+    }
+}
+
+/// Sends `n` records "p:i" round the partitions of the lossy fake broker
+/// through a producer with `config`; returns the broker's state and, per
+/// record, its partition, id and delivery result.
+async fn against_a_lossy_broker(
+    config: ProducerConfig,
+    seed: u64,
+    n: u64,
+) -> (
+    Arc<std::sync::Mutex<lossy::State>>,
+    Vec<(i32, u64, Result<RecordMetadata>)>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = i32::from(listener.local_addr().expect("addr").port());
+    let state = Arc::new(std::sync::Mutex::new(lossy::State::new(port, seed)));
+    let broker =
+        fake_broker::FakeBroker::serve_on(listener, None, true, lossy::handler(Arc::clone(&state)));
+    let client = ClientBuilder::new(vec![broker.addr.clone()])
+        .request_timeout(Duration::from_secs(2))
+        .build()
+        .await
+        .expect("client");
+    let producer = client.producer(config).expect("producer");
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let p = (i % 3) as i32;
+        let f = producer
+            .send(
+                ProducerRecord::new(lossy::TOPIC, record_with_value(format!("{p}:{i}")))
+                    .with_partition(p),
+            )
+            .await
+            .expect("send");
+        pending.push((p, i, f));
+        if i % 50 == 0 {
+            // Several batches and requests, not one.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let mut results = Vec::new();
+    for (p, i, f) in pending {
+        let r = tokio::time::timeout(Duration::from_secs(60), f)
+            .await
+            .expect("a delivery within 60 s");
+        results.push((p, i, r));
+    }
+    drop(broker);
+    (state, results)
+}
+
+fn record_with_value(value: String) -> Record {
+    Record {
+        key: None,
+        value: Some(value.into()),
+        headers: vec![],
+        timestamp: OffsetDateTime::now_utc(),
+    }
+}
+
+/// Lost (acknowledged but not at its offset), duplicated (extra copies) and
+/// out-of-order (a first copy below an earlier id) records in the fake log.
+fn audit_lossy(
+    state: &lossy::State,
+    results: &[(i32, u64, Result<RecordMetadata>)],
+) -> (usize, usize, usize) {
+    let mut lost = 0;
+    for (p, i, r) in results {
+        let Ok(meta) = r else { continue };
+        let offset = meta.offset.expect("an offset with acks=all");
+        let at = usize::try_from(*p)
+            .ok()
+            .and_then(|p| state.partitions.get(p))
+            .and_then(|part| part.log.get(usize::try_from(offset).ok()?));
+        if at.map(Vec::as_slice) != Some(format!("{p}:{i}").as_bytes()) {
+            lost += 1;
+        }
+    }
+    let (mut duplicated, mut out_of_order) = (0, 0);
+    for part in &state.partitions {
+        let mut seen = HashSet::new();
+        let mut last: Option<u64> = None;
+        for v in &part.log {
+            let id: u64 = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.split_once(':'))
+                .and_then(|(_, i)| i.parse().ok())
+                .expect("a record of the test");
+            if !seen.insert(id) {
+                duplicated += 1;
+                continue;
+            }
+            if last.is_some_and(|l| id <= l) {
+                out_of_order += 1;
+            }
+            last = Some(id);
+        }
+    }
+    (lost, duplicated, out_of_order)
+}
+
+fn fast_retries(config: ProducerConfig) -> ProducerConfig {
+    config
+        .linger(Duration::from_millis(1))
+        .batch_size(2_000)
+        .retry_backoff(rskafka::cluster::BackoffConfig {
+            initial: Duration::from_millis(5),
+            max: Duration::from_millis(20),
+            multiplier: 2.0,
+            jitter: 0.0,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producer_loses_and_duplicates_nothing_when_requests_and_answers_are_lost() {
+    for seed in 1..=8 {
+        let (state, results) =
+            against_a_lossy_broker(fast_retries(ProducerConfig::default()), seed, 3_000).await;
+        let state = state.lock().unwrap();
+        let failed: Vec<_> = results
+            .iter()
+            .filter_map(|(p, i, r)| r.as_ref().err().map(|e| format!("{p}:{i}: {e}")))
+            .collect();
+        let (lost, duplicated, out_of_order) = audit_lossy(&state, &results);
+        eprintln!(
+            "seed {seed}: written_unanswered={} dropped={} refused={} answered={} \
+             duplicates_answered={} out_of_order_answered={} failed={} lost={lost} \
+             duplicated={duplicated} out_of_order={out_of_order}",
+            state.written_unanswered,
+            state.dropped,
+            state.refused,
+            state.answered,
+            state.duplicates,
+            state.out_of_order,
+            failed.len(),
+        );
+        // Every kind of fault happened, and retries met the broker's
+        // duplicate detection.
+        assert!(state.written_unanswered > 0 && state.dropped > 0 && state.refused > 0);
+        assert!(state.duplicates > 0, "no retry of a written batch");
+        assert!(
+            failed.is_empty(),
+            "failed deliveries: {:?}",
+            &failed[..failed.len().min(5)]
+        );
+        assert_eq!(lost, 0, "acknowledged records not at their offsets");
+        assert_eq!(duplicated, 0, "records written twice");
+        assert_eq!(out_of_order, 0, "records out of order");
+        let logged: usize = state.partitions.iter().map(|p| p.log.len()).sum();
+        assert_eq!(logged, 3_000);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producer_without_idempotence_loses_nothing_when_requests_and_answers_are_lost() {
+    let (state, results) = against_a_lossy_broker(
+        fast_retries(ProducerConfig::default().acks(Acks::All).idempotence(false)),
+        7,
+        3_000,
+    )
+    .await;
+    let state = state.lock().unwrap();
+    let failed = results.iter().filter(|(_, _, r)| r.is_err()).count();
+    let (lost, duplicated, out_of_order) = audit_lossy(&state, &results);
+    eprintln!(
+        "written_unanswered={} dropped={} refused={} answered={} failed={failed} lost={lost} \
+         duplicated={duplicated} out_of_order={out_of_order}",
+        state.written_unanswered, state.dropped, state.refused, state.answered,
+    );
+    assert!(state.written_unanswered > 0, "no answer was lost");
+    assert_eq!(failed, 0, "failed deliveries");
+    assert_eq!(lost, 0, "acknowledged records not at their offsets");
+    // Retries of written batches write them again: allowed, and expected.
+    assert!(duplicated > 0, "no batch was written twice");
+    assert_eq!(out_of_order, 0, "records out of order");
 }
