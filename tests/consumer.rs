@@ -24,7 +24,7 @@ use rskafka::{
             TimestampType,
         },
         partition::{Compression, OffsetAt},
-        producer::{Acks, DeliveryFuture, ProducerConfig, RecordMetadata},
+        producer::{Acks, DeliveryFuture, ProducerConfig, ProducerMetrics, RecordMetadata},
         Client, ClientBuilder,
     },
     cluster::{Cluster, ClusterConfig},
@@ -909,13 +909,13 @@ async fn chaos_client(bootstrap: &str, client_id: &str) -> Client {
 /// Sends numbered records "p:seq" to every partition through one
 /// [`Producer`](rskafka::client::producer::Producer) with `config` until
 /// `stop`, with up to 30k records in flight; returns the acknowledged
-/// records and the number of failed deliveries.
+/// records, the number of failed deliveries and the producer's counters.
 async fn chaos_producer(
     client: Client,
     config: ProducerConfig,
     topic: String,
     stop: Instant,
-) -> (Acked, usize) {
+) -> (Acked, usize, ProducerMetrics) {
     let producer = client.producer(config).expect("producer");
     let mut pending: VecDeque<(i32, u64, DeliveryFuture)> = VecDeque::new();
     let mut acked = Acked::new();
@@ -957,7 +957,9 @@ async fn chaos_producer(
     while let Some((p, s, f)) = pending.pop_front() {
         settle(p, s, f.await);
     }
-    (acked, failures)
+    let metrics = producer.metrics();
+    producer.close().await;
+    (acked, failures, metrics)
 }
 
 /// What the consumer that reads during the chaos has delivered.
@@ -1038,6 +1040,10 @@ struct ChaosCounts {
     acknowledged_without_offset: usize,
     /// Records whose delivery failed.
     produce_failures: usize,
+    /// Batch attempts the producer retried (each after a cut, mostly).
+    retries: u64,
+    /// Epoch bumps of the idempotent producer.
+    epoch_bumps: u64,
     /// Records in the log read back after the run.
     log_records: usize,
     /// Acknowledged records not at their acknowledged offset in the log
@@ -1069,13 +1075,16 @@ impl ChaosCounts {
     /// The counts of a run on one line, for the test's output.
     fn summary(&self) -> String {
         format!(
-            "cuts={} acknowledged={} (without offset {}) produce_failures={} log={} lost={} \
+            "cuts={} acknowledged={} (without offset {}) produce_failures={} retries={} \
+             epoch_bumps={} log={} lost={} \
              duplicated={} out_of_order={} foreign={} read_back_faults={} live_consumed={} \
              live_missed={} live_wrong={} live_errors={}",
             self.cuts,
             self.acknowledged,
             self.acknowledged_without_offset,
             self.produce_failures,
+            self.retries,
+            self.epoch_bumps,
             self.log_records,
             self.lost,
             self.duplicated,
@@ -1258,7 +1267,7 @@ async fn chaos_run(
     // Its own client, so producer and consumer connections are cut
     // independently.
     let producer_client = chaos_client(&bootstrap, "rskafka-consumer-chaos-producer").await;
-    let (acked, produce_failures) =
+    let (acked, produce_failures, metrics) =
         chaos_producer(producer_client, producer_config, topic.clone(), stop).await;
     proxy.set_cutting(false);
     let cuts = proxy.stats().cut.load(Ordering::Relaxed) - cuts_before;
@@ -1295,6 +1304,8 @@ async fn chaos_run(
     let mut counts = chaos_counts(&acked, &log, &ends, &live);
     counts.cuts = cuts;
     counts.produce_failures = produce_failures;
+    counts.retries = metrics.retries;
+    counts.epoch_bumps = metrics.epoch_bumps;
     eprintln!(
         "{name} ({chaos:?}): {}; proxy {}",
         counts.summary(),
@@ -1360,6 +1371,8 @@ async fn no_loss_no_duplicates_while_a_proxy_cuts_every_connection() {
             c.cuts
         );
         assert!(c.acknowledged > 0, "{name}: nothing was acknowledged");
+        // The cuts must have hit produce requests, or nothing was tested.
+        assert!(c.retries > 0, "{name}: no batch had to be retried");
         assert_eq!(c.produce_failures, 0, "{name}: deliveries failed");
         assert_eq!(
             c.read_back_faults, 0,
