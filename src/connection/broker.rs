@@ -18,12 +18,12 @@ use tokio::{
 };
 
 use super::{
-    transport, ConnectionConfig, ConnectionCore, ConnectionError, EncodedRequest, VersionTable,
-    CLIENT_SOFTWARE_NAME,
+    transport, ConnectionConfig, ConnectionCore, ConnectionError, EncodedRequest, FrameWriter,
+    VersionTable, CLIENT_SOFTWARE_NAME,
 };
 use crate::protocol::{
     messages::{ApiVersionsRequest, ApiVersionsResponse},
-    ApiKey, ErrorCode, Message, Reader, Request,
+    ApiKey, EncodeError, ErrorCode, Message, Reader, Request,
 };
 
 /// Requests waiting in the channel before callers wait for room.
@@ -271,6 +271,46 @@ impl BrokerConnection {
 
     /// Checks `version` against the codec and the broker, then encodes.
     fn encode<R: Request>(&self, req: &R, version: i16) -> Result<EncodedRequest, ConnectionError> {
+        self.check_version::<R>(version)?;
+        EncodedRequest::new(req, version, Some(&self.inner.config.client_id))
+    }
+
+    /// Encodes a request of type `R` at `version` whose body `body` writes
+    /// (see [`EncodedRequest::with_body`]), for
+    /// [`Self::request_encoded`] and [`Self::send_encoded_no_response`]:
+    /// this lets large byte strings reach the socket without being copied.
+    pub fn encode_with<R: Request>(
+        &self,
+        version: i16,
+        body: impl FnOnce(&mut FrameWriter) -> Result<(), EncodeError>,
+    ) -> Result<EncodedRequest, ConnectionError> {
+        self.check_version::<R>(version)?;
+        EncodedRequest::with_body::<R>(version, Some(&self.inner.config.client_id), body)
+    }
+
+    /// Sends a request built by [`Self::encode_with`] for `R` and waits for
+    /// its response, as [`Self::request_version`] does.
+    pub async fn request_encoded<R: Request>(
+        &self,
+        encoded: EncodedRequest,
+    ) -> Result<R::Response, ConnectionError> {
+        if encoded.api_key() != R::API_KEY {
+            return Err(self.unsupported::<R>(Some(encoded.version())));
+        }
+        self.finish_request::<R>(encoded, true).await
+    }
+
+    /// Sends a request built by [`Self::encode_with`] that the broker does
+    /// not answer; see [`Self::send_no_response`].
+    pub async fn send_encoded_no_response(
+        &self,
+        encoded: EncodedRequest,
+    ) -> Result<(), ConnectionError> {
+        self.exchange(encoded, true, true).await.map(drop)
+    }
+
+    /// Whether `version` of `R` is known to both the codec and the broker.
+    fn check_version<R: Request>(&self, version: i16) -> Result<(), ConnectionError> {
         let in_codec = (R::MIN_VERSION..=R::MAX_VERSION).contains(&version);
         // ApiVersions itself goes out before any table exists.
         let in_broker = match self.inner.versions.get() {
@@ -282,7 +322,7 @@ impl BrokerConnection {
         if !in_codec || !in_broker {
             return Err(self.unsupported::<R>(Some(version)));
         }
-        EncodedRequest::new(req, version, Some(&self.inner.config.client_id))
+        Ok(())
     }
 
     async fn request_inner<R: Request>(
@@ -292,6 +332,16 @@ impl BrokerConnection {
         gated: bool,
     ) -> Result<R::Response, ConnectionError> {
         let encoded = self.encode(req, version)?;
+        self.finish_request::<R>(encoded, gated).await
+    }
+
+    /// Sends an encoded request of `R` and decodes its response.
+    async fn finish_request<R: Request>(
+        &self,
+        encoded: EncodedRequest,
+        gated: bool,
+    ) -> Result<R::Response, ConnectionError> {
+        let version = encoded.version();
         let body = self.round_trip(encoded, gated).await?;
         let mut r = Reader::new(body);
         let resp =

@@ -27,6 +27,10 @@ const MIN_READ_RESERVE: usize = 64 * 1024;
 #[derive(Debug)]
 pub struct EncodedRequest {
     frame: BytesMut,
+    /// The rest of the frame after `frame`, in order: large byte strings
+    /// (record batches) attached by reference instead of copied, and the
+    /// bytes encoded between them. Empty for most requests.
+    tail: Vec<Bytes>,
     api_key: ApiKey,
     version: i16,
     response_header_version: i16,
@@ -39,6 +43,19 @@ impl EncodedRequest {
         req: &R,
         version: i16,
         client_id: Option<&str>,
+    ) -> Result<Self, ConnectionError> {
+        Self::with_body::<R>(version, client_id, |w| req.encode(w.buf(), version))
+    }
+
+    /// Encodes a request of type `R` at `version` whose body `body` writes
+    /// into a [`FrameWriter`], which can attach large byte strings without
+    /// copying them (a ProduceRequest's record batches go to the socket
+    /// straight from the producer's buffers). The body must be exactly what
+    /// `R`'s own encoder would write.
+    pub fn with_body<R: Request>(
+        version: i16,
+        client_id: Option<&str>,
+        body: impl FnOnce(&mut FrameWriter) -> Result<(), EncodeError>,
     ) -> Result<Self, ConnectionError> {
         let api = R::API_KEY;
         let enc_err = |source| ConnectionError::Encode {
@@ -74,8 +91,21 @@ impl EncodedRequest {
         if header_version >= 2 {
             frame.put_u8(0); // no tagged fields
         }
-        req.encode(&mut frame, version).map_err(enc_err)?;
-        let size = frame.len() - 4;
+        let mut w = FrameWriter {
+            frame,
+            tail: Vec::new(),
+            pending: BytesMut::new(),
+        };
+        body(&mut w).map_err(enc_err)?;
+        let FrameWriter {
+            mut frame,
+            mut tail,
+            pending,
+        } = w;
+        if !pending.is_empty() {
+            tail.push(pending.freeze());
+        }
+        let size = frame.len() + tail.iter().map(Bytes::len).sum::<usize>() - 4;
         let max = i32::MAX as usize;
         if size > max {
             return Err(enc_err(EncodeError::TooLong {
@@ -87,6 +117,7 @@ impl EncodedRequest {
         frame[..4].copy_from_slice(&(size as i32).to_be_bytes());
         Ok(Self {
             frame,
+            tail,
             api_key: api,
             version,
             response_header_version: R::response_header_version(version),
@@ -105,12 +136,53 @@ impl EncodedRequest {
 
     /// The frame's length in bytes, size prefix included.
     pub fn len(&self) -> usize {
-        self.frame.len()
+        self.frame.len() + self.tail.iter().map(Bytes::len).sum::<usize>()
     }
 
     /// Whether the frame is empty (never, for a frame built by [`Self::new`]).
     pub fn is_empty(&self) -> bool {
-        self.frame.is_empty()
+        self.len() == 0
+    }
+}
+
+/// Byte strings shorter than this are copied into the frame rather than
+/// attached: a separate buffer costs more than copying a few KiB.
+const ATTACH_MIN: usize = 4 * 1024;
+
+/// Where [`EncodedRequest::with_body`] has a request body written: encoded
+/// fields go to [`buf`](Self::buf), large byte strings are
+/// [attached](Self::attach) as they are.
+#[derive(Debug)]
+pub struct FrameWriter {
+    /// The frame's first piece (size prefix and header), never split so
+    /// the correlation id can be patched in when queued.
+    frame: BytesMut,
+    /// Pieces after `frame`; non-empty once something was attached.
+    tail: Vec<Bytes>,
+    /// Bytes encoded since the last attached string.
+    pending: BytesMut,
+}
+
+impl FrameWriter {
+    /// The buffer the next encoded bytes go to.
+    pub fn buf(&mut self) -> &mut BytesMut {
+        if self.tail.is_empty() {
+            &mut self.frame
+        } else {
+            &mut self.pending
+        }
+    }
+
+    /// Appends `bytes` to the frame: by reference if large, else copied.
+    pub fn attach(&mut self, bytes: Bytes) {
+        if bytes.len() < ATTACH_MIN {
+            self.buf().extend_from_slice(&bytes);
+            return;
+        }
+        if !self.pending.is_empty() {
+            self.tail.push(self.pending.split().freeze());
+        }
+        self.tail.push(bytes);
     }
 }
 
@@ -217,7 +289,7 @@ impl<T> ConnectionCore<T> {
     pub fn queue(&mut self, req: EncodedRequest, token: T) -> Result<i32, ConnectionError> {
         let (api_key, version, response_header_version) =
             (req.api_key, req.version, req.response_header_version);
-        let (correlation_id, end_offset) = self.enqueue(req.frame)?;
+        let (correlation_id, end_offset) = self.enqueue(req.frame, req.tail)?;
         self.in_flight.push_back(InFlight {
             correlation_id,
             api_key,
@@ -241,7 +313,7 @@ impl<T> ConnectionCore<T> {
         token: T,
     ) -> Result<i32, ConnectionError> {
         let (api_key, version) = (req.api_key, req.version);
-        let (correlation_id, end_offset) = self.enqueue(req.frame)?;
+        let (correlation_id, end_offset) = self.enqueue(req.frame, req.tail)?;
         self.unanswered.push_back(Unanswered {
             api_key,
             version,
@@ -251,9 +323,14 @@ impl<T> ConnectionCore<T> {
         Ok(correlation_id)
     }
 
-    /// Patches in the next correlation id and queues the frame; returns the
-    /// id and the stream position of the frame's last byte.
-    fn enqueue(&mut self, mut frame: BytesMut) -> Result<(i32, u64), ConnectionError> {
+    /// Patches in the next correlation id and queues the frame (`frame`
+    /// then the `tail` pieces); returns the id and the stream position of
+    /// the frame's last byte.
+    fn enqueue(
+        &mut self,
+        mut frame: BytesMut,
+        tail: Vec<Bytes>,
+    ) -> Result<(i32, u64), ConnectionError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -264,15 +341,25 @@ impl<T> ConnectionCore<T> {
             slot.copy_from_slice(&correlation_id.to_be_bytes());
         }
         self.queued_bytes += frame.len() as u64;
-        if frame.len() <= COALESCE_MAX {
-            self.coalesce.extend_from_slice(&frame);
+        self.push_piece(frame.freeze());
+        for piece in tail {
+            self.queued_bytes += piece.len() as u64;
+            self.push_piece(piece);
+        }
+        Ok((correlation_id, self.queued_bytes))
+    }
+
+    /// Queues one piece of a frame: small ones are copied together so they
+    /// go out in few writes, large ones are handed out as they are.
+    fn push_piece(&mut self, piece: Bytes) {
+        if piece.len() <= COALESCE_MAX {
+            self.coalesce.extend_from_slice(&piece);
         } else {
             if !self.coalesce.is_empty() {
                 self.transmit.push_back(self.coalesce.split().freeze());
             }
-            self.transmit.push_back(frame.freeze());
+            self.transmit.push_back(piece);
         }
-        Ok((correlation_id, self.queued_bytes))
     }
 
     /// Encodes and queues `req` at `version`; see [`Self::queue`].
@@ -855,6 +942,38 @@ mod tests {
         let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
         assert_eq!(sizes, vec![2 * 18, COALESCE_MAX + 14, 18]);
         assert!(!core.has_transmit());
+    }
+
+    #[test]
+    fn attached_strings_go_out_uncopied_and_in_order() {
+        let mut core = ConnectionCore::new(1 << 20);
+        let big = Bytes::from(vec![9u8; COALESCE_MAX + 1]);
+        let small = Bytes::from(vec![5u8; ATTACH_MIN - 1]);
+        let req = EncodedRequest::with_body::<Echo>(1, None, |w| {
+            w.buf().put_i32(1);
+            w.attach(big.clone());
+            w.buf().put_i32(2);
+            w.attach(small.clone());
+            w.attach(big.clone());
+            Ok(())
+        })
+        .unwrap();
+        let body_len = 4 + big.len() + 4 + small.len() + big.len();
+        // Size, api key, version, correlation id, null client id.
+        assert_eq!(req.len(), 4 + 10 + body_len);
+        core.queue(req, ()).unwrap();
+        core.queue_request(&Echo(3), 1, None, ()).unwrap();
+        let chunks: Vec<Bytes> = std::iter::from_fn(|| core.poll_transmit()).collect();
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        // Header + 1; big; 2 + small (copied); big; the next request.
+        assert_eq!(sizes, vec![18, big.len(), 4 + small.len(), big.len(), 18]);
+        // Handed out as they were given: no copy.
+        assert_eq!(chunks[1].as_ptr(), big.as_ptr());
+        assert_eq!(chunks[3].as_ptr(), big.as_ptr());
+        let stream = chunks.concat();
+        assert_eq!(stream[..4], ((10 + body_len) as i32).to_be_bytes());
+        assert_eq!(stream[14..18], 1i32.to_be_bytes());
+        assert_eq!(stream[18 + big.len()..22 + big.len()], 2i32.to_be_bytes());
     }
 
     proptest::proptest! {

@@ -22,7 +22,7 @@ mod versions;
 use std::{collections::BTreeMap, time::Duration};
 
 pub use self::broker::BrokerConnection;
-pub use self::core::{ConnectionCore, EncodedRequest, Failed, Response};
+pub use self::core::{ConnectionCore, EncodedRequest, Failed, FrameWriter, Response};
 pub use self::error::ConnectionError;
 #[cfg(feature = "transport-socks5")]
 pub use self::socks5::Socks5Config;
