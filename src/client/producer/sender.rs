@@ -667,3 +667,82 @@ fn write_produce_body(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::connection::{ConnectionCore, EncodedRequest};
+
+    /// The bytes a fresh connection would write for `req`.
+    fn wire(req: EncodedRequest) -> Vec<u8> {
+        let mut core = ConnectionCore::new(1 << 20);
+        core.queue(req, ()).expect("queue");
+        std::iter::from_fn(|| core.poll_transmit())
+            .collect::<Vec<_>>()
+            .concat()
+    }
+
+    #[test]
+    fn produce_body_matches_the_generated_encoder() {
+        let batch = |len: usize, fill: u8| Bytes::from(vec![fill; len]);
+        let topics = vec![
+            TopicProduceData {
+                name: "first".into(),
+                partition_data: vec![
+                    PartitionProduceData {
+                        index: 0,
+                        // Large enough to be attached, not copied.
+                        records: Some(batch(70_000, 1)),
+                        ..Default::default()
+                    },
+                    PartitionProduceData {
+                        index: 3,
+                        records: Some(batch(100, 2)),
+                        ..Default::default()
+                    },
+                    PartitionProduceData {
+                        index: 4,
+                        records: None,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            },
+            TopicProduceData {
+                name: "second".into(),
+                partition_data: vec![PartitionProduceData {
+                    index: 7,
+                    records: Some(batch(20_000, 3)),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        ];
+        for version in ProduceRequest::MIN_VERSION..=ProduceRequest::MAX_VERSION {
+            for acks in [0i16, 1, -1] {
+                let req = ProduceRequest {
+                    transactional_id: None,
+                    acks,
+                    timeout_ms: 30_000,
+                    topic_data: topics.clone(),
+                    ..Default::default()
+                };
+                let generated =
+                    wire(EncodedRequest::new(&req, version, Some("client")).expect("encode"));
+                let ours = wire(
+                    EncodedRequest::with_body::<ProduceRequest>(version, Some("client"), |w| {
+                        write_produce_body(w, version, acks, 30_000, &topics)
+                    })
+                    .expect("encode"),
+                );
+                assert_eq!(ours, generated, "version {version}, acks {acks}");
+            }
+        }
+        let unsupported = EncodedRequest::with_body::<ProduceRequest>(12, None, |w| {
+            write_produce_body(w, 12, -1, 1, &topics)
+        });
+        assert!(unsupported.is_err());
+    }
+}
