@@ -158,35 +158,37 @@ impl Reader {
     }
 
     /// Reads an unsigned varint of at most 5 bytes.
+    #[inline]
     pub fn unsigned_varint(&mut self) -> Result<u32, DecodeError> {
-        let mut value: u32 = 0;
-        for i in 0..5 {
-            let b = self.u8()?;
-            if i == 4 && b > 0x0f {
-                return Err(self.error(DecodeErrorKind::VarintTooLong));
-            }
-            value |= u32::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(self.error(DecodeErrorKind::VarintTooLong))
+        self.var(decode_unsigned_varint)
     }
 
     /// Reads an unsigned varlong of at most 10 bytes.
+    #[inline]
     pub fn unsigned_varlong(&mut self) -> Result<u64, DecodeError> {
-        let mut value: u64 = 0;
-        for i in 0..10 {
-            let b = self.u8()?;
-            if i == 9 && b > 0x01 {
-                return Err(self.error(DecodeErrorKind::VarintTooLong));
+        self.var(decode_unsigned_varlong)
+    }
+
+    /// Reads one varint with the slice decoder `decode`.
+    #[inline]
+    fn var<T>(&mut self, decode: VarintDecoder<T>) -> Result<T, DecodeError> {
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
+        match decode(rest) {
+            Ok((v, n)) => {
+                self.pos += n;
+                Ok(v)
             }
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
+            Err(e) => Err(self.varint_error(e)),
         }
-        Err(self.error(DecodeErrorKind::VarintTooLong))
+    }
+
+    /// Moves past the bytes a failed varint consumed and reports the error
+    /// there, as byte-by-byte reading would. Out of line: errors are rare.
+    #[cold]
+    #[inline(never)]
+    fn varint_error(&mut self, e: VarintError) -> DecodeError {
+        self.pos = (self.pos + e.consumed()).min(self.buf.len());
+        self.error(e.kind())
     }
 
     /// Reads a zig-zag signed varint.
@@ -365,6 +367,113 @@ impl Reader {
         }
         Ok(unknown)
     }
+}
+
+/// Why a varint could not be decoded from a byte slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarintError {
+    /// The slice ended after this many continuation bytes.
+    Eof(usize),
+    /// The varint ran past its maximum size; this many bytes were read,
+    /// the offending one included.
+    TooLong(usize),
+}
+
+impl VarintError {
+    /// Bytes read before the failure was certain.
+    pub fn consumed(self) -> usize {
+        match self {
+            Self::Eof(n) | Self::TooLong(n) => n,
+        }
+    }
+
+    /// The matching [`DecodeErrorKind`].
+    pub fn kind(self) -> DecodeErrorKind {
+        match self {
+            Self::Eof(_) => DecodeErrorKind::UnexpectedEof {
+                needed: 1,
+                remaining: 0,
+            },
+            Self::TooLong(_) => DecodeErrorKind::VarintTooLong,
+        }
+    }
+}
+
+/// A slice varint decoder such as [`decode_varint`]: the value and the
+/// bytes it took.
+pub type VarintDecoder<T> = fn(&[u8]) -> Result<(T, usize), VarintError>;
+
+/// Decodes an unsigned varint (at most 5 bytes, the last carrying at most 4
+/// bits) from the start of `buf`: the value and the bytes it took.
+///
+/// One- and two-byte varints (lengths and deltas below 8 KiB, i.e. nearly
+/// every record field) take an inlined fast path; the rest goes out of line.
+#[inline]
+pub fn decode_unsigned_varint(buf: &[u8]) -> Result<(u32, usize), VarintError> {
+    match buf {
+        [b0, ..] if *b0 < 0x80 => Ok((u32::from(*b0), 1)),
+        [b0, b1, ..] if *b1 < 0x80 => Ok((u32::from(b0 & 0x7f) | (u32::from(*b1) << 7), 2)),
+        _ => decode_unsigned_varint_slow(buf),
+    }
+}
+
+#[inline(never)]
+fn decode_unsigned_varint_slow(buf: &[u8]) -> Result<(u32, usize), VarintError> {
+    // Five bytes, the last one with 4 value bits: never more than 32 bits.
+    decode_varint_slow(buf, 5, 0x0f).map(|(v, n)| (v as u32, n))
+}
+
+/// Byte-by-byte decoding of a varint of at most `max_bytes`, the last of
+/// which may not exceed `last_max`.
+fn decode_varint_slow(
+    buf: &[u8],
+    max_bytes: usize,
+    last_max: u8,
+) -> Result<(u64, usize), VarintError> {
+    let mut value: u64 = 0;
+    for (i, &b) in buf.iter().take(max_bytes).enumerate() {
+        if i + 1 == max_bytes && b > last_max {
+            return Err(VarintError::TooLong(i + 1));
+        }
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok((value, i + 1));
+        }
+    }
+    // All continuation bytes up to the limit were caught above: the slice ended.
+    Err(VarintError::Eof(buf.len().min(max_bytes)))
+}
+
+/// Decodes an unsigned varlong (at most 10 bytes, the last carrying at most
+/// 1 bit) from the start of `buf`: the value and the bytes it took.
+#[inline]
+pub fn decode_unsigned_varlong(buf: &[u8]) -> Result<(u64, usize), VarintError> {
+    match buf {
+        [b0, ..] if *b0 < 0x80 => Ok((u64::from(*b0), 1)),
+        [b0, b1, ..] if *b1 < 0x80 => Ok((u64::from(b0 & 0x7f) | (u64::from(*b1) << 7), 2)),
+        _ => decode_unsigned_varlong_slow(buf),
+    }
+}
+
+#[inline(never)]
+fn decode_unsigned_varlong_slow(buf: &[u8]) -> Result<(u64, usize), VarintError> {
+    decode_varint_slow(buf, 10, 0x01)
+}
+
+/// Decodes a zig-zag varint from the start of `buf` (see
+/// [`decode_unsigned_varint`]).
+#[inline]
+pub fn decode_varint(buf: &[u8]) -> Result<(i32, usize), VarintError> {
+    let (v, n) = decode_unsigned_varint(buf)?;
+    Ok((((v >> 1) as i32) ^ -((v & 1) as i32), n))
+}
+
+/// Decodes a zig-zag varlong from the start of `buf` (see
+/// [`decode_unsigned_varlong`]).
+#[inline]
+pub fn decode_varlong(buf: &[u8]) -> Result<(i64, usize), VarintError> {
+    let (v, n) = decode_unsigned_varlong(buf)?;
+    Ok((((v >> 1) as i64) ^ -((v & 1) as i64), n))
 }
 
 /// A tagged field this version of the crate does not know, kept so that it is
@@ -611,6 +720,102 @@ mod tests {
             reader(&overlong).unsigned_varlong().unwrap_err().kind(),
             &DecodeErrorKind::VarintTooLong
         );
+    }
+
+    #[test]
+    fn slice_varints_every_length_and_limit() {
+        // The largest value of each encoded length, and the smallest of the next.
+        let mut cases: Vec<u64> = vec![0, u64::MAX];
+        for k in 1..10 {
+            cases.extend([(1u64 << (7 * k)) - 1, 1u64 << (7 * k)]);
+        }
+        for v in cases {
+            let mut b = BytesMut::new();
+            b.put_unsigned_varlong(v);
+            let want = (64 - (v | 1).leading_zeros() as usize).div_ceil(7);
+            assert_eq!(b.len(), want, "{v:#x}");
+            // Trailing bytes must not be consumed.
+            let mut padded = b.to_vec();
+            padded.push(0xff);
+            assert_eq!(decode_unsigned_varlong(&padded), Ok((v, want)), "{v:#x}");
+            assert_eq!(reader(&b).unsigned_varlong().unwrap(), v);
+            if let Ok(v32) = u32::try_from(v) {
+                assert_eq!(decode_unsigned_varint(&padded), Ok((v32, want)), "{v:#x}");
+                assert_eq!(unsigned_varint_len(v32), want);
+            } else if want <= 5 {
+                // Values over 32 bits in 5 bytes: the fifth byte is too big.
+                assert_eq!(decode_unsigned_varint(&b), Err(VarintError::TooLong(5)));
+            }
+        }
+        for v in [0, 1, -1, 63, -64, 64, -65, i32::MAX, i32::MIN] {
+            let mut b = BytesMut::new();
+            b.put_varint(v);
+            assert_eq!(decode_varint(&b), Ok((v, b.len())));
+        }
+        for v in [0, -1, 1 << 40, i64::MAX, i64::MIN] {
+            let mut b = BytesMut::new();
+            b.put_varlong(v);
+            assert_eq!(decode_varlong(&b), Ok((v, b.len())));
+        }
+    }
+
+    #[test]
+    fn slice_varints_reject_overlong_and_truncated() {
+        assert_eq!(decode_unsigned_varint(&[]), Err(VarintError::Eof(0)));
+        assert_eq!(decode_unsigned_varint(&[0x80]), Err(VarintError::Eof(1)));
+        assert_eq!(
+            decode_unsigned_varint(&[0xff, 0xff, 0xff, 0xff]),
+            Err(VarintError::Eof(4))
+        );
+        // Fifth byte with more than the four bits a u32 has left.
+        assert_eq!(
+            decode_unsigned_varint(&[0xff, 0xff, 0xff, 0xff, 0x10]),
+            Err(VarintError::TooLong(5))
+        );
+        assert_eq!(
+            decode_unsigned_varint(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x00]),
+            Err(VarintError::TooLong(5))
+        );
+        assert_eq!(
+            decode_unsigned_varint(&[0xff, 0xff, 0xff, 0xff, 0x0f]),
+            Ok((u32::MAX, 5))
+        );
+        // Non-minimal encodings within the size limit are accepted, as Kafka does.
+        assert_eq!(decode_unsigned_varint(&[0x80, 0x00]), Ok((0, 2)));
+        let mut ten = [0xffu8; 10];
+        ten[9] = 0x02;
+        assert_eq!(decode_unsigned_varlong(&ten), Err(VarintError::TooLong(10)));
+        ten[9] = 0x01;
+        assert_eq!(decode_unsigned_varlong(&ten), Ok((u64::MAX, 10)));
+        assert_eq!(
+            decode_unsigned_varlong(&[0x80; 11]),
+            Err(VarintError::TooLong(10))
+        );
+        assert_eq!(
+            decode_unsigned_varlong(&[0x80; 9]),
+            Err(VarintError::Eof(9))
+        );
+        // The reader reports where byte-by-byte reading would have stopped.
+        let err = reader(&[0x80, 0x80]).unsigned_varint().unwrap_err();
+        assert_eq!(
+            (err.kind(), err.offset()),
+            (
+                &DecodeErrorKind::UnexpectedEof {
+                    needed: 1,
+                    remaining: 0
+                },
+                2
+            )
+        );
+        let err = reader(&[0xff; 6]).unsigned_varint().unwrap_err();
+        assert_eq!(
+            (err.kind(), err.offset()),
+            (&DecodeErrorKind::VarintTooLong, 5)
+        );
+        let mut r = reader(&[0x01, 0xac, 0x02, 0x05]);
+        assert_eq!(r.unsigned_varint().unwrap(), 1);
+        assert_eq!(r.unsigned_varint().unwrap(), 300);
+        assert_eq!(r.position(), 3);
     }
 
     #[test]

@@ -516,6 +516,79 @@ fn hostile_lengths_inside_records() {
 }
 
 #[test]
+fn record_length_disagreeing_with_its_fields() {
+    let null = varint(-1);
+    let none = varint(0);
+    let good = raw_record(
+        None,
+        &null,
+        &varint(3),
+        &[b"abc".as_slice(), &none].concat(),
+    );
+    let body_len = good.len() as i64 - 1;
+    let invalid = |r: Result<DecodedBatches, DecodeError>| match kind(r) {
+        DecodeErrorKind::InvalidValue(msg) => msg,
+        other => panic!("expected InvalidValue, got {other:?}"),
+    };
+    // One byte longer than its fields: the spare byte is not skipped.
+    let mut longer = raw_record(Some(body_len + 1), &null, &varint(3), b"abc");
+    longer.extend(&none);
+    longer.push(0);
+    let msg = invalid(decode(raw_batch(0, 1, &longer).freeze()));
+    assert!(msg.contains("fields take"), "{msg}");
+    // One byte shorter: the header count falls outside the record, even
+    // though the section still holds it.
+    let mut shorter = raw_record(Some(body_len - 1), &null, &varint(3), b"abc");
+    shorter.extend(&none);
+    let msg = invalid(decode(raw_batch(0, 1, &shorter).freeze()));
+    assert!(msg.contains("run past"), "{msg}");
+    // A value running past its record, into the next one.
+    let mut two = raw_record(Some(6), &null, &varint(3), b"abc");
+    two.extend(&good);
+    assert!(matches!(
+        kind(decode(raw_batch(0, 2, &two).freeze())),
+        DecodeErrorKind::LengthExceedsRemaining { length: 3, .. }
+    ));
+    // Two-byte varints for every field decode through the same path.
+    let big_value = vec![b'x'; 300];
+    let mut ok = raw_record(
+        None,
+        &varint(200),
+        &[varint(300), big_value.clone()].concat(),
+        &none,
+    );
+    // Key bytes follow the key length; insert them.
+    let key_at = ok.len() - 1 - 300 - varint(300).len();
+    ok.splice(key_at..key_at, vec![b'k'; 200]);
+    let len_prefix = varint(ok.len() as i64 - 2);
+    ok.splice(0..2, len_prefix);
+    let d = decode(raw_batch(0, 1, &ok).freeze()).unwrap();
+    let r = &d.batches[0].records[0];
+    assert_eq!(r.key.as_deref(), Some(vec![b'k'; 200].as_slice()));
+    assert_eq!(r.value.as_deref(), Some(big_value.as_slice()));
+}
+
+#[test]
+fn writer_reuse_after_finish() {
+    let mut w = RecordBatchWriter::new(BatchHeader::default());
+    w.append(5, None, Some(b"first"), &[]).unwrap();
+    let a = w.finish().unwrap();
+    // Handed over whole: the writer holds no buffer until the next append.
+    assert_eq!(w.uncompressed_size(), RECORD_BATCH_OVERHEAD);
+    assert!(w.is_empty());
+    w.append(7, Some(b"k"), Some(b"second"), &[hdr("h", None)])
+        .unwrap();
+    let b = w.finish().unwrap();
+    for (bytes, ts, value) in [(a, 5, b"first".as_slice()), (b, 7, b"second")] {
+        let d = decode(bytes).unwrap();
+        let batch = &d.batches[0];
+        assert_eq!(batch.records.len(), 1);
+        assert_eq!(batch.record_timestamp(&batch.records[0]), ts);
+        assert_eq!(batch.records[0].value.as_deref(), Some(value));
+    }
+}
+
+#[test]
 fn overlong_varints_are_rejected() {
     let mut section = vec![0xff; 6]; // record length: six continuation bytes
     section.extend([0u8; 10]);
