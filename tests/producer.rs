@@ -456,7 +456,8 @@ async fn delivery_timeout_on_unreachable_broker() {
     if bootstrap().is_none() {
         return;
     }
-    let broker = PrivateBroker::start(29392).expect("private broker");
+    let port = common::free_port_base(29_392).expect("a free port range");
+    let broker = PrivateBroker::start(port).expect("private broker");
     let client = ClientBuilder::new(vec![broker.bootstrap()])
         .request_timeout(Duration::from_secs(1))
         .connect_timeout(Duration::from_secs(1))
@@ -510,7 +511,8 @@ async fn idempotent_producer_survives_broker_kill() {
     }
     const N: u64 = 200_000;
     const PARTITIONS: i32 = 3;
-    let broker = Arc::new(PrivateBroker::start(29292).expect("private broker"));
+    let port = common::free_port_base(29_292).expect("a free port range");
+    let broker = Arc::new(PrivateBroker::start(port).expect("private broker"));
     let client = ClientBuilder::new(vec![broker.bootstrap()])
         .request_timeout(Duration::from_secs(5))
         .operation_timeout(Duration::from_secs(60))

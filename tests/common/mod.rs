@@ -35,12 +35,28 @@ pub fn unique_topic(prefix: &str) -> String {
 
 /// The first port from `from` (in steps of 10) such that it and the four
 /// after it are free on 127.0.0.1: room for a [`PrivateBroker`].
+///
+/// The range stays reserved until the process ends: its last port (unused
+/// by a broker without security listeners) is kept bound. Otherwise two
+/// tests (or two test processes) starting at once could both find the range
+/// free before either broker binds it, and the second `scripts/kafka up
+/// --fresh` would restart the first one's running broker with empty data.
 pub fn free_port_base(from: u16) -> Option<u16> {
+    static RESERVED: std::sync::Mutex<Vec<std::net::TcpListener>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut reserved = RESERVED.lock().unwrap_or_else(|p| p.into_inner());
     (0..50u16)
         .filter_map(|i| from.checked_add(i * 10))
         .find(|&base| {
-            (base..base.saturating_add(5))
-                .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+            let free = (base..base.saturating_add(4))
+                .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+            match std::net::TcpListener::bind(("127.0.0.1", base.saturating_add(4))) {
+                Ok(hold) if free => {
+                    reserved.push(hold);
+                    true
+                }
+                _ => false,
+            }
         })
 }
 
