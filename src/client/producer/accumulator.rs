@@ -29,6 +29,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::BytesMut;
 use tokio::{sync::Notify, time::Instant};
 
 use super::{
@@ -310,7 +311,15 @@ pub(crate) struct Accumulator {
     room: Arc<Notify>,
     /// Senders waiting for room.
     room_waiters: usize,
+    /// Record buffers of completed batches, for new batches to write into
+    /// (see [`ProducerBatch::take_buffer`]); at most [`SPARE_BUFFERS`].
+    spare: Vec<BytesMut>,
 }
+
+/// Completed batches' buffers kept for reuse: enough for a partition's
+/// batches in flight to recycle theirs, a bounded amount of memory (each at
+/// most twice the batch size) beyond the buffer memory.
+const SPARE_BUFFERS: usize = 4;
 
 /// One ProduceRequest's worth of batches for one broker.
 #[derive(Debug)]
@@ -339,6 +348,7 @@ impl Accumulator {
             buffered: 0,
             room,
             room_waiters: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -509,9 +519,13 @@ impl Accumulator {
                 64 * 1024
             };
             let capacity = typical.min(cfg.batch_size).max(accounted);
+            let writer = match self.spare.pop() {
+                Some(buf) => RecordBatchWriter::with_buffer(header, buf, capacity),
+                None => RecordBatchWriter::with_capacity(header, capacity),
+            };
             ps.open = Some(OpenBatch {
                 id,
-                writer: RecordBatchWriter::with_capacity(header, capacity),
+                writer,
                 shared,
                 created: clock(),
                 accounted: 0,
@@ -1091,13 +1105,21 @@ impl Accumulator {
     }
 
     /// Completes a batch and returns its bytes to the buffer.
-    fn finish(&mut self, batch: ProducerBatch, outcome: Outcome) {
+    fn finish(&mut self, mut batch: ProducerBatch, outcome: Outcome) {
         self.incomplete.remove(&batch.id);
         self.buffered = self.buffered.saturating_sub(batch.accounted);
         if self.room_waiters > 0 {
             self.room.notify_waiters();
         }
         batch.shared.complete(outcome);
+        if self.spare.len() < SPARE_BUFFERS {
+            if let Some(buf) = batch
+                .take_buffer()
+                .filter(|b| b.capacity() <= self.cfg.batch_size.saturating_mul(2))
+            {
+                self.spare.push(buf);
+            }
+        }
     }
 }
 
@@ -1507,6 +1529,38 @@ mod tests {
             })
         ));
         assert!(f.acc.is_empty());
+    }
+
+    #[test]
+    fn completed_batches_lend_their_buffers_to_new_ones() {
+        use crate::protocol::record::{decode_batches, DecodeLimits};
+        for compression in [Compression::None, Compression::Lz4] {
+            let mut f = fixture(false, 1);
+            f.acc.cfg.compression = compression;
+            f.send(Some(0), None, 100);
+            let (mut b, state) = flat(f.drain_at(10 * MS, 1)).pop().expect("batch");
+            let first = b.encode(state).expect("encode").as_ptr();
+            f.complete(b, acked(0), 11 * MS);
+            assert_eq!(f.acc.spare.len(), 1, "{compression:?}");
+
+            f.send(Some(0), None, 200);
+            assert!(f.acc.spare.is_empty(), "the new batch took the buffer");
+            let (mut b, state) = flat(f.drain_at(30 * MS, 1)).pop().expect("batch");
+            let bytes = b.encode(state).expect("encode");
+            if compression == Compression::None {
+                assert_eq!(bytes.as_ptr(), first, "written in place of the first");
+            }
+            let decoded = decode_batches(bytes.clone(), &DecodeLimits::default()).expect("decode");
+            let records = &decoded.batches[0].records;
+            assert_eq!(records.len(), 1);
+            assert_eq!(records[0].value.as_deref(), Some(&[b'v'; 200][..]));
+            // Still referenced (say, by a connection writing it): an
+            // uncompressed batch's bytes must not be written over.
+            f.complete(b, acked(1), 31 * MS);
+            let kept = usize::from(compression != Compression::None);
+            assert_eq!(f.acc.spare.len(), kept, "{compression:?}");
+            drop(bytes);
+        }
     }
 
     #[test]

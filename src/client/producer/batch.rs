@@ -21,7 +21,7 @@ use crate::{
     cluster::Backoff,
     error::{Error, ErrorKind},
     protocol::{
-        record::{set_producer_state, RecordBatchWriter},
+        record::{set_producer_state, Compression, RecordBatchWriter},
         ApiKey, EncodeError, ErrorCode,
     },
 };
@@ -348,6 +348,9 @@ pub(crate) struct ProducerBatch {
     pub(crate) retry_at: Option<Instant>,
     pub(crate) backoff: Option<Backoff>,
     pub(crate) last_error: Option<String>,
+    /// The writer's buffer of a compressed batch once encoded, kept for
+    /// reuse by a later batch (see [`Self::take_buffer`]).
+    spare: Option<BytesMut>,
 }
 
 impl ProducerBatch {
@@ -372,6 +375,23 @@ impl ProducerBatch {
             retry_at: None,
             backoff: None,
             last_error: None,
+            spare: None,
+        }
+    }
+
+    /// The batch's record buffer, for a later batch to write into (a fresh
+    /// buffer costs a page fault per 4 KiB written): the writer's buffer, or
+    /// the encoded bytes of an uncompressed batch if nothing else holds
+    /// them any more (a connection may still be writing them). Called once
+    /// the batch is complete.
+    pub(crate) fn take_buffer(&mut self) -> Option<BytesMut> {
+        if let Some(spare) = self.spare.take() {
+            return Some(spare);
+        }
+        match std::mem::replace(&mut self.payload, Payload::Taken) {
+            Payload::Writer(w) => Some(w.into_buffer()),
+            Payload::Encoded { bytes, .. } => bytes.try_into_mut().ok(),
+            Payload::Taken => None,
         }
     }
 
@@ -410,6 +430,10 @@ impl ProducerBatch {
                 h.base_sequence = state.base_sequence;
                 match w.finish() {
                     Ok(bytes) => {
+                        if w.header().compression != Compression::None {
+                            // The uncompressed records stay behind in it.
+                            self.spare = Some(w.into_buffer());
+                        }
                         self.payload = Payload::Encoded {
                             bytes: bytes.clone(),
                             state,
