@@ -14,7 +14,9 @@ use super::{
     TimestampType,
 };
 use crate::protocol::error::{DecodeError, DecodeErrorKind, EncodeError};
-use crate::protocol::primitives::Reader;
+use crate::protocol::primitives::{
+    decode_varint, decode_varlong, Reader, VarintDecoder, VarintError,
+};
 
 /// Size of a v2 batch header, i.e. of a batch with no records.
 pub const RECORD_BATCH_OVERHEAD: usize = 61;
@@ -131,76 +133,285 @@ fn decode_records(r: &mut Reader, count: usize) -> Result<Vec<BatchRecord>, Deco
             remaining: r.remaining(),
         }));
     }
+    let base = r.position();
+    let section = r.take_rest();
     let mut records = Vec::with_capacity(count);
+    let mut pos = 0;
     for _ in 0..count {
-        records.push(decode_record(r).map_err(|e| e.context("Record"))?);
+        let (record, next) =
+            decode_record(&section, pos).map_err(|e| e.into_error(base).context("Record"))?;
+        records.push(record);
+        pos = next;
     }
-    r.expect_end()?;
-    Ok(records)
+    match section.len() - pos {
+        0 => Ok(records),
+        n => Err(DecodeError::new(
+            DecodeErrorKind::TrailingBytes(n),
+            base + pos,
+        )),
+    }
 }
 
-fn decode_record(r: &mut Reader) -> Result<BatchRecord, DecodeError> {
-    let len = r.varint()?;
-    if len < 0 {
-        return Err(r.error(DecodeErrorKind::NegativeLength(len.into())));
+/// A record decoding failure, kept small so that the success path returns
+/// in registers; turned into a [`DecodeError`] only when it happens.
+#[derive(Debug)]
+struct RecordError {
+    kind: RecordErrorKind,
+    /// Offset in the records section.
+    at: usize,
+}
+
+#[derive(Debug)]
+enum RecordErrorKind {
+    Varint(VarintError),
+    NegativeLength(i32),
+    LengthExceedsRemaining {
+        length: u64,
+        remaining: usize,
+    },
+    /// The fields do not add up to the record's length prefix.
+    LengthMismatch {
+        len: usize,
+        used: Option<usize>,
+    },
+    NullHeaderKey,
+    InvalidUtf8,
+}
+
+impl RecordError {
+    #[cold]
+    #[inline(never)]
+    fn into_error(self, base: usize) -> DecodeError {
+        let at = base + self.at;
+        let kind = match self.kind {
+            RecordErrorKind::Varint(e) => e.kind(),
+            RecordErrorKind::NegativeLength(n) => DecodeErrorKind::NegativeLength(n.into()),
+            RecordErrorKind::LengthExceedsRemaining { length, remaining } => {
+                DecodeErrorKind::LengthExceedsRemaining { length, remaining }
+            }
+            RecordErrorKind::LengthMismatch { len, used } => {
+                DecodeErrorKind::InvalidValue(match used {
+                    Some(used) => format!("record length {len} but its fields take {used} bytes"),
+                    None => format!("record length {len} but its fields run past it"),
+                })
+            }
+            RecordErrorKind::NullHeaderKey => {
+                return DecodeError::new(DecodeErrorKind::UnexpectedNull, at).context("Header.key")
+            }
+            RecordErrorKind::InvalidUtf8 => DecodeErrorKind::InvalidUtf8,
+        };
+        DecodeError::new(kind, at)
     }
-    let len = r.check_len(len as u64)?;
-    // Fields are read straight from `r` (no sub-reader per record, which
-    // would cost a reference-count round trip); a record whose fields do not
-    // add up to its length is rejected below.
-    let start = r.position();
-    let attributes = r.i8()?;
-    let timestamp_delta = r.varlong()?;
-    let offset_delta = r.varint()?;
-    let key = varint_bytes(r)?;
-    let value = varint_bytes(r)?;
-    let header_count = r.varint()?;
-    if header_count < 0 {
-        return Err(r.error(DecodeErrorKind::NegativeLength(header_count.into())));
+}
+
+/// A cursor over one record's bytes: the length prefix gives the record's
+/// extent up front, so every field is read with cheap checks against that
+/// slice and no per-field error plumbing on the success path.
+struct RecordCursor<'a> {
+    /// The record's bytes (after its length prefix).
+    rec: &'a [u8],
+    /// Next byte within `rec`.
+    pos: usize,
+    /// Offset of `rec[0]` in the records section.
+    start: usize,
+}
+
+impl RecordCursor<'_> {
+    #[inline]
+    fn rest(&self) -> &[u8] {
+        self.rec.get(self.pos..).unwrap_or_default()
     }
-    // A header takes at least two bytes (key length and value length).
-    let header_count = header_count as usize;
-    if header_count > r.remaining() / 2 {
-        return Err(r.error(DecodeErrorKind::LengthExceedsRemaining {
-            length: header_count as u64,
-            remaining: r.remaining(),
-        }));
+
+    #[inline]
+    fn fail(&self, kind: RecordErrorKind) -> RecordError {
+        RecordError {
+            kind,
+            at: self.start + self.pos,
+        }
     }
-    let mut headers = Vec::with_capacity(header_count);
-    for _ in 0..header_count {
-        let key_pos = r.position();
-        let key = varint_bytes(r)?.ok_or_else(|| {
-            DecodeError::new(DecodeErrorKind::UnexpectedNull, key_pos).context("Header.key")
-        })?;
-        let key = std::str::from_utf8(&key)
-            .map_err(|_| DecodeError::new(DecodeErrorKind::InvalidUtf8, key_pos))?
-            .to_owned();
-        let value = varint_bytes(r)?;
-        headers.push(RecordHeader { key, value });
+
+    /// A field ran past the record: its length prefix is too small.
+    #[cold]
+    fn overrun(&self) -> RecordError {
+        RecordError {
+            kind: RecordErrorKind::LengthMismatch {
+                len: self.rec.len(),
+                used: None,
+            },
+            at: self.start + self.rec.len(),
+        }
     }
-    let used = r.position() - start;
-    if used != len {
-        return Err(r.error(DecodeErrorKind::InvalidValue(format!(
-            "record length {len} but its fields take {used} bytes"
-        ))));
+
+    #[inline]
+    fn varint_failed(&self, e: VarintError) -> RecordError {
+        match e {
+            VarintError::Eof(_) => self.overrun(),
+            e => RecordError {
+                kind: RecordErrorKind::Varint(e),
+                at: self.start + self.pos + e.consumed(),
+            },
+        }
     }
-    Ok(BatchRecord {
-        attributes,
-        timestamp_delta,
-        offset_delta,
-        key,
-        value,
-        headers,
+
+    #[inline]
+    fn i8(&mut self) -> Result<i8, RecordError> {
+        match self.rec.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b as i8)
+            }
+            None => Err(self.overrun()),
+        }
+    }
+
+    /// Reads one varint-coded field with `decode`.
+    #[inline]
+    fn var<T>(&mut self, decode: VarintDecoder<T>) -> Result<T, RecordError> {
+        match decode(self.rest()) {
+            Ok((v, n)) => {
+                self.pos += n;
+                Ok(v)
+            }
+            Err(e) => Err(self.varint_failed(e)),
+        }
+    }
+
+    #[inline]
+    fn varint(&mut self) -> Result<i32, RecordError> {
+        self.var(decode_varint)
+    }
+
+    /// A varint-length byte string as a range of the records section: `-1`
+    /// is null, other negatives fail.
+    #[inline]
+    fn nullable_range(&mut self) -> Result<Option<std::ops::Range<usize>>, RecordError> {
+        match self.varint()? {
+            -1 => Ok(None),
+            n if n < 0 => Err(self.fail(RecordErrorKind::NegativeLength(n))),
+            n => {
+                let n = n as usize;
+                let remaining = self.rec.len() - self.pos;
+                if n > remaining {
+                    return Err(self.fail(RecordErrorKind::LengthExceedsRemaining {
+                        length: n as u64,
+                        remaining,
+                    }));
+                }
+                let from = self.start + self.pos;
+                self.pos += n;
+                Ok(Some(from..from + n))
+            }
+        }
+    }
+}
+
+/// Slices `range` (already checked against the section) out of `section`.
+#[inline]
+fn slice(section: &Bytes, range: Option<std::ops::Range<usize>>) -> Option<Bytes> {
+    // An empty slice needs no reference to the buffer.
+    range.map(|r| {
+        if r.is_empty() {
+            Bytes::new()
+        } else {
+            section.slice(r)
+        }
     })
 }
 
-/// Reads a varint-length byte string: `-1` is null, other negatives fail.
-fn varint_bytes(r: &mut Reader) -> Result<Option<Bytes>, DecodeError> {
-    match r.varint()? {
-        -1 => Ok(None),
-        n if n < 0 => Err(r.error(DecodeErrorKind::NegativeLength(n.into()))),
-        n => r.take(n as usize).map(Some),
+/// Decodes the record at `pos` of `section`; returns it and the offset
+/// after it.
+#[inline]
+fn decode_record(section: &Bytes, pos: usize) -> Result<(BatchRecord, usize), RecordError> {
+    let data: &[u8] = section;
+    let rest = data.get(pos..).unwrap_or_default();
+    let (len, n) = decode_varint(rest).map_err(|e| RecordError {
+        kind: RecordErrorKind::Varint(e),
+        at: pos + e.consumed(),
+    })?;
+    let start = pos + n;
+    if len < 0 {
+        return Err(RecordError {
+            kind: RecordErrorKind::NegativeLength(len),
+            at: start,
+        });
     }
+    let len = len as usize;
+    let Some(rec) = data.get(start..).and_then(|d| d.get(..len)) else {
+        return Err(RecordError {
+            kind: RecordErrorKind::LengthExceedsRemaining {
+                length: len as u64,
+                remaining: data.len().saturating_sub(start),
+            },
+            at: start,
+        });
+    };
+    let mut c = RecordCursor { rec, pos: 0, start };
+    let attributes = c.i8()?;
+    let timestamp_delta = c.var(decode_varlong)?;
+    let offset_delta = c.varint()?;
+    let key = c.nullable_range()?;
+    let value = c.nullable_range()?;
+    let header_count = c.varint()?;
+    if header_count < 0 {
+        return Err(c.fail(RecordErrorKind::NegativeLength(header_count)));
+    }
+    // A header takes at least two bytes (key length and value length).
+    let header_count = header_count as usize;
+    let remaining = len - c.pos;
+    if header_count > remaining / 2 {
+        return Err(c.fail(RecordErrorKind::LengthExceedsRemaining {
+            length: header_count as u64,
+            remaining,
+        }));
+    }
+    let headers = if header_count == 0 {
+        Vec::new()
+    } else {
+        decode_headers(section, &mut c, header_count)?
+    };
+    if c.pos != len {
+        return Err(c.fail(RecordErrorKind::LengthMismatch {
+            len,
+            used: Some(c.pos),
+        }));
+    }
+    let record = BatchRecord {
+        attributes,
+        timestamp_delta,
+        offset_delta,
+        key: slice(section, key),
+        value: slice(section, value),
+        headers,
+    };
+    Ok((record, start + len))
+}
+
+/// Out of line: most records have no headers.
+#[inline(never)]
+fn decode_headers(
+    section: &Bytes,
+    c: &mut RecordCursor<'_>,
+    count: usize,
+) -> Result<Vec<RecordHeader>, RecordError> {
+    let mut headers = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key_at = c.pos;
+        let Some(key) = c.nullable_range()? else {
+            c.pos = key_at;
+            return Err(c.fail(RecordErrorKind::NullHeaderKey));
+        };
+        let key = section
+            .get(key)
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .ok_or_else(|| {
+                c.pos = key_at;
+                c.fail(RecordErrorKind::InvalidUtf8)
+            })?
+            .to_owned();
+        let value = slice(section, c.nullable_range()?);
+        headers.push(RecordHeader { key, value });
+    }
+    Ok(headers)
 }
 
 // ---------------------------------------------------------------- encoding
@@ -220,16 +431,62 @@ fn uvarint_len(v: u64) -> usize {
     bits.div_ceil(7)
 }
 
-/// Writes an unsigned varint. Byte by byte: `put_u8` inlines to a capacity
-/// check and a store (capacity was reserved for the whole record), while a
-/// variable-length `put_slice` would call `memmove` for one or two bytes.
+/// A varint of at most 8 bytes, packed little-endian into a `u64`, and its
+/// length; `None` for longer ones.
 #[inline]
-fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
+fn pack_uvarint(v: u64) -> Option<(u64, usize)> {
+    if v < 0x80 {
+        Some((v, 1))
+    } else if v < 0x4000 {
+        Some(((v & 0x7f) | 0x80 | ((v >> 7) << 8), 2))
+    } else {
+        pack_uvarint_slow(v)
+    }
+}
+
+#[inline(never)]
+fn pack_uvarint_slow(mut v: u64) -> Option<(u64, usize)> {
+    if v >= 1 << 56 {
+        return None;
+    }
+    let mut out = 0;
+    let mut i = 0;
     while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
+        out |= ((v & 0x7f) | 0x80) << (8 * i);
+        v >>= 7;
+        i += 1;
+    }
+    Some((out | (v << (8 * i)), i + 1))
+}
+
+/// Spare capacity [`put_uvarint`] needs beyond the varint itself.
+const VARINT_SLACK: usize = 8;
+
+/// Writes an unsigned varint. `BytesMut::put_u8` costs a call per byte
+/// (bytes' `put_slice` is not inlined across crates), and a varint gathered
+/// in a stack array and copied out stalls on store forwarding; instead the
+/// varint is packed in a register, stored as one 8-byte word and the unused
+/// tail cut off again (the record's `reserve` left room for that).
+#[inline]
+fn put_uvarint(buf: &mut BytesMut, v: u64) {
+    match pack_uvarint(v) {
+        Some((packed, n)) => {
+            let keep = buf.len() + n;
+            buf.extend_from_slice(&packed.to_le_bytes());
+            buf.truncate(keep);
+        }
+        None => put_uvarint_long(buf, v),
+    }
+}
+
+/// Varints of 9 or 10 bytes (only huge timestamp deltas).
+#[inline(never)]
+fn put_uvarint_long(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.extend_from_slice(&[(v as u8) | 0x80]);
         v >>= 7;
     }
-    buf.put_u8(v as u8);
+    buf.extend_from_slice(&[v as u8]);
 }
 
 #[inline]
@@ -251,6 +508,7 @@ fn checked_len(what: &'static str, len: usize) -> Result<i32, EncodeError> {
 }
 
 /// Encoded size of a nullable varint-length byte string.
+#[inline]
 fn bytes_len(v: Option<usize>) -> Result<usize, EncodeError> {
     Ok(match v {
         None => 1,
@@ -258,18 +516,20 @@ fn bytes_len(v: Option<usize>) -> Result<usize, EncodeError> {
     })
 }
 
+#[inline]
 fn put_nullable(buf: &mut BytesMut, v: Option<&[u8]>) {
     match v {
         None => put_varint(buf, -1),
         Some(b) => {
             // Lengths were checked by the size computation.
             put_varint(buf, b.len() as i32);
-            buf.put_slice(b);
+            buf.extend_from_slice(b);
         }
     }
 }
 
 /// Appends one record (length prefix included); returns its encoded size.
+#[inline]
 fn write_record(
     buf: &mut BytesMut,
     attributes: i8,
@@ -290,9 +550,11 @@ fn write_record(
     }
     let body_i32 = checked_len("record", body)?;
     let total = varint_len(body_i32) + body;
-    buf.reserve(total);
+    // Room for the record plus the overshoot of the last varint stores, so
+    // nothing below reallocates.
+    buf.reserve(total + VARINT_SLACK);
     put_varint(buf, body_i32);
-    buf.put_i8(attributes);
+    buf.extend_from_slice(&[attributes as u8]);
     put_varlong(buf, timestamp_delta);
     put_varint(buf, offset_delta);
     put_nullable(buf, key);
@@ -545,7 +807,12 @@ pub struct RecordBatchWriter {
     header: BatchHeader,
     /// Uncompressed records, behind [`RECORD_BATCH_OVERHEAD`] reserved bytes
     /// so that an uncompressed batch is sealed in place without a copy.
+    /// Empty (no allocation) after [`finish`](Self::finish) handed the
+    /// buffer over; the next [`append`](Self::append) allocates it.
     buf: BytesMut,
+    /// Record bytes to allocate for when `buf` is next allocated: the size
+    /// of the last batch handed over, as the next one is likely as large.
+    next_capacity: usize,
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
@@ -564,6 +831,7 @@ impl RecordBatchWriter {
         Self {
             header,
             buf,
+            next_capacity: 0,
             count: 0,
             base_timestamp: -1,
             max_timestamp: -1,
@@ -580,6 +848,7 @@ impl RecordBatchWriter {
         Self {
             header,
             buf,
+            next_capacity: 0,
             count: 0,
             base_timestamp: -1,
             max_timestamp: -1,
@@ -616,7 +885,7 @@ impl RecordBatchWriter {
     /// [`Compression::None`], and the input size of the codec otherwise
     /// (compressed batches are usually much smaller).
     pub fn uncompressed_size(&self) -> usize {
-        self.buf.len()
+        self.buf.len().max(RECORD_BATCH_OVERHEAD)
     }
 
     /// Appends a record with an absolute `timestamp` (milliseconds); returns
@@ -635,6 +904,14 @@ impl RecordBatchWriter {
                 len: self.len().saturating_add(1),
                 max: i32::MAX as usize,
             });
+        }
+        if self.buf.is_empty() {
+            // Allocated here rather than in `finish`, so that a writer
+            // dropped after its only batch (the producer's case) never
+            // allocates a buffer it does not use.
+            self.buf
+                .reserve(RECORD_BATCH_OVERHEAD + std::mem::take(&mut self.next_capacity));
+            self.buf.put_bytes(0, RECORD_BATCH_OVERHEAD);
         }
         let base = if self.count == 0 {
             timestamp
@@ -672,8 +949,8 @@ impl RecordBatchWriter {
     }
 
     fn reset(&mut self) {
+        // `append` writes the header placeholder when the buffer is empty.
         self.buf.clear();
-        self.buf.put_bytes(0, RECORD_BATCH_OVERHEAD);
         self.count = 0;
         self.base_timestamp = -1;
         self.max_timestamp = -1;
@@ -696,8 +973,8 @@ impl RecordBatchWriter {
 
     /// Returns the finished batch and resets the writer; empty if no record
     /// was appended. Uncompressed batches are handed over without a copy
-    /// (the writer then allocates a fresh buffer the size of this batch for
-    /// the next one; drop idle writers to release it). On error the writer
+    /// (the writer allocates a fresh buffer the size of this batch when the
+    /// next record is appended, none if it is dropped). On error the writer
     /// keeps its records.
     pub fn finish(&mut self) -> Result<Bytes, EncodeError> {
         if self.count == 0 {
@@ -713,14 +990,16 @@ impl RecordBatchWriter {
         let totals = self.totals();
         let mut head = BytesMut::with_capacity(RECORD_BATCH_OVERHEAD);
         put_header(&mut head, &self.header, &totals);
-        let mut batch = self.buf.split();
+        // The whole buffer, spare capacity included, goes with the batch, so
+        // the writer keeps no share of its allocation.
+        let mut batch = std::mem::take(&mut self.buf);
         if let Some(dst) = batch.get_mut(..RECORD_BATCH_OVERHEAD) {
             dst.copy_from_slice(&head);
         }
         let sealed = seal(&mut batch);
-        // The next batch is likely as large: allocate once instead of
-        // growing by doubling (and copying) from empty.
-        self.buf.reserve(batch.len());
+        // The next batch is likely as large: allocate once (at the next
+        // append) instead of growing by doubling (and copying) from empty.
+        self.next_capacity = batch.len().saturating_sub(RECORD_BATCH_OVERHEAD);
         self.reset();
         sealed.map(|()| batch.freeze())
     }
