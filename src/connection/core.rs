@@ -21,6 +21,14 @@ const COALESCE_MAX: usize = 16 * 1024;
 /// Smallest read-buffer reservation, so small responses need one read.
 const MIN_READ_RESERVE: usize = 64 * 1024;
 
+/// Frames up to this size get a buffer of exactly their size as soon as
+/// their length prefix arrives: received without regrowth copies, and the
+/// records sliced from them hold no slack. It is the only allocation a
+/// length prefix alone can cause (pages are touched only as bytes arrive);
+/// past it the buffer at most doubles what has arrived. Covers a fetch
+/// response of a few partitions at the default 1 MiB each.
+const EXACT_FRAME_ALLOC: usize = 4 << 20;
+
 /// A request encoded into its final frame (size prefix, header, body), ready
 /// to be queued. Encoding happens on the caller's task, so the connection's
 /// own task only patches in the correlation id.
@@ -408,20 +416,32 @@ impl<T> ConnectionCore<T> {
     }
 
     /// The receive buffer, with spare capacity reserved for the next read.
-    /// The reservation follows the frame being received but at most doubles
-    /// what has already arrived, so a hostile length prefix cannot make the
-    /// client allocate far beyond the bytes received.
+    ///
+    /// Once a frame's length is known and the buffer cannot hold the rest of
+    /// it, the bytes so far move to a new buffer sized to end exactly at the
+    /// frame's end (so reads stop there and the frame is never copied
+    /// again), but at most [`EXACT_FRAME_ALLOC`] or twice what has arrived,
+    /// so a hostile length prefix cannot make the client allocate far
+    /// beyond the bytes received. Between frames it keeps room for several
+    /// small responses per read.
     pub fn recv_buf(&mut self) -> &mut BytesMut {
         let have = self.recv.len();
-        let missing = match self.announced_len() {
-            Some(len) => (len + 4).saturating_sub(have),
-            None => 4usize.saturating_sub(have),
-        };
-        let want = missing
-            .min(have.max(MIN_READ_RESERVE))
-            .max(MIN_READ_RESERVE);
-        if self.recv.capacity() - have < want {
-            self.recv.reserve(want);
+        match self.announced_len().map(|len| len + 4) {
+            Some(total) if have < total => {
+                // A buffer that no received frame still shares is reused
+                // if large enough: its pages are already mapped.
+                if self.recv.capacity() < total && !self.recv.try_reclaim(total - have) {
+                    let cap = total.min(have.saturating_mul(2).max(EXACT_FRAME_ALLOC));
+                    let mut buf = BytesMut::with_capacity(cap);
+                    buf.extend_from_slice(&self.recv);
+                    self.recv = buf;
+                }
+            }
+            _ => {
+                if self.recv.capacity() - have < MIN_READ_RESERVE {
+                    self.recv.reserve(MIN_READ_RESERVE);
+                }
+            }
         }
         &mut self.recv
     }
@@ -768,7 +788,46 @@ mod tests {
         let mut core = ConnectionCore::<()>::new(100 << 20);
         core.handle_received(&(100i32 << 20).to_be_bytes());
         assert!(core.poll_frame().unwrap().is_none());
-        assert!(core.recv_buf().capacity() <= 2 * MIN_READ_RESERVE);
+        assert!(core.recv_buf().capacity() <= EXACT_FRAME_ALLOC);
+        // Past the exact allocation the buffer grows with what arrives.
+        core.recv_buf().resize(EXACT_FRAME_ALLOC, 0);
+        assert!(core.poll_frame().unwrap().is_none());
+        assert!(core.recv_buf().capacity() <= 2 * EXACT_FRAME_ALLOC);
+    }
+
+    /// Reads into the spare capacity only, as `read_buf` does.
+    fn read_into<T>(core: &mut ConnectionCore<T>, data: &[u8]) -> usize {
+        let buf = core.recv_buf();
+        let n = data.len().min(buf.capacity() - buf.len());
+        buf.extend_from_slice(&data[..n]);
+        n
+    }
+
+    #[test]
+    fn a_large_frame_is_received_into_one_buffer_of_its_size() {
+        let mut core = ConnectionCore::<()>::new(100 << 20);
+        let body = vec![7u8; 3 << 20];
+        let mut stream = (body.len() as i32).to_be_bytes().to_vec();
+        stream.extend_from_slice(&body);
+        stream.extend_from_slice(&5i32.to_be_bytes()); // the next frame's start
+        let mut at = read_into(&mut core, &stream[..10]);
+        assert!(core.poll_frame().unwrap().is_none());
+        // Sized to end exactly at the frame's end; no regrowth afterwards.
+        assert_eq!(core.recv_buf().capacity(), stream.len() - 4);
+        let start = core.recv_buf().as_ptr();
+        while at < stream.len() - 4 {
+            assert_eq!(core.recv_buf().as_ptr(), start, "no regrowth");
+            let n = read_into(&mut core, &stream[at..(at + 100_000).min(stream.len())]);
+            assert!(n > 0);
+            at += n;
+        }
+        assert_eq!(at, stream.len() - 4, "reads stop at the frame's end");
+        let frame = core.poll_frame().unwrap().unwrap();
+        assert_eq!(frame.len(), body.len());
+        assert_eq!(frame.as_ptr(), start.wrapping_add(4));
+        assert!(core.poll_frame().unwrap().is_none());
+        // The next read has room for small frames again.
+        assert!(core.recv_buf().capacity() >= MIN_READ_RESERVE);
     }
 
     #[test]

@@ -34,6 +34,17 @@ pub(crate) struct Chunk {
     /// Whether the data held no complete batch at all although it was not
     /// empty: a batch larger than the fetch size limit (old brokers only).
     pub stuck: bool,
+    /// Memory the records hold: their bytes (decompressed, so a highly
+    /// compressed fetch counts at its real size) or the received bytes,
+    /// whichever is larger, plus the records' own structs. This, not the
+    /// wire size, is what the prefetch budget counts.
+    pub mem_bytes: usize,
+    /// Key, value and header bytes of the decoded batches' records.
+    pub data_bytes: usize,
+    /// Bytes of the fetched data that the decoded batches took up; the
+    /// rest (a cut batch, or batches past the decompression budget) is
+    /// fetched again.
+    pub wire_used: usize,
 }
 
 /// Decodes `records` fetched from `fetch_offset` of `topic`/`partition`.
@@ -49,13 +60,18 @@ pub(crate) fn decode_chunk(
     limits: &DecodeLimits,
 ) -> Result<Chunk, DecodeError> {
     let non_empty = !records.is_empty();
+    let wire_bytes = records.len();
     let decoded = decode_batches(records, limits)?;
     let mut chunk = Chunk {
         records: Vec::with_capacity(decoded.record_count()),
         next_offset: fetch_offset,
         last_epoch: None,
         stuck: non_empty && decoded.batches.is_empty(),
+        mem_bytes: 0,
+        data_bytes: 0,
+        wire_used: wire_bytes.saturating_sub(decoded.unread_bytes),
     };
+    let mut data_bytes = 0usize;
     let mut filter = match isolation {
         IsolationLevel::ReadCommitted => Some(AbortedFilter::new(aborted.iter().copied())),
         IsolationLevel::ReadUncommitted => None,
@@ -75,10 +91,33 @@ pub(crate) fn decode_chunk(
             None => !batch.is_control,
         };
         if keep {
+            data_bytes = data_bytes.saturating_add(batch_data_bytes(&batch));
             push_records(&mut chunk.records, topic, partition, fetch_offset, batch);
         }
     }
+    chunk.data_bytes = data_bytes;
+    chunk.mem_bytes = data_bytes.max(wire_bytes).saturating_add(
+        chunk
+            .records
+            .capacity()
+            .saturating_mul(std::mem::size_of::<ConsumedRecord>()),
+    );
     Ok(chunk)
+}
+
+/// Key, value and header bytes of a batch's records (about its
+/// decompressed size, which the records keep alive), plus the headers'
+/// own allocations.
+fn batch_data_bytes(batch: &RecordBatch) -> usize {
+    let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+    batch.records.iter().fold(0usize, |n, r| {
+        let headers = r
+            .headers
+            .iter()
+            .map(|h| std::mem::size_of_val(h) + h.key.len() + len(&h.value))
+            .sum::<usize>();
+        n.saturating_add(len(&r.key) + len(&r.value) + headers)
+    })
 }
 
 fn meta(batch: &RecordBatch) -> BatchMeta {
@@ -279,6 +318,37 @@ mod tests {
         let chunk = decode(buf, 0, &[], IsolationLevel::ReadUncommitted);
         assert_eq!(offsets(&chunk), vec![0, 1, 2]);
         assert_eq!(chunk.next_offset, 3, "the cut batch is fetched again");
+    }
+
+    #[cfg(feature = "compression-lz4")]
+    #[test]
+    fn memory_counts_decompressed_bytes_and_record_structs() {
+        let mut buf = BytesMut::new();
+        let mut w = RecordBatchWriter::new(BatchHeader {
+            compression: Compression::Lz4,
+            ..BatchHeader::default()
+        });
+        let value = vec![b'x'; 1000];
+        for i in 0..100 {
+            w.append(i, None, Some(&value), &[]).unwrap();
+        }
+        w.finish_into(&mut buf).unwrap();
+        let wire = buf.len();
+        assert!(wire < 10_000, "repeated bytes compress well: {wire}");
+        let chunk = decode(buf, 0, &[], IsolationLevel::ReadUncommitted);
+        let structs = 100 * std::mem::size_of::<ConsumedRecord>();
+        assert!(chunk.mem_bytes >= 100_000 + structs, "{}", chunk.mem_bytes);
+        assert!(chunk.mem_bytes < 100_000 + structs + wire + 1000);
+
+        // Uncompressed, the records hold the received bytes.
+        let mut buf = BytesMut::new();
+        data_batch(&mut buf, 0, 3, -1, false);
+        let wire = buf.len();
+        let chunk = decode(buf, 0, &[], IsolationLevel::ReadUncommitted);
+        assert_eq!(
+            chunk.mem_bytes,
+            wire + chunk.records.capacity() * std::mem::size_of::<ConsumedRecord>()
+        );
     }
 
     #[test]

@@ -40,7 +40,7 @@ use crate::{
             FetchRequest, FetchResponse, ListOffsetsRequest, OffsetForLeaderEpochRequest,
         },
         record::DecodeLimits,
-        ApiKey, DecodeError, ErrorCode, Uuid,
+        ApiKey, DecodeError, DecodeErrorKind, ErrorCode, Uuid,
     },
 };
 
@@ -59,6 +59,14 @@ const MIN_VALIDATE_VERSION: i16 = 2;
 const LIST_OFFSETS_LEADER_EPOCH_FROM: i16 = 4;
 /// The replica id consumers send.
 const CONSUMER_REPLICA_ID: i32 = -1;
+/// A partition's fetched data is decompressed up to this many times the
+/// partition's fetch size per fetch (less when the buffer has less room):
+/// highly compressed data would otherwise inflate one fetch to many times
+/// the prefetch budget. Batches beyond it are fetched again later.
+const DECODE_AHEAD_FACTOR: usize = 4;
+/// Floor of a partition's fetch size when its data inflates a lot, so that
+/// a fetch still carries a useful amount.
+const MIN_FETCH_BYTES: usize = 64 << 10;
 
 /// The consumer settings the background task needs.
 pub(super) struct Settings {
@@ -439,7 +447,8 @@ impl Driver {
                                 fetch_offset: part.fetch_offset,
                                 current_leader_epoch: leader.epoch,
                                 last_fetched_epoch: -1,
-                                max_bytes: 0, // set per request below
+                                // Capped per request below.
+                                max_bytes: part.fetch_bytes,
                             },
                             Ctx {
                                 generation: part.generation,
@@ -514,7 +523,12 @@ impl Driver {
             let reserved = available
                 .min(usize::try_from(self.settings.max_bytes).unwrap_or(0))
                 .min(max_part.saturating_mul(parts.len()));
-            match self.spawn_fetch(broker, conn, parts, reserved) {
+            // Half the room, as decoded records take about as much memory
+            // again as their bytes; never below one partition's fetch size.
+            let decode_budget = (available / 2 / parts.len().max(1))
+                .min(max_part.saturating_mul(DECODE_AHEAD_FACTOR))
+                .max(max_part.max(1));
+            match self.spawn_fetch(broker, conn, parts, reserved, decode_budget) {
                 Ok(()) => available -= reserved,
                 Err((parts, error)) => self.fail_parts(&parts, error),
             }
@@ -530,6 +544,7 @@ impl Driver {
         conn: BrokerConnection,
         parts: Fetchable,
         reserved: usize,
+        decode_budget: usize,
     ) -> Result<(), (PartList, Error)> {
         let settings = Arc::clone(&self.settings);
         let Some(b) = self.brokers.get_mut(&broker) else {
@@ -570,7 +585,10 @@ impl Driver {
                 if version >= FETCH_TOPIC_IDS_FROM {
                     ids.insert(key.1, Arc::clone(&key.0));
                 }
-                params.max_bytes = part_max;
+                params.max_bytes = match params.max_bytes {
+                    n if n > 0 => n.min(part_max),
+                    _ => part_max,
+                };
                 if version < FETCH_LEADER_EPOCH_FROM {
                     params.current_leader_epoch = -1;
                 }
@@ -589,7 +607,7 @@ impl Driver {
             let result = conn
                 .request_version(&request, version)
                 .await
-                .map(|resp| answer(resp, version, &ctx, &ids, &settings));
+                .map(|resp| answer(resp, version, &ctx, &ids, &settings, decode_budget));
             Event::Fetched(Box::new(FetchDone {
                 broker,
                 plan,
@@ -1191,6 +1209,7 @@ impl Driver {
             return;
         }
         part.fetch_offset = chunk.next_offset;
+        part.fetch_bytes = next_fetch_bytes(&self.settings, &chunk);
         if let Some(epoch) = chunk.last_epoch {
             part.fetch_epoch = epoch;
         }
@@ -1202,9 +1221,28 @@ impl Driver {
             records: chunk.records,
             next_offset: chunk.next_offset,
             last_epoch: chunk.last_epoch,
-            bytes: p.wire_bytes,
+            bytes: chunk.mem_bytes,
         };
         st.push_chunk(ready);
+    }
+}
+
+/// The fetch size for a partition whose last data decoded as `chunk`: what
+/// a full decode budget unpacks to at the inflation just seen (0, the
+/// configured limit, for data that does not inflate that much).
+fn next_fetch_bytes(settings: &Settings, chunk: &Chunk) -> i32 {
+    let max_part = usize::try_from(settings.max_partition_bytes).unwrap_or(0);
+    if chunk.wire_used == 0 || chunk.data_bytes <= chunk.wire_used {
+        return 0;
+    }
+    let budget = max_part.saturating_mul(DECODE_AHEAD_FACTOR);
+    // budget * used / data, without overflow: `used < data` here.
+    let bytes = u128::try_from(budget).unwrap_or(u128::MAX)
+        * u128::try_from(chunk.wire_used).unwrap_or(0)
+        / u128::try_from(chunk.data_bytes).unwrap_or(u128::MAX);
+    match usize::try_from(bytes) {
+        Ok(b) if b < max_part => i32::try_from(b.max(MIN_FETCH_BYTES)).unwrap_or(0),
+        _ => 0,
     }
 }
 
@@ -1343,6 +1381,7 @@ fn answer(
     ctx: &HashMap<(Arc<str>, i32), Ctx>,
     ids: &HashMap<Uuid, Arc<str>>,
     settings: &Settings,
+    decode_budget: usize,
 ) -> FetchAnswer {
     let FetchResponse {
         error_code,
@@ -1395,6 +1434,7 @@ fn answer(
                     records,
                     &aborted,
                     settings,
+                    decode_budget,
                 )
             });
             partitions.push(PartAnswer {
@@ -1418,6 +1458,8 @@ fn answer(
     }
 }
 
+/// Decodes one partition's records, decompressing at most about
+/// `decode_budget` bytes (see [`DECODE_AHEAD_FACTOR`]).
 fn decode(
     topic: &Arc<str>,
     partition: i32,
@@ -1425,16 +1467,40 @@ fn decode(
     records: Bytes,
     aborted: &[(i64, i64)],
     settings: &Settings,
+    decode_budget: usize,
 ) -> Result<Chunk, DecodeError> {
-    decode_chunk(
-        topic,
-        partition,
-        fetch_offset,
-        records,
-        aborted,
-        settings.isolation,
-        &settings.limits,
-    )
+    let limits = &settings.limits;
+    let soft = DecodeLimits {
+        max_total_decompressed_bytes: limits.max_total_decompressed_bytes.min(decode_budget),
+        ..*limits
+    };
+    let run = |limits: &DecodeLimits| {
+        decode_chunk(
+            topic,
+            partition,
+            fetch_offset,
+            records.clone(),
+            aborted,
+            settings.isolation,
+            limits,
+        )
+    };
+    match run(&soft) {
+        // The first batch alone inflates past the budget: decode it within
+        // the configured limits, or the partition could never move on.
+        Err(e)
+            if soft != *limits
+                && matches!(e.kind(), DecodeErrorKind::DecompressedTooLarge { .. }) =>
+        {
+            run(&DecodeLimits {
+                max_total_decompressed_bytes: limits
+                    .max_total_decompressed_bytes
+                    .min(limits.max_decompressed_bytes),
+                ..*limits
+            })
+        }
+        other => other,
+    }
 }
 
 /// Looks up offsets for `items`, all led by `broker`. A timestamp query
@@ -1657,6 +1723,70 @@ mod tests {
             crate::protocol::Message::encode(&req, &mut buf, version)
                 .unwrap_or_else(|e| panic!("v{version}: {e}"));
         }
+    }
+
+    /// Three lz4 batches of ten records each, every batch 100 kB
+    /// decompressed but only a few hundred bytes on the wire.
+    #[cfg(feature = "compression-lz4")]
+    fn inflating_batches() -> Bytes {
+        use crate::protocol::record::{BatchHeader, Compression, RecordBatchWriter};
+        let mut buf = bytes::BytesMut::new();
+        let value = vec![b'z'; 10_000];
+        for base in [0, 10, 20] {
+            let mut w = RecordBatchWriter::new(BatchHeader {
+                base_offset: base,
+                compression: Compression::Lz4,
+                ..BatchHeader::default()
+            });
+            for i in 0..10 {
+                w.append(i, None, Some(&value), &[]).unwrap();
+            }
+            w.finish_into(&mut buf).unwrap();
+        }
+        buf.freeze()
+    }
+
+    #[cfg(feature = "compression-lz4")]
+    #[test]
+    fn decoding_stops_at_the_budget_but_always_takes_one_batch() {
+        let data = inflating_batches();
+        assert!(data.len() < 10_000);
+        let topic: Arc<str> = Arc::from("t");
+        let s = settings();
+        // Room for one batch and a half: the second waits for a later fetch.
+        let chunk = decode(&topic, 0, 0, data.clone(), &[], &s, 150_000).unwrap();
+        assert_eq!(chunk.records.len(), 10);
+        assert_eq!(chunk.next_offset, 10);
+        assert!(chunk.mem_bytes >= 100_000);
+        // Less room than the first batch needs: it is decoded anyway.
+        let chunk = decode(&topic, 0, 0, data.clone(), &[], &s, 1_000).unwrap();
+        assert!(!chunk.records.is_empty());
+        assert_eq!(chunk.records[0].offset, 0);
+        // Plenty of room: everything.
+        let chunk = decode(&topic, 0, 5, data, &[], &s, 1 << 20).unwrap();
+        assert_eq!(chunk.records.len(), 25);
+        assert_eq!(chunk.next_offset, 30);
+    }
+
+    #[test]
+    fn inflating_data_is_fetched_in_smaller_pieces() {
+        let s = settings();
+        let max_part = usize::try_from(s.max_partition_bytes).unwrap();
+        let chunk = |wire_used, data_bytes| Chunk {
+            wire_used,
+            data_bytes,
+            ..Chunk::default()
+        };
+        // Plain or barely compressed data: the configured limit.
+        assert_eq!(next_fetch_bytes(&s, &chunk(1000, 900)), 0);
+        assert_eq!(next_fetch_bytes(&s, &chunk(1000, 2 * 1000)), 0);
+        assert_eq!(next_fetch_bytes(&s, &chunk(0, 0)), 0);
+        // Ten times inflation: what a full decode budget unpacks to.
+        let n = next_fetch_bytes(&s, &chunk(100_000, 1_000_000));
+        assert_eq!(n as usize, max_part * DECODE_AHEAD_FACTOR / 10);
+        // Never below the floor.
+        let n = next_fetch_bytes(&s, &chunk(1, 1 << 40));
+        assert_eq!(n as usize, MIN_FETCH_BYTES);
     }
 
     #[test]

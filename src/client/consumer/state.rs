@@ -140,6 +140,11 @@ pub(super) struct Part {
     pub(super) last_error: Option<String>,
     /// Whether the current stall was reported to the application.
     pub(super) stall_reported: bool,
+    /// Bytes to ask for in this partition's next fetch; 0 for the
+    /// configured partition limit. Smaller for data that inflates when
+    /// decompressed, so a fetch brings about what one decode may unpack
+    /// instead of much of it being dropped and fetched again.
+    pub(super) fetch_bytes: i32,
 }
 
 impl Part {
@@ -277,6 +282,7 @@ impl State {
             last_ok: Instant::now(),
             last_error: None,
             stall_reported: false,
+            fetch_bytes: 0,
         };
         self.parts.entry(topic).or_default().insert(partition, part);
     }
