@@ -14,7 +14,9 @@ pub enum Partitioner {
     /// Keyed records: murmur2 of the key, as the Java client. Records
     /// without a key stick to one partition of the topic until its batch is
     /// closed, then move on to another (KIP-480), which makes fuller batches
-    /// than spreading every record.
+    /// than spreading every record; partitions without a leader are passed
+    /// over while any partition has one, so records do not wait for a
+    /// leader election that other partitions make unnecessary.
     #[default]
     Default,
     /// Every record (keyed or not) goes to the next partition in turn.
