@@ -1199,6 +1199,64 @@ fn chaos_counts(
     c
 }
 
+#[test]
+fn chaos_accounting_finds_lost_duplicated_misplaced_and_skipped_records() {
+    let id = |p: i32, s: u64| Some((p, s));
+    // Partition 0: ids 0, 1, 1 (a duplicate), 3, 2 (out of order), then a
+    // record of partition 1 (foreign). Partition 1: empty.
+    let log: Vec<ChaosRecord> = vec![
+        (0, 0, id(0, 0)),
+        (0, 1, id(0, 1)),
+        (0, 2, id(0, 1)),
+        (0, 3, id(0, 3)),
+        (0, 4, id(0, 2)),
+        (0, 5, id(1, 9)),
+    ];
+    let ends = HashMap::from([(0, 6), (1, 0)]);
+    let acked = Acked::from([
+        // 0 and 1 where acknowledged; 3 acknowledged at 2, where a copy of 1
+        // is (lost); 2 without an offset but present; 4 nowhere (lost).
+        (0, vec![(0, 0), (1, 1), (3, 2), (2, -1), (4, -1)]),
+        // Acknowledged at an offset past the end: lost.
+        (1, vec![(0, 0)]),
+    ]);
+    // The live consumer: offsets 0, 1, 1 again, 3 (2 skipped), then 4 with
+    // the wrong record; 5 never.
+    let live = Live {
+        records: vec![
+            (0, 0, id(0, 0)),
+            (0, 1, id(0, 1)),
+            (0, 1, id(0, 1)),
+            (0, 3, id(0, 3)),
+            (0, 4, id(0, 7)),
+        ],
+        next: HashMap::new(),
+        errors: 1,
+    };
+    let c = chaos_counts(&acked, &log, &ends, &live);
+    assert_eq!(c.acknowledged, 6);
+    assert_eq!(c.acknowledged_without_offset, 2);
+    assert_eq!(c.log_records, 6);
+    assert_eq!(c.lost, 3, "3 at offset 2, 4 nowhere, partition 1's record");
+    assert_eq!(c.duplicated, 1);
+    assert_eq!(c.out_of_order, 1);
+    assert_eq!(c.foreign, 1);
+    assert_eq!(c.read_back_faults, 0);
+    assert_eq!(c.live_consumed, 5);
+    assert_eq!(c.live_missed, 2, "offsets 2 and 5");
+    assert_eq!(c.live_wrong, 2, "offset 1 twice, offset 4's record");
+    assert_eq!(c.live_errors, 1);
+    // A read-back that skips an offset or stops short is caught.
+    let holey: Vec<ChaosRecord> = vec![(0, 0, id(0, 0)), (0, 2, id(0, 1))];
+    let c = chaos_counts(
+        &Acked::new(),
+        &holey,
+        &HashMap::from([(0, 4)]),
+        &Live::default(),
+    );
+    assert_eq!(c.read_back_faults, 2);
+}
+
 /// One chaos run on a fresh topic behind `proxy`: a consumer reads from
 /// the start while a producer with `producer_config` writes for `chaos`
 /// and the proxy cuts every connection; then the log is read back whole
