@@ -48,6 +48,7 @@ mod partitioner;
 mod sender;
 
 use std::{
+    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, MutexGuard,
@@ -55,14 +56,18 @@ use std::{
     time::Duration,
 };
 
-use tokio::{sync::Notify, time::Instant};
+use time::OffsetDateTime;
+use tokio::{
+    sync::{futures::Notified, Notify},
+    time::Instant,
+};
 
 pub use self::batch::{DeliveryFuture, RecordMetadata};
 pub use self::partitioner::{key_partition, murmur2, PartitionFn, Partitioner};
 pub use crate::client::partition::Acks;
 pub use crate::protocol::record::Compression;
 
-use self::accumulator::{Accumulator, AccumulatorConfig, AppendError};
+use self::accumulator::{Accumulator, AccumulatorConfig, AppendError, Appended};
 use crate::{
     client::Client,
     cluster::{Backoff, BackoffConfig, Cluster},
@@ -471,51 +476,91 @@ impl Producer {
             headers: Vec::new(),
             timestamp,
         };
+        // The common case has no await: this function's future is built
+        // and moved for every record, so it must stay small; the rare waits
+        // (metadata, room in the buffer) live in a boxed future of their own.
+        let appended = self.append(topic, partition, &record, &headers, size, None);
+        if let Ok(a) = appended {
+            return Ok(self.appended(a, timestamp));
+        }
+        Box::pin(self.send_slowly(topic, partition, record, headers, size, appended)).await
+    }
+
+    /// Appends a record under the producer's lock. With `room`, a full
+    /// buffer registers it for the next release, under the lock that
+    /// releases take, so a release cannot slip in before the caller waits.
+    fn append(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        record: &Record,
+        headers: &[RecordHeader],
+        size: usize,
+        room: Option<Pin<&mut Notified<'_>>>,
+    ) -> std::result::Result<Appended, AppendError> {
+        let mut st = self.shared.lock();
+        let appended = st.acc.append(
+            topic,
+            partition,
+            &self.shared.cfg.partitioner,
+            record,
+            headers,
+            size,
+            &Instant::now,
+        );
+        if let (Err(AppendError::Full), Some(room)) = (&appended, room) {
+            room.enable();
+            st.acc.waiting_for_room(true);
+        }
+        appended
+    }
+
+    /// The delivery future of an appended record.
+    fn appended(&self, a: Appended, timestamp: OffsetDateTime) -> DeliveryFuture {
+        if a.wake_sender {
+            self.shared.wake.notify_one();
+        }
+        DeliveryFuture::new(a.shared, a.offset_delta, timestamp)
+    }
+
+    /// [`send_to`](Self::send_to) after a first append failed with
+    /// `appended`: loads metadata or waits for room, and appends again.
+    async fn send_slowly(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        record: Record,
+        headers: Vec<RecordHeader>,
+        size: usize,
+        mut appended: std::result::Result<Appended, AppendError>,
+    ) -> Result<DeliveryFuture> {
+        let ctx = |e: Error| e.with_topic(topic);
+        let cfg = &self.shared.cfg;
         // Metadata is loaded at most once per record: for a topic not seen
         // yet, or a partition beyond the count known (partitions added).
         let mut loaded_metadata = false;
         // Set once the buffer was found full: room must come by then.
         let mut room_deadline: Option<Instant> = None;
         loop {
-            let room = self.shared.room.notified();
-            tokio::pin!(room);
-            let appended = {
-                let mut st = self.shared.lock();
-                let appended = st.acc.append(
-                    topic,
-                    partition,
-                    &cfg.partitioner,
-                    &record,
-                    &headers,
-                    size,
-                    &Instant::now,
-                );
-                if matches!(appended, Err(AppendError::Full)) && cfg.block_on_full {
-                    // Registered under the lock that releases take, so a
-                    // release cannot slip in before we wait.
-                    room.as_mut().enable();
-                    st.acc.waiting_for_room(true);
-                }
-                appended
-            };
             let err = match appended {
-                Ok(a) => {
-                    if a.wake_sender {
-                        self.shared.wake.notify_one();
-                    }
-                    return Ok(DeliveryFuture::new(a.shared, a.offset_delta, timestamp));
-                }
+                Ok(a) => return Ok(self.appended(a, record.timestamp)),
                 Err(AppendError::UnknownTopic) if !loaded_metadata => {
                     loaded_metadata = true;
                     match self.load_topic(topic, false).await {
-                        Ok(()) => continue,
+                        Ok(()) => {
+                            appended = self.append(topic, partition, &record, &headers, size, None);
+                            continue;
+                        }
                         Err(e) => e,
                     }
                 }
                 Err(AppendError::InvalidPartition { .. }) if !loaded_metadata => {
                     loaded_metadata = true;
                     match self.load_topic(topic, true).await {
-                        Ok(()) => continue,
+                        Ok(()) => {
+                            appended = self.append(topic, partition, &record, &headers, size, None);
+                            continue;
+                        }
                         Err(e) => e,
                     }
                 }
@@ -530,6 +575,21 @@ impl Producer {
                         .with_partition(partition)
                 }
                 Err(AppendError::Full) if cfg.block_on_full => {
+                    // Appended again with a waiter registered: room may have
+                    // come since the first attempt, which registered none.
+                    let room = self.shared.room.notified();
+                    tokio::pin!(room);
+                    appended = self.append(
+                        topic,
+                        partition,
+                        &record,
+                        &headers,
+                        size,
+                        Some(room.as_mut()),
+                    );
+                    if !matches!(appended, Err(AppendError::Full)) {
+                        continue;
+                    }
                     // Room frees up as batches complete, which the delivery
                     // timeout bounds; waiting longer means something is stuck.
                     let deadline =
@@ -537,6 +597,7 @@ impl Producer {
                     let woken = tokio::time::timeout_at(deadline, room).await.is_ok();
                     self.shared.lock().acc.waiting_for_room(false);
                     if woken {
+                        appended = self.append(topic, partition, &record, &headers, size, None);
                         continue;
                     }
                     Error::new(ErrorKind::BufferFull).with_message(format!(
