@@ -962,6 +962,61 @@ async fn chaos_producer(
     (acked, failures, metrics)
 }
 
+/// Writes numbered records "p:seq" to every partition in calls of 50 to
+/// [`PartitionClient::produce`](rskafka::client::partition::PartitionClient::produce),
+/// one call after the other per partition, until `stop`; returns the
+/// acknowledged records and the failed calls. A call whose request may have
+/// been written fails instead of sending it again, so calls fail under cuts
+/// (their records may or may not be in the log), but nothing is written
+/// twice.
+async fn chaos_partition_clients(client: Client, topic: String, stop: Instant) -> (Acked, usize) {
+    let tasks: Vec<_> = (0..CHAOS_PARTITIONS)
+        .map(|p| {
+            let client = client.clone();
+            let topic = topic.clone();
+            tokio::spawn(async move {
+                let mut acked = Vec::new();
+                let mut failures = 0;
+                let mut seq = 0u64;
+                while Instant::now() < stop {
+                    let pc = match client.partition_client(&topic, p).await {
+                        Ok(pc) => pc,
+                        Err(e) => {
+                            eprintln!("partition client {p}: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let ids: Vec<u64> = (seq..seq + 50).collect();
+                    seq += 50;
+                    let records = ids.iter().map(|s| record(format!("{p}:{s}"))).collect();
+                    match pc.produce(records, Compression::None).await {
+                        Ok(offsets) => acked.extend(ids.into_iter().zip(offsets)),
+                        Err(_) => failures += 1,
+                    }
+                }
+                (p, acked, failures)
+            })
+        })
+        .collect();
+    let mut acked = Acked::new();
+    let mut failures = 0;
+    for t in tasks {
+        let (p, a, f) = t.await.expect("partition client task");
+        acked.insert(p, a);
+        failures += f;
+    }
+    (acked, failures)
+}
+
+/// How a chaos run writes.
+enum ChaosWriter {
+    /// Through one [`Producer`](rskafka::client::producer::Producer).
+    Producer(ProducerConfig),
+    /// Through [`chaos_partition_clients`].
+    PartitionClients,
+}
+
 /// What the consumer that reads during the chaos has delivered.
 #[derive(Default)]
 struct Live {
@@ -1264,7 +1319,7 @@ fn chaos_accounting_finds_lost_duplicated_misplaced_and_skipped_records() {
 async fn chaos_run(
     proxy: &FaultProxy,
     name: &str,
-    producer_config: ProducerConfig,
+    writer: ChaosWriter,
     chaos: Duration,
 ) -> ChaosCounts {
     let bootstrap = proxy.local_addr().to_string();
@@ -1325,8 +1380,16 @@ async fn chaos_run(
     // Its own client, so producer and consumer connections are cut
     // independently.
     let producer_client = chaos_client(&bootstrap, "rskafka-consumer-chaos-producer").await;
-    let (acked, produce_failures, metrics) =
-        chaos_producer(producer_client, producer_config, topic.clone(), stop).await;
+    let (acked, produce_failures, metrics) = match writer {
+        ChaosWriter::Producer(config) => {
+            chaos_producer(producer_client, config, topic.clone(), stop).await
+        }
+        ChaosWriter::PartitionClients => {
+            let (acked, failures) =
+                chaos_partition_clients(producer_client, topic.clone(), stop).await;
+            (acked, failures, ProducerMetrics::default())
+        }
+    };
     proxy.set_cutting(false);
     let cuts = proxy.stats().cut.load(Ordering::Relaxed) - cuts_before;
     eprintln!(
@@ -1407,13 +1470,28 @@ async fn no_loss_no_duplicates_while_a_proxy_cuts_every_connection() {
     .unwrap()
     .unwrap_or_else(|e| panic!("private broker: {e}"));
 
-    let idempotent = chaos_run(&proxy, "idempotent", ProducerConfig::default(), chaos).await;
+    let idempotent = chaos_run(
+        &proxy,
+        "idempotent",
+        ChaosWriter::Producer(ProducerConfig::default()),
+        chaos,
+    )
+    .await;
     // Without idempotence a retried batch may be written twice, but none
     // may be lost; a third of the time keeps the test's length reasonable.
     let at_least_once = chaos_run(
         &proxy,
         "at-least-once",
-        ProducerConfig::default().acks(Acks::All).idempotence(false),
+        ChaosWriter::Producer(ProducerConfig::default().acks(Acks::All).idempotence(false)),
+        chaos / 3,
+    )
+    .await;
+    // PartitionClient::produce never sends a maybe-written batch again: its
+    // calls may fail under cuts, but nothing is lost or written twice.
+    let partition_clients = chaos_run(
+        &proxy,
+        "partition-clients",
+        ChaosWriter::PartitionClients,
         chaos / 3,
     )
     .await;
@@ -1457,6 +1535,26 @@ async fn no_loss_no_duplicates_while_a_proxy_cuts_every_connection() {
         "at-least-once: {} duplicated records (allowed without idempotence)",
         at_least_once.duplicated
     );
+    let c = &partition_clients;
+    assert!(
+        c.cuts > chaos.as_secs() / 6,
+        "partition-clients: the proxy cut only {} connections",
+        c.cuts
+    );
+    assert!(
+        c.acknowledged > 0,
+        "partition-clients: nothing was acknowledged"
+    );
+    // Failed calls show that cuts hit requests in flight.
+    assert!(c.produce_failures > 0, "partition-clients: no call was cut");
+    assert_eq!(c.read_back_faults, 0, "partition-clients: read-back faults");
+    assert_eq!(c.foreign, 0, "partition-clients: foreign records");
+    assert_eq!(c.lost, 0, "partition-clients: acknowledged records lost");
+    assert_eq!(c.duplicated, 0, "partition-clients: records written twice");
+    assert_eq!(c.out_of_order, 0, "partition-clients: records out of order");
+    assert_eq!(c.live_errors, 0, "partition-clients: consumer errors");
+    assert_eq!(c.live_missed, 0, "partition-clients: records skipped");
+    assert_eq!(c.live_wrong, 0, "partition-clients: wrong deliveries");
 }
 
 // ---------------------------------------------------------------------------
