@@ -1377,16 +1377,19 @@ async fn chaos_run(
     proxy.set_cutting(true);
     eprintln!("{name}: chaos starts");
     let stop = Instant::now() + chaos;
-    // Its own client, so producer and consumer connections are cut
-    // independently.
-    let producer_client = chaos_client(&bootstrap, "rskafka-consumer-chaos-producer").await;
     let (acked, produce_failures, metrics) = match writer {
         ChaosWriter::Producer(config) => {
+            // Its own client, so producer and consumer connections are cut
+            // independently.
+            let producer_client = chaos_client(&bootstrap, "rskafka-consumer-chaos-producer").await;
             chaos_producer(producer_client, config, topic.clone(), stop).await
         }
         ChaosWriter::PartitionClients => {
+            // The consumer's client: produce and fetch requests share
+            // connections and are cut together (as in the test's first form,
+            // whose early runs reported losses).
             let (acked, failures) =
-                chaos_partition_clients(producer_client, topic.clone(), stop).await;
+                chaos_partition_clients(client.clone(), topic.clone(), stop).await;
             (acked, failures, ProducerMetrics::default())
         }
     };
