@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kafka_protocol::records as kp;
 use rskafka::protocol::record::{
-    decode_batches, BatchHeader, Compression, DecodeLimits, RecordBatchWriter,
+    decode_batch_views, decode_batches, BatchHeader, Compression, DecodeLimits, RecordBatchWriter,
 };
 
 /// Uncompressed batch size each case aims at: about what a lingering
@@ -164,6 +164,26 @@ fn codec(c: &mut Criterion) {
             g.throughput(Throughput::Bytes(bytes));
             g.bench_function(BenchmarkId::new("rskafka", name), |b| {
                 b.iter(|| black_box(decode_batches(black_box(ours.clone()), &limits)))
+            });
+            // The borrowed view: same checks (CRC included), records decoded
+            // while iterating; every record is visited so the lazy part is
+            // timed too.
+            g.bench_function(BenchmarkId::new("rskafka-view", name), |b| {
+                b.iter(|| {
+                    let Ok(d) = decode_batch_views(black_box(ours.clone()), &limits) else {
+                        panic!("rskafka view decode {name}");
+                    };
+                    let mut n = 0usize;
+                    for batch in &d.batches {
+                        for r in &batch.records {
+                            let Ok(r) = r else {
+                                panic!("rskafka view record {name}");
+                            };
+                            n += r.value.map_or(0, <[u8]>::len) + r.key.map_or(0, <[u8]>::len);
+                        }
+                    }
+                    black_box(n)
+                })
             });
             g.bench_function(BenchmarkId::new("kafka-protocol", name), |b| {
                 b.iter(|| {

@@ -8,7 +8,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use std::ops::Range;
+
 use super::compression;
+use super::view::RecordsView;
 use super::{
     read_crc, BatchRecord, Budget, Compression, DecodeLimits, RecordBatch, RecordHeader,
     TimestampType,
@@ -39,20 +42,24 @@ const TRANSACTIONAL_BIT: i16 = 0x10;
 const CONTROL_BIT: i16 = 0x20;
 const DELETE_HORIZON_BIT: i16 = 0x40;
 
-/// Decodes one v2 batch; `r` covers exactly the batch.
+/// Decodes one v2 batch; `r` covers exactly the batch. With `lazy`, the
+/// records are left in place as a [`RecordsView`] that decodes (and
+/// checks) them as it is iterated; the batch's `records` stay empty.
 pub(super) fn decode_batch(
     r: &mut Reader,
     limits: &DecodeLimits,
     budget: &mut Budget,
-) -> Result<RecordBatch, DecodeError> {
-    decode_batch_inner(r, limits, budget).map_err(|e| e.context("RecordBatch"))
+    lazy: bool,
+) -> Result<(RecordBatch, Option<RecordsView>), DecodeError> {
+    decode_batch_inner(r, limits, budget, lazy).map_err(|e| e.context("RecordBatch"))
 }
 
 fn decode_batch_inner(
     r: &mut Reader,
     limits: &DecodeLimits,
     budget: &mut Budget,
-) -> Result<RecordBatch, DecodeError> {
+    lazy: bool,
+) -> Result<(RecordBatch, Option<RecordsView>), DecodeError> {
     let base_offset = r.i64()?;
     let length = r.i32()?;
     if length < MIN_BATCH_LENGTH {
@@ -92,8 +99,10 @@ fn decode_batch_inner(
     if count < 0 {
         return Err(r.error(DecodeErrorKind::NegativeLength(count.into())));
     }
-    let records = if compression == Compression::None {
-        decode_records(r, count as usize)?
+    let count = count as usize;
+    let (records, view) = if compression == Compression::None {
+        let base = r.position();
+        decode_records(r.take_rest(), base, count, lazy, false)?
     } else {
         let section_pos = r.position();
         let section = r.take_rest();
@@ -101,10 +110,11 @@ fn decode_batch_inner(
         let plain = compression::decompress(compression, &section, cap, magic)
             .map_err(|kind| DecodeError::new(kind, section_pos).context("records"))?;
         budget.spend(plain.len());
-        let mut dr = Reader::new(Bytes::from(plain));
-        decode_records(&mut dr, count as usize).map_err(|e| e.context("decompressed records"))?
+        // Offsets in errors are within the decompressed records.
+        decode_records(Bytes::from(plain), 0, count, lazy, true)
+            .map_err(|e| e.context("decompressed records"))?
     };
-    Ok(RecordBatch {
+    let batch = RecordBatch {
         base_offset,
         partition_leader_epoch,
         magic,
@@ -120,42 +130,58 @@ fn decode_batch_inner(
         producer_epoch,
         base_sequence,
         records,
-    })
+    };
+    Ok((batch, view))
 }
 
-/// Decodes `count` records filling all of `r`.
-fn decode_records(r: &mut Reader, count: usize) -> Result<Vec<BatchRecord>, DecodeError> {
+/// Decodes `count` records filling all of `section`, which starts at
+/// offset `base` of the input (of the decompressed records if
+/// `decompressed`): as owned records, or with `lazy` as a view.
+fn decode_records(
+    section: Bytes,
+    base: usize,
+    count: usize,
+    lazy: bool,
+    decompressed: bool,
+) -> Result<(Vec<BatchRecord>, Option<RecordsView>), DecodeError> {
     // The count comes from the wire: bound it by the bytes present before
     // it sizes an allocation.
-    if count > r.remaining() / MIN_RECORD_SIZE {
-        return Err(r.error(DecodeErrorKind::LengthExceedsRemaining {
-            length: count as u64,
-            remaining: r.remaining(),
-        }));
+    if count > section.len() / MIN_RECORD_SIZE {
+        return Err(DecodeError::new(
+            DecodeErrorKind::LengthExceedsRemaining {
+                length: count as u64,
+                remaining: section.len(),
+            },
+            base,
+        ));
     }
-    let base = r.position();
-    let section = r.take_rest();
-    let mut records = Vec::with_capacity(count);
+    if lazy {
+        let view = RecordsView::new(section, count, base, decompressed);
+        return Ok((Vec::new(), Some(view)));
+    }
+    let fail = |e: RecordError| e.into_error(base).context("Record");
     let mut pos = 0;
+    let mut records = Vec::with_capacity(count);
     for _ in 0..count {
-        let (record, next) =
-            decode_record(&section, pos).map_err(|e| e.into_error(base).context("Record"))?;
-        records.push(record);
+        let (raw, next) = parse_record(&section, pos).map_err(fail)?;
+        records.push(raw.to_owned_record(&section).map_err(fail)?);
         pos = next;
     }
     match section.len() - pos {
-        0 => Ok(records),
-        n => Err(DecodeError::new(
-            DecodeErrorKind::TrailingBytes(n),
-            base + pos,
-        )),
+        0 => Ok((records, None)),
+        n => Err(trailing_bytes(n, base + pos)),
     }
+}
+
+/// Bytes left after a batch's declared records.
+pub(super) fn trailing_bytes(n: usize, at: usize) -> DecodeError {
+    DecodeError::new(DecodeErrorKind::TrailingBytes(n), at)
 }
 
 /// A record decoding failure, kept small so that the success path returns
 /// in registers; turned into a [`DecodeError`] only when it happens.
 #[derive(Debug)]
-struct RecordError {
+pub(super) struct RecordError {
     kind: RecordErrorKind,
     /// Offset in the records section.
     at: usize,
@@ -181,7 +207,7 @@ enum RecordErrorKind {
 impl RecordError {
     #[cold]
     #[inline(never)]
-    fn into_error(self, base: usize) -> DecodeError {
+    pub(super) fn into_error(self, base: usize) -> DecodeError {
         let at = base + self.at;
         let kind = match self.kind {
             RecordErrorKind::Varint(e) => e.kind(),
@@ -192,7 +218,9 @@ impl RecordError {
             RecordErrorKind::LengthMismatch { len, used } => {
                 DecodeErrorKind::InvalidValue(match used {
                     Some(used) => format!("record length {len} but its fields take {used} bytes"),
-                    None => format!("record length {len} but its fields run past it"),
+                    // `len` is that of the slice being read (the record or
+                    // its headers), so it is not repeated here.
+                    None => "a record's fields run past its length prefix".to_owned(),
                 })
             }
             RecordErrorKind::NullHeaderKey => {
@@ -284,7 +312,7 @@ impl RecordCursor<'_> {
     /// A varint-length byte string as a range of the records section: `-1`
     /// is null, other negatives fail.
     #[inline]
-    fn nullable_range(&mut self) -> Result<Option<std::ops::Range<usize>>, RecordError> {
+    fn nullable_range(&mut self) -> Result<Option<Range<usize>>, RecordError> {
         match self.varint()? {
             -1 => Ok(None),
             n if n < 0 => Err(self.fail(RecordErrorKind::NegativeLength(n))),
@@ -307,7 +335,7 @@ impl RecordCursor<'_> {
 
 /// Slices `range` (already checked against the section) out of `section`.
 #[inline]
-fn slice(section: &Bytes, range: Option<std::ops::Range<usize>>) -> Option<Bytes> {
+fn slice(section: &Bytes, range: Option<Range<usize>>) -> Option<Bytes> {
     // An empty slice needs no reference to the buffer.
     range.map(|r| {
         if r.is_empty() {
@@ -318,12 +346,108 @@ fn slice(section: &Bytes, range: Option<std::ops::Range<usize>>) -> Option<Bytes
     })
 }
 
-/// Decodes the record at `pos` of `section`; returns it and the offset
-/// after it.
-#[inline]
-fn decode_record(section: &Bytes, pos: usize) -> Result<(BatchRecord, usize), RecordError> {
-    let data: &[u8] = section;
-    let rest = data.get(pos..).unwrap_or_default();
+/// A record whose byte strings are ranges of its records section: what
+/// both the owned decoder and [`RecordsView`] build on.
+pub(super) struct RawRecord {
+    pub(super) attributes: i8,
+    pub(super) timestamp_delta: i64,
+    pub(super) offset_delta: i32,
+    pub(super) key: Option<Range<usize>>,
+    pub(super) value: Option<Range<usize>>,
+    /// The header entries (after the count), already checked.
+    pub(super) headers: Range<usize>,
+    pub(super) header_count: usize,
+}
+
+impl RawRecord {
+    /// The owned record, with zero-copy slices of `section`.
+    #[inline(always)]
+    pub(super) fn to_owned_record(&self, section: &Bytes) -> Result<BatchRecord, RecordError> {
+        let headers = if self.header_count == 0 {
+            Vec::new()
+        } else {
+            owned_headers(section, self)?
+        };
+        Ok(BatchRecord {
+            attributes: self.attributes,
+            timestamp_delta: self.timestamp_delta,
+            offset_delta: self.offset_delta,
+            key: slice(section, self.key.clone()),
+            value: slice(section, self.value.clone()),
+            headers,
+        })
+    }
+}
+
+/// Out of line: most records have no headers.
+#[inline(never)]
+fn owned_headers(section: &Bytes, raw: &RawRecord) -> Result<Vec<RecordHeader>, RecordError> {
+    let mut headers = Vec::with_capacity(raw.header_count);
+    let mut walk = HeaderWalk::new(section, raw.headers.clone());
+    for _ in 0..raw.header_count {
+        let (key, value) = walk.next_header()?;
+        headers.push(RecordHeader {
+            key: key.to_owned(),
+            value: slice(section, value),
+        });
+    }
+    Ok(headers)
+}
+
+/// Reads the header entries of a record, checking each (non-null UTF-8
+/// key, value within the record).
+pub(super) struct HeaderWalk<'a> {
+    section: &'a [u8],
+    cursor: RecordCursor<'a>,
+}
+
+impl<'a> HeaderWalk<'a> {
+    /// A walk over the header entries at `headers` of `section` (the
+    /// records section a [`RawRecord`] was parsed from).
+    pub(super) fn new(section: &'a [u8], headers: Range<usize>) -> Self {
+        Self {
+            section,
+            cursor: RecordCursor {
+                rec: section.get(headers.clone()).unwrap_or_default(),
+                pos: 0,
+                start: headers.start,
+            },
+        }
+    }
+
+    /// The next header's key and value range.
+    pub(super) fn next_header(&mut self) -> Result<(&'a str, Option<Range<usize>>), RecordError> {
+        let c = &mut self.cursor;
+        let key_at = c.pos;
+        let key = match c.nullable_range()? {
+            Some(k) => k,
+            None => {
+                c.pos = key_at;
+                return Err(c.fail(RecordErrorKind::NullHeaderKey));
+            }
+        };
+        let key = self
+            .section
+            .get(key)
+            .and_then(|k| std::str::from_utf8(k).ok());
+        let Some(key) = key else {
+            c.pos = key_at;
+            return Err(c.fail(RecordErrorKind::InvalidUtf8));
+        };
+        Ok((key, c.nullable_range()?))
+    }
+
+    /// Bytes read so far.
+    fn consumed(&self) -> usize {
+        self.cursor.pos
+    }
+}
+
+/// Parses and checks the record at `pos` of `section`; returns it and the
+/// offset after it.
+#[inline(always)]
+pub(super) fn parse_record(section: &[u8], pos: usize) -> Result<(RawRecord, usize), RecordError> {
+    let rest = section.get(pos..).unwrap_or_default();
     let (len, n) = decode_varint(rest).map_err(|e| RecordError {
         kind: RecordErrorKind::Varint(e),
         at: pos + e.consumed(),
@@ -336,11 +460,11 @@ fn decode_record(section: &Bytes, pos: usize) -> Result<(BatchRecord, usize), Re
         });
     }
     let len = len as usize;
-    let Some(rec) = data.get(start..).and_then(|d| d.get(..len)) else {
+    let Some(rec) = section.get(start..).and_then(|d| d.get(..len)) else {
         return Err(RecordError {
             kind: RecordErrorKind::LengthExceedsRemaining {
                 length: len as u64,
-                remaining: data.len().saturating_sub(start),
+                remaining: section.len().saturating_sub(start),
             },
             at: start,
         });
@@ -364,54 +488,41 @@ fn decode_record(section: &Bytes, pos: usize) -> Result<(BatchRecord, usize), Re
             remaining,
         }));
     }
-    let headers = if header_count == 0 {
-        Vec::new()
-    } else {
-        decode_headers(section, &mut c, header_count)?
-    };
-    if c.pos != len {
-        return Err(c.fail(RecordErrorKind::LengthMismatch {
-            len,
-            used: Some(c.pos),
-        }));
-    }
-    let record = BatchRecord {
+    let headers_at = start + c.pos;
+    let mut raw = RawRecord {
         attributes,
         timestamp_delta,
         offset_delta,
-        key: slice(section, key),
-        value: slice(section, value),
-        headers,
+        key,
+        value,
+        headers: headers_at..start + len,
+        header_count,
     };
-    Ok((record, start + len))
+    let mut used = c.pos;
+    if header_count > 0 {
+        used += check_headers(section, &raw)?;
+    }
+    if used != len {
+        return Err(RecordError {
+            kind: RecordErrorKind::LengthMismatch {
+                len,
+                used: Some(used),
+            },
+            at: start + used,
+        });
+    }
+    raw.headers = headers_at..start + used;
+    Ok((raw, start + len))
 }
 
-/// Out of line: most records have no headers.
+/// Checks every header of `raw`; returns the bytes they take.
 #[inline(never)]
-fn decode_headers(
-    section: &Bytes,
-    c: &mut RecordCursor<'_>,
-    count: usize,
-) -> Result<Vec<RecordHeader>, RecordError> {
-    let mut headers = Vec::with_capacity(count);
-    for _ in 0..count {
-        let key_at = c.pos;
-        let Some(key) = c.nullable_range()? else {
-            c.pos = key_at;
-            return Err(c.fail(RecordErrorKind::NullHeaderKey));
-        };
-        let key = section
-            .get(key)
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .ok_or_else(|| {
-                c.pos = key_at;
-                c.fail(RecordErrorKind::InvalidUtf8)
-            })?
-            .to_owned();
-        let value = slice(section, c.nullable_range()?);
-        headers.push(RecordHeader { key, value });
+fn check_headers(section: &[u8], raw: &RawRecord) -> Result<usize, RecordError> {
+    let mut walk = HeaderWalk::new(section, raw.headers.clone());
+    for _ in 0..raw.header_count {
+        walk.next_header()?;
     }
-    Ok(headers)
+    Ok(walk.consumed())
 }
 
 // ---------------------------------------------------------------- encoding
@@ -670,11 +781,55 @@ fn put_header(out: &mut BytesMut, h: &BatchHeader, t: &Totals) {
 /// Fills in length and CRC of the batch that starts at `batch[0]`; the CRC is
 /// computed once, over the final bytes.
 fn seal(batch: &mut [u8]) -> Result<(), EncodeError> {
+    seal_with(batch, None)
+}
+
+/// The CRC-32C polynomial, bit-reflected.
+const CRC32C_POLY: u32 = 0x82F6_3B78;
+
+/// `a * b` modulo the CRC-32C polynomial (bit-reflected: bit 31 is x^0).
+fn crc32c_multmodp(a: u32, mut b: u32) -> u32 {
+    let mut product = 0;
+    for bit in (0..32).rev() {
+        if a & (1 << bit) != 0 {
+            product ^= b;
+        }
+        b = (b >> 1) ^ (CRC32C_POLY & 0u32.wrapping_sub(b & 1));
+    }
+    product
+}
+
+/// The CRC-32C of `A ++ B` from `crc(A)`, `crc(B)` and `B`'s length, in
+/// about 2 log2(len) polynomial products (the `crc32c` crate's version
+/// squares 32x32 bit matrices instead and costs tens of microseconds).
+fn crc32c_combine(crc_a: u32, crc_b: u32, len_b: usize) -> u32 {
+    // x^(8 len_b): shifts crc(A) past B's bytes.
+    let mut shift = 1u32 << 31; // x^0
+    let mut square = 1u32 << 23; // x^8
+    let mut n = len_b;
+    while n > 0 {
+        if n & 1 == 1 {
+            shift = crc32c_multmodp(square, shift);
+        }
+        square = crc32c_multmodp(square, square);
+        n >>= 1;
+    }
+    crc32c_multmodp(shift, crc_a) ^ crc_b
+}
+
+/// As [`seal`], given the CRC-32C of the records (the bytes after the
+/// header) if it is known already: then only the header is read again.
+fn seal_with(batch: &mut [u8], records_crc: Option<u32>) -> Result<(), EncodeError> {
     let length = checked_len("record batch", batch.len().saturating_sub(12))?;
     if let Some(dst) = batch.get_mut(LENGTH_AT..LENGTH_AT + 4) {
         dst.copy_from_slice(&length.to_be_bytes());
     }
-    let crc = crc32c::crc32c(batch.get(ATTRIBUTES_AT..).unwrap_or_default());
+    let crc = match (records_crc, batch.get(ATTRIBUTES_AT..RECORD_BATCH_OVERHEAD)) {
+        (Some(records), Some(head)) => {
+            crc32c_combine(crc32c::crc32c(head), records, batch.len() - RECORD_BATCH_OVERHEAD)
+        }
+        _ => crc32c::crc32c(batch.get(ATTRIBUTES_AT..).unwrap_or_default()),
+    };
     if let Some(dst) = batch.get_mut(CRC_AT..CRC_AT + 4) {
         dst.copy_from_slice(&crc.to_be_bytes());
     }
@@ -813,6 +968,11 @@ pub struct RecordBatchWriter {
     /// Record bytes to allocate for when `buf` is next allocated: the size
     /// of the last batch handed over, as the next one is likely as large.
     next_capacity: usize,
+    /// CRC-32C of the records appended since the last finish, while every
+    /// one was appended uncompressed (`None` otherwise): computed as each
+    /// record is written, while its bytes are in cache, so sealing an
+    /// uncompressed batch reads only its header again.
+    records_crc: Option<u32>,
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
@@ -832,6 +992,7 @@ impl RecordBatchWriter {
             header,
             buf,
             next_capacity: 0,
+            records_crc: Some(0),
             count: 0,
             base_timestamp: -1,
             max_timestamp: -1,
@@ -849,6 +1010,7 @@ impl RecordBatchWriter {
             header,
             buf,
             next_capacity: 0,
+            records_crc: Some(0),
             count: 0,
             base_timestamp: -1,
             max_timestamp: -1,
@@ -927,6 +1089,19 @@ impl RecordBatchWriter {
             value,
             headers,
         )?;
+        if let Some(crc) = self.records_crc {
+            let written = self
+                .buf
+                .len()
+                .checked_sub(size)
+                .and_then(|at| self.buf.get(at..));
+            self.records_crc = match written {
+                Some(rec) if self.header.compression == Compression::None => {
+                    Some(crc32c::crc32c_append(crc, rec))
+                }
+                _ => None,
+            };
+        }
         if self.count == 0 {
             self.base_timestamp = timestamp;
             self.max_timestamp = timestamp;
@@ -951,6 +1126,7 @@ impl RecordBatchWriter {
     fn reset(&mut self) {
         // `append` writes the header placeholder when the buffer is empty.
         self.buf.clear();
+        self.records_crc = Some(0);
         self.count = 0;
         self.base_timestamp = -1;
         self.max_timestamp = -1;
@@ -996,7 +1172,7 @@ impl RecordBatchWriter {
         if let Some(dst) = batch.get_mut(..RECORD_BATCH_OVERHEAD) {
             dst.copy_from_slice(&head);
         }
-        let sealed = seal(&mut batch);
+        let sealed = seal_with(&mut batch, self.records_crc);
         // The next batch is likely as large: allocate once (at the next
         // append) instead of growing by doubling (and copying) from empty.
         self.next_capacity = batch.len().saturating_sub(RECORD_BATCH_OVERHEAD);

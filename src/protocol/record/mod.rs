@@ -19,6 +19,7 @@ mod compression;
 mod legacy;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use std::fmt;
 use std::str::FromStr;
@@ -32,6 +33,7 @@ pub use batch::{
     encode_batch, record_size_upper_bound, set_producer_state, BatchHeader, RecordBatchWriter,
     RECORD_BATCH_OVERHEAD,
 };
+pub use view::{BatchView, DecodedBatchViews, HeaderRefs, RecordRef, RecordRefs, RecordsView};
 
 /// Bytes before a batch's magic byte: base offset, length, leader epoch (v2)
 /// or offset, size, CRC (v0/v1). The same for every magic, which is how
@@ -460,38 +462,84 @@ fn read_crc(r: &mut Reader, verify: bool, crc: fn(&[u8]) -> u32) -> Result<(), D
 /// an error; anything malformed (bad CRC, impossible lengths, garbage magic,
 /// a decompression failure or bomb) is an error.
 pub fn decode_batches(bytes: Bytes, limits: &DecodeLimits) -> Result<DecodedBatches, DecodeError> {
+    let mut batches = Vec::new();
+    let (stop, unread_bytes) = decode_all(bytes, limits, false, |b, _| batches.push(b))?;
+    Ok(DecodedBatches {
+        batches,
+        stop,
+        unread_bytes,
+    })
+}
+
+/// Like [`decode_batches`] (same checks, CRCs and limits), but the records
+/// of v2 batches are left in the received (or decompressed) bytes and
+/// decoded as they are iterated, without a per-record allocation or
+/// reference count: see [`RecordsView`]. Every record is checked here, so
+/// iterating cannot fail.
+pub fn decode_batch_views(
+    bytes: Bytes,
+    limits: &DecodeLimits,
+) -> Result<DecodedBatchViews, DecodeError> {
+    let mut batches = Vec::new();
+    let (stop, unread_bytes) = decode_all(bytes, limits, true, |mut batch, view| {
+        let records = match view {
+            Some(v) => v,
+            // Legacy messages are decoded owned; the view wraps them.
+            None => RecordsView::from_records(std::mem::take(&mut batch.records)),
+        };
+        batches.push(BatchView { batch, records });
+    })?;
+    Ok(DecodedBatchViews {
+        batches,
+        stop,
+        unread_bytes,
+    })
+}
+
+/// The loop of [`decode_batches`] and [`decode_batch_views`]: hands every
+/// complete batch to `push`; returns why it stopped and the bytes left.
+fn decode_all(
+    bytes: Bytes,
+    limits: &DecodeLimits,
+    lazy: bool,
+    mut push: impl FnMut(RecordBatch, Option<RecordsView>),
+) -> Result<(DecodeStop, usize), DecodeError> {
     let mut r = Reader::new(bytes);
     let mut budget = Budget::new(limits);
-    let mut out = DecodedBatches::default();
+    let mut pushed = 0usize;
+    let mut push = |b: RecordBatch, v: Option<RecordsView>| {
+        pushed += 1;
+        push(b, v);
+    };
+    let mut legacy_out = Vec::new();
     while r.remaining() > 0 {
         let Some(batch_len) = next_batch_len(&r)? else {
-            out.stop = DecodeStop::Truncated;
-            out.unread_bytes = r.remaining();
-            return Ok(out);
+            return Ok((DecodeStop::Truncated, r.remaining()));
         };
         let start_remaining = r.remaining();
         let mut batch_reader = r.sub_reader(batch_len)?;
         let magic = peek_magic(&batch_reader);
         let result = match magic {
-            2 => batch::decode_batch(&mut batch_reader, limits, &mut budget)
-                .map(|b| out.batches.push(b)),
-            _ => legacy::decode_entry(&mut batch_reader, limits, &mut budget, &mut out.batches),
+            2 => batch::decode_batch(&mut batch_reader, limits, &mut budget, lazy)
+                .map(|(b, v)| push(b, v)),
+            _ => legacy::decode_entry(&mut batch_reader, limits, &mut budget, &mut legacy_out)
+                .map(|()| legacy_out.drain(..).for_each(|b| push(b, None))),
         };
+        // Whatever a failed legacy entry left behind is not handed out.
+        legacy_out.clear();
         match result {
             Ok(()) => {}
             Err(e)
                 if matches!(e.kind(), DecodeErrorKind::DecompressedTooLarge { .. })
                     && budget.total_is_binding()
-                    && !out.batches.is_empty() =>
+                    && pushed > 0 =>
             {
-                out.stop = DecodeStop::DecompressionBudget;
-                out.unread_bytes = start_remaining;
-                return Ok(out);
+                return Ok((DecodeStop::DecompressionBudget, start_remaining));
             }
             Err(e) => return Err(e),
         }
     }
-    Ok(out)
+    Ok((DecodeStop::Complete, 0))
 }
 
 /// The total size of the batch or legacy message at the reader's position,

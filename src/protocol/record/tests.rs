@@ -55,7 +55,69 @@ fn write(compression: Compression, recs: &[Rec]) -> Bytes {
 }
 
 fn decode(bytes: Bytes) -> Result<DecodedBatches, DecodeError> {
-    decode_batches(bytes, &DecodeLimits::default())
+    decode_checked(bytes, &DecodeLimits::default())
+}
+
+/// Decodes owned and as views, checking that both agree: the same batches
+/// and records, or the same error (from decoding the views, or from
+/// iterating their records), so every test covers both paths.
+fn decode_checked(bytes: Bytes, limits: &DecodeLimits) -> Result<DecodedBatches, DecodeError> {
+    let owned = decode_batches(bytes.clone(), limits);
+    let views = decode_batch_views(bytes, limits);
+    let views = match (&owned, views) {
+        (Err(a), Err(b)) => {
+            assert_eq!(a, &b, "owned and view decoding fail alike");
+            return owned;
+        }
+        (Ok(a), Err(b)) => panic!("owned {a:?} but views {b:?}"),
+        (_, Ok(v)) => v,
+    };
+    // Views defer record errors to iteration: the first one must be the
+    // owned decoder's error (batches after it may still decode as views).
+    let mut first_error = None;
+    for (i, vb) in views.batches.iter().enumerate() {
+        let iterated: Vec<_> = vb.records.iter().collect();
+        let converted = vb.to_batch();
+        if let Some(Err(e)) = iterated.last() {
+            assert_eq!(converted.as_ref().err(), Some(e));
+            first_error.get_or_insert_with(|| e.clone());
+            continue;
+        }
+        let ob = match &owned {
+            Ok(a) => &a.batches[i],
+            Err(_) => continue,
+        };
+        assert_eq!(converted.as_ref(), Ok(ob));
+        assert!(vb.batch.records.is_empty());
+        assert_eq!(iterated.len(), ob.records.len());
+        for (o, v) in ob.records.iter().zip(iterated) {
+            let v = v.unwrap();
+            assert_eq!(
+                (v.attributes, v.timestamp_delta, v.offset_delta),
+                (o.attributes, o.timestamp_delta, o.offset_delta)
+            );
+            assert_eq!((v.key, v.value), (o.key.as_deref(), o.value.as_deref()));
+            assert_eq!(vb.record_offset(&v), ob.record_offset(o));
+            assert_eq!(vb.record_timestamp(&v), ob.record_timestamp(o));
+            let headers: Vec<_> = v.headers().collect();
+            let want: Vec<_> = o
+                .headers
+                .iter()
+                .map(|h| (h.key.as_str(), h.value.as_deref()))
+                .collect();
+            assert_eq!(headers, want);
+        }
+    }
+    match (&owned, first_error) {
+        (Ok(a), None) => {
+            assert_eq!((a.stop, a.unread_bytes), (views.stop, views.unread_bytes));
+            assert_eq!(a.batches.len(), views.batches.len());
+        }
+        (Err(a), Some(b)) => assert_eq!(a, &b),
+        (Err(a), None) => panic!("owned failed with {a:?}, views did not"),
+        (Ok(_), Some(b)) => panic!("views failed with {b:?}, owned did not"),
+    }
+    owned
 }
 
 fn enabled_codecs() -> impl Iterator<Item = Compression> {
@@ -566,6 +628,40 @@ fn record_length_disagreeing_with_its_fields() {
     let r = &d.batches[0].records[0];
     assert_eq!(r.key.as_deref(), Some(vec![b'k'; 200].as_slice()));
     assert_eq!(r.value.as_deref(), Some(big_value.as_slice()));
+}
+
+#[test]
+fn views_borrow_without_reference_counts() {
+    let recs = sample();
+    let bytes = write(Compression::None, &recs);
+    let views = decode_batch_views(bytes.clone(), &DecodeLimits::default()).unwrap();
+    let view = &views.batches[0];
+    assert_eq!(view.records.len(), recs.len());
+    // Keys and values point into the received bytes.
+    let range = bytes.as_ptr_range();
+    for r in &view.records {
+        let r = r.unwrap();
+        for b in [r.key, r.value].into_iter().flatten() {
+            if !b.is_empty() {
+                assert!(range.contains(&b.as_ptr()));
+            }
+        }
+    }
+    // Once the views are gone, nothing else refers to the input.
+    drop(views);
+    assert!(bytes.try_into_mut().is_ok());
+    // A malformed record fails when it is reached, not before: the views
+    // decode, the records before it iterate, then the error, then nothing.
+    let mut bad = BytesMut::from(&write(Compression::None, &recs[..2])[..]);
+    let last = bad.len() - 1;
+    bad[last] = 0x7f; // the second record's header count: -64
+    reseal(&mut bad);
+    let views = decode_batch_views(bad.freeze(), &DecodeLimits::default()).unwrap();
+    let mut it = views.batches[0].records.iter();
+    assert!(it.next().unwrap().is_ok());
+    let err = it.next().unwrap().unwrap_err();
+    assert_eq!(err.kind(), &DecodeErrorKind::NegativeLength(-64));
+    assert!(it.next().is_none());
 }
 
 #[test]
@@ -1090,7 +1186,7 @@ proptest! {
     #[test]
     fn prop_arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..300)) {
         let limits = DecodeLimits { max_decompressed_bytes: 1 << 16, max_total_decompressed_bytes: 1 << 18, verify_crc: false };
-        let _ = decode_batches(Bytes::from(data), &limits);
+        let _ = decode_checked(Bytes::from(data), &limits);
     }
 
     #[test]
