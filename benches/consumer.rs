@@ -1,10 +1,10 @@
 //! Consumer throughput against a real broker (`KAFKA_BOOTSTRAP`).
 //!
-//! For 100 B and 1 KiB records, uncompressed and lz4: a topic of four
-//! partitions is filled once, then each iteration reads all of it from the
-//! start with a fresh [`Consumer`] through `next_batch`, touching every
-//! value. Throughput is reported in records and bytes (of values) per
-//! second.
+//! For 100 B and 1 KiB records, uncompressed and lz4, and 10 KiB records
+//! uncompressed with and without CRC checks: a topic of four partitions is
+//! filled once, then each iteration reads all of it from the start with a
+//! fresh [`Consumer`] through `next_batch`, touching every value.
+//! Throughput is reported in records and bytes (of values) per second.
 //!
 //! ```text
 //! scripts/kafka up
@@ -34,6 +34,8 @@ struct Case {
     value_size: usize,
     records: usize,
     compression: Compression,
+    /// [`ConsumerConfig::check_crcs`].
+    check_crcs: bool,
 }
 
 const CASES: &[Case] = &[
@@ -42,24 +44,43 @@ const CASES: &[Case] = &[
         value_size: 100,
         records: 400_000,
         compression: Compression::None,
+        check_crcs: true,
     },
     Case {
         name: "100B/lz4",
         value_size: 100,
         records: 400_000,
         compression: Compression::Lz4,
+        check_crcs: true,
     },
     Case {
         name: "1KiB/none",
         value_size: 1024,
         records: 100_000,
         compression: Compression::None,
+        check_crcs: true,
     },
     Case {
         name: "1KiB/lz4",
         value_size: 1024,
         records: 100_000,
         compression: Compression::Lz4,
+        check_crcs: true,
+    },
+    // Large records, where the CRC is a visible share of the work.
+    Case {
+        name: "10KiB/none",
+        value_size: 10 * 1024,
+        records: 20_000,
+        compression: Compression::None,
+        check_crcs: true,
+    },
+    Case {
+        name: "10KiB/none/no-crc",
+        value_size: 10 * 1024,
+        records: 20_000,
+        compression: Compression::None,
+        check_crcs: false,
     },
 ];
 
@@ -139,8 +160,8 @@ fn process_cpu() -> Option<Duration> {
 
 /// Reads `expected` records of `topic` from the start; returns the bytes of
 /// values seen.
-async fn consume_all(client: &Client, topic: &str, expected: usize) -> usize {
-    let mut config = ConsumerConfig::default();
+async fn consume_all(client: &Client, topic: &str, expected: usize, check_crcs: bool) -> usize {
+    let mut config = ConsumerConfig::default().check_crcs(check_crcs);
     for p in 0..PARTITIONS {
         config = config.assign(topic, p, StartOffset::Earliest);
     }
@@ -237,7 +258,7 @@ fn main() {
         let rounds = 3;
         let before = (process_cpu(), Instant::now());
         for _ in 0..rounds {
-            runtime.block_on(consume_all(&client, &topic, records));
+            runtime.block_on(consume_all(&client, &topic, records, case.check_crcs));
         }
         if let (Some(cpu0), Some(cpu1)) = (before.0, process_cpu()) {
             let n = (records * rounds) as f64;
@@ -256,7 +277,8 @@ fn main() {
                 b.iter_custom(|iters| {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        let bytes = runtime.block_on(consume_all(&client, topic, records));
+                        let bytes =
+                            runtime.block_on(consume_all(&client, topic, records, case.check_crcs));
                         assert!(bytes >= records * case.value_size);
                     }
                     start.elapsed()

@@ -26,8 +26,9 @@ const MIN_READ_RESERVE: usize = 64 * 1024;
 /// records sliced from them hold no slack. It is the only allocation a
 /// length prefix alone can cause (pages are touched only as bytes arrive);
 /// past it the buffer at most doubles what has arrived. Covers a fetch
-/// response of a few partitions at the default 1 MiB each.
-const EXACT_FRAME_ALLOC: usize = 4 << 20;
+/// response of one partition at the consumer's default 4 MiB, or several
+/// at 1 MiB.
+const EXACT_FRAME_ALLOC: usize = 8 << 20;
 
 /// A request encoded into its final frame (size prefix, header, body), ready
 /// to be queued. Encoding happens on the caller's task, so the connection's

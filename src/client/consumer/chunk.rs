@@ -39,8 +39,6 @@ pub(crate) struct Chunk {
     /// whichever is larger, plus the records' own structs. This, not the
     /// wire size, is what the prefetch budget counts.
     pub mem_bytes: usize,
-    /// Key, value and header bytes of the decoded batches' records.
-    pub data_bytes: usize,
     /// Bytes of the fetched data that the decoded batches took up; the
     /// rest (a cut batch, or batches past the decompression budget) is
     /// fetched again.
@@ -68,7 +66,6 @@ pub(crate) fn decode_chunk(
         last_epoch: None,
         stuck: non_empty && decoded.batches.is_empty(),
         mem_bytes: 0,
-        data_bytes: 0,
         wire_used: wire_bytes.saturating_sub(decoded.unread_bytes),
     };
     let mut data_bytes = 0usize;
@@ -95,7 +92,6 @@ pub(crate) fn decode_chunk(
             push_records(&mut chunk.records, topic, partition, fetch_offset, batch);
         }
     }
-    chunk.data_bytes = data_bytes;
     chunk.mem_bytes = data_bytes.max(wire_bytes).saturating_add(
         chunk
             .records

@@ -59,11 +59,13 @@ const MIN_VALIDATE_VERSION: i16 = 2;
 const LIST_OFFSETS_LEADER_EPOCH_FROM: i16 = 4;
 /// The replica id consumers send.
 const CONSUMER_REPLICA_ID: i32 = -1;
-/// A partition's fetched data is decompressed up to this many times the
-/// partition's fetch size per fetch (less when the buffer has less room):
+/// A partition's fetched data is decompressed up to this many bytes per
+/// fetch, or its fetch size if larger (less when the buffer has less room):
 /// highly compressed data would otherwise inflate one fetch to many times
-/// the prefetch budget. Batches beyond it are fetched again later.
-const DECODE_AHEAD_FACTOR: usize = 4;
+/// the prefetch budget. Batches beyond it are fetched again later. Also
+/// the memory a partition's fetch is sized to decode to (see
+/// [`next_fetch_bytes`]).
+const DECODE_AHEAD_BYTES: usize = 4 << 20;
 /// Floor of a partition's fetch size when its data inflates a lot, so that
 /// a fetch still carries a useful amount.
 const MIN_FETCH_BYTES: usize = 64 << 10;
@@ -526,7 +528,7 @@ impl Driver {
             // Half the room, as decoded records take about as much memory
             // again as their bytes; never below one partition's fetch size.
             let decode_budget = (available / 2 / parts.len().max(1))
-                .min(max_part.saturating_mul(DECODE_AHEAD_FACTOR))
+                .min(DECODE_AHEAD_BYTES)
                 .max(max_part.max(1));
             match self.spawn_fetch(broker, conn, parts, reserved, decode_budget) {
                 Ok(()) => available -= reserved,
@@ -1228,18 +1230,21 @@ impl Driver {
 }
 
 /// The fetch size for a partition whose last data decoded as `chunk`: what
-/// a full decode budget unpacks to at the inflation just seen (0, the
-/// configured limit, for data that does not inflate that much).
+/// decodes to about [`DECODE_AHEAD_BYTES`] of memory at the ratio just seen
+/// (0, the configured limit, if that is more). Large plain records are
+/// fetched in large pieces (fewer round trips and wakeups per record);
+/// small or compressed ones in smaller pieces, so a chunk's records stay
+/// few enough to be handed out while still in cache and compressed data
+/// is not fetched only to be dropped at the decompression budget.
 fn next_fetch_bytes(settings: &Settings, chunk: &Chunk) -> i32 {
     let max_part = usize::try_from(settings.max_partition_bytes).unwrap_or(0);
-    if chunk.wire_used == 0 || chunk.data_bytes <= chunk.wire_used {
+    if chunk.wire_used == 0 || chunk.mem_bytes == 0 {
         return 0;
     }
-    let budget = max_part.saturating_mul(DECODE_AHEAD_FACTOR);
-    // budget * used / data, without overflow: `used < data` here.
-    let bytes = u128::try_from(budget).unwrap_or(u128::MAX)
+    // target * used / memory, without overflow.
+    let bytes = u128::try_from(DECODE_AHEAD_BYTES).unwrap_or(u128::MAX)
         * u128::try_from(chunk.wire_used).unwrap_or(0)
-        / u128::try_from(chunk.data_bytes).unwrap_or(u128::MAX);
+        / u128::try_from(chunk.mem_bytes).unwrap_or(u128::MAX);
     match usize::try_from(bytes) {
         Ok(b) if b < max_part => i32::try_from(b.max(MIN_FETCH_BYTES)).unwrap_or(0),
         _ => 0,
@@ -1459,7 +1464,7 @@ fn answer(
 }
 
 /// Decodes one partition's records, decompressing at most about
-/// `decode_budget` bytes (see [`DECODE_AHEAD_FACTOR`]).
+/// `decode_budget` bytes (see [`DECODE_AHEAD_BYTES`]).
 fn decode(
     topic: &Arc<str>,
     partition: i32,
@@ -1772,18 +1777,20 @@ mod tests {
     fn inflating_data_is_fetched_in_smaller_pieces() {
         let s = settings();
         let max_part = usize::try_from(s.max_partition_bytes).unwrap();
-        let chunk = |wire_used, data_bytes| Chunk {
+        assert!(max_part >= DECODE_AHEAD_BYTES);
+        let chunk = |wire_used, mem_bytes| Chunk {
             wire_used,
-            data_bytes,
+            mem_bytes,
             ..Chunk::default()
         };
-        // Plain or barely compressed data: the configured limit.
-        assert_eq!(next_fetch_bytes(&s, &chunk(1000, 900)), 0);
-        assert_eq!(next_fetch_bytes(&s, &chunk(1000, 2 * 1000)), 0);
+        // Large plain records: about the target.
+        let n = next_fetch_bytes(&s, &chunk(100_000, 101_000));
+        assert_eq!(n as usize, DECODE_AHEAD_BYTES * 100 / 101);
+        // Nothing learnt: the configured limit.
         assert_eq!(next_fetch_bytes(&s, &chunk(0, 0)), 0);
-        // Ten times inflation: what a full decode budget unpacks to.
+        // Ten times inflation: a tenth of the target.
         let n = next_fetch_bytes(&s, &chunk(100_000, 1_000_000));
-        assert_eq!(n as usize, max_part * DECODE_AHEAD_FACTOR / 10);
+        assert_eq!(n as usize, DECODE_AHEAD_BYTES / 10);
         // Never below the floor.
         let n = next_fetch_bytes(&s, &chunk(1, 1 << 40));
         assert_eq!(n as usize, MIN_FETCH_BYTES);
