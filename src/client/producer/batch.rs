@@ -565,6 +565,42 @@ mod tests {
     }
 
     #[test]
+    fn batches_sealed_in_place_match_batches_written_whole() {
+        // `finish` seals with the CRC kept while appending; `finish_into`
+        // computes it over the whole batch.
+        let header = BatchHeader {
+            producer_id: 9,
+            base_sequence: 4,
+            ..BatchHeader::default()
+        };
+        let (mut a, mut b) = (
+            RecordBatchWriter::new(header),
+            RecordBatchWriter::with_buffer(header, BytesMut::from(&[7u8; 100][..]), 10),
+        );
+        let big = vec![b'x'; 70_000];
+        let headers = [crate::protocol::record::RecordHeader {
+            key: "h".into(),
+            value: Some(Bytes::from_static(b"hv")),
+        }];
+        for (round, count) in [(0, 50usize), (1, 1), (2, 7), (3, 50)] {
+            for i in 0..count {
+                let value = &big[..(i * 997 + round) % big.len()];
+                let key = (i % 3 == 0).then_some(&b"key"[..]);
+                let hs = if i % 5 == 0 { &headers[..] } else { &[] };
+                for w in [&mut a, &mut b] {
+                    w.append(1_000 + i as i64, key, Some(value), hs)
+                        .expect("append");
+                }
+            }
+            let mut whole = BytesMut::new();
+            a.finish_into(&mut whole).expect("finish_into");
+            let in_place = b.finish().expect("finish");
+            assert_eq!(&in_place[..], &whole[..], "round {round}");
+            decode_batches(in_place, &DecodeLimits::default()).expect("CRC checked");
+        }
+    }
+
+    #[test]
     fn delivery_future_reports_offset_and_errors() {
         let shared = BatchShared::new("topic".into(), 3);
         let ts = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("ts");

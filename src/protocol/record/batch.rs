@@ -825,9 +825,11 @@ fn seal_with(batch: &mut [u8], records_crc: Option<u32>) -> Result<(), EncodeErr
         dst.copy_from_slice(&length.to_be_bytes());
     }
     let crc = match (records_crc, batch.get(ATTRIBUTES_AT..RECORD_BATCH_OVERHEAD)) {
-        (Some(records), Some(head)) => {
-            crc32c_combine(crc32c::crc32c(head), records, batch.len() - RECORD_BATCH_OVERHEAD)
-        }
+        (Some(records), Some(head)) => crc32c_combine(
+            crc32c::crc32c(head),
+            records,
+            batch.len() - RECORD_BATCH_OVERHEAD,
+        ),
         _ => crc32c::crc32c(batch.get(ATTRIBUTES_AT..).unwrap_or_default()),
     };
     if let Some(dst) = batch.get_mut(CRC_AT..CRC_AT + 4) {
