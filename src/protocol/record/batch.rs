@@ -784,6 +784,10 @@ fn seal(batch: &mut [u8]) -> Result<(), EncodeError> {
     seal_with(batch, None)
 }
 
+/// Record bytes the writer lets accumulate before adding them to its
+/// running CRC: few enough to be still in cache.
+const CRC_CHUNK: usize = 16 * 1024;
+
 /// The CRC-32C polynomial, bit-reflected.
 const CRC32C_POLY: u32 = 0x82F6_3B78;
 
@@ -970,11 +974,13 @@ pub struct RecordBatchWriter {
     /// Record bytes to allocate for when `buf` is next allocated: the size
     /// of the last batch handed over, as the next one is likely as large.
     next_capacity: usize,
-    /// CRC-32C of the records appended since the last finish, while every
-    /// one was appended uncompressed (`None` otherwise): computed as each
-    /// record is written, while its bytes are in cache, so sealing an
-    /// uncompressed batch reads only its header again.
+    /// CRC-32C of the record bytes before `crc_upto`, while every record
+    /// was appended uncompressed (`None` otherwise): brought up to date
+    /// every [`CRC_CHUNK`] bytes, while they are still in cache, so sealing
+    /// an uncompressed batch reads little of it again.
     records_crc: Option<u32>,
+    /// Where in `buf` the records not yet in `records_crc` start.
+    crc_upto: usize,
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
@@ -988,17 +994,7 @@ impl RecordBatchWriter {
 
     /// A writer whose buffer starts with room for `bytes` of records.
     pub fn with_capacity(header: BatchHeader, bytes: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(RECORD_BATCH_OVERHEAD + bytes);
-        buf.put_bytes(0, RECORD_BATCH_OVERHEAD);
-        Self {
-            header,
-            buf,
-            next_capacity: 0,
-            records_crc: Some(0),
-            count: 0,
-            base_timestamp: -1,
-            max_timestamp: -1,
-        }
+        Self::with_buffer(header, BytesMut::new(), bytes)
     }
 
     /// A writer that writes into `buf` (cleared first) with room for
@@ -1013,6 +1009,7 @@ impl RecordBatchWriter {
             buf,
             next_capacity: 0,
             records_crc: Some(0),
+            crc_upto: RECORD_BATCH_OVERHEAD,
             count: 0,
             base_timestamp: -1,
             max_timestamp: -1,
@@ -1092,17 +1089,14 @@ impl RecordBatchWriter {
             headers,
         )?;
         if let Some(crc) = self.records_crc {
-            let written = self
-                .buf
-                .len()
-                .checked_sub(size)
-                .and_then(|at| self.buf.get(at..));
-            self.records_crc = match written {
-                Some(rec) if self.header.compression == Compression::None => {
-                    Some(crc32c::crc32c_append(crc, rec))
-                }
-                _ => None,
-            };
+            if self.header.compression != Compression::None {
+                self.records_crc = None;
+            } else if self.buf.len().saturating_sub(self.crc_upto) >= CRC_CHUNK {
+                // In chunks: a call per small record costs more than it saves.
+                let pending = self.buf.get(self.crc_upto..).unwrap_or_default();
+                self.records_crc = Some(crc32c::crc32c_append(crc, pending));
+                self.crc_upto = self.buf.len();
+            }
         }
         if self.count == 0 {
             self.base_timestamp = timestamp;
@@ -1129,6 +1123,7 @@ impl RecordBatchWriter {
         // `append` writes the header placeholder when the buffer is empty.
         self.buf.clear();
         self.records_crc = Some(0);
+        self.crc_upto = RECORD_BATCH_OVERHEAD;
         self.count = 0;
         self.base_timestamp = -1;
         self.max_timestamp = -1;
@@ -1170,11 +1165,15 @@ impl RecordBatchWriter {
         put_header(&mut head, &self.header, &totals);
         // The whole buffer, spare capacity included, goes with the batch, so
         // the writer keeps no share of its allocation.
+        let records_crc = self
+            .records_crc
+            .zip(self.buf.get(self.crc_upto..))
+            .map(|(crc, rest)| crc32c::crc32c_append(crc, rest));
         let mut batch = std::mem::take(&mut self.buf);
         if let Some(dst) = batch.get_mut(..RECORD_BATCH_OVERHEAD) {
             dst.copy_from_slice(&head);
         }
-        let sealed = seal_with(&mut batch, self.records_crc);
+        let sealed = seal_with(&mut batch, records_crc);
         // The next batch is likely as large: allocate once (at the next
         // append) instead of growing by doubling (and copying) from empty.
         self.next_capacity = batch.len().saturating_sub(RECORD_BATCH_OVERHEAD);
