@@ -135,6 +135,8 @@ struct PartitionState {
     /// Closed batches not in flight, in id (= sequence) order.
     queue: VecDeque<ProducerBatch>,
     in_flight: usize,
+    /// Of those, batches an earlier attempt of which may have been written.
+    ambiguous_in_flight: usize,
     /// Next sequence to assign (idempotence).
     next_seq: i32,
     /// Last acknowledged sequence in the current epoch, `-1` if none.
@@ -723,6 +725,14 @@ impl Accumulator {
                 if (p.retrying || p.rewind.is_some()) && p.in_flight > 0 {
                     continue;
                 }
+                // A batch that may have been written is retried alone: later
+                // batches written meanwhile could push it out of the broker's
+                // memory of a producer's last five batches, and its retry
+                // would then be refused as out of order instead of being
+                // recognised as a duplicate.
+                if p.ambiguous_in_flight > 0 {
+                    continue;
+                }
                 // Until the broker has acknowledged a first batch of this
                 // epoch, it accepts any sequence from us (it does not know
                 // the producer yet): a later batch could then be written
@@ -794,6 +804,9 @@ impl Accumulator {
                 batch.attempts += 1;
                 batch.retry_at = None;
                 p.in_flight += 1;
+                if batch.ambiguous {
+                    p.ambiguous_in_flight += 1;
+                }
                 drained += 1;
                 sizes.insert(broker, size_so_far + next_size);
                 match requests.iter_mut().find(|r| r.broker == broker) {
@@ -836,6 +849,10 @@ impl Accumulator {
             return followup;
         };
         p.in_flight = p.in_flight.saturating_sub(1);
+        // As it was when sent; updated from this result below.
+        if batch.ambiguous {
+            p.ambiguous_in_flight = p.ambiguous_in_flight.saturating_sub(1);
+        }
         enum Next {
             Done(Outcome),
             Retry {
@@ -888,6 +905,21 @@ impl Accumulator {
                                 )),
                                 written_maybe: false,
                                 already_passed: false,
+                            }
+                        } else if sequence_before(base, expected) && batch.ambiguous {
+                            // The broker has later batches and no longer
+                            // remembers this one: an earlier attempt may
+                            // have been written, or not.
+                            Next::Fail {
+                                failure: Failure::Uncertain(format!(
+                                    "batch with sequence {base} was sent {} time(s) without a \
+                                     definite answer and is now refused as out of order (the \
+                                     broker expects {expected}): it may or may not have been \
+                                     written",
+                                    batch.attempts
+                                )),
+                                written_maybe: true,
+                                already_passed: true,
                             }
                         } else if sequence_before(base, expected) {
                             // A later batch was written first (possible only
@@ -1819,6 +1851,53 @@ mod tests {
         assert!(sequence_before(i32::MAX, 0), "wraps around");
         assert!(!sequence_before(0, i32::MAX));
         assert!(!sequence_before(3, 3));
+    }
+
+    #[test]
+    fn a_retry_that_may_have_been_written_goes_out_alone() {
+        let mut f = fixture(true, 1);
+        ack_a_first_batch(&mut f, 0);
+        f.acc.begin_flush();
+        let a = f.send(Some(0), None, 10);
+        let (ba, _) = flat(f.drain_at(Duration::ZERO, 1)).pop().expect("a");
+        // a's answer is lost: it may have been written.
+        f.complete(ba, disconnected(), MS);
+        f.send(Some(0), None, 10);
+        let retry = flat(f.drain_at(100 * MS, 1));
+        assert_eq!(retry.len(), 1);
+        assert_eq!(retry[0].0.id, 1, "the retry first");
+        // Nothing else of the partition goes out while it is in flight:
+        // later batches written meanwhile could push it out of the broker's
+        // memory of the last five batches, and its answer would no longer
+        // be recognised as a duplicate.
+        assert!(flat(f.drain_at(100 * MS, 1)).is_empty());
+        let (ba, _) = retry.into_iter().next().expect("retry");
+        f.complete(ba, acked(1), 101 * MS);
+        assert!(matches!(outcome(&a), Some(Outcome::Acked { .. })));
+        assert_eq!(flat(f.drain_at(101 * MS, 1)).len(), 1, "then the rest");
+    }
+
+    #[test]
+    fn an_overtaken_batch_that_may_have_been_written_is_uncertain() {
+        let mut f = fixture(true, 1);
+        ack_a_first_batch(&mut f, 0);
+        f.acc.begin_flush();
+        let a = f.send(Some(0), None, 10);
+        let (ba, _) = flat(f.drain_at(Duration::ZERO, 1)).pop().expect("a");
+        f.send(Some(0), None, 10);
+        let (bb, _) = flat(f.drain_at(Duration::ZERO, 1)).pop().expect("b");
+        // a's answer is lost, b is acknowledged: the broker expects what
+        // follows b. If a's retry is then refused as out of order (the
+        // broker no longer remembers it), a was written or not: nobody can
+        // tell, and it must not be reported as not written.
+        f.complete(ba, disconnected(), MS);
+        f.complete(bb, acked(2), MS);
+        let (ba, _) = flat(f.drain_at(100 * MS, 1)).pop().expect("retry");
+        f.complete(ba, kafka(ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER), 101 * MS);
+        match outcome(&a) {
+            Some(Outcome::Failed(Failure::Uncertain(_))) => {}
+            other => panic!("unexpected {other:?}"),
+        }
     }
 
     #[test]
