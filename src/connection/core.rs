@@ -432,10 +432,18 @@ impl<T> ConnectionCore<T> {
                 // A buffer that no received frame still shares is reused
                 // if large enough: its pages are already mapped.
                 if self.recv.capacity() < total && !self.recv.try_reclaim(total - have) {
-                    let cap = total.min(have.saturating_mul(2).max(EXACT_FRAME_ALLOC));
-                    let mut buf = BytesMut::with_capacity(cap);
-                    buf.extend_from_slice(&self.recv);
-                    self.recv = buf;
+                    if have >= EXACT_FRAME_ALLOC {
+                        // Past the exact allocation: grow in place (a
+                        // realloc, which remaps large buffers rather than
+                        // copying and faulting in new pages), at most
+                        // doubling what has arrived.
+                        self.recv.reserve(total.min(have.saturating_mul(2)) - have);
+                    } else {
+                        let cap = total.min(have.saturating_mul(2).max(EXACT_FRAME_ALLOC));
+                        let mut buf = BytesMut::with_capacity(cap);
+                        buf.extend_from_slice(&self.recv);
+                        self.recv = buf;
+                    }
                 }
             }
             _ => {
