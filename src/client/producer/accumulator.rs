@@ -129,6 +129,13 @@ struct OpenBatch {
     accounted: usize,
 }
 
+impl OpenBatch {
+    /// When the batch is due by linger (see [`TIMER_RESOLUTION`]).
+    fn linger_end(&self, linger: Duration) -> Instant {
+        self.created + linger.saturating_sub(TIMER_RESOLUTION)
+    }
+}
+
 #[derive(Debug, Default)]
 struct PartitionState {
     open: Option<OpenBatch>,
@@ -322,6 +329,12 @@ pub(crate) struct Accumulator {
 /// batches in flight to recycle theirs, a bounded amount of memory (each at
 /// most twice the batch size) beyond the buffer memory.
 const SPARE_BUFFERS: usize = 4;
+
+/// The sender's timer fires on a millisecond tick at or after the time
+/// asked for, so a batch due at its linger end would leave up to 1 ms late.
+/// Batches are due this much before it instead: `linger` stays an upper
+/// bound on the wait, as in the Java client and librdkafka.
+const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 
 /// One ProduceRequest's worth of batches for one broker.
 #[derive(Debug)]
@@ -750,7 +763,7 @@ impl Accumulator {
                     None => p
                         .open
                         .as_ref()
-                        .is_some_and(|o| force || o.created + cfg.linger <= now),
+                        .is_some_and(|o| force || o.linger_end(cfg.linger) <= now),
                 };
                 if !front_ready {
                     continue;
@@ -1129,7 +1142,7 @@ impl Accumulator {
                     consider(at);
                 }
             } else if let Some(o) = &p.open {
-                consider(o.created + self.cfg.linger);
+                consider(o.linger_end(self.cfg.linger));
                 consider(o.created + self.cfg.delivery_timeout);
             }
         }
@@ -1423,8 +1436,10 @@ mod tests {
         let mut f = fixture(false, 2);
         f.send(Some(0), None, 10);
         assert!(f.drain_at(Duration::ZERO, 1).is_empty(), "lingering");
-        assert_eq!(f.acc.next_wakeup(), Some(f.t0 + 5 * MS));
-        assert_eq!(flat(f.drain_at(5 * MS, 1)).len(), 1);
+        assert!(f.drain_at(3 * MS, 1).is_empty(), "lingering");
+        // Due a timer tick before the linger end, so it never leaves later.
+        assert_eq!(f.acc.next_wakeup(), Some(f.t0 + 4 * MS));
+        assert_eq!(flat(f.drain_at(4 * MS, 1)).len(), 1);
 
         // A full batch is ready at once; the record that did not fit starts
         // the next batch.
