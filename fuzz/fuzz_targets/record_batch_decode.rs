@@ -1,6 +1,8 @@
 //! Decodes arbitrary bytes as a Fetch partition's `records` field. Decoding
 //! may fail, but must never panic, hang or allocate beyond the small limits
-//! given; whatever decodes as a v2 batch must survive a re-encode unchanged.
+//! given; whatever decodes as a v2 batch must survive a re-encode unchanged;
+//! the borrowed view decoder must agree with the owned one (the same
+//! batches, or a failure too, from decoding or iterating).
 //!
 //! Input: 1 flag byte (bit 0: check CRCs — off by default so the fuzzer gets
 //! past them; bit 1: recompute the CRC of the first v2 batch before decoding,
@@ -9,7 +11,9 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use rskafka::protocol::record::{decode_batches, encode_batch, DecodeLimits};
+use rskafka::protocol::record::{
+    decode_batch_views, decode_batches, encode_batch, DecodeLimits, DecodedBatches,
+};
 
 fuzz_target!(|data: &[u8]| {
     let [flags, body @ ..] = data else {
@@ -25,7 +29,10 @@ fuzz_target!(|data: &[u8]| {
         max_total_decompressed_bytes: 4 << 20,
         verify_crc: flags & 1 != 0,
     };
-    let Ok(out) = decode_batches(Bytes::from(body), &limits) else {
+    let body = Bytes::from(body);
+    let owned = decode_batches(body.clone(), &limits);
+    views_agree(&owned, body, &limits);
+    let Ok(out) = owned else {
         return;
     };
     for batch in out.batches.iter().filter(|b| b.magic == 2) {
@@ -36,6 +43,45 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(&again.batches[0], batch);
     }
 });
+
+/// The view decoder fails where the owned one does (on decoding, or while
+/// iterating a batch's records); otherwise its batches, made owned, are the
+/// owned decoder's.
+fn views_agree(
+    owned: &Result<DecodedBatches, rskafka::protocol::DecodeError>,
+    body: Bytes,
+    limits: &DecodeLimits,
+) {
+    let views = match (owned, decode_batch_views(body, limits)) {
+        // Both reject the input; the errors may differ, as the views leave
+        // the checks of a batch's records (their fields, their count, bytes
+        // after them) to iteration and so may meet a later batch's error
+        // first.
+        (Err(_), Err(_)) => return,
+        (Ok(a), Err(b)) => panic!("owned {a:?} but views {b:?}"),
+        (_, Ok(v)) => v,
+    };
+    if let Ok(o) = owned {
+        assert_eq!(o.batches.len(), views.batches.len());
+    }
+    for (i, view) in views.batches.iter().enumerate() {
+        let converted = view.to_batch();
+        let iterated_error = view.records.iter().find_map(Result::err);
+        assert_eq!(converted.as_ref().err(), iterated_error.as_ref());
+        match (owned, converted) {
+            (Ok(o), Ok(batch)) => assert_eq!(&batch, &o.batches[i]),
+            (Ok(o), Err(e)) => panic!("owned {o:?} but a view fails {e:?}"),
+            (Err(e), Err(v)) => {
+                assert_eq!(e, &v, "the first failing view has the owned error");
+                return;
+            }
+            (Err(_), Ok(_)) => {}
+        }
+    }
+    if let Err(e) = owned {
+        panic!("owned fails {e:?} but every view decodes");
+    }
+}
 
 /// CRC-32C (Castagnoli), bitwise: slow but dependency-free for the harness.
 fn crc32c_of(data: &[u8]) -> u32 {
