@@ -104,6 +104,9 @@ def main():
                     except KafkaException as e:
                         emit("error", "commit:", str(e).replace("\n", " "))
                         if not e.args[0].retriable():
+                            # Refused (e.g. a generation that a rebalance
+                            # ended): the record may be delivered again.
+                            emit("uncommitted", msg.partition(), msg.offset())
                             break
                         time.sleep(0.1)
             count += 1
