@@ -1639,7 +1639,6 @@ mod scripted {
     use bytes::{Bytes, BytesMut};
     use rskafka::protocol::{
         messages::{
-            api_versions_response::ApiVersion,
             fetch_response::{
                 FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
             },
@@ -1647,14 +1646,14 @@ mod scripted {
                 MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
             },
             offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult},
-            ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, MetadataRequest,
-            MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+            FetchRequest, FetchResponse, MetadataRequest, MetadataResponse,
+            OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
         },
         record::{BatchHeader, RecordBatchWriter},
         ApiKey, ErrorCode, Uuid,
     };
 
-    use crate::fake_broker::{decode_request, delayed, reply, Action, Seen};
+    use crate::fake_broker::{api_versions, decode_request, delayed, reply, Action, Seen};
 
     pub const TOPIC: &str = "scripted";
     pub const TOPIC_ID: Uuid = Uuid([9; 16]);
@@ -1669,23 +1668,14 @@ mod scripted {
     }
 
     fn versions(version: i16) -> Action {
-        let api = |key: ApiKey, min, max| ApiVersion {
-            api_key: key.0,
-            min_version: min,
-            max_version: max,
-            ..Default::default()
-        };
-        let resp = ApiVersionsResponse {
-            api_keys: vec![
-                api(ApiKey::API_VERSIONS, 0, 4),
-                api(ApiKey::METADATA, 0, 12),
-                api(ApiKey::FETCH, 4, 16),
-                api(ApiKey::LIST_OFFSETS, 1, 8),
-                api(ApiKey::OFFSET_FOR_LEADER_EPOCH, 2, 4),
+        api_versions(
+            version,
+            &[
+                (ApiKey::FETCH, 4, 16),
+                (ApiKey::LIST_OFFSETS, 1, 8),
+                (ApiKey::OFFSET_FOR_LEADER_EPOCH, 2, 4),
             ],
-            ..Default::default()
-        };
-        reply::<ApiVersionsRequest>(&resp, version)
+        )
     }
 
     /// A batch of records `from..to` with values `<prefix>-<offset>`.

@@ -811,19 +811,18 @@ mod lossy {
 
     use rskafka::protocol::{
         messages::{
-            api_versions_response::ApiVersion,
             metadata_response::{
                 MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
             },
             produce_response::{PartitionProduceResponse, TopicProduceResponse},
-            ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse,
-            MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+            InitProducerIdRequest, InitProducerIdResponse, MetadataRequest, MetadataResponse,
+            ProduceRequest, ProduceResponse,
         },
         record::{decode_batches, DecodeLimits},
         ApiKey, ErrorCode,
     };
 
-    use crate::fake_broker::{decode_request, reply, Action, Seen};
+    use crate::fake_broker::{api_versions, decode_request, reply, Action, Seen};
 
     pub const TOPIC: &str = "lossy";
     pub const PARTITIONS: i32 = 3;
@@ -939,22 +938,10 @@ mod lossy {
     }
 
     fn versions(version: i16) -> Action {
-        let api = |key: ApiKey, min, max| ApiVersion {
-            api_key: key.0,
-            min_version: min,
-            max_version: max,
-            ..Default::default()
-        };
-        let resp = ApiVersionsResponse {
-            api_keys: vec![
-                api(ApiKey::API_VERSIONS, 0, 4),
-                api(ApiKey::METADATA, 0, 12),
-                api(ApiKey::PRODUCE, 3, 11),
-                api(ApiKey::INIT_PRODUCER_ID, 0, 5),
-            ],
-            ..Default::default()
-        };
-        reply::<ApiVersionsRequest>(&resp, version)
+        api_versions(
+            version,
+            &[(ApiKey::PRODUCE, 3, 11), (ApiKey::INIT_PRODUCER_ID, 0, 5)],
+        )
     }
 
     pub fn handler(state: Arc<Mutex<State>>) -> impl Fn(&Seen) -> Action + Send + Sync {

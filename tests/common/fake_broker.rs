@@ -110,21 +110,24 @@ impl Drop for FakeBroker {
 
 /// The versions the fake advertises: ApiVersions 0–4, Metadata 0–12.
 pub fn default_api_versions(version: i16) -> Action {
+    api_versions(version, &[])
+}
+
+/// An ApiVersions answer advertising ApiVersions 0–4, Metadata 0–12 and
+/// `more` (key, min, max).
+pub fn api_versions(version: i16, more: &[(ApiKey, i16, i16)]) -> Action {
+    let base = [(ApiKey::API_VERSIONS, 0, 4), (ApiKey::METADATA, 0, 12)];
     let resp = ApiVersionsResponse {
-        api_keys: vec![
-            ApiVersion {
-                api_key: ApiKey::API_VERSIONS.0,
-                min_version: 0,
-                max_version: 4,
+        api_keys: base
+            .iter()
+            .chain(more)
+            .map(|&(key, min, max)| ApiVersion {
+                api_key: key.0,
+                min_version: min,
+                max_version: max,
                 ..Default::default()
-            },
-            ApiVersion {
-                api_key: ApiKey::METADATA.0,
-                min_version: 0,
-                max_version: 12,
-                ..Default::default()
-            },
-        ],
+            })
+            .collect(),
         ..Default::default()
     };
     reply::<rskafka::protocol::messages::ApiVersionsRequest>(&resp, version)
