@@ -11,6 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use std::ops::Range;
 
 use super::compression;
+use super::crc32c;
 use super::view::RecordsView;
 use super::{
     read_crc, BatchRecord, Budget, Compression, DecodeLimits, RecordBatch, RecordHeader,
@@ -74,7 +75,7 @@ fn decode_batch_inner(
             "magic {magic} where 2 was expected"
         ))));
     }
-    read_crc(r, limits.verify_crc, crc32c::crc32c)?;
+    read_crc(r, limits.verify_crc, crc32c::checksum)?;
     let attributes_pos = r.position();
     let attributes = r.i16()?;
     let codec_id = (attributes & COMPRESSION_MASK) as u8;
@@ -896,39 +897,6 @@ fn seal(batch: &mut [u8]) -> Result<(), EncodeError> {
 /// running CRC: few enough to be still in cache.
 const CRC_CHUNK: usize = 16 * 1024;
 
-/// The CRC-32C polynomial, bit-reflected.
-const CRC32C_POLY: u32 = 0x82F6_3B78;
-
-/// `a * b` modulo the CRC-32C polynomial (bit-reflected: bit 31 is x^0).
-fn crc32c_multmodp(a: u32, mut b: u32) -> u32 {
-    let mut product = 0;
-    for bit in (0..32).rev() {
-        if a & (1 << bit) != 0 {
-            product ^= b;
-        }
-        b = (b >> 1) ^ (CRC32C_POLY & 0u32.wrapping_sub(b & 1));
-    }
-    product
-}
-
-/// The CRC-32C of `A ++ B` from `crc(A)`, `crc(B)` and `B`'s length, in
-/// about 2 log2(len) polynomial products (the `crc32c` crate's version
-/// squares 32x32 bit matrices instead and costs tens of microseconds).
-fn crc32c_combine(crc_a: u32, crc_b: u32, len_b: usize) -> u32 {
-    // x^(8 len_b): shifts crc(A) past B's bytes.
-    let mut shift = 1u32 << 31; // x^0
-    let mut square = 1u32 << 23; // x^8
-    let mut n = len_b;
-    while n > 0 {
-        if n & 1 == 1 {
-            shift = crc32c_multmodp(square, shift);
-        }
-        square = crc32c_multmodp(square, square);
-        n >>= 1;
-    }
-    crc32c_multmodp(shift, crc_a) ^ crc_b
-}
-
 /// As [`seal`], given the CRC-32C of the records (the bytes after the
 /// header) if it is known already: then only the header is read again.
 fn seal_with(batch: &mut [u8], records_crc: Option<u32>) -> Result<(), EncodeError> {
@@ -937,12 +905,12 @@ fn seal_with(batch: &mut [u8], records_crc: Option<u32>) -> Result<(), EncodeErr
         dst.copy_from_slice(&length.to_be_bytes());
     }
     let crc = match (records_crc, batch.get(ATTRIBUTES_AT..RECORD_BATCH_OVERHEAD)) {
-        (Some(records), Some(head)) => crc32c_combine(
-            crc32c::crc32c(head),
+        (Some(records), Some(head)) => crc32c::combine(
+            crc32c::checksum(head),
             records,
             batch.len() - RECORD_BATCH_OVERHEAD,
         ),
-        _ => crc32c::crc32c(batch.get(ATTRIBUTES_AT..).unwrap_or_default()),
+        _ => crc32c::checksum(batch.get(ATTRIBUTES_AT..).unwrap_or_default()),
     };
     if let Some(dst) = batch.get_mut(CRC_AT..CRC_AT + 4) {
         dst.copy_from_slice(&crc.to_be_bytes());
@@ -1202,7 +1170,7 @@ impl RecordBatchWriter {
             } else if self.buf.len().saturating_sub(self.crc_upto) >= CRC_CHUNK {
                 // In chunks: a call per small record costs more than it saves.
                 let pending = self.buf.get(self.crc_upto..).unwrap_or_default();
-                self.records_crc = Some(crc32c::crc32c_append(crc, pending));
+                self.records_crc = Some(crc32c::append(crc, pending));
                 self.crc_upto = self.buf.len();
             }
         }
@@ -1276,7 +1244,7 @@ impl RecordBatchWriter {
         let records_crc = self
             .records_crc
             .zip(self.buf.get(self.crc_upto..))
-            .map(|(crc, rest)| crc32c::crc32c_append(crc, rest));
+            .map(|(crc, rest)| crc32c::append(crc, rest));
         let mut batch = std::mem::take(&mut self.buf);
         if let Some(dst) = batch.get_mut(..RECORD_BATCH_OVERHEAD) {
             dst.copy_from_slice(&head);

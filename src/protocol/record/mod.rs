@@ -16,6 +16,7 @@
 
 mod batch;
 mod compression;
+mod crc32c;
 mod legacy;
 #[cfg(test)]
 mod tests;

@@ -163,7 +163,7 @@ fn raw_batch(attributes: i16, count: i32, section: &[u8]) -> BytesMut {
 fn reseal(b: &mut BytesMut) {
     let len = (b.len() - 12) as i32;
     b[8..12].copy_from_slice(&len.to_be_bytes());
-    let crc = crc32c::crc32c(&b[21..]);
+    let crc = ::crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
