@@ -234,10 +234,8 @@ mod snappy {
 
 #[cfg(feature = "compression-lz4")]
 mod lz4 {
-    use std::io::Write;
-
     use bytes::{BufMut, BytesMut};
-    use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
+    use lz4_flex::frame::FrameDecoder;
 
     use super::{read_bounded, WithCodec};
     use crate::protocol::error::{DecodeErrorKind, EncodeError};
@@ -426,17 +424,45 @@ mod lz4 {
         h
     }
 
-    /// Standard LZ4 frame with independent 64 KiB blocks, which the Java
-    /// client and librdkafka both read.
+    /// Block size this writer uses: the frame format's smallest, which the
+    /// Java client and librdkafka use too, so any reader's buffers fit it.
+    const BLOCK_MAX: usize = 64 * 1024;
+    /// Block maximum size code for 64 KiB in the frame descriptor's BD byte.
+    const BD_64K: u8 = 4 << 4;
+
+    /// A standard LZ4 frame of independent 64 KiB blocks without checksums
+    /// (the batch CRC-32C covers these bytes), which the Java client and
+    /// librdkafka both read. Each block is compressed from `input` straight
+    /// into `out`; a streaming frame encoder would first copy the input into
+    /// its own block buffer and then copy each compressed block out of
+    /// another one.
     pub(super) fn compress(input: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
-        let info = FrameInfo::new()
-            .block_size(BlockSize::Max64KB)
-            .block_mode(BlockMode::Independent);
-        let mut enc = FrameEncoder::with_frame_info(info, out.writer());
-        enc.write_all(input)
-            .map_err(|e| e.to_string())
-            .and_then(|()| enc.finish().map(drop).map_err(|e| e.to_string()))
-            .map_err(|e| EncodeError::Compression(format!("lz4: {e}")))
+        let flg = FLG_VERSION_01 | FLG_INDEPENDENT;
+        let descriptor_checksum = (xxh32(&[flg, BD_64K], 0) >> 8) as u8;
+        let blocks = input.len().div_ceil(BLOCK_MAX);
+        let bound = 7 + blocks * (4 + lz4_flex::block::get_maximum_output_size(BLOCK_MAX)) + 4;
+        out.reserve(bound);
+        out.put_slice(&FRAME_MAGIC);
+        out.put_slice(&[flg, BD_64K, descriptor_checksum]);
+        for block in input.chunks(BLOCK_MAX) {
+            let header_at = out.len();
+            let room = lz4_flex::block::get_maximum_output_size(block.len());
+            out.resize(header_at + 4 + room, 0);
+            let written = lz4_flex::block::compress_into(block, &mut out[header_at + 4..])
+                .map_err(|e| EncodeError::Compression(format!("lz4: {e}")))?;
+            let header = if written < block.len() {
+                out.truncate(header_at + 4 + written);
+                written as u32
+            } else {
+                // Incompressible: stored as is, flagged in the block size.
+                out.truncate(header_at + 4);
+                out.put_slice(block);
+                block.len() as u32 | BLOCK_UNCOMPRESSED
+            };
+            out[header_at..header_at + 4].copy_from_slice(&header.to_le_bytes());
+        }
+        out.put_u32_le(0); // end mark
+        Ok(())
     }
 }
 
@@ -579,6 +605,52 @@ mod lz4_fast_path_tests {
                 out == input,
                 "{block_checksums} {content_checksum} {size:?}"
             );
+        }
+    }
+
+    /// The writer's frames, read back by lz4_flex's standard streaming
+    /// decoder (not this module's fast path): empty, one byte, block
+    /// boundaries, and incompressible blocks, which are stored raw.
+    #[test]
+    fn written_frames_are_standard() {
+        let mut noise = Vec::with_capacity(200_000);
+        let mut x: u32 = 0x9E37_79B9;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            noise.push(x as u8);
+        }
+        let compressible = data(300_000);
+        for input in [
+            &compressible[..0],
+            &compressible[..1],
+            &compressible[..65_536],
+            &compressible[..65_537],
+            &compressible[..],
+            &noise[..],
+        ] {
+            let mut out = bytes::BytesMut::new();
+            lz4::compress(input, &mut out).unwrap();
+            let mut back = Vec::new();
+            std::io::Read::read_to_end(
+                &mut lz4_flex::frame::FrameDecoder::new(&out[..]),
+                &mut back,
+            )
+            .unwrap();
+            assert!(back == input, "{} bytes", input.len());
+            assert_eq!(lz4::decompress(&out, 1 << 20, 2).unwrap(), input);
+            if input.len() == noise.len() {
+                // Raw blocks: frame overhead only, no expansion.
+                assert!(out.len() <= input.len() + 7 + 4 * 4 + 4, "{}", out.len());
+            } else if input.len() > 1000 {
+                assert!(
+                    out.len() < input.len() / 2,
+                    "{} of {}",
+                    out.len(),
+                    input.len()
+                );
+            }
         }
     }
 
