@@ -130,9 +130,9 @@ struct OpenBatch {
 }
 
 impl OpenBatch {
-    /// When the batch is due by linger (see [`TIMER_RESOLUTION`]).
+    /// When the batch is due by linger (see [`WAKE_LEAD`]).
     fn linger_end(&self, linger: Duration) -> Instant {
-        self.created + linger.saturating_sub(TIMER_RESOLUTION)
+        self.created + linger.saturating_sub(WAKE_LEAD)
     }
 }
 
@@ -330,11 +330,11 @@ pub(crate) struct Accumulator {
 /// most twice the batch size) beyond the buffer memory.
 const SPARE_BUFFERS: usize = 4;
 
-/// The sender's timer fires on a millisecond tick at or after the time
-/// asked for, so a batch due at its linger end would leave up to 1 ms late.
-/// Batches are due this much before it instead: `linger` stays an upper
-/// bound on the wait, as in the Java client and librdkafka.
-const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
+/// The sender's alarm (see `alarm`) and the wake of its task take tens of
+/// microseconds, so a batch due at its linger end would leave a little
+/// late. Batches are due this much before it instead: `linger` stays an
+/// upper bound on the wait, as in the Java client and librdkafka.
+const WAKE_LEAD: Duration = Duration::from_micros(200);
 
 /// One ProduceRequest's worth of batches for one broker.
 #[derive(Debug)]
@@ -1436,10 +1436,10 @@ mod tests {
         let mut f = fixture(false, 2);
         f.send(Some(0), None, 10);
         assert!(f.drain_at(Duration::ZERO, 1).is_empty(), "lingering");
-        assert!(f.drain_at(3 * MS, 1).is_empty(), "lingering");
-        // Due a timer tick before the linger end, so it never leaves later.
-        assert_eq!(f.acc.next_wakeup(), Some(f.t0 + 4 * MS));
-        assert_eq!(flat(f.drain_at(4 * MS, 1)).len(), 1);
+        assert!(f.drain_at(4 * MS, 1).is_empty(), "lingering");
+        // Due a wake-up's lead before the linger end, so it never leaves later.
+        assert_eq!(f.acc.next_wakeup(), Some(f.t0 + 5 * MS - WAKE_LEAD));
+        assert_eq!(flat(f.drain_at(5 * MS - WAKE_LEAD, 1)).len(), 1);
 
         // A full batch is ready at once; the record that did not fit starts
         // the next batch.

@@ -43,6 +43,7 @@
 //! ```
 
 mod accumulator;
+mod alarm;
 mod batch;
 mod partitioner;
 mod sender;

@@ -17,6 +17,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use super::{
     accumulator::{Accumulator, Drained, SendResult},
+    alarm::Alarm,
     batch::{Failure, ProducerBatch},
     Acks, Shared,
 };
@@ -75,6 +76,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     let mut dispatch: HashMap<i32, mpsc::UnboundedSender<Drained>> = HashMap::new();
     // The snapshot the sticky partitioner's leader lists were taken from.
     let mut leaders_from: Option<Arc<Metadata>> = None;
+    // Wakes the loop on time (see `alarm`); dropped with this future.
+    let alarm = {
+        let shared = Arc::downgrade(&shared);
+        Alarm::start(move || shared.upgrade().map(|s| s.wake.notify_one()).is_some())
+    };
     loop {
         let now = Instant::now();
         // Read outside the lock; leader lookups below only read this snapshot.
@@ -171,6 +177,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         // changes (a response, a producer id, metadata): wait for that.
         match wake_at.filter(|&t| t > now) {
             Some(at) => {
+                if let Some(alarm) = &alarm {
+                    alarm.set(at.into_std());
+                }
                 tokio::select! {
                     _ = shared.wake.notified() => {}
                     _ = tokio::time::sleep_until(at) => {}
