@@ -31,7 +31,7 @@ pub mod ours {
     use rskafka::{
         client::{
             consumer::{ConsumerConfig, StartOffset},
-            producer::{Acks, Compression, ProducerConfig},
+            producer::{Acks, Compression, Producer, ProducerConfig},
             ClientBuilder,
         },
         record::Record,
@@ -88,52 +88,17 @@ pub mod ours {
                 )
                 .map_err(|e| e.to_string())?;
             let value = Bytes::from(payload(job.size));
-            // Deliveries are awaited in order by a second task, so that
-            // memory holds only the records still in flight.
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<(
-                Instant,
-                rskafka::client::producer::DeliveryFuture,
-            )>(65_536);
-            let latency = job.rate > 0;
-            let count = job.count;
-            let waiter = tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(if latency { count as usize } else { 0 });
-                let mut acked = 0u64;
-                let mut errors = 0u64;
-                while let Some((sent, fut)) = rx.recv().await {
-                    match fut.await {
-                        Ok(_) => acked += 1,
-                        Err(_) => errors += 1,
-                    }
-                    if latency {
-                        lat.push(sent.elapsed().as_micros() as u64);
-                    }
-                }
-                (acked, errors, lat, Instant::now())
-            });
-            let start = Instant::now();
-            for i in 0..job.count {
-                if latency {
-                    tokio::time::sleep_until(due(start, i, job.rate).into()).await;
-                }
-                let rec = Record {
-                    key: None,
-                    value: Some(value.clone()),
-                    headers: Vec::new(),
-                    timestamp: OffsetDateTime::now_utc(),
-                };
-                let sent = Instant::now();
-                let fut = producer
-                    .send_to(&job.topic, Some(0), rec)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tx.send((sent, fut)).await.map_err(|e| e.to_string())?;
-            }
-            drop(tx);
-            let (acked, errors, mut lat, end) = tokio::time::timeout(RUN_TIMEOUT, waiter)
-                .await
-                .map_err(|_| "timed out waiting for acks".to_owned())?
-                .map_err(|e| e.to_string())?;
+            let record = || Record {
+                key: None,
+                value: Some(value.clone()),
+                headers: Vec::new(),
+                timestamp: OffsetDateTime::now_utc(),
+            };
+            let (acked, errors, mut lat, start, end) = if job.rate > 0 {
+                produce_timed(&producer, job, record).await?
+            } else {
+                produce_flat_out(&producer, job, record).await?
+            };
             producer.close().await;
             if errors > 0 {
                 return Err(format!("{errors} deliveries failed"));
@@ -143,10 +108,97 @@ pub mod ours {
                 records: acked,
                 bytes: acked * job.size as u64,
                 secs: (end - start).as_secs_f64(),
-                p50_us: if latency { p50 } else { None },
-                p99_us: if latency { p99 } else { None },
+                p50_us: p50,
+                p99_us: p99,
             })
         })
+    }
+
+    /// Acknowledged and failed deliveries, latencies in microseconds, and
+    /// the start and end of the run.
+    type Deliveries = (u64, u64, Vec<u64>, Instant, Instant);
+
+    /// Sends as fast as the producer takes records. The delivery futures
+    /// wait in a window in the sending task and are awaited oldest first
+    /// once it is full (by then they are mostly resolved), as an
+    /// application bounding its in-flight records would do it: no second
+    /// task and no channel per record.
+    async fn produce_flat_out(
+        producer: &Producer,
+        job: &Job,
+        record: impl Fn() -> Record,
+    ) -> Result<Deliveries, String> {
+        const WINDOW: usize = 65_536;
+        let mut window = std::collections::VecDeque::with_capacity(WINDOW);
+        let (mut acked, mut errors) = (0u64, 0u64);
+        let mut settle = |r: Result<_, _>| match r {
+            Ok(_) => acked += 1,
+            Err(_) => errors += 1,
+        };
+        let start = Instant::now();
+        for _ in 0..job.count {
+            if window.len() == WINDOW {
+                if let Some(oldest) = window.pop_front() {
+                    settle(oldest.await);
+                }
+            }
+            let fut = producer
+                .send_to(&job.topic, Some(0), record())
+                .await
+                .map_err(|e| e.to_string())?;
+            window.push_back(fut);
+        }
+        tokio::time::timeout(RUN_TIMEOUT, async {
+            for fut in window {
+                settle(fut.await);
+            }
+        })
+        .await
+        .map_err(|_| "timed out waiting for acks".to_owned())?;
+        Ok((acked, errors, Vec::new(), start, Instant::now()))
+    }
+
+    /// Sends at `job.rate` records per second; a second task awaits each
+    /// delivery as it resolves, so its latency is taken when the ack comes.
+    async fn produce_timed(
+        producer: &Producer,
+        job: &Job,
+        record: impl Fn() -> Record,
+    ) -> Result<Deliveries, String> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
+            Instant,
+            rskafka::client::producer::DeliveryFuture,
+        )>();
+        let count = job.count;
+        let waiter = tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(count as usize);
+            let (mut acked, mut errors) = (0u64, 0u64);
+            while let Some((sent, fut)) = rx.recv().await {
+                match fut.await {
+                    Ok(_) => acked += 1,
+                    Err(_) => errors += 1,
+                }
+                lat.push(sent.elapsed().as_micros() as u64);
+            }
+            (acked, errors, lat, Instant::now())
+        });
+        let start = Instant::now();
+        for i in 0..job.count {
+            tokio::time::sleep_until(due(start, i, job.rate).into()).await;
+            let rec = record();
+            let sent = Instant::now();
+            let fut = producer
+                .send_to(&job.topic, Some(0), rec)
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.send((sent, fut)).map_err(|e| e.to_string())?;
+        }
+        drop(tx);
+        let (acked, errors, lat, end) = tokio::time::timeout(RUN_TIMEOUT, waiter)
+            .await
+            .map_err(|_| "timed out waiting for acks".to_owned())?
+            .map_err(|e| e.to_string())?;
+        Ok((acked, errors, lat, start, end))
     }
 
     /// Reads `job.count` records from the start of partition 0.
