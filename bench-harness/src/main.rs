@@ -251,6 +251,7 @@ pub fn payload(size: usize) -> Vec<u8> {
 
 fn parent_main(args: &[String]) -> i32 {
     let mut quick = false;
+    let mut runs: usize = 1;
     let mut clients: Vec<String> = CLIENTS.iter().map(|s| s.to_string()).collect();
     let mut only: Option<Vec<String>> = None;
     let mut bootstrap =
@@ -271,9 +272,16 @@ fn parent_main(args: &[String]) -> i32 {
                     bootstrap = b.clone();
                 }
             }
+            "--runs" => match it.next().and_then(|n| n.parse().ok()) {
+                Some(n) if n >= 1 => runs = n,
+                _ => {
+                    eprintln!("--runs needs a count of at least 1");
+                    return 2;
+                }
+            },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench-harness [--quick] [--clients {}] [--workloads produce,consume,latency] [--bootstrap HOST:PORT]",
+                    "usage: bench-harness [--quick] [--runs N] [--clients {}] [--workloads produce,consume,latency] [--bootstrap HOST:PORT]",
                     CLIENTS.join(",")
                 );
                 return 0;
@@ -304,7 +312,7 @@ fn parent_main(args: &[String]) -> i32 {
         None
     };
     let run_id = std::process::id();
-    let mut results: BTreeMap<(usize, String), Outcome> = BTreeMap::new();
+    let mut samples: BTreeMap<(usize, String), Vec<Outcome>> = BTreeMap::new();
     let mut topics_of: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut created: Vec<String> = Vec::new();
     let wls = workloads(quick);
@@ -314,18 +322,27 @@ fn parent_main(args: &[String]) -> i32 {
                 continue;
             }
         }
-        for client in &clients {
+        // Repetitions alternate between the clients, so that a slow phase
+        // of the machine or the broker does not fall on one client only.
+        for (rep, client) in (0..runs).flat_map(|r| clients.iter().map(move |c| (r, c))) {
+            // A repeated produce run writes a topic of its own, deleted
+            // right after it: the first one is what the consumers read.
+            let mut scratch_topic = None;
             let topic = match w.op {
                 Op::Produce | Op::Latency => {
                     let t = format!(
-                        "bench-{run_id}-{wi}-{client}-{}",
+                        "bench-{run_id}-{wi}-{rep}-{client}-{}",
                         w.name.replace([' ', '/'], "_")
                     );
                     if let Err(e) = clients::ours::create_topic(&bootstrap, &t) {
                         eprintln!("create topic {t}: {e}");
                         continue;
                     }
-                    created.push(t.clone());
+                    if rep == 0 {
+                        created.push(t.clone());
+                    } else {
+                        scratch_topic = Some(t.clone());
+                    }
                     t
                 }
                 Op::Consume => {
@@ -353,13 +370,19 @@ fn parent_main(args: &[String]) -> i32 {
                 compression: w.compression.to_owned(),
                 rate: w.rate,
             };
-            eprintln!("[{}] {} {} ...", now_hms(), w.name, client);
+            eprintln!(
+                "[{}] {} {} (run {}) ...",
+                now_hms(),
+                w.name,
+                client,
+                rep + 1
+            );
             let timeout = Duration::from_secs(if quick { 120 } else { 600 });
             let out = if client == "java" {
                 let Some(cp) = java_cp.as_deref() else {
                     continue;
                 };
-                let mut cmd = java::command(cp, w.op, &job, &format!("bench-{run_id}-{wi}"));
+                let mut cmd = java::command(cp, w.op, &job, &format!("bench-{run_id}-{wi}-{rep}"));
                 run_child(&mut cmd, timeout).and_then(|(stdout, cpu, rss)| {
                     java::parse(w.op, &job, &stdout).map(|m| (m, cpu, rss))
                 })
@@ -402,17 +425,30 @@ fn parent_main(args: &[String]) -> i32 {
                             _ => String::new(),
                         }
                     );
-                    if w.op == Op::Produce {
+                    if w.op == Op::Produce && rep == 0 {
                         topics_of
                             .entry(w.name.clone())
                             .or_default()
                             .insert(client.clone(), topic.clone());
                     }
-                    results.insert((wi, client.clone()), o);
+                    samples.entry((wi, client.clone())).or_default().push(o);
                 }
                 Err(e) => eprintln!("  FAILED: {e}"),
             }
+            if let Some(t) = scratch_topic {
+                if let Err(e) = clients::ours::delete_topic(&bootstrap, &t) {
+                    eprintln!("delete topic {t}: {e}");
+                }
+            }
         }
+    }
+    let results: BTreeMap<(usize, String), Outcome> = samples
+        .into_iter()
+        .map(|(k, v)| (k, median_outcome(&v)))
+        .collect();
+    if runs > 1 {
+        println!();
+        println!("Each figure is the median of {runs} runs per client, the clients alternating.");
     }
     print_tables(&wls, &clients, &results, quick);
     for t in created {
@@ -421,6 +457,28 @@ fn parent_main(args: &[String]) -> i32 {
         }
     }
     0
+}
+
+/// Each figure the median of the runs' (taken separately, so a row need not
+/// be any one run); the upper median for an even count.
+fn median_outcome(runs: &[Outcome]) -> Outcome {
+    fn median<T: Copy + PartialOrd>(mut v: Vec<T>) -> T {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        v[v.len() / 2]
+    }
+    fn median_opt(v: Vec<Option<f64>>) -> Option<f64> {
+        let some: Vec<f64> = v.into_iter().flatten().collect();
+        (!some.is_empty()).then(|| median(some))
+    }
+    Outcome {
+        records: median(runs.iter().map(|o| o.records).collect()),
+        bytes: median(runs.iter().map(|o| o.bytes).collect()),
+        secs: median(runs.iter().map(|o| o.secs).collect()),
+        p50_us: median_opt(runs.iter().map(|o| o.p50_us).collect()),
+        p99_us: median_opt(runs.iter().map(|o| o.p99_us).collect()),
+        cpu_secs: median(runs.iter().map(|o| o.cpu_secs).collect()),
+        max_rss_kib: median(runs.iter().map(|o| o.max_rss_kib).collect()),
+    }
 }
 
 fn now_hms() -> String {
