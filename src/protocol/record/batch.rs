@@ -112,7 +112,7 @@ fn decode_batch_inner(
             .map_err(|kind| DecodeError::new(kind, section_pos).context("records"))?;
         budget.spend(plain.len());
         // Offsets in errors are within the decompressed records.
-        decode_records(Bytes::from(plain), 0, count, lazy, true)
+        decode_records(plain, 0, count, lazy, true)
             .map_err(|e| e.context("decompressed records"))?
     };
     let batch = RecordBatch {

@@ -106,7 +106,7 @@ fn decode_entry_inner(
     let plain = compression::decompress(compression, &value, budget.cap(), msg.magic)
         .map_err(|kind| DecodeError::new(kind, pos).context("wrapper value"))?;
     budget.spend(plain.len());
-    let inner = decode_inner(Reader::new(Bytes::from(plain)), limits)
+    let inner = decode_inner(Reader::new(plain), limits)
         .map_err(|e| e.context("decompressed message set"))?;
     let (Some(first), Some(last)) = (inner.first(), inner.last()) else {
         return Err(DecodeError::new(

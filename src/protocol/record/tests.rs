@@ -868,7 +868,7 @@ fn zstd_cached_context_recovers_after_failures() {
         assert!(compression::decompress(Compression::Zstd, b"garbage!", 1 << 20, 2).is_err());
         assert_eq!(
             compression::decompress(Compression::Zstd, &good, 1 << 20, 2).unwrap(),
-            b"payload"
+            &b"payload"[..]
         );
     }
 }
