@@ -436,7 +436,7 @@ impl ControllerClient {
                     let entry = current.get(key);
                     match op {
                         ConfigOp::Set(v) => entry.is_some_and(|e| e.value.as_deref() == Some(v)),
-                        ConfigOp::Delete => entry.map_or(true, |e| e.source != ConfigSource::Topic),
+                        ConfigOp::Delete => entry.is_none_or(|e| e.source != ConfigSource::Topic),
                         // Lists are not compared element by element.
                         ConfigOp::Append(_) | ConfigOp::Subtract(_) => true,
                     }

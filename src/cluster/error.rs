@@ -66,7 +66,7 @@ impl ClusterError {
             // A broker that refused for good (authentication, TLS) will
             // refuse again: fail at once instead of retrying to the deadline.
             Self::NoBrokerReachable { last, .. } => {
-                last.as_ref().map_or(true, ConnectionError::is_retriable)
+                last.as_ref().is_none_or(ConnectionError::is_retriable)
             }
             // Topics, partitions and brokers appear as the cluster changes.
             Self::UnknownTopic(_)

@@ -606,7 +606,7 @@ impl GroupConsumer {
         self.consumed
             .iter()
             .filter(|(tp, _)| self.owned.contains(*tp))
-            .filter(|(tp, _)| only.map_or(true, |o| o.contains(tp)))
+            .filter(|(tp, _)| only.is_none_or(|o| o.contains(tp)))
             .map(|(tp, v)| (tp.clone(), *v))
             .collect()
     }

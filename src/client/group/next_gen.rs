@@ -503,7 +503,7 @@ trait DueExt {
 
 impl DueExt for Option<Instant> {
     fn is_none_or_due(&self, now: Instant) -> bool {
-        self.map_or(true, |t| now >= t)
+        self.is_none_or(|t| now >= t)
     }
 }
 

@@ -333,7 +333,9 @@ const SPARE_BUFFERS: usize = 4;
 /// The sender's alarm (see `alarm`) and the wake of its task take tens of
 /// microseconds, so a batch due at its linger end would leave a little
 /// late. Batches are due this much before it instead: `linger` stays an
-/// upper bound on the wait, as in the Java client and librdkafka.
+/// upper bound on the wait, as in the Java client and librdkafka. (Where
+/// no alarm thread could be started, tokio's timer wakes the sender 1-2 ms
+/// late and the bound does not hold.)
 const WAKE_LEAD: Duration = Duration::from_micros(200);
 
 /// One ProduceRequest's worth of batches for one broker.
@@ -492,7 +494,7 @@ impl Accumulator {
             let needs_new = t.partitions.get(idx).is_some_and(|ps| {
                 ps.open
                     .as_ref()
-                    .map_or(true, |o| !fits(o, accounted, self.cfg.batch_size))
+                    .is_none_or(|o| !fits(o, accounted, self.cfg.batch_size))
             });
             if needs_new {
                 let p2 = next_sticky_partition(Some(p), count, &t.with_leader);
@@ -759,7 +761,7 @@ impl Accumulator {
                 }
                 // Ready?
                 let front_ready = match p.queue.front() {
-                    Some(b) => b.retry_at.map_or(true, |at| at <= now),
+                    Some(b) => b.retry_at.is_none_or(|at| at <= now),
                     None => p
                         .open
                         .as_ref()
@@ -768,7 +770,7 @@ impl Accumulator {
                 if !front_ready {
                     continue;
                 }
-                if resolving && !p.queue.front().is_some_and(|b| b.sequence.is_some()) {
+                if resolving && p.queue.front().is_none_or(|b| b.sequence.is_none()) {
                     // Only batches of the current epoch go out before a bump.
                     continue;
                 }
@@ -1072,7 +1074,7 @@ impl Accumulator {
                 if let Some(p) = self.partition_mut(batch.topic().clone(), batch.partition()) {
                     if batch.ambiguous {
                         p.broken = true;
-                    } else if !p.broken && p.rewind.map_or(true, |(id, _)| batch.id < id) {
+                    } else if !p.broken && p.rewind.is_none_or(|(id, _)| batch.id < id) {
                         p.rewind = Some((batch.id, s.base_sequence));
                     }
                 }

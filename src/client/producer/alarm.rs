@@ -43,6 +43,9 @@ impl Alarm {
         let theirs = shared.clone();
         std::thread::Builder::new()
             .name("rskafka-producer-alarm".into())
+            // It only waits and notifies (and may drop the producer's
+            // shared state last); the 2 MiB default is far more than that.
+            .stack_size(256 << 10)
             .spawn(move || run(&theirs, ring))
             .ok()?;
         Some(Self { shared })

@@ -133,9 +133,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 }
             }
             if !no_leader.is_empty() && refresh.is_none() {
-                let due = st
-                    .last_refresh
-                    .map_or(true, |t| t + refresh_interval <= now);
+                let due = st.last_refresh.is_none_or(|t| t + refresh_interval <= now);
                 if !st.refreshing && due {
                     st.refreshing = true;
                     st.last_refresh = Some(now);

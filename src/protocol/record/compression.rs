@@ -5,9 +5,7 @@
 //! cap proves the output is too large), and raw snappy's declared length is
 //! checked before anything is allocated.
 
-use bytes::BytesMut;
-
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::Compression;
 use crate::protocol::error::{DecodeErrorKind, EncodeError};
@@ -251,21 +249,33 @@ mod recycled {
 
     const MAX_KEPT: usize = 4;
     const MAX_KEPT_LEN: usize = 8 << 20;
+    /// Any kept buffer up to this size may serve a smaller batch.
+    const MIN_KEPT_FIT: usize = 256 << 10;
 
     thread_local! {
-        static KEPT: RefCell<Vec<Bytes>> = const { RefCell::new(Vec::new()) };
+        /// Buffers handed out, with their capacities (`Bytes` does not tell).
+        static KEPT: RefCell<Vec<(Bytes, usize)>> = const { RefCell::new(Vec::new()) };
     }
 
     /// A buffer for at least `len` bytes: a kept one nothing else refers to
     /// (its contents are stale, its length whatever it was), or a new one.
+    /// A kept buffer far larger than `len` is left for a larger batch: the
+    /// records of a small one would hold on to all of it.
     pub(super) fn take(len: usize) -> BytesMut {
+        let fits = |capacity: usize| capacity <= len.saturating_mul(2).max(MIN_KEPT_FIT);
         let reused = KEPT.with(|kept| {
             let mut kept = kept.borrow_mut();
-            let free = kept.iter().position(Bytes::is_unique)?;
-            kept.swap_remove(free).try_into_mut().ok()
+            let free = kept
+                .iter()
+                .position(|(b, capacity)| fits(*capacity) && b.is_unique())?;
+            kept.swap_remove(free).0.try_into_mut().ok()
         });
         match reused {
             Some(mut b) => {
+                if b.capacity() < len {
+                    // Growing would copy the stale bytes along.
+                    b.clear();
+                }
                 b.reserve(len.saturating_sub(b.len()));
                 b
             }
@@ -273,9 +283,10 @@ mod recycled {
         }
     }
 
-    /// Keeps a reference to `b` for [`take`], if it is not too large.
-    pub(super) fn keep(b: Bytes) -> Bytes {
-        if b.len() <= MAX_KEPT_LEN {
+    /// Keeps a reference to `b` for [`take`] if its buffer (of `capacity`
+    /// bytes) is not too large.
+    pub(super) fn keep(b: Bytes, capacity: usize) -> Bytes {
+        if capacity <= MAX_KEPT_LEN {
             KEPT.with(|kept| {
                 let mut kept = kept.borrow_mut();
                 if kept.len() == MAX_KEPT {
@@ -284,7 +295,7 @@ mod recycled {
                     // only ends its reuse.
                     kept.remove(0);
                 }
-                kept.push(b.clone());
+                kept.push((b.clone(), capacity));
             });
         }
         b
@@ -296,7 +307,7 @@ mod recycled {
 
         #[test]
         fn a_buffer_is_reused_only_once_nothing_else_refers_to_it() {
-            let first = keep(Bytes::from(vec![7u8; 1000]));
+            let first = keep(Bytes::from(vec![7u8; 1000]), 1000);
             let ptr = first.as_ptr();
             // Still referred to: a new buffer.
             let other = take(1000);
@@ -309,6 +320,22 @@ mod recycled {
             assert_eq!(reused[999], 7);
             // Taken out: not handed out twice.
             assert_ne!(take(10).as_ptr(), ptr);
+        }
+
+        #[test]
+        fn oversized_buffers_are_neither_kept_nor_lent_to_small_batches() {
+            let huge = keep(Bytes::from(vec![0u8; MAX_KEPT_LEN + 1]), MAX_KEPT_LEN + 1);
+            let huge_ptr = huge.as_ptr();
+            drop(huge);
+            assert_ne!(take(MAX_KEPT_LEN).as_ptr(), huge_ptr);
+
+            let big = keep(Bytes::from(vec![0u8; 4 << 20]), 4 << 20);
+            let big_ptr = big.as_ptr();
+            drop(big);
+            // A 1 KiB batch does not get the 4 MiB buffer...
+            assert_ne!(take(1024).as_ptr(), big_ptr);
+            // ...but one of at least half its size does.
+            assert_eq!(take(2 << 20).as_ptr(), big_ptr);
         }
     }
 }
@@ -430,7 +457,8 @@ mod lz4 {
             let size = u32::from_le_bytes(*size);
             if size == 0 {
                 out.truncate(filled);
-                return Some(Ok(recycled::keep(out.freeze())));
+                let capacity = out.capacity();
+                return Some(Ok(recycled::keep(out.freeze(), capacity)));
             }
             let len = (size & !BLOCK_UNCOMPRESSED) as usize;
             let block = tail.get(..len)?;

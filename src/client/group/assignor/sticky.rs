@@ -982,7 +982,7 @@ impl<'a> General<'a> {
             if self
                 .topic_consumers
                 .get(&*tp.topic)
-                .map_or(true, |c| c.is_empty())
+                .is_none_or(|c| c.is_empty())
             {
                 i += 1;
                 continue;
@@ -1023,7 +1023,7 @@ impl<'a> General<'a> {
         let initializing = self
             .sorted
             .last()
-            .map_or(true, |(_, JStr(c))| self.size(c) == 0);
+            .is_none_or(|(_, JStr(c))| self.size(c) == 0);
         if !self.rack.consumer_racks.is_empty() {
             let mut to_assign = unassigned.clone();
             self.maybe_assign(&mut to_assign, true, true);
