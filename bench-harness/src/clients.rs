@@ -136,25 +136,26 @@ pub mod ours {
             Err(_) => errors += 1,
         };
         let start = Instant::now();
-        for _ in 0..job.count {
-            if window.len() == WINDOW {
-                if let Some(oldest) = window.pop_front() {
-                    settle(oldest.await);
-                }
-            }
-            let fut = producer
-                .send_to(&job.topic, Some(0), record())
-                .await
-                .map_err(|e| e.to_string())?;
-            window.push_back(fut);
-        }
         tokio::time::timeout(RUN_TIMEOUT, async {
+            for _ in 0..job.count {
+                if window.len() == WINDOW {
+                    if let Some(oldest) = window.pop_front() {
+                        settle(oldest.await);
+                    }
+                }
+                let fut = producer
+                    .send_to(&job.topic, Some(0), record())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                window.push_back(fut);
+            }
             for fut in window {
                 settle(fut.await);
             }
+            Ok::<(), String>(())
         })
         .await
-        .map_err(|_| "timed out waiting for acks".to_owned())?;
+        .map_err(|_| "timed out waiting for acks".to_owned())??;
         Ok((acked, errors, Vec::new(), start, Instant::now()))
     }
 

@@ -325,9 +325,8 @@ fn parent_main(args: &[String]) -> i32 {
         // Repetitions alternate between the clients, so that a slow phase
         // of the machine or the broker does not fall on one client only.
         for (rep, client) in (0..runs).flat_map(|r| clients.iter().map(move |c| (r, c))) {
-            // A repeated produce run writes a topic of its own, deleted
-            // right after it: the first one is what the consumers read.
-            let mut scratch_topic = None;
+            // A repeated produce run writes a topic of its own; the first
+            // run's is what the consumers read.
             let topic = match w.op {
                 Op::Produce | Op::Latency => {
                     let t = format!(
@@ -338,11 +337,10 @@ fn parent_main(args: &[String]) -> i32 {
                         eprintln!("create topic {t}: {e}");
                         continue;
                     }
-                    if rep == 0 {
-                        created.push(t.clone());
-                    } else {
-                        scratch_topic = Some(t.clone());
-                    }
+                    // Deleted at the end: the broker removes a deleted
+                    // topic's files a minute later, which would land in
+                    // some later client's run.
+                    created.push(t.clone());
                     t
                 }
                 Op::Consume => {
@@ -435,10 +433,18 @@ fn parent_main(args: &[String]) -> i32 {
                 }
                 Err(e) => eprintln!("  FAILED: {e}"),
             }
-            if let Some(t) = scratch_topic {
-                if let Err(e) = clients::ours::delete_topic(&bootstrap, &t) {
-                    eprintln!("delete topic {t}: {e}");
-                }
+        }
+    }
+    if runs > 1 {
+        println!();
+        println!("Each figure is the median of {runs} runs per client, the clients alternating.");
+        for ((wi, client), v) in &samples {
+            if v.len() < runs {
+                println!(
+                    "- {} {client}: only {} of {runs} runs succeeded",
+                    wls[*wi].name,
+                    v.len()
+                );
             }
         }
     }
@@ -446,10 +452,6 @@ fn parent_main(args: &[String]) -> i32 {
         .into_iter()
         .map(|(k, v)| (k, median_outcome(&v)))
         .collect();
-    if runs > 1 {
-        println!();
-        println!("Each figure is the median of {runs} runs per client, the clients alternating.");
-    }
     print_tables(&wls, &clients, &results, quick);
     for t in created {
         if let Err(e) = clients::ours::delete_topic(&bootstrap, &t) {
