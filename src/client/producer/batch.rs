@@ -21,7 +21,7 @@ use crate::{
     cluster::Backoff,
     error::{Error, ErrorKind},
     protocol::{
-        record::{set_producer_state, Compression, RecordBatchWriter},
+        record::{set_producer_state, RecordBatchWriter},
         ApiKey, EncodeError, ErrorCode,
     },
 };
@@ -430,9 +430,11 @@ impl ProducerBatch {
                 h.base_sequence = state.base_sequence;
                 match w.finish() {
                     Ok(bytes) => {
-                        if w.header().compression != Compression::None {
-                            // The uncompressed records stay behind in it.
-                            self.spare = Some(w.into_buffer());
+                        // Gzip and zstd leave the uncompressed records
+                        // behind in it; other batches took it along.
+                        let left = w.into_buffer();
+                        if left.capacity() > 0 {
+                            self.spare = Some(left);
                         }
                         self.payload = Payload::Encoded {
                             bytes: bytes.clone(),

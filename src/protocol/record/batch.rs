@@ -1034,28 +1034,40 @@ pub fn set_producer_state(
 
 /// Builds one v2 batch for the producer, record by record.
 ///
-/// Records are encoded as they are appended into an internal buffer that is
-/// reused across batches; [`finish`](Self::finish) compresses that buffer
-/// once, straight into the output, and computes the CRC once over the final
-/// bytes. Offset deltas count up from 0; timestamp deltas are relative to the
-/// first record's timestamp.
+/// Records are encoded as they are appended. Uncompressed, they go straight
+/// into the buffer that is handed over, behind room for the header, and
+/// their CRC is brought up to date while they are still in cache. LZ4 and
+/// snappy compress independent blocks: each block is compressed as soon as
+/// it is full, on the appending thread while its records are in cache, so
+/// [`finish`](Self::finish) has only the last one left. Gzip and zstd
+/// compress the records once, in `finish`. Offset deltas count up from 0;
+/// timestamp deltas are relative to the first record's timestamp.
 #[derive(Debug)]
 pub struct RecordBatchWriter {
     header: BatchHeader,
-    /// Uncompressed records, behind [`RECORD_BATCH_OVERHEAD`] reserved bytes
-    /// so that an uncompressed batch is sealed in place without a copy.
-    /// Empty (no allocation) after [`finish`](Self::finish) handed the
-    /// buffer over; the next [`append`](Self::append) allocates it.
+    /// The codec of the open batch, fixed by its first record.
+    codec: Compression,
+    /// Input bytes per block if `codec` compresses in blocks.
+    block: Option<usize>,
+    /// The batch behind [`RECORD_BATCH_OVERHEAD`] bytes reserved for its
+    /// header: the records themselves if uncompressed (sealed in place,
+    /// without a copy), the blocks compressed so far for a block codec, the
+    /// uncompressed records for gzip and zstd. Empty (no allocation) after
+    /// [`finish`](Self::finish) handed it over; the next
+    /// [`append`](Self::append) allocates it.
     buf: BytesMut,
-    /// Record bytes to allocate for when `buf` is next allocated: the size
-    /// of the last batch handed over, as the next one is likely as large.
+    /// Records not compressed yet, with a block codec.
+    pending: BytesMut,
+    /// Encoded size of the records appended to the open batch.
+    records_len: usize,
+    /// Bytes to allocate for when `buf` is next allocated: the size of the
+    /// last batch handed over, as the next one is likely as large.
     next_capacity: usize,
-    /// CRC-32C of the record bytes before `crc_upto`, while every record
-    /// was appended uncompressed (`None` otherwise): brought up to date
-    /// every [`CRC_CHUNK`] bytes, while they are still in cache, so sealing
-    /// an uncompressed batch reads little of it again.
+    /// CRC-32C of `buf` from the end of the header to `crc_upto`, while
+    /// `buf` holds the batch's final bytes (`None` for gzip and zstd):
+    /// brought up to date every [`CRC_CHUNK`] bytes, while they are still in
+    /// cache, so sealing reads little of the batch again.
     records_crc: Option<u32>,
-    /// Where in `buf` the records not yet in `records_crc` start.
     crc_upto: usize,
     count: i32,
     base_timestamp: i64,
@@ -1078,13 +1090,15 @@ impl RecordBatchWriter {
     /// reuse, whose pages are already mapped, unlike a fresh allocation's.
     pub fn with_buffer(header: BatchHeader, mut buf: BytesMut, bytes: usize) -> Self {
         buf.clear();
-        buf.reserve(RECORD_BATCH_OVERHEAD + bytes);
-        buf.put_bytes(0, RECORD_BATCH_OVERHEAD);
         Self {
             header,
+            codec: header.compression,
+            block: None,
             buf,
-            next_capacity: 0,
-            records_crc: Some(0),
+            pending: BytesMut::new(),
+            records_len: 0,
+            next_capacity: bytes,
+            records_crc: None,
             crc_upto: RECORD_BATCH_OVERHEAD,
             count: 0,
             base_timestamp: -1,
@@ -1092,8 +1106,10 @@ impl RecordBatchWriter {
         }
     }
 
-    /// The writer's buffer, for [`with_buffer`](Self::with_buffer); holds
-    /// the records appended since the last finish, if any.
+    /// The writer's buffer, for [`with_buffer`](Self::with_buffer): the
+    /// records appended since the last finish, if any, or after a gzip or
+    /// zstd batch its uncompressed records. Empty once
+    /// [`finish`](Self::finish) handed it over.
     pub fn into_buffer(self) -> BytesMut {
         self.buf
     }
@@ -1104,6 +1120,8 @@ impl RecordBatchWriter {
     }
 
     /// Changes header fields (e.g. the producer state) before finishing.
+    /// The codec of a batch is fixed by its first record: a change of
+    /// `compression` applies from the next batch.
     pub fn header_mut(&mut self) -> &mut BatchHeader {
         &mut self.header
     }
@@ -1122,12 +1140,12 @@ impl RecordBatchWriter {
     /// [`Compression::None`], and the input size of the codec otherwise
     /// (compressed batches are usually much smaller).
     pub fn uncompressed_size(&self) -> usize {
-        self.buf.len().max(RECORD_BATCH_OVERHEAD)
+        RECORD_BATCH_OVERHEAD + self.records_len
     }
 
     /// Appends a record with an absolute `timestamp` (milliseconds); returns
     /// its encoded size. Nothing is written if it fails (a length beyond
-    /// `i32::MAX`, or more than `i32::MAX` records).
+    /// `i32::MAX`, more than `i32::MAX` records, or a compression failure).
     pub fn append(
         &mut self,
         timestamp: i64,
@@ -1142,21 +1160,26 @@ impl RecordBatchWriter {
                 max: i32::MAX as usize,
             });
         }
-        if self.buf.is_empty() {
-            // Allocated here rather than in `finish`, so that a writer
-            // dropped after its only batch (the producer's case) never
-            // allocates a buffer it does not use.
-            self.buf
-                .reserve(RECORD_BATCH_OVERHEAD + std::mem::take(&mut self.next_capacity));
-            self.buf.put_bytes(0, RECORD_BATCH_OVERHEAD);
+        if self.count == 0 {
+            self.open();
         }
         let base = if self.count == 0 {
             timestamp
         } else {
             self.base_timestamp
         };
+        let dst = match self.block {
+            Some(size) => {
+                // Before the record, so that a failure leaves none of it written.
+                if self.pending.len() >= size {
+                    self.compress_pending(size, false)?;
+                }
+                &mut self.pending
+            }
+            None => &mut self.buf,
+        };
         let size = write_record(
-            &mut self.buf,
+            dst,
             0,
             timestamp.wrapping_sub(base),
             self.count,
@@ -1164,16 +1187,8 @@ impl RecordBatchWriter {
             value,
             headers,
         )?;
-        if let Some(crc) = self.records_crc {
-            if self.header.compression != Compression::None {
-                self.records_crc = None;
-            } else if self.buf.len().saturating_sub(self.crc_upto) >= CRC_CHUNK {
-                // In chunks: a call per small record costs more than it saves.
-                let pending = self.buf.get(self.crc_upto..).unwrap_or_default();
-                self.records_crc = Some(crc32c::append(crc, pending));
-                self.crc_upto = self.buf.len();
-            }
-        }
+        self.records_len += size;
+        self.update_crc();
         if self.count == 0 {
             self.base_timestamp = timestamp;
             self.max_timestamp = timestamp;
@@ -1182,6 +1197,73 @@ impl RecordBatchWriter {
         }
         self.count += 1;
         Ok(size)
+    }
+
+    /// Starts a batch, at its first record: the header's room, and what the
+    /// codec writes before its blocks.
+    fn open(&mut self) {
+        self.codec = self.header.compression;
+        self.block = compression::block_size(self.codec);
+        self.buf.clear();
+        // Allocated here rather than in `finish`, so that a writer dropped
+        // after its only batch (the producer's case) never allocates a
+        // buffer it does not use.
+        self.buf
+            .reserve(RECORD_BATCH_OVERHEAD + std::mem::take(&mut self.next_capacity));
+        self.buf.put_bytes(0, RECORD_BATCH_OVERHEAD);
+        self.crc_upto = RECORD_BATCH_OVERHEAD;
+        self.records_crc = (self.codec == Compression::None || self.block.is_some()).then_some(0);
+        if let Some(size) = self.block {
+            compression::begin_blocks(self.codec, &mut self.buf);
+            self.pending.clear();
+            self.pending.reserve(size + size / 2);
+        }
+    }
+
+    /// Compresses the pending records onto `buf`: every full block, and with
+    /// `all` the last, partial one too. Blocks compressed before a failure
+    /// stay compressed; the rest stays pending.
+    fn compress_pending(&mut self, size: usize, all: bool) -> Result<(), EncodeError> {
+        let mut done = 0;
+        let mut result = Ok(());
+        while self.pending.len() - done >= size.max(1) || (all && done < self.pending.len()) {
+            let end = (done + size).min(self.pending.len());
+            let block = self.pending.get(done..end).unwrap_or_default();
+            if let Err(e) = compression::compress_block(self.codec, block, &mut self.buf) {
+                result = Err(e);
+                break;
+            }
+            done = end;
+        }
+        if done > 0 {
+            // What is left is less than a block (or the tail of the last
+            // record): moved to the front rather than left to grow.
+            self.pending.copy_within(done.., 0);
+            self.pending.truncate(self.pending.len() - done);
+            self.update_crc();
+        }
+        result
+    }
+
+    /// Adds what was written to `buf` since the last time to `records_crc`,
+    /// once there is a [`CRC_CHUNK`] of it: a call per small record costs
+    /// more than it saves.
+    fn update_crc(&mut self) {
+        if let Some(crc) = self.records_crc {
+            if self.buf.len().saturating_sub(self.crc_upto) >= CRC_CHUNK {
+                let unread = self.buf.get(self.crc_upto..).unwrap_or_default();
+                self.records_crc = Some(crc32c::append(crc, unread));
+                self.crc_upto = self.buf.len();
+            }
+        }
+    }
+
+    /// The header of the open batch: the codec is the one it started with.
+    fn batch_header(&self) -> BatchHeader {
+        BatchHeader {
+            compression: self.codec,
+            ..self.header
+        }
     }
 
     fn totals(&self) -> Totals {
@@ -1196,9 +1278,11 @@ impl RecordBatchWriter {
     }
 
     fn reset(&mut self) {
-        // `append` writes the header placeholder when the buffer is empty.
+        // `append` writes the header placeholder at the next first record.
         self.buf.clear();
-        self.records_crc = Some(0);
+        self.pending.clear();
+        self.records_len = 0;
+        self.records_crc = None;
         self.crc_upto = RECORD_BATCH_OVERHEAD;
         self.count = 0;
         self.base_timestamp = -1;
@@ -1213,32 +1297,55 @@ impl RecordBatchWriter {
         if self.count == 0 {
             return Ok(());
         }
+        if self.block.is_some() {
+            let batch = self.finish()?;
+            out.extend_from_slice(&batch);
+            if let Ok(buf) = batch.try_into_mut() {
+                self.buf = buf;
+                self.buf.clear();
+            }
+            return Ok(());
+        }
         let totals = self.totals();
         let records = self.buf.get(RECORD_BATCH_OVERHEAD..).unwrap_or_default();
-        write_batch(out, &self.header, &totals, records)?;
+        write_batch(out, &self.batch_header(), &totals, records)?;
         self.reset();
         Ok(())
     }
 
     /// Returns the finished batch and resets the writer; empty if no record
-    /// was appended. Uncompressed batches are handed over without a copy
-    /// (the writer allocates a fresh buffer the size of this batch when the
-    /// next record is appended, none if it is dropped). On error the writer
-    /// keeps its records.
+    /// was appended. Uncompressed and LZ4 or snappy batches are handed over
+    /// without a copy (the writer allocates a fresh buffer the size of this
+    /// batch when the next record is appended, none if it is dropped). On
+    /// error the writer keeps its records.
     pub fn finish(&mut self) -> Result<Bytes, EncodeError> {
         if self.count == 0 {
             return Ok(Bytes::new());
         }
-        if self.header.compression != Compression::None {
-            let mut out = BytesMut::new();
-            self.finish_into(&mut out)?;
-            return Ok(out.freeze());
+        match self.block {
+            Some(size) => {
+                self.compress_pending(size, true)?;
+                let end_at = self.buf.len();
+                compression::end_blocks(self.codec, &mut self.buf);
+                // The only way sealing can fail; checked before the buffer
+                // is handed over.
+                if let Err(e) = checked_len("record batch", self.buf.len() - 12) {
+                    self.buf.truncate(end_at);
+                    return Err(e);
+                }
+            }
+            None if self.codec == Compression::None => {
+                checked_len("record batch", self.buf.len() - 12)?;
+            }
+            None => {
+                let mut out = BytesMut::new();
+                self.finish_into(&mut out)?;
+                return Ok(out.freeze());
+            }
         }
-        // The only way sealing can fail; checked before the buffer is handed over.
-        checked_len("record batch", self.buf.len() - 12)?;
         let totals = self.totals();
         let mut head = BytesMut::with_capacity(RECORD_BATCH_OVERHEAD);
-        put_header(&mut head, &self.header, &totals);
+        put_header(&mut head, &self.batch_header(), &totals);
         // The whole buffer, spare capacity included, goes with the batch, so
         // the writer keeps no share of its allocation.
         let records_crc = self

@@ -63,15 +63,97 @@ pub(super) fn compress(
                 .and_then(|()| enc.finish().map(drop))
                 .map_err(|e| EncodeError::Compression(format!("gzip: {e}")))
         }
-        #[cfg(feature = "compression-snappy")]
-        Compression::Snappy => snappy::compress(input, out),
-        #[cfg(feature = "compression-lz4")]
-        Compression::Lz4 => lz4::compress(input, out),
+        #[cfg(any(feature = "compression-lz4", feature = "compression-snappy"))]
+        Compression::Lz4 | Compression::Snappy => {
+            let size = block_size(codec).unwrap_or(usize::MAX);
+            begin_blocks(codec, out);
+            for block in input.chunks(size) {
+                compress_block(codec, block, out)?;
+            }
+            end_blocks(codec, out);
+            Ok(())
+        }
         #[cfg(feature = "compression-zstd")]
         Compression::Zstd => zstd_codec::compress(input, out),
         #[allow(unreachable_patterns)]
         disabled => Err(EncodeError::Compression(disabled_message(disabled))),
     }
+}
+
+/// Input bytes per block of the codecs whose output is a header, blocks
+/// compressed independently of each other, and a trailer: LZ4 frames and
+/// xerial snappy. A writer can compress each block as soon as its input is
+/// complete, on the appending thread while the records are still in cache,
+/// rather than the whole batch at the end. `None` for the other codecs.
+pub(super) fn block_size(codec: Compression) -> Option<usize> {
+    match codec {
+        #[cfg(feature = "compression-lz4")]
+        Compression::Lz4 => Some(lz4::BLOCK_MAX),
+        #[cfg(feature = "compression-snappy")]
+        Compression::Snappy => Some(snappy::XERIAL_BLOCK),
+        _ => None,
+    }
+}
+
+/// Writes what precedes the first block of a [`block_size`] codec.
+pub(super) fn begin_blocks(codec: Compression, out: &mut BytesMut) {
+    let _ = &out;
+    match codec {
+        #[cfg(feature = "compression-lz4")]
+        Compression::Lz4 => lz4::begin(out),
+        #[cfg(feature = "compression-snappy")]
+        Compression::Snappy => snappy::begin(out),
+        _ => {}
+    }
+}
+
+/// Compresses one block of at most [`block_size`] bytes onto `out`; writes
+/// nothing if it fails.
+pub(super) fn compress_block(
+    codec: Compression,
+    block: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let _ = (block, &out);
+    match codec {
+        #[cfg(feature = "compression-lz4")]
+        Compression::Lz4 => lz4::compress_block(block, out),
+        #[cfg(feature = "compression-snappy")]
+        Compression::Snappy => snappy::compress_block(block, out),
+        other => Err(EncodeError::Compression(format!(
+            "{} does not compress in blocks",
+            other.name()
+        ))),
+    }
+}
+
+/// Writes what follows the last block of a [`block_size`] codec.
+pub(super) fn end_blocks(codec: Compression, out: &mut BytesMut) {
+    let _ = &out;
+    #[cfg(feature = "compression-lz4")]
+    if codec == Compression::Lz4 {
+        lz4::end(out);
+    }
+    let _ = codec;
+}
+
+/// Runs `f` on `len` bytes of a per-thread scratch buffer, for block
+/// compressors that need an initialised output slice: zeroed once per
+/// thread instead of once per block, as growing `out` for each block would.
+#[cfg(any(feature = "compression-lz4", feature = "compression-snappy"))]
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    thread_local! {
+        static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < len {
+                buf.resize(len, 0);
+            }
+            f(buf.get_mut(..len).unwrap_or_default())
+        }
+        Err(_) => f(&mut vec![0; len]),
+    })
 }
 
 fn disabled_message(codec: Compression) -> String {
@@ -146,6 +228,8 @@ fn read_bounded(
 
 #[cfg(feature = "compression-snappy")]
 mod snappy {
+    use std::cell::RefCell;
+
     use bytes::{BufMut, BytesMut};
 
     use super::grow;
@@ -157,7 +241,7 @@ mod snappy {
     const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\0";
     const XERIAL_HEADER_LEN: usize = 16;
     /// Uncompressed bytes per xerial block, as snappy-java writes them.
-    const XERIAL_BLOCK: usize = 32 * 1024;
+    pub(super) const XERIAL_BLOCK: usize = 32 * 1024;
 
     fn err(e: impl std::fmt::Display) -> DecodeErrorKind {
         DecodeErrorKind::Compression(format!("snappy: {e}"))
@@ -209,27 +293,33 @@ mod snappy {
         Ok(())
     }
 
-    /// Compresses with xerial framing, which every Kafka client reads.
-    pub(super) fn compress(input: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
-        let mut encoder = snap::raw::Encoder::new();
-        out.reserve(XERIAL_HEADER_LEN + snap::raw::max_compress_len(input.len().min(XERIAL_BLOCK)));
+    /// The xerial header, which every Kafka client reads.
+    pub(super) fn begin(out: &mut BytesMut) {
+        out.reserve(XERIAL_HEADER_LEN);
         out.put_slice(XERIAL_MAGIC);
         out.put_i32(1);
         out.put_i32(1);
-        for chunk in input.chunks(XERIAL_BLOCK) {
-            let start = out.len();
-            let max = snap::raw::max_compress_len(chunk.len());
-            out.resize(start + 4 + max, 0);
-            let dst = out.get_mut(start + 4..).unwrap_or_default();
-            let n = encoder
-                .compress(chunk, dst)
-                .map_err(|e| EncodeError::Compression(format!("snappy: {e}")))?;
-            out.truncate(start + 4 + n);
-            if let Some(len) = out.get_mut(start..start + 4) {
-                len.copy_from_slice(&(n as u32).to_be_bytes());
-            }
+    }
+
+    /// One xerial block: big-endian length, then the raw snappy block.
+    pub(super) fn compress_block(block: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
+        thread_local! {
+            // Its hash table is allocated and cleared on first use only.
+            static ENCODER: RefCell<snap::raw::Encoder> = RefCell::new(snap::raw::Encoder::new());
         }
-        Ok(())
+        super::with_scratch(snap::raw::max_compress_len(block.len()), |dst| {
+            let n = ENCODER
+                .with(|e| match e.try_borrow_mut() {
+                    Ok(mut e) => e.compress(block, dst),
+                    Err(_) => snap::raw::Encoder::new().compress(block, dst),
+                })
+                .map_err(|e| EncodeError::Compression(format!("snappy: {e}")))?;
+            let compressed = dst.get(..n).unwrap_or_default();
+            out.reserve(4 + n);
+            out.put_u32(n as u32);
+            out.put_slice(compressed);
+            Ok(())
+        })
     }
 }
 
@@ -547,43 +637,48 @@ mod lz4 {
 
     /// Block size this writer uses: the frame format's smallest, which the
     /// Java client and librdkafka use too, so any reader's buffers fit it.
-    const BLOCK_MAX: usize = 64 * 1024;
+    pub(super) const BLOCK_MAX: usize = 64 * 1024;
     /// Block maximum size code for 64 KiB in the frame descriptor's BD byte.
     const BD_64K: u8 = 4 << 4;
 
-    /// A standard LZ4 frame of independent 64 KiB blocks without checksums
-    /// (the batch CRC-32C covers these bytes), which the Java client and
-    /// librdkafka both read. Each block is compressed from `input` straight
-    /// into `out`; a streaming frame encoder would first copy the input into
-    /// its own block buffer and then copy each compressed block out of
-    /// another one.
-    pub(super) fn compress(input: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
+    /// The header of a standard LZ4 frame of independent 64 KiB blocks
+    /// without checksums (the batch CRC-32C covers these bytes), which the
+    /// Java client and librdkafka both read.
+    pub(super) fn begin(out: &mut BytesMut) {
         let flg = FLG_VERSION_01 | FLG_INDEPENDENT;
         let descriptor_checksum = (xxh32(&[flg, BD_64K], 0) >> 8) as u8;
-        let blocks = input.len().div_ceil(BLOCK_MAX);
-        let bound = 7 + blocks * (4 + lz4_flex::block::get_maximum_output_size(BLOCK_MAX)) + 4;
-        out.reserve(bound);
+        out.reserve(7);
         out.put_slice(&FRAME_MAGIC);
         out.put_slice(&[flg, BD_64K, descriptor_checksum]);
-        for block in input.chunks(BLOCK_MAX) {
-            let header_at = out.len();
-            let room = lz4_flex::block::get_maximum_output_size(block.len());
-            out.resize(header_at + 4 + room, 0);
-            let written = lz4_flex::block::compress_into(block, &mut out[header_at + 4..])
+    }
+
+    /// One block, compressed straight from the caller's bytes (a streaming
+    /// frame encoder would first copy them into its own block buffer).
+    pub(super) fn compress_block(block: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
+        debug_assert!(block.len() <= BLOCK_MAX);
+        let bound = lz4_flex::block::get_maximum_output_size(block.len());
+        super::with_scratch(bound, |dst| {
+            let written = lz4_flex::block::compress_into(block, dst)
                 .map_err(|e| EncodeError::Compression(format!("lz4: {e}")))?;
-            let header = if written < block.len() {
-                out.truncate(header_at + 4 + written);
-                written as u32
-            } else {
-                // Incompressible: stored as is, flagged in the block size.
-                out.truncate(header_at + 4);
-                out.put_slice(block);
-                block.len() as u32 | BLOCK_UNCOMPRESSED
-            };
-            out[header_at..header_at + 4].copy_from_slice(&header.to_le_bytes());
-        }
-        out.put_u32_le(0); // end mark
-        Ok(())
+            out.reserve(4 + written.min(block.len()));
+            match dst.get(..written).filter(|_| written < block.len()) {
+                Some(compressed) => {
+                    out.put_u32_le(written as u32);
+                    out.put_slice(compressed);
+                }
+                None => {
+                    // Incompressible: stored as is, flagged in the block size.
+                    out.put_u32_le(block.len() as u32 | BLOCK_UNCOMPRESSED);
+                    out.put_slice(block);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The frame's end mark.
+    pub(super) fn end(out: &mut BytesMut) {
+        out.put_u32_le(0);
     }
 }
 
@@ -692,6 +787,7 @@ mod lz4_fast_path_tests {
 
     use super::lz4;
     use crate::protocol::error::DecodeErrorKind;
+    use crate::protocol::record::Compression;
 
     /// Compressible but not trivially so, and spanning several 64 KiB blocks.
     fn data(len: usize) -> Vec<u8> {
@@ -752,7 +848,7 @@ mod lz4_fast_path_tests {
             &noise[..],
         ] {
             let mut out = bytes::BytesMut::new();
-            lz4::compress(input, &mut out).unwrap();
+            super::compress(Compression::Lz4, input, &mut out).unwrap();
             let mut back = Vec::new();
             std::io::Read::read_to_end(
                 &mut lz4_flex::frame::FrameDecoder::new(&out[..]),

@@ -244,6 +244,86 @@ fn uncompressed_encoding_is_canonical() {
 }
 
 #[test]
+fn batches_compressed_block_by_block_match_whole_batch_compression() {
+    // LZ4 and snappy batches are compressed a block at a time while records
+    // are appended. Records of many sizes, some larger than a block, so that
+    // blocks end inside records, at record boundaries, and span several.
+    let mut x: u32 = 0x9E37_79B9;
+    let recs: Vec<Rec> = (0..100usize)
+        .map(|i| {
+            let len = match i % 5 {
+                0 => 100_000,
+                1 => i,
+                _ => (i * 7919) % 20_000,
+            };
+            let value: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    b'a' + (x % 4) as u8
+                })
+                .collect();
+            (
+                1_700_000_000_000 + i as i64,
+                None,
+                Some(Bytes::from(value)),
+                vec![],
+            )
+        })
+        .collect();
+    for codec in Compression::ALL {
+        let streamed = write(codec, &recs);
+        let batch = decode(streamed.clone()).unwrap().batches.remove(0);
+        assert_eq!(batch.compression, codec);
+        let values: Vec<_> = batch.records.iter().map(|r| r.value.clone()).collect();
+        let expected: Vec<_> = recs.iter().map(|r| r.2.clone()).collect();
+        assert!(values == expected, "{codec:?}: records differ");
+        let mut whole = BytesMut::new();
+        encode_batch(&mut whole, &batch).unwrap();
+        assert!(
+            whole == streamed,
+            "{codec:?}: not the bytes of whole-batch compression"
+        );
+        // A reused writer, through `finish_into`, writes the same bytes again.
+        let mut w = RecordBatchWriter::new(BatchHeader {
+            compression: codec,
+            ..BatchHeader::default()
+        });
+        let mut out = BytesMut::new();
+        for _ in 0..2 {
+            for (ts, k, v, h) in &recs {
+                w.append(*ts, k.as_deref(), v.as_deref(), h).unwrap();
+            }
+            w.finish_into(&mut out).unwrap();
+        }
+        assert!(out[..streamed.len()] == streamed[..], "{codec:?}: first");
+        assert!(out[streamed.len()..] == streamed[..], "{codec:?}: second");
+    }
+}
+
+#[test]
+fn a_batch_keeps_the_codec_of_its_first_record() {
+    let mut w = RecordBatchWriter::new(BatchHeader {
+        compression: Compression::Lz4,
+        ..BatchHeader::default()
+    });
+    let recs = sample();
+    for (ts, k, v, h) in &recs {
+        w.append(*ts, k.as_deref(), v.as_deref(), h).unwrap();
+    }
+    w.header_mut().compression = Compression::None;
+    let first = decode(w.finish().unwrap()).unwrap().batches.remove(0);
+    assert_eq!(first.compression, Compression::Lz4);
+    for (ts, k, v, h) in &recs {
+        w.append(*ts, k.as_deref(), v.as_deref(), h).unwrap();
+    }
+    let second = decode(w.finish().unwrap()).unwrap().batches.remove(0);
+    assert_eq!(second.compression, Compression::None);
+    assert_eq!(first.records, second.records);
+}
+
+#[test]
 fn keys_values_are_zero_copy_slices_of_the_input() {
     let bytes = write(Compression::None, &sample());
     let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
