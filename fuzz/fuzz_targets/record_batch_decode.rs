@@ -6,7 +6,10 @@
 //!
 //! Input: 1 flag byte (bit 0: check CRCs — off by default so the fuzzer gets
 //! past them; bit 1: recompute the CRC of the first v2 batch before decoding,
-//! so CRC-on paths see valid batches too), then the records bytes.
+//! so CRC-on paths see valid batches too; bit 2: make the first v2 batch an
+//! lz4 one whose records are a valid LZ4 frame around one block of the
+//! fuzzer's bytes, so the block decoder sees arbitrary blocks), then the
+//! records bytes.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
@@ -20,6 +23,18 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut body = body.to_vec();
+    if flags & 4 != 0 && body.len() >= 61 && body[16] == 2 {
+        let block = body.split_off(61);
+        body[22] = (body[22] & !7) | 3;
+        // Frame header: magic, version 01 with independent blocks, 64 KiB
+        // blocks, header checksum; then the block and the end mark.
+        body.extend_from_slice(&[0x04, 0x22, 0x4D, 0x18, 0x60, 0x40, 0x82]);
+        body.extend_from_slice(&(block.len() as u32).to_le_bytes());
+        body.extend_from_slice(&block);
+        body.extend_from_slice(&[0; 4]);
+        let length = (body.len() - 12) as u32;
+        body[8..12].copy_from_slice(&length.to_be_bytes());
+    }
     if flags & 2 != 0 && body.len() >= 61 && body[16] == 2 {
         let crc = crc32c_of(&body[21..]);
         body[17..21].copy_from_slice(&crc.to_be_bytes());

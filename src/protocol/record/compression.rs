@@ -10,6 +10,9 @@ use bytes::{Bytes, BytesMut};
 use super::Compression;
 use crate::protocol::error::{DecodeErrorKind, EncodeError};
 
+#[cfg(feature = "compression-lz4")]
+mod lz4_block;
+
 /// Decompresses `input`, failing with `DecompressedTooLarge` past `cap`
 /// bytes. `magic` selects Kafka's legacy LZ4 framing for v0 messages.
 pub(super) fn decompress(
@@ -438,6 +441,7 @@ mod lz4 {
     use bytes::{BufMut, Bytes, BytesMut};
     use lz4_flex::frame::FrameDecoder;
 
+    use super::lz4_block::BlockError;
     use super::{read_bounded, recycled, WithCodec};
     use crate::protocol::error::{DecodeErrorKind, EncodeError};
     use crate::protocol::record::Compression;
@@ -573,9 +577,9 @@ mod lz4 {
                 filled += len;
                 continue;
             }
-            match lz4_flex::block::decompress_into(block, dst) {
+            match super::lz4_block::decompress_into(block, dst) {
                 Ok(n) => filled += n,
-                Err(_) if room < block_max => {
+                Err(BlockError::OutputTooSmall) if room < block_max => {
                     return Some(Err(DecodeErrorKind::DecompressedTooLarge { limit: cap }))
                 }
                 Err(e) => return Some(Err(DecodeErrorKind::Compression(e.to_string()))),
