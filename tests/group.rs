@@ -449,19 +449,6 @@ impl Drop for ChildMember {
     }
 }
 
-fn python_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import confluent_kafka"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipping: python3 with confluent_kafka is not available");
-    }
-    ok
-}
-
 /// The classpath to run `tests/group_java/GroupMember.java` (the Kafka jars
 /// from `scripts/kafka classpath` and the compiled class), compiling it the
 /// first time; `None` (with a notice) without java, javac or the jars.
@@ -733,7 +720,7 @@ async fn with_librdkafka(
     let Some(bootstrap) = common::bootstrap() else {
         return;
     };
-    if !python_available() {
+    if !common::python_available() {
         return;
     }
     let client = client(&bootstrap).await;
@@ -825,7 +812,7 @@ async fn committed_offsets_are_honoured_across_clients() {
     let Some(bootstrap) = common::bootstrap() else {
         return;
     };
-    if !python_available() {
+    if !common::python_available() {
         return;
     }
     let client = client(&bootstrap).await;
@@ -1642,7 +1629,7 @@ async fn three_clients_one_cooperative_group() {
     let Some(bootstrap) = common::bootstrap() else {
         return;
     };
-    if !python_available() || java_member_classpath().is_none() {
+    if !common::python_available() || java_member_classpath().is_none() {
         return;
     }
     let client = client(&bootstrap).await;

@@ -302,6 +302,106 @@ async fn every_codec_round_trips() {
     }
 }
 
+/// Reads partition 0 of `topic` from the start with librdkafka (PyPI
+/// confluent-kafka, CRCs checked) until `count` records, and returns their
+/// values concatenated in offset order.
+const LIBRDKAFKA_READER: &str = r#"
+import sys, time
+from confluent_kafka import Consumer, TopicPartition
+bootstrap, topic, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader-" + topic,
+              "enable.auto.commit": False, "check.crcs": True})
+c.assign([TopicPartition(topic, 0, 0)])
+got, deadline = 0, time.time() + 60
+while got < count and time.time() < deadline:
+    m = c.poll(1.0)
+    if m is None:
+        continue
+    if m.error():
+        sys.exit(f"consume: {m.error()}")
+    sys.stdout.buffer.write(m.value())
+    got += 1
+c.close()
+sys.exit(0 if got == count else f"{got} of {count} records")
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_reads_large_compressed_batches_byte_for_byte() {
+    // LZ4 and snappy batches are compressed block by block as records are
+    // appended: batches of many blocks, records cut by block ends, some
+    // incompressible (LZ4 stores those blocks raw), must read back exactly
+    // in another client.
+    let Some(bootstrap) = bootstrap() else { return };
+    if !common::python_available() {
+        return;
+    }
+    let client = connect(&bootstrap).await;
+    let mut x: u32 = 0x9E37_79B9;
+    let values: Vec<Bytes> = (0..3_000u32)
+        .map(|id| {
+            let len = (id as usize * 7_919) % 4_000;
+            let mut v = id.to_be_bytes().to_vec();
+            v.extend((0..len).map(|i| {
+                if id % 3 == 0 {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                } else {
+                    b"kafka"[i % 5]
+                }
+            }));
+            Bytes::from(v)
+        })
+        .collect();
+    let expected: Vec<u8> = values.concat();
+    for compression in Compression::ALL
+        .into_iter()
+        .filter(|c| c.is_enabled() && *c != Compression::None)
+    {
+        let topic = unique_topic(&format!("producer-librdkafka-{compression}"));
+        create_topic(&client, &topic, 1).await;
+        let producer = client
+            .producer(
+                ProducerConfig::default()
+                    .compression(compression)
+                    .linger(Duration::from_millis(20)),
+            )
+            .expect("producer");
+        let mut futs = Vec::new();
+        for v in &values {
+            let record = Record {
+                key: None,
+                value: Some(v.clone()),
+                headers: vec![],
+                timestamp: OffsetDateTime::now_utc(),
+            };
+            let record = ProducerRecord::new(topic.clone(), record).with_partition(0);
+            futs.push(producer.send(record).await.expect("send"));
+        }
+        for r in deliveries(futs, Duration::from_secs(60)).await {
+            r.unwrap_or_else(|e| panic!("{compression}: {e}"));
+        }
+        producer.close().await;
+        let out = std::process::Command::new("python3")
+            .args(["-c", LIBRDKAFKA_READER, &bootstrap, &topic])
+            .arg(values.len().to_string())
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{compression}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stdout == expected,
+            "{compression}: librdkafka read {} bytes, not the {} sent",
+            out.stdout.len(),
+            expected.len()
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_sends_lingering_batches_at_once() {
     let Some(bootstrap) = bootstrap() else { return };

@@ -3,7 +3,7 @@
 
 use std::{
     path::PathBuf,
-    process::Command,
+    process::{Command, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -18,6 +18,21 @@ pub fn bootstrap() -> Option<String> {
             None
         }
     }
+}
+
+/// Whether `python3` with PyPI's confluent-kafka (librdkafka) is there;
+/// prints the skip notice when it is not.
+pub fn python_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import confluent_kafka"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipping: python3 with confluent_kafka is not available");
+    }
+    ok
 }
 
 /// A topic name no other test run uses.
