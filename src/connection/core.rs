@@ -421,7 +421,7 @@ impl<T> ConnectionCore<T> {
     /// Once a frame's length is known and the buffer cannot hold the rest of
     /// it, the bytes so far move to a new buffer with room for the whole
     /// frame (so it is never copied again), but at most
-    /// [`EXACT_FRAME_ALLOC`] (rounded up to a power of two) or twice what
+    /// `EXACT_FRAME_ALLOC` (rounded up to a power of two) or twice what
     /// has arrived,
     /// so a hostile length prefix cannot make the client allocate far
     /// beyond the bytes received. Between frames it keeps room for several
