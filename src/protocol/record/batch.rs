@@ -1114,7 +1114,8 @@ impl RecordBatchWriter {
         self.buf
     }
 
-    /// The header the batch will be written with.
+    /// The header batches are written with (an open batch keeps the codec
+    /// of its first record; see [`header_mut`](Self::header_mut)).
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }
@@ -1205,18 +1206,19 @@ impl RecordBatchWriter {
         self.codec = self.header.compression;
         self.block = compression::block_size(self.codec);
         self.buf.clear();
+        let capacity = std::mem::take(&mut self.next_capacity);
         // Allocated here rather than in `finish`, so that a writer dropped
         // after its only batch (the producer's case) never allocates a
         // buffer it does not use.
-        self.buf
-            .reserve(RECORD_BATCH_OVERHEAD + std::mem::take(&mut self.next_capacity));
+        self.buf.reserve(RECORD_BATCH_OVERHEAD + capacity);
         self.buf.put_bytes(0, RECORD_BATCH_OVERHEAD);
         self.crc_upto = RECORD_BATCH_OVERHEAD;
         self.records_crc = (self.codec == Compression::None || self.block.is_some()).then_some(0);
         if let Some(size) = self.block {
             compression::begin_blocks(self.codec, &mut self.buf);
             self.pending.clear();
-            self.pending.reserve(size + size / 2);
+            // A block and the record that completes it, or a small batch.
+            self.pending.reserve((size + size / 2).min(capacity));
         }
     }
 

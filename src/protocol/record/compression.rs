@@ -66,16 +66,10 @@ pub(super) fn compress(
                 .and_then(|()| enc.finish().map(drop))
                 .map_err(|e| EncodeError::Compression(format!("gzip: {e}")))
         }
-        #[cfg(any(feature = "compression-lz4", feature = "compression-snappy"))]
-        Compression::Lz4 | Compression::Snappy => {
-            let size = block_size(codec).unwrap_or(usize::MAX);
-            begin_blocks(codec, out);
-            for block in input.chunks(size) {
-                compress_block(codec, block, out)?;
-            }
-            end_blocks(codec, out);
-            Ok(())
-        }
+        #[cfg(feature = "compression-snappy")]
+        Compression::Snappy => compress_in_blocks(codec, snappy::XERIAL_BLOCK, input, out),
+        #[cfg(feature = "compression-lz4")]
+        Compression::Lz4 => compress_in_blocks(codec, lz4::BLOCK_MAX, input, out),
         #[cfg(feature = "compression-zstd")]
         Compression::Zstd => zstd_codec::compress(input, out),
         #[allow(unreachable_patterns)]
@@ -96,6 +90,22 @@ pub(super) fn block_size(codec: Compression) -> Option<usize> {
         Compression::Snappy => Some(snappy::XERIAL_BLOCK),
         _ => None,
     }
+}
+
+/// All of `input` in blocks of `size`, framed.
+#[cfg(any(feature = "compression-lz4", feature = "compression-snappy"))]
+fn compress_in_blocks(
+    codec: Compression,
+    size: usize,
+    input: &[u8],
+    out: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    begin_blocks(codec, out);
+    for block in input.chunks(size) {
+        compress_block(codec, block, out)?;
+    }
+    end_blocks(codec, out);
+    Ok(())
 }
 
 /// Writes what precedes the first block of a [`block_size`] codec.

@@ -973,8 +973,20 @@ fn disabled_codecs_fail_clearly() {
     for codec in Compression::ALL.into_iter().filter(|c| !c.is_enabled()) {
         let err = compression::decompress(codec, b"xx", 100, 2).unwrap_err();
         assert!(format!("{err}").contains("feature"), "{err}");
-        let mut out = BytesMut::new();
-        assert!(compression::compress(codec, b"xx", &mut out).is_err());
+        for input in [&b"xx"[..], b""] {
+            let mut out = BytesMut::new();
+            let err = compression::compress(codec, input, &mut out).unwrap_err();
+            assert!(format!("{err}").contains("feature"), "{err}");
+            // A writer of that codec fails the same way, at the latest
+            // when the batch is finished.
+            let mut w = RecordBatchWriter::new(BatchHeader {
+                compression: codec,
+                ..BatchHeader::default()
+            });
+            let written = w.append(0, None, Some(input), &[]).and_then(|_| w.finish());
+            let err = written.unwrap_err();
+            assert!(format!("{err}").contains("feature"), "{err}");
+        }
     }
     assert!(Compression::None.is_enabled());
 }
