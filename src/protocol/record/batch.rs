@@ -164,9 +164,7 @@ fn decode_records(
     let mut pos = 0;
     let mut records = Vec::with_capacity(count);
     for _ in 0..count {
-        let (record, next) = decode_record(&section, pos).map_err(fail)?;
-        records.push(record);
-        pos = next;
+        pos = decode_record(&section, pos, &mut records).map_err(fail)?;
     }
     match section.len() - pos {
         0 => Ok((records, None)),
@@ -515,11 +513,17 @@ fn record_head(section: &[u8], pos: usize) -> Result<RecordHead<'_>, RecordError
     })
 }
 
-/// Decodes the record at `pos` of `section` as an owned record; returns it
-/// and the offset after it. The same checks as [`parse_record`], building
-/// the record directly: going through [`RawRecord`] measured 15% slower.
+/// Decodes the record at `pos` of `section` as an owned record onto
+/// `records`; returns the offset after it. The same checks as
+/// [`parse_record`], building the record directly: going through
+/// [`RawRecord`] measured 15% slower, and returning the record rather than
+/// pushing it here moved it twice more.
 #[inline(always)]
-fn decode_record(section: &Bytes, pos: usize) -> Result<(BatchRecord, usize), RecordError> {
+fn decode_record(
+    section: &Bytes,
+    pos: usize,
+    records: &mut Vec<BatchRecord>,
+) -> Result<usize, RecordError> {
     let data: &[u8] = section;
     let RecordHead {
         mut c,
@@ -543,15 +547,15 @@ fn decode_record(section: &Bytes, pos: usize) -> Result<(BatchRecord, usize), Re
             used: Some(c.pos),
         }));
     }
-    let record = BatchRecord {
+    records.push(BatchRecord {
         attributes,
         timestamp_delta,
         offset_delta,
         key: slice(section, key),
         value: slice(section, value),
         headers,
-    };
-    Ok((record, start + len))
+    });
+    Ok(start + len)
 }
 
 /// Out of line: most records have no headers.
