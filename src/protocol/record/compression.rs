@@ -844,14 +844,8 @@ mod lz4_fast_path_tests {
     /// boundaries, and incompressible blocks, which are stored raw.
     #[test]
     fn written_frames_are_standard() {
-        let mut noise = Vec::with_capacity(200_000);
-        let mut x: u32 = 0x9E37_79B9;
-        for _ in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            noise.push(x as u8);
-        }
+        let mut next = crate::protocol::record::xorshift(0x9E37_79B9);
+        let noise: Vec<u8> = (0..200_000).map(|_| next() as u8).collect();
         let compressible = data(300_000);
         for input in [
             &compressible[..0],

@@ -20,6 +20,18 @@ mod crc32c;
 mod legacy;
 #[cfg(test)]
 mod tests;
+
+/// Deterministic test data: a 32-bit xorshift sequence from `seed` (not 0).
+#[cfg(test)]
+fn xorshift(seed: u32) -> impl FnMut() -> u32 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x
+    }
+}
 mod view;
 
 use std::fmt;

@@ -248,7 +248,7 @@ fn batches_compressed_block_by_block_match_whole_batch_compression() {
     // LZ4 and snappy batches are compressed a block at a time while records
     // are appended. Records of many sizes, some larger than a block, so that
     // blocks end inside records, at record boundaries, and span several.
-    let mut x: u32 = 0x9E37_79B9;
+    let mut next = xorshift(0x9E37_79B9);
     let recs: Vec<Rec> = (0..100usize)
         .map(|i| {
             let len = match i % 5 {
@@ -256,14 +256,7 @@ fn batches_compressed_block_by_block_match_whole_batch_compression() {
                 1 => i,
                 _ => (i * 7919) % 20_000,
             };
-            let value: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    b'a' + (x % 4) as u8
-                })
-                .collect();
+            let value: Vec<u8> = (0..len).map(|_| b'a' + (next() % 4) as u8).collect();
             (
                 1_700_000_000_000 + i as i64,
                 None,

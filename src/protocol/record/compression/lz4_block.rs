@@ -131,13 +131,7 @@ mod tests {
     /// Inputs with every kind of match: runs (offset 1), short periods,
     /// repeats far back, and noise.
     fn sample(seed: u32, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x
-        };
+        let mut next = crate::protocol::record::xorshift(seed | 1);
         let mut out = Vec::with_capacity(len);
         while out.len() < len {
             let r = next();
