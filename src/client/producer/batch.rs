@@ -348,8 +348,9 @@ pub(crate) struct ProducerBatch {
     pub(crate) retry_at: Option<Instant>,
     pub(crate) backoff: Option<Backoff>,
     pub(crate) last_error: Option<String>,
-    /// The writer's buffer of a compressed batch once encoded, kept for
-    /// reuse by a later batch (see [`Self::take_buffer`]).
+    /// The writer's buffer of a gzip or zstd batch once encoded (its
+    /// uncompressed records), kept for reuse by a later batch (see
+    /// [`Self::take_buffer`]).
     spare: Option<BytesMut>,
 }
 
@@ -381,9 +382,9 @@ impl ProducerBatch {
 
     /// The batch's record buffer, for a later batch to write into (a fresh
     /// buffer costs a page fault per 4 KiB written): the writer's buffer, or
-    /// the encoded bytes of an uncompressed batch if nothing else holds
-    /// them any more (a connection may still be writing them). Called once
-    /// the batch is complete.
+    /// the encoded bytes of a batch built in place (uncompressed, LZ4,
+    /// snappy) if nothing else holds them any more (a connection may still
+    /// be writing them). Called once the batch is complete.
     pub(crate) fn take_buffer(&mut self) -> Option<BytesMut> {
         if let Some(spare) = self.spare.take() {
             return Some(spare);
