@@ -162,9 +162,11 @@ fn decode_records(
     }
     let fail = |e: RecordError| e.into_error(base).context("Record");
     let mut pos = 0;
-    let mut records = Vec::with_capacity(count);
-    for _ in 0..count {
-        pos = decode_record(&section, pos, &mut records).map_err(fail)?;
+    // Filled with defaults and then written in place: see `decode_record`.
+    let mut records = Vec::new();
+    records.resize_with(count, BatchRecord::default);
+    for slot in &mut records {
+        pos = decode_record(&section, pos, slot).map_err(fail)?;
     }
     match section.len() - pos {
         0 => Ok((records, None)),
@@ -513,16 +515,17 @@ fn record_head(section: &[u8], pos: usize) -> Result<RecordHead<'_>, RecordError
     })
 }
 
-/// Decodes the record at `pos` of `section` as an owned record onto
-/// `records`; returns the offset after it. The same checks as
-/// [`parse_record`], building the record directly: going through
-/// [`RawRecord`] measured 15% slower, and returning the record rather than
-/// pushing it here moved it twice more.
+/// Decodes the record at `pos` of `section` into `slot` (a default record);
+/// returns the offset after it. The same checks as [`parse_record`],
+/// building the record directly: going through [`RawRecord`] measured 15%
+/// slower. The fields are stored into the slot one by one because a record
+/// built on the stack and pushed was copied with 16-byte loads spanning
+/// narrower stores of its fields, stalling store forwarding (+7-15%).
 #[inline(always)]
 fn decode_record(
     section: &Bytes,
     pos: usize,
-    records: &mut Vec<BatchRecord>,
+    slot: &mut BatchRecord,
 ) -> Result<usize, RecordError> {
     let data: &[u8] = section;
     let RecordHead {
@@ -536,25 +539,20 @@ fn decode_record(
         value,
         header_count,
     } = record_head(data, pos)?;
-    let headers = if header_count == 0 {
-        Vec::new()
-    } else {
-        decode_owned_headers(section, &mut c, header_count)?
-    };
+    if header_count != 0 {
+        slot.headers = decode_owned_headers(section, &mut c, header_count)?;
+    }
     if c.pos != len {
         return Err(c.fail(RecordErrorKind::LengthMismatch {
             len,
             used: Some(c.pos),
         }));
     }
-    records.push(BatchRecord {
-        attributes,
-        timestamp_delta,
-        offset_delta,
-        key: slice(section, key),
-        value: slice(section, value),
-        headers,
-    });
+    slot.attributes = attributes;
+    slot.timestamp_delta = timestamp_delta;
+    slot.offset_delta = offset_delta;
+    slot.key = slice(section, key);
+    slot.value = slice(section, value);
     Ok(start + len)
 }
 
