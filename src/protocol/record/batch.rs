@@ -19,7 +19,7 @@ use super::{
 };
 use crate::protocol::error::{DecodeError, DecodeErrorKind, EncodeError};
 use crate::protocol::primitives::{
-    decode_varint, decode_varlong, Reader, VarintDecoder, VarintError,
+    decode_varint, decode_varlong, unsigned_varlong_len, Reader, VarintDecoder, VarintError,
 };
 
 /// Size of a v2 batch header, i.e. of a batch with no records.
@@ -640,17 +640,12 @@ fn check_headers(section: &[u8], raw: &RawRecord) -> Result<usize, RecordError> 
 
 /// Bytes `v` takes as a zig-zag varint.
 fn varint_len(v: i32) -> usize {
-    uvarint_len(u64::from(((v << 1) ^ (v >> 31)) as u32))
+    unsigned_varlong_len(u64::from(((v << 1) ^ (v >> 31)) as u32))
 }
 
 /// Bytes `v` takes as a zig-zag varlong.
 fn varlong_len(v: i64) -> usize {
-    uvarint_len(((v << 1) ^ (v >> 63)) as u64)
-}
-
-fn uvarint_len(v: u64) -> usize {
-    let bits = 64 - (v | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    unsigned_varlong_len(((v << 1) ^ (v >> 63)) as u64)
 }
 
 /// A varint of at most 8 bytes, packed little-endian into a `u64`, and its
