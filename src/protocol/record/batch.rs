@@ -135,6 +135,9 @@ fn decode_batch_inner(
     Ok((batch, view))
 }
 
+/// Records the owned decoder prepares slots for at a time.
+pub(super) const DECODE_CHUNK: usize = 1024;
+
 /// Decodes `count` records filling all of `section`, which starts at
 /// offset `base` of the input (of the decompressed records if
 /// `decompressed`): as owned records, or with `lazy` as a view.
@@ -162,11 +165,16 @@ fn decode_records(
     }
     let fail = |e: RecordError| e.into_error(base).context("Record");
     let mut pos = 0;
-    // Filled with defaults and then written in place: see `decode_record`.
-    let mut records = Vec::new();
-    records.resize_with(count, BatchRecord::default);
-    for slot in &mut records {
-        pos = decode_record(&section, pos, slot).map_err(fail)?;
+    // Slots are filled with defaults and then written in place (see
+    // `decode_record`), a chunk at a time: the count is only bounded by the
+    // bytes present, so the pages touched follow the records that decode.
+    let mut records = Vec::with_capacity(count);
+    while records.len() < count {
+        let from = records.len();
+        records.resize_with(count.min(from + DECODE_CHUNK), BatchRecord::default);
+        for slot in records.get_mut(from..).unwrap_or_default() {
+            pos = decode_record(&section, pos, slot).map_err(fail)?;
+        }
     }
     match section.len() - pos {
         0 => Ok((records, None)),

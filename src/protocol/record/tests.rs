@@ -3,6 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
 
+use super::batch::DECODE_CHUNK;
 use super::*;
 use crate::protocol::error::{DecodeErrorKind, EncodeError};
 
@@ -591,6 +592,39 @@ fn hostile_counts_fail_before_allocating() {
         kind(decode(raw_batch(0, 1, &neg_headers).freeze())),
         DecodeErrorKind::NegativeLength(-1)
     ));
+}
+
+#[test]
+fn owned_decoding_spans_slot_chunks() {
+    // More records than the owned decoder prepares slots for at once, each
+    // value naming its index, so a record written to the wrong slot shows.
+    let n = 2 * DECODE_CHUNK + 3;
+    let recs: Vec<Rec> = (0..n)
+        .map(|i| {
+            let value = Bytes::from(i.to_string());
+            let key = (i % 3 == 0).then(|| Bytes::from(format!("k{i}")));
+            (1_700_000_000_000 + i as i64, key, Some(value), vec![])
+        })
+        .collect();
+    let decoded = decode(write(Compression::None, &recs)).unwrap();
+    assert_eq!(decoded.record_count(), n);
+    let batch = &decoded.batches[0];
+    for (i, (r, want)) in batch.records.iter().zip(&recs).enumerate() {
+        assert_eq!(r.offset_delta, i as i32);
+        assert_eq!(batch.record_timestamp(r), want.0);
+        assert_eq!(r.key, want.1);
+        assert_eq!(r.value, want.2);
+    }
+
+    // A record that fails in a later chunk fails the batch, at its offset.
+    let rec = raw_record(None, &varint(-1), &varint(-1), &varint(0));
+    let mut section: Vec<u8> = rec.repeat(DECODE_CHUNK + 5);
+    let bad_at = section.len();
+    section.extend(raw_record(None, &varint(-1), &varint(-7), &varint(0)));
+    let count = DECODE_CHUNK as i32 + 6;
+    let err = decode(raw_batch(0, count, &section).freeze()).unwrap_err();
+    assert_eq!(err.kind(), &DecodeErrorKind::NegativeLength(-7));
+    assert!(err.offset() > RECORD_BATCH_OVERHEAD + bad_at, "{err}");
 }
 
 #[test]
