@@ -25,9 +25,11 @@ pub(super) fn append(crc: u32, data: &[u8]) -> u32 {
 const CRC32C_POLY: u32 = 0x82F6_3B78;
 
 /// `a * b` modulo the CRC-32C polynomial (bit-reflected: bit 31 is x^0).
-fn multmodp(a: u32, mut b: u32) -> u32 {
+const fn multmodp(a: u32, mut b: u32) -> u32 {
     let mut product = 0;
-    for bit in (0..32).rev() {
+    let mut bit = 32;
+    while bit > 0 {
+        bit -= 1;
         if a & (1 << bit) != 0 {
             product ^= b;
         }
@@ -36,20 +38,35 @@ fn multmodp(a: u32, mut b: u32) -> u32 {
     product
 }
 
+/// `x^(8 * 2^k)` modulo the polynomial at index `k`: what shifts a CRC past
+/// `2^k` bytes. Computed at compile time, so that a combine takes one
+/// product per set bit of the length instead of squaring as it goes.
+const SHIFT_POW2_BYTES: [u32; usize::BITS as usize] = {
+    let mut table = [0; usize::BITS as usize];
+    let mut power = 1 << 23; // x^8
+    let mut k = 0;
+    while k < table.len() {
+        table[k] = power;
+        power = multmodp(power, power);
+        k += 1;
+    }
+    table
+};
+
 /// The CRC-32C of `A ++ B` from `crc(A)`, `crc(B)` and `B`'s length, in
-/// about 2 log2(len) polynomial products (the `crc32c` crate's version
-/// squares 32x32 bit matrices instead and costs tens of microseconds).
+/// one polynomial product per set bit of the length, plus one (the
+/// `crc32c` crate's version squares 32x32 bit matrices instead and costs
+/// tens of microseconds).
 pub(super) fn combine(crc_a: u32, crc_b: u32, len_b: usize) -> u32 {
     // x^(8 len_b): shifts crc(A) past B's bytes.
     let mut shift = 1u32 << 31; // x^0
-    let mut square = 1u32 << 23; // x^8
-    let mut n = len_b;
-    while n > 0 {
-        if n & 1 == 1 {
-            shift = multmodp(square, shift);
+    for (k, power) in SHIFT_POW2_BYTES.iter().enumerate() {
+        if len_b >> k == 0 {
+            break;
         }
-        square = multmodp(square, square);
-        n >>= 1;
+        if (len_b >> k) & 1 == 1 {
+            shift = multmodp(*power, shift);
+        }
     }
     multmodp(shift, crc_a) ^ crc_b
 }
