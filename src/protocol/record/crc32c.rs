@@ -96,5 +96,11 @@ mod tests {
             }
         }
         assert_eq!(checksum(b"123456789"), 0xE306_9283);
+        // A length with high bits set, beyond the lengths above.
+        let big: Vec<u8> = (0..(1usize << 21) + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let (a, b) = big.split_at(1_000);
+        assert_eq!(combine(checksum(a), checksum(b), b.len()), checksum(&big));
     }
 }
