@@ -547,7 +547,13 @@ fn decode_record(
         value,
         header_count,
     } = record_head(data, pos)?;
-    if header_count != 0 {
+    if header_count == 0 {
+        // Left as the default: assigning an empty `Vec` measured 3% slower.
+        debug_assert!(
+            slot.headers.is_empty(),
+            "decode_record needs a default slot"
+        );
+    } else {
         slot.headers = decode_owned_headers(section, &mut c, header_count)?;
     }
     if c.pos != len {

@@ -603,7 +603,12 @@ fn owned_decoding_spans_slot_chunks() {
         .map(|i| {
             let value = Bytes::from(i.to_string());
             let key = (i % 3 == 0).then(|| Bytes::from(format!("k{i}")));
-            (1_700_000_000_000 + i as i64, key, Some(value), vec![])
+            let headers = if i % 5 == 0 {
+                vec![hdr("i", Some(b"five"))]
+            } else {
+                vec![]
+            };
+            (1_700_000_000_000 + i as i64, key, Some(value), headers)
         })
         .collect();
     let decoded = decode(write(Compression::None, &recs)).unwrap();
@@ -614,6 +619,7 @@ fn owned_decoding_spans_slot_chunks() {
         assert_eq!(batch.record_timestamp(r), want.0);
         assert_eq!(r.key, want.1);
         assert_eq!(r.value, want.2);
+        assert_eq!(r.headers, want.3);
     }
 
     // A record that fails in a later chunk fails the batch, at its offset.
@@ -624,7 +630,9 @@ fn owned_decoding_spans_slot_chunks() {
     let count = DECODE_CHUNK as i32 + 6;
     let err = decode(raw_batch(0, count, &section).freeze()).unwrap_err();
     assert_eq!(err.kind(), &DecodeErrorKind::NegativeLength(-7));
-    assert!(err.offset() > RECORD_BATCH_OVERHEAD + bad_at, "{err}");
+    // After the bad record's length, attributes, deltas, null key and the
+    // negative value length: one byte each.
+    assert_eq!(err.offset(), RECORD_BATCH_OVERHEAD + bad_at + 6, "{err}");
 }
 
 #[test]
