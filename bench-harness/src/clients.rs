@@ -23,6 +23,29 @@ fn due(start: Instant, i: u64, rate: u64) -> Instant {
     start + Duration::from_nanos(i.saturating_mul(1_000_000_000) / rate.max(1))
 }
 
+/// Yields `i` when the `i`-th of `count` records is due, for the async
+/// clients' fixed-rate runs. Paced by a thread with `std::thread::sleep`,
+/// as the librdkafka run paces its sends: tokio's timer ticks in whole
+/// milliseconds and would release the records in bursts of ten, which
+/// shifts the latency distribution (the first burst of every batch waits
+/// out the whole linger).
+fn pacer(start: Instant, count: u64, rate: u64) -> tokio::sync::mpsc::UnboundedReceiver<u64> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for i in 0..count {
+            let d = due(start, i, rate);
+            let now = Instant::now();
+            if d > now {
+                std::thread::sleep(d - now);
+            }
+            if tx.send(i).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
 /// This crate: [`rskafka::client::producer::Producer`] and
 /// [`rskafka::client::consumer::Consumer`].
 pub mod ours {
@@ -184,8 +207,8 @@ pub mod ours {
             (acked, errors, lat, Instant::now())
         });
         let start = Instant::now();
-        for i in 0..job.count {
-            tokio::time::sleep_until(due(start, i, job.rate).into()).await;
+        let mut ticks = pacer(start, job.count, job.rate);
+        while ticks.recv().await.is_some() {
             let rec = record();
             let sent = Instant::now();
             let fut = producer
@@ -451,6 +474,9 @@ pub mod upstream {
             let start = Instant::now();
             let deadline = start + RUN_TIMEOUT;
             let mut i = 0u64;
+            // Records released by the pacer so far.
+            let mut released = 0u64;
+            let mut ticks = pacer(start, if latency { job.count } else { 0 }, job.rate);
             let mut first_error = None;
             let mut handle = |r: (Instant, Result<_, _>), lat: &mut Vec<u64>| {
                 match r.1 {
@@ -469,7 +495,7 @@ pub mod upstream {
                     return Err("timed out".into());
                 }
                 let can_send = i < job.count && inflight.len() < WINDOW;
-                if can_send && (!latency || due(start, i, job.rate) <= Instant::now()) {
+                if can_send && (!latency || i < released) {
                     let rec = Record {
                         key: None,
                         value: Some(value.clone()),
@@ -492,14 +518,10 @@ pub mod upstream {
                 if i >= job.count && inflight.is_empty() {
                     break;
                 }
-                let wake = if latency && i < job.count {
-                    due(start, i, job.rate)
-                } else {
-                    deadline
-                };
                 tokio::select! {
                     Some(r) = inflight.next(), if !inflight.is_empty() => handle(r, &mut lat),
-                    _ = tokio::time::sleep_until(wake.into()) => {}
+                    Some(_) = ticks.recv(), if latency && released < job.count => released += 1,
+                    _ = tokio::time::sleep_until(deadline.into()) => {}
                 }
             }
             let end = Instant::now();
