@@ -23,12 +23,14 @@ fn due(start: Instant, i: u64, rate: u64) -> Instant {
     start + Duration::from_nanos(i.saturating_mul(1_000_000_000) / rate.max(1))
 }
 
-/// Yields `i` when the `i`-th of `count` records is due, for the async
-/// clients' fixed-rate runs. Paced by a thread with `std::thread::sleep`,
-/// as the librdkafka run paces its sends: tokio's timer ticks in whole
-/// milliseconds and would release the records in bursts of ten, which
-/// shifts the latency distribution (the first burst of every batch waits
-/// out the whole linger).
+/// Yields `i` when the `i`-th of `count` records is due, for upstream
+/// rskafka's fixed-rate runs (its produce futures must be polled by the
+/// sending task, so it cannot send from a sleeping thread as the others
+/// do). Paced by a thread with `std::thread::sleep`: tokio's timer ticks in
+/// whole milliseconds and would release the records in bursts of ten,
+/// which shifts the latency distribution (the first burst of every batch
+/// waits out the whole linger). The hand-over costs a wake-up per record,
+/// which its CPU figure for the fixed-rate run includes.
 fn pacer(start: Instant, count: u64, rate: u64) -> tokio::sync::mpsc::UnboundedReceiver<u64> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
@@ -184,10 +186,15 @@ pub mod ours {
 
     /// Sends at `job.rate` records per second; a second task awaits each
     /// delivery as it resolves, so its latency is taken when the ack comes.
+    /// The sends are made from a thread of their own that sleeps until
+    /// each is due, as the librdkafka run makes them: tokio's timer ticks
+    /// in whole milliseconds and would release the records in bursts of
+    /// ten, and handing each record from a pacing thread to a task would
+    /// add a wake-up per record to the CPU figure.
     async fn produce_timed(
         producer: &Producer,
         job: &Job,
-        record: impl Fn() -> Record,
+        record: impl Fn() -> Record + Sync,
     ) -> Result<Deliveries, String> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(
             Instant,
@@ -206,17 +213,30 @@ pub mod ours {
             }
             (acked, errors, lat, Instant::now())
         });
+        let handle = tokio::runtime::Handle::current();
         let start = Instant::now();
-        let mut ticks = pacer(start, job.count, job.rate);
-        while ticks.recv().await.is_some() {
-            let rec = record();
-            let sent = Instant::now();
-            let fut = producer
-                .send_to(&job.topic, Some(0), rec)
-                .await
-                .map_err(|e| e.to_string())?;
-            tx.send((sent, fut)).map_err(|e| e.to_string())?;
-        }
+        // The runtime's workers run its tasks; the thread blocked here only
+        // waits for the sending thread.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..job.count {
+                    let d = due(start, i, job.rate);
+                    let now = Instant::now();
+                    if d > now {
+                        std::thread::sleep(d - now);
+                    }
+                    let rec = record();
+                    let sent = Instant::now();
+                    let fut = handle
+                        .block_on(producer.send_to(&job.topic, Some(0), rec))
+                        .map_err(|e| e.to_string())?;
+                    tx.send((sent, fut)).map_err(|e| e.to_string())?;
+                }
+                Ok::<(), String>(())
+            })
+            .join()
+            .map_err(|_| "the sending thread panicked".to_owned())?
+        })?;
         drop(tx);
         let (acked, errors, lat, end) = tokio::time::timeout(RUN_TIMEOUT, waiter)
             .await
