@@ -23,7 +23,16 @@ fn due(start: Instant, i: u64, rate: u64) -> Instant {
     start + Duration::from_nanos(i.saturating_mul(1_000_000_000) / rate.max(1))
 }
 
-/// Yields `i` when the `i`-th of `count` records is due, for upstream
+/// Blocks the thread until `at`: precise to tens of microseconds, unlike
+/// tokio's timer, which ticks in whole milliseconds.
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
+    }
+}
+
+/// Yields once for each of `count` records as it falls due, for upstream
 /// rskafka's fixed-rate runs (its produce futures must be polled by the
 /// sending task, so it cannot send from a sleeping thread as the others
 /// do). Paced by a thread with `std::thread::sleep`: tokio's timer ticks in
@@ -31,16 +40,12 @@ fn due(start: Instant, i: u64, rate: u64) -> Instant {
 /// which shifts the latency distribution (the first burst of every batch
 /// waits out the whole linger). The hand-over costs a wake-up per record,
 /// which its CPU figure for the fixed-rate run includes.
-fn pacer(start: Instant, count: u64, rate: u64) -> tokio::sync::mpsc::UnboundedReceiver<u64> {
+fn pacer(start: Instant, count: u64, rate: u64) -> tokio::sync::mpsc::UnboundedReceiver<()> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::spawn(move || {
         for i in 0..count {
-            let d = due(start, i, rate);
-            let now = Instant::now();
-            if d > now {
-                std::thread::sleep(d - now);
-            }
-            if tx.send(i).is_err() {
+            sleep_until(due(start, i, rate));
+            if tx.send(()).is_err() {
                 return;
             }
         }
@@ -220,11 +225,7 @@ pub mod ours {
         std::thread::scope(|s| {
             s.spawn(|| {
                 for i in 0..job.count {
-                    let d = due(start, i, job.rate);
-                    let now = Instant::now();
-                    if d > now {
-                        std::thread::sleep(d - now);
-                    }
+                    super::sleep_until(due(start, i, job.rate));
                     let rec = record();
                     let sent = Instant::now();
                     let fut = handle
@@ -359,11 +360,7 @@ pub mod rdk {
         let start = Instant::now();
         for i in 0..job.count {
             if latency {
-                let d = due(start, i, job.rate);
-                let now = Instant::now();
-                if d > now {
-                    std::thread::sleep(d - now);
-                }
+                super::sleep_until(due(start, i, job.rate));
             }
             let sent_ns = (Instant::now() - base).as_nanos() as usize;
             let mut rec = BaseRecord::<(), [u8], usize>::with_opaque_to(&job.topic, sent_ns)

@@ -507,7 +507,7 @@ impl<T> ConnectionCore<T> {
                         if self.recv.capacity() > FRAME_START_READ {
                             self.recv_rest = self.recv.split_off(FRAME_START_READ);
                         } else {
-                            self.recv.reserve(MIN_READ_RESERVE);
+                            self.recv = BytesMut::with_capacity(FRAME_START_READ);
                         }
                     }
                 } else if self.recv.capacity() - have < MIN_READ_RESERVE {
@@ -959,16 +959,15 @@ mod tests {
         let mut core = ConnectionCore::<()>::new(100 << 20);
         let first = receive_frame(&mut core, &frame_of(1 << 20, 1));
         let end_of_first = first.as_ptr().wrapping_add(first.len());
-        // Held, so its buffer cannot be taken back; the next frame fits in
-        // the room after it. Its start arrives in pieces (the broker writes
-        // the response header apart from the records).
-        // The connection's loop asks for the buffer on every pass, read or
-        // not: that must not use up the room.
+        // Held, so its buffer cannot be taken back; the next frames fit in
+        // the room after it. The connection's loop asks for the buffer on
+        // every pass, read or not: that must not use up the room.
         for _ in 0..1000 {
             core.recv_buf();
         }
         // A small frame, then the start of a large one, up to two bytes of
-        // its length prefix; then the rest.
+        // its length prefix; then the rest, in pieces (the broker writes a
+        // response's header apart from its records).
         let mut stream = frame_of(100, 2);
         stream.extend_from_slice(&frame_of(512 << 10, 3));
         assert_eq!(read_into(&mut core, &stream[..106]), 106);
