@@ -701,13 +701,18 @@ const VARINT_SLACK: usize = 8;
 #[inline]
 fn put_uvarint(buf: &mut BytesMut, v: u64) {
     match pack_uvarint(v) {
-        Some((packed, n)) => {
-            let keep = buf.len() + n;
-            buf.extend_from_slice(&packed.to_le_bytes());
-            buf.truncate(keep);
-        }
+        Some((packed, n)) => put_packed(buf, packed, n),
         None => put_uvarint_long(buf, v),
     }
+}
+
+/// Writes the `n` low bytes of `packed` (little-endian) with one 8-byte
+/// store, cutting the rest off again; needs [`VARINT_SLACK`] spare bytes.
+#[inline(always)]
+fn put_packed(buf: &mut BytesMut, packed: u64, n: usize) {
+    let keep = buf.len() + n;
+    buf.extend_from_slice(&packed.to_le_bytes());
+    buf.truncate(keep);
 }
 
 /// Varints of 9 or 10 bytes (only huge timestamp deltas).
@@ -718,16 +723,6 @@ fn put_uvarint_long(buf: &mut BytesMut, mut v: u64) {
         v >>= 7;
     }
     buf.extend_from_slice(&[v as u8]);
-}
-
-#[inline]
-fn put_varint(buf: &mut BytesMut, v: i32) {
-    put_uvarint(buf, u64::from(((v << 1) ^ (v >> 31)) as u32));
-}
-
-#[inline]
-fn put_varlong(buf: &mut BytesMut, v: i64) {
-    put_uvarint(buf, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 fn checked_len(what: &'static str, len: usize) -> Result<i32, EncodeError> {
@@ -747,6 +742,16 @@ fn bytes_len(v: Option<usize>) -> Result<usize, EncodeError> {
     })
 }
 
+#[inline]
+fn put_varint(buf: &mut BytesMut, v: i32) {
+    put_uvarint(buf, zigzag32(v));
+}
+
+#[inline]
+fn put_varlong(buf: &mut BytesMut, v: i64) {
+    put_uvarint(buf, zigzag64(v));
+}
+
 #[inline(always)]
 fn put_nullable(buf: &mut BytesMut, v: Option<&[u8]>) {
     match v {
@@ -759,11 +764,118 @@ fn put_nullable(buf: &mut BytesMut, v: Option<&[u8]>) {
     }
 }
 
+fn zigzag32(v: i32) -> u64 {
+    u64::from(((v << 1) ^ (v >> 31)) as u32)
+}
+
+fn zigzag64(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// [`write_record`] for a record without headers whose framing before the
+/// first byte string fits in 16 bytes (all but huge timestamp deltas):
+/// every length comes from packing its varint, so nothing is computed
+/// twice, and the framing is gathered in a register and stored at once
+/// (a store per varint, each through `BytesMut`'s length and capacity
+/// checks, cost more than the varints). `None`, with nothing written, for
+/// the other records.
+#[inline(always)]
+fn write_record_without_headers(
+    buf: &mut BytesMut,
+    attributes: i8,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Option<usize> {
+    let key_len = key.map_or(Some(-1), |k| i32::try_from(k.len()).ok())?;
+    let value_len = value.map_or(Some(-1), |v| i32::try_from(v.len()).ok())?;
+    let (timestamp, timestamp_n) = pack_uvarint(zigzag64(timestamp_delta))?;
+    let (offset, offset_n) = pack_uvarint(zigzag32(offset_delta))?;
+    let (key_prefix, key_n) = pack_uvarint(zigzag32(key_len))?;
+    let (value_prefix, value_n) = pack_uvarint(zigzag32(value_len))?;
+    // attributes, the varints, the strings and a header count of 0
+    let body = (1 + timestamp_n + offset_n + key_n + value_n + 1)
+        .checked_add(key.map_or(0, <[u8]>::len))?
+        .checked_add(value.map_or(0, <[u8]>::len))?;
+    let (length, length_n) = pack_uvarint(zigzag32(i32::try_from(body).ok()?))?;
+    // Up to the key, and on to the value if there is no key.
+    let mut head_n = length_n + 1 + timestamp_n + offset_n + key_n;
+    let with_value_prefix = key.is_none() && head_n + value_n <= 16;
+    if with_value_prefix {
+        head_n += value_n;
+    } else if head_n > 16 {
+        return None;
+    }
+    let mut head = u128::from(length);
+    let mut at = 8 * length_n;
+    for (bytes, n) in [
+        (u64::from(attributes as u8), 1),
+        (timestamp, timestamp_n),
+        (offset, offset_n),
+        (key_prefix, key_n),
+    ] {
+        head |= u128::from(bytes) << at;
+        at += 8 * n;
+    }
+    if with_value_prefix {
+        head |= u128::from(value_prefix) << at;
+    }
+    let total = length_n + body;
+    // The 16-byte store overshoots by up to 15 bytes, cut off again.
+    buf.reserve(total + 16);
+    let end = buf.len() + head_n;
+    buf.extend_from_slice(&head.to_le_bytes());
+    buf.truncate(end);
+    if let Some(k) = key {
+        buf.extend_from_slice(k);
+    }
+    if !with_value_prefix {
+        put_packed(buf, value_prefix, value_n);
+    }
+    if let Some(v) = value {
+        buf.extend_from_slice(v);
+    }
+    buf.extend_from_slice(&[0]);
+    Some(total)
+}
+
 /// Appends one record (length prefix included); returns its encoded size.
-/// Always inlined, with [`put_nullable`], into the writer's `append`: left
-/// as calls they cost 10% for 100 B records and 5% for 1 KiB ones.
+/// Records without headers, the common case, take the inlined fast path.
+/// Inlined whole into the writer's `append`, the general path made it too
+/// large for `BytesMut`'s own methods to be inlined into it, which cost
+/// more than the call; so did passing the fields as one struct.
 #[inline(always)]
 fn write_record(
+    buf: &mut BytesMut,
+    attributes: i8,
+    timestamp_delta: i64,
+    offset_delta: i32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[RecordHeader],
+) -> Result<usize, EncodeError> {
+    if headers.is_empty() {
+        if let Some(size) =
+            write_record_without_headers(buf, attributes, timestamp_delta, offset_delta, key, value)
+        {
+            return Ok(size);
+        }
+    }
+    write_any_record(
+        buf,
+        attributes,
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        headers,
+    )
+}
+
+/// [`write_record`] for every record.
+#[inline(never)]
+fn write_any_record(
     buf: &mut BytesMut,
     attributes: i8,
     timestamp_delta: i64,
@@ -884,7 +996,7 @@ fn attributes(h: &BatchHeader, t: &Totals) -> i16 {
 }
 
 /// Writes the 61 header bytes, with length and CRC left zero for [`seal`].
-fn put_header(out: &mut BytesMut, h: &BatchHeader, t: &Totals) {
+fn put_header(out: &mut impl BufMut, h: &BatchHeader, t: &Totals) {
     out.put_i64(h.base_offset);
     out.put_i32(0);
     out.put_i32(h.partition_leader_epoch);
@@ -1160,7 +1272,39 @@ impl RecordBatchWriter {
     /// Appends a record with an absolute `timestamp` (milliseconds); returns
     /// its encoded size. Nothing is written if it fails (a length beyond
     /// `i32::MAX`, more than `i32::MAX` records, or a compression failure).
+    #[inline]
     pub fn append(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[RecordHeader],
+    ) -> Result<usize, EncodeError> {
+        // Every record but a batch's first, uncompressed or with a codec
+        // that compresses the whole batch at `finish`: kept small, so that
+        // the record's stores are inlined into it.
+        if self.count > 0 && self.count < i32::MAX && self.block.is_none() {
+            let size = write_record(
+                &mut self.buf,
+                0,
+                timestamp.wrapping_sub(self.base_timestamp),
+                self.count,
+                key,
+                value,
+                headers,
+            )?;
+            self.records_len += size;
+            self.update_crc();
+            self.max_timestamp = self.max_timestamp.max(timestamp);
+            self.count += 1;
+            return Ok(size);
+        }
+        self.append_any(timestamp, key, value, headers)
+    }
+
+    /// [`append`](Self::append) for every record.
+    #[inline(never)]
+    fn append_any(
         &mut self,
         timestamp: i64,
         key: Option<&[u8]>,
@@ -1263,14 +1407,20 @@ impl RecordBatchWriter {
     /// Adds what was written to `buf` since the last time to `records_crc`,
     /// once there is a [`CRC_CHUNK`] of it: a call per small record costs
     /// more than it saves.
+    #[inline(always)]
     fn update_crc(&mut self) {
-        if let Some(crc) = self.records_crc {
-            if self.buf.len().saturating_sub(self.crc_upto) >= CRC_CHUNK {
-                let unread = self.buf.get(self.crc_upto..).unwrap_or_default();
-                self.records_crc = Some(crc32c::append(crc, unread));
-                self.crc_upto = self.buf.len();
-            }
+        if self.buf.len().saturating_sub(self.crc_upto) >= CRC_CHUNK {
+            self.add_unread_to_crc();
         }
+    }
+
+    #[inline(never)]
+    fn add_unread_to_crc(&mut self) {
+        if let Some(crc) = self.records_crc {
+            let unread = self.buf.get(self.crc_upto..).unwrap_or_default();
+            self.records_crc = Some(crc32c::append(crc, unread));
+        }
+        self.crc_upto = self.buf.len();
     }
 
     /// The header of the open batch: the codec is the one it started with.
@@ -1359,8 +1509,8 @@ impl RecordBatchWriter {
             }
         }
         let totals = self.totals();
-        let mut head = BytesMut::with_capacity(RECORD_BATCH_OVERHEAD);
-        put_header(&mut head, &self.batch_header(), &totals);
+        let mut head = [0; RECORD_BATCH_OVERHEAD];
+        put_header(&mut &mut head[..], &self.batch_header(), &totals);
         // The whole buffer, spare capacity included, goes with the batch, so
         // the writer keeps no share of its allocation.
         let records_crc = self

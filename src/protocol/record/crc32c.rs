@@ -25,47 +25,61 @@ pub(super) fn append(crc: u32, data: &[u8]) -> u32 {
 const CRC32C_POLY: u32 = 0x82F6_3B78;
 
 /// `a * b` modulo the CRC-32C polynomial (bit-reflected: bit 31 is x^0).
+/// Branch-free: the bits of `a` are data, and a branch on each would be
+/// mispredicted half the time.
 const fn multmodp(a: u32, mut b: u32) -> u32 {
     let mut product = 0;
     let mut bit = 32;
     while bit > 0 {
         bit -= 1;
-        if a & (1 << bit) != 0 {
-            product ^= b;
-        }
+        product ^= b & 0u32.wrapping_sub((a >> bit) & 1);
         b = (b >> 1) ^ (CRC32C_POLY & 0u32.wrapping_sub(b & 1));
     }
     product
 }
 
-/// `x^(8 * 2^k)` modulo the polynomial at index `k`: what shifts a CRC past
-/// `2^k` bytes. Computed at compile time, so that a combine takes one
-/// product per set bit of the length instead of squaring as it goes.
-const SHIFT_POW2_BYTES: [u32; usize::BITS as usize] = {
-    let mut table = [0; usize::BITS as usize];
-    let mut power = 1 << 23; // x^8
+/// Length bits per digit of [`SHIFT_BYTES`].
+const DIGIT_BITS: usize = 4;
+const DIGITS: usize = usize::BITS as usize / DIGIT_BITS;
+
+/// `SHIFT_BYTES[k][d]` is `x^(8 * d * 16^k)` modulo the polynomial: what
+/// shifts a CRC past `d * 16^k` bytes. Computed at compile time, so that a
+/// combine takes one product per non-zero hexadecimal digit of the length
+/// (four or five for a large batch).
+const SHIFT_BYTES: [[u32; 1 << DIGIT_BITS]; DIGITS] = {
+    let mut table = [[0; 1 << DIGIT_BITS]; DIGITS];
+    let mut unit = 1 << 23; // x^8: one byte
     let mut k = 0;
-    while k < table.len() {
-        table[k] = power;
-        power = multmodp(power, power);
+    while k < DIGITS {
+        let mut power = 1 << 31; // x^0
+        let mut d = 0;
+        while d < 1 << DIGIT_BITS {
+            table[k][d] = power;
+            power = multmodp(unit, power);
+            d += 1;
+        }
+        // x^(8 * 16^(k+1)) = (x^(8 * 16^k))^16
+        unit = power;
         k += 1;
     }
     table
 };
 
 /// The CRC-32C of `A ++ B` from `crc(A)`, `crc(B)` and `B`'s length, in
-/// one polynomial product per set bit of the length, plus one (the
-/// `crc32c` crate's version squares 32x32 bit matrices instead and costs
-/// tens of microseconds).
+/// one polynomial product per non-zero hexadecimal digit of the length,
+/// plus one (the `crc32c` crate's version squares 32x32 bit matrices
+/// instead and costs tens of microseconds).
 pub(super) fn combine(crc_a: u32, crc_b: u32, len_b: usize) -> u32 {
     // x^(8 len_b): shifts crc(A) past B's bytes.
     let mut shift = 1u32 << 31; // x^0
-    for (k, power) in SHIFT_POW2_BYTES.iter().enumerate() {
-        if len_b >> k == 0 {
+    for (k, powers) in SHIFT_BYTES.iter().enumerate() {
+        let rest = len_b >> (k * DIGIT_BITS);
+        if rest == 0 {
             break;
         }
-        if (len_b >> k) & 1 == 1 {
-            shift = multmodp(*power, shift);
+        let digit = rest & ((1 << DIGIT_BITS) - 1);
+        if digit != 0 {
+            shift = multmodp(powers[digit], shift);
         }
     }
     multmodp(shift, crc_a) ^ crc_b
