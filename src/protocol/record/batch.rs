@@ -1577,3 +1577,62 @@ impl RecordBatchWriter {
         sealed.map(|()| batch.freeze())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fast path takes ordinary records (else the writer would keep
+    /// working, only slower, and no round trip would notice), writes what
+    /// the general path writes, and when it declines leaves the buffer as
+    /// it was.
+    #[test]
+    fn the_fast_path_takes_ordinary_records_and_declines_cleanly() {
+        let big = vec![b'v'; 1 << 20];
+        let strings: [Option<&[u8]>; 5] =
+            [None, Some(b""), Some(b"k"), Some(&big[..64]), Some(&big)];
+        let timestamps = [0, -1, 1 << 20, (1 << 55) - 1, 1 << 55, i64::MIN, i64::MAX];
+        let offsets = [0, -1, 1 << 20, i32::MIN, i32::MAX];
+        let mut taken = 0;
+        for timestamp in timestamps {
+            for offset in offsets {
+                for attributes in [0, -1, 5] {
+                    for key in strings {
+                        for value in strings {
+                            let mut general = BytesMut::from(&b"before"[..]);
+                            let mut fast = general.clone();
+                            let size = write_any_record(
+                                &mut general,
+                                attributes,
+                                timestamp,
+                                offset,
+                                key,
+                                value,
+                                &[],
+                            )
+                            .unwrap();
+                            let ordinary = timestamp.unsigned_abs() <= 1 << 20
+                                && offset.unsigned_abs() <= 1 << 20
+                                && key.is_none_or(|k| k.len() <= 64);
+                            match write_record_without_headers(
+                                &mut fast, attributes, timestamp, offset, key, value,
+                            ) {
+                                Some(fast_size) => {
+                                    assert_eq!(fast_size, size);
+                                    assert_eq!(fast, general);
+                                    taken += 1;
+                                }
+                                None => {
+                                    assert!(!ordinary, "{timestamp} {offset} {key:?}");
+                                    assert_eq!(&fast[..], b"before");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The ordinary records, and some more.
+        assert!(taken > 3 * 3 * 3 * 4 * 5, "{taken}");
+    }
+}

@@ -45,7 +45,7 @@ const DIGITS: usize = usize::BITS as usize / DIGIT_BITS;
 /// `SHIFT_BYTES[k][d]` is `x^(8 * d * 16^k)` modulo the polynomial: what
 /// shifts a CRC past `d * 16^k` bytes. Computed at compile time, so that a
 /// combine takes one product per non-zero hexadecimal digit of the length
-/// (four or five for a large batch).
+/// (at most six below 16 MiB).
 const SHIFT_BYTES: [[u32; 1 << DIGIT_BITS]; DIGITS] = {
     let mut table = [[0; 1 << DIGIT_BITS]; DIGITS];
     let mut unit = 1 << 23; // x^8: one byte
@@ -116,5 +116,29 @@ mod tests {
             .collect();
         let (a, b) = big.split_at(1_000);
         assert_eq!(combine(checksum(a), checksum(b), b.len()), checksum(&big));
+    }
+
+    /// Every row of the shift table, against x^(8n) by square and
+    /// multiply, for lengths no buffer here could have.
+    #[test]
+    fn combine_shifts_by_any_length() {
+        fn shift_reference(mut n: usize) -> u32 {
+            let (mut shift, mut power) = (1 << 31, 1 << 23); // x^0, x^8
+            while n > 0 {
+                if n & 1 == 1 {
+                    shift = multmodp(power, shift);
+                }
+                power = multmodp(power, power);
+                n >>= 1;
+            }
+            shift
+        }
+        let (a, b) = (0x1234_5678, 0x9ABC_DEF0);
+        let mut lengths = vec![0, 1, 15, 16, 17, 0xdead_beef, usize::MAX - 1, usize::MAX];
+        lengths.extend((0..usize::BITS).map(|k| 1usize << k));
+        lengths.extend((0..usize::BITS).map(|k| (1usize << k) - 1));
+        for n in lengths {
+            assert_eq!(combine(a, b, n), multmodp(shift_reference(n), a) ^ b, "{n}");
+        }
     }
 }
