@@ -873,27 +873,6 @@ fn write_record(
     )
 }
 
-#[inline(never)]
-fn write_record_out_of_line(
-    buf: &mut BytesMut,
-    attributes: i8,
-    timestamp_delta: i64,
-    offset_delta: i32,
-    key: Option<&[u8]>,
-    value: Option<&[u8]>,
-    headers: &[RecordHeader],
-) -> Result<usize, EncodeError> {
-    write_record(
-        buf,
-        attributes,
-        timestamp_delta,
-        offset_delta,
-        key,
-        value,
-        headers,
-    )
-}
-
 /// [`write_record`] for every record.
 #[inline(never)]
 fn write_any_record(
@@ -1382,9 +1361,7 @@ impl RecordBatchWriter {
             }
             None => &mut self.buf,
         };
-        // Out of line here: inlined into this large function, the record's
-        // `BytesMut` calls were not (block codecs lost 5-7%).
-        let size = write_record_out_of_line(
+        let size = write_record(
             dst,
             0,
             timestamp.wrapping_sub(base),
