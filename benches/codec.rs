@@ -155,6 +155,18 @@ fn codec(c: &mut Criterion) {
         g.bench_function("crc32c-sse42", |b| {
             b.iter(|| black_box(crc32c::crc32c(black_box(&plain))))
         });
+        // What any encoder of these records must at least do: copy every
+        // value into one buffer and checksum it, with no framing at all.
+        let mut gathered = Vec::with_capacity(plain.len());
+        g.bench_function("values+crc32c", |b| {
+            b.iter(|| {
+                gathered.clear();
+                for v in black_box(&vals) {
+                    gathered.extend_from_slice(v);
+                }
+                black_box(crc_fast::crc32_iscsi(&gathered))
+            })
+        });
         g.finish();
 
         let limits = DecodeLimits::default();

@@ -407,11 +407,13 @@ pub mod rdk {
         })
     }
 
-    /// Reads `job.count` records from the start of partition 0.
-    pub fn consume(job: &Job) -> Result<Measured, String> {
+    /// Reads `job.count` records from the start of partition 0, checking
+    /// batch CRCs if `check_crcs` (librdkafka's default is not to).
+    pub fn consume(job: &Job, check_crcs: bool) -> Result<Measured, String> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &job.bootstrap)
             .set("group.id", "bench-harness")
+            .set("check.crcs", if check_crcs { "true" } else { "false" })
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .create()

@@ -76,6 +76,10 @@ pub struct Job {
 }
 
 const CLIENTS: [&str; 4] = ["rskafka", "rdkafka", "upstream", "java"];
+/// Clients run only when named with `--clients`: librdkafka with
+/// `check.crcs=true`, which does the CRC work our consumer does by default
+/// (librdkafka's default is off), for a like-for-like consume comparison.
+const EXTRA_CLIENTS: [&str; 1] = ["rdkafka-crc"];
 
 struct Workload {
     name: String,
@@ -181,8 +185,9 @@ fn child_main(args: &[String]) -> i32 {
     let res = match (client.as_str(), op) {
         ("rskafka", Op::Produce | Op::Latency) => clients::ours::produce(&job),
         ("rskafka", Op::Consume) => clients::ours::consume(&job),
-        ("rdkafka", Op::Produce | Op::Latency) => clients::rdk::produce(&job),
-        ("rdkafka", Op::Consume) => clients::rdk::consume(&job),
+        ("rdkafka" | "rdkafka-crc", Op::Produce | Op::Latency) => clients::rdk::produce(&job),
+        ("rdkafka", Op::Consume) => clients::rdk::consume(&job, false),
+        ("rdkafka-crc", Op::Consume) => clients::rdk::consume(&job, true),
         ("upstream", Op::Produce | Op::Latency) => clients::upstream::produce(&job),
         ("upstream", Op::Consume) => clients::upstream::consume(&job),
         _ => Err(format!("unknown client {client}")),
@@ -281,8 +286,9 @@ fn parent_main(args: &[String]) -> i32 {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench-harness [--quick] [--runs N] [--clients {}] [--workloads produce,consume,latency] [--bootstrap HOST:PORT]",
-                    CLIENTS.join(",")
+                    "usage: bench-harness [--quick] [--runs N] [--clients {} (default), also {}] [--workloads produce,consume,latency] [--bootstrap HOST:PORT]",
+                    CLIENTS.join(","),
+                    EXTRA_CLIENTS.join(",")
                 );
                 return 0;
             }
@@ -291,6 +297,25 @@ fn parent_main(args: &[String]) -> i32 {
                 return 2;
             }
         }
+    }
+    if clients.is_empty() {
+        eprintln!("--clients needs at least one client");
+        return 2;
+    }
+    if let Some(c) = clients
+        .iter()
+        .find(|c| !CLIENTS.contains(&c.as_str()) && !EXTRA_CLIENTS.contains(&c.as_str()))
+    {
+        eprintln!(
+            "unknown client {c:?}; known: {}",
+            CLIENTS
+                .iter()
+                .chain(&EXTRA_CLIENTS)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        return 2;
     }
     let exe = match std::env::current_exe() {
         Ok(e) => e,
