@@ -157,14 +157,23 @@ fn codec(c: &mut Criterion) {
         });
         // What any encoder of these records must at least do: copy every
         // value into one buffer and checksum it, with no framing at all.
+        // The CRC follows the copy in 4 KiB steps, while the bytes are in
+        // L1 (the fastest of the step sizes tried, 4-64 KiB or at the end).
         let mut gathered = Vec::with_capacity(plain.len());
         g.bench_function("values+crc32c", |b| {
             b.iter(|| {
                 gathered.clear();
+                let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+                let mut checked = 0;
                 for v in black_box(&vals) {
                     gathered.extend_from_slice(v);
+                    if gathered.len() - checked >= 4096 {
+                        crc.update(&gathered[checked..]);
+                        checked = gathered.len();
+                    }
                 }
-                black_box(crc_fast::crc32_iscsi(&gathered))
+                crc.update(&gathered[checked..]);
+                black_box(crc.finalize())
             })
         });
         g.finish();
