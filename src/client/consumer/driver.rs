@@ -527,22 +527,25 @@ impl Driver {
                     continue;
                 }
             };
-            // Wait for the application to make room: at least one full
-            // partition's worth, so that answers fit what was reserved.
-            if available < max_part.max(1) {
+            let asks = parts
+                .iter()
+                .map(|(_, params, _)| usize::try_from(params.max_bytes).unwrap_or(0));
+            let (planned, largest) = asks.fold((0usize, 1usize), |(sum, largest), ask| {
+                (sum.saturating_add(ask), largest.max(ask))
+            });
+            // Wait for the application to make room: at least the largest
+            // partition's fetch, so that answers fit what was reserved.
+            if available < largest {
                 continue;
             }
-            let planned = parts.iter().fold(0usize, |sum, (_, params, _)| {
-                sum.saturating_add(usize::try_from(params.max_bytes).unwrap_or(0))
-            });
             let reserved = available
                 .min(usize::try_from(self.settings.max_bytes).unwrap_or(0))
                 .min(planned);
             // Half the room, as decoded records take about as much memory
-            // again as their bytes; never below one partition's fetch size.
+            // again as their bytes; never below the largest fetch.
             let decode_budget = (available / 2 / parts.len().max(1))
                 .min(DECODE_AHEAD_BYTES)
-                .max(max_part.max(1));
+                .max(largest);
             match self.spawn_fetch(broker, conn, parts, reserved, decode_budget) {
                 Ok(()) => available -= reserved,
                 Err((parts, error)) => self.fail_parts(&parts, error),
@@ -1834,6 +1837,13 @@ mod tests {
         );
         // Nothing learnt: 0, the first fetch's size.
         assert_eq!(fetch(0, 0, 0), 0);
+        assert_eq!(planned_fetch_bytes(0, max_part), FIRST_FETCH_BYTES as i32);
+        assert_eq!(planned_fetch_bytes(0, 512 << 10), 512 << 10);
+        assert_eq!(planned_fetch_bytes(3 << 20, max_part), 3 << 20);
+        assert_eq!(planned_fetch_bytes(8 << 20, 2 << 20), 2 << 20);
+        // Every record filtered out (control records, aborted ones): the
+        // memory target alone.
+        assert_eq!(fetch(100_000, 101_000, 0), n);
         // Ten times inflation: a tenth of the target.
         assert_eq!(fetch(100_000, 1_000_000, 10), DECODE_AHEAD_BYTES / 10);
         // Never below the floor.

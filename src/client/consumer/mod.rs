@@ -133,10 +133,10 @@ pub struct ConsumerConfig {
     pub max_bytes: i32,
     /// Bytes per partition in one fetch (default 4 MiB; the Java client's
     /// is 1 MiB). A partition's first fetch asks for at most 1 MiB; later
-    /// ones are sized from how the data just fetched decoded: large plain
-    /// records in pieces up to this limit (fewer round trips), small or
-    /// compressed ones in pieces of about 1 MiB or less (fewer records in
-    /// memory at once).
+    /// ones are sized from how the data just fetched decoded: to about 4
+    /// MiB of decoded memory (less on the wire for compressed data), up to
+    /// this limit, and past 1 MiB only if fewer than ten thousand records
+    /// fill it (small records come about 1 MiB at a time).
     pub max_partition_bytes: i32,
     /// Bound on the memory held by fetched records not yet handed to the
     /// application (default 64 MiB): their bytes as decompressed (or as
