@@ -14,7 +14,7 @@ use std::{
 
 use fake_broker::{decode_request, delayed, reply, Action, FakeBroker, Seen};
 use rskafka::{
-    cluster::{Backoff, BackoffConfig, Cluster, ClusterConfig, ClusterError},
+    cluster::{Backoff, BackoffConfig, Cluster, ClusterConfig, ClusterError, Role},
     connection::ConnectionConfig,
     protocol::{
         messages::{
@@ -315,6 +315,65 @@ async fn brokers_missing_from_fresh_metadata_are_dropped() {
         cluster.broker(2).await,
         Err(ClusterError::UnknownBroker(2))
     ));
+}
+
+#[tokio::test]
+async fn each_role_and_private_lane_has_its_own_connection() {
+    let (fake, model) = fake_cluster().await;
+    let fake2 = FakeBroker::start(None, false, metadata_handler(model.clone())).await;
+    let cluster = connect_fake(&fake).await;
+    assert_eq!(cluster.leader("t", 0).await.unwrap().0, 1);
+    let general = cluster.broker(1).await.unwrap();
+    let produce = cluster.broker_for(1, Role::Produce).await.unwrap();
+    let fetch = cluster.broker_for(1, Role::Fetch).await.unwrap();
+    let lane = cluster.private_lane(Role::Fetch);
+    assert_eq!(lane.role(), Role::Fetch);
+    let private = lane.broker(1).await.unwrap();
+    // The bootstrap connection became the general one; three more sockets.
+    assert_eq!(connections(&fake), 4);
+    // Shared lanes hand out the same connection again.
+    assert_eq!(
+        cluster.broker_for(1, Role::Produce).await.unwrap().addr(),
+        produce.addr()
+    );
+    assert_eq!(connections(&fake), 4);
+
+    // A leader hint with a new endpoint moves every lane, private ones too.
+    model
+        .lock()
+        .unwrap()
+        .brokers
+        .insert(1, port_of(&fake2.addr));
+    let port2 = i32::from(port_of(&fake2.addr));
+    cluster.apply_leader_hint("t", 0, 1, 9, Some(("127.0.0.1".into(), port2)));
+    for old in [&general, &produce, &fetch, &private] {
+        assert!(
+            closes(old).await,
+            "{old:?} still open after the broker moved"
+        );
+    }
+    assert_eq!(lane.broker(1).await.unwrap().addr(), fake2.addr);
+    assert_eq!(
+        cluster.broker_for(1, Role::Fetch).await.unwrap().addr(),
+        fake2.addr
+    );
+
+    // Dropping the last clone of a private lane closes its connections.
+    let moved = lane.broker(1).await.unwrap();
+    let clone = lane.clone();
+    drop(lane);
+    assert!(!closes(&moved).await);
+    drop(clone);
+    assert!(closes(&moved).await);
+}
+
+/// Whether `conn` is closed within a second (closing is asynchronous).
+async fn closes(conn: &rskafka::connection::BrokerConnection) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !conn.is_closed() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    conn.is_closed()
 }
 
 /// Creates a topic through the controller and waits until every partition

@@ -150,7 +150,14 @@ pub(crate) struct Settings {
 }
 
 /// A connection to a Kafka cluster. Cheap to clone: clones share the
-/// connections (one per broker) and the metadata cache.
+/// connections and the metadata cache.
+///
+/// Each broker gets a connection for short requests (metadata, admin,
+/// offset lookups) and one for produce requests, shared by all clones;
+/// every consumer fetches on connections of its own and every group member
+/// talks to its coordinator on one of its own. So one client can serve
+/// producers, consumers and admin calls at once without any of them
+/// waiting behind another's requests (see [`crate::cluster::Role`]).
 #[derive(Debug, Clone)]
 pub struct Client {
     pub(crate) cluster: Cluster,

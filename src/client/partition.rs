@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 pub use crate::protocol::record::Compression;
 use crate::{
+    cluster::Role,
     connection::BrokerConnection,
     error::{Error, ErrorKind, Result},
     protocol::{
@@ -192,17 +193,20 @@ impl PartitionClient {
         // An unknown topic right after a lookup of fresh metadata is an
         // answer, not a transient state; a missing leader is transient.
         let unknown = |e: &Error| e.error_code() == Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
-        retry(&self.client.settings, unknown, |_| self.leader())
-            .await
-            .map(drop)
-            .map_err(|e| self.ctx(e, ApiKey::METADATA))
+        retry(&self.client.settings, unknown, |_| {
+            self.leader(Role::General)
+        })
+        .await
+        .map(drop)
+        .map_err(|e| self.ctx(e, ApiKey::METADATA))
     }
 
-    async fn leader(&self) -> Result<BrokerConnection> {
+    /// The leader's connection of `role`.
+    async fn leader(&self, role: Role) -> Result<BrokerConnection> {
         let (_, conn) = self
             .client
             .cluster
-            .leader(&self.topic, self.partition)
+            .leader_for(&self.topic, self.partition, role)
             .await?;
         Ok(conn)
     }
@@ -307,7 +311,7 @@ impl PartitionClient {
         acks: Acks,
         deadline: Instant,
     ) -> Result<Option<i64>> {
-        let conn = self.leader().await?;
+        let conn = self.leader(Role::Produce).await?;
         let timeout_ms = remaining_ms(deadline);
         let req = ProduceRequest {
             transactional_id: None,
@@ -429,7 +433,7 @@ impl PartitionClient {
         bytes: Range<i32>,
         max_wait_ms: i32,
     ) -> Result<FetchResult> {
-        let conn = self.leader().await?;
+        let conn = self.leader(Role::Fetch).await?;
         let mut version = conn
             .version_for(ApiKey::FETCH)
             .ok_or_else(|| unsupported(&conn, ApiKey::FETCH))?;
@@ -558,7 +562,7 @@ impl PartitionClient {
     }
 
     async fn list_offset_once(&self, timestamp: i64, deadline: Instant) -> Result<i64> {
-        let conn = self.leader().await?;
+        let conn = self.leader(Role::General).await?;
         let version = conn
             .version_for(ApiKey::LIST_OFFSETS)
             .ok_or_else(|| unsupported(&conn, ApiKey::LIST_OFFSETS))?;
@@ -609,7 +613,7 @@ impl PartitionClient {
     }
 
     async fn delete_records_once(&self, offset: i64, timeout_ms: i32) -> Result<i64> {
-        let conn = self.leader().await?;
+        let conn = self.leader(Role::General).await?;
         let req = DeleteRecordsRequest {
             topics: vec![DeleteRecordsTopic {
                 name: self.topic.clone(),

@@ -1,5 +1,6 @@
-//! The cluster: bootstrap, metadata cache, and one shared connection per
-//! broker.
+//! The cluster: bootstrap, metadata cache, and connections to the brokers,
+//! one per broker and [`Role`], plus private [`Lane`]s (a consumer's fetch
+//! connections).
 //!
 //! Connections are opened lazily and re-opened on the next use after they
 //! break. Concurrent callers that need the same connection or the same
@@ -8,6 +9,7 @@
 
 mod backoff;
 mod error;
+mod lane;
 mod metadata;
 
 use std::{
@@ -21,10 +23,12 @@ use tokio::time::Instant;
 
 pub use self::backoff::{Backoff, BackoffConfig, DeadlineExceeded};
 pub use self::error::ClusterError;
+pub use self::lane::{Lane, Role};
+use self::lane::{Lanes, Slots};
 use self::metadata::format_addr;
 pub use self::metadata::{BrokerInfo, Metadata, PartitionInfo, TopicInfo};
 use crate::{
-    connection::{BrokerConnection, ConnectionConfig, ConnectionError},
+    connection::{BrokerConnection, ConnectionConfig},
     protocol::{
         messages::{metadata_request::MetadataRequestTopic, MetadataRequest},
         ErrorCode,
@@ -75,94 +79,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The connection to one broker, opened on demand.
-struct Slot {
-    addr: Mutex<String>,
-    current: Mutex<Option<BrokerConnection>>,
-    /// Held while connecting, so concurrent callers share one attempt.
-    connecting: tokio::sync::Mutex<Attempt>,
-}
-
-/// The outcome of the latest connection attempt of a slot.
-#[derive(Default)]
-struct Attempt {
-    error: Option<ConnectionError>,
-}
-
-impl Slot {
-    fn new(addr: String) -> Self {
-        Self {
-            addr: Mutex::new(addr),
-            current: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(Attempt::default()),
-        }
-    }
-
-    fn addr(&self) -> String {
-        lock(&self.addr).clone()
-    }
-
-    /// The open connection, if there is one.
-    fn open(&self) -> Option<BrokerConnection> {
-        lock(&self.current)
-            .as_ref()
-            .filter(|c| !c.is_closed())
-            .cloned()
-    }
-
-    /// Points the slot at a new address, dropping a connection to the old one.
-    fn set_addr(&self, addr: String) {
-        let mut a = lock(&self.addr);
-        if *a != addr {
-            *a = addr;
-            if let Some(c) = lock(&self.current).take() {
-                c.close();
-            }
-        }
-    }
-
-    fn close(&self) {
-        if let Some(c) = lock(&self.current).take() {
-            c.close();
-        }
-    }
-
-    /// The open connection, connecting first if needed. Callers arriving
-    /// during an attempt get its outcome, success or failure.
-    async fn get(
-        &self,
-        config: &Arc<ConnectionConfig>,
-    ) -> Result<BrokerConnection, ConnectionError> {
-        if let Some(c) = self.open() {
-            return Ok(c);
-        }
-        let contended = self.connecting.try_lock().is_err();
-        let mut attempt = self.connecting.lock().await;
-        if let Some(c) = self.open() {
-            return Ok(c);
-        }
-        if contended {
-            // Someone else was connecting while we arrived: share the result.
-            if let Some(e) = &attempt.error {
-                return Err(e.clone());
-            }
-        }
-        let addr = self.addr();
-        let result = BrokerConnection::connect(&addr, config.clone()).await;
-        match result {
-            Ok(c) => {
-                attempt.error = None;
-                *lock(&self.current) = Some(c.clone());
-                Ok(c)
-            }
-            Err(e) => {
-                attempt.error = Some(e.clone());
-                Err(e)
-            }
-        }
-    }
-}
-
 /// What the metadata cache knows and since when.
 struct MetaCache {
     current: Arc<Metadata>,
@@ -191,7 +107,7 @@ struct LastRefresh {
 struct Inner {
     config: ClusterConfig,
     conn_config: Arc<ConnectionConfig>,
-    brokers: Mutex<HashMap<i32, Arc<Slot>>>,
+    lanes: Lanes,
     /// A connection to a bootstrap address, until metadata names brokers.
     bootstrap: tokio::sync::Mutex<Option<BrokerConnection>>,
     meta: Mutex<MetaCache>,
@@ -227,7 +143,7 @@ impl Cluster {
             inner: Arc::new(Inner {
                 conn_config: Arc::new(config.connection.clone()),
                 config,
-                brokers: Mutex::new(HashMap::new()),
+                lanes: Lanes::new(),
                 bootstrap: tokio::sync::Mutex::new(None),
                 meta: Mutex::new(MetaCache {
                     current: Arc::new(Metadata::default()),
@@ -258,7 +174,17 @@ impl Cluster {
     /// first known broker or bootstrap address that accepts (one pass, no
     /// backoff).
     pub async fn any_broker(&self) -> Result<BrokerConnection, ClusterError> {
-        let mut slots: Vec<Arc<Slot>> = lock(&self.inner.brokers).values().cloned().collect();
+        let general = self.inner.lanes.shared(Role::General);
+        let known: Vec<(i32, String)> = lock(&self.inner.meta)
+            .current
+            .brokers
+            .values()
+            .map(|b| (b.id, b.addr()))
+            .collect();
+        let mut slots: Vec<_> = known
+            .iter()
+            .map(|(id, addr)| general.get_or_insert(*id, addr))
+            .collect();
         if let Some(c) = slots.iter().find_map(|s| s.open()) {
             return Ok(c);
         }
@@ -299,21 +225,54 @@ impl Cluster {
         Err(ClusterError::NoBrokerReachable { tried, last })
     }
 
-    fn slot(&self, id: i32) -> Option<Arc<Slot>> {
-        lock(&self.inner.brokers).get(&id).cloned()
+    /// The general-purpose connection to broker `id`, (re)connecting if
+    /// needed. An id not in the cached metadata triggers one refresh of the
+    /// broker list.
+    pub async fn broker(&self, id: i32) -> Result<BrokerConnection, ClusterError> {
+        self.broker_for(id, Role::General).await
     }
 
-    /// The connection to broker `id`, (re)connecting if needed. An id not
-    /// in the cached metadata triggers one refresh of the broker list.
-    pub async fn broker(&self, id: i32) -> Result<BrokerConnection, ClusterError> {
-        let slot = match self.slot(id) {
+    /// The shared connection of `role` to broker `id`; see [`Self::broker`].
+    pub async fn broker_for(&self, id: i32, role: Role) -> Result<BrokerConnection, ClusterError> {
+        let slots = self.inner.lanes.shared(role).clone();
+        self.connection_in(&slots, id).await
+    }
+
+    /// A private lane of `role`: connections of its own to every broker,
+    /// closed when the last clone of the lane is dropped.
+    pub fn private_lane(&self, role: Role) -> Lane {
+        Lane::new(self.clone(), self.inner.lanes.new_private(role))
+    }
+
+    async fn connection_in(
+        &self,
+        slots: &Slots,
+        id: i32,
+    ) -> Result<BrokerConnection, ClusterError> {
+        let slot = match slots.get(id) {
             Some(s) => s,
             None => {
-                self.refresh_metadata(Some(&[])).await?;
-                self.slot(id).ok_or(ClusterError::UnknownBroker(id))?
+                let addr = match self.broker_addr(id) {
+                    Some(a) => a,
+                    None => {
+                        self.refresh_metadata(Some(&[])).await?;
+                        self.broker_addr(id)
+                            .ok_or(ClusterError::UnknownBroker(id))?
+                    }
+                };
+                slots.get_or_insert(id, &addr)
             }
         };
         Ok(slot.get(&self.inner.conn_config).await?)
+    }
+
+    /// Broker `id`'s address from the cached metadata.
+    fn broker_addr(&self, id: i32) -> Option<String> {
+        lock(&self.inner.meta)
+            .current
+            .brokers
+            .get(&id)
+            .map(BrokerInfo::addr)
     }
 
     /// The connection to the broker the metadata names as controller.
@@ -470,39 +429,19 @@ impl Cluster {
             }
             md
         };
-        let departed: Vec<Arc<Slot>> = {
-            let mut slots = lock(&self.inner.brokers);
-            for b in md.brokers.values() {
-                match slots.get(&b.id) {
-                    Some(slot) => slot.set_addr(b.addr()),
-                    None => {
-                        slots.insert(b.id, Arc::new(Slot::new(b.addr())));
-                    }
-                }
-            }
-            let gone: Vec<i32> = slots
-                .keys()
-                .filter(|id| !md.brokers.contains_key(id))
-                .copied()
-                .collect();
-            gone.iter().filter_map(|id| slots.remove(id)).collect()
-        };
-        for slot in departed {
-            tracing::debug!(addr = %slot.addr(), "broker left the cluster");
-            slot.close();
+        let addrs: HashMap<i32, String> = md.brokers.values().map(|b| (b.id, b.addr())).collect();
+        for lane in self.inner.lanes.all() {
+            lane.reconcile(&addrs);
         }
         // A bootstrap connection to a listed broker becomes that broker's
         // connection instead of a second one.
         let mut boot = self.inner.bootstrap.lock().await;
         if let Some(conn) = boot.take() {
             let owner = md.brokers.values().find(|b| b.addr() == conn.addr());
-            match owner.and_then(|b| self.slot(b.id)) {
-                Some(slot) if !conn.is_closed() => {
-                    let mut current = lock(&slot.current);
-                    let usable = current.as_ref().is_some_and(|c| !c.is_closed());
-                    if !usable {
-                        *current = Some(conn);
-                    }
+            match owner {
+                Some(b) if !conn.is_closed() => {
+                    let general = self.inner.lanes.shared(Role::General);
+                    general.get_or_insert(b.id, &b.addr()).adopt(conn);
                 }
                 Some(_) => {}
                 None => *boot = Some(conn),
@@ -519,6 +458,16 @@ impl Cluster {
         topic: &str,
         partition: i32,
     ) -> Result<(i32, BrokerConnection), ClusterError> {
+        self.leader_for(topic, partition, Role::General).await
+    }
+
+    /// Like [`Self::leader`], with the leader's connection of `role`.
+    pub async fn leader_for(
+        &self,
+        topic: &str,
+        partition: i32,
+        role: Role,
+    ) -> Result<(i32, BrokerConnection), ClusterError> {
         let names = [topic.to_string()];
         let (md, cached) = self.metadata_from(Some(&names)).await?;
         let id = match leader_of(&md, topic, partition) {
@@ -530,7 +479,7 @@ impl Cluster {
                 leader_of(&md, topic, partition)?
             }
         };
-        Ok((id, self.broker(id).await?))
+        Ok((id, self.broker_for(id, role).await?))
     }
 
     /// Marks a topic's metadata stale, after errors such as
@@ -589,20 +538,18 @@ impl Cluster {
                 },
             );
             drop(cache);
-            let mut slots = lock(&self.inner.brokers);
-            match slots.get(&leader_id) {
-                Some(slot) => slot.set_addr(addr),
-                None => {
-                    slots.insert(leader_id, Arc::new(Slot::new(addr)));
+            for lane in self.inner.lanes.all() {
+                if let Some(slot) = lane.get(leader_id) {
+                    slot.set_addr(&addr);
                 }
             }
         }
     }
 
-    /// Broker ids that currently have an open connection.
+    /// Broker ids that currently have an open general-purpose connection.
     pub fn connected_brokers(&self) -> Vec<i32> {
-        let slots = lock(&self.inner.brokers);
-        let mut ids: Vec<i32> = slots
+        let general = self.inner.lanes.shared(Role::General);
+        let mut ids: Vec<i32> = lock(&general.by_broker)
             .iter()
             .filter(|(_, s)| s.open().is_some())
             .map(|(id, _)| *id)
@@ -613,7 +560,12 @@ impl Cluster {
 
     /// Ids of the brokers in the cached metadata.
     pub fn known_brokers(&self) -> HashSet<i32> {
-        lock(&self.inner.brokers).keys().copied().collect()
+        lock(&self.inner.meta)
+            .current
+            .brokers
+            .keys()
+            .copied()
+            .collect()
     }
 }
 

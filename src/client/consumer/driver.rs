@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     client::Settings as ClientSettings,
-    cluster::{Backoff, BackoffConfig, Cluster, ClusterError, Metadata},
+    cluster::{Backoff, BackoffConfig, Cluster, ClusterError, Lane, Metadata, Role},
     connection::{BrokerConnection, ConnectionError},
     error::{Error, ErrorKind},
     protocol::{
@@ -279,6 +279,10 @@ pub(super) async fn run(shared: Arc<Shared>, cluster: Cluster, settings: Arc<Set
     let _gone = GoneGuard(Arc::clone(&shared));
     let mut driver = Driver {
         shared,
+        // Fetches are long-polled: a lane of this consumer's own keeps them
+        // from delaying anyone else's requests, and theirs from delaying
+        // these.
+        fetch_lane: cluster.private_lane(Role::Fetch),
         cluster,
         settings,
         brokers: HashMap::new(),
@@ -328,6 +332,8 @@ impl Drop for GoneGuard {
 
 struct Driver {
     shared: Arc<Shared>,
+    /// This consumer's own fetch connections.
+    fetch_lane: Lane,
     cluster: Cluster,
     settings: Arc<Settings>,
     brokers: HashMap<i32, BrokerState>,
@@ -518,9 +524,9 @@ impl Driver {
                     b.conn = None;
                     if !b.connecting {
                         b.connecting = true;
-                        let cluster = self.cluster.clone();
+                        let lane = self.fetch_lane.clone();
                         self.spawn(JobKind::Connect(broker), async move {
-                            let result = cluster.broker(broker).await;
+                            let result = lane.broker(broker).await;
                             Event::Connected { broker, result }
                         });
                     }

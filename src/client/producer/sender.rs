@@ -22,7 +22,7 @@ use super::{
     Acks, Shared,
 };
 use crate::{
-    cluster::{Backoff, Metadata},
+    cluster::{Backoff, Metadata, Role},
     connection::BrokerConnection,
     error::{Error, ErrorKind},
     protocol::{
@@ -327,7 +327,11 @@ async fn broker_task(shared: Arc<Shared>, broker: i32, mut rx: mpsc::UnboundedRe
                 // futures, which could then be released in any order.
                 let c = match conn.as_ref().filter(|c| !c.is_closed()) {
                     Some(c) => Ok(c.clone()),
-                    None => shared.cluster.broker(broker).await.map_err(Error::from),
+                    None => shared
+                        .cluster
+                        .broker_for(broker, Role::Produce)
+                        .await
+                        .map_err(Error::from),
                 };
                 match c {
                     Ok(c) => {
