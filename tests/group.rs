@@ -1423,6 +1423,143 @@ async fn auto_commit_commits_delivered_records() {
     assert_eq!(committed, 100);
 }
 
+/// `commit_async` after every record: all handles succeed and the last
+/// commit wins (when each ran on its own task, older commits landed after
+/// newer ones and left the offset at 66 to 158 of 200).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commit_async_bursts_land_in_order() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let client = client(&bootstrap).await;
+    let topic = common::unique_topic("group-commit-order");
+    let group = format!("{topic}-g");
+    create_topic(&client, &topic, 1).await;
+    produce_range(&client, &topic, 1, 0, 200).await;
+    let cfg = group_config(
+        &group,
+        &topic,
+        GroupProtocol::Classic,
+        vec![Arc::new(RangeAssignor)],
+    );
+    let admin = client.group_admin();
+    for round in 0..3 {
+        let mut consumer = client.group_consumer(cfg.clone()).expect("consumer");
+        let mut handles = Vec::new();
+        let mut last = None;
+        for _ in 0..200 {
+            let r = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+                .await
+                .expect("a record in time")
+                .expect("stream open")
+                .expect("record");
+            let tp = TopicPartition::new(topic.clone(), r.partition);
+            // Round 1 commits ever lower offsets, which must win just the
+            // same: the latest call counts, not the highest offset.
+            let offset = if round == 1 {
+                200 - r.offset
+            } else {
+                r.offset + 1
+            };
+            handles.push(consumer.commit_async([(tp, offset)]));
+            last = Some(offset);
+        }
+        for h in handles {
+            h.await.expect("join").expect("commit");
+        }
+        let committed = admin
+            .fetch_offsets(&group, None)
+            .await
+            .expect("offsets")
+            .into_values()
+            .map(|c| c.map(|c| c.offset))
+            .collect::<Vec<_>>();
+        assert_eq!(committed, vec![last], "round {round}");
+        consumer.close().await.expect("close");
+        // Start the next round from the beginning again.
+        let start = BTreeMap::from([(TopicPartition::new(topic.clone(), 0), 0)]);
+        admin
+            .commit_offsets(&group, &start)
+            .await
+            .expect("reset offsets");
+    }
+}
+
+/// A member refuses to commit partitions it does not own (never had, or
+/// gave up in a rebalance), and commits the others of the same call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commits_of_partitions_not_owned_are_refused() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let client = client(&bootstrap).await;
+    let topic = common::unique_topic("group-commit-owned");
+    let group = format!("{topic}-g");
+    create_topic(&client, &topic, 2).await;
+    produce_range(&client, &topic, 2, 0, 10).await;
+    let cfg = group_config(
+        &group,
+        &topic,
+        GroupProtocol::Classic,
+        vec![Arc::new(RangeAssignor)],
+    );
+    let mut a = client.group_consumer(cfg.clone()).expect("consumer a");
+    for _ in 0..20 {
+        tokio::time::timeout(Duration::from_secs(30), a.next())
+            .await
+            .expect("a record in time")
+            .expect("stream open")
+            .expect("record");
+    }
+    let tp = |p| TopicPartition::new(topic.clone(), p);
+    let stranger = TopicPartition::new(format!("{topic}-other"), 0);
+    let e = a
+        .commit([(tp(0), 10), (stranger.clone(), 3)])
+        .await
+        .expect_err("a partition never owned");
+    assert_eq!(e.kind(), rskafka::error::ErrorKind::InvalidInput, "{e}");
+    let admin = client.group_admin();
+    let offsets = admin.fetch_offsets(&group, None).await.expect("offsets");
+    assert_eq!(
+        offsets.get(&tp(0)).cloned().flatten().map(|c| c.offset),
+        Some(10)
+    );
+    assert!(!offsets.contains_key(&stranger), "{offsets:?}");
+
+    // B joins; A gives one partition up in the rebalance (A is polled by
+    // its commit loop below, which is where revocations happen).
+    let mut b = client.group_consumer(cfg).expect("consumer b");
+    let b_task = tokio::spawn(async move {
+        while b.assignment().is_empty() {
+            if let Ok(Some(r)) = tokio::time::timeout(Duration::from_millis(100), b.next()).await {
+                r.expect("record");
+            }
+        }
+        b
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while a.assignment().len() != 1 {
+        assert!(Instant::now() < deadline, "A kept {:?}", a.assignment());
+        let _ = tokio::time::timeout(Duration::from_millis(100), a.next()).await;
+    }
+    let b = b_task.await.expect("b");
+    let given_up = if a.assignment() == vec![tp(0)] {
+        tp(1)
+    } else {
+        tp(0)
+    };
+    let before = admin.fetch_offsets(&group, None).await.expect("offsets");
+    let e = a
+        .commit([(given_up.clone(), 1)])
+        .await
+        .expect_err("a partition given up");
+    assert_eq!(e.kind(), rskafka::error::ErrorKind::InvalidInput, "{e}");
+    let after = admin.fetch_offsets(&group, None).await.expect("offsets");
+    assert_eq!(before.get(&given_up), after.get(&given_up));
+    a.close().await.expect("close a");
+    b.close().await.expect("close b");
+}
+
 /// GroupAdmin against live groups: list, describe (classic and KIP-848),
 /// lag, offsets commit/delete (refused while consumed), delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,25 +5,23 @@ use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     future::Future,
     pin::Pin,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
 use futures::Stream;
 use tokio::{
-    sync::{mpsc, Notify},
+    sync::mpsc,
     time::{Instant, Sleep},
 };
 
 use super::{
     assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor},
     classic::{ClassicConfig, ClassicMember},
+    committer::{outcome, Committer, Offsets},
     coordinator::{CommittedOffset, Coordinator},
-    driver::{commit_with_retry, fetch_with_retry, AppEvent, Command, Shared},
+    driver::{fetch_with_retry, AppEvent, Command, Shared},
     TopicPartition,
 };
 use crate::{
@@ -279,28 +277,6 @@ impl GroupConfig {
     }
 }
 
-/// Counts commits started with [`GroupConsumer::commit_async`] that have
-/// not finished, so a revocation can wait for them.
-#[derive(Debug, Default)]
-struct AsyncCommits {
-    running: AtomicUsize,
-    done: Notify,
-}
-
-impl AsyncCommits {
-    async fn wait_idle(&self, deadline: Instant) {
-        loop {
-            let notified = self.done.notified();
-            if self.running.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
 /// What a finished background step of the stream brings.
 enum StepDone {
     /// Revocation prepared (offsets committed or the commit failed), and
@@ -373,7 +349,8 @@ pub struct GroupConsumer {
     /// `Sync` (so `&self` methods can be awaited from spawned tasks); it is
     /// only ever reached through `&mut self`.
     step: std::sync::Mutex<Option<Step>>,
-    async_commits: Arc<AsyncCommits>,
+    /// Sends this member's commits in order.
+    committer: Arc<Committer>,
     auto_commit_timer: Option<Pin<Box<Sleep>>>,
     finished: bool,
 }
@@ -460,6 +437,11 @@ impl GroupConsumer {
                 events_tx,
             )),
         };
+        let committer = Arc::new(Committer::spawn(
+            &runtime,
+            shared.clone(),
+            client.settings.backoff.clone(),
+        ));
         Ok(Self {
             consumer,
             shared,
@@ -477,7 +459,7 @@ impl GroupConsumer {
             committed: HashMap::new(),
             deferred: VecDeque::new(),
             step: std::sync::Mutex::new(None),
-            async_commits: Arc::new(AsyncCommits::default()),
+            committer,
             auto_commit_timer: None,
             finished: false,
         })
@@ -525,14 +507,45 @@ impl GroupConsumer {
 
     /// Commits `offsets` (each the offset of the next record to consume,
     /// i.e. the last processed offset + 1) as this member, retrying through
-    /// coordinator moves and rebalances until the operation timeout. Fails
-    /// with `ILLEGAL_GENERATION`, `UNKNOWN_MEMBER_ID` or
-    /// `FENCED_MEMBER_EPOCH` if the member lost its partitions.
+    /// coordinator moves and rebalances until the operation timeout.
+    ///
+    /// Commits are sent in the order they are asked for, from here and
+    /// [`Self::commit_async`] alike, so a later commit of a partition is
+    /// never overtaken by an earlier one. Fails with `ILLEGAL_GENERATION`,
+    /// `UNKNOWN_MEMBER_ID` or `FENCED_MEMBER_EPOCH` if the member lost its
+    /// partitions, and with [`ErrorKind::InvalidInput`] for a partition
+    /// this member does not own (any longer): that one is not committed,
+    /// the others are.
     pub async fn commit(
         &self,
         offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
     ) -> Result<()> {
-        let offsets: BTreeMap<TopicPartition, (i64, Option<i32>)> = offsets
+        let offsets = self.offsets_to_commit(offsets)?;
+        outcome(self.queue_commit(offsets)).await
+    }
+
+    /// Queues a commit of `offsets` and returns at once; the handle tells
+    /// the outcome. Ordered with every other commit of this member (see
+    /// [`Self::commit`]); commits waiting behind one in flight go out
+    /// together as one request, the latest offset of each partition winning.
+    /// A revocation waits for queued commits before the partitions move.
+    pub fn commit_async(
+        &self,
+        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
+    ) -> tokio::task::JoinHandle<Result<()>> {
+        let queued = self
+            .offsets_to_commit(offsets)
+            .map(|offsets| self.queue_commit(offsets));
+        tokio::spawn(async move { outcome(queued?).await })
+    }
+
+    /// `offsets` with the leader epochs of the records delivered, when the
+    /// offset is the one after the last delivered.
+    fn offsets_to_commit(
+        &self,
+        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
+    ) -> Result<Offsets> {
+        let offsets: Offsets = offsets
             .into_iter()
             .map(|(tp, o)| {
                 let epoch = self
@@ -550,44 +563,12 @@ impl GroupConsumer {
                     .with_partition(tp.partition),
             );
         }
-        commit_with_retry(
-            &self.shared,
-            &offsets,
-            self.deadline(),
-            self.backoff(),
-            self.incarnation,
-        )
-        .await
+        Ok(offsets)
     }
 
-    /// Starts committing `offsets` in the background and returns at once;
-    /// the handle tells the outcome. A revocation waits for such commits to
-    /// finish before the partitions move.
-    pub fn commit_async(
-        &self,
-        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
-    ) -> tokio::task::JoinHandle<Result<()>> {
-        let offsets: BTreeMap<TopicPartition, (i64, Option<i32>)> =
-            offsets.into_iter().map(|(tp, o)| (tp, (o, None))).collect();
-        self.spawn_commit(offsets)
-    }
-
-    fn spawn_commit(
-        &self,
-        offsets: BTreeMap<TopicPartition, (i64, Option<i32>)>,
-    ) -> tokio::task::JoinHandle<Result<()>> {
-        let shared = self.shared.clone();
-        let deadline = self.deadline();
-        let backoff = self.backoff().clone();
-        let counter = self.async_commits.clone();
-        let incarnation = self.incarnation;
-        counter.running.fetch_add(1, Ordering::AcqRel);
-        tokio::spawn(async move {
-            let r = commit_with_retry(&shared, &offsets, deadline, &backoff, incarnation).await;
-            counter.running.fetch_sub(1, Ordering::AcqRel);
-            counter.done.notify_waiters();
-            r
-        })
+    fn queue_commit(&self, offsets: Offsets) -> tokio::sync::oneshot::Receiver<Result<()>> {
+        self.committer
+            .commit(offsets, self.incarnation, self.deadline())
     }
 
     /// The offsets after the records delivered so far, for the partitions
@@ -599,10 +580,7 @@ impl GroupConsumer {
             .collect()
     }
 
-    fn consumed_map(
-        &self,
-        only: Option<&[TopicPartition]>,
-    ) -> BTreeMap<TopicPartition, (i64, Option<i32>)> {
+    fn consumed_map(&self, only: Option<&[TopicPartition]>) -> Offsets {
         self.consumed
             .iter()
             .filter(|(tp, _)| self.owned.contains(*tp))
@@ -614,14 +592,7 @@ impl GroupConsumer {
     /// Commits the offsets after every record delivered so far.
     pub async fn commit_consumed(&mut self) -> Result<()> {
         let offsets = self.consumed_map(None);
-        commit_with_retry(
-            &self.shared,
-            &offsets,
-            self.deadline(),
-            self.backoff(),
-            self.incarnation,
-        )
-        .await?;
+        outcome(self.queue_commit(offsets.clone())).await?;
         for (tp, (o, _)) in offsets {
             self.committed.insert(tp, o);
         }
@@ -656,12 +627,15 @@ impl GroupConsumer {
     /// group, then stops. Bounded by the operation timeout.
     pub async fn close(mut self) -> Result<()> {
         let deadline = self.deadline();
-        self.async_commits.wait_idle(deadline).await;
         let mut result = Ok(());
         if self.auto_commit.is_some() && !self.finished {
             result = self.commit_consumed().await;
+        } else {
+            // Commits the application queued land before the member leaves.
+            let _ = outcome(self.queue_commit(Offsets::new())).await;
         }
         let owned: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_iter().collect();
+        self.shared.owned.set(&self.owned);
         for tp in &owned {
             self.consumer.unassign(&tp.topic, tp.partition);
         }
@@ -684,22 +658,17 @@ impl GroupConsumer {
     fn handle_event(&mut self, ev: AppEvent) -> Option<Result<ConsumedRecord>> {
         match ev {
             AppEvent::Revoke(partitions) => {
-                let shared = self.shared.clone();
-                let deadline = self.deadline();
-                let backoff = self.backoff().clone();
-                let commits = self.async_commits.clone();
                 let offsets = if self.auto_commit.is_some() {
                     self.consumed_map(Some(&partitions))
                 } else {
-                    BTreeMap::new()
+                    Offsets::new()
                 };
                 let incarnation = self.incarnation;
+                // Queued behind the application's commits, which land
+                // first; empty, it only waits for them.
+                let committed = self.queue_commit(offsets);
                 *self.step_mut() = Some(Box::pin(async move {
-                    // Commits started by the application land first.
-                    commits.wait_idle(deadline).await;
-                    let r =
-                        commit_with_retry(&shared, &offsets, deadline, &backoff, incarnation).await;
-                    StepDone::Revoked(partitions, r, incarnation)
+                    StepDone::Revoked(partitions, outcome(committed).await, incarnation)
                 }));
                 None
             }
@@ -709,6 +678,7 @@ impl GroupConsumer {
                 incarnation,
             } => {
                 self.owned = assignment.into_iter().collect();
+                self.shared.owned.set(&self.owned);
                 self.incarnation = incarnation;
                 if added.is_empty() {
                     return None;
@@ -729,6 +699,7 @@ impl GroupConsumer {
                     self.consumed.remove(tp);
                     self.committed.remove(tp);
                 }
+                self.shared.owned.set(&self.owned);
                 if let Some(l) = &self.listener {
                     l.on_lost(&partitions);
                 }
@@ -762,6 +733,10 @@ impl GroupConsumer {
                     self.consumed.remove(tp);
                     self.committed.remove(tp);
                 }
+                // Before the partitions are handed over: commits still
+                // queued for them must not land once another member has
+                // them.
+                self.shared.owned.set(&self.owned);
                 if let Some(l) = &self.listener {
                     if lost {
                         l.on_lost(&partitions);
@@ -843,7 +818,7 @@ impl GroupConsumer {
         timer.as_mut().reset(Instant::now() + interval);
         // Register the waker for the next round.
         let _ = timer.as_mut().poll(cx);
-        let offsets: BTreeMap<TopicPartition, (i64, Option<i32>)> = self
+        let offsets: Offsets = self
             .consumed_map(None)
             .into_iter()
             .filter(|(tp, (o, _))| self.committed.get(tp) != Some(o))
@@ -854,14 +829,9 @@ impl GroupConsumer {
         for (tp, (o, _)) in &offsets {
             self.committed.insert(tp.clone(), *o);
         }
-        let shared = self.shared.clone();
-        let deadline = self.deadline();
-        let backoff = self.backoff().clone();
-        let incarnation = self.incarnation;
+        let committed = self.queue_commit(offsets);
         *self.step_mut() = Some(Box::pin(async move {
-            StepDone::AutoCommitted(
-                commit_with_retry(&shared, &offsets, deadline, &backoff, incarnation).await,
-            )
+            StepDone::AutoCommitted(outcome(committed).await)
         }));
     }
 }

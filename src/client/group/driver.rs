@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     /// KIP-848 members name themselves in OffsetFetch (v9), classic ones
     /// do not (as the Java client).
     pub(crate) fetch_as_member: bool,
+    /// The partitions the member may commit.
+    pub(crate) owned: super::committer::Owned,
 }
 
 impl Shared {
@@ -96,11 +98,16 @@ impl Shared {
             identity_changed: Notify::new(),
             incarnation: std::sync::atomic::AtomicU64::new(0),
             request_timeout,
+            owned: super::committer::Owned::default(),
         }
     }
 
     pub(crate) fn identity(&self) -> CommitIdentity {
         lock(&self.identity).clone()
+    }
+
+    pub(crate) fn owned(&self) -> BTreeSet<TopicPartition> {
+        self.owned.get()
     }
 
     pub(crate) fn incarnation(&self) -> u64 {
@@ -381,101 +388,7 @@ pub(crate) async fn run_classic(
     shared.coordinator.invalidate();
 }
 
-/// Commits `offsets` for the member, retrying what a retry can fix until
-/// `deadline`: a moved coordinator, a broken connection, a rebalance in
-/// progress or a generation (epoch) that just moved on while the member
-/// kept its partitions. Fails at once if the member lost its membership
-/// (and with it its partitions) since `incarnation`, the one its
-/// partitions were assigned in.
-pub(crate) async fn commit_with_retry(
-    shared: &Shared,
-    offsets: &BTreeMap<TopicPartition, (i64, Option<i32>)>,
-    deadline: Instant,
-    backoff: &crate::cluster::BackoffConfig,
-    incarnation: u64,
-) -> Result<()> {
-    use crate::protocol::ErrorCode;
-    if offsets.is_empty() {
-        return Ok(());
-    }
-    let mut backoff = crate::cluster::Backoff::new(backoff, Some(deadline));
-    let mut last: Option<Error> = None;
-    let lost = |last: Option<Error>| {
-        last.unwrap_or_else(|| {
-            Error::kafka(ErrorCode::UNKNOWN_MEMBER_ID, None)
-                .with_api(ApiKey::OFFSET_COMMIT)
-                .with_message("the member lost its partitions before the commit")
-        })
-    };
-    loop {
-        let changed = shared.identity_changed.notified();
-        let identity = shared.identity();
-        if shared.incarnation() != incarnation {
-            return Err(lost(last));
-        }
-        if identity.generation_or_epoch <= 0 || identity.member_id.is_empty() {
-            // (Re)joining: commit once the member is in a generation again.
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(lost(last).with_message("the member is not in the group"));
-            }
-            continue;
-        }
-        let attempt = async {
-            let (_, conn) = shared.coordinator.get().await?;
-            super::coordinator::commit_offsets(
-                &conn,
-                shared.coordinator.group_id(),
-                &identity,
-                offsets,
-            )
-            .await
-        };
-        let e = match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok(())) => return Ok(()),
-            Ok(Err(e)) => e,
-            Err(_) => {
-                return Err(last.unwrap_or_else(|| {
-                    Error::new(ErrorKind::Timeout)
-                        .with_api(ApiKey::OFFSET_COMMIT)
-                        .with_message("committing offsets")
-                }))
-            }
-        };
-        match e.error_code() {
-            // The group is between generations, or just moved to a new one
-            // while this member kept its partitions (cooperative and KIP-848
-            // members keep them; a revocation waits for this commit): commit
-            // with the next generation.
-            Some(
-                ErrorCode::REBALANCE_IN_PROGRESS
-                | ErrorCode::ILLEGAL_GENERATION
-                | ErrorCode::STALE_MEMBER_EPOCH,
-            ) => {
-                let delay = backoff.next_delay();
-                tokio::select! {
-                    _ = changed => {}
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                if Instant::now() >= deadline {
-                    return Err(e);
-                }
-                last = Some(e);
-                continue;
-            }
-            _ if super::coordinator::is_coordinator_error(&e) => shared.coordinator.invalidate(),
-            _ if e.is_retriable() => {}
-            _ => return Err(e),
-        }
-        tracing::debug!(error = %e, "offset commit failed; retrying");
-        if backoff.wait().await.is_err() {
-            return Err(e);
-        }
-        last = Some(e);
-    }
-}
-
-/// The committed offsets of `partitions`, retried like
-/// [`commit_with_retry`] (and on UNSTABLE_OFFSET_COMMIT: a transaction is
+/// The committed offsets of `partitions`, retried like commits (and on UNSTABLE_OFFSET_COMMIT: a transaction is
 /// about to commit offsets).
 pub(crate) async fn fetch_with_retry(
     shared: &Shared,

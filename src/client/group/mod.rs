@@ -16,6 +16,7 @@
 mod admin;
 pub mod assignor;
 pub mod classic;
+mod committer;
 mod consumer;
 mod coordinator;
 mod driver;
