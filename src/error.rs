@@ -143,6 +143,25 @@ impl Error {
         self
     }
 
+    /// A copy for another caller of the same failed operation; the source
+    /// survives as its text.
+    pub(crate) fn duplicate(&self) -> Self {
+        let i = &self.inner;
+        Self {
+            inner: Box::new(Inner {
+                kind: i.kind,
+                retriable: i.retriable,
+                ambiguous: i.ambiguous,
+                message: i.message.clone(),
+                topic: i.topic.clone(),
+                partition: i.partition,
+                api: i.api,
+                broker_message: i.broker_message.clone(),
+                source: i.source.as_ref().map(|s| Source::from(s.to_string())),
+            }),
+        }
+    }
+
     pub(crate) fn with_retriable(mut self, retriable: bool) -> Self {
         self.inner.retriable = Some(retriable);
         self
@@ -372,6 +391,9 @@ impl From<ClusterError> for Error {
             } => Error::kafka(code.unwrap_or(ErrorCode::LEADER_NOT_AVAILABLE), None)
                 .with_topic(&topic)
                 .with_partition(partition),
+            ClusterError::BadAddress { addr, reason } => {
+                Error::invalid_input(format!("invalid broker address {addr:?}: {reason}"))
+            }
             ClusterError::NoController => Error::kafka(ErrorCode::NOT_CONTROLLER, None)
                 .with_message("the cluster metadata names no controller"),
             ClusterError::DeadlineExceeded { what, last } => {

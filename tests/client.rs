@@ -671,3 +671,52 @@ async fn acks_none_is_fire_and_forget_and_the_connection_stays_usable() {
     }
     assert_records(&got, &sent, 0);
 }
+
+/// Bad bootstrap addresses fail at once, refused connections within the
+/// bootstrap budget, never after the (here long) request timeout; both
+/// with a one-line error naming the cause. Needs no broker.
+#[tokio::test]
+async fn bad_bootstrap_addresses_fail_fast() {
+    let build = |addr: &str, bootstrap: Option<Duration>| {
+        let mut b = ClientBuilder::new(vec![addr.to_owned()])
+            .request_timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(60));
+        if let Some(t) = bootstrap {
+            b = b.bootstrap_timeout(t);
+        }
+        let addr = addr.to_owned();
+        async move {
+            let start = std::time::Instant::now();
+            let e = b.build().await.expect_err(&addr);
+            (start.elapsed(), e)
+        }
+    };
+    for (addr, says) in [
+        ("127.0.0.1:99999", "port"),
+        ("127.0.0.1:abc", "port"),
+        (":9092", "no host"),
+        ("[::1", "']'"),
+    ] {
+        let (took, e) = build(addr, None).await;
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{addr}: {e}");
+        assert!(e.to_string().contains(says), "{addr}: {e}");
+        assert!(took < Duration::from_secs(2), "{addr}: {took:?}");
+    }
+    // Reserved by RFC 2606: never resolves.
+    for addr in ["no-such-broker.invalid:9092", "no-such-broker.invalid"] {
+        let (took, e) = build(addr, None).await;
+        assert!(e.to_string().contains("cannot resolve"), "{addr}: {e}");
+        assert!(took < Duration::from_secs(5), "{addr}: {took:?}");
+    }
+    // A port nobody listens on: refused until the bootstrap budget ends.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    for budget in [None, Some(Duration::from_secs(1))] {
+        let (took, e) = build(&closed, budget).await;
+        assert!(e.to_string().contains("refused"), "{e}");
+        let limit = budget.unwrap_or(Duration::from_secs(5)) + Duration::from_secs(3);
+        assert!(took < limit, "{budget:?}: {took:?}");
+    }
+}

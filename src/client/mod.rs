@@ -46,17 +46,19 @@ pub struct ClientBuilder {
     connection: ConnectionConfig,
     backoff: BackoffConfig,
     operation_timeout: Option<Duration>,
+    bootstrap_timeout: Option<Duration>,
 }
 
 impl ClientBuilder {
     /// A builder for a client that bootstraps from `brokers` (`host:port`,
-    /// IPv6 literals as `[::1]:9092`).
+    /// IPv6 literals as `[::1]:9092`; without a port, 9092).
     pub fn new(brokers: Vec<String>) -> Self {
         Self {
             brokers,
             connection: ConnectionConfig::default(),
             backoff: BackoffConfig::default(),
             operation_timeout: None,
+            bootstrap_timeout: None,
         }
     }
 
@@ -107,16 +109,27 @@ impl ClientBuilder {
         self
     }
 
-    /// Bound on one operation with all its retries, and on bootstrapping
-    /// (default: the request timeout). Retriable failures (a leader moved, a
-    /// broker restarted) are retried until then.
+    /// Bound on one operation with all its retries (default: the request
+    /// timeout). Retriable failures (a leader moved, a broker restarted) are
+    /// retried until then.
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = Some(timeout);
         self
     }
 
+    /// Bound on [`build`](Self::build): reaching a bootstrap broker, refused
+    /// connections retried, and loading the metadata (default 5 s, or the
+    /// operation timeout if that is shorter). Malformed addresses and host
+    /// names that do not resolve fail at once; an address without a port
+    /// means port 9092.
+    pub fn bootstrap_timeout(mut self, timeout: Duration) -> Self {
+        self.bootstrap_timeout = Some(timeout);
+        self
+    }
+
     /// Connects to the first reachable bootstrap broker and loads the
-    /// cluster's metadata.
+    /// cluster's metadata, within the [bootstrap
+    /// timeout](Self::bootstrap_timeout).
     pub async fn build(self) -> Result<Client> {
         if self.brokers.is_empty() {
             return Err(Error::invalid_input("no bootstrap brokers given"));
@@ -124,11 +137,15 @@ impl ClientBuilder {
         let operation_timeout = self
             .operation_timeout
             .unwrap_or(self.connection.request_timeout);
+        let bootstrap_timeout = self
+            .bootstrap_timeout
+            .unwrap_or_else(|| crate::cluster::DEFAULT_BOOTSTRAP_TIMEOUT.min(operation_timeout));
         let config = ClusterConfig {
             bootstrap: self.brokers,
             connection: self.connection,
             backoff: self.backoff.clone(),
             connect_deadline: operation_timeout,
+            bootstrap_timeout,
             ..ClusterConfig::default()
         };
         let cluster = Cluster::connect(config).await?;

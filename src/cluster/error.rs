@@ -17,6 +17,14 @@ pub enum ClusterError {
         /// The last failure.
         last: Option<ConnectionError>,
     },
+    /// A bootstrap address is malformed (bad port, empty host).
+    #[error("invalid broker address {addr:?}: {reason}")]
+    BadAddress {
+        /// The address as given.
+        addr: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Metadata for a topic came back with an error.
     #[error("metadata for topic {topic}: {code}")]
     Metadata {
@@ -74,7 +82,7 @@ impl ClusterError {
             | Self::UnknownBroker(_)
             | Self::LeaderNotAvailable { .. }
             | Self::NoController => true,
-            Self::DeadlineExceeded { .. } => false,
+            Self::DeadlineExceeded { .. } | Self::BadAddress { .. } => false,
         }
     }
 

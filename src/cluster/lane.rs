@@ -141,17 +141,21 @@ impl Slot {
     }
 }
 
-/// One role's slots, by broker id. Connections close when it is dropped.
+/// One role's slots, by broker id.
 pub(super) struct Slots {
     pub(super) role: Role,
     pub(super) by_broker: Mutex<HashMap<i32, Arc<Slot>>>,
+    /// A private lane's connections close with it; the shared lanes' stay
+    /// usable by whoever holds them, as connections always did.
+    close_on_drop: bool,
 }
 
 impl Slots {
-    pub(super) fn new(role: Role) -> Self {
+    pub(super) fn new(role: Role, close_on_drop: bool) -> Self {
         Self {
             role,
             by_broker: Mutex::new(HashMap::new()),
+            close_on_drop,
         }
     }
 
@@ -193,6 +197,9 @@ impl Slots {
 
 impl Drop for Slots {
     fn drop(&mut self) {
+        if !self.close_on_drop {
+            return;
+        }
         let slots = self.by_broker.get_mut().unwrap_or_else(|e| e.into_inner());
         for slot in slots.values() {
             slot.close();
@@ -245,7 +252,7 @@ pub(super) struct Lanes {
 impl Lanes {
     pub(super) fn new() -> Self {
         Self {
-            shared: Role::ALL.map(|r| Arc::new(Slots::new(r))),
+            shared: Role::ALL.map(|r| Arc::new(Slots::new(r, false))),
             private: Mutex::new(Vec::new()),
         }
     }
@@ -255,7 +262,7 @@ impl Lanes {
     }
 
     pub(super) fn new_private(&self, role: Role) -> Arc<Slots> {
-        let slots = Arc::new(Slots::new(role));
+        let slots = Arc::new(Slots::new(role, true));
         let mut private = lock(&self.private);
         private.retain(|w| w.strong_count() > 0);
         private.push(Arc::downgrade(&slots));

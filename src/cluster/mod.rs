@@ -28,7 +28,7 @@ use self::lane::{Lanes, Slots};
 use self::metadata::format_addr;
 pub use self::metadata::{BrokerInfo, Metadata, PartitionInfo, TopicInfo};
 use crate::{
-    connection::{BrokerConnection, ConnectionConfig},
+    connection::{BrokerConnection, ConnectionConfig, ConnectionError},
     protocol::{
         messages::{metadata_request::MetadataRequestTopic, MetadataRequest},
         ErrorCode,
@@ -44,8 +44,12 @@ pub struct ClusterConfig {
     pub connection: ConnectionConfig,
     /// Pacing of retries (bootstrap, metadata refresh).
     pub backoff: BackoffConfig,
-    /// How long bootstrapping and each metadata refresh keep retrying.
+    /// How long each metadata refresh keeps retrying.
     pub connect_deadline: Duration,
+    /// Bound on bootstrapping: reaching a bootstrap broker (retrying
+    /// refused connections) and loading the first metadata. Names that do
+    /// not resolve and malformed addresses fail at once.
+    pub bootstrap_timeout: Duration,
     /// Cached metadata older than this is refreshed on use.
     pub metadata_max_age: Duration,
 }
@@ -56,6 +60,7 @@ impl Default for ClusterConfig {
         Self {
             bootstrap: Vec::new(),
             connect_deadline: connection.request_timeout,
+            bootstrap_timeout: DEFAULT_BOOTSTRAP_TIMEOUT,
             connection,
             backoff: BackoffConfig::default(),
             metadata_max_age: Duration::from_secs(300),
@@ -71,6 +76,60 @@ impl ClusterConfig {
             ..Self::default()
         }
     }
+}
+
+/// Default of [`ClusterConfig::bootstrap_timeout`]: a few seconds, as kcat
+/// waits, so that a wrong address or a broker that is down is reported
+/// promptly rather than after the request timeout.
+pub const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The port of a bootstrap address given without one, as kcat and
+/// librdkafka assume.
+pub const DEFAULT_PORT: u16 = 9092;
+
+/// Checks a bootstrap address and completes it: `host:port`, `[v6]:port`,
+/// or either without the port (then [`DEFAULT_PORT`]); a bare IPv6
+/// literal is taken as a host.
+pub fn normalize_address(addr: &str) -> Result<String, ClusterError> {
+    let bad = |reason: &str| ClusterError::BadAddress {
+        addr: addr.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let addr = addr.trim();
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| bad("an IPv6 address needs its closing ']'"))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(bad("expected ':' and a port after ']'")),
+            },
+        }
+    } else if addr.matches(':').count() > 1 {
+        // An IPv6 literal without brackets cannot carry a port.
+        (addr, None)
+    } else {
+        match addr.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (addr, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("no host name"));
+    }
+    if host.chars().any(|c| c.is_whitespace() || c == '/') {
+        return Err(bad("not a host name"));
+    }
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(bad("the port must be a number from 1 to 65535")),
+        },
+    };
+    Ok(format_addr(host, i32::from(port)))
 }
 
 /// Locks a std mutex, recovering from poisoning: the guarded data stays
@@ -132,13 +191,19 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// Connects to the first reachable bootstrap address, retrying with
     /// backoff until `connect_deadline`, and fetches the broker list.
-    pub async fn connect(config: ClusterConfig) -> Result<Self, ClusterError> {
+    pub async fn connect(mut config: ClusterConfig) -> Result<Self, ClusterError> {
         if config.bootstrap.is_empty() {
             return Err(ClusterError::NoBrokerReachable {
                 tried: Vec::new(),
                 last: None,
             });
         }
+        config.bootstrap = config
+            .bootstrap
+            .iter()
+            .map(|a| normalize_address(a))
+            .collect::<Result<_, _>>()?;
+        let bootstrap_deadline = Instant::now() + config.bootstrap_timeout;
         let cluster = Cluster {
             inner: Arc::new(Inner {
                 conn_config: Arc::new(config.connection.clone()),
@@ -156,7 +221,9 @@ impl Cluster {
                 refresh: tokio::sync::Mutex::new(()),
             }),
         };
-        cluster.refresh_metadata(Some(&[])).await?;
+        cluster
+            .fetch_metadata(Some(&[]), Some(bootstrap_deadline))
+            .await?;
         Ok(cluster)
     }
 
@@ -202,7 +269,7 @@ impl Cluster {
                     Ok(c) => return Ok(c),
                     Err(e) => {
                         tried.push(slot.addr());
-                        last = Some(e);
+                        keep_most_telling(&mut last, e);
                     }
                 }
             }
@@ -217,7 +284,7 @@ impl Cluster {
                     Err(e) => {
                         tracing::debug!(%addr, error = %e, "bootstrap address unreachable");
                         tried.push(addr);
-                        last = Some(e);
+                        keep_most_telling(&mut last, e);
                     }
                 }
             }
@@ -344,7 +411,7 @@ impl Cluster {
             cache.started += 1;
         }
         let seq = lock(&self.inner.meta).started;
-        let result = self.fetch_metadata(topics).await;
+        let result = self.fetch_metadata(topics, None).await;
         lock(&self.inner.meta).last = Some(LastRefresh {
             seq,
             topics: topics.map(<[String]>::to_vec),
@@ -353,11 +420,16 @@ impl Cluster {
         result
     }
 
+    /// Fetches metadata, retrying until `connect_deadline`, or with
+    /// `bootstrap` until that deadline, which also bounds each attempt; then
+    /// names that no bootstrap address could resolve fail at once.
     async fn fetch_metadata(
         &self,
         topics: Option<&[String]>,
+        bootstrap: Option<Instant>,
     ) -> Result<Arc<Metadata>, ClusterError> {
-        let deadline = Instant::now() + self.inner.config.connect_deadline;
+        let deadline =
+            bootstrap.unwrap_or_else(|| Instant::now() + self.inner.config.connect_deadline);
         let mut backoff = Backoff::new(&self.inner.config.backoff, Some(deadline));
         let request = MetadataRequest {
             topics: topics.map(|names| {
@@ -374,6 +446,7 @@ impl Cluster {
             include_topic_authorized_operations: false,
             ..Default::default()
         };
+        let mut failed: Option<ClusterError> = None;
         loop {
             let attempt = async {
                 let conn = self.any_broker().await?;
@@ -383,13 +456,35 @@ impl Cluster {
                 }
                 Ok::<_, ClusterError>(resp?)
             };
-            match attempt.await {
+            let result = match bootstrap {
+                None => attempt.await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, attempt).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ClusterError::DeadlineExceeded {
+                        what: "bootstrapping",
+                        last: failed.take().map(Box::new),
+                    }),
+                },
+            };
+            match result {
                 Ok(resp) => return Ok(self.apply_metadata(&resp, topics).await),
+                Err(ClusterError::NoBrokerReachable {
+                    tried,
+                    last: Some(last @ ConnectionError::Resolve { .. }),
+                }) if bootstrap.is_some() => {
+                    // Every address failed to resolve (any other failure
+                    // would be the one reported): a typo, not an outage.
+                    return Err(ClusterError::NoBrokerReachable {
+                        tried,
+                        last: Some(last),
+                    });
+                }
                 Err(e) if e.is_retriable() => {
                     tracing::debug!(error = %e, "metadata request failed; retrying");
                     if backoff.wait().await.is_err() {
                         return Err(e);
                     }
+                    failed = Some(e);
                 }
                 Err(e) => return Err(e),
             }
@@ -569,6 +664,19 @@ impl Cluster {
     }
 }
 
+/// Keeps `e` as the failure to report unless it is a resolution failure
+/// and a failure of another kind is already kept: "connection refused"
+/// says more about an outage than one unresolvable name among several.
+fn keep_most_telling(last: &mut Option<ConnectionError>, e: ConnectionError) {
+    let unresolved = matches!(e, ConnectionError::Resolve { .. });
+    let have_other = last
+        .as_ref()
+        .is_some_and(|l| !matches!(l, ConnectionError::Resolve { .. }));
+    if !(unresolved && have_other) {
+        *last = Some(e);
+    }
+}
+
 /// The leader id of a partition in `md`, or why there is none.
 fn leader_of(md: &Metadata, topic: &str, partition: i32) -> Result<i32, ClusterError> {
     let Some(t) = md.topics.get(topic) else {
@@ -593,5 +701,29 @@ fn leader_of(md: &Metadata, topic: &str, partition: i32) -> Result<i32, ClusterE
             partition,
             code: (!p.error.is_ok()).then_some(p.error),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_get_the_default_port_and_bad_ones_are_refused() {
+        let ok = |a: &str| normalize_address(a).unwrap();
+        assert_eq!(ok("kafka1"), "kafka1:9092");
+        assert_eq!(ok(" kafka1:9093 "), "kafka1:9093");
+        assert_eq!(ok("127.0.0.1"), "127.0.0.1:9092");
+        assert_eq!(ok("[::1]"), "[::1]:9092");
+        assert_eq!(ok("[::1]:19092"), "[::1]:19092");
+        assert_eq!(ok("::1"), "[::1]:9092");
+        for bad in [
+            "", ":9092", "host:", "host:0", "host:65536", "host:abc", "host:-1", "[::1",
+            "[::1]x", "a b:9092", "http://host:9092",
+        ] {
+            let e = normalize_address(bad).unwrap_err();
+            assert!(matches!(e, ClusterError::BadAddress { .. }), "{bad:?}: {e}");
+            assert!(!e.is_retriable());
+        }
     }
 }

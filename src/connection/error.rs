@@ -19,6 +19,14 @@ pub enum ConnectionError {
         /// What went wrong (resolution, refusal, timeout).
         reason: String,
     },
+    /// The broker's host name did not resolve.
+    #[error("cannot resolve {addr}: {reason}")]
+    Resolve {
+        /// The address as given (`host:port`).
+        addr: String,
+        /// The resolver's answer.
+        reason: String,
+    },
     /// No response within the request timeout. The connection stays usable:
     /// the late response is read and discarded.
     #[error("{api} v{version} request to {addr} timed out after {timeout:?}")]
@@ -156,7 +164,13 @@ impl ConnectionError {
     /// Whether retrying (on this or a fresh connection) may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::Timeout { .. } | Self::Closed | Self::Io(_) => true,
+            // A name may resolve again (a broker's record is being
+            // replaced); bootstrapping gives up on names that never did.
+            Self::Connect { .. }
+            | Self::Resolve { .. }
+            | Self::Timeout { .. }
+            | Self::Closed
+            | Self::Io(_) => true,
             Self::Disconnected { cause, .. } => match cause {
                 None => true,
                 Some(c) => c.is_retriable(),

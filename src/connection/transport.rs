@@ -31,7 +31,12 @@ pub(crate) async fn tcp_connect(
     let deadline = Instant::now() + timeout;
     let resolved = match timeout_at(deadline, tokio::net::lookup_host(addr)).await {
         Ok(Ok(it)) => it.collect::<Vec<_>>(),
-        Ok(Err(e)) => return Err(connect_error(addr, format!("cannot resolve: {e}"))),
+        Ok(Err(e)) => {
+            return Err(ConnectionError::Resolve {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })
+        }
         Err(_) => {
             return Err(connect_error(
                 addr,
