@@ -20,8 +20,16 @@ pub struct CreateArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
     replication_factor: i16,
     /// A topic config `KEY=VALUE`; repeatable.
-    #[arg(long = "config", value_name = "KEY=VALUE")]
-    configs: Vec<String>,
+    #[arg(long = "config", value_name = "KEY=VALUE", value_parser = parse_config)]
+    configs: Vec<(String, String)>,
+}
+
+/// Splits a `--config` value at its first `=`; the key must not be empty.
+fn parse_config(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err("expected KEY=VALUE".to_owned()),
+    }
 }
 
 /// Writes `text` to stdout; a closed pipe (e.g. `| head`) is not an error.
@@ -150,13 +158,7 @@ pub async fn topic_list(g: &GlobalArgs) -> CliResult {
 
 /// `topic create NAME --partitions N --replication-factor R [--config K=V]...`.
 pub async fn topic_create(g: &GlobalArgs, args: CreateArgs) -> CliResult {
-    let mut configs = BTreeMap::new();
-    for c in &args.configs {
-        let (k, v) = c
-            .split_once('=')
-            .ok_or_else(|| CliError::msg(format!("--config {c:?}: expected KEY=VALUE")))?;
-        configs.insert(k.to_owned(), v.to_owned());
-    }
+    let configs: BTreeMap<String, String> = args.configs.into_iter().collect();
     let client = connect(g).await?;
     let controller = client.controller_client()?;
     // The library bounds the wait by the timeout it is given; the outer bound

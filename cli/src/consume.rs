@@ -23,9 +23,11 @@ pub struct ConsumeArgs {
     /// The topic.
     topic: String,
     /// Read only this partition (default: all partitions).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
     partition: Option<i32>,
-    /// Where to start: earliest, latest, or an offset.
+    /// Where to start: earliest, latest, or an offset N: on each partition
+    /// the first offset >= N it has (its log start if that is later; its
+    /// end, with a warning, if it has no record at or after N yet).
     #[arg(long, default_value = "earliest", value_parser = parse_start)]
     from: Start,
     /// Stop after printing this many records in total.
@@ -143,6 +145,45 @@ async fn end_offsets(
     Ok(ends)
 }
 
+/// Where each partition starts for `--from n`: the first offset >= n it
+/// has. That is its log start if the log starts after n, and its end (the
+/// high watermark: any isolation may fetch from there) if it has no record
+/// at or after n yet, which a warning line names (kcat too resets such a
+/// partition rather than failing). So a short partition neither fails the
+/// run nor makes `--exit-at-end` and a plain run disagree.
+async fn offset_starts(
+    client: &Client,
+    g: &GlobalArgs,
+    topic: &str,
+    partitions: &[i32],
+    n: i64,
+) -> CliResult<BTreeMap<i32, i64>> {
+    let bounds = bounded(g.timeout() * 2, "offset lookup", async {
+        let lookups = partitions.iter().map(|&p| async move {
+            let pc = client.partition_client(topic, p).await?;
+            let start = pc.get_offset(OffsetAt::Earliest).await?;
+            let end = pc.get_offset(OffsetAt::Latest).await?;
+            Ok::<_, rskafka::error::Error>((p, start, end))
+        });
+        Ok(futures::future::try_join_all(lookups).await?)
+    })
+    .await?;
+    let mut starts = BTreeMap::new();
+    for (p, start, end) in bounds {
+        let at = if end <= n {
+            eprintln!(
+                "warning: partition {p} of {topic:?} has no record at or after offset {n} yet \
+                 (it ends at {end}): starting at its end"
+            );
+            end
+        } else {
+            n.max(start)
+        };
+        starts.insert(p, at);
+    }
+    Ok(starts)
+}
+
 /// Whether every partition's position reached its end offset.
 fn at_end(consumer: &Consumer, topic: &str, ends: &BTreeMap<i32, i64>) -> bool {
     ends.iter()
@@ -156,7 +197,7 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
             Start::Earliest => OffsetReset::Earliest,
             Start::Latest => OffsetReset::Latest,
             Start::Offset(_) => {
-                return Err(CliError::msg("--from OFFSET does not apply with --group"))
+                return Err(CliError::usage("--from OFFSET does not apply with --group"))
             }
         };
         let isolation = match args.isolation {
@@ -194,20 +235,31 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
     } else {
         None
     };
-    let start = match args.from {
-        Start::Earliest => StartOffset::Earliest,
-        Start::Latest => StartOffset::Latest,
-        Start::Offset(o) => StartOffset::At(o),
+    let starts: BTreeMap<i32, StartOffset> = match args.from {
+        Start::Offset(n) => offset_starts(&client, g, &args.topic, &partitions, n)
+            .await?
+            .into_iter()
+            .map(|(p, o)| (p, StartOffset::At(o)))
+            .collect(),
+        Start::Earliest => partitions
+            .iter()
+            .map(|&p| (p, StartOffset::Earliest))
+            .collect(),
+        Start::Latest => partitions
+            .iter()
+            .map(|&p| (p, StartOffset::Latest))
+            .collect(),
     };
     // Long polls keep idle consumers cheap, but stay well inside the
     // request timeout so a held fetch never looks like a dead broker.
     let max_wait = Duration::from_millis((g.timeout_ms / 2).min(500));
-    // An offset outside the log is an error, as asked for explicitly.
+    // Starts are inside the log; should it move past a position later
+    // (retention), that is an error rather than a silent skip.
     let mut config = ConsumerConfig::default()
         .isolation(isolation)
         .offset_reset(OffsetReset::Error)
         .max_wait(max_wait);
-    for &p in &partitions {
+    for (&p, &start) in &starts {
         config = config.assign(&args.topic, p, start);
     }
     let mut consumer = client.consumer(config)?;

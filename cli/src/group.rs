@@ -13,6 +13,7 @@ use rskafka::{
     record::RecordAndOffset,
 };
 
+use crate::signals::Signals;
 use crate::{bounded, connect, consume::FormatArg, format, CliError, CliResult, GlobalArgs};
 
 /// `group` subcommands.
@@ -20,13 +21,15 @@ use crate::{bounded, connect, consume::FormatArg, format, CliError, CliResult, G
 pub enum GroupCommand {
     /// Print every group: id, state and type, tab-separated, one a line.
     List,
-    /// Show a group's state, protocol, members and their assignments.
+    /// Show a group's state, protocol, members and their assignments (an
+    /// error if the group does not exist).
     Describe {
         /// The group.
         group: String,
     },
     /// Print the lag of every partition the group has committed offsets
-    /// for or consumes: committed offset against the end of the log.
+    /// for or consumes: committed offset against the end of the log (an
+    /// error if the group does not exist).
     Lag(LagArgs),
     /// Move the group's committed offsets of a topic (only while the group
     /// has no members).
@@ -118,9 +121,11 @@ pub async fn run(g: &GlobalArgs, cmd: GroupCommand) -> CliResult {
             }
         }
         GroupCommand::Describe { group } => {
-            let d = bounded(g.timeout(), "describing the group", async {
-                Ok(admin.describe_group(&group).await?)
-            })
+            let d = bounded(
+                g.timeout(),
+                "describing the group",
+                existing_group(&admin, &group),
+            )
             .await?;
             writeln!(stdout, "group: {}", d.group_id)?;
             writeln!(stdout, "state: {}", d.state)?;
@@ -152,7 +157,15 @@ pub async fn run(g: &GlobalArgs, cmd: GroupCommand) -> CliResult {
         }
         GroupCommand::Lag(args) => {
             let lags = bounded(g.timeout(), "computing lag", async {
-                Ok(admin.lag(&args.group).await?)
+                let lags = admin
+                    .lag(&args.group)
+                    .await
+                    .map_err(|e| unknown_group_or(e, &args.group))?;
+                if lags.is_empty() {
+                    // No offsets and no assignments: an idle group, or none.
+                    existing_group(&admin, &args.group).await?;
+                }
+                Ok(lags)
             })
             .await?;
             for l in lags {
@@ -207,6 +220,44 @@ pub async fn run(g: &GlobalArgs, cmd: GroupCommand) -> CliResult {
     }
     stdout.flush()?;
     Ok(())
+}
+
+/// Describes `group`, failing if it does not exist. The coordinator reports
+/// a group it does not know as `Dead` with no members (newer brokers:
+/// GROUP_ID_NOT_FOUND), as Kafka's kafka-consumer-groups tool takes it;
+/// `Dead` is also the brief state of a group being removed or moved, so a
+/// group still holding committed offsets counts as existing.
+async fn existing_group(
+    admin: &rskafka::client::group::GroupAdmin,
+    group: &str,
+) -> CliResult<rskafka::client::group::GroupDescription> {
+    let d = admin
+        .describe_group(group)
+        .await
+        .map_err(|e| unknown_group_or(e, group))?;
+    if d.state == "Dead" && d.members.is_empty() {
+        let offsets = admin
+            .fetch_offsets(group, None)
+            .await
+            .map_err(|e| unknown_group_or(e, group))?;
+        if offsets.values().all(Option::is_none) {
+            return Err(unknown_group(group));
+        }
+    }
+    Ok(d)
+}
+
+fn unknown_group(group: &str) -> CliError {
+    CliError::msg(format!("group {group:?} does not exist"))
+}
+
+/// GROUP_ID_NOT_FOUND as "does not exist"; other errors as they are.
+fn unknown_group_or(e: rskafka::error::Error, group: &str) -> CliError {
+    if e.error_code() == Some(rskafka::protocol::ErrorCode::GROUP_ID_NOT_FOUND) {
+        unknown_group(group)
+    } else {
+        e.into()
+    }
 }
 
 /// What `consume --group` needs from the `consume` arguments.
@@ -321,44 +372,6 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
     })
     .await;
     result.and(committed).and(closed)
-}
-
-/// SIGINT and SIGTERM, registered once so that none is missed between
-/// two waits.
-struct Signals {
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> CliResult<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Ok(Self {
-                int: signal(SignalKind::interrupt())?,
-                term: signal(SignalKind::terminate())?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    async fn recv(&mut self) {
-        #[cfg(unix)]
-        {
-            tokio::select! {
-                _ = self.int.recv() => {}
-                _ = self.term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[cfg(test)]

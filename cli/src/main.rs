@@ -1,8 +1,12 @@
 //! `rskafka`: a kcat-like command-line client built on the rskafka library.
 //!
 //! Every failure ends in a one-line `error: ...` on stderr and a non-zero
-//! exit status (1 for runtime errors, 2 for usage errors); a panic hook keeps
-//! even a bug from printing a backtrace.
+//! exit status: 1 for runtime errors (broker, network, I/O), 2 for usage
+//! errors (a command line that cannot work, whether clap or a later check
+//! finds it), 130 or 143 for a `produce` that SIGINT or SIGTERM stopped
+//! before its input ended. A panic hook keeps even a bug from printing a
+//! backtrace. Error lines are redacted of the SASL password, whatever it
+//! looks like and wherever it came from.
 
 mod admin;
 mod consume;
@@ -10,6 +14,7 @@ mod format;
 mod group;
 mod produce;
 mod security;
+mod signals;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -20,6 +25,10 @@ use rskafka::client::{Client, ClientBuilder};
 const EXIT_FAILURE: u8 = 1;
 /// Exit status for invalid command lines, as clap uses.
 const EXIT_USAGE: u8 = 2;
+/// The environment variable the SASL password may come from.
+const PASSWORD_ENV: &str = "RSKAFKA_SASL_PASSWORD";
+/// The option the SASL password may come from.
+const PASSWORD_FLAG: &str = "--sasl-password";
 
 #[derive(Parser, Debug)]
 #[command(name = "rskafka", version, about = "A kcat-like Apache Kafka client")]
@@ -70,17 +79,51 @@ pub struct GlobalArgs {
     sasl_username: Option<String>,
     /// SASL password; prefer $RSKAFKA_SASL_PASSWORD, as command lines are
     /// visible to other users of the machine.
+    // Hyphen values: a password such as `--x` or `-abc` is the value, not
+    // an unknown option clap would quote back in its error.
     #[arg(
         long,
         global = true,
-        env = "RSKAFKA_SASL_PASSWORD",
-        hide_env_values = true
+        env = PASSWORD_ENV,
+        hide_env_values = true,
+        allow_hyphen_values = true,
+        value_parser = parse_secret
     )]
-    sasl_password: Option<String>,
+    sasl_password: Option<Secret>,
     /// Reach the brokers (bootstrap and discovered) through this SOCKS5
     /// proxy; broker names are resolved by the proxy.
-    #[arg(long, global = true, value_name = "HOST:PORT")]
+    #[arg(long, global = true, value_name = "HOST:PORT", value_parser = parse_host_port)]
     socks5: Option<String>,
+}
+
+/// A secret; `Debug` does not show it, so printing the parsed arguments
+/// cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+fn parse_secret(s: &str) -> Result<Secret, std::convert::Infallible> {
+    Ok(Secret(s.to_owned()))
+}
+
+/// Checks a `HOST:PORT` value (an IPv6 host in brackets).
+fn parse_host_port(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(s.to_owned()),
+        _ => Err("expected HOST:PORT".to_owned()),
+    }
 }
 
 impl GlobalArgs {
@@ -100,6 +143,10 @@ enum Command {
     #[command(subcommand)]
     Topic(TopicCommand),
     /// Produce one record per line of stdin (or --file).
+    ///
+    /// A run that fails or gets SIGINT/SIGTERM (exit 130/143) stops
+    /// reading, waits for what it sent, and says which lines were
+    /// acknowledged.
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
     Consume(consume::ConsumeArgs),
@@ -141,32 +188,111 @@ pub enum CompressionArg {
     Zstd,
 }
 
-/// An error to report on one line before exiting.
+/// An error to report on one line before exiting; the variant picks the
+/// exit status.
 #[derive(Debug)]
-pub struct CliError(String);
+pub enum CliError {
+    /// A runtime failure (broker, network, I/O): exit 1.
+    Failure(String),
+    /// A command line that cannot work, found after clap accepted it (a
+    /// malformed value, flags that contradict each other): exit 2, as for
+    /// clap's own usage errors.
+    Usage(String),
+    /// Stopped by a signal before the work was done: exit 128 plus the
+    /// signal number, as a shell reports a process the signal killed.
+    Interrupted(signals::Signal, String),
+}
 
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::Failure(m) | Self::Interrupted(_, m) => f.write_str(m),
+            Self::Usage(m) => write!(f, "{m} (see --help)"),
+        }
     }
 }
 
 impl From<rskafka::error::Error> for CliError {
     fn from(e: rskafka::error::Error) -> Self {
-        Self(e.to_string())
+        Self::Failure(e.to_string())
     }
 }
 
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
-        Self(format!("I/O error: {e}"))
+        Self::Failure(format!("I/O error: {e}"))
     }
 }
 
 impl CliError {
-    /// An error with a message of our own.
+    /// A runtime error with a message of our own.
     pub fn msg(m: impl Into<String>) -> Self {
-        Self(m.into())
+        Self::Failure(m.into())
+    }
+
+    /// A usage error: the command line cannot work as given.
+    pub fn usage(m: impl Into<String>) -> Self {
+        Self::Usage(m.into())
+    }
+
+    /// The exit status this error ends the process with.
+    fn exit_code(&self) -> u8 {
+        match self {
+            Self::Failure(_) => EXIT_FAILURE,
+            Self::Usage(_) => EXIT_USAGE,
+            Self::Interrupted(s, _) => s.exit_code(),
+        }
+    }
+}
+
+/// Removes the SASL password from text the CLI prints, wherever the
+/// password came from and whatever it looks like: a message may quote an
+/// argument (clap's errors) or a value the library was given.
+#[derive(Debug, Default, Clone)]
+struct Redactor {
+    /// Longest first, so that a secret containing another goes whole.
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    /// The passwords in `args` (`--sasl-password X`, `--sasl-password=X`)
+    /// and `env_password`, found without clap: its errors need redacting
+    /// too.
+    fn new(args: &[std::ffi::OsString], env_password: Option<std::ffi::OsString>) -> Self {
+        let mut secrets: Vec<String> = env_password
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let mut args = args.iter().map(|a| a.to_string_lossy());
+        while let Some(a) = args.next() {
+            if a == PASSWORD_FLAG {
+                secrets.extend(args.next().map(std::borrow::Cow::into_owned));
+            } else if let Some(v) = a
+                .strip_prefix(PASSWORD_FLAG)
+                .and_then(|r| r.strip_prefix('='))
+            {
+                secrets.push(v.to_owned());
+            }
+        }
+        secrets.retain(|s| !s.is_empty());
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Self { secrets }
+    }
+
+    /// `text` with every occurrence of a secret replaced.
+    fn redact(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for s in &self.secrets {
+            text = text.replace(s.as_str(), "<redacted>");
+        }
+        text
+    }
+
+    /// Prints `message` as the one `error: ...` line.
+    fn print_error(&self, message: &str) {
+        // Redacted before joining lines: a secret may span them.
+        eprintln!("error: {}", self.redact(message).replace('\n', " "));
     }
 }
 
@@ -183,7 +309,7 @@ pub async fn connect(global: &GlobalArgs) -> CliResult<Client> {
         .map(str::to_owned)
         .collect();
     if brokers.is_empty() {
-        return Err(CliError::msg("--brokers is empty"));
+        return Err(CliError::usage("--brokers is empty"));
     }
     let timeout = global.timeout();
     let builder = ClientBuilder::new(brokers)
@@ -218,29 +344,28 @@ pub async fn bounded<T>(
     }
 }
 
-fn install_panic_hook() {
+fn install_panic_hook(redactor: Redactor) {
     // A bug must still end in one line on stderr, never a backtrace.
-    std::panic::set_hook(Box::new(|info| {
+    std::panic::set_hook(Box::new(move |info| {
         let msg = info
             .payload()
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".to_owned());
-        let msg = msg.replace('\n', " ");
         match info.location() {
-            Some(l) => eprintln!(
-                "error: internal error: {msg} (at {}:{})",
+            Some(l) => redactor.print_error(&format!(
+                "internal error: {msg} (at {}:{})",
                 l.file(),
                 l.line()
-            ),
-            None => eprintln!("error: internal error: {msg}"),
+            )),
+            None => redactor.print_error(&format!("internal error: {msg}")),
         }
     }));
 }
 
-fn parse_args() -> Result<Cli, ExitCode> {
-    match Cli::try_parse() {
+fn parse_args(args: Vec<std::ffi::OsString>, redactor: &Redactor) -> Result<Cli, ExitCode> {
+    match Cli::try_parse_from(args) {
         Ok(cli) => Ok(cli),
         Err(e) => {
             use clap::error::ErrorKind;
@@ -258,13 +383,14 @@ fn parse_args() -> Result<Cli, ExitCode> {
                 _ => {
                     // clap's own rendering spans several lines (tip, usage);
                     // the contract is one line, so keep its first line.
-                    let rendered = e.render().to_string();
+                    // Redacted first: a secret may span lines.
+                    let rendered = redactor.redact(&e.render().to_string());
                     let first = rendered
                         .lines()
                         .find(|l| !l.trim().is_empty())
                         .unwrap_or("error: invalid arguments");
                     let first = first.strip_prefix("error: ").unwrap_or(first);
-                    eprintln!("error: {first} (see --help)");
+                    redactor.print_error(&format!("{first} (see --help)"));
                     Err(ExitCode::from(EXIT_USAGE))
                 }
             }
@@ -288,8 +414,10 @@ async fn run(cli: Cli) -> CliResult {
 }
 
 fn main() -> ExitCode {
-    install_panic_hook();
-    let cli = match parse_args() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let redactor = Redactor::new(&args, std::env::var_os(PASSWORD_ENV));
+    install_panic_hook(redactor.clone());
+    let cli = match parse_args(args, &redactor) {
         Ok(cli) => cli,
         Err(code) => return code,
     };
@@ -300,7 +428,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            redactor.print_error(&format!("cannot start the async runtime: {e}"));
             return ExitCode::from(EXIT_FAILURE);
         }
     };
@@ -310,8 +438,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", e.0.replace('\n', " "));
-            ExitCode::from(EXIT_FAILURE)
+            redactor.print_error(&e.to_string());
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -334,4 +462,55 @@ pub async fn topic_partitions(client: &Client, g: &GlobalArgs, topic: &str) -> C
         return Err(CliError::msg(format!("topic {topic:?} has no partitions")));
     }
     Ok(t.partitions.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
+        args.iter().map(Into::into).collect()
+    }
+
+    #[test]
+    fn debug_of_the_arguments_hides_the_password() {
+        let cli = Cli::try_parse_from(os(&["rskafka", "--sasl-password", "--hunter2", "metadata"]))
+            .expect("parses");
+        assert_eq!(
+            cli.global.sasl_password.as_ref().map(Secret::expose),
+            Some("--hunter2")
+        );
+        let debug = format!("{cli:?} {:?}", cli.global);
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn redactor_finds_passwords_in_every_form() {
+        let r = Redactor::new(
+            &os(&[
+                "rskafka",
+                "--sasl-password",
+                "--sasl-password=inner",
+                "--sasl-password=-x",
+                "--sasl-password",
+            ]),
+            Some("env-pw".into()),
+        );
+        assert_eq!(
+            r.redact("a --sasl-password=inner b -x c env-pw d"),
+            "a <redacted> b <redacted> c <redacted> d"
+        );
+        // Nothing to redact: text stays as it is.
+        let none = Redactor::new(&os(&["rskafka", "--sasl-password="]), Some("".into()));
+        assert_eq!(none.redact("error: x"), "error: x");
+    }
+
+    #[test]
+    fn host_port_values() {
+        assert!(parse_host_port("proxy:1080").is_ok());
+        assert!(parse_host_port("[::1]:1080").is_ok());
+        for bad in ["proxy", ":1080", "proxy:", "proxy:http", "proxy:70000"] {
+            assert!(parse_host_port(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,7 +1,16 @@
 //! `produce`: one record per input line, all of them through one
 //! [`Producer`] (batched per partition, idempotent by default).
+//!
+//! A run that stops early (a failed record, unreadable input, SIGINT or
+//! SIGTERM) stops reading, lets what was sent settle, and says which lines
+//! were acknowledged, so that the input can be resumed without gaps.
 
-use std::{collections::VecDeque, io::BufRead, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeSet, VecDeque},
+    io::BufRead,
+    path::PathBuf,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
@@ -12,7 +21,11 @@ use rskafka::{
 };
 use tokio::sync::mpsc;
 
-use crate::{connect, CliError, CliResult, CompressionArg, GlobalArgs};
+use crate::{
+    connect,
+    signals::{Signal, Signals},
+    CliError, CliResult, CompressionArg, GlobalArgs,
+};
 
 /// Arguments of `produce`.
 #[derive(Args, Debug)]
@@ -20,7 +33,7 @@ pub struct ProduceArgs {
     /// The topic.
     topic: String,
     /// Write every record to this partition instead of partitioning by key.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
     partition: Option<i32>,
     /// Split each line at the first occurrence of this string: the text
     /// before it is the key, the rest the value; a line without it has a
@@ -168,7 +181,7 @@ fn read_lines(mut input: Box<dyn BufRead>, tx: &mpsc::Sender<std::io::Result<Vec
 fn idempotence(flag: Option<OnOff>, acks: Acks) -> CliResult<Option<bool>> {
     match flag {
         Some(OnOff::On) if acks != Acks::All => {
-            Err(CliError::msg("--idempotent on requires --acks all"))
+            Err(CliError::usage("--idempotent on requires --acks all"))
         }
         Some(OnOff::On) => Ok(Some(true)),
         Some(OnOff::Off) => Ok(Some(false)),
@@ -176,10 +189,79 @@ fn idempotence(flag: Option<OnOff>, acks: Acks) -> CliResult<Option<bool>> {
     }
 }
 
+/// Which input lines were acknowledged. Deliveries complete out of order
+/// across partitions; where a run can safely resume is after the longest
+/// run of acknowledged lines from line 1.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Lines read (handed to the producer, or failed on the way).
+    read: u64,
+    /// Lines 1 to `prefix` are all acknowledged.
+    prefix: u64,
+    /// Acknowledged lines past `prefix + 1`.
+    ahead: BTreeSet<u64>,
+}
+
+impl Progress {
+    /// Notes line `n` (1-based) as acknowledged.
+    fn acknowledged(&mut self, n: u64) {
+        if n != self.prefix + 1 {
+            self.ahead.insert(n);
+            return;
+        }
+        self.prefix = n;
+        while self.ahead.remove(&(self.prefix + 1)) {
+            self.prefix += 1;
+        }
+    }
+
+    /// Lines acknowledged in all.
+    fn total(&self) -> u64 {
+        self.prefix + self.ahead.len() as u64
+    }
+}
+
+/// E.g. `1240 of 5000 lines read acknowledged (lines 1-1234 and 6 after
+/// line 1235); lines from 1235 on were not all, or not certainly, written`.
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let next = self.prefix + 1;
+        let mut which = Vec::new();
+        if self.prefix > 0 {
+            which.push(format!("lines 1-{}", self.prefix));
+        }
+        if !self.ahead.is_empty() {
+            which.push(format!("{} after line {next}", self.ahead.len()));
+        }
+        write!(
+            f,
+            "{} of {} lines read acknowledged",
+            self.total(),
+            self.read
+        )?;
+        if !which.is_empty() {
+            write!(f, " ({})", which.join(" and "))?;
+        }
+        let all = if self.ahead.is_empty() { "" } else { " all" };
+        write!(
+            f,
+            "; lines from {next} on were not{all}, or not certainly, written"
+        )
+    }
+}
+
+/// Why a run stopped before its input ended.
+enum Stop {
+    /// A record or the input failed.
+    Failed(CliError),
+    /// A signal.
+    Signal(Signal),
+}
+
 /// Runs `produce`.
 pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
     let delimiter = match args.key_delimiter.as_deref() {
-        Some("") => return Err(CliError::msg("--key-delimiter must not be empty")),
+        Some("") => return Err(CliError::usage("--key-delimiter must not be empty")),
         Some(d) => Some(d.as_bytes().to_vec()),
         None => None,
     };
@@ -199,50 +281,155 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
     let linger = Duration::from_millis(args.linger_ms);
     // Each request is bounded by --timeout-ms, and each record's delivery,
     // retries included, by that plus its batch's linger.
+    let delivery_timeout = g.timeout() + linger;
     let mut config = ProducerConfig::default()
         .acks(acks)
         .compression(args.compression.into())
         .linger(linger)
         .request_timeout(g.timeout())
-        .delivery_timeout(g.timeout() + linger);
+        .delivery_timeout(delivery_timeout);
     if let Some(on) = idempotent {
         config = config.idempotence(on);
     }
     let producer = client.producer(config)?;
+    let mut signals = Signals::new()?;
     let mut lines = spawn_reader(args.file);
-    // Deliveries in input order; settled as they complete, so memory stays
-    // flat on long inputs and the first failure ends the run early.
-    let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
-    while let Some(line) = lines.recv().await {
-        let (key, value) = split_line(line?, delimiter.as_deref());
-        let record = Record {
-            key,
-            value: Some(value),
-            headers: headers.clone(),
-            timestamp: time::OffsetDateTime::now_utc(),
-        };
-        // Waits only while the producer's buffer is full (bounded by the
-        // delivery timeout) or the topic's metadata loads.
-        pending.push_back(
-            producer
-                .send_to(&args.topic, args.partition, record)
-                .await?,
-        );
-        while let Some(front) = pending.front_mut() {
-            match front.now_or_never() {
-                Some(result) => {
-                    result?;
-                    pending.pop_front();
+    let mut progress = Progress::default();
+    // Deliveries in input order, settled from the front as they complete,
+    // so memory stays flat and a failure soon ends reading.
+    let mut pending: VecDeque<(u64, DeliveryFuture)> = VecDeque::new();
+    let mut stop = None;
+    // Lines come in chunks: one wait (and one look at the signals) for
+    // many lines keeps the per-line cost down.
+    let mut chunk = Vec::with_capacity(1024);
+    'read: while stop.is_none() {
+        chunk.clear();
+        let got = tokio::select! {
+            biased;
+            s = signals.recv() => {
+                stop = Some(Stop::Signal(s));
+                break;
+            }
+            // While input is slow, a failure still ends the run at once.
+            delivered = async {
+                match pending.front_mut() {
+                    Some((_, delivery)) => delivery.await,
+                    None => std::future::pending().await,
                 }
+            } => {
+                if let Some((n, _)) = pending.pop_front() {
+                    match delivered {
+                        Ok(_) => progress.acknowledged(n),
+                        Err(e) => stop = Some(Stop::Failed(e.into())),
+                    }
+                }
+                continue;
+            }
+            got = lines.recv_many(&mut chunk, 1024) => got,
+        };
+        if got == 0 {
+            break; // end of input
+        }
+        for line in chunk.drain(..) {
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => {
+                    stop = Some(Stop::Failed(e.into()));
+                    break 'read;
+                }
+            };
+            progress.read += 1;
+            let (key, value) = split_line(line, delimiter.as_deref());
+            let record = Record {
+                key,
+                value: Some(value),
+                headers: headers.clone(),
+                timestamp: time::OffsetDateTime::now_utc(),
+            };
+            // Waits only while the producer's buffer is full (bounded by
+            // the delivery timeout) or the topic's metadata loads; a signal
+            // ends the wait.
+            let send = producer.send_to(&args.topic, args.partition, record);
+            tokio::pin!(send);
+            let sent = match send.as_mut().now_or_never() {
+                Some(sent) => sent,
+                None => tokio::select! {
+                    biased;
+                    s = signals.recv() => {
+                        stop = Some(Stop::Signal(s));
+                        break 'read;
+                    }
+                    sent = send => sent,
+                },
+            };
+            match sent {
+                Ok(delivery) => pending.push_back((progress.read, delivery)),
+                Err(e) => {
+                    stop = Some(Stop::Failed(e.into()));
+                    break 'read;
+                }
+            }
+        }
+        while let Some((n, front)) = pending.front_mut() {
+            let n = *n;
+            match front.now_or_never() {
                 None => break,
+                Some(delivered) => {
+                    pending.pop_front();
+                    match delivered {
+                        Ok(_) => progress.acknowledged(n),
+                        Err(e) => {
+                            stop = Some(Stop::Failed(e.into()));
+                            break;
+                        }
+                    }
+                }
             }
         }
     }
-    for delivery in pending {
-        delivery.await?;
+    // The reader thread ends at its next line.
+    drop(lines);
+    // Sends what is buffered at once, linger or not, and waits (bounded by
+    // the delivery timeout) for every delivery to settle; another signal
+    // ends the wait.
+    let closed = tokio::select! {
+        biased;
+        s = signals.recv() => Err(s),
+        _ = tokio::time::timeout(delivery_timeout + Duration::from_secs(1), producer.close()) => Ok(()),
+    };
+    if let (Err(s), None) = (closed, &stop) {
+        stop = Some(Stop::Signal(s));
     }
-    producer.close().await;
-    Ok(())
+    // Settled in any order now: lines after a failed one may be written.
+    let mut unsettled = 0;
+    for (n, delivery) in pending {
+        match delivery.now_or_never() {
+            Some(Ok(_)) => progress.acknowledged(n),
+            Some(Err(e)) => {
+                if stop.is_none() {
+                    stop = Some(Stop::Failed(e.into()));
+                }
+            }
+            None => unsettled += 1,
+        }
+    }
+    if stop.is_none() && unsettled > 0 {
+        stop = Some(Stop::Failed(CliError::msg(format!(
+            "{unsettled} deliveries not settled within {} ms",
+            delivery_timeout.as_millis()
+        ))));
+    }
+    match stop {
+        None => Ok(()),
+        Some(Stop::Failed(e)) => Err(CliError::msg(format!(
+            "{}: {progress}",
+            e.to_string().trim_end_matches('.')
+        ))),
+        Some(Stop::Signal(s)) => Err(CliError::Interrupted(
+            s,
+            format!("interrupted by {}: {progress}", s.name()),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -288,6 +475,43 @@ mod tests {
                 ("a".to_owned(), None),
                 ("b".to_owned(), Some(Bytes::from_static(b"x=y"))),
             ]
+        );
+    }
+
+    #[test]
+    fn progress_tracks_the_acknowledged_prefix_of_out_of_order_deliveries() {
+        let mut p = Progress {
+            read: 6,
+            ..Progress::default()
+        };
+        assert_eq!(
+            p.to_string(),
+            "0 of 6 lines read acknowledged; lines from 1 on were not, or not certainly, written"
+        );
+        for n in [3, 5] {
+            p.acknowledged(n);
+        }
+        assert_eq!((p.prefix, p.total()), (0, 2));
+        assert_eq!(
+            p.to_string(),
+            "2 of 6 lines read acknowledged (2 after line 1); \
+             lines from 1 on were not all, or not certainly, written"
+        );
+        p.acknowledged(1);
+        p.acknowledged(2);
+        assert_eq!((p.prefix, p.total()), (3, 4));
+        assert_eq!(
+            p.to_string(),
+            "4 of 6 lines read acknowledged (lines 1-3 and 1 after line 4); \
+             lines from 4 on were not all, or not certainly, written"
+        );
+        p.acknowledged(4);
+        assert_eq!((p.prefix, p.total()), (5, 5));
+        assert!(p.ahead.is_empty());
+        assert_eq!(
+            p.to_string(),
+            "5 of 6 lines read acknowledged (lines 1-5); \
+             lines from 6 on were not, or not certainly, written"
         );
     }
 

@@ -33,7 +33,7 @@ fn transport(g: &GlobalArgs) -> CliResult<Transport> {
             (Some(cert), Some(key)) => b = b.client_cert_files(cert, key),
             (None, None) => {}
             // clap's `requires` already pairs them; kept for clarity.
-            _ => return Err(CliError::msg("--cert-file and --key-file go together")),
+            _ => return Err(CliError::usage("--cert-file and --key-file go together")),
         }
         Some(
             b.build()
@@ -51,24 +51,36 @@ fn transport(g: &GlobalArgs) -> CliResult<Transport> {
     })
 }
 
+/// The SASL settings; the checks here are usage errors, found before
+/// connecting.
 fn sasl(g: &GlobalArgs) -> CliResult<Option<SaslConfig>> {
     let Some(mechanism) = &g.sasl_mechanism else {
         if g.sasl_username.is_some() {
-            return Err(CliError::msg("--sasl-username needs --sasl-mechanism"));
+            return Err(CliError::usage("--sasl-username needs --sasl-mechanism"));
         }
         return Ok(None);
     };
     let username = g.sasl_username.clone().ok_or_else(|| {
-        CliError::msg(format!(
+        CliError::usage(format!(
             "--sasl-mechanism {mechanism} needs --sasl-username"
         ))
     })?;
-    let password = g.sasl_password.clone().ok_or_else(|| {
-        CliError::msg(format!(
+    let password = g.sasl_password.as_ref().ok_or_else(|| {
+        CliError::usage(format!(
             "--sasl-mechanism {mechanism} needs a password: --sasl-password or $RSKAFKA_SASL_PASSWORD"
         ))
     })?;
-    SaslConfig::from_mechanism_name(mechanism, Credentials::new(username, password))
+    // Every mechanism refuses them; said here rather than by the broker.
+    if username.is_empty() {
+        return Err(CliError::usage("--sasl-username is empty"));
+    }
+    if password.expose().is_empty() {
+        return Err(CliError::usage(
+            "the SASL password (--sasl-password or $RSKAFKA_SASL_PASSWORD) is empty",
+        ));
+    }
+    let credentials = Credentials::new(username, password.expose());
+    SaslConfig::from_mechanism_name(mechanism, credentials)
         .map(Some)
-        .map_err(|e| CliError::msg(e.to_string()))
+        .map_err(|e| CliError::usage(e.to_string()))
 }

@@ -10,7 +10,7 @@ use std::{
 
 mod common;
 
-use common::{binary, bootstrap, run_bounded, stderr, stdout, unique};
+use common::{binary, bootstrap, run_bounded, stderr, stdout, unique, wait_bounded};
 
 /// Runs the binary with `args` and `stdin`, killing it (and failing the
 /// test) if it runs longer than `limit`.
@@ -424,13 +424,286 @@ fn unknown_topic_and_bad_flags_fail_with_one_line() {
             "{args:?}: {err}"
         );
     }
-    let topic = create_topic(&b, 1);
-    let err = assert_one_line_error(&kafka(
-        &b,
-        &["consume", &topic, "--from", "99", "--partition", "0"],
-        b"",
+}
+
+/// A 2-partition topic: partition 0 holds `a0`..`a4`, partition 1 `b0`, `b1`.
+fn unequal_partitions(bootstrap: &str) -> String {
+    let topic = create_topic(bootstrap, 2);
+    assert_ok(&kafka(
+        bootstrap,
+        &["produce", &topic, "--partition", "0"],
+        b"a0\na1\na2\na3\na4\n",
     ));
-    assert!(err.contains("OFFSET_OUT_OF_RANGE"), "{err}");
+    assert_ok(&kafka(
+        bootstrap,
+        &["produce", &topic, "--partition", "1"],
+        b"b0\nb1\n",
+    ));
+    topic
+}
+
+/// Checks `stderr` is one `warning: ` line per partition of `partitions`,
+/// each naming its partition.
+#[track_caller]
+fn warns_of(stderr: &str, partitions: &[i32]) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), partitions.len(), "{stderr:?}");
+    for (line, p) in lines.iter().zip(partitions) {
+        assert!(line.starts_with("warning: "), "{stderr:?}");
+        assert!(line.contains(&format!("partition {p} ")), "{stderr:?}");
+    }
+}
+
+#[test]
+fn from_offset_starts_each_partition_at_its_first_offset_at_or_after_it() {
+    let Some(b) = bootstrap() else { return };
+    let topic = unequal_partitions(&b);
+    // Partition 1 ends (2) before offset 3: it starts at its end, with a
+    // warning, and the run goes on; --exit-at-end and a plain run agree.
+    for extra in [&["--exit-at-end"][..], &["--count", "2"]] {
+        let mut args = vec!["consume", &topic, "--from", "3", "--format", "value"];
+        args.extend_from_slice(extra);
+        let out = kafka(&b, &args, b"");
+        assert_ok(&out);
+        assert_eq!(stdout(&out), "a3\na4\n", "{extra:?}");
+        warns_of(&stderr(&out), &[1]);
+    }
+    // Beyond the end of both: nothing to print yet, one warning each.
+    let out = kafka(
+        &b,
+        &["consume", &topic, "--from", "10", "--exit-at-end"],
+        b"",
+    );
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "");
+    warns_of(&stderr(&out), &[0, 1]);
+    // Without --exit-at-end it waits at the ends for new records.
+    let mut cmd = binary();
+    cmd.args([
+        "--brokers",
+        &b,
+        "--timeout-ms",
+        "10000",
+        "consume",
+        &topic,
+        "--from",
+        "10",
+        "--count",
+        "1",
+        "--format",
+        "value",
+    ])
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn consume");
+    let mut err = std::io::BufReader::new(child.stderr.take().expect("stderr"));
+    let mut warnings = String::new();
+    for _ in 0..2 {
+        // Blocks until the line comes, or ends at EOF if the process died.
+        std::io::BufRead::read_line(&mut err, &mut warnings).expect("read stderr");
+    }
+    warns_of(&warnings, &[0, 1]);
+    assert_ok(&kafka(
+        &b,
+        &["produce", &topic, "--partition", "1"],
+        b"b2\n",
+    ));
+    let out = wait_bounded(child, "consume --count 1", Duration::from_secs(30));
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "b2\n");
+}
+
+#[test]
+fn from_offset_before_the_log_start_starts_at_the_log_start() {
+    let Some(b) = bootstrap() else { return };
+    let topic = unequal_partitions(&b);
+    // Records before offset 2 of partition 0 are deleted.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = rskafka::client::ClientBuilder::new(vec![b.clone()])
+            .build()
+            .await
+            .expect("client");
+        let pc = client
+            .partition_client(topic.as_str(), 0)
+            .await
+            .expect("partition client");
+        assert_eq!(pc.delete_records(2, 10_000).await.expect("delete"), 2);
+    });
+    let out = kafka(
+        &b,
+        &[
+            "consume",
+            &topic,
+            "--from",
+            "1",
+            "--partition",
+            "0",
+            "--format",
+            "value",
+            "--exit-at-end",
+        ],
+        b"",
+    );
+    assert_ok(&out);
+    assert_eq!(stdout(&out), "a2\na3\na4\n");
+    assert_eq!(stderr(&out), "", "no warning: every record is after 1");
+}
+
+/// The `N of M lines read acknowledged` numbers of a produce error.
+fn acknowledged_of_read(err: &str) -> (u64, u64) {
+    let at = err
+        .find(" lines read acknowledged")
+        .expect("progress in the error");
+    let words: Vec<&str> = err[..at].rsplit(' ').take(3).collect();
+    assert_eq!(words[1], "of", "{err}");
+    (
+        words[2].parse().expect("acknowledged"),
+        words[0].parse().expect("read"),
+    )
+}
+
+#[test]
+fn failed_produce_reports_the_acknowledged_prefix() {
+    let Some(b) = bootstrap() else { return };
+    // Two partitions, keys abc (partition 1) and foobar (partition 0)
+    // spreading the lines over both (see the partitioner test). Line
+    // 1001, too large for the broker, is a batch of its own (it is larger
+    // than a batch), after those of the lines before it, which are
+    // written; later lines may or may not be.
+    let topic = create_topic(&b, 2);
+    let key = |i: u32| if i.is_multiple_of(2) { "foobar" } else { "abc" };
+    let mut input = Vec::new();
+    for i in 1..=1000 {
+        input.extend_from_slice(format!("{}\tline {i}\n", key(i)).as_bytes());
+    }
+    input.extend_from_slice(b"foobar\t");
+    input.extend(std::iter::repeat_n(b'x', 1_200_000));
+    input.push(b'\n');
+    for i in 1002..=1500 {
+        input.extend_from_slice(format!("{}\tline {i}\n", key(i)).as_bytes());
+    }
+    let out = kafka(
+        &b,
+        &[
+            "produce",
+            &topic,
+            "--key-delimiter",
+            "\t",
+            "--timeout-ms",
+            "10000",
+        ],
+        &input,
+    );
+    let err = assert_one_line_error(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("MESSAGE_TOO_LARGE"), "{err}");
+    assert!(
+        err.contains("(lines 1-1000") && err.contains("lines from 1001 on were not"),
+        "{err}"
+    );
+    let (acked, read) = acknowledged_of_read(&err);
+    assert!(
+        (1000..=1500).contains(&acked) && acked < read && read <= 1501,
+        "{err}"
+    );
+    // What is in the topic agrees: lines 1-1000, and as many lines as
+    // were reported acknowledged.
+    let out = kafka(
+        &b,
+        &["consume", &topic, "--format", "value", "--exit-at-end"],
+        b"",
+    );
+    assert_ok(&out);
+    let mut got: Vec<u32> = stdout(&out)
+        .lines()
+        .map(|l| {
+            l.strip_prefix("line ")
+                .expect("a small line")
+                .parse()
+                .expect("n")
+        })
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got.len() as u64, acked, "{err}");
+    assert_eq!(got[..1000], (1..=1000).collect::<Vec<u32>>()[..]);
+    assert!(!got.contains(&1001));
+
+    // A line larger than a request fails before it is sent.
+    let topic = create_topic(&b, 1);
+    let mut input = b"one\ntwo\n".to_vec();
+    input.extend(std::iter::repeat_n(b'y', 9 * 1024 * 1024));
+    input.extend_from_slice(b"\nfour\n");
+    let out = kafka(&b, &["produce", &topic], &input);
+    let err = assert_one_line_error(&out);
+    assert!(
+        err.ends_with(
+            ": 2 of 3 lines read acknowledged (lines 1-2); lines from 3 on were not, or not certainly, written\n"
+        ),
+        "{err}"
+    );
+}
+
+/// Starts `produce` with a stdin pipe kept open, writes `lines`, waits
+/// until the topic holds them, sends `signal` and returns the output.
+fn produce_interrupted(bootstrap: &str, topic: &str, lines: &[u8], signal: &str) -> Output {
+    let mut child = binary()
+        .args([
+            "--brokers",
+            bootstrap,
+            "--timeout-ms",
+            "10000",
+            "produce",
+            topic,
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn produce");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(lines).expect("write lines");
+    let want = lines.iter().filter(|&&c| c == b'\n').count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = kafka(bootstrap, &["offsets", topic], b"");
+        if stdout(&out) == format!("0\t0\t{want}\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lines not written: {}",
+            stdout(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = wait_bounded(child, "produce after a signal", Duration::from_secs(30));
+    drop(stdin);
+    out
+}
+
+#[test]
+fn interrupted_produce_reports_what_was_written() {
+    let Some(b) = bootstrap() else { return };
+    for (signal, name, code) in [("-INT", "SIGINT", 130), ("-TERM", "SIGTERM", 143)] {
+        let topic = create_topic(&b, 1);
+        let out = produce_interrupted(&b, &topic, b"1\n2\n3\n", signal);
+        let err = assert_one_line_error(&out);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "error: interrupted by {name}: 3 of 3 lines read acknowledged (lines 1-3); \
+                 lines from 4 on were not, or not certainly, written\n"
+            )
+        );
+    }
 }
 
 #[test]
@@ -446,6 +719,39 @@ fn bad_flags_fail_with_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert_one_line_error(&out);
     }
+}
+
+#[test]
+fn invalid_values_found_after_parsing_are_usage_errors_too() {
+    // Each is checked before connecting: nothing listens on port 1, so a
+    // check done later would fail with 1 (cannot connect) instead.
+    let cases: [&[&str]; 11] = [
+        &["produce", "t", "--idempotent", "on", "--acks", "1"],
+        &["produce", "t", "--idempotent", "on", "--acks", "0"],
+        &["produce", "t", "--key-delimiter", ""],
+        &["produce", "t", "--partition=-1"],
+        &["consume", "t", "--partition=-1"],
+        &["consume", "t", "--group", "g", "--from", "5"],
+        &["topic", "create", "t", "--config", "novalue"],
+        &["topic", "create", "t", "--config", "=v"],
+        &["--sasl-mechanism", "PLAIN", "metadata"],
+        &["--sasl-username", "alice", "metadata"],
+        &["--socks5", "no-port", "metadata"],
+    ];
+    for args in cases {
+        let mut all = vec!["--brokers", "127.0.0.1:1", "--timeout-ms", "2000"];
+        all.extend_from_slice(args);
+        let out = run_with(&all, b"", Duration::from_secs(10));
+        let err = assert_one_line_error(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    }
+    let empty = run_with(
+        &["--brokers", " , ", "metadata"],
+        b"",
+        Duration::from_secs(10),
+    );
+    let err = assert_one_line_error(&empty);
+    assert_eq!(empty.status.code(), Some(2), "{err}");
 }
 
 #[test]

@@ -304,3 +304,57 @@ fn sigkilled_member_partitions_move_to_the_other() {
     assert!(dups <= 4, "{dups} lines printed twice");
     eprintln!("CLI SIGKILL: all 400 records consumed {took:?} after the kill, {dups} twice");
 }
+
+#[test]
+fn describe_and_lag_of_a_group_that_does_not_exist_fail() {
+    let Some(b) = bootstrap() else { return };
+    let group = unique("cli-group-none");
+    for args in [
+        &["group", "describe", group.as_str()][..],
+        &["group", "lag", group.as_str()],
+        &["group", "lag", group.as_str(), "--format", "json"],
+    ] {
+        let out = run(&b, args, b"");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(
+            err,
+            format!("error: group {group:?} does not exist\n"),
+            "{args:?}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn describe_and_lag_of_an_existing_group_without_members_work() {
+    let Some(b) = bootstrap() else { return };
+    // Offsets committed from outside (no member ever joined) make a group.
+    let topic = topic_with_lines(&b, 2, 10);
+    let group = unique("cli-group-empty");
+    ok(&run(
+        &b,
+        &["group", "seek", &group, &topic, "--to", "earliest"],
+        b"",
+    ));
+    let describe = ok(&run(&b, &["group", "describe", &group], b""));
+    assert!(
+        describe.contains("state: Empty") && describe.contains("members: 0"),
+        "{describe}"
+    );
+    let lag = ok(&run(&b, &["group", "lag", &group], b""));
+    assert_eq!(lag.lines().count(), 2, "{lag}");
+    assert!(lag.starts_with(&format!("{topic}\t0\t0\t")), "{lag}");
+
+    // A member that committed nothing yet: the group exists and lags show
+    // `-` for its partitions.
+    let empty_topic = topic_with_lines(&b, 1, 0);
+    let group = unique("cli-group-fresh");
+    let _member = Member::start(&b, &empty_topic, &group);
+    wait_until("the member's assignment", Duration::from_secs(60), || {
+        let d = run(&b, &["group", "describe", &group], b"");
+        String::from_utf8_lossy(&d.stdout).contains("state: Stable")
+    });
+    let lag = ok(&run(&b, &["group", "lag", &group], b""));
+    assert_eq!(lag, format!("{empty_topic}\t0\t-\t0\t-\n"));
+}

@@ -125,7 +125,7 @@ fn wrong_password_fails_quickly_with_an_authentication_error() {
         None,
         LIMIT,
     );
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
     assert!(
         text(&out.stderr).contains("RSKAFKA_SASL_PASSWORD"),
         "{}",
@@ -190,4 +190,157 @@ fn tls_and_mutual_tls() {
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+/// Runs a command that must get past argument parsing and fail only at
+/// connecting (nothing listens on port 1), and checks `secret` shows
+/// nowhere in its output.
+#[track_caller]
+fn fails_at_connect_without_showing(args: &[&str], env_password: Option<&str>, secret: &str) {
+    // A short timeout: connecting is retried until it passes.
+    let mut all = vec!["--brokers", "127.0.0.1:1", "--timeout-ms", "300"];
+    all.extend_from_slice(args);
+    let out = run(&all, env_password, LIMIT);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?}: not taken as the password value: {stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr:?}");
+    assert!(stderr.starts_with("error: "), "{args:?}: {stderr:?}");
+    assert!(
+        !stdout.contains(secret) && !stderr.contains(secret),
+        "{args:?} shows the password: {stderr:?}"
+    );
+}
+
+#[test]
+fn passwords_of_any_shape_are_taken_and_never_shown() {
+    // Leading hyphens, flag and subcommand names, spaces, quotes, newlines,
+    // non-ASCII: each must be the password, not an argument clap complains
+    // about (and so prints).
+    let shapes = [
+        "--s3cret",
+        "-abc",
+        "-- secret",
+        "--",
+        "-",
+        "-V",
+        "--help",
+        "--sasl-password",
+        "metadata",
+        "topic",
+        "two words",
+        "quo'te\"d",
+        "new\nline",
+        "pässwörd✓",
+        "=starts-with-equals",
+    ];
+    for secret in shapes {
+        let base = ["--sasl-mechanism", "PLAIN", "--sasl-username", "alice"];
+        // Separate argument, before and after the subcommand.
+        let mut args = base.to_vec();
+        args.extend(["--sasl-password", secret, "metadata"]);
+        fails_at_connect_without_showing(&args, None, secret_to_check(secret));
+        let mut args = base.to_vec();
+        args.extend(["topic", "list", "--sasl-password", secret]);
+        fails_at_connect_without_showing(&args, None, secret_to_check(secret));
+        // --sasl-password=VALUE.
+        let joined = format!("--sasl-password={secret}");
+        let mut args = base.to_vec();
+        args.extend([joined.as_str(), "metadata"]);
+        fails_at_connect_without_showing(&args, None, secret_to_check(secret));
+        // From the environment.
+        let mut args = base.to_vec();
+        args.push("metadata");
+        fails_at_connect_without_showing(&args, Some(secret), secret_to_check(secret));
+    }
+}
+
+/// The part of a password a test can look for in output: one or two
+/// hyphens also occur in the texts around it.
+fn secret_to_check(secret: &str) -> &str {
+    match secret {
+        "-" | "--" | "-V" => "\u{0}never printed\u{0}",
+        s => s,
+    }
+}
+
+#[test]
+fn passwords_are_redacted_from_every_error_line() {
+    // Runtime errors: here the broker address (127.0.0.1:1, as
+    // fails_at_connect_without_showing gives) happens to be the password.
+    fails_at_connect_without_showing(
+        &[
+            "--sasl-mechanism",
+            "PLAIN",
+            "--sasl-username",
+            "alice",
+            "--sasl-password",
+            "127.0.0.1:1",
+            "metadata",
+        ],
+        None,
+        "127.0.0.1:1",
+    );
+    fails_at_connect_without_showing(
+        &[
+            "--sasl-mechanism",
+            "PLAIN",
+            "--sasl-username",
+            "alice",
+            "metadata",
+        ],
+        Some("127.0.0.1:1"),
+        "127.0.0.1:1",
+    );
+    // Usage errors that quote an argument which is also the password (a
+    // password pasted in the wrong place).
+    let cases: [(&[&str], Option<&str>); 4] = [
+        (
+            &[
+                "--sasl-password",
+                "zz-secret-zz",
+                "--sasl-mechanism",
+                "zz-secret-zz",
+                "metadata",
+            ],
+            None,
+        ),
+        (&["--sasl-password=zz-secret-zz", "zz-secret-zz"], None),
+        (&["zz-secret-zz"], Some("zz-secret-zz")),
+        (
+            &["consume", "t", "--from", "zz-secret-zz"],
+            Some("zz-secret-zz"),
+        ),
+    ];
+    for (args, env_password) in cases {
+        let out = run(args, env_password, LIMIT);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr:?}");
+        assert!(stderr.starts_with("error: "), "{args:?}: {stderr:?}");
+        assert!(
+            !stdout.contains("zz-secret-zz") && !stderr.contains("zz-secret-zz"),
+            "{args:?} shows the password: {stderr:?}"
+        );
+    }
+}
+
+#[test]
+fn help_does_not_show_a_password_from_the_environment() {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["help"],
+        &["metadata", "--help"],
+        &["produce", "--help"],
+        &["--version"],
+    ] {
+        let out = run(args, Some("zz-env-secret-zz"), LIMIT);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(!all.contains("zz-env-secret-zz"), "{args:?}: {all}");
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::{
     io::Write,
-    process::{Command, Output, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -66,6 +66,12 @@ pub fn run_bounded(mut cmd: Command, stdin: Option<&[u8]>, limit: Duration) -> O
         // A process that exits early closes the pipe; that is its answer.
         let _ = input.write_all(bytes);
     }
+    wait_bounded(child, &what, limit)
+}
+
+/// Waits for `child` and its output, killing it (and failing the test,
+/// naming it `what`) if it runs longer than `limit`.
+pub fn wait_bounded(child: Child, what: &str, limit: Duration) -> Output {
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
