@@ -45,6 +45,12 @@ pub enum ErrorKind {
     DataLoss,
     /// The producer's buffer is full and `send` was told not to wait.
     BufferFull,
+    /// Authentication failed on this side: the broker failed the SASL
+    /// mechanism's checks (e.g. a wrong SCRAM server signature), the
+    /// mechanism could not run, or the listener wants authentication this
+    /// client is not configured for. Failures the broker reports carry its
+    /// code instead (`Kafka(SASL_AUTHENTICATION_FAILED)`).
+    Authentication,
 }
 
 impl fmt::Display for ErrorKind {
@@ -58,6 +64,7 @@ impl fmt::Display for ErrorKind {
             Self::InvalidInput => f.write_str("invalid input"),
             Self::DataLoss => f.write_str("possible data loss"),
             Self::BufferFull => f.write_str("buffer full"),
+            Self::Authentication => f.write_str("authentication failed"),
         }
     }
 }
@@ -248,7 +255,8 @@ impl Error {
             ErrorKind::Protocol
             | ErrorKind::Unsupported
             | ErrorKind::InvalidInput
-            | ErrorKind::DataLoss => false,
+            | ErrorKind::DataLoss
+            | ErrorKind::Authentication => false,
             ErrorKind::BufferFull => true,
         }
     }
@@ -331,6 +339,8 @@ impl From<ConnectionError> for Error {
     fn from(e: ConnectionError) -> Self {
         let (kind, api) = match &e {
             ConnectionError::Connect { .. }
+            | ConnectionError::Resolve { .. }
+            | ConnectionError::ClosedBeforeFirstAnswer { .. }
             | ConnectionError::Disconnected { .. }
             | ConnectionError::Closed
             | ConnectionError::Io(_) => (ErrorKind::Connection, None),
@@ -341,10 +351,15 @@ impl From<ConnectionError> for Error {
             ConnectionError::Broker { api, code } => (ErrorKind::Kafka(*code), Some(*api)),
             #[cfg(feature = "transport-tls")]
             ConnectionError::Tls { .. } => (ErrorKind::Connection, None),
-            ConnectionError::Authentication { code, .. } => (
-                ErrorKind::Kafka(code.unwrap_or(ErrorCode::SASL_AUTHENTICATION_FAILED)),
-                Some(ApiKey::SASL_AUTHENTICATE),
-            ),
+            // The broker's code when it reported the failure; a rejection
+            // by this client is not the broker's SASL_AUTHENTICATION_FAILED.
+            ConnectionError::Authentication {
+                code: Some(code), ..
+            } => (ErrorKind::Kafka(*code), Some(ApiKey::SASL_AUTHENTICATE)),
+            ConnectionError::Authentication { code: None, .. } => {
+                (ErrorKind::Authentication, Some(ApiKey::SASL_AUTHENTICATE))
+            }
+            ConnectionError::AuthenticationRequired { .. } => (ErrorKind::Authentication, None),
             // Framing violations, TLS/HTTP peers, unknown correlation ids:
             // whatever answered does not speak Kafka correctly.
             _ => (ErrorKind::Protocol, None),

@@ -532,3 +532,111 @@ async fn real_broker_answers_a_thousand_concurrent_requests_on_one_connection() 
     eprintln!("1000 pipelined Metadata requests in {:?}", start.elapsed());
     assert!(!conn.is_closed());
 }
+
+/// A listener that answers ApiVersions and then closes every connection
+/// (as a SASL listener does to a client that does not authenticate): the
+/// client gives up after a few such closes and says why, instead of
+/// reconnecting until its deadline.
+#[tokio::test]
+async fn a_listener_that_closes_after_negotiation_is_named_as_needing_sasl() {
+    let fake = FakeBroker::start(None, false, |_| Action::CloseAfter(Vec::new())).await;
+    let start = Instant::now();
+    let err = rskafka::client::ClientBuilder::new(vec![fake.addr.clone()])
+        .request_timeout(Duration::from_secs(30))
+        .bootstrap_timeout(Duration::from_secs(30))
+        .build()
+        .await
+        .expect_err("nothing but ApiVersions is ever answered");
+    assert_eq!(
+        err.kind(),
+        rskafka::error::ErrorKind::Authentication,
+        "{err}"
+    );
+    assert!(!err.is_retriable());
+    assert!(err.to_string().contains("probably requires SASL"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let attempts = fake.count(ApiKey::METADATA);
+    assert!((2..=4).contains(&attempts), "{attempts} attempts");
+}
+
+/// A SCRAM server whose server-first is `server_first(client nonce)` and
+/// whose server-final is a signature of nobody's: the client rejects the
+/// exchange itself.
+fn scram_fake(server_first: fn(&str) -> String) -> impl Fn(&Seen) -> Action + Send + Sync {
+    use base64::Engine;
+    use rskafka::protocol::messages::{
+        SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+        SaslHandshakeResponse,
+    };
+    move |seen| match seen.api_key {
+        ApiKey::API_VERSIONS => fake_broker::api_versions(
+            seen.version,
+            &[
+                (ApiKey::SASL_HANDSHAKE, 0, 1),
+                (ApiKey::SASL_AUTHENTICATE, 0, 2),
+            ],
+        ),
+        ApiKey::SASL_HANDSHAKE => reply::<SaslHandshakeRequest>(
+            &SaslHandshakeResponse {
+                mechanisms: vec!["SCRAM-SHA-256".into()],
+                ..Default::default()
+            },
+            seen.version,
+        ),
+        ApiKey::SASL_AUTHENTICATE => {
+            let req: SaslAuthenticateRequest = decode_request(seen);
+            let msg = String::from_utf8_lossy(&req.auth_bytes).into_owned();
+            let answer = match msg.split(",r=").nth(1) {
+                // client-first: "n,,n=user,r=NONCE"
+                Some(nonce) if msg.starts_with("n,,") => server_first(nonce),
+                // client-final: a signature that proves nothing.
+                _ => format!(
+                    "v={}",
+                    base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+                ),
+            };
+            reply::<SaslAuthenticateRequest>(
+                &SaslAuthenticateResponse {
+                    auth_bytes: answer.into_bytes().into(),
+                    ..Default::default()
+                },
+                seen.version,
+            )
+        }
+        _ => Action::Silent,
+    }
+}
+
+/// SCRAM exchanges the client itself rejects are reported as its own
+/// authentication failure, not as the broker's SASL_AUTHENTICATION_FAILED.
+#[tokio::test]
+async fn scram_servers_the_client_rejects_are_not_reported_as_broker_failures() {
+    use rskafka::connection::sasl::{Credentials, SaslConfig};
+    let cases: [(fn(&str) -> String, &str); 2] = [
+        (|n| format!("r={n}srv,s=c2FsdA==,i=4096"), "signature"),
+        (|n| format!("r={n}srv,s=c2FsdA==,i=1"), "iteration"),
+    ];
+    for (server_first, says) in cases {
+        let fake = FakeBroker::start(None, true, scram_fake(server_first)).await;
+        let err = rskafka::client::ClientBuilder::new(vec![fake.addr.clone()])
+            .sasl(SaslConfig::ScramSha256(Credentials::new("alice", "pw")))
+            .build()
+            .await
+            .expect_err("the server must fail the client's checks");
+        assert_eq!(
+            err.kind(),
+            rskafka::error::ErrorKind::Authentication,
+            "{err}"
+        );
+        assert_eq!(err.error_code(), None, "{err}");
+        assert!(
+            !err.to_string().contains("SASL_AUTHENTICATION_FAILED"),
+            "{err}"
+        );
+        assert!(err.to_string().to_lowercase().contains(says), "{err}");
+    }
+}

@@ -427,6 +427,33 @@ async fn sasl_against_a_listener_without_sasl_is_explained() {
     .await;
 }
 
+/// No SASL against a SASL listener: the broker answers ApiVersions, then
+/// closes; the client stops after a few such closes and says that the
+/// listener probably wants SASL (it used to reconnect until its deadline).
+#[tokio::test]
+async fn no_sasl_against_a_sasl_listener_is_explained() {
+    let Some(addr) = env("KAFKA_SASL_PLAINTEXT") else {
+        return;
+    };
+    bounded(async {
+        let t0 = Instant::now();
+        let err = ClientBuilder::new(vec![addr.clone()])
+            .request_timeout(Duration::from_secs(30))
+            .bootstrap_timeout(Duration::from_secs(30))
+            .build()
+            .await
+            .expect_err("the listener needs SASL");
+        assert_eq!(err.kind(), ErrorKind::Authentication, "{err}");
+        assert!(err.to_string().contains("probably requires SASL"), "{err}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "took {:?}",
+            t0.elapsed()
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn tls_with_ca_file_and_ip_or_dns_names() {
     let (Some(addr), Some(tls)) = (env("KAFKA_SSL"), tls_config()) else {

@@ -447,6 +447,7 @@ impl Cluster {
             ..Default::default()
         };
         let mut failed: Option<ClusterError> = None;
+        let mut unanswered_closes = 0;
         loop {
             let attempt = async {
                 let conn = self.any_broker().await?;
@@ -481,6 +482,20 @@ impl Cluster {
                 }
                 Err(e) if e.is_retriable() => {
                     tracing::debug!(error = %e, "metadata request failed; retrying");
+                    match closed_before_first_answer(&e) {
+                        Some(addr) => {
+                            unanswered_closes += 1;
+                            if unanswered_closes >= GIVE_UP_AFTER_UNANSWERED_CLOSES {
+                                return Err(ClusterError::Connection(
+                                    ConnectionError::AuthenticationRequired {
+                                        addr,
+                                        closes: unanswered_closes,
+                                    },
+                                ));
+                            }
+                        }
+                        None => unanswered_closes = 0,
+                    }
                     if backoff.wait().await.is_err() {
                         return Err(e);
                     }
@@ -664,6 +679,22 @@ impl Cluster {
     }
 }
 
+/// Connections closed right after version negotiation, in a row, after
+/// which a listener is taken to require authentication: one may be a broker
+/// shutting down, several at the same step are not.
+const GIVE_UP_AFTER_UNANSWERED_CLOSES: u32 = 3;
+
+/// The broker of a connection closed before its first answer after version
+/// negotiation, if `e` is that failure.
+fn closed_before_first_answer(e: &ClusterError) -> Option<String> {
+    match e {
+        ClusterError::Connection(c) | ClusterError::NoBrokerReachable { last: Some(c), .. } => {
+            c.closed_before_first_answer().map(str::to_owned)
+        }
+        _ => None,
+    }
+}
+
 /// Keeps `e` as the failure to report unless it is a resolution failure
 /// and a failure of another kind is already kept: "connection refused"
 /// says more about an outage than one unresolvable name among several.
@@ -718,8 +749,17 @@ mod tests {
         assert_eq!(ok("[::1]:19092"), "[::1]:19092");
         assert_eq!(ok("::1"), "[::1]:9092");
         for bad in [
-            "", ":9092", "host:", "host:0", "host:65536", "host:abc", "host:-1", "[::1",
-            "[::1]x", "a b:9092", "http://host:9092",
+            "",
+            ":9092",
+            "host:",
+            "host:0",
+            "host:65536",
+            "host:abc",
+            "host:-1",
+            "[::1",
+            "[::1]x",
+            "a b:9092",
+            "http://host:9092",
         ] {
             let e = normalize_address(bad).unwrap_err();
             assert!(matches!(e, ClusterError::BadAddress { .. }), "{bad:?}: {e}");

@@ -189,6 +189,7 @@ impl BrokerConnection {
             held: VecDeque::new(),
             write_queue: VecDeque::new(),
             queued_write: 0,
+            answered: 0,
         };
         tokio::spawn(driver.run(reader, writer));
         Self {
@@ -558,6 +559,8 @@ struct Driver {
     held: VecDeque<Command>,
     write_queue: VecDeque<Bytes>,
     queued_write: usize,
+    /// Responses received so far (the first is ApiVersions').
+    answered: u64,
 }
 
 /// Why the driver loop ended.
@@ -637,6 +640,13 @@ impl Driver {
                 _ = self.state.shutdown.notified() => return Stop::Error(ConnectionError::Closed),
                 res = reader.read_buf(self.core.recv_buf()) => match res {
                     Ok(0) => {
+                        // Only ApiVersions answered, the next request not:
+                        // what a listener expecting SASL does.
+                        if self.answered <= 1 && self.core.in_flight() > 0 {
+                            return Stop::Error(ConnectionError::ClosedBeforeFirstAnswer {
+                                addr: self.addr.clone(),
+                            });
+                        }
                         return Stop::Error(ConnectionError::from(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
                             "the broker closed the connection",
@@ -646,7 +656,10 @@ impl Driver {
                         while let Some(ev) = self.core.poll_response() {
                             match ev {
                                 // A waiter that timed out has dropped its receiver.
-                                Ok(resp) => drop(resp.token.send(Ok(resp.body))),
+                                Ok(resp) => {
+                                    self.answered += 1;
+                                    drop(resp.token.send(Ok(resp.body)));
+                                }
                                 Err(e) => return Stop::Error(e),
                             }
                         }

@@ -146,6 +146,25 @@ pub enum ConnectionError {
         /// What went wrong.
         failure: super::TlsFailure,
     },
+    /// The broker closed the connection right after answering ApiVersions,
+    /// before answering the next request: what a listener does that
+    /// expects SASL authentication the client did not start.
+    #[error("{addr} closed the connection after version negotiation, before answering a request")]
+    ClosedBeforeFirstAnswer {
+        /// The broker address.
+        addr: String,
+    },
+    /// The broker closed connections right after version negotiation, again
+    /// and again ([`Self::ClosedBeforeFirstAnswer`]): the listener probably
+    /// requires SASL authentication (or TLS), which the client is not
+    /// configured for.
+    #[error("{addr} closed the connection after version negotiation {closes} times in a row: the listener probably requires SASL authentication (or TLS), which this client is not configured for")]
+    AuthenticationRequired {
+        /// The broker address.
+        addr: String,
+        /// The closes seen.
+        closes: u32,
+    },
     /// The connection was closed by this client.
     #[error("connection closed by the client")]
     Closed,
@@ -168,6 +187,9 @@ impl ConnectionError {
             // replaced); bootstrapping gives up on names that never did.
             Self::Connect { .. }
             | Self::Resolve { .. }
+            // Once may be a broker going down; the cluster gives up after
+            // a few (AuthenticationRequired).
+            | Self::ClosedBeforeFirstAnswer { .. }
             | Self::Timeout { .. }
             | Self::Closed
             | Self::Io(_) => true,
@@ -185,9 +207,20 @@ impl ConnectionError {
             | Self::Decode { .. }
             | Self::Encode { .. }
             | Self::UnsupportedVersion { .. }
+            | Self::AuthenticationRequired { .. }
             | Self::Authentication { .. } => false,
             #[cfg(feature = "transport-tls")]
             Self::Tls { .. } => false,
+        }
+    }
+
+    /// The broker that closed a connection before answering its first
+    /// request after version negotiation, if that is what happened.
+    pub(crate) fn closed_before_first_answer(&self) -> Option<&str> {
+        match self {
+            Self::ClosedBeforeFirstAnswer { addr } => Some(addr),
+            Self::Disconnected { cause: Some(c), .. } => c.closed_before_first_answer(),
+            _ => None,
         }
     }
 
