@@ -616,7 +616,8 @@ fn scram_fake(server_first: fn(&str) -> String) -> impl Fn(&Seen) -> Action + Se
 #[tokio::test]
 async fn scram_servers_the_client_rejects_are_not_reported_as_broker_failures() {
     use rskafka::connection::sasl::{Credentials, SaslConfig};
-    let cases: [(fn(&str) -> String, &str); 2] = [
+    type ServerFirst = fn(&str) -> String;
+    let cases: [(ServerFirst, &str); 2] = [
         (|n| format!("r={n}srv,s=c2FsdA==,i=4096"), "signature"),
         (|n| format!("r={n}srv,s=c2FsdA==,i=1"), "iteration"),
     ];
