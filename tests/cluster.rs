@@ -154,7 +154,7 @@ async fn bootstrap_gives_up_at_the_deadline() {
     };
     let addr = format!("127.0.0.1:{port}");
     let mut config = cluster_config(&addr, Duration::from_secs(5));
-    config.connect_deadline = Duration::from_secs(1);
+    config.bootstrap_timeout = Duration::from_secs(1);
     let start = Instant::now();
     let err = Cluster::connect(config).await.unwrap_err();
     let elapsed = start.elapsed();

@@ -476,7 +476,12 @@ async fn refused_connection_names_the_address() {
         BrokerConnection::connect("no-such-host.invalid:9092", config(Duration::from_secs(5)))
             .await
             .unwrap_err();
-    assert!(matches!(err, ConnectionError::Connect { .. }), "{err:?}");
+    // Named as a resolution failure, which bootstrapping gives up on.
+    assert!(
+        matches!(&err, ConnectionError::Resolve { addr, .. } if addr == "no-such-host.invalid:9092"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("cannot resolve"), "{err}");
 }
 
 #[tokio::test]

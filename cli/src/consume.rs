@@ -3,7 +3,7 @@
 //! Runs on the library's [`Consumer`]: one stream over all the partitions,
 //! fetched from every leader at once and prefetched while this prints.
 
-use std::{collections::BTreeMap, io::Write, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use clap::{Args, ValueEnum};
 use rskafka::{
@@ -15,7 +15,12 @@ use rskafka::{
     record::RecordAndOffset,
 };
 
-use crate::{bounded, connect, format, CliError, CliResult, GlobalArgs};
+use crate::{
+    bounded, connect, format,
+    output::{Ends, Output, Written},
+    signals::Signals,
+    CliError, CliResult, GlobalArgs,
+};
 
 /// Arguments of `consume`.
 #[derive(Args, Debug)]
@@ -94,15 +99,16 @@ pub enum FormatArg {
     Value,
 }
 
-/// Writes formatted records to stdout; `Ok(false)` when stdout was closed.
-fn write_batch(
+/// Appends `records` to `out` in `fmt`, noting in `ends` (if given) where
+/// each ends.
+pub fn format_records(
     out: &mut Vec<u8>,
+    mut ends: Option<&mut Ends>,
     fmt: FormatArg,
     topic: &str,
-    recs: Vec<ConsumedRecord>,
-) -> CliResult<bool> {
-    out.clear();
-    for r in recs {
+    records: Vec<ConsumedRecord>,
+) {
+    for r in records {
         let partition = r.partition;
         let r = RecordAndOffset {
             record: r.record,
@@ -112,12 +118,9 @@ fn write_batch(
             FormatArg::Json => format::json_line(out, topic, partition, &r),
             FormatArg::Value => format::value_line(out, &r),
         }
-    }
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(out).and_then(|()| stdout.flush()) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(e.into()),
+        if let Some(ends) = ends.as_deref_mut() {
+            ends.push(partition, r.offset, out.len());
+        }
     }
 }
 
@@ -282,8 +285,8 @@ async fn print_records(
 ) -> CliResult {
     let mut remaining = args.count;
     let mut out = Vec::new();
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    let mut output = Output::stdout()?;
+    let mut signals = Signals::new()?;
     // With --exit-at-end, positions are checked at least this often: a
     // partition may reach its end without yielding records (e.g. it is
     // empty, or ends with transaction markers).
@@ -297,7 +300,7 @@ async fn print_records(
         let mut batch = tokio::select! {
             batch = consumer.next_batch() => batch?,
             _ = tokio::time::sleep(tick), if ends.is_some() => continue,
-            _ = &mut ctrl_c => return Ok(()),
+            _ = signals.recv() => return Ok(()),
         };
         if let Some(ends) = ends {
             batch.retain(|r| ends.get(&r.partition).is_some_and(|end| r.offset < *end));
@@ -306,8 +309,21 @@ async fn print_records(
             batch.truncate(usize::try_from(n).unwrap_or(usize::MAX));
             remaining = Some(n - batch.len() as u64);
         }
-        if !batch.is_empty() && !write_batch(&mut out, args.format, &args.topic, batch)? {
-            return Ok(());
+        if !batch.is_empty() {
+            out.clear();
+            format_records(&mut out, None, args.format, &args.topic, batch);
+            let written = tokio::select! {
+                w = output.write(std::mem::take(&mut out)) => w,
+                _ = signals.recv() => {
+                    output.stop().await;
+                    return Ok(());
+                }
+            };
+            match written {
+                Written::All(buf) => out = buf,
+                Written::Closed(_) => return Ok(()),
+                Written::Failed(_, e) => return Err(e.into()),
+            }
         }
         if remaining == Some(0) {
             return Ok(());

@@ -1,20 +1,21 @@
 //! Consumer groups: `consume --group` and the `group` commands (list,
 //! describe, lag, seek, delete).
 
-use std::{collections::BTreeMap, io::Write, time::Duration};
+use std::{io::Write, time::Duration};
 
 use clap::{Args, Subcommand, ValueEnum};
-use futures::{FutureExt, StreamExt};
-use rskafka::{
-    client::{
-        consumer::{IsolationLevel, OffsetReset},
-        group::{GroupConfig, OffsetSpec, TopicPartition},
-    },
-    record::RecordAndOffset,
+use rskafka::client::{
+    consumer::{IsolationLevel, OffsetReset},
+    group::{GroupConfig, GroupConsumer, OffsetSpec, TopicPartition},
 };
 
-use crate::signals::Signals;
-use crate::{bounded, connect, consume::FormatArg, format, CliError, CliResult, GlobalArgs};
+use crate::{
+    bounded, connect,
+    consume::FormatArg,
+    output::{Ends, Output, Written},
+    signals::Signals,
+    CliError, CliResult, GlobalArgs,
+};
 
 /// `group` subcommands.
 #[derive(Subcommand, Debug)]
@@ -284,94 +285,98 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
     let client = connect(g).await?;
     // A clear error for a topic that does not exist.
     crate::topic_partitions(&client, g, &opts.topic).await?;
+    // Auto-commit counts a batch as processed once the next one is asked
+    // for, which is after it was printed whole; assignment changes happen
+    // only then too. So what is committed before a revocation and when
+    // leaving is exactly what was printed (a batch cut short by a signal or
+    // a closed stdout is rewound to its first record not printed whole).
     let config = GroupConfig::new(opts.group.clone(), [opts.topic.clone()])
-        .auto_commit(None)
+        .auto_commit(Some(AUTO_COMMIT))
         .offset_reset(opts.reset)
         .isolation(opts.isolation)
         .session_timeout(Duration::from_secs(10))
         .heartbeat_interval(Duration::from_secs(1));
     let mut consumer = client.group_consumer(config)?;
-    let mut printed: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    let mut output = Output::stdout()?;
+    let mut signals = Signals::new()?;
+    let mut ends = Ends::default();
     let mut remaining = opts.count;
     let mut out = Vec::new();
-    let mut signals = Signals::new()?;
     let mut result = Ok(());
-    'outer: loop {
-        let first = tokio::select! {
-            item = consumer.next() => item,
+    loop {
+        let max = remaining.map_or(BATCH, |n| usize::try_from(n).unwrap_or(BATCH).min(BATCH));
+        let batch = tokio::select! {
+            batch = consumer.next_batch(max) => batch,
             _ = signals.recv() => break,
         };
-        let Some(first) = first else { break };
-        // Whatever else is ready goes out in the same write.
-        let mut items = vec![first];
-        while items.len() < 1024 {
-            match consumer.next().now_or_never() {
-                Some(Some(item)) => items.push(item),
-                _ => break,
+        let batch = match batch {
+            None => break,
+            Some(Ok(batch)) => batch,
+            Some(Err(e)) if e.is_retriable() => {
+                eprintln!("warning: {e}");
+                continue;
             }
+            Some(Err(e)) => {
+                result = Err(CliError::from(e));
+                break;
+            }
+        };
+        if let Some(n) = remaining.as_mut() {
+            *n = n.saturating_sub(batch.len() as u64);
         }
         out.clear();
-        let mut printed_now = false;
-        for item in items {
-            let r = match item {
-                Ok(r) => r,
-                Err(e) if e.is_retriable() => {
-                    eprintln!("warning: {e}");
-                    continue;
-                }
-                Err(e) => {
-                    result = Err(CliError::from(e));
-                    break 'outer;
-                }
-            };
-            let partition = r.partition;
-            let tp = TopicPartition::new(r.topic.to_string(), partition);
-            let ro = RecordAndOffset {
-                record: r.record,
-                offset: r.offset,
-            };
-            match opts.format {
-                FormatArg::Json => format::json_line(&mut out, &opts.topic, partition, &ro),
-                FormatArg::Value => format::value_line(&mut out, &ro),
+        ends.clear();
+        crate::consume::format_records(&mut out, Some(&mut ends), opts.format, &opts.topic, batch);
+        let written = tokio::select! {
+            w = output.write(std::mem::take(&mut out)) => w,
+            _ = signals.recv() => {
+                let n = output.stop().await;
+                rewind(&mut consumer, &opts.topic, &ends, n);
+                break;
             }
-            printed.insert(tp, ro.offset + 1);
-            printed_now = true;
-            if let Some(n) = remaining.as_mut() {
-                *n -= 1;
-                if *n == 0 {
-                    break;
-                }
+        };
+        match written {
+            Written::All(buf) => {
+                out = buf;
+                // Printed whole: commit it now, so that a member killed
+                // without warning leaves little to print twice (commits are
+                // queued in order and merged while one is in flight).
+                drop(consumer.commit_async(consumer.consumed_offsets()));
             }
-        }
-        {
-            let mut stdout = std::io::stdout().lock();
-            match stdout.write_all(&out).and_then(|()| stdout.flush()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break,
-                Err(e) => {
-                    result = Err(e.into());
-                    break;
-                }
+            Written::Closed(n) => {
+                rewind(&mut consumer, &opts.topic, &ends, n);
+                break;
+            }
+            Written::Failed(n, e) => {
+                rewind(&mut consumer, &opts.topic, &ends, n);
+                result = Err(e.into());
+                break;
             }
         }
         if remaining == Some(0) {
             break;
         }
-        if printed_now {
-            // Committed in the background; a rebalance waits for it.
-            drop(consumer.commit_async(printed.clone()));
-        }
     }
-    // Commit exactly what was printed, then leave.
-    let committed = bounded(g.timeout(), "committing offsets", async {
-        Ok(consumer.commit(printed).await?)
-    })
-    .await;
+    // Commits what was printed and leaves the group.
     let closed = bounded(g.timeout().saturating_mul(2), "leaving the group", async {
         Ok(consumer.close().await?)
     })
     .await;
-    result.and(committed).and(closed)
+    result.and(closed)
+}
+
+/// How often a `consume --group` member commits what it printed.
+const AUTO_COMMIT: Duration = Duration::from_secs(1);
+/// Records per write at most.
+const BATCH: usize = 4096;
+
+/// Moves each partition of a partly written batch back to its first record
+/// not printed whole, so that leaving commits only what was printed.
+fn rewind(consumer: &mut GroupConsumer, topic: &str, ends: &Ends, written: usize) {
+    for (partition, offset) in ends.first_unprinted(written) {
+        // Owned: the batch came after the last assignment change.
+        let _ = consumer.seek(&TopicPartition::new(topic.to_owned(), partition), offset);
+    }
 }
 
 #[cfg(test)]

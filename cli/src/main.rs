@@ -12,6 +12,7 @@ mod admin;
 mod consume;
 mod format;
 mod group;
+mod output;
 mod produce;
 mod security;
 mod signals;

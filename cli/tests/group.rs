@@ -358,3 +358,210 @@ fn describe_and_lag_of_an_existing_group_without_members_work() {
     let lag = ok(&run(&b, &["group", "lag", &group], b""));
     assert_eq!(lag, format!("{empty_topic}\t0\t-\t0\t-\n"));
 }
+
+/// A member of a group for the stale-commit scenarios: a `consume --group`
+/// child (JSON lines) or a librdkafka member (`tests/group_interop.py`),
+/// reporting the (partition, offset) of every record it printed.
+struct Printer {
+    child: Child,
+    records: Arc<Mutex<Vec<(i32, i64)>>>,
+    /// Stopped with SIGTERM (the CLI) rather than by closing stdin.
+    sigterm: bool,
+}
+
+/// The value of `"key":NUMBER` in a JSON line.
+fn json_number(line: &str, key: &str) -> Option<i64> {
+    let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let digits: String = line[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '-')
+        .collect();
+    digits.parse().ok()
+}
+
+impl Printer {
+    fn cli(bootstrap: &str, topic: &str, group: &str) -> Self {
+        let cmd = command(
+            bootstrap,
+            &["consume", topic, "--group", group, "--format", "json"],
+        );
+        Self::spawn(cmd, true, |l| {
+            Some((
+                i32::try_from(json_number(l, "partition")?).ok()?,
+                json_number(l, "offset")?,
+            ))
+        })
+    }
+
+    fn librdkafka(bootstrap: &str, topic: &str, group: &str) -> Self {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/group_interop.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).args([
+            "--bootstrap",
+            bootstrap,
+            "--group",
+            group,
+            "--topic",
+            topic,
+            "--strategy",
+            "range",
+        ]);
+        Self::spawn(cmd, false, |l| {
+            let mut f = l.strip_prefix("rec ")?.split(' ');
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
+    }
+
+    fn spawn(mut cmd: Command, sigterm: bool, parse: fn(&str) -> Option<(i32, i64)>) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn a group member");
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("stdout");
+        let sink = records.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(r) = parse(&l) {
+                    sink.lock().unwrap().push(r);
+                }
+            }
+        });
+        Self {
+            child,
+            records,
+            sigterm,
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.records.lock().unwrap().len()
+    }
+
+    /// Ends the member cleanly: SIGTERM (the CLI) and a closed stdin (the
+    /// librdkafka member); waits at most 30 s and checks the exit status.
+    fn stop(&mut self) {
+        drop(self.child.stdin.take());
+        if self.sigterm {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().expect("try_wait") {
+                assert!(s.success(), "member exited with {s:?}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "the member did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Printer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Produces `n` lines to partition `p` of `topic`.
+fn produce_to(bootstrap: &str, topic: &str, p: i32, n: u32) {
+    let lines: String = (0..n).map(|i| format!("p{p}-{i}\n")).collect();
+    ok(&run(
+        bootstrap,
+        &["produce", topic, "--partition", &p.to_string()],
+        lines.as_bytes(),
+    ));
+}
+
+/// Whether `group describe` shows a stable group of `members` members.
+fn stable_with(bootstrap: &str, group: &str, members: usize) -> bool {
+    let d = run(bootstrap, &["group", "describe", group], b"");
+    let d = String::from_utf8_lossy(&d.stdout);
+    d.contains(&format!("members: {members}\n")) && d.contains("state: Stable")
+}
+
+/// The reproduction: CLI member A prints everything, B joins and
+/// takes one partition, both print new records, A leaves with SIGTERM. A
+/// used to commit every partition it had ever printed, rolling B's
+/// partition back to where A stopped, so that B printed those records again
+/// after the next rebalance. Now every record is printed exactly once and
+/// the committed offsets end at the log end.
+fn leaving_member_does_not_roll_back_the_new_owner(second: fn(&str, &str, &str) -> Printer) {
+    let Some(b) = bootstrap() else { return };
+    let topic = topic_with_lines(&b, 2, 0);
+    let group = unique("cli-group-stale");
+    for p in 0..2 {
+        produce_to(&b, &topic, p, 4);
+    }
+    let mut a = Printer::cli(&b, &topic, &group);
+    wait_until("A prints all 8", Duration::from_secs(60), || a.count() >= 8);
+    let mut other = second(&b, &topic, &group);
+    wait_until("A and B share the group", Duration::from_secs(60), || {
+        stable_with(&b, &group, 2)
+    });
+    for p in 0..2 {
+        produce_to(&b, &topic, p, 4);
+    }
+    wait_until("16 records printed", Duration::from_secs(60), || {
+        a.count() + other.count() >= 16
+    });
+    assert!(other.count() > 0, "B got no partition");
+    wait_until(
+        "both partitions committed at 8",
+        Duration::from_secs(30),
+        || committed(&lag_json(&b, &group)) == vec![(0, Some(8)), (1, Some(8))],
+    );
+    a.stop();
+    // A committed only what it owned and printed: nothing moved back.
+    assert_eq!(
+        committed(&lag_json(&b, &group)),
+        vec![(0, Some(8)), (1, Some(8))]
+    );
+    wait_until("B alone", Duration::from_secs(60), || {
+        stable_with(&b, &group, 1)
+    });
+    for p in 0..2 {
+        produce_to(&b, &topic, p, 1);
+    }
+    wait_until("all 18 records", Duration::from_secs(60), || {
+        let mut all: Vec<(i32, i64)> = a.records.lock().unwrap().clone();
+        all.extend(other.records.lock().unwrap().iter().copied());
+        all.sort_unstable();
+        all.dedup();
+        all.len() >= 18
+    });
+    other.stop();
+    let mut all: Vec<(i32, i64)> = a.records.lock().unwrap().clone();
+    all.extend(other.records.lock().unwrap().iter().copied());
+    all.sort_unstable();
+    let expected: Vec<(i32, i64)> = (0..2).flat_map(|p| (0..9).map(move |o| (p, o))).collect();
+    assert_eq!(all, expected, "every record printed exactly once");
+    assert_eq!(
+        committed(&lag_json(&b, &group)),
+        vec![(0, Some(9)), (1, Some(9))]
+    );
+}
+
+#[test]
+fn leaving_cli_member_does_not_roll_back_another_cli_member() {
+    leaving_member_does_not_roll_back_the_new_owner(Printer::cli);
+}
+
+#[test]
+fn leaving_cli_member_does_not_roll_back_a_librdkafka_member() {
+    let ok = Command::new("python3")
+        .args(["-c", "import confluent_kafka"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipping: python3 with confluent_kafka is not available");
+        return;
+    }
+    leaving_member_does_not_roll_back_the_new_owner(Printer::librdkafka);
+}

@@ -352,6 +352,8 @@ pub struct GroupConsumer {
     /// Sends this member's commits in order.
     committer: Arc<Committer>,
     auto_commit_timer: Option<Pin<Box<Sleep>>>,
+    /// An error item met while a batch was being filled.
+    held_error: Option<Error>,
     finished: bool,
 }
 
@@ -461,6 +463,7 @@ impl GroupConsumer {
             step: std::sync::Mutex::new(None),
             committer,
             auto_commit_timer: None,
+            held_error: None,
             finished: false,
         })
     }
@@ -836,6 +839,82 @@ impl GroupConsumer {
     }
 }
 
+impl GroupConsumer {
+    /// The next records, at most `max` (at least one): the first is awaited
+    /// as the [`Stream`] awaits it, applying assignment changes first; the
+    /// others are those already fetched. Assignment changes are applied
+    /// between batches, never inside one: every record of a batch belongs
+    /// to a partition the member owns, and when the application asks for
+    /// the next batch the previous one counts as processed (what a
+    /// revocation or auto-commit then commits). `None` once the member has
+    /// stopped.
+    ///
+    /// ```no_run
+    /// # async fn example(mut consumer: rskafka::client::group::GroupConsumer) -> rskafka::error::Result<()> {
+    /// while let Some(batch) = consumer.next_batch(500).await {
+    ///     for record in batch? {
+    ///         println!("{}/{} @{}", record.topic, record.partition, record.offset);
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn next_batch(&mut self, max: usize) -> Option<Result<Vec<ConsumedRecord>>> {
+        let first = match futures::StreamExt::next(self).await? {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        let mut batch = vec![first];
+        // Only what is already there: a waker that nobody needs.
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        while batch.len() < max {
+            match Pin::new(&mut self.consumer).poll_next(&mut cx) {
+                Poll::Ready(Some(Ok(record))) => batch.extend(self.deliver(record)),
+                Poll::Ready(Some(Err(e))) => {
+                    // Handed out first thing next time.
+                    self.held_error = Some(e);
+                    break;
+                }
+                Poll::Ready(None) => {
+                    self.finished = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        Some(Ok(batch))
+    }
+
+    /// Hands `record` out if its partition is still owned, advancing the
+    /// consumed position.
+    fn deliver(&mut self, record: ConsumedRecord) -> Option<ConsumedRecord> {
+        // Records come in runs of one partition: reuse its key instead of
+        // allocating one per record.
+        let same = self
+            .last_tp
+            .as_ref()
+            .is_some_and(|(t, p, _)| Arc::ptr_eq(t, &record.topic) && *p == record.partition);
+        if !same {
+            let tp = TopicPartition::new(record.topic.to_string(), record.partition);
+            self.last_tp = Some((record.topic.clone(), record.partition, tp));
+        }
+        let (_, _, tp) = self.last_tp.as_ref()?;
+        if !self.owned.contains(tp) {
+            // Fetched before the partition was given up.
+            return None;
+        }
+        let next = (record.offset + 1, record.leader_epoch);
+        match self.consumed.get_mut(tp) {
+            Some(v) => *v = next,
+            None => {
+                self.consumed.insert(tp.clone(), next);
+            }
+        }
+        Some(record)
+    }
+}
+
 impl Stream for GroupConsumer {
     type Item = Result<ConsumedRecord>;
 
@@ -844,6 +923,9 @@ impl Stream for GroupConsumer {
         loop {
             if this.finished {
                 return Poll::Ready(None);
+            }
+            if let Some(e) = this.held_error.take() {
+                return Poll::Ready(Some(Err(e)));
             }
             if let Some(step) = this.step_mut().as_mut() {
                 match step.as_mut().poll(cx) {
@@ -882,32 +964,10 @@ impl Stream for GroupConsumer {
                 continue;
             }
             match Pin::new(&mut this.consumer).poll_next(cx) {
-                Poll::Ready(Some(Ok(record))) => {
-                    // Records come in runs of one partition: reuse its key
-                    // instead of allocating one per record.
-                    let same = this.last_tp.as_ref().is_some_and(|(t, p, _)| {
-                        Arc::ptr_eq(t, &record.topic) && *p == record.partition
-                    });
-                    if !same {
-                        let tp = TopicPartition::new(record.topic.to_string(), record.partition);
-                        this.last_tp = Some((record.topic.clone(), record.partition, tp));
-                    }
-                    let Some((_, _, tp)) = &this.last_tp else {
-                        continue;
-                    };
-                    if !this.owned.contains(tp) {
-                        // Fetched before the partition was given up.
-                        continue;
-                    }
-                    let next = (record.offset + 1, record.leader_epoch);
-                    match this.consumed.get_mut(tp) {
-                        Some(v) => *v = next,
-                        None => {
-                            this.consumed.insert(tp.clone(), next);
-                        }
-                    }
-                    return Poll::Ready(Some(Ok(record)));
-                }
+                Poll::Ready(Some(Ok(record))) => match this.deliver(record) {
+                    Some(record) => return Poll::Ready(Some(Ok(record))),
+                    None => continue,
+                },
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => {
                     this.finished = true;

@@ -158,6 +158,9 @@ struct PartitionState {
     broken: bool,
     /// Size of the last batch closed, to size the next one's buffer.
     size_hint: usize,
+    /// The last send of a batch failed (leader gone, connection lost) and
+    /// none has succeeded since: records without a key go elsewhere.
+    stalled: bool,
 }
 
 impl PartitionState {
@@ -227,6 +230,29 @@ struct TopicState {
 impl TopicState {
     fn count(&self) -> i32 {
         i32::try_from(self.partitions.len()).unwrap_or(i32::MAX)
+    }
+
+    fn partition(&self, p: i32) -> Option<&PartitionState> {
+        usize::try_from(p).ok().and_then(|i| self.partitions.get(i))
+    }
+
+    /// Whether partition `p` can take records without a key now.
+    fn usable(&self, p: i32) -> bool {
+        self.partition(p).is_some_and(|ps| !ps.stalled)
+    }
+
+    /// The sticky partition after `current`; see [`next_sticky_partition`].
+    fn next_sticky(&self, current: Option<i32>) -> i32 {
+        next_sticky_partition(
+            current,
+            self.count(),
+            |p| self.usable(p),
+            &self.with_leader,
+            |p| {
+                self.partition(p)
+                    .map_or(0, |ps| ps.queue.len() + ps.in_flight)
+            },
+        )
     }
 }
 
@@ -473,9 +499,9 @@ impl Accumulator {
             (None, Partitioner::Default, None) => {
                 sticky = true;
                 match t.sticky {
-                    Some(p) if sticky_usable(p, count, &t.with_leader) => p,
+                    Some(p) if sticky_usable(p, count, |p| t.usable(p), &t.with_leader) => p,
                     current => {
-                        let p = next_sticky_partition(current, count, &t.with_leader);
+                        let p = t.next_sticky(current);
                         t.sticky = Some(p);
                         p
                     }
@@ -497,7 +523,7 @@ impl Accumulator {
                     .is_none_or(|o| !fits(o, accounted, self.cfg.batch_size))
             });
             if needs_new {
-                let p2 = next_sticky_partition(Some(p), count, &t.with_leader);
+                let p2 = t.next_sticky(Some(p));
                 t.sticky = Some(p2);
                 idx = usize::try_from(p2).unwrap_or(idx);
             }
@@ -1013,6 +1039,8 @@ impl Accumulator {
                 }
             }
         };
+        // Records without a key avoid a partition whose sends fail.
+        p.stalled = matches!(next, Next::Retry { .. });
         match next {
             Next::Done(outcome) => {
                 if batch.sequence.map(|s| (s.producer_id, s.epoch)) == current_epoch {
@@ -1416,6 +1444,43 @@ mod tests {
             used.insert(f.send(None, None, 100).shared.partition);
         }
         assert_eq!(used.len(), 4);
+    }
+
+    #[test]
+    fn records_without_key_avoid_partitions_whose_sends_fail() {
+        // A leader killed: its partition's batch fails to send and waits
+        // for a retry. Records without a key go to the other partitions
+        // (before, a quarter of them kept piling onto it), until a send to
+        // it succeeds again.
+        let mut f = fixture(false, 4);
+        f.acc.set_leaders(|_, _| true);
+        let first = f.send(None, None, 10).shared.partition;
+        let mut batches = flat(f.drain_at(10 * MS, 1));
+        assert_eq!(batches.len(), 1);
+        let (batch, _) = batches.pop().unwrap();
+        f.complete(batch, disconnected(), 11 * MS);
+        let mut used = std::collections::HashSet::new();
+        for _ in 0..400 {
+            used.insert(f.send(None, None, 100).shared.partition);
+        }
+        assert!(!used.contains(&first), "{used:?} includes {first}");
+        assert_eq!(used.len(), 3);
+        // Keyed and explicit records still go where they belong.
+        assert_eq!(f.send(Some(first), None, 10).shared.partition, first);
+        // Its retry succeeds: the partition takes records again.
+        let retried: Vec<_> = flat(f.drain_at(40 * MS, 1))
+            .into_iter()
+            .filter(|(b, _)| b.partition() == first)
+            .collect();
+        assert!(!retried.is_empty());
+        for (b, _) in retried {
+            f.complete(b, acked(0), 41 * MS);
+        }
+        let mut used = std::collections::HashSet::new();
+        for _ in 0..400 {
+            used.insert(f.send(None, None, 100).shared.partition);
+        }
+        assert!(used.contains(&first), "{used:?} lacks {first}");
     }
 
     #[test]

@@ -83,53 +83,74 @@ pub fn key_partition(key: &[u8], num_partitions: i32) -> i32 {
 }
 
 /// The next sticky partition for records without a key: a random partition
-/// of `0..count` other than `current` (when there is a choice). As the Java
-/// client's built-in partitioner, only partitions in `with_leader` (those
-/// whose leader is known; ascending) are chosen while there are any:
-/// records stuck to a partition without a leader would wait for a new one
-/// although other partitions could take them. With none known, any
-/// partition goes (its records wait for a leader rather than fail).
-pub(crate) fn next_sticky_partition(current: Option<i32>, count: i32, with_leader: &[i32]) -> i32 {
+/// of `0..count` other than `current` (when there is a choice).
+///
+/// As the Java client's built-in partitioner (KIP-480 and KIP-794's
+/// adaptive choice): only partitions `usable` says can take records now
+/// (their leader is known and their last send did not fail) are chosen
+/// while there are any, else those with a known leader (`with_leader`),
+/// else any (records then wait for a leader rather than fail); and among
+/// them, one with fewer batches waiting (`depth`) is likelier: a partition
+/// whose leader is slow or gone does not keep taking records that other
+/// partitions could send.
+pub(crate) fn next_sticky_partition(
+    current: Option<i32>,
+    count: i32,
+    usable: impl Fn(i32) -> bool,
+    with_leader: &[i32],
+    depth: impl Fn(i32) -> usize,
+) -> i32 {
     if count <= 1 {
         return 0;
     }
-    let in_range = |p: &&i32| (0..count).contains(*p);
-    let led = with_leader.iter().filter(in_range).count();
-    if led == 0 {
-        return match current.filter(|c| (0..count).contains(c)) {
-            Some(c) => {
-                let r = rand::random_range(0..count - 1);
-                if r >= c {
-                    r + 1
-                } else {
-                    r
-                }
-            }
-            None => rand::random_range(0..count),
-        };
-    }
-    let skip = current.filter(|c| with_leader.iter().filter(in_range).any(|p| p == c));
-    let choices = led - usize::from(skip.is_some());
-    if choices == 0 {
-        // The current partition is the only one with a leader.
-        return skip.unwrap_or(0);
-    }
-    let pick = rand::random_range(0..choices);
-    with_leader
+    let led = |p: i32| with_leader.binary_search(&p).is_ok();
+    let ready = |p: i32| usable(p) && led(p);
+    let tiers: [&dyn Fn(i32) -> bool; 3] = [&ready, &led, &|_| true];
+    let candidates: Vec<i32> = tiers
         .iter()
-        .filter(in_range)
-        .filter(|p| Some(**p) != skip)
-        .nth(pick)
+        .map(|ok| (0..count).filter(|&p| ok(p)).collect::<Vec<i32>>())
+        .find(|c| !c.is_empty())
+        .unwrap_or_default();
+    let others: Vec<i32> = candidates
+        .iter()
         .copied()
-        .unwrap_or(0)
+        .filter(|&p| Some(p) != current)
+        .collect();
+    if others.is_empty() {
+        // The current partition is the only choice.
+        return current.unwrap_or(0);
+    }
+    // Weights as the Java client's: the deepest queue gets 1, an empty one
+    // one more than the deepest.
+    let depths: Vec<usize> = others.iter().map(|&p| depth(p)).collect();
+    let deepest = depths.iter().copied().max().unwrap_or(0);
+    let total: usize = depths.iter().map(|d| deepest + 1 - d).sum();
+    let mut pick = rand::random_range(0..total.max(1));
+    for (&p, d) in others.iter().zip(&depths) {
+        let w = deepest + 1 - d;
+        if pick < w {
+            return p;
+        }
+        pick -= w;
+    }
+    others[0]
 }
 
 /// Whether records without a key may stay on the sticky `partition`: it
-/// exists, and has a leader unless no partition's leader is known.
-pub(crate) fn sticky_usable(partition: i32, count: i32, with_leader: &[i32]) -> bool {
+/// exists and can take records (see [`next_sticky_partition`]), unless no
+/// partition can.
+pub(crate) fn sticky_usable(
+    partition: i32,
+    count: i32,
+    usable: impl Fn(i32) -> bool,
+    with_leader: &[i32],
+) -> bool {
+    let ok = |p: i32| usable(p) && with_leader.binary_search(&p).is_ok();
     (0..count).contains(&partition)
-        && (with_leader.binary_search(&partition).is_ok()
-            || !with_leader.iter().any(|p| (0..count).contains(p)))
+        && (ok(partition)
+            || (!(0..count).any(&ok)
+                && (with_leader.binary_search(&partition).is_ok()
+                    || !with_leader.iter().any(|p| (0..count).contains(p)))))
 }
 
 #[cfg(test)]
@@ -142,39 +163,65 @@ mod tests {
         let led = [1, 3];
         let mut picked = std::collections::HashSet::new();
         for _ in 0..200 {
-            let p = next_sticky_partition(None, 5, &led);
+            let p = next_sticky_partition(None, 5, |_| true, &led, |_| 0);
             assert!(led.contains(&p), "picked {p} without a leader");
             picked.insert(p);
             // Moving on from a partition with a leader picks the other.
-            assert_eq!(next_sticky_partition(Some(1), 5, &led), 3);
-            assert_eq!(next_sticky_partition(Some(3), 5, &led), 1);
+            assert_eq!(next_sticky_partition(Some(1), 5, |_| true, &led, |_| 0), 3);
+            assert_eq!(next_sticky_partition(Some(3), 5, |_| true, &led, |_| 0), 1);
             // From one without a leader: either with a leader.
-            assert!(led.contains(&next_sticky_partition(Some(0), 5, &led)));
+            assert!(led.contains(&next_sticky_partition(Some(0), 5, |_| true, &led, |_| 0)));
         }
         assert_eq!(picked.len(), 2, "both partitions with a leader are used");
         // The only partition with a leader is kept.
-        assert_eq!(next_sticky_partition(Some(2), 5, &[2]), 2);
-        assert_eq!(next_sticky_partition(None, 5, &[2]), 2);
-        assert!(sticky_usable(3, 5, &led));
-        assert!(!sticky_usable(2, 5, &led));
-        assert!(!sticky_usable(5, 5, &led));
+        assert_eq!(next_sticky_partition(Some(2), 5, |_| true, &[2], |_| 0), 2);
+        assert_eq!(next_sticky_partition(None, 5, |_| true, &[2], |_| 0), 2);
+        assert!(sticky_usable(3, 5, |_| true, &led));
+        assert!(!sticky_usable(2, 5, |_| true, &led));
+        assert!(!sticky_usable(5, 5, |_| true, &led));
     }
 
     #[test]
     fn sticky_partitions_without_known_leaders_use_every_partition() {
         let mut picked = std::collections::HashSet::new();
         for _ in 0..400 {
-            let p = next_sticky_partition(Some(2), 4, &[]);
+            let p = next_sticky_partition(Some(2), 4, |_| true, &[], |_| 0);
             assert!((0..4).contains(&p) && p != 2, "picked {p}");
             picked.insert(p);
             // Leaders known only beyond the partition count do not count.
-            let q = next_sticky_partition(None, 4, &[7]);
+            let q = next_sticky_partition(None, 4, |_| true, &[7], |_| 0);
             assert!((0..4).contains(&q), "picked {q}");
         }
         assert_eq!(picked.len(), 3);
-        assert_eq!(next_sticky_partition(Some(0), 1, &[]), 0);
-        assert!(sticky_usable(2, 4, &[]));
-        assert!(sticky_usable(2, 4, &[7]));
+        assert_eq!(next_sticky_partition(Some(0), 1, |_| true, &[], |_| 0), 0);
+        assert!(sticky_usable(2, 4, |_| true, &[]));
+        assert!(sticky_usable(2, 4, |_| true, &[7]));
+    }
+
+    #[test]
+    fn sticky_partitions_avoid_failing_and_backed_up_partitions() {
+        let led = [0, 1, 2, 3];
+        // Partition 1's last send failed: never chosen while others can.
+        for _ in 0..200 {
+            let p = next_sticky_partition(Some(0), 4, |p| p != 1, &led, |_| 0);
+            assert!(p == 2 || p == 3, "picked {p}");
+        }
+        assert!(!sticky_usable(1, 4, |p| p != 1, &led));
+        assert!(sticky_usable(2, 4, |p| p != 1, &led));
+        // When no partition can take records, one with a leader still does.
+        assert!(sticky_usable(1, 4, |_| false, &led));
+        assert!(led.contains(&next_sticky_partition(None, 4, |_| false, &led, |_| 0)));
+        // A partition with many batches waiting is rarely chosen: weights
+        // 1 against 11 for each of the others.
+        let depth = |p| if p == 2 { 10 } else { 0 };
+        let mut to_deep = 0;
+        for _ in 0..3000 {
+            if next_sticky_partition(Some(0), 4, |_| true, &led, depth) == 2 {
+                to_deep += 1;
+            }
+        }
+        // Expected 3000 / 23 = 130; uniform would be 1000.
+        assert!((40..300).contains(&to_deep), "{to_deep} of 3000");
     }
 
     #[test]
