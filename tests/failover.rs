@@ -9,8 +9,6 @@
 //! what they killed even when they fail, and start by waiting until every
 //! partition is fully replicated again.
 
-#[path = "common/cluster.rs"]
-mod cluster;
 mod common;
 
 use std::{
@@ -37,7 +35,7 @@ use rskafka::{
 use time::OffsetDateTime;
 use tokio::{sync::watch, task::JoinHandle};
 
-use cluster::{assert_none, TestCluster};
+use common::cluster::{assert_none, TestCluster};
 
 /// Bound on waiting for the cluster to be whole again: a restarted node
 /// catches up, then gets its leaderships back at the next rebalance check.

@@ -1,7 +1,8 @@
 //! The multi-node cluster of `scripts/kafka up --brokers 3`
 //! (`KAFKA_CLUSTER_BOOTSTRAP`), for failover tests that SIGKILL and restart
-//! its nodes. Shared by `tests/failover.rs` and `cli/tests/failover.rs`
-//! (through `#[path]`), so it uses nothing but std, tokio and rskafka.
+//! its nodes. Part of the tests' `common` module, and shared with
+//! `cli/tests/failover.rs` through `#[path]`: it uses nothing but std, tokio
+//! and rskafka.
 #![allow(dead_code)] // each test crate uses a different subset
 
 use std::{
@@ -41,20 +42,27 @@ impl NodeControl {
         let node = node.map(|n| n.to_string());
         let mut args = vec![command, "--brokers", &size];
         args.extend(node.as_deref());
-        let out = Command::new(&self.script)
-            .args(&args)
-            .env("KAFKA_CLUSTER_PORT", &self.base_port)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", self.script.display()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "scripts/kafka {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+        let mut cmd = Command::new(&self.script);
+        cmd.env("KAFKA_CLUSTER_PORT", &self.base_port);
+        run_script(cmd, &args)
+    }
+}
+
+/// Runs `scripts/kafka` (`cmd`, with its environment) with `args`; its
+/// stderr is the error when it fails.
+pub fn run_script(mut cmd: Command, args: &[&str]) -> Result<(), String> {
+    let out = cmd
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "scripts/kafka {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }
 
