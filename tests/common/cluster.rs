@@ -106,7 +106,23 @@ impl TestCluster {
             std::env::temp_dir().join(format!("rskafka-failover-{}.lock", bootstrap[0]));
         let lock = File::create(&lock_path).expect("create the cluster lock file");
         let waited = Instant::now();
-        lock.lock().expect("lock the cluster");
+        // Every failover test is bounded; one that holds the cluster this
+        // long is stuck.
+        let limit = Duration::from_secs(15 * 60);
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    assert!(
+                        waited.elapsed() < limit,
+                        "another test held {} for {limit:?}",
+                        lock_path.display()
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(std::fs::TryLockError::Error(e)) => panic!("cannot lock the cluster: {e}"),
+            }
+        }
         if waited.elapsed() > Duration::from_secs(1) {
             eprintln!("waited {:?} for the cluster", waited.elapsed());
         }
