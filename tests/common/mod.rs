@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod cluster;
+
 use std::{
     path::PathBuf,
     process::{Command, Stdio},
@@ -113,9 +115,8 @@ impl PrivateBroker {
 
     fn script(&self, args: &[&str]) -> Result<(), String> {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka");
-        let out = Command::new(&script)
-            .args(args)
-            .env("KAFKA_PORT", self.port.to_string())
+        let mut cmd = Command::new(&script);
+        cmd.env("KAFKA_PORT", self.port.to_string())
             .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
             .env("KAFKA_DIR", &self.dir)
             .env("KAFKA_EXTRA_PROPERTIES", &self.extra_properties)
@@ -123,18 +124,8 @@ impl PrivateBroker {
             .env("KAFKA_SECURITY", "0")
             .env("KAFKA_SASL_PLAINTEXT_PORT", (self.port + 2).to_string())
             .env("KAFKA_SSL_PORT", (self.port + 3).to_string())
-            .env("KAFKA_SASL_SSL_PORT", (self.port + 4).to_string())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "scripts/kafka {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
+            .env("KAFKA_SASL_SSL_PORT", (self.port + 4).to_string());
+        cluster::run_script(cmd, args)
     }
 
     /// SIGKILLs the broker (no clean shutdown); `restart` brings it back.
