@@ -99,16 +99,23 @@ pub enum FormatArg {
     Value,
 }
 
-/// Appends `records` to `out` in `fmt`, noting in `ends` (if given) where
-/// each ends.
-pub fn format_records(
+/// Output written at once at most (one record more): formatting a whole
+/// fetched chunk before writing it held a second copy of up to 4 MiB of
+/// records, and records formatted are dropped as it goes.
+pub const PIECE: usize = 1 << 20;
+
+/// Formats records from `records` into `out` in `fmt` until `out` holds
+/// [`PIECE`] bytes or `records` is empty, noting in `ends` (if given) where
+/// each record ends.
+pub fn format_piece(
     out: &mut Vec<u8>,
     mut ends: Option<&mut Ends>,
     fmt: FormatArg,
     topic: &str,
-    records: Vec<ConsumedRecord>,
+    records: &mut std::vec::IntoIter<ConsumedRecord>,
 ) {
-    for r in records {
+    while out.len() < PIECE {
+        let Some(r) = records.next() else { return };
         let partition = r.partition;
         let r = RecordAndOffset {
             record: r.record,
@@ -309,9 +316,10 @@ async fn print_records(
             batch.truncate(usize::try_from(n).unwrap_or(usize::MAX));
             remaining = Some(n - batch.len() as u64);
         }
-        if !batch.is_empty() {
+        let mut records = batch.into_iter();
+        while records.len() > 0 {
             out.clear();
-            format_records(&mut out, None, args.format, &args.topic, batch);
+            format_piece(&mut out, None, args.format, &args.topic, &mut records);
             let written = tokio::select! {
                 w = output.write(std::mem::take(&mut out)) => w,
                 _ = signals.recv() => {

@@ -5,13 +5,13 @@ use std::{io::Write, time::Duration};
 
 use clap::{Args, Subcommand, ValueEnum};
 use rskafka::client::{
-    consumer::{IsolationLevel, OffsetReset},
+    consumer::{ConsumedRecord, IsolationLevel, OffsetReset},
     group::{GroupConfig, GroupConsumer, OffsetSpec, TopicPartition},
 };
 
 use crate::{
     bounded, connect,
-    consume::FormatArg,
+    consume::{format_piece, FormatArg},
     output::{Ends, Output, Written},
     signals::Signals,
     CliError, CliResult, GlobalArgs,
@@ -324,35 +324,42 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
         if let Some(n) = remaining.as_mut() {
             *n = n.saturating_sub(batch.len() as u64);
         }
-        out.clear();
-        ends.clear();
-        crate::consume::format_records(&mut out, Some(&mut ends), opts.format, &opts.topic, batch);
-        let written = tokio::select! {
-            w = output.write(std::mem::take(&mut out)) => w,
-            _ = signals.recv() => {
-                let n = output.stop().await;
-                rewind(&mut consumer, &opts.topic, &ends, n);
-                break;
-            }
-        };
-        match written {
-            Written::All(buf) => {
-                out = buf;
-                // Printed whole: commit it now, so that a member killed
-                // without warning leaves little to print twice (commits are
-                // queued in order and merged while one is in flight).
-                drop(consumer.commit_async(consumer.consumed_offsets()));
-            }
-            Written::Closed(n) => {
-                rewind(&mut consumer, &opts.topic, &ends, n);
-                break;
-            }
-            Written::Failed(n, e) => {
-                rewind(&mut consumer, &opts.topic, &ends, n);
-                result = Err(e.into());
-                break;
+        let mut records = batch.into_iter();
+        let mut stopped = false;
+        while records.len() > 0 && !stopped {
+            out.clear();
+            ends.clear();
+            format_piece(
+                &mut out,
+                Some(&mut ends),
+                opts.format,
+                &opts.topic,
+                &mut records,
+            );
+            let written = tokio::select! {
+                w = output.write(std::mem::take(&mut out)) => w,
+                _ = signals.recv() => Written::Closed(output.stop().await),
+            };
+            match written {
+                Written::All(buf) => out = buf,
+                Written::Closed(n) => {
+                    rewind(&mut consumer, &opts.topic, &ends, n, records.as_slice());
+                    stopped = true;
+                }
+                Written::Failed(n, e) => {
+                    rewind(&mut consumer, &opts.topic, &ends, n, records.as_slice());
+                    result = Err(e.into());
+                    stopped = true;
+                }
             }
         }
+        if stopped {
+            break;
+        }
+        // Printed whole: commit it now, so that a member killed without
+        // warning leaves little to print twice (commits are queued in order
+        // and merged while one is in flight).
+        drop(consumer.commit_async(consumer.consumed_offsets()));
         if remaining == Some(0) {
             break;
         }
@@ -371,9 +378,22 @@ const AUTO_COMMIT: Duration = Duration::from_secs(1);
 const BATCH: usize = 4096;
 
 /// Moves each partition of a partly written batch back to its first record
-/// not printed whole, so that leaving commits only what was printed.
-fn rewind(consumer: &mut GroupConsumer, topic: &str, ends: &Ends, written: usize) {
-    for (partition, offset) in ends.first_unprinted(written) {
+/// not printed whole (in the piece being written, or among the `rest` not
+/// formatted yet), so that leaving commits only what was printed.
+fn rewind(
+    consumer: &mut GroupConsumer,
+    topic: &str,
+    ends: &Ends,
+    written: usize,
+    rest: &[ConsumedRecord],
+) {
+    let mut resume = ends.first_unprinted(written);
+    for r in rest {
+        if !resume.iter().any(|(p, _)| *p == r.partition) {
+            resume.push((r.partition, r.offset));
+        }
+    }
+    for (partition, offset) in resume {
         // Owned: the batch came after the last assignment change.
         let _ = consumer.seek(&TopicPartition::new(topic.to_owned(), partition), offset);
     }

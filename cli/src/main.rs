@@ -414,7 +414,34 @@ async fn run(cli: Cli) -> CliResult {
     }
 }
 
+/// Fixes glibc's mmap threshold, unless `MALLOC_MMAP_THRESHOLD_` sets it.
+///
+/// glibc raises the threshold to the size of each large block freed (up to
+/// 32 MiB), after which fetch responses and decompressed batches of a few
+/// MiB come from its heaps, which keep freed space: consuming 1 GiB peaked
+/// at 80-130 MiB of RSS with a 64 MiB prefetch budget. With the threshold
+/// fixed, large buffers go back to the system when freed (21-40 MiB), for
+/// about 0.3 s more system time per GiB.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_large_buffers_out_of_the_heap() {
+    const M_MMAP_THRESHOLD: std::os::raw::c_int = -3;
+    extern "C" {
+        fn mallopt(param: std::os::raw::c_int, value: std::os::raw::c_int) -> std::os::raw::c_int;
+    }
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; it runs before
+        // any other thread exists.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 256 * 1024);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_large_buffers_out_of_the_heap() {}
+
 fn main() -> ExitCode {
+    keep_large_buffers_out_of_the_heap();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let redactor = Redactor::new(&args, std::env::var_os(PASSWORD_ENV));
     install_panic_hook(redactor.clone());

@@ -824,3 +824,50 @@ fn garbage_or_silent_peers_fail_within_the_timeout() {
         }
     }
 }
+
+/// SIGINT and SIGTERM end `consume` promptly even while nobody reads its
+/// output (the write used to block the runtime until the reader read), and
+/// nothing is written after the signal but the slice being written.
+#[test]
+fn consume_stops_on_a_signal_while_the_reader_stalls() {
+    let Some(b) = bootstrap() else { return };
+    let topic = create_topic(&b, 1);
+    let lines: String = (0..20_000)
+        .map(|i| format!("{i}-{}\n", "y".repeat(400)))
+        .collect();
+    assert_ok(&kafka(&b, &["produce", &topic], lines.as_bytes()));
+    for signal in ["-INT", "-TERM"] {
+        let mut cmd = binary();
+        cmd.args(["--brokers", &b, "consume", &topic, "--format", "value"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn consume");
+        // Long enough to fill the pipe and block on it.
+        std::thread::sleep(Duration::from_secs(3));
+        let status = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let signalled = Instant::now();
+        let exited = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            assert!(
+                signalled.elapsed() < Duration::from_secs(10),
+                "{signal}: still running after {:?}",
+                signalled.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(exited.success(), "{signal}: {exited:?}");
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut child.stdout.take().expect("stdout"), &mut out)
+            .expect("read");
+        // The pipe's 64 KiB plus at most one 64 KiB slice.
+        assert!(out.len() <= 192 * 1024, "{signal}: {} bytes", out.len());
+        assert!(!out.is_empty(), "{signal}: nothing printed");
+    }
+}

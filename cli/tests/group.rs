@@ -565,3 +565,88 @@ fn leaving_cli_member_does_not_roll_back_a_librdkafka_member() {
     }
     leaving_member_does_not_roll_back_the_new_owner(Printer::librdkafka);
 }
+
+/// A reader that stops reading: the member blocks on stdout with a batch
+/// half written. SIGINT still ends it promptly (it used to wait for the
+/// reader, for up to 18 s or not at all), and it commits exactly the
+/// records whose lines went out whole, so the next member neither skips
+/// nor repeats any.
+#[test]
+fn sigint_with_a_stalled_reader_commits_exactly_what_was_printed() {
+    let Some(b) = bootstrap() else { return };
+    let topic = topic_with_lines(&b, 2, 0);
+    let group = unique("cli-group-stalled");
+    let value = "x".repeat(500);
+    for p in 0..2 {
+        let lines: String = (0..10_000).map(|i| format!("{i}-{value}\n")).collect();
+        ok(&run(
+            &b,
+            &["produce", &topic, "--partition", &p.to_string()],
+            lines.as_bytes(),
+        ));
+    }
+    let mut child = command(
+        &b,
+        &[
+            "consume", &topic, "--group", &group, "--from", "earliest", "--format", "json",
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn consume --group");
+    // Nobody reads: the pipe fills and the member blocks writing.
+    wait_until("a member of the group", Duration::from_secs(60), || {
+        stable_with(&b, &group, 1)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let signalled = Instant::now();
+    let exited = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "still running {:?} after SIGINT",
+            signalled.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = signalled.elapsed();
+    assert!(exited.success(), "{exited:?}");
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut printed)
+        .expect("read stdout");
+    // Whole lines only count as printed.
+    let whole = match printed.rfind('\n') {
+        Some(i) => &printed[..=i],
+        None => "",
+    };
+    let mut next = [0i64; 2];
+    for l in whole.lines() {
+        let p = usize::try_from(json_number(l, "partition").expect("partition")).unwrap();
+        let o = json_number(l, "offset").expect("offset");
+        assert_eq!(o, next[p], "partition {p} printed out of order");
+        next[p] += 1;
+    }
+    assert!(next[0] + next[1] > 0, "nothing printed before SIGINT");
+    assert!(
+        next[0] + next[1] < 20_000,
+        "the reader stalled, yet all was printed"
+    );
+    assert_eq!(
+        committed(&lag_json(&b, &group)),
+        vec![(0, Some(next[0])), (1, Some(next[1]))],
+        "committed exactly what went out whole"
+    );
+    eprintln!(
+        "stalled reader: exit {took:?} after SIGINT, {} lines printed whole",
+        next[0] + next[1]
+    );
+}

@@ -139,7 +139,8 @@ pub struct ConsumerConfig {
     /// fill it (small records come about 1 MiB at a time).
     pub max_partition_bytes: i32,
     /// Bound on the memory held by fetched records not yet handed to the
-    /// application (default 64 MiB): their bytes as decompressed (or as
+    /// application, plus those of the batch it was last handed until it
+    /// asks for more (default 64 MiB): their bytes as decompressed (or as
     /// received, if larger) plus the records' own structs, so that highly
     /// compressed data cannot fill memory many times over. Fetching pauses
     /// at it; one fetch may overshoot it by a few times
@@ -324,7 +325,11 @@ pub struct Consumer {
     driver: tokio::task::JoinHandle<()>,
     /// Records of the chunk the [`Stream`] implementation is handing out.
     current: std::vec::IntoIter<ConsumedRecord>,
-    /// Buffered bytes accounted to `current`, released once it is drained.
+    /// Buffered bytes of the chunk being handed out or last handed out,
+    /// released when the application asks for records past it: the records
+    /// it holds until then count against the prefetch budget, so that
+    /// prefetching does not refill the budget while a slow application
+    /// still holds a chunk.
     current_bytes: usize,
 }
 
@@ -383,13 +388,16 @@ impl Consumer {
     /// [`Error::topic`], [`Error::partition`]); the consumer keeps going.
     pub async fn next_batch(&mut self) -> Result<Vec<ConsumedRecord>> {
         if self.current.len() > 0 {
-            // Left over from the stream: hand out the rest of that chunk.
+            // Left over from the stream: hand out the rest of that chunk,
+            // still accounted until the next call.
             let records: Vec<ConsumedRecord> = std::mem::take(&mut self.current).collect();
-            self.release_current();
             return Ok(records);
         }
+        // The previous batch counts until now: asking for more is the sign
+        // that the application is done with it (see `current_bytes`).
+        self.release_current();
         let (records, bytes) = std::future::poll_fn(|cx| self.poll_chunk(cx)).await?;
-        self.release(bytes);
+        self.current_bytes = bytes;
         Ok(records)
     }
 
@@ -537,8 +545,9 @@ impl Consumer {
             .and_then(|p| p.log_start_offset)
     }
 
-    /// Fetched record bytes not yet handed to the application (the records
-    /// the stream is in the middle of handing out included).
+    /// Fetched record bytes not yet handed to the application, and those of
+    /// the chunk last handed out until the application asks for records
+    /// past it.
     pub fn buffered_bytes(&self) -> usize {
         self.shared.lock().buffered
     }
@@ -581,19 +590,14 @@ impl Stream for Consumer {
         let this = &mut *self;
         loop {
             if let Some(record) = this.current.next() {
-                if this.current.len() == 0 {
-                    this.release_current();
-                }
                 return Poll::Ready(Some(Ok(record)));
             }
+            // Asked past the last record of the chunk.
+            this.release_current();
             match this.poll_chunk(cx) {
                 Poll::Ready(Ok((records, bytes))) => {
-                    // The chunk's bytes stay accounted until it is drained.
                     this.current = records.into_iter();
                     this.current_bytes = bytes;
-                    if this.current.len() == 0 {
-                        this.release_current();
-                    }
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
                 Poll::Pending => return Poll::Pending,

@@ -236,6 +236,11 @@ fn read_bounded(
         }
     }
     buf.truncate(filled);
+    // Doubling may have left up to half the buffer unused, and the records
+    // keep all of it alive while consumers count only what they hold.
+    if buf.capacity() - filled > filled / 64 {
+        buf.shrink_to_fit();
+    }
     Ok(buf)
 }
 
@@ -745,6 +750,22 @@ mod zstd_codec {
         cap: usize,
     ) -> Result<Vec<u8>, DecodeErrorKind> {
         let err = |e: std::io::Error| DecodeErrorKind::Compression(format!("zstd: {e}"));
+        // One frame that declares its size (as one-shot compressors write
+        // it): decoded into a buffer of exactly that size, with no window
+        // allocated and no slack for the records to keep alive.
+        let whole_frame = zstd::zstd_safe::find_frame_compressed_size(input) == Ok(input.len());
+        if let (true, Ok(Some(size))) =
+            (whole_frame, zstd::zstd_safe::get_frame_content_size(input))
+        {
+            let Some(size) = usize::try_from(size).ok().filter(|&n| n <= cap) else {
+                return Err(DecodeErrorKind::DecompressedTooLarge { limit: cap });
+            };
+            // A declared size far beyond what the input could plausibly
+            // hold is only believed as it is decoded (below).
+            if size <= input.len().saturating_mul(PLAUSIBLE_RATIO).max(1 << 20) {
+                return decompress_sized(ctx, input, size);
+            }
+        }
         let mut decoder = zstd::stream::read::Decoder::with_context(input, ctx);
         // A frame may declare a window (history buffer) of up to 2 GiB that
         // the decoder allocates up front. Bound it by the output cap, but
@@ -753,6 +774,29 @@ mod zstd_codec {
         let bits = usize::BITS - cap.saturating_sub(1).leading_zeros();
         decoder.window_log_max(bits.clamp(23, 27)).map_err(err)?;
         read_bounded(decoder, cap, input.len()).map_err(|e| e.with_codec(Compression::Zstd))
+    }
+
+    /// Compression ratios up to which a frame's declared size is allocated
+    /// up front.
+    const PLAUSIBLE_RATIO: usize = 256;
+
+    /// Decodes a frame declaring `size` bytes into a buffer of that size.
+    fn decompress_sized(
+        ctx: &mut DCtx<'static>,
+        input: &[u8],
+        size: usize,
+    ) -> Result<Vec<u8>, DecodeErrorKind> {
+        let mut out = Vec::with_capacity(size);
+        match ctx.decompress(&mut out, input) {
+            Ok(n) if n == size => Ok(out),
+            Ok(n) => Err(DecodeErrorKind::Compression(format!(
+                "zstd: the frame declares {size} bytes but holds {n}"
+            ))),
+            Err(code) => Err(DecodeErrorKind::Compression(format!(
+                "zstd: {}",
+                zstd::zstd_safe::get_error_name(code)
+            ))),
+        }
     }
 
     pub(super) fn compress(input: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
