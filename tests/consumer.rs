@@ -915,6 +915,9 @@ async fn chaos_producer(
     config: ProducerConfig,
     topic: String,
     stop: Instant,
+    // Producing goes on past `stop` until a cut has made a batch retry (or
+    // this passes): a run in which no cut hit a request tests nothing.
+    stop_at_latest: Instant,
 ) -> (Acked, usize, ProducerMetrics) {
     let producer = client.producer(config).expect("producer");
     let mut pending: VecDeque<(i32, u64, DeliveryFuture)> = VecDeque::new();
@@ -931,7 +934,9 @@ async fn chaos_producer(
         }
     };
     let mut seq = 0u64;
-    while Instant::now() < stop {
+    while Instant::now() < stop
+        || (producer.metrics().retries == 0 && Instant::now() < stop_at_latest)
+    {
         for p in 0..CHAOS_PARTITIONS {
             match producer
                 .send_to(&topic, Some(p), record(format!("{p}:{seq}")))
@@ -1382,7 +1387,14 @@ async fn chaos_run(
             // Its own client, so producer and consumer connections are cut
             // independently.
             let producer_client = chaos_client(&bootstrap, "rskafka-consumer-chaos-producer").await;
-            chaos_producer(producer_client, config, topic.clone(), stop).await
+            chaos_producer(
+                producer_client,
+                config,
+                topic.clone(),
+                stop,
+                stop + 2 * chaos,
+            )
+            .await
         }
         ChaosWriter::PartitionClients => {
             // The consumer's client: produce and fetch requests share

@@ -43,8 +43,8 @@ struct Cli {
 /// Options shared by every command.
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Comma-separated bootstrap brokers (host:port); defaults to
-    /// $KAFKA_BROKERS, then localhost:9092.
+    /// Comma-separated bootstrap brokers (host:port; port 9092 if none is
+    /// given); defaults to $KAFKA_BROKERS, then localhost:9092.
     #[arg(
         long,
         global = true,
@@ -311,6 +311,11 @@ pub async fn connect(global: &GlobalArgs) -> CliResult<Client> {
         .collect();
     if brokers.is_empty() {
         return Err(CliError::usage("--brokers is empty"));
+    }
+    // A malformed address is a usage error, told before connecting.
+    for b in &brokers {
+        rskafka::cluster::normalize_address(b)
+            .map_err(|e| CliError::usage(format!("--brokers: {e}")))?;
     }
     let timeout = global.timeout();
     let builder = ClientBuilder::new(brokers)

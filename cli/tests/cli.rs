@@ -745,13 +745,43 @@ fn invalid_values_found_after_parsing_are_usage_errors_too() {
         let err = assert_one_line_error(&out);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
     }
-    let empty = run_with(
-        &["--brokers", " , ", "metadata"],
-        b"",
-        Duration::from_secs(10),
-    );
-    let err = assert_one_line_error(&empty);
-    assert_eq!(empty.status.code(), Some(2), "{err}");
+    for brokers in [" , ", "127.0.0.1:99999", "host:abc", ":9092", "[::1"] {
+        let out = run_with(
+            &["--brokers", brokers, "metadata"],
+            b"",
+            Duration::from_secs(10),
+        );
+        let err = assert_one_line_error(&out);
+        assert_eq!(out.status.code(), Some(2), "{brokers:?}: {err}");
+    }
+}
+
+/// kcat's habits: a broker without a port means 9092; a name that does
+/// not resolve and a refused connection fail in seconds, not after the
+/// 30 s request timeout.
+#[test]
+fn bad_broker_addresses_fail_fast() {
+    let closed = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    for (brokers, says) in [
+        ("no-such-broker.invalid", "no-such-broker.invalid:9092"),
+        ("no-such-broker.invalid:9092", "cannot resolve"),
+        (closed.as_str(), "refused"),
+    ] {
+        let started = Instant::now();
+        let out = run_with(
+            &["--brokers", brokers, "metadata"],
+            b"",
+            Duration::from_secs(20),
+        );
+        let took = started.elapsed();
+        let err = assert_one_line_error(&out);
+        assert_eq!(out.status.code(), Some(1), "{brokers}: {err}");
+        assert!(err.contains(says), "{brokers}: {err}");
+        assert!(took < Duration::from_secs(10), "{brokers}: took {took:?}");
+    }
 }
 
 #[test]

@@ -650,3 +650,80 @@ fn sigint_with_a_stalled_reader_commits_exactly_what_was_printed() {
         next[0] + next[1]
     );
 }
+
+/// Two CLI members and a librdkafka member share a group while records keep
+/// coming; members join and leave cleanly one after another. Every record
+/// is printed exactly once across the rebalances, and the committed offsets
+/// end at the log end.
+#[test]
+fn two_cli_members_and_a_librdkafka_member_print_everything_once() {
+    let Some(b) = bootstrap() else { return };
+    let ok_python = Command::new("python3")
+        .args(["-c", "import confluent_kafka"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok_python {
+        eprintln!("skipping: python3 with confluent_kafka is not available");
+        return;
+    }
+    let partitions = 3;
+    let topic = topic_with_lines(&b, partitions, 0);
+    let group = unique("cli-group-mixed");
+    let mut produced = 0;
+    let mut produce_round = |n: u32| {
+        for p in 0..partitions {
+            produce_to(&b, &topic, i32::try_from(p).unwrap(), n);
+        }
+        produced += n * partitions;
+        produced
+    };
+    let mut members: Vec<Printer> = Vec::new();
+    let total = |members: &[Printer], gone: &[Printer]| -> usize {
+        members.iter().chain(gone).map(Printer::count).sum()
+    };
+    let mut gone: Vec<Printer> = Vec::new();
+    // Join one by one: CLI, librdkafka, CLI; then leave in another order.
+    let starts: [fn(&str, &str, &str) -> Printer; 3] =
+        [Printer::cli, Printer::librdkafka, Printer::cli];
+    for (i, start) in starts.iter().enumerate() {
+        members.push(start(&b, &topic, &group));
+        wait_until("the members to settle", Duration::from_secs(60), || {
+            stable_with(&b, &group, i + 1)
+        });
+        let want = produce_round(200);
+        wait_until("everything printed", Duration::from_secs(60), || {
+            total(&members, &gone) >= want as usize
+        });
+    }
+    for leaving in [0, 1] {
+        let mut m = members.remove(leaving);
+        m.stop();
+        gone.push(m);
+        wait_until("the members to settle", Duration::from_secs(60), || {
+            stable_with(&b, &group, members.len())
+        });
+        let want = produce_round(200);
+        wait_until("everything printed", Duration::from_secs(60), || {
+            total(&members, &gone) >= want as usize
+        });
+    }
+    for mut m in members.drain(..) {
+        m.stop();
+        gone.push(m);
+    }
+    let mut all: Vec<(i32, i64)> = gone
+        .iter()
+        .flat_map(|m| m.records.lock().unwrap().clone())
+        .collect();
+    all.sort_unstable();
+    let per_partition = i64::from(produced / partitions);
+    let expected: Vec<(i32, i64)> = (0..i32::try_from(partitions).unwrap())
+        .flat_map(|p| (0..per_partition).map(move |o| (p, o)))
+        .collect();
+    assert_eq!(all.len(), expected.len(), "records printed (duplicates?)");
+    assert_eq!(all, expected, "every record printed exactly once");
+    let ends: Vec<(i32, Option<i64>)> = (0..i32::try_from(partitions).unwrap())
+        .map(|p| (p, Some(per_partition)))
+        .collect();
+    assert_eq!(committed(&lag_json(&b, &group)), ends);
+}
