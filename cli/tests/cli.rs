@@ -10,7 +10,9 @@ use std::{
 
 mod common;
 
-use common::{binary, bootstrap, run_bounded, stderr, stdout, unique, wait_bounded};
+use common::{
+    binary, bootstrap, run_bounded, signal_and_wait, stderr, stdout, unique, wait_bounded,
+};
 
 /// Runs the binary with `args` and `stdin`, killing it (and failing the
 /// test) if it runs longer than `limit`.
@@ -875,23 +877,7 @@ fn consume_stops_on_a_signal_while_the_reader_stalls() {
         let mut child = cmd.spawn().expect("spawn consume");
         // Long enough to fill the pipe and block on it.
         std::thread::sleep(Duration::from_secs(3));
-        let status = std::process::Command::new("kill")
-            .args([signal, &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        let signalled = Instant::now();
-        let exited = loop {
-            if let Some(s) = child.try_wait().expect("try_wait") {
-                break s;
-            }
-            assert!(
-                signalled.elapsed() < Duration::from_secs(10),
-                "{signal}: still running after {:?}",
-                signalled.elapsed()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let (exited, _) = signal_and_wait(&mut child, signal, Duration::from_secs(10));
         assert!(exited.success(), "{signal}: {exited:?}");
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut child.stdout.take().expect("stdout"), &mut out)

@@ -12,7 +12,7 @@ use std::{
 
 mod common;
 
-use common::{binary, bootstrap, run_bounded, unique};
+use common::{binary, bootstrap, run_bounded, signal_and_wait, unique};
 
 fn command(bootstrap: &str, args: &[&str]) -> Command {
     let mut c = binary();
@@ -601,24 +601,7 @@ fn sigint_with_a_stalled_reader_commits_exactly_what_was_printed() {
         stable_with(&b, &group, 1)
     });
     std::thread::sleep(Duration::from_secs(2));
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let signalled = Instant::now();
-    let exited = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(10),
-            "still running {:?} after SIGINT",
-            signalled.elapsed()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let took = signalled.elapsed();
+    let (exited, took) = signal_and_wait(&mut child, "-INT", Duration::from_secs(10));
     assert!(exited.success(), "{exited:?}");
     let mut printed = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut printed)

@@ -95,3 +95,30 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Sends `signal` (e.g. `-INT`) to `child` and waits for it to exit,
+/// failing the test if it still runs after `limit`; returns its status and
+/// how long it took.
+pub fn signal_and_wait(
+    child: &mut Child,
+    signal: &str,
+    limit: Duration,
+) -> (std::process::ExitStatus, Duration) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal}");
+    let signalled = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return (s, signalled.elapsed());
+        }
+        assert!(
+            signalled.elapsed() < limit,
+            "still running {:?} after {signal}",
+            signalled.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
