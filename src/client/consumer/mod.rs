@@ -433,6 +433,12 @@ impl Consumer {
         }
     }
 
+    /// Up to `max` more records of the chunk the stream is handing out,
+    /// without starting another.
+    pub(crate) fn rest_of_chunk(&mut self, max: usize) -> Vec<ConsumedRecord> {
+        self.current.by_ref().take(max).collect()
+    }
+
     fn release_current(&mut self) {
         let bytes = std::mem::take(&mut self.current_bytes);
         self.release(bytes);

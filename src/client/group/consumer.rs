@@ -352,8 +352,6 @@ pub struct GroupConsumer {
     /// Sends this member's commits in order.
     committer: Arc<Committer>,
     auto_commit_timer: Option<Pin<Box<Sleep>>>,
-    /// An error item met while a batch was being filled.
-    held_error: Option<Error>,
     finished: bool,
 }
 
@@ -463,7 +461,6 @@ impl GroupConsumer {
             step: std::sync::Mutex::new(None),
             committer,
             auto_commit_timer: None,
-            held_error: None,
             finished: false,
         })
     }
@@ -846,8 +843,8 @@ impl GroupConsumer {
     /// between batches, never inside one: every record of a batch belongs
     /// to a partition the member owns, and when the application asks for
     /// the next batch the previous one counts as processed (what a
-    /// revocation or auto-commit then commits). `None` once the member has
-    /// stopped.
+    /// revocation or auto-commit then commits). A batch holds records of one
+    /// partition's fetched chunk. `None` once the member has stopped.
     ///
     /// ```no_run
     /// # async fn example(mut consumer: rskafka::client::group::GroupConsumer) -> rskafka::error::Result<()> {
@@ -865,23 +862,11 @@ impl GroupConsumer {
             Err(e) => return Some(Err(e)),
         };
         let mut batch = vec![first];
-        // Only what is already there: a waker that nobody needs.
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        while batch.len() < max {
-            match Pin::new(&mut self.consumer).poll_next(&mut cx) {
-                Poll::Ready(Some(Ok(record))) => batch.extend(self.deliver(record)),
-                Poll::Ready(Some(Err(e))) => {
-                    // Handed out first thing next time.
-                    self.held_error = Some(e);
-                    break;
-                }
-                Poll::Ready(None) => {
-                    self.finished = true;
-                    break;
-                }
-                Poll::Pending => break,
-            }
+        // The rest of the first record's chunk only: a batch never spans
+        // chunks, so it counts against the prefetch budget whole until the
+        // application asks for the next one.
+        for record in self.consumer.rest_of_chunk(max.saturating_sub(1)) {
+            batch.extend(self.deliver(record));
         }
         Some(Ok(batch))
     }
@@ -923,9 +908,6 @@ impl Stream for GroupConsumer {
         loop {
             if this.finished {
                 return Poll::Ready(None);
-            }
-            if let Some(e) = this.held_error.take() {
-                return Poll::Ready(Some(Err(e)));
             }
             if let Some(step) = this.step_mut().as_mut() {
                 match step.as_mut().poll(cx) {
