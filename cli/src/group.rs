@@ -4,9 +4,12 @@
 use std::{io::Write, time::Duration};
 
 use clap::{Args, Subcommand, ValueEnum};
-use rskafka::client::{
-    consumer::{ConsumedRecord, IsolationLevel, OffsetReset},
-    group::{GroupConfig, GroupConsumer, OffsetSpec, TopicPartition},
+use rskafka::{
+    client::{
+        consumer::{ConsumedRecord, IsolationLevel, OffsetReset},
+        group::{GroupConfig, GroupConsumer, OffsetSpec, TopicPartition},
+    },
+    protocol::ApiKey,
 };
 
 use crate::{
@@ -312,7 +315,9 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
         let batch = match batch {
             None => break,
             Some(Ok(batch)) => batch,
-            Some(Err(e)) if e.is_retriable() => {
+            // A failed commit is the next commit's to make good (or the
+            // next member's to print again): not a reason to stop.
+            Some(Err(e)) if e.is_retriable() || e.api() == Some(ApiKey::OFFSET_COMMIT) => {
                 eprintln!("warning: {e}");
                 continue;
             }
@@ -364,16 +369,21 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
             break;
         }
     }
-    // Commits what was printed and leaves the group.
-    let closed = bounded(g.timeout().saturating_mul(2), "leaving the group", async {
-        Ok(consumer.close().await?)
-    })
-    .await;
+    // Commits what was printed and leaves the group; a second signal stops
+    // waiting for that.
+    let closed = tokio::select! {
+        closed = bounded(g.timeout().saturating_mul(2), "leaving the group", async {
+            Ok(consumer.close().await?)
+        }) => closed,
+        _ = signals.recv() => Err(CliError::msg("interrupted while leaving the group")),
+    };
     result.and(closed)
 }
 
-/// How often a `consume --group` member commits what it printed.
-const AUTO_COMMIT: Duration = Duration::from_secs(1);
+/// How often auto-commit runs; the member also commits after each batch it
+/// printed, so this is a backstop (auto-commit is on for the commits before
+/// a revocation and when leaving).
+const AUTO_COMMIT: Duration = Duration::from_secs(5);
 /// Records per write at most.
 const BATCH: usize = 4096;
 

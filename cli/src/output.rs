@@ -87,9 +87,10 @@ impl Output {
     }
 
     /// Stops the write in progress after its current slice; returns how
-    /// many bytes of its buffer were written (those of a slice that does
-    /// not finish within a moment are not counted: they never all went
-    /// out).
+    /// many bytes of its buffer were written. A slice whose write does not
+    /// finish within a moment is not counted: if the reader takes it after
+    /// all (before the process ends), its records count as not printed and
+    /// the next group member prints them again; none is ever lost.
     pub async fn stop(&mut self) -> usize {
         self.stop.store(true, Ordering::Release);
         if self.busy {

@@ -109,6 +109,12 @@ pub fn normalize_address(addr: &str) -> Result<String, ClusterError> {
         }
     } else if addr.matches(':').count() > 1 {
         // An IPv6 literal without brackets cannot carry a port.
+        let ip = addr.split_once('%').map_or(addr, |(ip, _zone)| ip);
+        if ip.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(bad(
+                "more than one ':' (an IPv6 address with a port goes in brackets)",
+            ));
+        }
         (addr, None)
     } else {
         match addr.split_once(':') {
@@ -482,7 +488,9 @@ impl Cluster {
                 }
                 Err(e) if e.is_retriable() => {
                     tracing::debug!(error = %e, "metadata request failed; retrying");
-                    match closed_before_first_answer(&e) {
+                    // Only while bootstrapping: later, a broker restarting
+                    // behind a proxy may close connections the same way.
+                    match closed_before_first_answer(&e).filter(|_| bootstrap.is_some()) {
                         Some(addr) => {
                             unanswered_closes += 1;
                             if unanswered_closes >= GIVE_UP_AFTER_UNANSWERED_CLOSES {
@@ -748,6 +756,7 @@ mod tests {
         assert_eq!(ok("[::1]"), "[::1]:9092");
         assert_eq!(ok("[::1]:19092"), "[::1]:19092");
         assert_eq!(ok("::1"), "[::1]:9092");
+        assert_eq!(ok("fe80::1%eth0"), "[fe80::1%eth0]:9092");
         for bad in [
             "",
             ":9092",

@@ -642,7 +642,7 @@ impl Driver {
                     Ok(0) => {
                         // Only ApiVersions answered, the next request not:
                         // what a listener expecting SASL does.
-                        if self.answered <= 1 && self.core.in_flight() > 0 {
+                        if self.answered == 1 && self.core.in_flight() > 0 {
                             return Stop::Error(ConnectionError::ClosedBeforeFirstAnswer {
                                 addr: self.addr.clone(),
                             });

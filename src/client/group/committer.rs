@@ -135,16 +135,26 @@ async fn send_merged(shared: &Shared, backoff: &BackoffConfig, group: Vec<Reques
     let mut replies = Vec::with_capacity(group.len());
     for r in group {
         let stray = r.offsets.keys().find(|tp| !owned.contains(*tp)).cloned();
+        let asked: Vec<TopicPartition> = r.offsets.keys().cloned().collect();
         // The later commit of a partition wins.
         merged.extend(r.offsets.into_iter().filter(|(tp, _)| owned.contains(tp)));
-        replies.push((r.reply, stray));
+        replies.push((r.reply, asked, stray));
     }
-    let result = commit_with_retry(shared, &merged, deadline, backoff, incarnation).await;
-    for (reply, stray) in replies {
-        let r = match (&result, stray) {
-            (Err(e), _) => Err(e.duplicate()),
-            (Ok(()), Some(tp)) => Err(not_owned(&tp)),
-            (Ok(()), None) => Ok(()),
+    let mut result = commit_with_retry(shared, &merged, deadline, backoff, incarnation).await;
+    let last = replies.len().saturating_sub(1);
+    for (i, (reply, offsets, stray)) in replies.into_iter().enumerate() {
+        let r = match &mut result {
+            // The last caller gets the error itself, the others copies.
+            Err(e) if i == last => Err(std::mem::replace(e, stopped())),
+            Err(e) => Err(e.duplicate()),
+            // Partitions given up while the commit was retried fail only
+            // the commits that asked for them.
+            Ok(given_up) => {
+                match stray.or_else(|| offsets.into_iter().find(|tp| given_up.contains(tp))) {
+                    Some(tp) => Err(not_owned(&tp)),
+                    None => Ok(()),
+                }
+            }
         };
         let _ = reply.send(r);
     }
@@ -152,16 +162,17 @@ async fn send_merged(shared: &Shared, backoff: &BackoffConfig, group: Vec<Reques
 
 /// Commits `offsets` as the member, retrying through coordinator moves and
 /// rebalances until `deadline`; before each attempt, partitions the member
-/// no longer owns are left out (and the commit fails).
+/// no longer owns are left out. Returns those left out.
 async fn commit_with_retry(
     shared: &Shared,
     offsets: &Offsets,
     deadline: Instant,
     backoff: &BackoffConfig,
     incarnation: u64,
-) -> Result<()> {
+) -> Result<BTreeSet<TopicPartition>> {
+    let mut given_up = BTreeSet::new();
     if offsets.is_empty() {
-        return Ok(());
+        return Ok(given_up);
     }
     let mut backoff = Backoff::new(backoff, Some(deadline));
     let mut last: Option<Error> = None;
@@ -172,7 +183,6 @@ async fn commit_with_retry(
                 .with_message("the member lost its partitions before the commit")
         })
     };
-    let mut given_up: Option<TopicPartition> = None;
     loop {
         let changed = shared.identity_changed.notified();
         let identity = shared.identity();
@@ -192,11 +202,11 @@ async fn commit_with_retry(
             if owned.contains(tp) {
                 current.insert(tp.clone(), *v);
             } else {
-                given_up.get_or_insert_with(|| tp.clone());
+                given_up.insert(tp.clone());
             }
         }
         if current.is_empty() {
-            return given_up.map_or(Ok(()), |tp| Err(not_owned(&tp)));
+            return Ok(given_up);
         }
         let attempt = async {
             let (_, conn) = shared.coordinator.get().await?;
@@ -209,7 +219,7 @@ async fn commit_with_retry(
             .await
         };
         let e = match tokio::time::timeout_at(deadline, attempt).await {
-            Ok(Ok(())) => return given_up.map_or(Ok(()), |tp| Err(not_owned(&tp))),
+            Ok(Ok(())) => return Ok(given_up),
             Ok(Err(e)) => e,
             Err(_) => {
                 return Err(last.unwrap_or_else(|| {

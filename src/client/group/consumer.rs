@@ -288,7 +288,8 @@ enum StepDone {
         Result<BTreeMap<TopicPartition, Option<CommittedOffset>>>,
     ),
     /// An auto-commit.
-    AutoCommitted(Result<()>),
+    /// An auto-commit, and the membership incarnation it was made in.
+    AutoCommitted(Result<()>, u64),
 }
 
 type Step = Pin<Box<dyn Future<Output = StepDone> + Send>>;
@@ -800,7 +801,13 @@ impl GroupConsumer {
                     "fetching committed offsets of assigned partitions",
                 )))
             }
-            StepDone::AutoCommitted(r) => r.err().map(Err),
+            // A membership lost meanwhile (fenced, expired) is rejoined by
+            // the driver; the commit it failed is not the application's
+            // error, as a revocation's is not.
+            StepDone::AutoCommitted(r, incarnation) => r
+                .err()
+                .filter(|_| self.shared.incarnation() == incarnation)
+                .map(|e| Err(e.with_message("auto-committing consumed offsets"))),
         }
     }
 
@@ -830,8 +837,9 @@ impl GroupConsumer {
             self.committed.insert(tp.clone(), *o);
         }
         let committed = self.queue_commit(offsets);
+        let incarnation = self.incarnation;
         *self.step_mut() = Some(Box::pin(async move {
-            StepDone::AutoCommitted(outcome(committed).await)
+            StepDone::AutoCommitted(outcome(committed).await, incarnation)
         }));
     }
 }
