@@ -34,13 +34,9 @@ pub enum Written {
     Failed(usize, std::io::Error),
 }
 
-struct Job {
-    buf: Vec<u8>,
-}
-
 /// The writer thread and what it reports.
 pub struct Output {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Vec<u8>>,
     done: tokio_mpsc::UnboundedReceiver<Written>,
     stop: Arc<AtomicBool>,
     /// Bytes of the current buffer written so far.
@@ -52,7 +48,7 @@ impl Output {
     /// Starts the writer thread on stdout.
     pub fn stdout() -> std::io::Result<Self> {
         let out = raw_stdout()?;
-        let (jobs, rx) = mpsc::channel::<Job>();
+        let (jobs, rx) = mpsc::channel::<Vec<u8>>();
         let (done_tx, done) = tokio_mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
         let progress = Arc::new(AtomicUsize::new(0));
@@ -77,7 +73,7 @@ impl Output {
             let _ = self.done.recv().await;
         }
         self.progress.store(0, Ordering::Release);
-        if self.jobs.send(Job { buf }).is_err() {
+        if self.jobs.send(buf).is_err() {
             return Written::Failed(0, std::io::ErrorKind::BrokenPipe.into());
         }
         self.busy = true;
@@ -108,12 +104,12 @@ impl Output {
 
 fn writer(
     mut out: impl Write,
-    jobs: &mpsc::Receiver<Job>,
+    jobs: &mpsc::Receiver<Vec<u8>>,
     done: &tokio_mpsc::UnboundedSender<Written>,
     stop: &AtomicBool,
     progress: &AtomicUsize,
 ) {
-    while let Ok(Job { buf }) = jobs.recv() {
+    while let Ok(buf) = jobs.recv() {
         let mut pos = 0;
         let mut failure = None;
         while pos < buf.len() && !stop.load(Ordering::Acquire) {
@@ -223,11 +219,7 @@ mod tests {
         let stop = AtomicBool::new(false);
         let progress = AtomicUsize::new(0);
         let mut sink = Vec::new();
-        jobs_tx
-            .send(Job {
-                buf: vec![b'x'; 3 * SLICE + 1],
-            })
-            .unwrap();
+        jobs_tx.send(vec![b'x'; 3 * SLICE + 1]).unwrap();
         drop(jobs_tx);
         writer(&mut sink, &jobs, &done_tx, &stop, &progress);
         assert!(matches!(done.try_recv(), Ok(Written::All(b)) if b.len() == 3 * SLICE + 1));
@@ -235,11 +227,7 @@ mod tests {
 
         let (jobs_tx, jobs) = mpsc::channel();
         stop.store(true, Ordering::Release);
-        jobs_tx
-            .send(Job {
-                buf: vec![b'x'; 10],
-            })
-            .unwrap();
+        jobs_tx.send(vec![b'x'; 10]).unwrap();
         drop(jobs_tx);
         writer(&mut sink, &jobs, &done_tx, &stop, &progress);
         assert!(matches!(done.try_recv(), Ok(Written::Closed(0))));

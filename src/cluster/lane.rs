@@ -245,7 +245,7 @@ impl Lane {
 
 /// The lanes a cluster follows: its shared ones and the live private ones.
 pub(super) struct Lanes {
-    pub(super) shared: [Arc<Slots>; 3],
+    shared: [Arc<Slots>; 3],
     private: Mutex<Vec<Weak<Slots>>>,
 }
 

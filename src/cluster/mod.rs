@@ -248,16 +248,14 @@ impl Cluster {
     /// backoff).
     pub async fn any_broker(&self) -> Result<BrokerConnection, ClusterError> {
         let general = self.inner.lanes.shared(Role::General);
-        let known: Vec<(i32, String)> = lock(&self.inner.meta)
-            .current
-            .brokers
-            .values()
-            .map(|b| (b.id, b.addr()))
-            .collect();
-        let mut slots: Vec<_> = known
-            .iter()
-            .map(|(id, addr)| general.get_or_insert(*id, addr))
-            .collect();
+        let mut slots: Vec<_> = {
+            let meta = lock(&self.inner.meta);
+            meta.current
+                .brokers
+                .values()
+                .map(|b| general.get_or_insert(b.id, &b.addr()))
+                .collect()
+        };
         if let Some(c) = slots.iter().find_map(|s| s.open()) {
             return Ok(c);
         }
@@ -307,8 +305,7 @@ impl Cluster {
 
     /// The shared connection of `role` to broker `id`; see [`Self::broker`].
     pub async fn broker_for(&self, id: i32, role: Role) -> Result<BrokerConnection, ClusterError> {
-        let slots = self.inner.lanes.shared(role).clone();
-        self.connection_in(&slots, id).await
+        self.connection_in(self.inner.lanes.shared(role), id).await
     }
 
     /// A private lane of `role`: connections of its own to every broker,
@@ -322,30 +319,29 @@ impl Cluster {
         slots: &Slots,
         id: i32,
     ) -> Result<BrokerConnection, ClusterError> {
-        let slot = match slots.get(id) {
+        let slot = match self.slot_in(slots, id) {
             Some(s) => s,
             None => {
-                let addr = match self.broker_addr(id) {
-                    Some(a) => a,
-                    None => {
-                        self.refresh_metadata(Some(&[])).await?;
-                        self.broker_addr(id)
-                            .ok_or(ClusterError::UnknownBroker(id))?
-                    }
-                };
-                slots.get_or_insert(id, &addr)
+                self.refresh_metadata(Some(&[])).await?;
+                self.slot_in(slots, id)
+                    .ok_or(ClusterError::UnknownBroker(id))?
             }
         };
         Ok(slot.get(&self.inner.conn_config).await?)
     }
 
-    /// Broker `id`'s address from the cached metadata.
-    fn broker_addr(&self, id: i32) -> Option<String> {
-        lock(&self.inner.meta)
-            .current
-            .brokers
-            .get(&id)
-            .map(BrokerInfo::addr)
+    /// Broker `id`'s slot in `slots`, created if needed for its address in
+    /// the cached metadata; `None` for a broker the metadata does not name.
+    /// Created under the metadata lock, so that a refresh either sees the
+    /// new slot when it reconciles the lanes or has already stored the
+    /// address the slot gets.
+    fn slot_in(&self, slots: &Slots, id: i32) -> Option<Arc<lane::Slot>> {
+        if let Some(slot) = slots.get(id) {
+            return Some(slot);
+        }
+        let meta = lock(&self.inner.meta);
+        let addr = meta.current.brokers.get(&id)?.addr();
+        Some(slots.get_or_insert(id, &addr))
     }
 
     /// The connection to the broker the metadata names as controller.

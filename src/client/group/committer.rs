@@ -130,39 +130,40 @@ async fn send_merged(shared: &Shared, backoff: &BackoffConfig, group: Vec<Reques
         .map(|r| r.deadline)
         .max()
         .unwrap_or_else(Instant::now);
-    let owned = shared.owned();
     let mut merged = Offsets::new();
     let mut replies = Vec::with_capacity(group.len());
     for r in group {
-        let stray = r.offsets.keys().find(|tp| !owned.contains(*tp)).cloned();
-        let asked: Vec<TopicPartition> = r.offsets.keys().cloned().collect();
+        replies.push((r.reply, r.offsets.keys().cloned().collect::<Vec<_>>()));
         // The later commit of a partition wins.
-        merged.extend(r.offsets.into_iter().filter(|(tp, _)| owned.contains(tp)));
-        replies.push((r.reply, asked, stray));
+        merged.extend(r.offsets);
     }
-    let mut result = commit_with_retry(shared, &merged, deadline, backoff, incarnation).await;
-    let last = replies.len().saturating_sub(1);
-    for (i, (reply, offsets, stray)) in replies.into_iter().enumerate() {
-        let r = match &mut result {
-            // The last caller gets the error itself, the others copies.
-            Err(e) if i == last => Err(std::mem::replace(e, stopped())),
-            Err(e) => Err(e.duplicate()),
-            // Partitions given up while the commit was retried fail only
-            // the commits that asked for them.
-            Ok(given_up) => {
-                match stray.or_else(|| offsets.into_iter().find(|tp| given_up.contains(tp))) {
-                    Some(tp) => Err(not_owned(&tp)),
+    match commit_with_retry(shared, &merged, deadline, backoff, incarnation).await {
+        // Partitions not owned fail only the commits that asked for them.
+        Ok(left_out) => {
+            for (reply, asked) in replies {
+                let r = match asked.iter().find(|tp| left_out.contains(*tp)) {
+                    Some(tp) => Err(not_owned(tp)),
                     None => Ok(()),
-                }
+                };
+                let _ = reply.send(r);
             }
-        };
-        let _ = reply.send(r);
+        }
+        // The last caller gets the error itself, the others copies.
+        Err(e) => {
+            let last = replies.pop();
+            for (reply, _) in replies {
+                let _ = reply.send(Err(e.duplicate()));
+            }
+            if let Some((reply, _)) = last {
+                let _ = reply.send(Err(e));
+            }
+        }
     }
 }
 
 /// Commits `offsets` as the member, retrying through coordinator moves and
 /// rebalances until `deadline`; before each attempt, partitions the member
-/// no longer owns are left out. Returns those left out.
+/// does not own (any longer) are left out. Returns those left out.
 async fn commit_with_retry(
     shared: &Shared,
     offsets: &Offsets,
@@ -196,7 +197,7 @@ async fn commit_with_retry(
             }
             continue;
         }
-        let owned = shared.owned();
+        let owned = shared.owned.get();
         let mut current: Offsets = Offsets::new();
         for (tp, v) in offsets {
             if owned.contains(tp) {

@@ -287,7 +287,6 @@ enum StepDone {
         Vec<TopicPartition>,
         Result<BTreeMap<TopicPartition, Option<CommittedOffset>>>,
     ),
-    /// An auto-commit.
     /// An auto-commit, and the membership incarnation it was made in.
     AutoCommitted(Result<()>, u64),
 }

@@ -106,10 +106,6 @@ impl Shared {
         lock(&self.identity).clone()
     }
 
-    pub(crate) fn owned(&self) -> BTreeSet<TopicPartition> {
-        self.owned.get()
-    }
-
     pub(crate) fn incarnation(&self) -> u64 {
         self.incarnation.load(std::sync::atomic::Ordering::Acquire)
     }

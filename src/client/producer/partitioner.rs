@@ -103,14 +103,9 @@ pub(crate) fn next_sticky_partition(
     if count <= 1 {
         return 0;
     }
-    let led = |p: i32| with_leader.binary_search(&p).is_ok();
-    let ready = |p: i32| usable(p) && led(p);
-    let tiers: [&dyn Fn(i32) -> bool; 3] = [&ready, &led, &|_| true];
-    let candidates: Vec<i32> = tiers
-        .iter()
-        .map(|ok| (0..count).filter(|&p| ok(p)).collect::<Vec<i32>>())
-        .find(|c| !c.is_empty())
-        .unwrap_or_default();
+    let fit = |p: i32| fitness(p, &usable, with_leader);
+    let best = (0..count).map(fit).min().unwrap_or(Fitness::Unknown);
+    let candidates: Vec<i32> = (0..count).filter(|&p| fit(p) == best).collect();
     let others: Vec<i32> = candidates
         .iter()
         .copied()
@@ -137,20 +132,38 @@ pub(crate) fn next_sticky_partition(
 }
 
 /// Whether records without a key may stay on the sticky `partition`: it
-/// exists and can take records (see [`next_sticky_partition`]), unless no
-/// partition can.
+/// exists and is as fit to take them as any (see [`next_sticky_partition`]).
 pub(crate) fn sticky_usable(
     partition: i32,
     count: i32,
     usable: impl Fn(i32) -> bool,
     with_leader: &[i32],
 ) -> bool {
-    let ok = |p: i32| usable(p) && with_leader.binary_search(&p).is_ok();
-    (0..count).contains(&partition)
-        && (ok(partition)
-            || (!(0..count).any(&ok)
-                && (with_leader.binary_search(&partition).is_ok()
-                    || !with_leader.iter().any(|p| (0..count).contains(p)))))
+    if !(0..count).contains(&partition) {
+        return false;
+    }
+    // The common case, checked first: once per record.
+    let f = fitness(partition, &usable, with_leader);
+    f == Fitness::Ready || (0..count).all(|q| fitness(q, &usable, with_leader) >= f)
+}
+
+/// How fit a partition is to take records without a key, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fitness {
+    /// Its leader is known and its last send did not fail.
+    Ready,
+    /// Its leader is known.
+    Led,
+    /// Its leader is not known.
+    Unknown,
+}
+
+fn fitness(p: i32, usable: &impl Fn(i32) -> bool, with_leader: &[i32]) -> Fitness {
+    match (with_leader.binary_search(&p).is_ok(), usable(p)) {
+        (true, true) => Fitness::Ready,
+        (true, false) => Fitness::Led,
+        (false, _) => Fitness::Unknown,
+    }
 }
 
 #[cfg(test)]
