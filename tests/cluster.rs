@@ -503,3 +503,61 @@ async fn private_broker_restart_and_pause() {
     cluster.invalidate_topic(&topic);
     assert_eq!(cluster.leader(&topic, 0).await.unwrap().0, id);
 }
+
+#[tokio::test]
+async fn broker_stats_count_requests_timeouts_and_connections() {
+    let (fake, model) = fake_cluster().await;
+    let mut config = cluster_config(&fake.addr, Duration::from_millis(300));
+    config.bootstrap_timeout = Duration::from_secs(5);
+    let cluster = Cluster::connect(config).await.unwrap();
+
+    let stats = cluster.broker_stats();
+    let boot = stats
+        .iter()
+        .find(|s| s.node_id == -1)
+        .expect("bootstrap figures");
+    assert_eq!(boot.addr, fake.addr);
+    assert_eq!((boot.connects, boot.connect_failures), (1, 0));
+    assert_eq!(boot.connections_open, 1);
+    // ApiVersions and Metadata, both answered.
+    assert_eq!(boot.requests_sent, 2);
+    assert_eq!(boot.responses_received, 2);
+    assert!(boot.bytes_sent > 0 && boot.bytes_received > 0, "{boot:?}");
+    assert_eq!(boot.requests_in_flight, 0);
+
+    // Another role's connection is counted under the broker's id.
+    let produce = cluster.broker_for(1, Role::Produce).await.unwrap();
+    let broker1 = |c: &Cluster| {
+        c.broker_stats()
+            .into_iter()
+            .find(|s| s.node_id == 1)
+            .expect("broker 1's figures")
+    };
+    let b1 = broker1(&cluster);
+    assert_eq!(b1.addr, fake.addr);
+    assert_eq!((b1.connects, b1.connections_open), (1, 1));
+    assert_eq!(b1.requests_sent, 1, "ApiVersions");
+
+    // An unanswered request counts as a timeout and leaves flight.
+    model.lock().unwrap().delay = Duration::from_secs(2);
+    let req = MetadataRequest {
+        topics: Some(Vec::new()),
+        ..Default::default()
+    };
+    let err = produce.request(&req).await.unwrap_err();
+    assert!(err.to_string().contains("time"), "{err}");
+    let b1 = broker1(&cluster);
+    assert_eq!(b1.request_timeouts, 1);
+    assert_eq!(b1.requests_sent, 2);
+    assert_eq!(b1.responses_received, 1);
+    assert_eq!(b1.requests_in_flight, 0);
+
+    // A closed connection is counted as ended.
+    produce.close();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while broker1(&cluster).connections_open > 0 {
+        assert!(Instant::now() < deadline, "{:?}", broker1(&cluster));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(broker1(&cluster).disconnects, 1);
+}

@@ -204,6 +204,16 @@ async fn hundred_thousand_records_keyed_and_unkeyed() {
         metrics.buffered_bytes, 0,
         "acknowledged records free the buffer"
     );
+    // No retries on a healthy broker: every record was sent exactly once.
+    assert_eq!((metrics.records_sent, metrics.retries), (N, 0));
+    assert!(metrics.batch_bytes_sent > N * 50, "{metrics:?}");
+    let brokers = client.broker_stats();
+    let sent: u64 = brokers.iter().map(|b| b.requests_sent).sum();
+    assert!(sent >= metrics.requests, "{brokers:?}");
+    assert!(
+        brokers.iter().all(|b| b.request_timeouts == 0),
+        "{brokers:?}"
+    );
     producer.close().await;
 
     let read = read_topic(&client, &topic, PARTITIONS).await;

@@ -29,6 +29,7 @@ mod retry;
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 pub use crate::cluster::{BackoffConfig, BrokerInfo, Metadata, PartitionInfo, TopicInfo};
+pub use crate::connection::BrokerStats;
 use crate::{
     cluster::{Cluster, ClusterConfig},
     connection::ConnectionConfig,
@@ -247,6 +248,30 @@ impl Client {
     /// with their partitions, leaders, replicas and in-sync replicas.
     pub async fn metadata(&self) -> Result<Arc<Metadata>> {
         Ok(self.cluster.refresh_metadata(None).await?)
+    }
+
+    /// What this client exchanged with each broker since it was built, over
+    /// all its connections (producers', consumers' and admin traffic alike),
+    /// ordered by node id; node -1 counts connections to bootstrap addresses
+    /// made before the broker list was known. Counters only grow, except the
+    /// open connections and requests in flight, which are current figures.
+    ///
+    /// ```no_run
+    /// # async fn example(client: rskafka::client::Client) {
+    /// for broker in client.broker_stats() {
+    ///     println!(
+    ///         "{} {}: {} requests, {} in flight, {} timed out",
+    ///         broker.node_id,
+    ///         broker.addr,
+    ///         broker.requests_sent,
+    ///         broker.requests_in_flight,
+    ///         broker.request_timeouts,
+    ///     );
+    /// }
+    /// # }
+    /// ```
+    pub fn broker_stats(&self) -> Vec<BrokerStats> {
+        self.cluster.broker_stats()
     }
 
     /// The APIs a broker of the cluster supports, sorted by key, with the

@@ -14,7 +14,7 @@ use std::{
 };
 
 use super::{lock, Cluster, ClusterError};
-use crate::connection::{BrokerConnection, ConnectionConfig, ConnectionError};
+use crate::connection::{BrokerConnection, ConnectionConfig, ConnectionError, Counters};
 
 /// The kind of traffic a connection carries; each gets its own connection
 /// to a broker, so that none waits behind another.
@@ -46,6 +46,8 @@ impl Role {
 /// The connection to one broker, opened on demand.
 pub(super) struct Slot {
     addr: Mutex<String>,
+    /// The broker's, shared with its slots in other lanes.
+    counters: Arc<Counters>,
     current: Mutex<Option<BrokerConnection>>,
     /// Held while connecting, so concurrent callers share one attempt.
     connecting: tokio::sync::Mutex<Attempt>,
@@ -58,9 +60,10 @@ struct Attempt {
 }
 
 impl Slot {
-    pub(super) fn new(addr: String) -> Self {
+    pub(super) fn new(addr: String, counters: Arc<Counters>) -> Self {
         Self {
             addr: Mutex::new(addr),
+            counters,
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(Attempt::default()),
         }
@@ -127,7 +130,8 @@ impl Slot {
             }
         }
         let addr = self.addr();
-        match BrokerConnection::connect(&addr, config.clone()).await {
+        match BrokerConnection::connect_counted(&addr, config.clone(), self.counters.clone()).await
+        {
             Ok(c) => {
                 attempt.error = None;
                 *lock(&self.current) = Some(c.clone());
@@ -145,16 +149,18 @@ impl Slot {
 pub(super) struct Slots {
     pub(super) role: Role,
     pub(super) by_broker: Mutex<HashMap<i32, Arc<Slot>>>,
+    traffic: Arc<Traffic>,
     /// A private lane's connections close with it; the shared lanes' stay
     /// usable by whoever holds them, as connections always did.
     close_on_drop: bool,
 }
 
 impl Slots {
-    pub(super) fn new(role: Role, close_on_drop: bool) -> Self {
+    pub(super) fn new(role: Role, close_on_drop: bool, traffic: Arc<Traffic>) -> Self {
         Self {
             role,
             by_broker: Mutex::new(HashMap::new()),
+            traffic,
             close_on_drop,
         }
     }
@@ -167,7 +173,7 @@ impl Slots {
     pub(super) fn get_or_insert(&self, id: i32, addr: &str) -> Arc<Slot> {
         lock(&self.by_broker)
             .entry(id)
-            .or_insert_with(|| Arc::new(Slot::new(addr.to_owned())))
+            .or_insert_with(|| Arc::new(Slot::new(addr.to_owned(), self.traffic.of(id))))
             .clone()
     }
 
@@ -243,17 +249,44 @@ impl Lane {
     }
 }
 
+/// Traffic counters by broker id (-1: bootstrap addresses), shared by all
+/// lanes' connections to a broker so that its figures add up across roles
+/// and reconnects.
+#[derive(Default)]
+pub(super) struct Traffic {
+    by_broker: Mutex<HashMap<i32, Arc<Counters>>>,
+}
+
+impl Traffic {
+    pub(super) fn of(&self, id: i32) -> Arc<Counters> {
+        lock(&self.by_broker).entry(id).or_default().clone()
+    }
+
+    /// Every broker's counters, by id.
+    pub(super) fn all(&self) -> Vec<(i32, Arc<Counters>)> {
+        let mut all: Vec<_> = lock(&self.by_broker)
+            .iter()
+            .map(|(id, c)| (*id, c.clone()))
+            .collect();
+        all.sort_by_key(|(id, _)| *id);
+        all
+    }
+}
+
 /// The lanes a cluster follows: its shared ones and the live private ones.
 pub(super) struct Lanes {
     shared: [Arc<Slots>; 3],
     private: Mutex<Vec<Weak<Slots>>>,
+    pub(super) traffic: Arc<Traffic>,
 }
 
 impl Lanes {
     pub(super) fn new() -> Self {
+        let traffic = Arc::new(Traffic::default());
         Self {
-            shared: Role::ALL.map(|r| Arc::new(Slots::new(r, false))),
+            shared: Role::ALL.map(|r| Arc::new(Slots::new(r, false, traffic.clone()))),
             private: Mutex::new(Vec::new()),
+            traffic,
         }
     }
 
@@ -262,7 +295,7 @@ impl Lanes {
     }
 
     pub(super) fn new_private(&self, role: Role) -> Arc<Slots> {
-        let slots = Arc::new(Slots::new(role, true));
+        let slots = Arc::new(Slots::new(role, true, self.traffic.clone()));
         let mut private = lock(&self.private);
         private.retain(|w| w.strong_count() > 0);
         private.push(Arc::downgrade(&slots));

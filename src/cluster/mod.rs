@@ -28,7 +28,7 @@ use self::lane::{Lanes, Slots};
 use self::metadata::format_addr;
 pub use self::metadata::{BrokerInfo, Metadata, PartitionInfo, TopicInfo};
 use crate::{
-    connection::{BrokerConnection, ConnectionConfig, ConnectionError},
+    connection::{BrokerConnection, BrokerStats, ConnectionConfig, ConnectionError},
     protocol::{
         messages::{metadata_request::MetadataRequestTopic, MetadataRequest},
         ErrorCode,
@@ -280,7 +280,9 @@ impl Cluster {
             let mut addrs = self.inner.config.bootstrap.clone();
             addrs.shuffle(&mut rand::rng());
             for addr in addrs {
-                match BrokerConnection::connect(&addr, self.inner.conn_config.clone()).await {
+                let counters = self.inner.lanes.traffic.of(BOOTSTRAP_ID);
+                let config = self.inner.conn_config.clone();
+                match BrokerConnection::connect_counted(&addr, config, counters).await {
                     Ok(c) => {
                         *boot = Some(c.clone());
                         return Ok(c);
@@ -672,6 +674,38 @@ impl Cluster {
         ids
     }
 
+    /// Traffic figures per broker since the cluster was created, over all
+    /// its connections (every role, private lanes and group coordinators
+    /// included), ordered by node id.
+    pub fn broker_stats(&self) -> Vec<BrokerStats> {
+        let meta = self.cached_metadata();
+        self.inner
+            .lanes
+            .traffic
+            .all()
+            .into_iter()
+            .map(|(id, counters)| {
+                let addr = match meta.brokers.get(&id) {
+                    Some(b) => b.addr(),
+                    None if id == BOOTSTRAP_ID => self.inner.config.bootstrap.join(","),
+                    None => String::new(),
+                };
+                counters.snapshot(id, addr)
+            })
+            .collect()
+    }
+
+    /// A connection of its own to broker `id` at `addr`, with `config`,
+    /// counted in the broker's traffic figures.
+    pub(crate) async fn connect_dedicated(
+        &self,
+        id: i32,
+        addr: &str,
+        config: Arc<ConnectionConfig>,
+    ) -> Result<BrokerConnection, ConnectionError> {
+        BrokerConnection::connect_counted(addr, config, self.inner.lanes.traffic.of(id)).await
+    }
+
     /// Ids of the brokers in the cached metadata.
     pub fn known_brokers(&self) -> HashSet<i32> {
         lock(&self.inner.meta)
@@ -682,6 +716,9 @@ impl Cluster {
             .collect()
     }
 }
+
+/// The node id under which connections to bootstrap addresses are counted.
+const BOOTSTRAP_ID: i32 = -1;
 
 /// Connections closed right after version negotiation, in a row, after
 /// which a listener is taken to require authentication: one may be a broker

@@ -18,6 +18,7 @@ use tokio::{
 };
 
 use super::{
+    stats::{Counters, InFlight},
     transport, ConnectionConfig, ConnectionCore, ConnectionError, EncodedRequest, FrameWriter,
     VersionTable, CLIENT_SOFTWARE_NAME,
 };
@@ -56,6 +57,8 @@ struct State {
     /// (KIP-219); 0 when not throttled.
     throttle_until_nanos: AtomicU64,
     shutdown: Notify,
+    /// Shared with the other connections to the same broker.
+    counters: Arc<Counters>,
 }
 
 impl State {
@@ -123,9 +126,32 @@ impl BrokerConnection {
         addr: &str,
         config: Arc<ConnectionConfig>,
     ) -> Result<Self, ConnectionError> {
+        Self::connect_counted(addr, config, Arc::default()).await
+    }
+
+    /// [`connect`](Self::connect), counting its traffic in `counters`.
+    pub(crate) async fn connect_counted(
+        addr: &str,
+        config: Arc<ConnectionConfig>,
+        counters: Arc<Counters>,
+    ) -> Result<Self, ConnectionError> {
+        let result = Self::establish(addr, config, counters.clone()).await;
+        let outcome = match &result {
+            Ok(_) => &counters.connects,
+            Err(_) => &counters.connect_failures,
+        };
+        Counters::add(outcome, 1);
+        result
+    }
+
+    async fn establish(
+        addr: &str,
+        config: Arc<ConnectionConfig>,
+        counters: Arc<Counters>,
+    ) -> Result<Self, ConnectionError> {
         let deadline = Instant::now() + config.connect_timeout;
         let (reader, writer) = transport::connect(addr, &config).await?;
-        let conn = Self::spawn(addr, config, reader, writer);
+        let conn = Self::spawn(addr, config, reader, writer, counters);
         let versions = match timeout_at(deadline, negotiate(&conn)).await {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
@@ -169,7 +195,13 @@ impl BrokerConnection {
 
     /// Starts the driver task over an established stream. Versions are not
     /// negotiated yet.
-    fn spawn<R, W>(addr: &str, config: Arc<ConnectionConfig>, reader: R, writer: W) -> Self
+    fn spawn<R, W>(
+        addr: &str,
+        config: Arc<ConnectionConfig>,
+        reader: R,
+        writer: W,
+        counters: Arc<Counters>,
+    ) -> Self
     where
         R: AsyncRead + Send + Unpin + 'static,
         W: AsyncWrite + Send + Unpin + 'static,
@@ -180,7 +212,9 @@ impl BrokerConnection {
             epoch: Instant::now(),
             throttle_until_nanos: AtomicU64::new(0),
             shutdown: Notify::new(),
+            counters,
         });
+        Counters::add(&state.counters.connections_open, 1);
         let driver = Driver {
             addr: addr.to_string(),
             core: ConnectionCore::new(config.max_frame_size),
@@ -396,12 +430,16 @@ impl BrokerConnection {
         let (api, version) = (req.api_key(), req.version());
         let timeout = self.inner.config.request_timeout;
         let deadline = Instant::now() + timeout;
-        let timed_out = |ambiguous| ConnectionError::Timeout {
-            addr: self.inner.addr.clone(),
-            api,
-            version,
-            timeout,
-            ambiguous,
+        let counters = &*self.inner.state.counters;
+        let timed_out = |ambiguous| {
+            Counters::add(&counters.request_timeouts, 1);
+            ConnectionError::Timeout {
+                addr: self.inner.addr.clone(),
+                api,
+                version,
+                timeout,
+                ambiguous,
+            }
         };
         // Held until the response arrives (or the frame is written), so
         // re-authentication can wait for requests in flight.
@@ -413,6 +451,8 @@ impl BrokerConnection {
             None => None,
         };
         let (reply, rx) = oneshot::channel();
+        let request_bytes = req.len() as u64;
+        let _in_flight = InFlight::start(counters);
         match timeout_at(
             deadline,
             self.inner.tx.send(Command {
@@ -423,12 +463,23 @@ impl BrokerConnection {
         )
         .await
         {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                Counters::add(&counters.requests_sent, 1);
+                Counters::add(&counters.bytes_sent, request_bytes);
+            }
             Ok(Err(_)) => return Err(self.disconnected(false)),
             Err(_) => return Err(timed_out(false)),
         }
         match timeout_at(deadline, rx).await {
-            Ok(Ok(result)) => result,
+            Ok(Ok(result)) => {
+                if let Ok(body) = &result {
+                    if !no_response {
+                        Counters::add(&counters.responses_received, 1);
+                        Counters::add(&counters.bytes_received, body.len() as u64);
+                    }
+                }
+                result
+            }
             Ok(Err(_)) => Err(self.disconnected(true)),
             // Dropping `rx` leaves the in-flight entry in place; the late
             // response is read and discarded.
@@ -467,6 +518,11 @@ impl BrokerConnection {
             Some(gate) => Some(gate.write().await),
             None => None,
         }
+    }
+
+    /// Counts `n` produce batches sent again on this connection.
+    pub(crate) fn count_produce_retries(&self, n: u64) {
+        Counters::add(&self.inner.state.counters.produce_retries, n);
     }
 
     /// A handle that does not keep the connection open.
@@ -579,6 +635,8 @@ impl Driver {
     {
         let stop = self.run_loop(&mut reader, &mut writer).await;
         self.state.closed.store(true, Ordering::Release);
+        Counters::sub(&self.state.counters.connections_open);
+        Counters::add(&self.state.counters.disconnects, 1);
         self.rx.close();
         let cause = match stop {
             Stop::Idle => ConnectionError::Closed,

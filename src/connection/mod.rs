@@ -14,6 +14,7 @@ mod error;
 pub mod sasl;
 #[cfg(feature = "transport-socks5")]
 mod socks5;
+mod stats;
 #[cfg(feature = "transport-tls")]
 mod tls;
 mod transport;
@@ -26,6 +27,8 @@ pub use self::core::{ConnectionCore, EncodedRequest, Failed, FrameWriter, Respon
 pub use self::error::ConnectionError;
 #[cfg(feature = "transport-socks5")]
 pub use self::socks5::Socks5Config;
+pub use self::stats::BrokerStats;
+pub(crate) use self::stats::Counters;
 #[cfg(feature = "transport-tls")]
 pub use self::tls::{TlsConfig, TlsConfigBuilder, TlsError, TlsFailure};
 pub use self::versions::{client_range, VersionTable, CLIENT_SOFTWARE_NAME};

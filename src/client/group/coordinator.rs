@@ -113,7 +113,11 @@ impl Coordinator {
     pub(crate) async fn lookup(&self) -> Result<(i32, BrokerConnection)> {
         let broker = find_coordinator(&self.cluster, &self.group_id).await?;
         let conn = match &self.dedicated {
-            Some(config) => BrokerConnection::connect(&broker.addr(), config.clone()).await?,
+            Some(config) => {
+                self.cluster
+                    .connect_dedicated(broker.id, &broker.addr(), config.clone())
+                    .await?
+            }
             None => self.cluster.broker(broker.id).await?,
         };
         let previous = lock(&self.current).replace((broker.id, conn.clone()));

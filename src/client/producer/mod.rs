@@ -268,6 +268,11 @@ pub struct ProducerMetrics {
     pub requests: u64,
     /// Batches sent, first attempts and retries.
     pub batches_sent: u64,
+    /// Records in those batches (a retried batch's records count again).
+    pub records_sent: u64,
+    /// Bytes of those batches as sent (compressed, with batch headers):
+    /// divided by `batches_sent`, the average batch size.
+    pub batch_bytes_sent: u64,
     /// Batch attempts that were retried.
     pub retries: u64,
     /// Responses in which the broker reported throttling (quotas).
@@ -286,6 +291,8 @@ pub struct ProducerMetrics {
 struct Metrics {
     requests: AtomicU64,
     batches_sent: AtomicU64,
+    records_sent: AtomicU64,
+    batch_bytes_sent: AtomicU64,
     retries: AtomicU64,
     throttled_responses: AtomicU64,
     throttle_time_ms: AtomicU64,
@@ -709,6 +716,8 @@ impl Producer {
         ProducerMetrics {
             requests: get(&m.requests),
             batches_sent: get(&m.batches_sent),
+            records_sent: get(&m.records_sent),
+            batch_bytes_sent: get(&m.batch_bytes_sent),
             retries: get(&m.retries),
             throttled_responses: get(&m.throttled_responses),
             throttle_time_ms: get(&m.throttle_time_ms),

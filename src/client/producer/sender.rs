@@ -356,6 +356,8 @@ struct Prepared {
     batches: HashMap<Arc<str>, HashMap<i32, ProducerBatch>>,
     /// Batches that could not be encoded.
     failed: Vec<(ProducerBatch, SendResult)>,
+    /// Batches sent again after a failed attempt.
+    retried: u64,
 }
 
 /// Encodes (and compresses, on first send) the drained batches.
@@ -363,13 +365,14 @@ fn prepare(shared: &Shared, drained: Drained) -> Prepared {
     let mut batches: HashMap<Arc<str>, HashMap<i32, ProducerBatch>> = HashMap::new();
     let mut topic_data: Vec<TopicProduceData> = Vec::new();
     let mut failed = Vec::new();
-    let (mut sent, mut retried) = (0u64, 0u64);
+    let (mut sent, mut retried, mut records, mut bytes_sent) = (0u64, 0u64, 0u64, 0u64);
     for (mut batch, state) in drained.batches {
         if batch.attempts > 1 {
             retried += 1;
         }
         match batch.encode(state) {
             Ok(bytes) => {
+                bytes_sent += bytes.len() as u64;
                 let partition = PartitionProduceData {
                     index: batch.partition(),
                     records: Some(bytes),
@@ -384,6 +387,7 @@ fn prepare(shared: &Shared, drained: Drained) -> Prepared {
                     }),
                 }
                 sent += 1;
+                records += u64::try_from(batch.record_count).unwrap_or(0);
                 batches
                     .entry(batch.topic().clone())
                     .or_default()
@@ -403,16 +407,22 @@ fn prepare(shared: &Shared, drained: Drained) -> Prepared {
     let m = &shared.metrics;
     m.retries.fetch_add(retried, Ordering::Relaxed);
     m.batches_sent.fetch_add(sent, Ordering::Relaxed);
+    m.records_sent.fetch_add(records, Ordering::Relaxed);
+    m.batch_bytes_sent.fetch_add(bytes_sent, Ordering::Relaxed);
     Prepared {
         topic_data,
         batches,
         failed,
+        retried,
     }
 }
 
 /// Sends one prepared request and settles its batches.
 async fn execute(shared: Arc<Shared>, broker: i32, conn: BrokerConnection, mut prepared: Prepared) {
     shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    if prepared.retried > 0 {
+        conn.count_produce_retries(prepared.retried);
+    }
     let topic_data = std::mem::take(&mut prepared.topic_data);
     let outcome = produce(&shared, &conn, topic_data).await;
     if outcome.is_err() && conn.is_closed() {
