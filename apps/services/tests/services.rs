@@ -1,0 +1,325 @@
+//! The sender and receiver binaries against the broker of `KAFKA_BOOTSTRAP`
+//! (skipped with a notice without one): several receivers share a topic,
+//! every message arrives, and a receiver killed with SIGKILL is replaced by
+//! the others within the session timeout.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs::File,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use rskafka::client::ClientBuilder;
+
+fn bootstrap() -> Option<String> {
+    match std::env::var("KAFKA_BOOTSTRAP") {
+        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        _ => {
+            eprintln!("skipping: KAFKA_BOOTSTRAP not set");
+            None
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
+    let client = ClientBuilder::new(vec![bootstrap.to_owned()])
+        .build()
+        .await
+        .expect("client");
+    client
+        .controller_client()
+        .expect("controller")
+        .create_topic(topic, partitions, 1, 30_000)
+        .await
+        .expect("create topic");
+}
+
+/// A running service whose output goes to a file.
+struct Service {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(bin: &str, name: &str, env: &[(&str, &str)]) -> Self {
+        let log = std::env::temp_dir().join(format!("{}.log", unique(name)));
+        let out = File::create(&log).expect("log file");
+        let child = Command::new(bin)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("start service");
+        Self {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// SIGTERM, then the exit status (at most 20 s).
+    fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("{} did not stop within 20 s:\n{}", self.name, self.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// (producer, counter) → times received, and the partitions seen, from
+    /// the `Received message` lines.
+    fn received(&self) -> Vec<(String, u64, i32)> {
+        self.output()
+            .lines()
+            .filter_map(|l| {
+                let rest = l.split("Received message #").nth(1)?;
+                let counter = rest.split(':').next()?.parse().ok()?;
+                let field = |name: &str| {
+                    rest.split(&format!(", {name}="))
+                        .nth(1)
+                        .map(|v| v.split(',').next().unwrap_or(v).trim().to_owned())
+                };
+                Some((
+                    field("producer")?,
+                    counter,
+                    field("partition")?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The sender's count of acknowledged messages from its last line.
+    fn sent(&self) -> u64 {
+        let out = self.output();
+        let line = out
+            .lines()
+            .find(|l| l.contains("Sender stopped:"))
+            .unwrap_or_else(|| panic!("{} has no final line:\n{out}", self.name));
+        let field = |name: &str| -> u64 {
+            line.split(&format!("{name} "))
+                .nth(1)
+                .and_then(|v| v.split(',').next())
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        };
+        assert_eq!(field("failed"), 0, "{line}");
+        assert_eq!(field("created"), field("sent"), "{line}");
+        field("sent")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn env<'a>(bootstrap: &'a str, topic: &'a str, group: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("KAFKA_BROKERS", bootstrap),
+        ("KAFKA_TOPIC", topic),
+        ("CONSUMER_GROUP", group),
+        ("SEND_INTERVAL_MS", "20"),
+        ("SUMMARY_INTERVAL_MS", "2000"),
+    ]
+}
+
+/// Waits until the receivers together hold every counter of every sender
+/// (at most 30 s), then returns how often each was received.
+fn wait_for_all(
+    receivers: &[Service],
+    sent: &BTreeMap<String, u64>,
+) -> HashMap<(String, u64), usize> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut seen: HashMap<(String, u64), usize> = HashMap::new();
+        for r in receivers {
+            for (producer, counter, _) in r.received() {
+                *seen.entry((producer, counter)).or_default() += 1;
+            }
+        }
+        let missing: Vec<(String, u64)> = sent
+            .iter()
+            .flat_map(|(p, &n)| (1..=n).map(move |c| (p.clone(), c)))
+            .filter(|k| !seen.contains_key(k))
+            .collect();
+        if missing.is_empty() {
+            return seen;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "{} messages never arrived, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(10)]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_senders_three_receivers_receive_everything_once() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let topic = unique("services");
+    let group = unique("services-group");
+    create_topic(&bootstrap, &topic, 3).await;
+    let vars = env(&bootstrap, &topic, &group);
+    let mut receivers: Vec<Service> = (0..3)
+        .map(|i| {
+            Service::start(
+                env!("CARGO_BIN_EXE_receiver"),
+                &format!("receiver-{i}"),
+                &vars,
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut senders: Vec<Service> = ["s1", "s2"]
+        .iter()
+        .map(|id| {
+            let mut vars = vars.clone();
+            vars.push(("PRODUCER_ID", id));
+            Service::start(env!("CARGO_BIN_EXE_sender"), id, &vars)
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let mut sent = BTreeMap::new();
+    for (s, id) in senders.iter_mut().zip(["s1", "s2"]) {
+        assert!(s.stop().success(), "{}", s.output());
+        sent.insert(id.to_owned(), s.sent());
+    }
+    assert!(sent.values().all(|&n| n > 100), "{sent:?}");
+    let seen = wait_for_all(&receivers, &sent);
+    let duplicated: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(duplicated.is_empty(), "received twice: {duplicated:?}");
+    let expected: u64 = sent.values().sum();
+    assert_eq!(seen.len() as u64, expected);
+    for r in &mut receivers {
+        assert!(r.stop().success(), "{}", r.output());
+        assert!(
+            !r.received().is_empty(),
+            "{} got no partition's messages",
+            r.name
+        );
+        assert!(r.output().contains("Receiver stopped: total_received="));
+    }
+    for r in &receivers {
+        if let Some(line) = r.output().lines().rev().find(|l| l.contains("Summary:")) {
+            eprintln!("{}: {line}", r.name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_receiver_is_replaced_and_nothing_is_missed() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let topic = unique("services-kill");
+    let group = unique("services-kill-group");
+    create_topic(&bootstrap, &topic, 3).await;
+    let vars = env(&bootstrap, &topic, &group);
+    let mut receivers: Vec<Service> = (0..3)
+        .map(|i| {
+            Service::start(
+                env!("CARGO_BIN_EXE_receiver"),
+                &format!("receiver-{i}"),
+                &vars,
+            )
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut sender_vars = vars.clone();
+    sender_vars.push(("PRODUCER_ID", "s1"));
+    let mut sender = Service::start(env!("CARGO_BIN_EXE_sender"), "s1", &sender_vars);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Kill the receiver that has been getting messages of some partition.
+    let victim = receivers
+        .iter()
+        .position(|r| !r.received().is_empty())
+        .expect("some receiver got messages");
+    let orphaned: Vec<i32> = {
+        let mut p: Vec<i32> = receivers[victim].received().iter().map(|m| m.2).collect();
+        p.sort_unstable();
+        p.dedup();
+        p
+    };
+    receivers[victim].kill9();
+    let killed_at = Instant::now();
+    let survivors_before: Vec<usize> = receivers.iter().map(|r| r.received().len()).collect();
+
+    // The session timeout is 6 s: after it (and a rebalance) the survivors
+    // must be reading the orphaned partitions.
+    let deadline = killed_at + Duration::from_secs(20);
+    loop {
+        let taken_over = receivers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != victim)
+            .any(|(i, r)| {
+                r.received()[survivors_before[i]..]
+                    .iter()
+                    .any(|m| orphaned.contains(&m.2))
+            });
+        if taken_over {
+            eprintln!(
+                "partitions {orphaned:?} taken over {:?} after the kill",
+                killed_at.elapsed()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nobody took over partitions {orphaned:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(sender.stop().success(), "{}", sender.output());
+    let sent = BTreeMap::from([("s1".to_owned(), sender.sent())]);
+    let seen = wait_for_all(&receivers, &sent);
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{} messages sent, all received; {duplicates} received again after the kill",
+        sent["s1"]
+    );
+    for (i, r) in receivers.iter_mut().enumerate() {
+        if i != victim {
+            assert!(r.stop().success(), "{}", r.output());
+        }
+    }
+}
