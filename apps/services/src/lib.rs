@@ -212,10 +212,26 @@ impl Latencies {
     }
 }
 
-/// Prints `message` as the one-line error of a bad setting and exits 2.
-pub fn exit_usage(message: &str) -> ! {
-    eprintln!("error: {message}");
-    std::process::exit(EXIT_USAGE)
+/// A service's `main`: reads the settings (a bad one: a one-line error,
+/// exit 2), sets up logging, runs `service` and exits 0, or 1 after logging
+/// its error.
+pub async fn main<F, Fut>(service: F) -> !
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let settings = Settings::from_env().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(EXIT_USAGE)
+    });
+    init_logging();
+    std::process::exit(match service(settings).await {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            EXIT_FAILURE
+        }
+    })
 }
 
 #[cfg(test)]

@@ -323,3 +323,17 @@ async fn killed_receiver_is_replaced_and_nothing_is_missed() {
         }
     }
 }
+
+#[test]
+fn a_bad_setting_is_one_line_and_exit_2() {
+    for bin in [env!("CARGO_BIN_EXE_sender"), env!("CARGO_BIN_EXE_receiver")] {
+        let out = Command::new(bin)
+            .env("SEND_INTERVAL_MS", "soon")
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{bin}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: SEND_INTERVAL_MS:"), "{err}");
+    }
+}

@@ -12,9 +12,7 @@ use rskafka::client::{
     consumer::OffsetReset,
     group::{GroupConfig, TopicPartition},
 };
-use services::{
-    exit_usage, init_logging, shutdown_signal, Latencies, Message, Settings, EXIT_FAILURE,
-};
+use services::{shutdown_signal, Latencies, Message, Settings};
 use time::OffsetDateTime;
 
 /// Records handled per batch at most.
@@ -22,15 +20,7 @@ const BATCH: usize = 500;
 
 #[tokio::main]
 async fn main() {
-    let settings = Settings::from_env().unwrap_or_else(|e| exit_usage(&e));
-    init_logging();
-    std::process::exit(match run(settings).await {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("{e}");
-            EXIT_FAILURE
-        }
-    });
+    services::main(run).await
 }
 
 async fn run(settings: Settings) -> Result<(), String> {

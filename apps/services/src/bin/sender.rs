@@ -16,7 +16,7 @@ use rskafka::{
     client::producer::{Acks, ProducerConfig, ProducerRecord},
     record::Record,
 };
-use services::{exit_usage, init_logging, shutdown_signal, Message, Settings, EXIT_FAILURE};
+use services::{shutdown_signal, Message, Settings};
 use time::OffsetDateTime;
 use tokio::time::MissedTickBehavior;
 
@@ -28,15 +28,7 @@ struct Counts {
 
 #[tokio::main]
 async fn main() {
-    let settings = Settings::from_env().unwrap_or_else(|e| exit_usage(&e));
-    init_logging();
-    std::process::exit(match run(settings).await {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::error!("{e}");
-            EXIT_FAILURE
-        }
-    });
+    services::main(run).await
 }
 
 async fn run(settings: Settings) -> Result<(), String> {
