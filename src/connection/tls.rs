@@ -265,7 +265,7 @@ impl TlsConfigBuilder {
                 }
             }
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(ring_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| TlsError::Config(e.to_string()))?
@@ -485,6 +485,15 @@ pub(crate) async fn connect(
     handshake(tcp, addr, config, deadline, timeout).await
 }
 
+/// rustls on *ring*: the provider that needs no C toolchain beyond *ring*'s
+/// own (aws-lc-rs needs cmake). rustls 0.23.48 deprecated it for lacking
+/// post-quantum key exchange, which it still supports in every other way;
+/// Kafka brokers on the JVM do not offer hybrid post-quantum groups either.
+#[allow(deprecated)]
+fn ring_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,7 +613,7 @@ mod tests {
         }
 
         fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-            Arc::new(rustls::crypto::ring::default_provider())
+            Arc::new(super::ring_provider())
         }
 
         /// Serves TLS with `cert` on a loopback port, answering "ok" to
