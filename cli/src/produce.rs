@@ -6,13 +6,13 @@
 //! were acknowledged, so that the input can be resumed without gaps.
 
 use std::{
-    collections::{BTreeSet, VecDeque},
-    io::BufRead,
+    collections::{BTreeMap, VecDeque},
+    io::Read,
     path::PathBuf,
     time::Duration,
 };
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use clap::{Args, ValueEnum};
 use futures::FutureExt;
 use rskafka::{
@@ -119,12 +119,11 @@ fn parse_headers(raw: &[String]) -> Vec<(String, Option<Bytes>)> {
 }
 
 /// Splits a line into key and value at the first `delimiter`.
-fn split_line(line: Vec<u8>, delimiter: Option<&[u8]>) -> (Option<Bytes>, Bytes) {
-    let line = Bytes::from(line);
+fn split_line(line: Bytes, delimiter: Option<&[u8]>) -> (Option<Bytes>, Bytes) {
     let Some(d) = delimiter else {
         return (None, line);
     };
-    match line.windows(d.len()).position(|w| w == d) {
+    match memchr::memmem::find(&line, d) {
         Some(pos) => {
             let key = line.slice(..pos);
             let value = line.slice(pos + d.len()..);
@@ -134,14 +133,26 @@ fn split_line(line: Vec<u8>, delimiter: Option<&[u8]>) -> (Option<Bytes>, Bytes)
     }
 }
 
-/// Reads lines on a blocking thread (stdin and files have no portable async
-/// form) and hands them over; a channel bound gives backpressure.
-fn spawn_reader(file: Option<PathBuf>) -> mpsc::Receiver<std::io::Result<Vec<u8>>> {
-    let (tx, rx) = mpsc::channel(4096);
+/// Bytes of input read at a time. Lines are cut from these blocks without
+/// a copy or an allocation of their own, and a block crosses the channel
+/// in one step, so the cost per line is a search for its newline. Below
+/// the allocator's mmap threshold (see `main`), so that blocks reuse heap
+/// memory instead of faulting in fresh pages.
+const BLOCK: usize = 128 * 1024;
+
+/// Blocks waiting in the channel: the input read ahead is bounded by this
+/// many blocks.
+const BLOCKS_AHEAD: usize = 4;
+
+/// Reads the input on a blocking thread (stdin and files have no portable
+/// async form) and hands it over in blocks of whole lines; the channel
+/// bound gives backpressure.
+fn spawn_reader(file: Option<PathBuf>) -> mpsc::Receiver<std::io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel(BLOCKS_AHEAD);
     std::thread::spawn(move || {
-        let input: Box<dyn BufRead> = match file {
+        let input: Box<dyn Read> = match file {
             Some(path) => match std::fs::File::open(&path) {
-                Ok(f) => Box::new(std::io::BufReader::new(f)),
+                Ok(f) => Box::new(f),
                 Err(e) => {
                     let e = std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
                     let _ = tx.blocking_send(Err(e));
@@ -150,30 +161,64 @@ fn spawn_reader(file: Option<PathBuf>) -> mpsc::Receiver<std::io::Result<Vec<u8>
             },
             None => Box::new(std::io::stdin().lock()),
         };
-        read_lines(input, &tx);
+        read_blocks(input, &tx);
     });
     rx
 }
 
-fn read_lines(mut input: Box<dyn BufRead>, tx: &mpsc::Sender<std::io::Result<Vec<u8>>>) {
+/// Sends `input` as blocks that end after a newline (the last one may end
+/// without one). A line longer than a block makes its block grow to hold it.
+fn read_blocks(mut input: impl Read, tx: &mpsc::Sender<std::io::Result<Bytes>>) {
+    let mut buf = BytesMut::new();
+    // Where the search for a newline resumes: the bytes before it have none.
+    let mut searched = 0;
     loop {
-        let mut line = Vec::new();
-        match input.read_until(b'\n', &mut line) {
-            Ok(0) => return,
-            Ok(_) => {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
-                }
-                if tx.blocking_send(Ok(line)).is_err() {
-                    return;
-                }
+        let filled = buf.len();
+        buf.resize(filled + BLOCK, 0);
+        let n = match input.read(&mut buf[filled..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                buf.truncate(filled);
+                continue;
             }
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
                 return;
             }
+        };
+        buf.truncate(filled + n);
+        if n == 0 {
+            if !buf.is_empty() {
+                // The last line, without a newline.
+                let _ = tx.blocking_send(Ok(buf.split().freeze()));
+            }
+            return;
+        }
+        if let Some(last) = memchr::memrchr(b'\n', &buf[searched..]) {
+            let block = buf.split_to(searched + last + 1).freeze();
+            searched = 0;
+            if tx.blocking_send(Ok(block)).is_err() {
+                return;
+            }
+        } else {
+            searched = buf.len();
         }
     }
+}
+
+/// The lines of a block from [`read_blocks`], without their newlines; an
+/// empty line is an empty record, a trailing newline ends the last line.
+fn lines_of(block: &Bytes) -> impl Iterator<Item = Bytes> + '_ {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= block.len() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', &block[start..]).map_or(block.len(), |i| start + i);
+        let line = block.slice(start..end);
+        start = end + 1;
+        Some(line)
+    })
 }
 
 /// Resolves `--idempotent` against `--acks`: explicit "on" needs acks=all;
@@ -198,26 +243,35 @@ struct Progress {
     read: u64,
     /// Lines 1 to `prefix` are all acknowledged.
     prefix: u64,
-    /// Acknowledged lines past `prefix + 1`.
-    ahead: BTreeSet<u64>,
+    /// Acknowledged runs of lines past `prefix + 1`, first line → last line,
+    /// not touching one another.
+    ahead: BTreeMap<u64, u64>,
 }
 
 impl Progress {
-    /// Notes line `n` (1-based) as acknowledged.
-    fn acknowledged(&mut self, n: u64) {
-        if n != self.prefix + 1 {
-            self.ahead.insert(n);
+    /// Notes lines `first..=last` (1-based) as acknowledged.
+    fn acknowledged(&mut self, first: u64, last: u64) {
+        if first != self.prefix + 1 {
+            self.ahead.insert(first, last);
             return;
         }
-        self.prefix = n;
-        while self.ahead.remove(&(self.prefix + 1)) {
-            self.prefix += 1;
+        self.prefix = last;
+        while let Some(last) = self.ahead.remove(&(self.prefix + 1)) {
+            self.prefix = last;
         }
+    }
+
+    /// Lines acknowledged past the prefix.
+    fn ahead_count(&self) -> u64 {
+        self.ahead
+            .iter()
+            .map(|(first, last)| last - first + 1)
+            .sum()
     }
 
     /// Lines acknowledged in all.
     fn total(&self) -> u64 {
-        self.prefix + self.ahead.len() as u64
+        self.prefix + self.ahead_count()
     }
 }
 
@@ -231,7 +285,7 @@ impl std::fmt::Display for Progress {
             which.push(format!("lines 1-{}", self.prefix));
         }
         if !self.ahead.is_empty() {
-            which.push(format!("{} after line {next}", self.ahead.len()));
+            which.push(format!("{} after line {next}", self.ahead_count()));
         }
         write!(
             f,
@@ -248,6 +302,13 @@ impl std::fmt::Display for Progress {
             "; lines from {next} on were not{all}, or not certainly, written"
         )
     }
+}
+
+/// Lines `first..=last`, all in the batch of `delivery`.
+struct Pending {
+    first: u64,
+    last: u64,
+    delivery: DeliveryFuture,
 }
 
 /// Why a run stopped before its input ended.
@@ -293,18 +354,15 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
     }
     let producer = client.producer(config)?;
     let mut signals = Signals::new()?;
-    let mut lines = spawn_reader(args.file);
+    let mut blocks = spawn_reader(args.file);
     let mut progress = Progress::default();
     // Deliveries in input order, settled from the front as they complete,
-    // so memory stays flat and a failure soon ends reading.
-    let mut pending: VecDeque<(u64, DeliveryFuture)> = VecDeque::new();
+    // so memory stays flat and a failure soon ends reading. Consecutive
+    // lines in one batch share an entry: they are written or fail together.
+    let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut stop = None;
-    // Lines come in chunks: one wait (and one look at the signals) for
-    // many lines keeps the per-line cost down.
-    let mut chunk = Vec::with_capacity(1024);
     'read: while stop.is_none() {
-        chunk.clear();
-        let got = tokio::select! {
+        let block = tokio::select! {
             biased;
             s = signals.recv() => {
                 stop = Some(Stop::Signal(s));
@@ -313,38 +371,38 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
             // While input is slow, a failure still ends the run at once.
             delivered = async {
                 match pending.front_mut() {
-                    Some((_, delivery)) => delivery.await,
+                    Some(front) => (&mut front.delivery).await,
                     None => std::future::pending().await,
                 }
             } => {
-                if let Some((n, _)) = pending.pop_front() {
+                if let Some(front) = pending.pop_front() {
                     match delivered {
-                        Ok(_) => progress.acknowledged(n),
+                        Ok(_) => progress.acknowledged(front.first, front.last),
                         Err(e) => stop = Some(Stop::Failed(e.into())),
                     }
                 }
                 continue;
             }
-            got = lines.recv_many(&mut chunk, 1024) => got,
+            block = blocks.recv() => block,
         };
-        if got == 0 {
-            break; // end of input
-        }
-        for line in chunk.drain(..) {
-            let line = match line {
-                Ok(line) => line,
-                Err(e) => {
-                    stop = Some(Stop::Failed(e.into()));
-                    break 'read;
-                }
-            };
+        let block = match block {
+            None => break, // end of input
+            Some(Ok(block)) => block,
+            Some(Err(e)) => {
+                stop = Some(Stop::Failed(e.into()));
+                break;
+            }
+        };
+        // The lines of a block were read at one moment.
+        let timestamp = time::OffsetDateTime::now_utc();
+        for line in lines_of(&block) {
             progress.read += 1;
             let (key, value) = split_line(line, delimiter.as_deref());
             let record = Record {
                 key,
                 value: Some(value),
                 headers: headers.clone(),
-                timestamp: time::OffsetDateTime::now_utc(),
+                timestamp,
             };
             // Waits only while the producer's buffer is full (bounded by
             // the delivery timeout) or the topic's metadata loads; a signal
@@ -363,21 +421,35 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
                 },
             };
             match sent {
-                Ok(delivery) => pending.push_back((progress.read, delivery)),
+                Ok(delivery) => {
+                    let line = progress.read;
+                    match pending.back_mut() {
+                        Some(back)
+                            if back.last + 1 == line && back.delivery.same_batch(&delivery) =>
+                        {
+                            back.last = line;
+                        }
+                        _ => pending.push_back(Pending {
+                            first: line,
+                            last: line,
+                            delivery,
+                        }),
+                    }
+                }
                 Err(e) => {
                     stop = Some(Stop::Failed(e.into()));
                     break 'read;
                 }
             }
         }
-        while let Some((n, front)) = pending.front_mut() {
-            let n = *n;
-            match front.now_or_never() {
+        while let Some(front) = pending.front_mut() {
+            let (first, last) = (front.first, front.last);
+            match (&mut front.delivery).now_or_never() {
                 None => break,
                 Some(delivered) => {
                     pending.pop_front();
                     match delivered {
-                        Ok(_) => progress.acknowledged(n),
+                        Ok(_) => progress.acknowledged(first, last),
                         Err(e) => {
                             stop = Some(Stop::Failed(e.into()));
                             break;
@@ -387,8 +459,8 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
             }
         }
     }
-    // The reader thread ends at its next line.
-    drop(lines);
+    // The reader thread ends at its next block.
+    drop(blocks);
     // Sends what is buffered at once, linger or not, and waits (bounded by
     // the delivery timeout) for every delivery to settle; another signal
     // ends the wait.
@@ -402,9 +474,9 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
     }
     // Settled in any order now: lines after a failed one may be written.
     let mut unsettled = 0;
-    for (n, delivery) in pending {
-        match delivery.now_or_never() {
-            Some(Ok(_)) => progress.acknowledged(n),
+    for p in pending {
+        match p.delivery.now_or_never() {
+            Some(Ok(_)) => progress.acknowledged(p.first, p.last),
             Some(Err(e)) => {
                 if stop.is_none() {
                     stop = Some(Stop::Failed(e.into()));
@@ -438,16 +510,17 @@ mod tests {
 
     #[test]
     fn key_is_text_before_first_delimiter() {
-        let (k, v) = split_line(b"a::b::c".to_vec(), Some(b"::"));
+        let line = |s: &'static [u8]| Bytes::from_static(s);
+        let (k, v) = split_line(line(b"a::b::c"), Some(b"::"));
         assert_eq!(k.as_deref(), Some(&b"a"[..]));
         assert_eq!(&v[..], b"b::c");
-        let (k, v) = split_line(b"no delimiter".to_vec(), Some(b"::"));
+        let (k, v) = split_line(line(b"no delimiter"), Some(b"::"));
         assert_eq!(k, None);
         assert_eq!(&v[..], b"no delimiter");
-        let (k, v) = split_line(b":v".to_vec(), Some(b":"));
+        let (k, v) = split_line(line(b":v"), Some(b":"));
         assert_eq!(k.as_deref(), Some(&b""[..]), "empty key, not null");
         assert_eq!(&v[..], b"v");
-        let (k, _) = split_line(b"k:v".to_vec(), None);
+        let (k, _) = split_line(line(b"k:v"), None);
         assert_eq!(k, None);
     }
 
@@ -489,7 +562,7 @@ mod tests {
             "0 of 6 lines read acknowledged; lines from 1 on were not, or not certainly, written"
         );
         for n in [3, 5] {
-            p.acknowledged(n);
+            p.acknowledged(n, n);
         }
         assert_eq!((p.prefix, p.total()), (0, 2));
         assert_eq!(
@@ -497,17 +570,27 @@ mod tests {
             "2 of 6 lines read acknowledged (2 after line 1); \
              lines from 1 on were not all, or not certainly, written"
         );
-        p.acknowledged(1);
-        p.acknowledged(2);
+        p.acknowledged(1, 2);
         assert_eq!((p.prefix, p.total()), (3, 4));
         assert_eq!(
             p.to_string(),
             "4 of 6 lines read acknowledged (lines 1-3 and 1 after line 4); \
              lines from 4 on were not all, or not certainly, written"
         );
-        p.acknowledged(4);
+        p.acknowledged(4, 4);
         assert_eq!((p.prefix, p.total()), (5, 5));
         assert!(p.ahead.is_empty());
+        // Runs of lines (one batch each) join up the same way.
+        let mut r = Progress {
+            read: 30,
+            ..Progress::default()
+        };
+        r.acknowledged(21, 30);
+        r.acknowledged(11, 20);
+        assert_eq!((r.prefix, r.total()), (0, 20));
+        r.acknowledged(1, 10);
+        assert_eq!((r.prefix, r.total()), (30, 30));
+        assert!(r.ahead.is_empty());
         assert_eq!(
             p.to_string(),
             "5 of 6 lines read acknowledged (lines 1-5); \
@@ -515,15 +598,43 @@ mod tests {
         );
     }
 
+    /// The lines `read_blocks` and `lines_of` make of `input` read in
+    /// pieces of at most `piece` bytes.
+    fn lines_read(input: &[u8], piece: usize) -> Vec<Vec<u8>> {
+        struct Pieces<'a>(&'a [u8], usize);
+        impl Read for Pieces<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(self.1).min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let (tx, mut rx) = mpsc::channel(1024);
+        read_blocks(Pieces(input, piece), &tx);
+        let mut got = Vec::new();
+        while let Ok(Ok(block)) = rx.try_recv() {
+            assert!(!block.is_empty());
+            got.extend(lines_of(&block).map(|l| l.to_vec()));
+        }
+        got
+    }
+
     #[test]
     fn lines_keep_empty_ones_but_not_a_trailing_newline() {
-        let (tx, mut rx) = mpsc::channel(16);
-        let input: Box<dyn BufRead> = Box::new(std::io::Cursor::new(b"a\n\nb\n".to_vec()));
-        read_lines(input, &tx);
-        let mut got = Vec::new();
-        while let Ok(Ok(l)) = rx.try_recv() {
-            got.push(l);
+        let want = |lines: &[&str]| -> Vec<Vec<u8>> {
+            lines.iter().map(|l| l.as_bytes().to_vec()).collect()
+        };
+        for piece in [1, 2, 3, BLOCK] {
+            assert_eq!(lines_read(b"a\n\nb\n", piece), want(&["a", "", "b"]));
+            assert_eq!(lines_read(b"a\nlast", piece), want(&["a", "last"]));
+            assert_eq!(lines_read(b"\n", piece), want(&[""]));
+            assert!(lines_read(b"", piece).is_empty());
         }
-        assert_eq!(got, vec![b"a".to_vec(), Vec::new(), b"b".to_vec()]);
+        // A line longer than a block is kept whole.
+        let long = vec![b'x'; BLOCK * 2 + 17];
+        let mut input = long.clone();
+        input.extend_from_slice(b"\nshort\n");
+        assert_eq!(lines_read(&input, BLOCK), vec![long, b"short".to_vec()]);
     }
 }

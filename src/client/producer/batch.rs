@@ -258,6 +258,14 @@ impl DeliveryFuture {
     pub fn topic(&self) -> &str {
         &self.shared.topic
     }
+
+    /// Whether both records went into the same batch. A batch is written or
+    /// fails as a whole, so for a run of records in one batch, awaiting the
+    /// last one's future tells about all of them: a caller sending many
+    /// records can keep one future per batch instead of one per record.
+    pub fn same_batch(&self, other: &DeliveryFuture) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
 }
 
 impl Future for DeliveryFuture {
