@@ -191,8 +191,16 @@ pub async fn topic_delete(g: &GlobalArgs, name: &str) -> CliResult {
     print_out(&format!("Deleted topic {name}.\n"))
 }
 
-/// `offsets TOPIC`: partition, earliest, latest — one line per partition.
-pub async fn offsets(g: &GlobalArgs, topic: &str) -> CliResult {
+/// `offsets TOPIC`: partition, earliest, latest — one line per partition;
+/// with `--at`, partition and the first offset at or after that time.
+pub async fn offsets(g: &GlobalArgs, topic: &str, at: Option<i64>) -> CliResult {
+    let at = match at {
+        None => None,
+        Some(ms) => Some(
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                .map_err(|_| CliError::usage(format!("--at {ms}: not a representable time")))?,
+        ),
+    };
     let client = connect(g).await?;
     let partitions = crate::topic_partitions(&client, g, topic).await?;
     let lines = bounded(g.timeout() * 2, "offsets", async {
@@ -201,6 +209,10 @@ pub async fn offsets(g: &GlobalArgs, topic: &str) -> CliResult {
             let topic = topic.to_owned();
             async move {
                 let pc = client.partition_client(&topic, p).await?;
+                if let Some(t) = at {
+                    let offset = pc.get_offset(OffsetAt::Timestamp(t)).await?;
+                    return Ok(format!("{p}\t{offset}\n"));
+                }
                 let earliest = pc.get_offset(OffsetAt::Earliest).await?;
                 let latest = pc.get_offset(OffsetAt::Latest).await?;
                 Ok::<_, rskafka::error::Error>(format!("{p}\t{earliest}\t{latest}\n"))

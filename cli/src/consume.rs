@@ -16,7 +16,8 @@ use rskafka::{
 };
 
 use crate::{
-    bounded, connect, format,
+    bounded, connect,
+    format::{self, Template},
     output::{Ends, Output, Written},
     signals::Signals,
     CliError, CliResult, GlobalArgs,
@@ -30,10 +31,13 @@ pub struct ConsumeArgs {
     /// Read only this partition (default: all partitions).
     #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
     partition: Option<i32>,
-    /// Where to start: earliest, latest, or an offset N: on each partition
-    /// the first offset >= N it has (its log start if that is later; its
-    /// end, with a warning, if it has no record at or after N yet).
-    #[arg(long, default_value = "earliest", value_parser = parse_start)]
+    /// Where to start: earliest, latest; an offset N: on each partition the
+    /// first offset >= N it has (its log start if that is later; its end,
+    /// with a warning, if it has no record at or after N yet); -N: N records
+    /// before each partition's end (its start if it has fewer);
+    /// @TIMESTAMP_MS: each partition's first record at or after that time
+    /// (its end if none).
+    #[arg(long, default_value = "earliest", value_parser = parse_start, allow_hyphen_values = true)]
     from: Start,
     /// Stop after printing this many records in total.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -48,6 +52,17 @@ pub struct ConsumeArgs {
     /// Output format: one JSON object per record, or the value alone.
     #[arg(long, value_enum, default_value = "json")]
     format: FormatArg,
+    /// Output format string as kcat's `-f`: `%t` topic, `%p` partition,
+    /// `%o` offset, `%k` key, `%K` key length, `%s` value, `%S` value
+    /// length, `%R` value length as a big-endian 32-bit integer, `%T`
+    /// timestamp (ms), `%h` headers (`n=v,...`), `%%`; escapes `\n \r \t
+    /// \\ \0 \xHH`. A null key or value prints as nothing, its length as -1.
+    #[arg(short = 'f', long, value_name = "FMT", value_parser = Template::parse, conflicts_with = "format")]
+    format_string: Option<Template>,
+    /// With `--format value`: print the key and this delimiter before each
+    /// value (kcat's `-K`).
+    #[arg(long, value_name = "D")]
+    key_delimiter: Option<String>,
     /// Consume as a member of this group: it assigns the partitions, and
     /// what is printed is committed as it goes and before exiting (`--from`
     /// then only says where partitions without a committed offset start).
@@ -64,18 +79,69 @@ pub enum Start {
     Latest,
     /// An explicit offset.
     Offset(i64),
+    /// This many records before the end.
+    Tail(i64),
+    /// The first record at or after this time.
+    Timestamp(time::OffsetDateTime),
 }
 
 fn parse_start(s: &str) -> Result<Start, String> {
+    let expected =
+        || format!("expected earliest, latest, an offset, -N or @TIMESTAMP_MS, got {s:?}");
     match s {
         "earliest" | "beginning" => Ok(Start::Earliest),
         "latest" | "end" => Ok(Start::Latest),
-        _ => match s.parse::<i64>() {
-            Ok(o) if o >= 0 => Ok(Start::Offset(o)),
-            _ => Err(format!(
-                "expected earliest, latest or a non-negative offset, got {s:?}"
+        _ => {
+            if let Some(ms) = s.strip_prefix('@') {
+                let ms: i64 = ms.parse().map_err(|_| expected())?;
+                return time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                    .map(Start::Timestamp)
+                    .map_err(|_| expected());
+            }
+            if let Some(n) = s.strip_prefix('-') {
+                return match n.parse::<i64>() {
+                    Ok(n) if n > 0 => Ok(Start::Tail(n)),
+                    _ => Err(expected()),
+                };
+            }
+            match s.parse::<i64>() {
+                Ok(o) if o >= 0 => Ok(Start::Offset(o)),
+                _ => Err(expected()),
+            }
+        }
+    }
+}
+
+/// How records are printed.
+#[derive(Debug, Clone)]
+pub enum Layout {
+    /// One JSON object per line.
+    Json,
+    /// The value per line, with the key and a delimiter first if given.
+    Value(Option<Vec<u8>>),
+    /// A kcat-style format string.
+    Template(Template),
+}
+
+impl Layout {
+    fn of(args: &ConsumeArgs) -> CliResult<Self> {
+        let key_delimiter = args.key_delimiter.as_ref().map(|d| d.as_bytes().to_vec());
+        match (&args.format_string, args.format, key_delimiter) {
+            (Some(t), _, None) => Ok(Self::Template(t.clone())),
+            (None, FormatArg::Value, d) => Ok(Self::Value(d)),
+            (None, FormatArg::Json, None) => Ok(Self::Json),
+            (_, _, Some(_)) => Err(CliError::usage(
+                "--key-delimiter applies to --format value (use %k in --format-string)",
             )),
-        },
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>, topic: &str, partition: i32, r: &RecordAndOffset) {
+        match self {
+            Self::Json => format::json_line(out, topic, partition, r),
+            Self::Value(d) => format::value_line(out, d.as_deref(), r),
+            Self::Template(t) => t.write(out, topic, partition, r),
+        }
     }
 }
 
@@ -104,13 +170,13 @@ pub enum FormatArg {
 /// records, and records formatted are dropped as it goes.
 pub const PIECE: usize = 1 << 20;
 
-/// Formats records from `records` into `out` in `fmt` until `out` holds
+/// Formats records from `records` into `out` in `layout` until `out` holds
 /// [`PIECE`] bytes or `records` is empty, noting in `ends` (if given) where
 /// each record ends.
 pub fn format_piece(
     out: &mut Vec<u8>,
     mut ends: Option<&mut Ends>,
-    fmt: FormatArg,
+    layout: &Layout,
     topic: &str,
     records: &mut std::vec::IntoIter<ConsumedRecord>,
 ) {
@@ -121,10 +187,7 @@ pub fn format_piece(
             record: r.record,
             offset: r.offset,
         };
-        match fmt {
-            FormatArg::Json => format::json_line(out, topic, partition, &r),
-            FormatArg::Value => format::value_line(out, &r),
-        }
+        layout.write(out, topic, partition, &r);
         if let Some(ends) = ends.as_deref_mut() {
             ends.push(partition, r.offset, out.len());
         }
@@ -155,39 +218,51 @@ async fn end_offsets(
     Ok(ends)
 }
 
-/// Where each partition starts for `--from n`: the first offset >= n it
-/// has. That is its log start if the log starts after n, and its end (the
-/// high watermark: any isolation may fetch from there) if it has no record
-/// at or after n yet, which a warning line names (kcat too resets such a
-/// partition rather than failing). So a short partition neither fails the
-/// run nor makes `--exit-at-end` and a plain run disagree.
+/// Where each partition starts for `--from` N, -N or @TIMESTAMP_MS.
+///
+/// For N: the first offset >= N the partition has. That is its log start if
+/// the log starts after N, and its end (the high watermark: any isolation
+/// may fetch from there) if it has no record at or after N yet, which a
+/// warning line names (kcat too resets such a partition rather than
+/// failing). So a short partition neither fails the run nor makes
+/// `--exit-at-end` and a plain run disagree. For -N: N before the end, or
+/// the start if the partition holds fewer. For @T: the first offset whose
+/// timestamp is at or after T, or the end if there is none.
 async fn offset_starts(
     client: &Client,
     g: &GlobalArgs,
     topic: &str,
     partitions: &[i32],
-    n: i64,
+    from: Start,
 ) -> CliResult<BTreeMap<i32, i64>> {
     let bounds = bounded(g.timeout() * 2, "offset lookup", async {
         let lookups = partitions.iter().map(|&p| async move {
             let pc = client.partition_client(topic, p).await?;
             let start = pc.get_offset(OffsetAt::Earliest).await?;
             let end = pc.get_offset(OffsetAt::Latest).await?;
-            Ok::<_, rskafka::error::Error>((p, start, end))
+            let at_time = match from {
+                Start::Timestamp(t) => Some(pc.get_offset(OffsetAt::Timestamp(t)).await?),
+                _ => None,
+            };
+            Ok::<_, rskafka::error::Error>((p, start, end, at_time))
         });
         Ok(futures::future::try_join_all(lookups).await?)
     })
     .await?;
     let mut starts = BTreeMap::new();
-    for (p, start, end) in bounds {
-        let at = if end <= n {
-            eprintln!(
-                "warning: partition {p} of {topic:?} has no record at or after offset {n} yet \
-                 (it ends at {end}): starting at its end"
-            );
-            end
-        } else {
-            n.max(start)
+    for (p, start, end, at_time) in bounds {
+        let at = match from {
+            Start::Offset(n) if end <= n => {
+                eprintln!(
+                    "warning: partition {p} of {topic:?} has no record at or after offset {n} \
+                     yet (it ends at {end}): starting at its end"
+                );
+                end
+            }
+            Start::Offset(n) => n.max(start),
+            Start::Tail(n) => end.saturating_sub(n).max(start),
+            // -1: no record at or after the time.
+            _ => at_time.filter(|&o| o >= 0).unwrap_or(end),
         };
         starts.insert(p, at);
     }
@@ -202,12 +277,15 @@ fn at_end(consumer: &Consumer, topic: &str, ends: &BTreeMap<i32, i64>) -> bool {
 
 /// Runs `consume`.
 pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
+    let layout = Layout::of(&args)?;
     if let Some(group) = args.group {
         let reset = match args.from {
             Start::Earliest => OffsetReset::Earliest,
             Start::Latest => OffsetReset::Latest,
-            Start::Offset(_) => {
-                return Err(CliError::usage("--from OFFSET does not apply with --group"))
+            Start::Offset(_) | Start::Tail(_) | Start::Timestamp(_) => {
+                return Err(CliError::usage(
+                    "--from with an offset, -N or @TIMESTAMP_MS does not apply with --group",
+                ))
             }
         };
         let isolation = match args.isolation {
@@ -218,7 +296,7 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
             topic: args.topic,
             group,
             count: args.count,
-            format: args.format,
+            layout,
             isolation,
             reset,
         };
@@ -246,11 +324,13 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
         None
     };
     let starts: BTreeMap<i32, StartOffset> = match args.from {
-        Start::Offset(n) => offset_starts(&client, g, &args.topic, &partitions, n)
-            .await?
-            .into_iter()
-            .map(|(p, o)| (p, StartOffset::At(o)))
-            .collect(),
+        Start::Offset(_) | Start::Tail(_) | Start::Timestamp(_) => {
+            offset_starts(&client, g, &args.topic, &partitions, args.from)
+                .await?
+                .into_iter()
+                .map(|(p, o)| (p, StartOffset::At(o)))
+                .collect()
+        }
         Start::Earliest => partitions
             .iter()
             .map(|&p| (p, StartOffset::Earliest))
@@ -273,7 +353,7 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
         config = config.assign(&args.topic, p, start);
     }
     let mut consumer = client.consumer(config)?;
-    let result = print_records(&mut consumer, &args, ends.as_ref()).await;
+    let result = print_records(&mut consumer, &args, &layout, ends.as_ref()).await;
     if result.is_ok() {
         // Frees the broker's fetch session now rather than at its expiry.
         consumer
@@ -288,6 +368,7 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
 async fn print_records(
     consumer: &mut Consumer,
     args: &ConsumeArgs,
+    layout: &Layout,
     ends: Option<&BTreeMap<i32, i64>>,
 ) -> CliResult {
     let mut remaining = args.count;
@@ -319,7 +400,7 @@ async fn print_records(
         let mut records = batch.into_iter();
         while records.len() > 0 {
             out.clear();
-            format_piece(&mut out, None, args.format, &args.topic, &mut records);
+            format_piece(&mut out, None, layout, &args.topic, &mut records);
             let written = tokio::select! {
                 w = output.write(std::mem::take(&mut out)) => w,
                 _ = signals.recv() => {
@@ -348,7 +429,15 @@ mod tests {
         assert_eq!(parse_start("earliest"), Ok(Start::Earliest));
         assert_eq!(parse_start("latest"), Ok(Start::Latest));
         assert_eq!(parse_start("17"), Ok(Start::Offset(17)));
-        assert!(parse_start("-1").is_err());
-        assert!(parse_start("soon").is_err());
+        assert_eq!(parse_start("-3"), Ok(Start::Tail(3)));
+        assert_eq!(
+            parse_start("@1700000000000"),
+            Ok(Start::Timestamp(
+                time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap()
+            ))
+        );
+        for bad in ["-0", "--1", "@", "@x", "@99999999999999999", "soon"] {
+            assert!(parse_start(bad).is_err(), "{bad}");
+        }
     }
 }

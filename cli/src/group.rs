@@ -14,7 +14,7 @@ use rskafka::{
 
 use crate::{
     bounded, connect,
-    consume::{format_piece, FormatArg},
+    consume::{format_piece, Layout},
     output::{Ends, Output, Written},
     signals::Signals,
     CliError, CliResult, GlobalArgs,
@@ -273,8 +273,8 @@ pub struct GroupConsume {
     pub group: String,
     /// Stop after this many records in all.
     pub count: Option<u64>,
-    /// Output format.
-    pub format: FormatArg,
+    /// How records are printed.
+    pub layout: Layout,
     /// Which records are visible.
     pub isolation: IsolationLevel,
     /// Where partitions without a committed offset start.
@@ -337,7 +337,7 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
             format_piece(
                 &mut out,
                 Some(&mut ends),
-                opts.format,
+                &opts.layout,
                 &opts.topic,
                 &mut records,
             );

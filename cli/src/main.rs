@@ -151,10 +151,16 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
     Consume(consume::ConsumeArgs),
-    /// Print the earliest and latest offset of every partition of a topic.
+    /// Print the earliest and latest offset of every partition of a topic,
+    /// or with --at the first offset at or after a time (kcat's -Q).
     Offsets {
         /// The topic.
         topic: String,
+        /// Print `PARTITION<TAB>OFFSET`: each partition's first offset whose
+        /// record timestamp is at or after this time (milliseconds since the
+        /// epoch), -1 if it has none.
+        #[arg(long, value_name = "TIMESTAMP_MS", allow_hyphen_values = true)]
+        at: Option<i64>,
     },
     /// Consumer groups: list, describe, lag, seek, delete.
     #[command(subcommand)]
@@ -412,7 +418,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::Topic(TopicCommand::List) => admin::topic_list(g).await,
         Command::Topic(TopicCommand::Create(args)) => admin::topic_create(g, args).await,
         Command::Topic(TopicCommand::Delete { name }) => admin::topic_delete(g, &name).await,
-        Command::Offsets { topic } => admin::offsets(g, &topic).await,
+        Command::Offsets { topic, at } => admin::offsets(g, &topic, at).await,
         Command::Produce(args) => produce::run(g, args).await,
         Command::Consume(args) => consume::run(g, args).await,
         Command::Group(cmd) => group::run(g, cmd).await,

@@ -61,6 +61,14 @@ pub struct ProduceArgs {
     /// Read lines from this file instead of stdin.
     #[arg(long, value_name = "PATH")]
     file: Option<PathBuf>,
+    /// Send an empty value (an empty line, or nothing after the key
+    /// delimiter) as a null value, i.e. a tombstone (kcat's -Z).
+    #[arg(short = 'Z', long)]
+    null_empty: bool,
+    /// Send the whole input (the file, or stdin) as one record instead of
+    /// one record per line (kcat with a file argument).
+    #[arg(long, conflicts_with = "key_delimiter")]
+    whole_file: bool,
 }
 
 /// `--idempotent` values.
@@ -147,7 +155,7 @@ const BLOCKS_AHEAD: usize = 4;
 /// Reads the input on a blocking thread (stdin and files have no portable
 /// async form) and hands it over in blocks of whole lines; the channel
 /// bound gives backpressure.
-fn spawn_reader(file: Option<PathBuf>) -> mpsc::Receiver<std::io::Result<Bytes>> {
+fn spawn_reader(file: Option<PathBuf>, whole: bool) -> mpsc::Receiver<std::io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(BLOCKS_AHEAD);
     std::thread::spawn(move || {
         let input: Box<dyn Read> = match file {
@@ -161,7 +169,11 @@ fn spawn_reader(file: Option<PathBuf>) -> mpsc::Receiver<std::io::Result<Bytes>>
             },
             None => Box::new(std::io::stdin().lock()),
         };
-        read_blocks(input, &tx);
+        if whole {
+            read_whole(input, &tx);
+        } else {
+            read_blocks(input, &tx);
+        }
     });
     rx
 }
@@ -204,6 +216,12 @@ fn read_blocks(mut input: impl Read, tx: &mpsc::Sender<std::io::Result<Bytes>>) 
             searched = buf.len();
         }
     }
+}
+
+/// Sends all of `input` as one block.
+fn read_whole(mut input: impl Read, tx: &mpsc::Sender<std::io::Result<Bytes>>) {
+    let mut all = Vec::new();
+    let _ = tx.blocking_send(input.read_to_end(&mut all).map(|_| Bytes::from(all)));
 }
 
 /// The lines of a block from [`read_blocks`], without their newlines; an
@@ -354,7 +372,7 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
     }
     let producer = client.producer(config)?;
     let mut signals = Signals::new()?;
-    let mut blocks = spawn_reader(args.file);
+    let mut blocks = spawn_reader(args.file, args.whole_file);
     let mut progress = Progress::default();
     // Deliveries in input order, settled from the front as they complete,
     // so memory stays flat and a failure soon ends reading. Consecutive
@@ -395,12 +413,17 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
         };
         // The lines of a block were read at one moment.
         let timestamp = time::OffsetDateTime::now_utc();
-        for line in lines_of(&block) {
+        let lines: Box<dyn Iterator<Item = Bytes> + '_> = if args.whole_file {
+            Box::new(std::iter::once(block.clone()))
+        } else {
+            Box::new(lines_of(&block))
+        };
+        for line in lines {
             progress.read += 1;
             let (key, value) = split_line(line, delimiter.as_deref());
             let record = Record {
                 key,
-                value: Some(value),
+                value: (!(args.null_empty && value.is_empty())).then_some(value),
                 headers: headers.clone(),
                 timestamp,
             };

@@ -1,0 +1,241 @@
+//! kcat's features in the CLI, checked against kcat itself on the same
+//! broker (`KAFKA_BOOTSTRAP`; kcat from Debian's package, which `.ci/run`
+//! installs): format strings, `--from -N` and `@TIMESTAMP_MS`, `offsets
+//! --at` (kcat -Q), null values for empty lines (-Z), whole files as one
+//! record, a key delimiter on output (-K).
+
+use std::{
+    process::{Command, Output},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+mod common;
+
+use common::{binary, bootstrap, run_bounded, stderr, stdout, unique};
+
+fn kafka(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut cmd = binary();
+    cmd.args(["--brokers", bootstrap, "--timeout-ms", "10000"])
+        .args(args);
+    let out = run_bounded(cmd, Some(stdin), Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "rskafka {args:?}: exit {:?}, stderr: {}",
+        out.status,
+        stderr(&out)
+    );
+    out
+}
+
+/// kcat with `args` against `bootstrap`, or `None` (with a notice) when
+/// kcat is not installed.
+fn kcat(bootstrap: &str, args: &[&str]) -> Option<Output> {
+    let mut cmd = Command::new("kcat");
+    cmd.args(["-b", bootstrap]).args(args);
+    match cmd.output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "kcat {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some(out)
+        }
+        Err(e) => {
+            eprintln!("skipping the kcat comparison: kcat cannot run ({e})");
+            None
+        }
+    }
+}
+
+fn kcat_available() -> bool {
+    let ok = Command::new("kcat").arg("-V").output().is_ok();
+    if !ok {
+        eprintln!("skipping: kcat is not installed");
+    }
+    ok
+}
+
+/// A topic with 2 partitions: partition 0 holds keyed lines with an empty
+/// value and an empty line (sent as nulls with -Z), partition 1 a whole
+/// two-line input as one record, then three timestamped records.
+fn topic(b: &str) -> String {
+    let topic = unique("cli-kcat");
+    kafka(
+        b,
+        &[
+            "topic",
+            "create",
+            &topic,
+            "--partitions",
+            "2",
+            "--replication-factor",
+            "1",
+        ],
+        b"",
+    );
+    kafka(
+        b,
+        &[
+            "produce",
+            &topic,
+            "--partition",
+            "0",
+            "--key-delimiter",
+            ":",
+            "-Z",
+            "--header",
+            "h=1",
+        ],
+        b"a:1\nb:\n\nc:3\n",
+    );
+    kafka(
+        b,
+        &["produce", &topic, "--partition", "1", "--whole-file"],
+        b"line1\nline2\n",
+    );
+    topic
+}
+
+#[test]
+fn format_strings_print_what_kcat_prints() {
+    let Some(b) = bootstrap() else { return };
+    if !kcat_available() {
+        return;
+    }
+    let topic = topic(&b);
+    let fmt = r"%t|%p|%o|%k|%K|%s|%S|%h|%T\n";
+    let ours = kafka(
+        &b,
+        &["consume", &topic, "--exit-at-end", "--format-string", fmt],
+        b"",
+    );
+    let Some(theirs) = kcat(&b, &["-C", "-e", "-q", "-t", &topic, "-f", fmt]) else {
+        return;
+    };
+    let sorted = |o: &Output| {
+        let mut lines: Vec<String> = stdout(o).split_inclusive('\n').map(str::to_owned).collect();
+        lines.sort();
+        lines
+    };
+    // Partitions interleave differently; each line must match.
+    assert_eq!(sorted(&ours), sorted(&theirs));
+    let out = stdout(&ours);
+    // -Z: the empty value and the empty line are nulls (length -1); the
+    // whole input is one record of 12 bytes.
+    assert!(out.contains("|0|1|b|1||-1|h=1|"), "{out}");
+    assert!(out.contains("|0|2||-1||-1|h=1|"), "{out}");
+    assert!(out.contains("|1|0||-1|line1\nline2\n|12||"), "{out}");
+    // %R: the value's length as 4 big-endian bytes.
+    let ours = kafka(
+        &b,
+        &[
+            "consume",
+            &topic,
+            "--partition",
+            "1",
+            "--exit-at-end",
+            "-f",
+            "%R%s",
+        ],
+        b"",
+    );
+    let Some(theirs) = kcat(
+        &b,
+        &["-C", "-e", "-q", "-t", &topic, "-p", "1", "-f", "%R%s"],
+    ) else {
+        return;
+    };
+    assert_eq!(ours.stdout, theirs.stdout);
+    assert_eq!(&ours.stdout[..4], &12i32.to_be_bytes());
+}
+
+#[test]
+fn tail_and_time_starts_and_offsets_at_match_kcat() {
+    let Some(b) = bootstrap() else { return };
+    if !kcat_available() {
+        return;
+    }
+    let topic = topic(&b);
+    let value = |args: &[&str]| {
+        let mut all = vec!["consume", &topic, "--exit-at-end", "--format", "value"];
+        all.extend_from_slice(args);
+        stdout(&kafka(&b, &all, b""))
+    };
+    // -N: N before each partition's end; more than a partition has: all.
+    let ours = value(&["--partition", "0", "--from", "-2"]);
+    assert_eq!(ours, "\n3\n");
+    let theirs = kcat(
+        &b,
+        &[
+            "-C", "-e", "-q", "-t", &topic, "-p", "0", "-o", "-2", "-f", "%s\n",
+        ],
+    );
+    if let Some(theirs) = theirs {
+        assert_eq!(ours, stdout(&theirs));
+    }
+    assert_eq!(
+        value(&["--partition", "1", "--from", "-5"]),
+        "line1\nline2\n\n"
+    );
+
+    // x, then y and z after the time `at`, all on partition 1 after the
+    // whole file (records are stamped when read).
+    let produce = |v: &str| {
+        kafka(
+            &b,
+            &["produce", &topic, "--partition", "1"],
+            format!("{v}\n").as_bytes(),
+        );
+    };
+    produce("x");
+    std::thread::sleep(Duration::from_millis(20));
+    let at_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    std::thread::sleep(Duration::from_millis(20));
+    produce("y");
+    produce("z");
+    let at = at_ms.to_string();
+    assert_eq!(
+        value(&["--partition", "1", "--from", &format!("@{at}")]),
+        "y\nz\n"
+    );
+    // offsets --at: partition 1's first offset at or after `at` is 2
+    // (after the whole file and x); partition 0 has none: -1.
+    let out = stdout(&kafka(&b, &["offsets", &topic, "--at", &at], b""));
+    assert_eq!(out, "0\t-1\n1\t2\n");
+    if let Some(theirs) = kcat(&b, &["-Q", "-t", &format!("{topic}:1:{at}")]) {
+        let theirs = stdout(&theirs);
+        assert!(theirs.contains("offset 2"), "{theirs}");
+    }
+}
+
+#[test]
+fn key_delimiter_on_output_matches_kcat() {
+    let Some(b) = bootstrap() else { return };
+    if !kcat_available() {
+        return;
+    }
+    let topic = topic(&b);
+    let ours = kafka(
+        &b,
+        &[
+            "consume",
+            &topic,
+            "--partition",
+            "0",
+            "--exit-at-end",
+            "--format",
+            "value",
+            "--key-delimiter",
+            "=>",
+        ],
+        b"",
+    );
+    assert_eq!(stdout(&ours), "a=>1\nb=>\n=>\nc=>3\n");
+    if let Some(theirs) = kcat(&b, &["-C", "-e", "-q", "-t", &topic, "-p", "0", "-K", "=>"]) {
+        assert_eq!(stdout(&ours), stdout(&theirs));
+    }
+}
