@@ -551,3 +551,114 @@ pub fn decode_record(mut b: &[u8]) -> Option<DecodedRecord> {
         headers,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(i: u32) -> Vec<u8> {
+        encode_record(&OutRecord {
+            topic: "t",
+            partition: i.is_multiple_of(2).then_some(1),
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Bytes::from(format!("v{i}")),
+            headers: vec![("h".into(), Bytes::from_static(b"x"))],
+        })
+    }
+
+    #[tokio::test]
+    async fn replays_unreleased_and_cuts_a_torn_tail() {
+        let dir = std::env::temp_dir().join(format!("kprf-wal-unit-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let open = || {
+            Wal::open(
+                &dir,
+                FsyncPolicy::Always,
+                Duration::from_millis(50),
+                4096,
+                Gauge::default(),
+            )
+            .unwrap()
+        };
+        let (wal, replay) = open();
+        assert!(replay.is_empty());
+        let first = wal.append((0..3).map(rec).collect()).await.unwrap();
+        assert_eq!(first, 0);
+        assert_eq!(wal.append(vec![rec(3)]).await.unwrap(), 3);
+        // released out of order: the watermark stops at the first gap
+        wal.release(0);
+        wal.release(2);
+        assert_eq!(wal.watermark(), 1);
+        wal.shutdown().await;
+        // a torn frame at the end of the last written segment
+        let mut segs: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .collect();
+        segs.sort();
+        let first_seg = segs[0].clone();
+        let len_before = fs::metadata(&first_seg).unwrap().len();
+        let mut f = OpenOptions::new().append(true).open(&first_seg).unwrap();
+        f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 5]).unwrap();
+        drop(f);
+
+        let (wal, replay) = open();
+        assert_eq!(fs::metadata(&first_seg).unwrap().len(), len_before);
+        let seqs: Vec<u64> = replay.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![1, 2, 3]); // 2 is above the watermark: replayed
+        let d = decode_record(&replay[0].payload).unwrap();
+        assert_eq!(d.value, Bytes::from("v1"));
+        assert_eq!(d.partition, None);
+        assert_eq!(d.key, Some(Bytes::from("k1")));
+        assert_eq!(d.headers, vec![("h".to_string(), Bytes::from_static(b"x"))]);
+        assert_eq!(
+            decode_record(&replay[1].payload).unwrap().partition,
+            Some(1)
+        );
+        // new entries continue the numbering
+        assert_eq!(wal.append(vec![rec(9)]).await.unwrap(), 4);
+        for s in 1..=4 {
+            wal.release(s);
+        }
+        assert_eq!(wal.watermark(), 5);
+        wal.shutdown().await;
+        let (wal, replay) = open();
+        assert!(replay.is_empty());
+        wal.shutdown().await;
+        // old segments wholly below the watermark are gone
+        let left = fs::read_dir(&dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "wal")
+            })
+            .count();
+        assert_eq!(left, 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn corrupt_crc_ends_the_valid_prefix() {
+        let mut data = Vec::new();
+        for (seq, p) in [(0u64, b"aa".as_slice()), (1, b"bb")] {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&seq.to_le_bytes());
+            h.update(p);
+            data.extend_from_slice(&((8 + p.len()) as u32).to_le_bytes());
+            data.extend_from_slice(&h.finalize().to_le_bytes());
+            data.extend_from_slice(&seq.to_le_bytes());
+            data.extend_from_slice(p);
+        }
+        let whole = data.len();
+        let (e, valid) = parse_segment(&data);
+        assert_eq!((e.len(), valid), (2, whole));
+        let last = data.len() - 1;
+        data[last] ^= 1;
+        let (e, valid) = parse_segment(&data);
+        assert_eq!((e.len(), valid), (1, whole / 2));
+    }
+}
