@@ -10,8 +10,8 @@ use std::{
 
 use rskafka::{
     client::{
-        producer::{Acks, DeliveryFuture, Producer, ProducerConfig},
-        BackoffConfig, Client, ClientBuilder,
+        producer::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerMetrics},
+        BackoffConfig, BrokerStats, Client, ClientBuilder,
     },
     connection::sasl::{Credentials, SaslConfig},
     record::Record,
@@ -146,38 +146,174 @@ impl Backend for KafkaBackend {
     }
 
     fn encode_metrics(&self, out: &mut String) {
-        let m = self.producer.metrics();
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name}_total {v}\n"
-            );
-        };
-        counter(
+        encode_producer_metrics(&self.producer.metrics(), out);
+        encode_broker_stats(&self.client.broker_stats(), out);
+    }
+}
+
+/// A metric family header in OpenMetrics text.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// `kafka_producer_*`: the producer's own counters.
+fn encode_producer_metrics(m: &ProducerMetrics, out: &mut String) {
+    let counters = [
+        (
             "kafka_producer_requests",
             "ProduceRequests sent.",
             m.requests,
-        );
-        counter(
+        ),
+        (
             "kafka_producer_batches_sent",
             "Batches sent, retries included.",
             m.batches_sent,
-        );
-        counter(
+        ),
+        (
+            "kafka_producer_records_sent",
+            "Records in the batches sent.",
+            m.records_sent,
+        ),
+        (
+            "kafka_producer_batch_bytes_sent",
+            "Bytes of the batches sent.",
+            m.batch_bytes_sent,
+        ),
+        (
             "kafka_producer_retries",
             "Batch attempts retried.",
             m.retries,
-        );
-        counter(
+        ),
+        (
             "kafka_producer_throttled_responses",
             "Responses reporting throttling.",
             m.throttled_responses,
-        );
-        let _ = write!(
+        ),
+    ];
+    for (name, help, v) in counters {
+        family(out, name, "counter", help);
+        let _ = writeln!(out, "{name}_total {v}");
+    }
+    let avg = |num: u64| {
+        if m.batches_sent == 0 {
+            0.0
+        } else {
+            num as f64 / m.batches_sent as f64
+        }
+    };
+    let gauges = [
+        (
+            "kafka_producer_buffered_bytes",
+            "Bytes of records buffered, not yet acknowledged.",
+            m.buffered_bytes as f64,
+        ),
+        (
+            "kafka_producer_avg_batch_bytes",
+            "Average size of a batch sent, in bytes (since start).",
+            avg(m.batch_bytes_sent),
+        ),
+        (
+            "kafka_producer_avg_batch_records",
+            "Average records per batch sent (since start).",
+            avg(m.records_sent),
+        ),
+    ];
+    for (name, help, v) in gauges {
+        family(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+}
+
+/// `kafka_broker_*{broker="id",addr="host:port"}`: the client's traffic per broker.
+fn encode_broker_stats(stats: &[BrokerStats], out: &mut String) {
+    type Field = fn(&BrokerStats) -> u64;
+    let counters: [(&str, &str, Field); 10] = [
+        (
+            "kafka_broker_requests_sent",
+            "Requests sent to the broker.",
+            |b| b.requests_sent,
+        ),
+        ("kafka_broker_bytes_sent", "Bytes of requests sent.", |b| {
+            b.bytes_sent
+        }),
+        (
+            "kafka_broker_responses_received",
+            "Responses received.",
+            |b| b.responses_received,
+        ),
+        (
+            "kafka_broker_bytes_received",
+            "Bytes of responses received.",
+            |b| b.bytes_received,
+        ),
+        (
+            "kafka_broker_request_timeouts",
+            "Requests that timed out.",
+            |b| b.request_timeouts,
+        ),
+        (
+            "kafka_broker_produce_retries",
+            "Produce batches sent again.",
+            |b| b.produce_retries,
+        ),
+        ("kafka_broker_connects", "Connections established.", |b| {
+            b.connects
+        }),
+        (
+            "kafka_broker_connect_failures",
+            "Connection attempts that failed.",
+            |b| b.connect_failures,
+        ),
+        ("kafka_broker_disconnects", "Connections that ended.", |b| {
+            b.disconnects
+        }),
+        (
+            "kafka_broker_requests_in_flight",
+            "Requests sent and not yet answered.",
+            |b| b.requests_in_flight,
+        ),
+    ];
+    let labels = |b: &BrokerStats| {
+        format!(
+            "{{broker=\"{}\",addr=\"{}\"}}",
+            b.node_id,
+            b.addr.replace(['"', '\\'], "_")
+        )
+    };
+    for (name, help, get) in counters {
+        let gauge = name.ends_with("in_flight");
+        family(out, name, if gauge { "gauge" } else { "counter" }, help);
+        for b in stats {
+            let suffix = if gauge { "" } else { "_total" };
+            let _ = writeln!(out, "{name}{suffix}{} {}", labels(b), get(b));
+        }
+    }
+    family(
+        out,
+        "kafka_broker_connections_open",
+        "gauge",
+        "Connections open to the broker now.",
+    );
+    for b in stats {
+        let _ = writeln!(
             out,
-            "# HELP kafka_producer_buffered_bytes Bytes of records buffered, not yet acknowledged.\n\
-             # TYPE kafka_producer_buffered_bytes gauge\nkafka_producer_buffered_bytes {}\n",
-            m.buffered_bytes
+            "kafka_broker_connections_open{} {}",
+            labels(b),
+            b.connections_open
+        );
+    }
+    family(
+        out,
+        "kafka_broker_connection_up",
+        "gauge",
+        "1 if a connection to the broker is open.",
+    );
+    for b in stats {
+        let _ = writeln!(
+            out,
+            "kafka_broker_connection_up{} {}",
+            labels(b),
+            u8::from(b.connections_open > 0)
         );
     }
 }
