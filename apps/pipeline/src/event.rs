@@ -5,6 +5,8 @@ use serde_json::value::RawValue;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use uuid::Uuid;
 
+pub use services::iso_millis;
+
 /// The JSON envelope of every event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
@@ -211,21 +213,6 @@ fn order(event: &Event) -> Result<(), Failure> {
         return Err(Failure::Invalid("order payload: negative amount".into()));
     }
     Ok(())
-}
-
-/// `t` as `2026-12-05T17:02:23.123Z`.
-pub fn iso_millis(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
 }
 
 /// A sample payload of a `user.created` event.

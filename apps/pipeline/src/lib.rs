@@ -9,7 +9,12 @@ pub mod metrics;
 pub mod route;
 pub mod worker;
 
-use rskafka::client::Client;
+use std::time::Duration;
+
+use rskafka::client::{
+    producer::{Acks, Producer, ProducerConfig},
+    Client,
+};
 
 /// Exit code for bad settings or arguments.
 pub const EXIT_USAGE: i32 = 2;
@@ -77,4 +82,33 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// Creates the pipeline's four topics where missing and returns the
+/// configured producer (idempotent, acks=all) and the topic names.
+pub async fn producer_with_topics(
+    settings: &config::Settings,
+    client: &Client,
+) -> Result<(Producer, route::Topics), String> {
+    let topics = route::Topics::new(&settings.producer.events_topic);
+    ensure_topics(
+        client,
+        &[
+            &topics.events,
+            &topics.processed,
+            &topics.retry,
+            &topics.dlq,
+        ],
+        settings.producer.partitions,
+    )
+    .await?;
+    let producer = client
+        .producer(
+            ProducerConfig::default()
+                .acks(Acks::All)
+                .linger(Duration::from_millis(settings.producer.linger_ms))
+                .delivery_timeout(settings.delivery_timeout()),
+        )
+        .map_err(|e| format!("producer: {e}"))?;
+    Ok((producer, topics))
 }

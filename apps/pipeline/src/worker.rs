@@ -22,7 +22,7 @@ use rskafka::{
         group::{
             assignor::CooperativeStickyAssignor, GroupConfig, RebalanceListener, TopicPartition,
         },
-        producer::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord},
+        producer::{DeliveryFuture, Producer, ProducerRecord},
     },
     record::Record,
 };
@@ -82,27 +82,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     stop_signal: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    let topics = Topics::new(&settings.producer.events_topic);
     let client = settings.client("process").await?;
-    crate::ensure_topics(
-        &client,
-        &[
-            &topics.events,
-            &topics.processed,
-            &topics.retry,
-            &topics.dlq,
-        ],
-        settings.producer.partitions,
-    )
-    .await?;
-    let producer = client
-        .producer(
-            ProducerConfig::default()
-                .acks(Acks::All)
-                .linger(Duration::from_millis(settings.producer.linger_ms))
-                .delivery_timeout(settings.delivery_timeout()),
-        )
-        .map_err(|e| format!("producer: {e}"))?;
+    let (producer, topics) = crate::producer_with_topics(&settings, &client).await?;
     metrics.producer_ok.store(true, Ordering::Relaxed);
 
     let revocations = Arc::new(Revocations::default());

@@ -26,7 +26,7 @@ use pipeline::{
 };
 use rand::Rng;
 use rskafka::{
-    client::producer::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord},
+    client::producer::{DeliveryFuture, Producer, ProducerRecord},
     record::Record,
 };
 use serde_json::value::RawValue;
@@ -91,50 +91,14 @@ async fn main() {
 }
 
 async fn run(settings: Settings, command: Command) -> Result<(), String> {
-    let topic = settings.producer.events_topic.clone();
     let client = settings.client("ingest").await?;
-    let processed = settings.processed_topic();
-    let retry = settings.retry_topic();
-    let dlq = settings.dlq_topic();
-    pipeline::ensure_topics(
-        &client,
-        &[&topic, &processed, &retry, &dlq],
-        settings.producer.partitions,
-    )
-    .await?;
-    let producer = client
-        .producer(
-            ProducerConfig::default()
-                .acks(Acks::All)
-                .linger(Duration::from_millis(settings.producer.linger_ms))
-                .delivery_timeout(settings.delivery_timeout()),
-        )
-        .map_err(|e| format!("producer: {e}"))?;
+    let (producer, topics) = pipeline::producer_with_topics(&settings, &client).await?;
+    let topic = topics.events;
     let mut out = Out::new(producer, topic);
     let raw = |v: serde_json::Value| serde_json::value::to_raw_value(&v).expect("JSON");
     match command {
-        Command::Users(c) => {
-            for n in 0..c.count {
-                let tenant = tenant(&c.tenant_id);
-                out.send(Event::with_raw(
-                    "user.created",
-                    tenant,
-                    raw(user_payload(n)),
-                ))
-                .await;
-            }
-        }
-        Command::Orders(c) => {
-            for n in 0..c.count {
-                let tenant = tenant(&c.tenant_id);
-                out.send(Event::with_raw(
-                    "order.created",
-                    tenant,
-                    raw(order_payload(n)),
-                ))
-                .await;
-            }
-        }
+        Command::Users(c) => generate(&mut out, &c, "user.created", user_payload).await,
+        Command::Orders(c) => generate(&mut out, &c, "order.created", order_payload).await,
         Command::Custom {
             event_type,
             payload,
@@ -182,6 +146,20 @@ async fn run(settings: Settings, command: Command) -> Result<(), String> {
         }
     }
     out.finish().await
+}
+
+/// `count.count` events of `event_type` with sample payloads.
+async fn generate(
+    out: &mut Out,
+    count: &Count,
+    event_type: &str,
+    payload: fn(u64) -> serde_json::Value,
+) {
+    for n in 0..count.count {
+        let raw = serde_json::value::to_raw_value(&payload(n)).expect("JSON");
+        out.send(Event::with_raw(event_type, tenant(&count.tenant_id), raw))
+            .await;
+    }
 }
 
 fn tenant(fixed: &Option<String>) -> String {
