@@ -1,0 +1,616 @@
+//! The `ingest` and `process` binaries against the broker of
+//! `KAFKA_BOOTSTRAP` (skipped with a notice without one): every event ends
+//! in `.processed`, poison events end in the DLQ while their partition keeps
+//! flowing, a worker killed with SIGKILL and restarted loses nothing, and a
+//! bad setting is one line and exit 2.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use bytes::Bytes;
+use rskafka::{
+    client::{
+        partition::OffsetAt,
+        producer::{ProducerConfig, ProducerRecord},
+        Client, ClientBuilder,
+    },
+    record::Record,
+};
+
+const INGEST: &str = env!("CARGO_BIN_EXE_ingest");
+const PROCESS: &str = env!("CARGO_BIN_EXE_process");
+
+fn bootstrap() -> Option<String> {
+    match std::env::var("KAFKA_BOOTSTRAP") {
+        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        _ => {
+            eprintln!("skipping: KAFKA_BOOTSTRAP not set");
+            None
+        }
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// The settings of one test's pipeline, as `KAFKA_…` variables.
+#[derive(Clone)]
+struct Pipe {
+    bootstrap: String,
+    topic: String,
+    group: String,
+    extra: Vec<(String, String)>,
+    config_dir: PathBuf,
+}
+
+impl Pipe {
+    fn new(bootstrap: &str, name: &str, partitions: i32) -> Self {
+        // An empty config dir: the repository's config/ files stay out.
+        let config_dir = std::env::temp_dir().join(unique("pipeline-config"));
+        std::fs::create_dir_all(&config_dir).expect("config dir");
+        Self {
+            bootstrap: bootstrap.to_owned(),
+            topic: unique(name),
+            group: unique(&format!("{name}-group")),
+            extra: vec![
+                ("KAFKA_PRODUCER__PARTITIONS".into(), partitions.to_string()),
+                ("KAFKA_CONSUMER__RETRY_BACKOFF_MS".into(), "100".into()),
+                ("KAFKA_CONSUMER__SESSION_TIMEOUT_MS".into(), "6000".into()),
+                (
+                    "KAFKA_OBSERVABILITY__METRICS_ADDR".into(),
+                    "127.0.0.1:0".into(),
+                ),
+            ],
+            config_dir,
+        }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            (
+                "KAFKA_KAFKA__BOOTSTRAP_SERVERS".to_owned(),
+                self.bootstrap.clone(),
+            ),
+            ("KAFKA_PRODUCER__EVENTS_TOPIC".into(), self.topic.clone()),
+            ("KAFKA_CONSUMER__GROUP_ID".into(), self.group.clone()),
+            (
+                "PIPELINE_CONFIG_DIR".into(),
+                self.config_dir.display().to_string(),
+            ),
+        ];
+        v.extend(self.extra.iter().cloned());
+        v
+    }
+
+    fn command(&self, bin: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin);
+        c.args(args)
+            .envs(self.env())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `ingest ARGS` to its end; its final line.
+    fn ingest(&self, args: &[&str]) -> String {
+        let out = self.command(INGEST, args).output().expect("run ingest");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "ingest {args:?} failed:\n{text}");
+        let line = text
+            .lines()
+            .find(|l| l.contains("ingest finished:"))
+            .unwrap_or_else(|| panic!("no final line:\n{text}"))
+            .to_owned();
+        assert!(line.contains(" failed=0 "), "{line}");
+        line
+    }
+
+    fn start(&self, name: &str) -> Service {
+        Service::start(self.command(PROCESS, &["start"]), name)
+    }
+
+    async fn client(&self) -> Client {
+        ClientBuilder::new(vec![self.bootstrap.clone()])
+            .build()
+            .await
+            .expect("client")
+    }
+}
+
+/// A running `process` whose output goes to a file.
+struct Service {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(mut cmd: Command, name: &str) -> Self {
+        let log = std::env::temp_dir().join(format!("{}.log", unique(name)));
+        let out = File::create(&log).expect("log file");
+        let child = cmd
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("start service");
+        Self {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid");
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// SIGTERM, then the exit status (at most 40 s).
+    fn stop(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("{} did not stop within 40 s:\n{}", self.name, self.output());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// The metrics address from the start line (waits up to 30 s).
+    fn metrics_addr(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.output();
+            if let Some(addr) = out
+                .lines()
+                .find_map(|l| l.split("metrics on http://").nth(1))
+                .and_then(|r| r.split('/').next())
+            {
+                return addr.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} printed no metrics address:\n{out}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `/readyz` answers 200 (at most 60 s).
+    async fn wait_ready(&self) {
+        let addr = self.metrics_addr();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, _)) = pipeline::metrics::http_get(&addr, "/readyz").await {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never became ready:\n{}",
+                self.name,
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every record of `topic`, all partitions, from the start to the end
+/// as of now.
+async fn read_all(client: &Client, topic: &str) -> Vec<Record> {
+    let partitions = client
+        .list_topics()
+        .await
+        .expect("topics")
+        .into_iter()
+        .find(|t| t.name == topic)
+        .map(|t| t.partitions)
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for p in partitions {
+        let pc = client.partition_client(topic, p).await.expect("partition");
+        let end = pc.get_offset(OffsetAt::Latest).await.expect("end");
+        let mut offset = pc.get_offset(OffsetAt::Earliest).await.expect("start");
+        while offset < end {
+            let (records, _) = pc
+                .fetch_records(offset, 1..8_000_000, 500)
+                .await
+                .expect("fetch");
+            for r in records {
+                if r.offset >= end {
+                    break;
+                }
+                offset = r.offset + 1;
+                out.push(r.record);
+            }
+        }
+    }
+    out
+}
+
+fn json(r: &Record) -> Option<serde_json::Value> {
+    serde_json::from_slice(r.value.as_deref()?).ok()
+}
+
+fn event_id(r: &Record) -> Option<String> {
+    json(r)?.get("event_id")?.as_str().map(str::to_owned)
+}
+
+fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| std::str::from_utf8(v.as_deref()?).ok())
+}
+
+/// Waits (at most `secs`) until `.processed` holds every event id of the
+/// events topic; returns how often each id appears there.
+async fn wait_all_processed(pipe: &Pipe, expected: usize, secs: u64) -> HashMap<String, usize> {
+    let client = pipe.client().await;
+    let events: HashSet<String> = read_all(&client, &pipe.topic)
+        .await
+        .iter()
+        .filter_map(event_id)
+        .collect();
+    assert_eq!(events.len(), expected, "events written");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for r in read_all(&client, &format!("{}.processed", pipe.topic)).await {
+            if let Some(id) = event_id(&r) {
+                *seen.entry(id).or_default() += 1;
+            }
+        }
+        let missing = events.iter().filter(|id| !seen.contains_key(*id)).count();
+        if missing == 0 {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} events never reached .processed",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The total lag `process lag` prints.
+fn total_lag(pipe: &Pipe) -> i64 {
+    let out = pipe
+        .command(PROCESS, &["lag"])
+        .output()
+        .expect("process lag");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text.lines()
+        .find_map(|l| l.split(": ").nth(1).filter(|_| l.starts_with("total lag")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no total in {text}"))
+}
+
+async fn wait_lag_zero(pipe: &Pipe) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lag = total_lag(pipe);
+        if lag == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "lag stays at {lag}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_flow_to_processed_with_metrics_lag_and_seek() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let pipe = Pipe::new(&bootstrap, "pipe-e2e", 3);
+    pipe.ingest(&["users", "--count", "300"]);
+    let mut workers = vec![pipe.start("process-a"), pipe.start("process-b")];
+    for w in &workers {
+        w.wait_ready().await;
+    }
+    pipe.ingest(&["orders", "--count", "300"]);
+    let line = pipe.ingest(&[
+        "custom",
+        "--event-type",
+        "custom",
+        "--payload",
+        r#"{"k":[1,2,3]}"#,
+        "--count",
+        "100",
+        "--tenant-id",
+        "acme",
+    ]);
+    assert!(line.contains("acked=100"), "{line}");
+    let seen = wait_all_processed(&pipe, 700, 60).await;
+    let dup: usize = seen.values().map(|n| n - 1).sum();
+    assert_eq!(dup, 0, "no worker died: no duplicates expected");
+
+    // The enrichment, and one tenant's events in order on one partition.
+    let client = pipe.client().await;
+    let processed = read_all(&client, &format!("{}.processed", pipe.topic)).await;
+    let acme: Vec<&Record> = processed
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(&b"acme"[..]))
+        .collect();
+    assert_eq!(acme.len(), 100);
+    for r in &processed {
+        let v = json(r).expect("JSON");
+        assert!(v["processed_at"].is_string(), "{v}");
+        assert!(v["payload"].is_object() || v["payload"].is_array(), "{v}");
+    }
+
+    // Metrics and health of a worker.
+    let addr = workers[0].metrics_addr();
+    let (code, body) = pipeline::metrics::http_get(&addr, "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    for name in [
+        "kafka_producer_messages_produced_total",
+        "kafka_consumer_messages_consumed_total",
+        "kafka_producer_duration_seconds_bucket",
+        "kafka_consumer_processing_duration_seconds_count",
+        "kafka_end_to_end_latency_seconds_count",
+        "kafka_events_retried_total",
+        "kafka_events_dead_lettered_total",
+    ] {
+        assert!(body.contains(name), "{name} missing:\n{body}");
+    }
+    assert_eq!(
+        pipeline::metrics::http_get(&addr, "/healthz")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    let mut metrics_cmd = pipe.command(PROCESS, &["metrics"]);
+    metrics_cmd.env("KAFKA_OBSERVABILITY__METRICS_ADDR", &addr);
+    let out = metrics_cmd.output().expect("process metrics");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("kafka_consumer_messages_consumed_total"));
+
+    wait_lag_zero(&pipe).await;
+
+    // Seek is refused while the group has members.
+    let seek = [
+        "seek",
+        "--topic",
+        pipe.topic.as_str(),
+        "--partition",
+        "0",
+        "--offset",
+        "0",
+    ];
+    let out = pipe.command(PROCESS, &seek).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("refused"));
+
+    for w in &mut workers {
+        assert!(w.stop().success(), "{}", w.output());
+        assert!(w.output().contains("process stopped:"), "{}", w.output());
+    }
+    // With the group empty it is allowed: partition 0 is read again.
+    let out = pipe.command(PROCESS, &seek).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(total_lag(&pipe) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_end_in_the_dlq_while_the_partition_flows() {
+    let Some(bootstrap) = bootstrap() else { return };
+    // One partition: the poison and the good events share it.
+    let pipe = Pipe::new(&bootstrap, "pipe-poison", 1);
+    pipe.ingest(&["users", "--count", "50", "--tenant-id", "t"]);
+    let client = pipe.client().await;
+    let producer = client.producer(ProducerConfig::default()).unwrap();
+    let raw = |v: &[u8]| Record {
+        key: Some(Bytes::from_static(b"t")),
+        value: Some(Bytes::copy_from_slice(v)),
+        headers: Vec::new(),
+        timestamp: time::OffsetDateTime::now_utc(),
+    };
+    producer
+        .send(ProducerRecord::new(pipe.topic.clone(), raw(b"{not json")))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    drop(producer);
+    pipe.ingest(&[
+        "custom",
+        "--event-type",
+        "test.fail",
+        "--payload",
+        "{}",
+        "--count",
+        "2",
+        "--tenant-id",
+        "t",
+    ]);
+    pipe.ingest(&[
+        "custom",
+        "--event-type",
+        "test.flaky",
+        "--payload",
+        "{}",
+        "--count",
+        "3",
+        "--tenant-id",
+        "t",
+    ]);
+    pipe.ingest(&["orders", "--count", "50", "--tenant-id", "t"]);
+
+    let mut worker = pipe.start("process-poison");
+    // Every valid event but the two test.fail ones is processed (flaky ones
+    // on their second attempt).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let processed_topic = format!("{}.processed", pipe.topic);
+    let dlq_topic = format!("{}.dlq", pipe.topic);
+    let (processed, dlq) = loop {
+        let processed = read_all(&client, &processed_topic).await;
+        let dlq = read_all(&client, &dlq_topic).await;
+        if processed.len() >= 103 && dlq.len() >= 3 {
+            break (processed, dlq);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processed {} dlq {}:\n{}",
+            processed.len(),
+            dlq.len(),
+            worker.output()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let types: HashMap<String, usize> = processed.iter().fold(HashMap::new(), |mut m, r| {
+        *m.entry(json(r).unwrap()["event_type"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+        m
+    });
+    assert_eq!(types.get("user.created"), Some(&50), "{types:?}");
+    assert_eq!(types.get("order.created"), Some(&50), "{types:?}");
+    assert_eq!(types.get("test.flaky"), Some(&3), "{types:?}");
+    assert!(!types.contains_key("test.fail"));
+
+    // The DLQ: the bad JSON after one attempt, test.fail after three.
+    let bad: Vec<&Record> = dlq
+        .iter()
+        .filter(|r| r.value.as_deref() == Some(&b"{not json"[..]))
+        .collect();
+    assert_eq!(bad.len(), 1);
+    assert_eq!(header(bad[0], "x-attempt"), Some("1"));
+    assert!(header(bad[0], "x-error")
+        .unwrap()
+        .contains("invalid event JSON"));
+    assert_eq!(header(bad[0], "x-original-offset"), Some("50"));
+    let failed: Vec<&Record> = dlq
+        .iter()
+        .filter(|r| json(r).is_some_and(|v| v["event_type"] == "test.fail"))
+        .collect();
+    assert_eq!(failed.len(), 2);
+    for r in &failed {
+        assert_eq!(header(r, "x-attempt"), Some("3"));
+        assert_eq!(header(r, "x-original-topic"), Some(pipe.topic.as_str()));
+        assert!(header(r, "x-error").unwrap().contains("always fails"));
+    }
+    // The retry topic saw test.fail twice each and test.flaky once each.
+    let retry = read_all(&client, &format!("{}.retry", pipe.topic)).await;
+    assert_eq!(retry.len(), 2 * 2 + 3);
+    assert!(retry.iter().all(|r| header(r, "x-retry-at").is_some()));
+
+    wait_lag_zero(&pipe).await;
+    assert!(worker.stop().success(), "{}", worker.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_and_restarted_loses_no_event() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let pipe = Pipe::new(&bootstrap, "pipe-kill", 6);
+    // Create the topics before the workers join.
+    pipe.ingest(&["users", "--count", "1"]);
+    let mut a = pipe.start("process-a");
+    let mut b = pipe.start("process-b");
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let mut load = Service::start(
+        pipe.command(INGEST, &["load-test", "--rate", "2000", "--duration", "12"]),
+        "ingest-load",
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    a.kill9();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let a2 = pipe.start("process-a2");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = load.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "load test hangs");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(status.success(), "{}", load.output());
+    assert!(load.output().contains("failed=0"), "{}", load.output());
+    let seen = wait_all_processed(&pipe, 24_001, 90).await;
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "kill -9 of one of two workers: {} events, all in .processed, {duplicates} duplicates",
+        seen.len()
+    );
+    let mut a2 = a2;
+    assert!(a2.stop().success(), "{}", a2.output());
+    assert!(b.stop().success(), "{}", b.output());
+}
+
+#[test]
+fn a_bad_setting_is_one_line_and_exit_2() {
+    for (bin, args) in [
+        (INGEST, &["users", "--count", "1"][..]),
+        (PROCESS, &["start"][..]),
+    ] {
+        for (var, value, key) in [
+            ("KAFKA_CONSUMER__BATCH_SIZE", "lots", "consumer.batch_size"),
+            (
+                "KAFKA_KAFKA__SECURITY_PROTOCOL",
+                "TLS",
+                "kafka.security_protocol",
+            ),
+            (
+                "KAFKA_OBSERVABILITY__METRICS_ADDR",
+                "here",
+                "observability.metrics_addr",
+            ),
+        ] {
+            let out = Command::new(bin)
+                .args(args)
+                .env("PIPELINE_CONFIG_DIR", "/nonexistent")
+                .env(var, value)
+                .output()
+                .expect("run");
+            assert_eq!(out.status.code(), Some(2), "{bin} {var}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.starts_with(&format!("error: {key}:")), "{err}");
+        }
+    }
+}
