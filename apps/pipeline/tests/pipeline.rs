@@ -1,8 +1,9 @@
 //! The `ingest` and `process` binaries against the broker of
 //! `KAFKA_BOOTSTRAP` (skipped with a notice without one): every event ends
 //! in `.processed`, poison events end in the DLQ while their partition keeps
-//! flowing, a worker killed with SIGKILL and restarted loses nothing, and a
-//! bad setting is one line and exit 2.
+//! flowing, a worker killed with SIGKILL and restarted loses nothing, a
+//! restart of the broker (a private one) mid-run loses nothing, and a bad
+//! setting is one line and exit 2.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -613,4 +614,113 @@ fn a_bad_setting_is_one_line_and_exit_2() {
             assert!(err.starts_with(&format!("error: {key}:")), "{err}");
         }
     }
+}
+
+/// A broker of this test's own (the shared one must never restart under
+/// other tests), started through the repository's `scripts/kafka` on free
+/// ports, with its data under `target/`; stopped and removed on drop.
+struct PrivateBroker {
+    port: u16,
+    dir: PathBuf,
+    /// Holds the range's last port, so no other test takes the range.
+    _hold: std::net::TcpListener,
+}
+
+impl PrivateBroker {
+    fn start() -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let (port, hold) = (0..50u16)
+            .map(|i| 29_900 + i * 10)
+            .find_map(|base| {
+                let free =
+                    (base..base + 4).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+                let hold = std::net::TcpListener::bind(("127.0.0.1", base + 4)).ok()?;
+                free.then_some((base, hold))
+            })
+            .expect("a free port range");
+        let broker = Self {
+            port,
+            dir: root.join(format!("target/kafka-private-{port}")),
+            _hold: hold,
+        };
+        broker.script(&["up", "--fresh"]);
+        broker
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, args: &[&str]) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka");
+        let out = Command::new(script)
+            .args(args)
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
+            .env("KAFKA_DIR", &self.dir)
+            .env("KAFKA_SECURITY", "0")
+            .env("KAFKA_SASL_PLAINTEXT_PORT", (self.port + 2).to_string())
+            .env("KAFKA_SSL_PORT", (self.port + 3).to_string())
+            .env("KAFKA_SASL_SSL_PORT", (self.port + 5).to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run scripts/kafka");
+        assert!(
+            out.status.success(),
+            "scripts/kafka {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = Command::new(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka"))
+            .args(["down", "--clean"])
+            .env("KAFKA_PORT", self.port.to_string())
+            .env("KAFKA_CONTROLLER_PORT", (self.port + 1).to_string())
+            .env("KAFKA_DIR", &self.dir)
+            .stdin(Stdio::null())
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_run_loses_no_event() {
+    // The broker under test is a private one; KAFKA_BOOTSTRAP only says
+    // that brokers may be started here.
+    let Some(_) = bootstrap() else { return };
+    let broker = PrivateBroker::start();
+    let pipe = Pipe::new(&broker.bootstrap(), "pipe-restart", 3);
+    pipe.ingest(&["users", "--count", "1"]);
+    let mut a = pipe.start("process-a");
+    let mut b = pipe.start("process-b");
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let mut load = Service::start(
+        pipe.command(INGEST, &["load-test", "--rate", "1000", "--duration", "15"]),
+        "ingest-load",
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Stops the broker cleanly and starts it again on the same data.
+    broker.script(&["restart"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = load.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "load test hangs");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(status.success(), "{}", load.output());
+    assert!(load.output().contains("failed=0"), "{}", load.output());
+    let seen = wait_all_processed(&pipe, 15_001, 120).await;
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    eprintln!(
+        "broker restarted mid-run: {} events, all in .processed, {duplicates} duplicates",
+        seen.len()
+    );
+    assert!(a.stop().success(), "{}", a.output());
+    assert!(b.stop().success(), "{}", b.output());
 }
