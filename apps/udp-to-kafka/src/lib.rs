@@ -39,10 +39,27 @@ pub fn config_or_exit(program: &str) -> Config {
     }
 }
 
-/// A multi-threaded runtime of `threads` workers.
-pub fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+/// The whole program around `body`: reads the configuration (exit 2 on a
+/// bad value), starts logging and a runtime of `WORKER_THREADS` threads,
+/// runs `body` on it; an error is one line on stderr and exit 1.
+pub fn main_with<F, Fut>(program: &str, body: F) -> std::process::ExitCode
+where
+    F: FnOnce(Config) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let cfg = config_or_exit(program);
+    init_logging();
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.worker_threads)
         .enable_all()
         .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .and_then(|rt| rt.block_on(body(cfg)));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
 }

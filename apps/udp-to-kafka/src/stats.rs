@@ -196,41 +196,19 @@ impl Reporter {
     /// Logs the stats line of the interval just ended.
     pub fn interval(&mut self, stats: &Stats) {
         let now = Instant::now();
-        let over = now - self.last_at;
         let t = stats.totals();
         let latency = stats.take_latency();
         let _ = self.all_latency.add(&latency);
-        let (p50, p99, max) = quantiles_ms(&latency);
         let active = stats.active_peers.swap(0, Relaxed);
         stats.interval.fetch_add(1, Relaxed);
-        tracing::info!(
-            received = t.received.0,
-            received_bytes = t.received.1,
-            forwarded = t.forwarded.0,
-            forwarded_bytes = t.forwarded.1,
-            discarded = t.discarded.0,
-            discarded_bytes = t.discarded.1,
-            truncated = t.truncated.0,
-            overflow = t.overflow.0,
-            failed = t.failed.0,
-            failed_bytes = t.failed.1,
-            in_flight = stats.in_flight.load(Relaxed),
-            received_per_s = format_args!("{:.0}", rate(t.received.0 - self.last.received.0, over)),
-            received_mb_per_s = format_args!(
-                "{:.2}",
-                rate(t.received.1 - self.last.received.1, over) / 1e6
-            ),
-            forwarded_per_s =
-                format_args!("{:.0}", rate(t.forwarded.0 - self.last.forwarded.0, over)),
-            forwarded_mb_per_s = format_args!(
-                "{:.2}",
-                rate(t.forwarded.1 - self.last.forwarded.1, over) / 1e6
-            ),
-            latency_p50_ms = format_args!("{p50:.1}"),
-            latency_p99_ms = format_args!("{p99:.1}"),
-            latency_max_ms = format_args!("{max:.1}"),
-            active_peers = active,
-            "stats"
+        emit(
+            "stats",
+            stats,
+            &t,
+            &self.last,
+            now - self.last_at,
+            &latency,
+            active,
         );
         if let Some(e) = stats.take_error() {
             tracing::warn!(error = %e, "delivery failed (last error of the interval)");
@@ -239,34 +217,62 @@ impl Reporter {
         self.last_at = now;
     }
 
-    /// Logs the final counts, latency over the whole run.
+    /// Logs the final counts: rates are averages since the start, latency
+    /// is over the whole run, `active_peers` counts every peer seen.
     pub fn finish(&mut self, stats: &Stats, ran: Duration) {
         let t = stats.totals();
         let _ = self.all_latency.add(stats.take_latency());
-        let (p50, p99, max) = quantiles_ms(&self.all_latency);
         if let Some(e) = stats.take_error() {
             tracing::warn!(error = %e, "delivery failed (last error)");
         }
-        tracing::info!(
-            received = t.received.0,
-            received_bytes = t.received.1,
-            forwarded = t.forwarded.0,
-            forwarded_bytes = t.forwarded.1,
-            discarded = t.discarded.0,
-            discarded_bytes = t.discarded.1,
-            truncated = t.truncated.0,
-            truncated_bytes = t.truncated.1,
-            overflow = t.overflow.0,
-            overflow_bytes = t.overflow.1,
-            failed = t.failed.0,
-            failed_bytes = t.failed.1,
-            received_per_s = format_args!("{:.0}", rate(t.received.0, ran)),
-            forwarded_per_s = format_args!("{:.0}", rate(t.forwarded.0, ran)),
-            latency_p50_ms = format_args!("{p50:.1}"),
-            latency_p99_ms = format_args!("{p99:.1}"),
-            latency_max_ms = format_args!("{max:.1}"),
-            peers = stats.known_peers.load(Relaxed),
-            "final"
+        let peers = stats.known_peers.load(Relaxed);
+        emit(
+            "final",
+            stats,
+            &t,
+            &Totals::default(),
+            ran,
+            &self.all_latency,
+            peers,
         );
     }
+}
+
+/// One stats line: the totals `t`, rates since `since` over `over`, the
+/// latency quantiles of `latency`.
+fn emit(
+    what: &str,
+    stats: &Stats,
+    t: &Totals,
+    since: &Totals,
+    over: Duration,
+    latency: &Histogram<u64>,
+    active_peers: u64,
+) {
+    let (p50, p99, max) = quantiles_ms(latency);
+    let per_s = |now: u64, then: u64| rate(now - then, over);
+    tracing::info!(
+        received = t.received.0,
+        received_bytes = t.received.1,
+        forwarded = t.forwarded.0,
+        forwarded_bytes = t.forwarded.1,
+        discarded = t.discarded.0,
+        discarded_bytes = t.discarded.1,
+        truncated = t.truncated.0,
+        truncated_bytes = t.truncated.1,
+        overflow = t.overflow.0,
+        overflow_bytes = t.overflow.1,
+        failed = t.failed.0,
+        failed_bytes = t.failed.1,
+        in_flight = stats.in_flight.load(Relaxed),
+        received_per_s = format_args!("{:.0}", per_s(t.received.0, since.received.0)),
+        received_mb_per_s = format_args!("{:.2}", per_s(t.received.1, since.received.1) / 1e6),
+        forwarded_per_s = format_args!("{:.0}", per_s(t.forwarded.0, since.forwarded.0)),
+        forwarded_mb_per_s = format_args!("{:.2}", per_s(t.forwarded.1, since.forwarded.1) / 1e6),
+        latency_p50_ms = format_args!("{p50:.1}"),
+        latency_p99_ms = format_args!("{p99:.1}"),
+        latency_max_ms = format_args!("{max:.1}"),
+        active_peers,
+        "{what}"
+    );
 }

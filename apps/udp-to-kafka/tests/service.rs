@@ -133,7 +133,7 @@ async fn strategy_sticky_round_robin_keeps_each_peer_on_one_partition() {
     let mut n = per_partition(&records);
     n.sort();
     assert_eq!(n, [60, 60, 120]);
-    assert_eq!(count(&fin, "peers"), 4);
+    assert_eq!(count(&fin, "active_peers"), 4);
 }
 
 #[tokio::test]
