@@ -62,6 +62,21 @@ pub async fn create_topic(client: &Client, name: &str, partitions: i32) {
         .expect("create topic");
 }
 
+/// A client, a new topic of `partitions` partitions named after `prefix`,
+/// and the service forwarding to it with `env`.
+pub async fn setup(
+    broker: &str,
+    prefix: &str,
+    partitions: i32,
+    env: &[(&str, &str)],
+) -> (Client, String, Service) {
+    let client = client(broker).await;
+    let topic = unique_topic(prefix);
+    create_topic(&client, &topic, partitions).await;
+    let svc = Service::start(broker, &topic, env);
+    (client, topic, svc)
+}
+
 /// Every record of every partition of `topic` (partitions `0..partitions`),
 /// with its partition.
 pub async fn read_all(client: &Client, topic: &str, partitions: i32) -> Vec<(i32, Record)> {
