@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// Datagrams read per `recvmmsg` call at most.
-const VLEN: usize = 64;
+const VLEN: usize = 256;
 
 /// The socket receive buffer asked for: bursts of this many bytes can wait
 /// in the kernel while the thread is not scheduled (2 cores, shared with the
@@ -45,7 +45,7 @@ const POLL: Duration = Duration::from_millis(100);
 /// next `recvmmsg` finds several waiting: one wake-up and one syscall per
 /// batch instead of per datagram (the socket buffer holds the burst; the
 /// added latency is this much at most).
-const COALESCE: Duration = Duration::from_micros(200);
+const COALESCE: Duration = Duration::from_micros(500);
 
 /// One datagram on its way to Kafka.
 #[derive(Debug, Clone)]
