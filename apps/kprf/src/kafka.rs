@@ -51,9 +51,9 @@ pub async fn connect(cfg: &Config) -> Result<Client, String> {
 /// The library bounds a batch's life by `delivery_timeout` and requires it
 /// to be at least linger + request timeout, so the producer's request
 /// timeout is `min(request_timeout_ms, message_timeout_ms - linger)`.
-/// `retries` has no counterpart: retriable failures are retried (backoff
-/// 100 ms doubling to 1 s, as librdkafka's retry.backoff.ms and
-/// retry.backoff.max.ms) until `message_timeout_ms`.
+/// `retries` is the producer's: retriable failures are sent again at most
+/// that often (backoff 100 ms doubling to 1 s, as librdkafka's
+/// retry.backoff.ms and retry.backoff.max.ms), within `message_timeout_ms`.
 pub fn producer_config(cfg: &Config) -> ProducerConfig {
     let k = &cfg.kafka;
     let linger = cfg.linger();
@@ -74,6 +74,7 @@ pub fn producer_config(cfg: &Config) -> ProducerConfig {
         })
         .delivery_timeout(delivery)
         .request_timeout(request)
+        .retries(k.retries)
         .retry_backoff(BackoffConfig {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(1),

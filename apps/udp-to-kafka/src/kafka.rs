@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// librdkafka's `request.timeout.ms` default: the bound on one produce
-/// request, and the unit of the retry mapping.
+/// request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// librdkafka's `message.timeout.ms` default: no record waits longer.
@@ -39,25 +39,6 @@ fn backoff() -> BackoffConfig {
 /// A record's size on the wire at most, besides its value: record framing,
 /// the `source` header (`[v6addr%scope]:port`) and the `partition` header.
 pub const RECORD_OVERHEAD: usize = 128;
-
-/// The delivery timeout that gives a batch `retries` retries:
-/// linger + (retries + 1) request timeouts + the backoffs between them,
-/// capped at librdkafka's default message timeout. The library bounds
-/// retries by time, not count, so attempts that fail fast may be retried
-/// more often within that time (see the README).
-pub fn delivery_timeout(linger: Duration, retries: u32) -> Duration {
-    let b = backoff();
-    let mut total = linger + REQUEST_TIMEOUT;
-    let mut delay = b.initial;
-    for _ in 0..retries {
-        total += REQUEST_TIMEOUT + delay;
-        if total >= MAX_DELIVERY_TIMEOUT {
-            return MAX_DELIVERY_TIMEOUT;
-        }
-        delay = delay.mul_f64(b.multiplier).min(b.max);
-    }
-    total
-}
 
 /// The producer settings for `cfg`.
 pub fn producer_config(cfg: &Config) -> ProducerConfig {
@@ -87,7 +68,8 @@ pub fn producer_config(cfg: &Config) -> ProducerConfig {
         .acks(acks)
         .compression(compression)
         .request_timeout(REQUEST_TIMEOUT)
-        .delivery_timeout(delivery_timeout(cfg.queue_buffering_max, cfg.retries))
+        .delivery_timeout(MAX_DELIVERY_TIMEOUT)
+        .retries(cfg.retries)
         .retry_backoff(backoff())
 }
 
@@ -175,13 +157,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retries_map_to_delivery_timeout() {
-        let linger = Duration::from_millis(5);
-        assert_eq!(delivery_timeout(linger, 0), linger + REQUEST_TIMEOUT);
-        assert_eq!(
-            delivery_timeout(linger, 1),
-            linger + 2 * REQUEST_TIMEOUT + Duration::from_millis(100)
-        );
-        assert_eq!(delivery_timeout(linger, 1000), MAX_DELIVERY_TIMEOUT);
+    fn retries_are_a_count_within_librdkafkas_message_timeout() {
+        let cfg = Config::from_lookup(|name| match name {
+            "KAFKA_BROKERS" => Some("127.0.0.1:9092".into()),
+            "KAFKA_TOPIC" => Some("t".into()),
+            "KAFKA_RETRIES" => Some("4".into()),
+            _ => None,
+        })
+        .expect("config");
+        let debug = format!("{:?}", producer_config(&cfg));
+        assert!(debug.contains("retries: 4"), "{debug}");
+        assert!(debug.contains("delivery_timeout: 300s"), "{debug}");
     }
 }

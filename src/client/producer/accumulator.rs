@@ -60,6 +60,8 @@ pub(crate) struct AccumulatorConfig {
     pub(crate) max_in_flight_per_partition: usize,
     pub(crate) max_request_size: usize,
     pub(crate) retry_backoff: BackoffConfig,
+    /// How often a batch is sent again after a retriable failure, at most.
+    pub(crate) retries: u32,
     /// Bytes of records buffered until acknowledged.
     pub(crate) buffer_memory: usize,
 }
@@ -917,6 +919,7 @@ impl Accumulator {
                 log_append_time,
             }),
             SendResult::Error { code, message } => {
+                batch.last_kind = Some(ErrorKind::Kafka(code));
                 batch.last_error = Some(match &message {
                     Some(m) if !m.is_empty() => format!("{} ({m})", code.name()),
                     _ => code.name().to_string(),
@@ -1027,6 +1030,7 @@ impl Accumulator {
                 message,
             } => {
                 batch.last_error = Some(message.clone());
+                batch.last_kind = Some(kind);
                 followup.refresh_metadata = true;
                 if retriable {
                     Next::Retry { ambiguous }
@@ -1054,6 +1058,14 @@ impl Accumulator {
                 batch.ambiguous |= ambiguous;
                 if now >= batch.deadline {
                     self.expire(batch);
+                } else if batch.attempts > self.cfg.retries {
+                    let failure = Failure::RetriesExhausted {
+                        attempts: batch.attempts,
+                        uncertain: batch.ambiguous,
+                        kind: batch.last_kind.unwrap_or(ErrorKind::Connection),
+                        last_error: batch.last_error.clone(),
+                    };
+                    self.fail_sequenced(batch, failure);
                 } else {
                     let backoff = batch
                         .backoff
@@ -1239,6 +1251,7 @@ mod tests {
 
     fn config(idempotent: bool) -> AccumulatorConfig {
         AccumulatorConfig {
+            retries: u32::MAX,
             batch_size: 1_000,
             linger: 5 * MS,
             delivery_timeout: Duration::from_secs(10),
@@ -1736,6 +1749,37 @@ mod tests {
             .all(|s| matches!(s.outcome(), Some(Outcome::Acked { .. }))));
         assert!(f.acc.is_empty());
         assert!(!f.acc.wants_producer_id());
+    }
+
+    #[test]
+    fn a_batch_fails_with_its_last_error_once_its_retries_are_used() {
+        for idempotent in [false, true] {
+            let mut f = fixture(idempotent, 1);
+            f.acc.cfg.retries = 1;
+            let a = f.send(Some(0), None, 10);
+            let (b, _) = flat(f.drain_at(10 * MS, 1)).pop().expect("batch");
+            f.complete(b, kafka(ErrorCode::NOT_LEADER_OR_FOLLOWER), 11 * MS);
+            assert!(outcome(&a).is_none(), "one retry left");
+            let (b, _) = flat(f.drain_at(100 * MS, 1)).pop().expect("retry");
+            assert_eq!(b.attempts, 2);
+            f.complete(b, kafka(ErrorCode::NOT_LEADER_OR_FOLLOWER), 101 * MS);
+            let Some(Outcome::Failed(failure)) = outcome(&a) else {
+                panic!("expected a failure, got {:?}", outcome(&a));
+            };
+            let err = failure.to_error("t", 0);
+            assert_eq!(
+                err.kind(),
+                ErrorKind::Kafka(ErrorCode::NOT_LEADER_OR_FOLLOWER),
+                "{err}"
+            );
+            assert!(err.to_string().contains("2 attempt(s)"), "{err}");
+            assert!(f.acc.is_empty());
+            // Later records of the partition still go out.
+            let c = f.send(Some(0), None, 10);
+            let (b, _) = flat(f.drain_at(200 * MS, 1)).pop().expect("next batch");
+            f.complete(b, acked(9), 201 * MS);
+            assert!(matches!(outcome(&c), Some(Outcome::Acked { .. })));
+        }
     }
 
     #[test]

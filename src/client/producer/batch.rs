@@ -56,6 +56,15 @@ pub(crate) enum Failure {
         uncertain: bool,
         last_error: Option<String>,
     },
+    /// Every retry the configuration allows failed.
+    RetriesExhausted {
+        attempts: u32,
+        /// Whether an attempt may have written the batch.
+        uncertain: bool,
+        /// The last attempt's error.
+        kind: ErrorKind,
+        last_error: Option<String>,
+    },
     /// The batch may or may not have been written and there is no way left
     /// to find out (its sequence state was reset by an epoch bump).
     Uncertain(String),
@@ -86,6 +95,22 @@ impl Failure {
                 Error::new(ErrorKind::Timeout)
                     .with_message(msg)
                     .with_retriable(false)
+            }
+            Failure::RetriesExhausted {
+                attempts,
+                uncertain,
+                kind,
+                last_error,
+            } => {
+                let mut msg = format!("gave up after {attempts} attempt(s), the retries allowed");
+                if *uncertain {
+                    msg.push_str("; the batch may have been written");
+                }
+                if let Some(last) = last_error {
+                    msg.push_str("; last error: ");
+                    msg.push_str(last);
+                }
+                Error::new(*kind).with_message(msg).with_retriable(false)
             }
             Failure::Uncertain(msg) => Error::new(ErrorKind::DataLoss)
                 .with_message(format!("delivery uncertain: {msg}"))
@@ -356,6 +381,8 @@ pub(crate) struct ProducerBatch {
     pub(crate) retry_at: Option<Instant>,
     pub(crate) backoff: Option<Backoff>,
     pub(crate) last_error: Option<String>,
+    /// The kind of the last failed attempt's error.
+    pub(crate) last_kind: Option<ErrorKind>,
     /// The writer's buffer of a gzip or zstd batch once encoded (its
     /// uncompressed records), kept for reuse by a later batch (see
     /// [`Self::take_buffer`]).
@@ -384,6 +411,7 @@ impl ProducerBatch {
             retry_at: None,
             backoff: None,
             last_error: None,
+            last_kind: None,
             spare: None,
         }
     }

@@ -97,6 +97,7 @@ pub struct ProducerConfig {
     delivery_timeout: Duration,
     request_timeout: Option<Duration>,
     retry_backoff: BackoffConfig,
+    retries: u32,
 }
 
 impl Default for ProducerConfig {
@@ -120,6 +121,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             request_timeout: None,
             retry_backoff: BackoffConfig::default(),
+            retries: u32::MAX,
         }
     }
 }
@@ -212,6 +214,16 @@ impl ProducerConfig {
     /// replicas (default: the client's request timeout).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = Some(timeout);
+        self
+    }
+
+    /// How often a batch is sent again after a retriable failure, at most
+    /// (default: no limit but the delivery timeout, as the Java client's
+    /// `retries`). When they are used up, its records fail with the last
+    /// attempt's error. With idempotence the sequence numbers stay correct
+    /// either way; `0` fails a batch at its first retriable error.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
         self
     }
 
@@ -405,6 +417,7 @@ impl Producer {
                 },
                 max_request_size: config.max_request_size,
                 retry_backoff: config.retry_backoff.clone(),
+                retries: config.retries,
                 buffer_memory: config.buffer_memory,
             },
             room.clone(),
