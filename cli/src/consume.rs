@@ -352,6 +352,10 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
     for (&p, &start) in &starts {
         config = config.assign(&args.topic, p, start);
     }
+    let config = g
+        .properties()?
+        .apply_to_consumer(config)
+        .map_err(|e| CliError::usage(format!("-X: {e}")))?;
     let mut consumer = client.consumer(config)?;
     let result = print_records(&mut consumer, &args, &layout, ends.as_ref()).await;
     if result.is_ok() {

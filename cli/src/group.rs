@@ -299,6 +299,10 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
         .isolation(opts.isolation)
         .session_timeout(Duration::from_secs(10))
         .heartbeat_interval(Duration::from_secs(1));
+    let config = g
+        .properties()?
+        .apply_to_group(config)
+        .map_err(|e| CliError::usage(format!("-X: {e}")))?;
     let mut consumer = client.group_consumer(config)?;
     let mut output = Output::stdout()?;
     let mut signals = Signals::new()?;

@@ -20,7 +20,7 @@ mod signals;
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::{properties::Properties, Client, ClientBuilder};
 
 /// Exit status for runtime failures (broker errors, timeouts, I/O).
 const EXIT_FAILURE: u8 = 1;
@@ -95,6 +95,36 @@ pub struct GlobalArgs {
     /// proxy; broker names are resolved by the proxy.
     #[arg(long, global = true, value_name = "HOST:PORT", value_parser = parse_host_port)]
     socks5: Option<String>,
+    /// A Java client / librdkafka property `NAME=VALUE` (repeatable; e.g.
+    /// `-X linger.ms=20 -X isolation.level=read_committed`); it overrides the
+    /// flag for the same setting. Unknown names and bad values are usage
+    /// errors.
+    #[arg(short = 'X', global = true, value_name = "NAME=VALUE", value_parser = parse_property)]
+    pub property: Vec<Property>,
+    /// A `.properties` file of such properties (`name=value` lines, `#`
+    /// comments); `-X` overrides it.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+}
+
+/// A `-X NAME=VALUE`; `Debug` hides the value of a password or JAAS
+/// property.
+#[derive(Clone)]
+pub struct Property(String);
+
+impl std::fmt::Debug for Property {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.split_once('=') {
+            Some((name, _)) if name.contains("password") || name.contains("jaas") => {
+                write!(f, "{name}=<hidden>")
+            }
+            _ => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
+fn parse_property(s: &str) -> Result<Property, String> {
+    Ok(Property(s.to_owned()))
 }
 
 /// A secret; `Debug` does not show it, so printing the parsed arguments
@@ -131,6 +161,27 @@ impl GlobalArgs {
     /// The bound on connecting and on each request.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    /// `--config-file`, then each `-X`.
+    pub fn properties(&self) -> CliResult<Properties> {
+        let mut props = match &self.config_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    CliError::usage(format!("--config-file {}: {e}", path.display()))
+                })?;
+                Properties::parse(&text).map_err(|e| {
+                    CliError::usage(format!("--config-file {}: {e}", path.display()))
+                })?
+            }
+            None => Properties::new(),
+        };
+        for Property(p) in &self.property {
+            props
+                .set_assignment(p)
+                .map_err(|e| CliError::usage(format!("-X: {e}")))?;
+        }
+        Ok(props)
     }
 }
 
@@ -308,8 +359,10 @@ pub type CliResult<T = ()> = Result<T, CliError>;
 
 /// Connects to the cluster, bounded by `--timeout-ms`.
 pub async fn connect(global: &GlobalArgs) -> CliResult<Client> {
-    let brokers: Vec<String> = global
-        .brokers
+    let props = global.properties()?;
+    let brokers: Vec<String> = props
+        .get("bootstrap.servers")
+        .unwrap_or(&global.brokers)
         .split(',')
         .map(str::trim)
         .filter(|b| !b.is_empty())
@@ -329,7 +382,10 @@ pub async fn connect(global: &GlobalArgs) -> CliResult<Client> {
         .connect_timeout(timeout)
         .request_timeout(timeout)
         .operation_timeout(timeout);
-    let build = security::apply(global, builder)?.build();
+    let builder = props
+        .apply_to_client(security::apply(global, builder)?)
+        .map_err(|e| CliError::usage(format!("-X: {e}")))?;
+    let build = builder.build();
     // The library bounds connecting by the same deadline; this outer bound
     // only guards the promise "exits within about --timeout-ms".
     match tokio::time::timeout(timeout + Duration::from_millis(500), build).await {
@@ -412,6 +468,10 @@ fn parse_args(args: Vec<std::ffi::OsString>, redactor: &Redactor) -> Result<Cli,
 
 async fn run(cli: Cli) -> CliResult {
     let g = &cli.global;
+    // Bad properties are usage errors, told before anything connects.
+    g.properties()?
+        .check()
+        .map_err(|e| CliError::usage(format!("-X: {e}")))?;
     match cli.command {
         Command::ApiVersions => admin::api_versions(g).await,
         Command::Metadata => admin::metadata(g).await,

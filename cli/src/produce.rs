@@ -370,6 +370,10 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
     if let Some(on) = idempotent {
         config = config.idempotence(on);
     }
+    let config = g
+        .properties()?
+        .apply_to_producer(config)
+        .map_err(|e| CliError::usage(format!("-X: {e}")))?;
     let producer = client.producer(config)?;
     let mut signals = Signals::new()?;
     let mut blocks = spawn_reader(args.file, args.whole_file);

@@ -239,3 +239,80 @@ fn key_delimiter_on_output_matches_kcat() {
         assert_eq!(stdout(&ours), stdout(&theirs));
     }
 }
+
+#[test]
+fn properties_by_java_and_librdkafka_names() {
+    // Bad names and values: one line, exit 2, before connecting.
+    for args in [
+        &["-X", "linger.mss=1", "metadata"][..],
+        &["-X", "acks=2", "produce", "t"],
+        &["-X", "isolation.level=dirty", "consume", "t"],
+    ] {
+        let mut cmd = binary();
+        cmd.args(["--brokers", "127.0.0.1:1"]).args(args);
+        let out = run_bounded(cmd, Some(b""), Duration::from_secs(10));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("error: -X: "), "{err}");
+    }
+    let Some(b) = bootstrap() else { return };
+    let topic = unique("cli-props");
+    // bootstrap.servers from a properties file wins over --brokers, and
+    // -X over the file.
+    let file = std::env::temp_dir().join(format!("{topic}.properties"));
+    std::fs::write(
+        &file,
+        format!("# test\nbootstrap.servers={b}\nlinger.ms=1\ncompression.type=zstd\n"),
+    )
+    .expect("write properties");
+    let with_file = |args: &[&str], stdin: &[u8]| {
+        let mut cmd = binary();
+        cmd.args(["--brokers", "127.0.0.1:1", "--timeout-ms", "10000"])
+            .arg("--config-file")
+            .arg(&file)
+            .args(args);
+        let out = run_bounded(cmd, Some(stdin), Duration::from_secs(60));
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    };
+    with_file(
+        &[
+            "topic",
+            "create",
+            &topic,
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "1",
+        ],
+        b"",
+    );
+    with_file(
+        &[
+            "produce",
+            &topic,
+            "-X",
+            "acks=1",
+            "-X",
+            "enable.idempotence=false",
+        ],
+        b"a\nb\n",
+    );
+    let out = with_file(
+        &[
+            "consume",
+            &topic,
+            "--exit-at-end",
+            "--format",
+            "value",
+            "-X",
+            "isolation.level=read_committed",
+            "-X",
+            "fetch.max.wait.ms=100",
+        ],
+        b"",
+    );
+    assert_eq!(stdout(&out), "a\nb\n");
+    let _ = std::fs::remove_file(&file);
+}

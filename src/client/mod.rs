@@ -24,6 +24,7 @@ pub mod controller;
 pub mod group;
 pub mod partition;
 pub mod producer;
+pub mod properties;
 mod retry;
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
