@@ -71,41 +71,117 @@ pub async fn api_versions(g: &GlobalArgs) -> CliResult {
 }
 
 /// `metadata`: brokers, controller, topics with partitions, leaders, replicas, ISR.
-pub async fn metadata(g: &GlobalArgs) -> CliResult {
+/// Arguments of `metadata`.
+#[derive(Args, Debug)]
+pub struct MetadataArgs {
+    /// Only this topic (kcat's `-L -t`).
+    #[arg(long)]
+    topic: Option<String>,
+    /// `text`, or `json` in the shape of kcat's `-L -J`.
+    #[arg(long, value_enum, default_value = "text")]
+    format: MetadataFormat,
+}
+
+/// `metadata --format` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetadataFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object: kcat's `-L -J` fields, plus `cluster_id`.
+    Json,
+}
+
+/// `metadata`: brokers, controller, topics and partitions.
+pub async fn metadata(g: &GlobalArgs, args: MetadataArgs) -> CliResult {
     let client = connect(g).await?;
     let md = bounded(g.timeout(), "metadata", async {
         Ok(client.metadata().await?)
     })
     .await?;
-    let mut t = String::new();
-    t.push_str(&format!(
-        "cluster id: {}\n",
-        md.cluster_id.as_deref().unwrap_or("-")
-    ));
-    t.push_str(&format!(
-        "controller: {}\n",
-        md.controller_id
-            .map_or_else(|| "-".to_owned(), |c| c.to_string())
-    ));
-    t.push_str(&format!("brokers: {}\n", md.brokers.len()));
-    for b in md.brokers.values() {
-        let rack = b
-            .rack
-            .as_deref()
-            .map(|r| format!(" rack {r}"))
-            .unwrap_or_default();
-        let ctl = if md.controller_id == Some(b.id) {
-            " (controller)"
-        } else {
-            ""
+    let topics: Vec<&rskafka::client::TopicInfo> = match &args.topic {
+        None => md.topics.values().collect(),
+        Some(name) => match md.topics.get(name) {
+            Some(t) => vec![t],
+            None => {
+                return Err(CliError::msg(format!(
+                    "unknown topic {name:?} (UNKNOWN_TOPIC_OR_PARTITION)"
+                )))
+            }
+        },
+    };
+    if args.format == MetadataFormat::Json {
+        let ids = |ids: &[i32]| -> Vec<serde_json::Value> {
+            ids.iter()
+                .map(|id| serde_json::json!({ "id": id }))
+                .collect()
         };
-        t.push_str(&format!(
-            "  broker {} at {}:{}{rack}{ctl}\n",
-            b.id, b.host, b.port
-        ));
+        let json = serde_json::json!({
+            "cluster_id": md.cluster_id,
+            "query": { "topic": args.topic.as_deref().unwrap_or("*") },
+            "controllerid": md.controller_id.unwrap_or(-1),
+            "brokers": md.brokers.values().map(|b| serde_json::json!({
+                "id": b.id,
+                "name": format!("{}:{}", b.host, b.port),
+                "rack": b.rack,
+            })).collect::<Vec<_>>(),
+            "topics": topics.iter().map(|t| {
+                let mut topic = serde_json::json!({
+                    "topic": t.name,
+                    "partitions": t.partitions.values().map(|p| {
+                        let mut part = serde_json::json!({
+                            "partition": p.id,
+                            "leader": p.leader.unwrap_or(-1),
+                            "replicas": ids(&p.replicas),
+                            "isrs": ids(&p.isr),
+                        });
+                        if !p.error.is_ok() {
+                            part["error"] = p.error.name().into();
+                        }
+                        part
+                    }).collect::<Vec<_>>(),
+                });
+                if t.is_internal {
+                    topic["internal"] = true.into();
+                }
+                if !t.error.is_ok() {
+                    topic["error"] = t.error.name().into();
+                }
+                topic
+            }).collect::<Vec<_>>(),
+        });
+        return print_out(&format!("{json}\n"));
     }
-    t.push_str(&format!("topics: {}\n", md.topics.len()));
-    for topic in md.topics.values() {
+    let mut t = String::new();
+    if args.topic.is_none() {
+        t.push_str(&format!(
+            "cluster id: {}\n",
+            md.cluster_id.as_deref().unwrap_or("-")
+        ));
+        t.push_str(&format!(
+            "controller: {}\n",
+            md.controller_id
+                .map_or_else(|| "-".to_owned(), |c| c.to_string())
+        ));
+        t.push_str(&format!("brokers: {}\n", md.brokers.len()));
+        for b in md.brokers.values() {
+            let rack = b
+                .rack
+                .as_deref()
+                .map(|r| format!(" rack {r}"))
+                .unwrap_or_default();
+            let ctl = if md.controller_id == Some(b.id) {
+                " (controller)"
+            } else {
+                ""
+            };
+            t.push_str(&format!(
+                "  broker {} at {}:{}{rack}{ctl}\n",
+                b.id, b.host, b.port
+            ));
+        }
+        t.push_str(&format!("topics: {}\n", topics.len()));
+    }
+    for topic in topics {
         let internal = if topic.is_internal { " (internal)" } else { "" };
         let err = if topic.error.is_ok() {
             String::new()

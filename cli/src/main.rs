@@ -190,7 +190,7 @@ enum Command {
     /// List the APIs the broker supports and the version this client uses.
     ApiVersions,
     /// Show brokers, the controller, topics, partitions, leaders and replicas.
-    Metadata,
+    Metadata(admin::MetadataArgs),
     /// List, create or delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
@@ -474,7 +474,7 @@ async fn run(cli: Cli) -> CliResult {
         .map_err(|e| CliError::usage(format!("-X: {e}")))?;
     match cli.command {
         Command::ApiVersions => admin::api_versions(g).await,
-        Command::Metadata => admin::metadata(g).await,
+        Command::Metadata(args) => admin::metadata(g, args).await,
         Command::Topic(TopicCommand::List) => admin::topic_list(g).await,
         Command::Topic(TopicCommand::Create(args)) => admin::topic_create(g, args).await,
         Command::Topic(TopicCommand::Delete { name }) => admin::topic_delete(g, &name).await,

@@ -316,3 +316,54 @@ fn properties_by_java_and_librdkafka_names() {
     assert_eq!(stdout(&out), "a\nb\n");
     let _ = std::fs::remove_file(&file);
 }
+
+#[test]
+fn metadata_json_of_one_topic_matches_kcat() {
+    let Some(b) = bootstrap() else { return };
+    if !kcat_available() {
+        return;
+    }
+    let topic = topic(&b);
+    let ours = kafka(
+        &b,
+        &["metadata", "--topic", &topic, "--format", "json"],
+        b"",
+    );
+    let ours: serde_json::Value = serde_json::from_str(&stdout(&ours)).expect("our JSON");
+    let Some(theirs) = kcat(&b, &["-L", "-J", "-t", &topic]) else {
+        return;
+    };
+    let theirs: serde_json::Value = serde_json::from_str(&stdout(&theirs)).expect("kcat's JSON");
+    for key in ["controllerid", "brokers", "query"] {
+        let strip = |v: &serde_json::Value| {
+            let mut v = v[key].clone();
+            if let Some(brokers) = v.as_array_mut() {
+                for b in brokers {
+                    b.as_object_mut().map(|o| o.remove("rack"));
+                }
+            }
+            v
+        };
+        assert_eq!(strip(&ours), strip(&theirs), "{key}");
+    }
+    assert_eq!(ours["topics"], theirs["topics"]);
+    assert_eq!(
+        ours["topics"][0]["partitions"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // The text form of one topic, and an unknown topic as an error.
+    let text = stdout(&kafka(&b, &["metadata", "--topic", &topic], b""));
+    assert!(
+        text.starts_with(&format!("  topic \"{topic}\" with 2 partitions\n")),
+        "{text}"
+    );
+    let mut cmd = binary();
+    cmd.args(["--brokers", &b, "metadata", "--topic", "no-such-topic-here"]);
+    let out = run_bounded(cmd, Some(b""), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("UNKNOWN_TOPIC_OR_PARTITION"),
+        "{}",
+        stderr(&out)
+    );
+}
