@@ -26,8 +26,9 @@ use crate::{
 /// Arguments of `consume`.
 #[derive(Args, Debug)]
 pub struct ConsumeArgs {
-    /// The topic.
-    topic: String,
+    /// The topic; with --group, one or more topics.
+    #[arg(required = true, num_args = 1.., value_name = "TOPIC")]
+    topics: Vec<String>,
     /// Read only this partition (default: all partitions).
     #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
     partition: Option<i32>,
@@ -293,7 +294,7 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
             IsolationArg::ReadUncommitted => IsolationLevel::ReadUncommitted,
         };
         let opts = crate::group::GroupConsume {
-            topic: args.topic,
+            topics: args.topics,
             group,
             count: args.count,
             layout,
@@ -302,14 +303,18 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
         };
         return crate::group::consume(g, opts).await;
     }
+    let [topic] = args.topics.as_slice() else {
+        return Err(CliError::usage("several topics need --group"));
+    };
+    let topic = topic.clone();
     let client = connect(g).await?;
-    let all = crate::topic_partitions(&client, g, &args.topic).await?;
+    let all = crate::topic_partitions(&client, g, &topic).await?;
     let partitions = match args.partition {
         Some(p) if all.contains(&p) => vec![p],
         Some(p) => {
             return Err(CliError::msg(format!(
                 "topic {:?} has no partition {p} (UNKNOWN_TOPIC_OR_PARTITION)",
-                args.topic
+                topic
             )))
         }
         None => all,
@@ -319,13 +324,13 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
         IsolationArg::ReadUncommitted => IsolationLevel::ReadUncommitted,
     };
     let ends = if args.exit_at_end {
-        Some(end_offsets(&client, g, &args.topic, &partitions, isolation).await?)
+        Some(end_offsets(&client, g, &topic, &partitions, isolation).await?)
     } else {
         None
     };
     let starts: BTreeMap<i32, StartOffset> = match args.from {
         Start::Offset(_) | Start::Tail(_) | Start::Timestamp(_) => {
-            offset_starts(&client, g, &args.topic, &partitions, args.from)
+            offset_starts(&client, g, &topic, &partitions, args.from)
                 .await?
                 .into_iter()
                 .map(|(p, o)| (p, StartOffset::At(o)))
@@ -350,14 +355,14 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
         .offset_reset(OffsetReset::Error)
         .max_wait(max_wait);
     for (&p, &start) in &starts {
-        config = config.assign(&args.topic, p, start);
+        config = config.assign(&topic, p, start);
     }
     let config = g
         .properties()?
         .apply_to_consumer(config)
         .map_err(|e| CliError::usage(format!("-X: {e}")))?;
     let mut consumer = client.consumer(config)?;
-    let result = print_records(&mut consumer, &args, &layout, ends.as_ref()).await;
+    let result = print_records(&mut consumer, &topic, &args, &layout, ends.as_ref()).await;
     if result.is_ok() {
         // Frees the broker's fetch session now rather than at its expiry.
         consumer
@@ -371,6 +376,7 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
 /// Ctrl-C.
 async fn print_records(
     consumer: &mut Consumer,
+    topic: &str,
     args: &ConsumeArgs,
     layout: &Layout,
     ends: Option<&BTreeMap<i32, i64>>,
@@ -385,7 +391,7 @@ async fn print_records(
     let tick = Duration::from_millis(100);
     loop {
         if let Some(ends) = ends {
-            if at_end(consumer, &args.topic, ends) {
+            if at_end(consumer, topic, ends) {
                 return Ok(());
             }
         }
@@ -404,7 +410,7 @@ async fn print_records(
         let mut records = batch.into_iter();
         while records.len() > 0 {
             out.clear();
-            format_piece(&mut out, None, layout, &args.topic, &mut records);
+            format_piece(&mut out, None, layout, topic, &mut records);
             let written = tokio::select! {
                 w = output.write(std::mem::take(&mut out)) => w,
                 _ = signals.recv() => {

@@ -267,8 +267,8 @@ fn unknown_group_or(e: rskafka::error::Error, group: &str) -> CliError {
 /// What `consume --group` needs from the `consume` arguments.
 #[derive(Debug)]
 pub struct GroupConsume {
-    /// The topic.
-    pub topic: String,
+    /// The topics.
+    pub topics: Vec<String>,
     /// The group.
     pub group: String,
     /// Stop after this many records in all.
@@ -287,13 +287,15 @@ pub struct GroupConsume {
 pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
     let client = connect(g).await?;
     // A clear error for a topic that does not exist.
-    crate::topic_partitions(&client, g, &opts.topic).await?;
+    for topic in &opts.topics {
+        crate::topic_partitions(&client, g, topic).await?;
+    }
     // Auto-commit counts a batch as processed once the next one is asked
     // for, which is after it was printed whole; assignment changes happen
     // only then too. So what is committed before a revocation and when
     // leaving is exactly what was printed (a batch cut short by a signal or
     // a closed stdout is rewound to its first record not printed whole).
-    let config = GroupConfig::new(opts.group.clone(), [opts.topic.clone()])
+    let config = GroupConfig::new(opts.group.clone(), opts.topics.clone())
         .auto_commit(Some(AUTO_COMMIT))
         .offset_reset(opts.reset)
         .isolation(opts.isolation)
@@ -333,6 +335,8 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
         if let Some(n) = remaining.as_mut() {
             *n = n.saturating_sub(batch.len() as u64);
         }
+        // A batch holds records of one partition, so of one topic.
+        let topic = batch.first().map_or_else(|| "".into(), |r| r.topic.clone());
         let mut records = batch.into_iter();
         let mut stopped = false;
         while records.len() > 0 && !stopped {
@@ -342,7 +346,7 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
                 &mut out,
                 Some(&mut ends),
                 &opts.layout,
-                &opts.topic,
+                &topic,
                 &mut records,
             );
             let written = tokio::select! {
@@ -352,11 +356,11 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
             match written {
                 Written::All(buf) => out = buf,
                 Written::Closed(n) => {
-                    rewind(&mut consumer, &opts.topic, &ends, n, records.as_slice());
+                    rewind(&mut consumer, &topic, &ends, n, records.as_slice());
                     stopped = true;
                 }
                 Written::Failed(n, e) => {
-                    rewind(&mut consumer, &opts.topic, &ends, n, records.as_slice());
+                    rewind(&mut consumer, &topic, &ends, n, records.as_slice());
                     result = Err(e.into());
                     stopped = true;
                 }

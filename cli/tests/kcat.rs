@@ -367,3 +367,47 @@ fn metadata_json_of_one_topic_matches_kcat() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_group_member_consumes_several_topics() {
+    let Some(b) = bootstrap() else { return };
+    let (t1, t2) = (unique("cli-multi-a"), unique("cli-multi-b"));
+    for (t, lines) in [(&t1, &b"a1\na2\n"[..]), (&t2, b"b1\nb2\nb3\n")] {
+        kafka(
+            &b,
+            &[
+                "topic",
+                "create",
+                t,
+                "--partitions",
+                "2",
+                "--replication-factor",
+                "1",
+            ],
+            b"",
+        );
+        kafka(&b, &["produce", t], lines);
+    }
+    let group = unique("cli-multi-g");
+    let out = kafka(
+        &b,
+        &[
+            "consume", &t1, &t2, "--group", &group, "--count", "5", "-f", "%t %s\n",
+        ],
+        b"",
+    );
+    let mut lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    lines.sort();
+    let want: Vec<String> = ["a1", "a2"]
+        .iter()
+        .map(|v| format!("{t1} {v}"))
+        .chain(["b1", "b2", "b3"].iter().map(|v| format!("{t2} {v}")))
+        .collect();
+    assert_eq!(lines, want);
+    // Without a group, one topic only.
+    let mut cmd = binary();
+    cmd.args(["--brokers", &b, "consume", &t1, &t2]);
+    let out = run_bounded(cmd, Some(b""), Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("several topics need --group"));
+}
