@@ -67,7 +67,7 @@ pub struct ConsumeArgs {
     /// Consume as a member of this group: it assigns the partitions, and
     /// what is printed is committed as it goes and before exiting (`--from`
     /// then only says where partitions without a committed offset start).
-    #[arg(long, conflicts_with_all = ["partition", "exit_at_end"])]
+    #[arg(long, conflicts_with = "partition")]
     group: Option<String>,
 }
 
@@ -295,6 +295,7 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
         };
         let opts = crate::group::GroupConsume {
             topics: args.topics,
+            exit_at_end: args.exit_at_end,
             group,
             count: args.count,
             layout,

@@ -1,7 +1,7 @@
 //! Consumer groups: `consume --group` and the `group` commands (list,
 //! describe, lag, seek, delete).
 
-use std::{io::Write, time::Duration};
+use std::{collections::BTreeMap, io::Write, time::Duration};
 
 use clap::{Args, Subcommand, ValueEnum};
 use rskafka::{
@@ -269,6 +269,9 @@ fn unknown_group_or(e: rskafka::error::Error, group: &str) -> CliError {
 pub struct GroupConsume {
     /// The topics.
     pub topics: Vec<String>,
+    /// Stop once every assigned partition reached the end it had when
+    /// assigned (kcat's `-G ... -e`).
+    pub exit_at_end: bool,
     /// The group.
     pub group: String,
     /// Stop after this many records in all.
@@ -312,11 +315,22 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
     let mut remaining = opts.count;
     let mut out = Vec::new();
     let mut result = Ok(());
+    // With --exit-at-end: the end offset of each assigned partition, looked
+    // up when it was assigned.
+    let mut end_of: BTreeMap<TopicPartition, i64> = BTreeMap::new();
     loop {
+        if opts.exit_at_end
+            && all_at_end(&client, g, &consumer, &mut end_of, opts.isolation).await?
+        {
+            break;
+        }
         let max = remaining.map_or(BATCH, |n| usize::try_from(n).unwrap_or(BATCH).min(BATCH));
         let batch = tokio::select! {
             batch = consumer.next_batch(max) => batch,
             _ = signals.recv() => break,
+            // Positions move without records too (an empty partition,
+            // transaction markers): look again now and then.
+            _ = tokio::time::sleep(EXIT_AT_END_TICK), if opts.exit_at_end => continue,
         };
         let batch = match batch {
             None => break,
@@ -386,6 +400,41 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
         _ = signals.recv() => Err(CliError::msg("interrupted while leaving the group")),
     };
     result.and(closed)
+}
+
+/// How often `--exit-at-end` looks at the positions while no records come.
+const EXIT_AT_END_TICK: Duration = Duration::from_millis(100);
+
+/// Whether the member has partitions and each reached the end offset it had
+/// when assigned; looks up the ends of newly assigned partitions.
+async fn all_at_end(
+    client: &rskafka::client::Client,
+    g: &GlobalArgs,
+    consumer: &GroupConsumer,
+    end_of: &mut BTreeMap<TopicPartition, i64>,
+    isolation: IsolationLevel,
+) -> CliResult<bool> {
+    let assigned = consumer.assignment();
+    end_of.retain(|tp, _| assigned.contains(tp));
+    for tp in &assigned {
+        if !end_of.contains_key(tp) {
+            let end = bounded(g.timeout(), "end offset lookup", async {
+                let pc = client
+                    .partition_client(tp.topic.to_string(), tp.partition)
+                    .await?
+                    .with_isolation_level(isolation);
+                Ok(pc
+                    .get_offset(rskafka::client::partition::OffsetAt::Latest)
+                    .await?)
+            })
+            .await?;
+            end_of.insert(tp.clone(), end);
+        }
+    }
+    Ok(!assigned.is_empty()
+        && assigned
+            .iter()
+            .all(|tp| consumer.position(tp).is_some_and(|p| p >= end_of[tp])))
 }
 
 /// How often auto-commit runs; the member also commits after each batch it

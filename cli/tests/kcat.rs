@@ -404,6 +404,25 @@ fn a_group_member_consumes_several_topics() {
         .chain(["b1", "b2", "b3"].iter().map(|v| format!("{t2} {v}")))
         .collect();
     assert_eq!(lines, want);
+    // --exit-at-end: a new member gets every partition and stops at their
+    // ends (two of them empty on one topic or the other is fine too).
+    let out = kafka(
+        &b,
+        &[
+            "consume",
+            &t1,
+            &t2,
+            "--group",
+            &unique("cli-multi-e"),
+            "--exit-at-end",
+            "-f",
+            "%t %s\n",
+        ],
+        b"",
+    );
+    let mut lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(lines, want);
     // Without a group, one topic only.
     let mut cmd = binary();
     cmd.args(["--brokers", &b, "consume", &t1, &t2]);
