@@ -289,8 +289,9 @@ pub struct GroupConsume {
 /// exits; SIGINT/SIGTERM commit, leave the group and exit 0.
 pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
     let client = connect(g).await?;
+    let topics = subscription(&client, g, &opts.topics).await?;
     // A clear error for a topic that does not exist.
-    for topic in &opts.topics {
+    for topic in &topics {
         crate::topic_partitions(&client, g, topic).await?;
     }
     // Auto-commit counts a batch as processed once the next one is asked
@@ -298,7 +299,7 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
     // only then too. So what is committed before a revocation and when
     // leaving is exactly what was printed (a batch cut short by a signal or
     // a closed stdout is rewound to its first record not printed whole).
-    let config = GroupConfig::new(opts.group.clone(), opts.topics.clone())
+    let config = GroupConfig::new(opts.group.clone(), topics)
         .auto_commit(Some(AUTO_COMMIT))
         .offset_reset(opts.reset)
         .isolation(opts.isolation)
@@ -400,6 +401,51 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
         _ = signals.recv() => Err(CliError::msg("interrupted while leaving the group")),
     };
     result.and(closed)
+}
+
+/// The topics to subscribe to: names as given, and for each `^REGEX` (as
+/// kcat's) the topics whose whole name it matches when the member starts.
+async fn subscription(
+    client: &rskafka::client::Client,
+    g: &GlobalArgs,
+    given: &[String],
+) -> CliResult<Vec<String>> {
+    let mut topics = Vec::new();
+    let mut all: Option<Vec<String>> = None;
+    for t in given {
+        if !t.starts_with('^') {
+            topics.push(t.clone());
+            continue;
+        }
+        let re = regex::Regex::new(&format!("^(?:{})$", &t[1..]))
+            .map_err(|e| CliError::usage(format!("topic pattern {t:?}: {e}")))?;
+        if all.is_none() {
+            let listed = bounded(g.timeout(), "topic list", async {
+                Ok(client.list_topics().await?)
+            })
+            .await?;
+            all = Some(
+                listed
+                    .into_iter()
+                    .filter(|t| !t.is_internal)
+                    .map(|t| t.name)
+                    .collect(),
+            );
+        }
+        let matched: Vec<String> = all
+            .iter()
+            .flatten()
+            .filter(|name| re.is_match(name))
+            .cloned()
+            .collect();
+        if matched.is_empty() {
+            return Err(CliError::msg(format!("no topic matches {t:?}")));
+        }
+        topics.extend(matched);
+    }
+    topics.sort();
+    topics.dedup();
+    Ok(topics)
 }
 
 /// How often `--exit-at-end` looks at the positions while no records come.

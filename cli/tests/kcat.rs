@@ -423,10 +423,39 @@ fn a_group_member_consumes_several_topics() {
     let mut lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
     lines.sort();
     assert_eq!(lines, want);
+    // A ^regex (as kcat's) subscribes to every topic whose name it
+    // matches when the member starts.
+    let prefix = t1.trim_end_matches(|c: char| c != '-');
+    let out = kafka(
+        &b,
+        &[
+            "consume",
+            &format!("^{}.*", regex_escape(prefix)),
+            &t2,
+            "--group",
+            &unique("cli-multi-r"),
+            "--exit-at-end",
+            "-f",
+            "%t %s\n",
+        ],
+        b"",
+    );
+    let mut lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(lines, want);
     // Without a group, one topic only.
     let mut cmd = binary();
     cmd.args(["--brokers", &b, "consume", &t1, &t2]);
     let out = run_bounded(cmd, Some(b""), Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("several topics need --group"));
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let special = !c.is_ascii_alphanumeric() && c != '-' && c != '_';
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect()
 }
