@@ -204,16 +204,19 @@ async fn hundred_thousand_records_keyed_and_unkeyed() {
         metrics.buffered_bytes, 0,
         "acknowledged records free the buffer"
     );
-    // No retries on a healthy broker: every record was sent exactly once.
-    assert_eq!((metrics.records_sent, metrics.retries), (N, 0));
+    // Every record went out at least once, exactly once without retries
+    // (a loaded machine may time a request out).
+    assert!(metrics.records_sent >= N, "{metrics:?}");
+    if metrics.retries == 0 {
+        assert_eq!(metrics.records_sent, N);
+    }
     assert!(metrics.batch_bytes_sent > N * 50, "{metrics:?}");
+    // The client's per-broker figures agree with the producer's.
     let brokers = client.broker_stats();
     let sent: u64 = brokers.iter().map(|b| b.requests_sent).sum();
     assert!(sent >= metrics.requests, "{brokers:?}");
-    assert!(
-        brokers.iter().all(|b| b.request_timeouts == 0),
-        "{brokers:?}"
-    );
+    let retried: u64 = brokers.iter().map(|b| b.produce_retries).sum();
+    assert_eq!(retried, metrics.retries, "{brokers:?}");
     producer.close().await;
 
     let read = read_topic(&client, &topic, PARTITIONS).await;
