@@ -318,7 +318,7 @@ async fn broker_task(shared: Arc<Shared>, broker: i32, mut rx: mpsc::UnboundedRe
             Some(()) = pending.next(), if !pending.is_empty() => {}
             item = rx.recv() => {
                 let Some(drained) = item else { break };
-                let prepared = prepare(&shared, drained);
+                let prepared = prepare(drained);
                 if prepared.batches.is_empty() {
                     settle(&shared, broker, prepared, Ok(None));
                     continue;
@@ -356,12 +356,16 @@ struct Prepared {
     batches: HashMap<Arc<str>, HashMap<i32, ProducerBatch>>,
     /// Batches that could not be encoded.
     failed: Vec<(ProducerBatch, SendResult)>,
-    /// Batches sent again after a failed attempt.
+    /// Batches in it sent again after a failed attempt.
     retried: u64,
+    /// Batches, records and batch bytes in it.
+    batch_count: u64,
+    records: u64,
+    bytes: u64,
 }
 
 /// Encodes (and compresses, on first send) the drained batches.
-fn prepare(shared: &Shared, drained: Drained) -> Prepared {
+fn prepare(drained: Drained) -> Prepared {
     let mut batches: HashMap<Arc<str>, HashMap<i32, ProducerBatch>> = HashMap::new();
     let mut topic_data: Vec<TopicProduceData> = Vec::new();
     let mut failed = Vec::new();
@@ -404,22 +408,26 @@ fn prepare(shared: &Shared, drained: Drained) -> Prepared {
             )),
         }
     }
-    let m = &shared.metrics;
-    m.retries.fetch_add(retried, Ordering::Relaxed);
-    m.batches_sent.fetch_add(sent, Ordering::Relaxed);
-    m.records_sent.fetch_add(records, Ordering::Relaxed);
-    m.batch_bytes_sent.fetch_add(bytes_sent, Ordering::Relaxed);
     Prepared {
         topic_data,
         batches,
         failed,
         retried,
+        batch_count: sent,
+        records,
+        bytes: bytes_sent,
     }
 }
 
 /// Sends one prepared request and settles its batches.
 async fn execute(shared: Arc<Shared>, broker: i32, conn: BrokerConnection, mut prepared: Prepared) {
-    shared.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    // Counted when sent: a request that never found a connection was not.
+    let m = &shared.metrics;
+    m.requests.fetch_add(1, Ordering::Relaxed);
+    m.retries.fetch_add(prepared.retried, Ordering::Relaxed);
+    m.batches_sent.fetch_add(prepared.batch_count, Ordering::Relaxed);
+    m.records_sent.fetch_add(prepared.records, Ordering::Relaxed);
+    m.batch_bytes_sent.fetch_add(prepared.bytes, Ordering::Relaxed);
     if prepared.retried > 0 {
         conn.count_produce_retries(prepared.retried);
     }
