@@ -7,10 +7,9 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    fs::File,
     path::PathBuf,
-    process::{Child, Command, ExitStatus, Stdio},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -23,25 +22,10 @@ use rskafka::{
     record::Record,
 };
 
+use testkit::{bootstrap, unique, Process};
+
 const INGEST: &str = env!("CARGO_BIN_EXE_ingest");
 const PROCESS: &str = env!("CARGO_BIN_EXE_process");
-
-fn bootstrap() -> Option<String> {
-    match std::env::var("KAFKA_BOOTSTRAP") {
-        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        _ => {
-            eprintln!("skipping: KAFKA_BOOTSTRAP not set");
-            None
-        }
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 /// The settings of one test's pipeline, as `KAFKA_…` variables.
 #[derive(Clone)]
@@ -128,104 +112,45 @@ impl Pipe {
     }
 }
 
-/// A running `process` whose output goes to a file.
-struct Service {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
+/// A running `ingest` or `process`.
+type Service = Process;
 
-impl Service {
-    fn start(mut cmd: Command, name: &str) -> Self {
-        let log = std::env::temp_dir().join(format!("{}.log", unique(name)));
-        let out = File::create(&log).expect("log file");
-        let child = cmd
-            .stdout(out.try_clone().expect("log file"))
-            .stderr(out)
-            .spawn()
-            .expect("start service");
-        Self {
-            name: name.to_owned(),
-            child,
-            log,
+/// The metrics address from a process's start line (waits up to 30 s).
+fn metrics_addr(p: &Process) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = p.output();
+        if let Some(addr) = out
+            .lines()
+            .find_map(|l| l.split("metrics on http://").nth(1))
+            .and_then(|r| r.split('/').next())
+        {
+            return addr.to_owned();
         }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    }
-
-    /// SIGTERM, then the exit status (at most 40 s).
-    fn stop(&mut self) -> ExitStatus {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("{} did not stop within 40 s:\n{}", self.name, self.output());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(&mut self) {
-        self.signal(libc::SIGKILL);
-        let _ = self.child.wait();
-    }
-
-    /// The metrics address from the start line (waits up to 30 s).
-    fn metrics_addr(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let out = self.output();
-            if let Some(addr) = out
-                .lines()
-                .find_map(|l| l.split("metrics on http://").nth(1))
-                .and_then(|r| r.split('/').next())
-            {
-                return addr.to_owned();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} printed no metrics address:\n{out}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Waits until `/readyz` answers 200 (at most 60 s).
-    async fn wait_ready(&self) {
-        let addr = self.metrics_addr();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok((200, _)) = pipeline::metrics::http_get(&addr, "/readyz").await {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never became ready:\n{}",
-                self.name,
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        assert!(
+            Instant::now() < deadline,
+            "{} printed no metrics address:\n{out}",
+            p.name
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Waits until a process's `/readyz` answers 200 (at most 60 s).
+async fn wait_ready(p: &Process) {
+    let addr = metrics_addr(p);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok((200, _)) = pipeline::metrics::http_get(&addr, "/readyz").await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never became ready:\n{}",
+            p.name,
+            p.output()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -345,7 +270,7 @@ async fn events_flow_to_processed_with_metrics_lag_and_seek() {
     pipe.ingest(&["users", "--count", "300"]);
     let mut workers = vec![pipe.start("process-a"), pipe.start("process-b")];
     for w in &workers {
-        w.wait_ready().await;
+        wait_ready(w).await;
     }
     pipe.ingest(&["orders", "--count", "300"]);
     let line = pipe.ingest(&[
@@ -379,7 +304,7 @@ async fn events_flow_to_processed_with_metrics_lag_and_seek() {
     }
 
     // Metrics and health of a worker.
-    let addr = workers[0].metrics_addr();
+    let addr = metrics_addr(&workers[0]);
     let (code, body) = pipeline::metrics::http_get(&addr, "/metrics")
         .await
         .unwrap();
@@ -552,8 +477,8 @@ async fn a_worker_killed_and_restarted_loses_no_event() {
     pipe.ingest(&["users", "--count", "1"]);
     let mut a = pipe.start("process-a");
     let mut b = pipe.start("process-b");
-    a.wait_ready().await;
-    b.wait_ready().await;
+    wait_ready(&a).await;
+    wait_ready(&b).await;
     let mut load = Service::start(
         pipe.command(INGEST, &["load-test", "--rate", "2000", "--duration", "12"]),
         "ingest-load",
@@ -564,7 +489,7 @@ async fn a_worker_killed_and_restarted_loses_no_event() {
     let a2 = pipe.start("process-a2");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(s) = load.child.try_wait().unwrap() {
+        if let Some(s) = load.try_wait() {
             break s;
         }
         assert!(Instant::now() < deadline, "load test hangs");
@@ -696,8 +621,8 @@ async fn a_broker_restart_mid_run_loses_no_event() {
     pipe.ingest(&["users", "--count", "1"]);
     let mut a = pipe.start("process-a");
     let mut b = pipe.start("process-b");
-    a.wait_ready().await;
-    b.wait_ready().await;
+    wait_ready(&a).await;
+    wait_ready(&b).await;
     let mut load = Service::start(
         pipe.command(INGEST, &["load-test", "--rate", "1000", "--duration", "15"]),
         "ingest-load",
@@ -707,7 +632,7 @@ async fn a_broker_restart_mid_run_loses_no_event() {
     broker.script(&["restart"]);
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
-        if let Some(s) = load.child.try_wait().unwrap() {
+        if let Some(s) = load.try_wait() {
             break s;
         }
         assert!(Instant::now() < deadline, "load test hangs");

@@ -5,30 +5,12 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fs::File,
-    path::PathBuf,
-    process::{Child, Command, ExitStatus, Stdio},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    process::Command,
+    time::{Duration, Instant},
 };
 
 use rskafka::client::ClientBuilder;
-
-fn bootstrap() -> Option<String> {
-    match std::env::var("KAFKA_BOOTSTRAP") {
-        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        _ => {
-            eprintln!("skipping: KAFKA_BOOTSTRAP not set");
-            None
-        }
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
+use testkit::{bootstrap, unique, Process};
 
 async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let client = ClientBuilder::new(vec![bootstrap.to_owned()])
@@ -43,67 +25,20 @@ async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
         .expect("create topic");
 }
 
-/// A running service whose output goes to a file.
-struct Service {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
+/// A running service and what its log lines say.
+struct Service(Process);
 
 impl Service {
     fn start(bin: &str, name: &str, env: &[(&str, &str)]) -> Self {
-        let log = std::env::temp_dir().join(format!("{}.log", unique(name)));
-        let out = File::create(&log).expect("log file");
-        let child = Command::new(bin)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("log file"))
-            .stderr(out)
-            .spawn()
-            .expect("start service");
-        Self {
-            name: name.to_owned(),
-            child,
-            log,
-        }
+        let mut cmd = Command::new(bin);
+        cmd.envs(env.iter().copied()).env("RUST_LOG", "info");
+        Self(Process::start(cmd, name))
     }
 
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: i32) {
-        let pid = i32::try_from(self.child.id()).expect("pid");
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    }
-
-    /// SIGTERM, then the exit status (at most 20 s).
-    fn stop(&mut self) -> ExitStatus {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("{} did not stop within 20 s:\n{}", self.name, self.output());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(&mut self) {
-        self.signal(libc::SIGKILL);
-        let _ = self.child.wait();
-    }
-
-    /// (producer, counter) → times received, and the partitions seen, from
-    /// the `Received message` lines.
+    /// (producer, counter, partition) of each `Received message` line.
     fn received(&self) -> Vec<(String, u64, i32)> {
-        self.output()
+        self.0
+            .output()
             .lines()
             .filter_map(|l| {
                 let rest = l.split("Received message #").nth(1)?;
@@ -124,11 +59,11 @@ impl Service {
 
     /// The sender's count of acknowledged messages from its last line.
     fn sent(&self) -> u64 {
-        let out = self.output();
+        let out = self.0.output();
         let line = out
             .lines()
             .find(|l| l.contains("Sender stopped:"))
-            .unwrap_or_else(|| panic!("{} has no final line:\n{out}", self.name));
+            .unwrap_or_else(|| panic!("{} has no final line:\n{out}", self.0.name));
         let field = |name: &str| -> u64 {
             line.split(&format!("{name} "))
                 .nth(1)
@@ -142,10 +77,16 @@ impl Service {
     }
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Service {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Service {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.0
     }
 }
 

@@ -425,9 +425,12 @@ async fn execute(shared: Arc<Shared>, broker: i32, conn: BrokerConnection, mut p
     let m = &shared.metrics;
     m.requests.fetch_add(1, Ordering::Relaxed);
     m.retries.fetch_add(prepared.retried, Ordering::Relaxed);
-    m.batches_sent.fetch_add(prepared.batch_count, Ordering::Relaxed);
-    m.records_sent.fetch_add(prepared.records, Ordering::Relaxed);
-    m.batch_bytes_sent.fetch_add(prepared.bytes, Ordering::Relaxed);
+    m.batches_sent
+        .fetch_add(prepared.batch_count, Ordering::Relaxed);
+    m.records_sent
+        .fetch_add(prepared.records, Ordering::Relaxed);
+    m.batch_bytes_sent
+        .fetch_add(prepared.bytes, Ordering::Relaxed);
     if prepared.retried > 0 {
         conn.count_produce_retries(prepared.retried);
     }

@@ -7,11 +7,8 @@ use std::{
     io::{BufRead, BufReader},
     net::{SocketAddr, UdpSocket},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        mpsc, Arc, Mutex,
-    },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    sync::{mpsc, Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use rskafka::{
@@ -19,30 +16,7 @@ use rskafka::{
     record::Record,
 };
 
-/// The shared broker's address from `KAFKA_BOOTSTRAP`; prints the skip
-/// notice and returns `None` when it is not set.
-pub fn bootstrap() -> Option<String> {
-    match std::env::var("KAFKA_BOOTSTRAP") {
-        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        _ => {
-            eprintln!("skipping: KAFKA_BOOTSTRAP not set");
-            None
-        }
-    }
-}
-
-/// A topic name no other test run uses.
-pub fn unique_topic(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+pub use testkit::{bootstrap, unique as unique_topic};
 
 /// A client of the broker.
 pub async fn client(broker: &str) -> Client {
