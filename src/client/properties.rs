@@ -137,9 +137,21 @@ const KNOWN: &[(&str, Option<&str>, Scope)] = &[
 /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` and `SASL_SSL`; SASL credentials
 /// come from `sasl.username`/`sasl.password` or from a `sasl.jaas.config`
 /// with `username="..." password="..."`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Properties {
     values: BTreeMap<&'static str, String>,
+}
+
+/// Shows every property but the secrets' values.
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.values.iter().map(|(name, value)| {
+                let secret = name.contains("password") || name.contains("jaas");
+                (*name, if secret { "<hidden>" } else { value.as_str() })
+            }))
+            .finish()
+    }
 }
 
 impl Properties {
@@ -796,6 +808,13 @@ mod tests {
             let e = props(&pairs).client_builder().unwrap_err();
             assert!(e.to_string().contains(want), "{want} in {e}");
         }
+        let debug = format!("{ok:?}");
+        assert!(
+            debug.contains("\"sasl.mechanism\": \"SCRAM-SHA-256\""),
+            "{debug}"
+        );
+        assert!(!debug.contains("password=\\\"p"), "{debug}");
+        assert!(debug.contains("<hidden>"), "{debug}");
         assert_eq!(
             jaas_credentials(r#"x required username="a b" password="c\";"#),
             (Some("a b".into()), Some("c\\".into()))
