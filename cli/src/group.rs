@@ -404,7 +404,7 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
 }
 
 /// The topics to subscribe to: names as given, and for each `^REGEX` (as
-/// kcat's) the topics whose whole name it matches when the member starts.
+/// kcat's and librdkafka's) the topics it matches when the member starts.
 async fn subscription(
     client: &rskafka::client::Client,
     g: &GlobalArgs,
@@ -417,7 +417,8 @@ async fn subscription(
             topics.push(t.clone());
             continue;
         }
-        let re = regex::Regex::new(&format!("^(?:{})$", &t[1..]))
+        // As librdkafka: the pattern as given, anchored only where it says.
+        let re = regex::Regex::new(t)
             .map_err(|e| CliError::usage(format!("topic pattern {t:?}: {e}")))?;
         if all.is_none() {
             let listed = bounded(g.timeout(), "topic list", async {
