@@ -97,13 +97,22 @@ fn topic(b: &str) -> String {
     topic
 }
 
+/// The broker and a fresh test topic, or `None` (with a notice) without a
+/// broker or kcat.
+fn broker_and_topic() -> Option<(String, String)> {
+    let b = bootstrap()?;
+    if !kcat_available() {
+        return None;
+    }
+    let t = topic(&b);
+    Some((b, t))
+}
+
 #[test]
 fn format_strings_print_what_kcat_prints() {
-    let Some(b) = bootstrap() else { return };
-    if !kcat_available() {
+    let Some((b, topic)) = broker_and_topic() else {
         return;
-    }
-    let topic = topic(&b);
+    };
     let fmt = r"%t|%p|%o|%k|%K|%s|%S|%h|%T\n";
     let ours = kafka(
         &b,
@@ -152,11 +161,9 @@ fn format_strings_print_what_kcat_prints() {
 
 #[test]
 fn tail_and_time_starts_and_offsets_at_match_kcat() {
-    let Some(b) = bootstrap() else { return };
-    if !kcat_available() {
+    let Some((b, topic)) = broker_and_topic() else {
         return;
-    }
-    let topic = topic(&b);
+    };
     let value = |args: &[&str]| {
         let mut all = vec!["consume", &topic, "--exit-at-end", "--format", "value"];
         all.extend_from_slice(args);
@@ -214,11 +221,9 @@ fn tail_and_time_starts_and_offsets_at_match_kcat() {
 
 #[test]
 fn key_delimiter_on_output_matches_kcat() {
-    let Some(b) = bootstrap() else { return };
-    if !kcat_available() {
+    let Some((b, topic)) = broker_and_topic() else {
         return;
-    }
-    let topic = topic(&b);
+    };
     let ours = kafka(
         &b,
         &[
@@ -319,11 +324,9 @@ fn properties_by_java_and_librdkafka_names() {
 
 #[test]
 fn metadata_json_of_one_topic_matches_kcat() {
-    let Some(b) = bootstrap() else { return };
-    if !kcat_available() {
+    let Some((b, topic)) = broker_and_topic() else {
         return;
-    }
-    let topic = topic(&b);
+    };
     let ours = kafka(
         &b,
         &["metadata", "--topic", &topic, "--format", "json"],

@@ -487,14 +487,7 @@ async fn a_worker_killed_and_restarted_loses_no_event() {
     a.kill9();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let a2 = pipe.start("process-a2");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = load.try_wait() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "load test hangs");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let status = load.wait(Duration::from_secs(60));
     assert!(status.success(), "{}", load.output());
     assert!(load.output().contains("failed=0"), "{}", load.output());
     let seen = wait_all_processed(&pipe, 24_001, 90).await;
@@ -630,14 +623,7 @@ async fn a_broker_restart_mid_run_loses_no_event() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     // Stops the broker cleanly and starts it again on the same data.
     broker.script(&["restart"]);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = load.try_wait() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "load test hangs");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let status = load.wait(Duration::from_secs(120));
     assert!(status.success(), "{}", load.output());
     assert!(load.output().contains("failed=0"), "{}", load.output());
     let seen = wait_all_processed(&pipe, 15_001, 120).await;

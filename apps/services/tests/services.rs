@@ -133,6 +133,19 @@ fn wait_for_all(
     }
 }
 
+/// `n` receivers of one group, started together.
+fn start_receivers(vars: &[(&str, &str)], n: usize) -> Vec<Service> {
+    (0..n)
+        .map(|i| {
+            Service::start(
+                env!("CARGO_BIN_EXE_receiver"),
+                &format!("receiver-{i}"),
+                vars,
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_senders_three_receivers_receive_everything_once() {
     let Some(bootstrap) = bootstrap() else { return };
@@ -140,15 +153,7 @@ async fn two_senders_three_receivers_receive_everything_once() {
     let group = unique("services-group");
     create_topic(&bootstrap, &topic, 3).await;
     let vars = env(&bootstrap, &topic, &group);
-    let mut receivers: Vec<Service> = (0..3)
-        .map(|i| {
-            Service::start(
-                env!("CARGO_BIN_EXE_receiver"),
-                &format!("receiver-{i}"),
-                &vars,
-            )
-        })
-        .collect();
+    let mut receivers = start_receivers(&vars, 3);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut senders: Vec<Service> = ["s1", "s2"]
         .iter()
@@ -193,15 +198,7 @@ async fn killed_receiver_is_replaced_and_nothing_is_missed() {
     let group = unique("services-kill-group");
     create_topic(&bootstrap, &topic, 3).await;
     let vars = env(&bootstrap, &topic, &group);
-    let mut receivers: Vec<Service> = (0..3)
-        .map(|i| {
-            Service::start(
-                env!("CARGO_BIN_EXE_receiver"),
-                &format!("receiver-{i}"),
-                &vars,
-            )
-        })
-        .collect();
+    let mut receivers = start_receivers(&vars, 3);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut sender_vars = vars.clone();
     sender_vars.push(("PRODUCER_ID", "s1"));
