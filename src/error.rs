@@ -51,6 +51,9 @@ pub enum ErrorKind {
     /// client is not configured for. Failures the broker reports carry its
     /// code instead (`Kafka(SASL_AUTHENTICATION_FAILED)`).
     Authentication,
+    /// The record's transaction was aborted before the record was
+    /// delivered: it is not visible to `read_committed` readers.
+    TransactionAborted,
 }
 
 impl fmt::Display for ErrorKind {
@@ -65,6 +68,7 @@ impl fmt::Display for ErrorKind {
             Self::DataLoss => f.write_str("possible data loss"),
             Self::BufferFull => f.write_str("buffer full"),
             Self::Authentication => f.write_str("authentication failed"),
+            Self::TransactionAborted => f.write_str("transaction aborted"),
         }
     }
 }
@@ -243,6 +247,28 @@ impl Error {
         self.inner.broker_message.as_deref()
     }
 
+    /// Whether a transactional producer that returned this error can do
+    /// nothing more and must be dropped: it was fenced by a newer producer
+    /// with the same transactional id, or is not authorised for it (as the
+    /// Java client's fatal errors). Any other error of a transaction is
+    /// handled by aborting it and going on.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self.error_code(),
+            Some(
+                ErrorCode::PRODUCER_FENCED
+                    | ErrorCode::INVALID_PRODUCER_EPOCH
+                    | ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+                    | ErrorCode::CLUSTER_AUTHORIZATION_FAILED
+                    | ErrorCode::INVALID_TXN_STATE
+                    | ErrorCode::INVALID_PRODUCER_ID_MAPPING
+                    | ErrorCode::TRANSACTIONAL_ID_NOT_FOUND
+                    | ErrorCode::UNSUPPORTED_VERSION
+                    | ErrorCode::UNSUPPORTED_FOR_MESSAGE_FORMAT
+            )
+        )
+    }
+
     /// Whether repeating the operation later may succeed: retriable Kafka
     /// codes (as in the Java client), timeouts and broken connections.
     pub fn is_retriable(&self) -> bool {
@@ -256,7 +282,8 @@ impl Error {
             | ErrorKind::Unsupported
             | ErrorKind::InvalidInput
             | ErrorKind::DataLoss
-            | ErrorKind::Authentication => false,
+            | ErrorKind::Authentication
+            | ErrorKind::TransactionAborted => false,
             ErrorKind::BufferFull => true,
         }
     }

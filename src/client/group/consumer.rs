@@ -22,7 +22,7 @@ use super::{
     committer::{outcome, Committer, Offsets},
     coordinator::{CommittedOffset, Coordinator},
     driver::{fetch_with_retry, AppEvent, Command, Shared},
-    TopicPartition,
+    ConsumerGroupMetadata, TopicPartition,
 };
 use crate::{
     client::{
@@ -492,6 +492,20 @@ impl GroupConsumer {
     /// outside the group.
     pub fn generation(&self) -> i32 {
         self.shared.identity().generation_or_epoch
+    }
+
+    /// This member's group, generation and id, for a transactional
+    /// producer's [`send_offsets_to_transaction`](crate::client::producer::Producer::send_offsets_to_transaction).
+    /// Taken at the call: a rebalance afterwards makes the commit fail
+    /// rather than commit partitions this member may no longer own.
+    pub fn group_metadata(&self) -> ConsumerGroupMetadata {
+        let id = self.shared.identity();
+        ConsumerGroupMetadata::member(
+            self.shared.coordinator.group_id().to_owned(),
+            id.generation_or_epoch,
+            id.member_id,
+            id.instance_id,
+        )
     }
 
     /// The offset of the next record this member delivers for a partition

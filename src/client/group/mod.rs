@@ -54,6 +54,67 @@ impl TopicPartition {
     }
 }
 
+/// Who consumed the offsets a transaction commits: the group and the
+/// member's generation, so that the coordinator refuses the commit of a
+/// member that lost its partitions (KIP-447). From
+/// [`GroupConsumer::group_metadata`]; see
+/// [`Producer::send_offsets_to_transaction`](crate::client::producer::Producer::send_offsets_to_transaction).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupMetadata {
+    group_id: String,
+    generation_id: i32,
+    member_id: String,
+    group_instance_id: Option<String>,
+}
+
+impl ConsumerGroupMetadata {
+    /// The metadata of an application that commits for `group_id` without
+    /// being its member (no generation check, as in the Java client).
+    pub fn new(group_id: impl Into<String>) -> Self {
+        Self {
+            group_id: group_id.into(),
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        }
+    }
+
+    pub(crate) fn member(
+        group_id: String,
+        generation_id: i32,
+        member_id: String,
+        group_instance_id: Option<String>,
+    ) -> Self {
+        Self {
+            group_id,
+            generation_id,
+            member_id,
+            group_instance_id,
+        }
+    }
+
+    /// The group.
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    /// The member's generation (classic) or member epoch (KIP-848); `-1`
+    /// for none.
+    pub fn generation_id(&self) -> i32 {
+        self.generation_id
+    }
+
+    /// The member id; empty for none.
+    pub fn member_id(&self) -> &str {
+        &self.member_id
+    }
+
+    /// The static member's instance id, if it has one.
+    pub fn group_instance_id(&self) -> Option<&str> {
+        self.group_instance_id.as_deref()
+    }
+}
+
 impl fmt::Display for TopicPartition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.topic, self.partition)

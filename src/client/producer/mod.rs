@@ -47,6 +47,7 @@ mod alarm;
 mod batch;
 mod partitioner;
 mod sender;
+mod txn;
 
 use std::{
     pin::Pin,
@@ -70,7 +71,10 @@ pub use crate::protocol::record::Compression;
 
 use self::accumulator::{Accumulator, AccumulatorConfig, AppendError, Appended};
 use crate::{
-    client::Client,
+    client::{
+        group::{ConsumerGroupMetadata, TopicPartition},
+        Client,
+    },
     cluster::{Backoff, BackoffConfig, Cluster},
     error::{Error, ErrorKind, Result},
     protocol::{
@@ -98,6 +102,8 @@ pub struct ProducerConfig {
     request_timeout: Option<Duration>,
     retry_backoff: BackoffConfig,
     retries: u32,
+    transactional_id: Option<String>,
+    transaction_timeout: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -122,6 +128,8 @@ impl Default for ProducerConfig {
             request_timeout: None,
             retry_backoff: BackoffConfig::default(),
             retries: u32::MAX,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -233,7 +241,37 @@ impl ProducerConfig {
         self
     }
 
+    /// Makes the producer transactional under `id` (the Java client's
+    /// `transactional.id`): records are sent only within a transaction (see
+    /// [`Producer::begin_transaction`]) and become visible to
+    /// `read_committed` readers only when it commits. One id, one live
+    /// producer: a new producer with the same id fences the old one.
+    /// Implies idempotence (and so requires [`Acks::All`]).
+    pub fn transactional_id(mut self, id: impl Into<String>) -> Self {
+        self.transactional_id = Some(id.into());
+        self
+    }
+
+    /// How long the transaction coordinator lets a transaction stay open
+    /// before it aborts it on its own (default 60 s; the broker caps it at
+    /// `transaction.max.timeout.ms`, 15 minutes by default).
+    pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.transaction_timeout = timeout;
+        self
+    }
+
     fn is_idempotent(&self) -> Result<bool> {
+        if self.transactional_id.is_some() {
+            return match (self.idempotence, self.acks) {
+                (Some(false), _) => Err(Error::invalid_input(
+                    "a transactional producer is idempotent; idempotence cannot be off",
+                )),
+                (_, Acks::All) => Ok(true),
+                _ => Err(Error::invalid_input(
+                    "a transactional producer requires acks=all (Acks::All)",
+                )),
+            };
+        }
         match (self.idempotence, self.acks) {
             (None, acks) => Ok(acks == Acks::All),
             (Some(true), Acks::All) => Ok(true),
@@ -738,6 +776,60 @@ impl Producer {
             epoch_bumps: get(&m.epoch_bumps),
             buffered_bytes: self.shared.lock().acc.buffered() as u64,
         }
+    }
+
+    /// Registers the producer's transactional id with its transaction
+    /// coordinator and obtains its producer id and epoch, fencing any
+    /// earlier producer with the same id and completing (aborting) a
+    /// transaction it left open. Call once, before the first transaction.
+    /// Fails with [`ErrorKind::InvalidInput`] on a producer without a
+    /// [`transactional_id`](ProducerConfig::transactional_id).
+    pub async fn init_transactions(&self) -> Result<()> {
+        txn::init(&self.shared).await
+    }
+
+    /// Opens a transaction: records sent from now on belong to it until
+    /// [`commit_transaction`](Self::commit_transaction) or
+    /// [`abort_transaction`](Self::abort_transaction). Nothing is sent to
+    /// the broker until the first record.
+    pub fn begin_transaction(&self) -> Result<()> {
+        txn::begin(&self.shared)
+    }
+
+    /// Adds consumed offsets to the open transaction: they are committed
+    /// for `group` if and only if the transaction commits (the
+    /// consume-transform-produce loop of exactly-once processing). Each
+    /// offset is the next one to consume (last processed + 1). With the
+    /// metadata of a [`GroupConsumer`](crate::client::group::GroupConsumer),
+    /// the coordinator refuses the commit of a member that lost the
+    /// partitions to a rebalance; the transaction must then be aborted.
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<()> {
+        let offsets: Vec<(TopicPartition, i64)> = offsets.into_iter().collect();
+        txn::send_offsets(&self.shared, offsets, group).await
+    }
+
+    /// Delivers every record of the open transaction and commits it: its
+    /// records become visible to `read_committed` readers, its offsets are
+    /// committed. If a record of it failed, nothing is committed and the
+    /// error is returned: abort the transaction then. On an error that
+    /// [`is_fatal`](Error::is_fatal) (the producer was fenced by a newer one
+    /// with the same id, or is not authorised), the producer can do nothing
+    /// more. A [`ErrorKind::Timeout`] leaves the outcome open: call commit
+    /// again.
+    pub async fn commit_transaction(&self) -> Result<()> {
+        txn::commit(&self.shared, self).await
+    }
+
+    /// Aborts the open transaction: its records still buffered fail with
+    /// [`ErrorKind::TransactionAborted`], those already written
+    /// stay invisible to `read_committed` readers, its offsets are not
+    /// committed. The producer can begin a new transaction afterwards.
+    pub async fn abort_transaction(&self) -> Result<()> {
+        txn::abort(&self.shared).await
     }
 
     /// The producer id and epoch in use, with idempotence (for diagnostics).
