@@ -270,6 +270,20 @@ async fn offset_starts(
     Ok(starts)
 }
 
+/// The isolation level: `-X isolation.level` (checked before) overrides
+/// `--isolation`. The end offsets of `--exit-at-end` must be those of the
+/// level the consumer reads with: under read_committed a consumer never
+/// passes an open transaction, so a high watermark beyond it is never
+/// reached.
+fn isolation(g: &GlobalArgs, arg: IsolationArg) -> CliResult<IsolationLevel> {
+    Ok(match (g.properties()?.get("isolation.level"), arg) {
+        (Some("read_committed"), _) | (None, IsolationArg::ReadCommitted) => {
+            IsolationLevel::ReadCommitted
+        }
+        _ => IsolationLevel::ReadUncommitted,
+    })
+}
+
 /// Whether every partition's position reached its end offset.
 fn at_end(consumer: &Consumer, topic: &str, ends: &BTreeMap<i32, i64>) -> bool {
     ends.iter()
@@ -289,10 +303,7 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
                 ))
             }
         };
-        let isolation = match args.isolation {
-            IsolationArg::ReadCommitted => IsolationLevel::ReadCommitted,
-            IsolationArg::ReadUncommitted => IsolationLevel::ReadUncommitted,
-        };
+        let isolation = isolation(g, args.isolation)?;
         let opts = crate::group::GroupConsume {
             topics: args.topics,
             exit_at_end: args.exit_at_end,
@@ -320,10 +331,7 @@ pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
         }
         None => all,
     };
-    let isolation = match args.isolation {
-        IsolationArg::ReadCommitted => IsolationLevel::ReadCommitted,
-        IsolationArg::ReadUncommitted => IsolationLevel::ReadUncommitted,
-    };
+    let isolation = isolation(g, args.isolation)?;
     let ends = if args.exit_at_end {
         Some(end_offsets(&client, g, &topic, &partitions, isolation).await?)
     } else {
