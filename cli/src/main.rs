@@ -16,6 +16,7 @@ mod output;
 mod produce;
 mod security;
 mod signals;
+mod transactions;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -198,7 +199,8 @@ enum Command {
     ///
     /// A run that fails or gets SIGINT/SIGTERM (exit 130/143) stops
     /// reading, waits for what it sent, and says which lines were
-    /// acknowledged.
+    /// acknowledged; with --transactional-id, it aborts the open
+    /// transaction and says which lines were committed.
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
     Consume(consume::ConsumeArgs),

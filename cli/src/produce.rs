@@ -3,7 +3,9 @@
 //!
 //! A run that stops early (a failed record, unreadable input, SIGINT or
 //! SIGTERM) stops reading, lets what was sent settle, and says which lines
-//! were acknowledged, so that the input can be resumed without gaps.
+//! were acknowledged, so that the input can be resumed without gaps. With
+//! `--transactional-id` it sends them in transactions instead, and says
+//! which were committed (see [`crate::transactions`]).
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -24,6 +26,7 @@ use tokio::sync::mpsc;
 use crate::{
     connect,
     signals::{Signal, Signals},
+    transactions::{self, Transactions},
     CliError, CliResult, CompressionArg, GlobalArgs,
 };
 
@@ -69,6 +72,22 @@ pub struct ProduceArgs {
     /// one record per line (kcat with a file argument).
     #[arg(long, conflicts_with = "key_delimiter")]
     whole_file: bool,
+    /// Send the lines in transactions under this transactional id (needs
+    /// --acks all and idempotence): read_committed readers see a
+    /// transaction's lines once it commits, all of them; a run that fails
+    /// or is interrupted aborts the open one. A run with the same id fences
+    /// an older one still running.
+    #[arg(long, value_name = "ID")]
+    transactional_id: Option<String>,
+    /// With --transactional-id: commit every N lines as one transaction
+    /// [default: the whole input is one].
+    #[arg(long, value_name = "N", requires = "transactional_id", value_parser = clap::value_parser!(u64).range(1..))]
+    transaction_size: Option<u64>,
+    /// With --transactional-id: how long the broker lets a transaction stay
+    /// open before it aborts it (the broker caps it at its
+    /// transaction.max.timeout.ms, 15 minutes by default).
+    #[arg(long, value_name = "MS", default_value_t = 60_000, requires = "transactional_id", value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    transaction_timeout_ms: u64,
 }
 
 /// `--idempotent` values.
@@ -347,6 +366,12 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
     let headers = parse_headers(&args.headers);
     let acks: Acks = args.acks.into();
     let idempotent = idempotence(args.idempotent, acks)?;
+    if let Some(id) = &args.transactional_id {
+        if id.is_empty() {
+            return Err(CliError::usage("--transactional-id must not be empty"));
+        }
+        transactions::check_settings(acks, idempotent, &g.properties()?)?;
+    }
     let client = connect(g).await?;
     let partitions = crate::topic_partitions(&client, g, &args.topic).await?;
     if let Some(p) = args.partition {
@@ -370,12 +395,41 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
     if let Some(on) = idempotent {
         config = config.idempotence(on);
     }
+    if let Some(id) = &args.transactional_id {
+        config = config
+            .transactional_id(id.clone())
+            .transaction_timeout(Duration::from_millis(args.transaction_timeout_ms));
+    }
     let config = g
         .properties()?
         .apply_to_producer(config)
         .map_err(|e| CliError::usage(format!("-X: {e}")))?;
     let producer = client.producer(config)?;
     let mut signals = Signals::new()?;
+    // A commit delivers the transaction's records, then ends it: bounded
+    // as a delivery plus a request.
+    let txn_limit = delivery_timeout + g.timeout();
+    let mut txn = match args.transactional_id {
+        Some(_) => {
+            let init = tokio::time::timeout(txn_limit, producer.init_transactions());
+            tokio::select! {
+                biased;
+                s = signals.recv() => {
+                    return Err(CliError::Interrupted(s, format!("interrupted by {}", s.name())))
+                }
+                r = init => match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(CliError::msg(format!("initializing transactions: {e}"))),
+                    Err(_) => return Err(CliError::msg(format!(
+                        "initializing transactions timed out after {} ms",
+                        txn_limit.as_millis()
+                    ))),
+                },
+            }
+            Some(Transactions::new(args.transaction_size))
+        }
+        None => None,
+    };
     let mut blocks = spawn_reader(args.file, args.whole_file);
     let mut progress = Progress::default();
     // Deliveries in input order, settled from the front as they complete,
@@ -423,6 +477,12 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
             Box::new(lines_of(&block))
         };
         for line in lines {
+            if let Some(t) = txn.as_mut() {
+                if let Err(e) = t.begin_if_closed(&producer, progress.read) {
+                    stop = Some(Stop::Failed(e));
+                    break 'read;
+                }
+            }
             progress.read += 1;
             let (key, value) = split_line(line, delimiter.as_deref());
             let record = Record {
@@ -468,26 +528,46 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
                     break 'read;
                 }
             }
-        }
-        while let Some(front) = pending.front_mut() {
-            let (first, last) = (front.first, front.last);
-            match (&mut front.delivery).now_or_never() {
-                None => break,
-                Some(delivered) => {
-                    pending.pop_front();
-                    match delivered {
-                        Ok(_) => progress.acknowledged(first, last),
-                        Err(e) => {
-                            stop = Some(Stop::Failed(e.into()));
-                            break;
+            if let Some(t) = txn.as_mut().filter(|t| t.is_full(progress.read)) {
+                match t
+                    .commit(&producer, &mut signals, progress.read, txn_limit)
+                    .await
+                {
+                    // Every delivery of the transaction is settled now, and
+                    // none failed: it committed.
+                    Ok(signal) => {
+                        settle(&mut pending, &mut progress);
+                        if let Some(s) = signal {
+                            stop = Some(Stop::Signal(s));
+                            break 'read;
                         }
+                    }
+                    Err(e) => {
+                        stop = Some(Stop::Failed(e));
+                        break 'read;
                     }
                 }
             }
         }
+        if let Some(e) = settle(&mut pending, &mut progress) {
+            stop = Some(Stop::Failed(e.into()));
+        }
     }
     // The reader thread ends at its next block.
     drop(blocks);
+    if let Some(t) = txn.as_mut() {
+        if stop.is_none() {
+            match t
+                .commit(&producer, &mut signals, progress.read, txn_limit)
+                .await
+            {
+                Ok(signal) => stop = signal.map(Stop::Signal),
+                Err(e) => stop = Some(Stop::Failed(e)),
+            }
+        }
+        // What the open transaction holds must not become visible.
+        t.abort(&producer, &mut signals, g.timeout()).await;
+    }
     // Sends what is buffered at once, linger or not, and waits (bounded by
     // the delivery timeout) for every delivery to settle; another signal
     // ends the wait.
@@ -518,17 +598,39 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
             delivery_timeout.as_millis()
         ))));
     }
+    let report = match &txn {
+        Some(t) => t.report(progress.read),
+        None => progress.to_string(),
+    };
     match stop {
         None => Ok(()),
         Some(Stop::Failed(e)) => Err(CliError::msg(format!(
-            "{}: {progress}",
+            "{}: {report}",
             e.to_string().trim_end_matches('.')
         ))),
         Some(Stop::Signal(s)) => Err(CliError::Interrupted(
             s,
-            format!("interrupted by {}: {progress}", s.name()),
+            format!("interrupted by {}: {report}", s.name()),
         )),
     }
+}
+
+/// Notes the settled deliveries at the front of `pending` in `progress`,
+/// up to the first failed one, whose error it returns.
+fn settle(
+    pending: &mut VecDeque<Pending>,
+    progress: &mut Progress,
+) -> Option<rskafka::error::Error> {
+    while let Some(front) = pending.front_mut() {
+        let delivered = (&mut front.delivery).now_or_never()?;
+        let (first, last) = (front.first, front.last);
+        pending.pop_front();
+        match delivered {
+            Ok(_) => progress.acknowledged(first, last),
+            Err(e) => return Some(e),
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -553,10 +553,11 @@ fn from_offset_before_the_log_start_starts_at_the_log_start() {
     assert_eq!(stderr(&out), "", "no warning: every record is after 1");
 }
 
-/// The `N of M lines read acknowledged` numbers of a produce error.
-fn acknowledged_of_read(err: &str) -> (u64, u64) {
+/// The `N of M lines read acknowledged` (or `committed`: `what`) numbers
+/// of a produce error.
+fn counted_of_read(err: &str, what: &str) -> (u64, u64) {
     let at = err
-        .find(" lines read acknowledged")
+        .find(&format!(" lines read {what}"))
         .expect("progress in the error");
     let words: Vec<&str> = err[..at].rsplit(' ').take(3).collect();
     assert_eq!(words[1], "of", "{err}");
@@ -605,7 +606,7 @@ fn failed_produce_reports_the_acknowledged_prefix() {
         err.contains("(lines 1-1000") && err.contains("lines from 1001 on were not"),
         "{err}"
     );
-    let (acked, read) = acknowledged_of_read(&err);
+    let (acked, read) = counted_of_read(&err, "acknowledged");
     assert!(
         (1000..=1500).contains(&acked) && acked < read && read <= 1501,
         "{err}"
@@ -650,6 +651,22 @@ fn failed_produce_reports_the_acknowledged_prefix() {
 /// Starts `produce` with a stdin pipe kept open, writes `lines`, waits
 /// until the topic holds them, sends `signal` and returns the output.
 fn produce_interrupted(bootstrap: &str, topic: &str, lines: &[u8], signal: &str) -> Output {
+    let want = lines.iter().filter(|&&c| c == b'\n').count() as u64;
+    produce_interrupted_at(bootstrap, topic, &[], lines, want, || {}, signal)
+}
+
+/// [`produce_interrupted`] for `produce TOPIC EXTRA...`: waits until the
+/// single partition of `topic` ends at offset `end`, then calls
+/// `meanwhile` before it sends `signal`.
+fn produce_interrupted_at(
+    bootstrap: &str,
+    topic: &str,
+    extra: &[&str],
+    lines: &[u8],
+    end: u64,
+    meanwhile: impl FnOnce(),
+    signal: &str,
+) -> Output {
     let mut child = binary()
         .args([
             "--brokers",
@@ -659,6 +676,7 @@ fn produce_interrupted(bootstrap: &str, topic: &str, lines: &[u8], signal: &str)
             "produce",
             topic,
         ])
+        .args(extra)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -666,11 +684,10 @@ fn produce_interrupted(bootstrap: &str, topic: &str, lines: &[u8], signal: &str)
         .expect("spawn produce");
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(lines).expect("write lines");
-    let want = lines.iter().filter(|&&c| c == b'\n').count();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = kafka(bootstrap, &["offsets", topic], b"");
-        if stdout(&out) == format!("0\t0\t{want}\n") {
+        if stdout(&out) == format!("0\t0\t{end}\n") {
             break;
         }
         assert!(
@@ -680,6 +697,7 @@ fn produce_interrupted(bootstrap: &str, topic: &str, lines: &[u8], signal: &str)
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    meanwhile();
     let status = std::process::Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
@@ -716,6 +734,15 @@ fn bad_flags_fail_with_a_usage_error() {
         vec!["produce", "t", "--compression", "brotli"],
         vec!["consume", "t", "--from", "yesterday"],
         vec!["nosuchcommand"],
+        vec!["produce", "t", "--transaction-size", "5"],
+        vec![
+            "produce",
+            "t",
+            "--transactional-id",
+            "x",
+            "--transaction-size",
+            "0",
+        ],
     ] {
         let out = run_with(&args, b"", Duration::from_secs(10));
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -727,9 +754,21 @@ fn bad_flags_fail_with_a_usage_error() {
 fn invalid_values_found_after_parsing_are_usage_errors_too() {
     // Each is checked before connecting: nothing listens on port 1, so a
     // check done later would fail with 1 (cannot connect) instead.
-    let cases: [&[&str]; 11] = [
+    let cases: [&[&str]; 16] = [
         &["produce", "t", "--idempotent", "on", "--acks", "1"],
         &["produce", "t", "--idempotent", "on", "--acks", "0"],
+        &["produce", "t", "--transactional-id", "x", "--acks", "1"],
+        &["produce", "t", "--transactional-id", "x", "--acks", "0"],
+        &[
+            "produce",
+            "t",
+            "--transactional-id",
+            "x",
+            "--idempotent",
+            "off",
+        ],
+        &["-X", "acks=1", "produce", "t", "--transactional-id", "x"],
+        &["produce", "t", "--transactional-id", ""],
         &["produce", "t", "--key-delimiter", ""],
         &["produce", "t", "--partition=-1"],
         &["consume", "t", "--partition=-1"],
@@ -886,4 +925,165 @@ fn consume_stops_on_a_signal_while_the_reader_stalls() {
         assert!(out.len() <= 192 * 1024, "{signal}: {} bytes", out.len());
         assert!(!out.is_empty(), "{signal}: nothing printed");
     }
+}
+
+/// `consume --format value --exit-at-end` of `topic` with `args` added: the
+/// values printed.
+fn values(bootstrap: &str, topic: &str, args: &[&str]) -> Vec<String> {
+    let mut all = vec!["consume", topic, "--format", "value", "--exit-at-end"];
+    all.extend_from_slice(args);
+    let out = kafka(bootstrap, &all, b"");
+    assert_ok(&out);
+    stdout(&out).lines().map(str::to_owned).collect()
+}
+
+/// `prefix 1` to `prefix n`.
+fn numbered(prefix: &str, lines: std::ops::RangeInclusive<u32>) -> Vec<String> {
+    lines.map(|i| format!("{prefix} {i}")).collect()
+}
+
+const READ_COMMITTED: [&str; 2] = ["--isolation", "read_committed"];
+
+/// `produce TOPIC` of `input` in transactions of `size` lines, under a new
+/// transactional id.
+fn produce_in_transactions(bootstrap: &str, topic: &str, size: u32, input: &[u8]) -> Output {
+    let id = unique("cli-txn");
+    let size = size.to_string();
+    let args = [
+        "produce",
+        topic,
+        "--transactional-id",
+        &id,
+        "--transaction-size",
+        &size,
+    ];
+    kafka(bootstrap, &args, input)
+}
+
+#[test]
+fn transactions_of_transaction_size_lines_are_committed_and_read_committed() {
+    let Some(b) = bootstrap() else { return };
+    let topic = create_topic(&b, 1);
+    let lines = numbered("line", 1..=1000).join("\n") + "\n";
+    assert_ok(&produce_in_transactions(&b, &topic, 300, lines.as_bytes()));
+    // Each commit ends with a marker in the partition: 1000 records and 4
+    // markers are 4 transactions (300, 300, 300, 100).
+    assert_eq!(
+        stdout(&kafka(&b, &["offsets", &topic], b"")),
+        "0\t0\t1004\n"
+    );
+    assert_eq!(
+        values(&b, &topic, &READ_COMMITTED),
+        numbered("line", 1..=1000)
+    );
+    // Without --transaction-size the whole input is one transaction.
+    commit_more(&b, &topic, "more", 50);
+    assert_eq!(
+        stdout(&kafka(&b, &["offsets", &topic], b"")),
+        "0\t0\t1055\n"
+    );
+    let mut want = numbered("line", 1..=1000);
+    want.extend(numbered("more", 1..=50));
+    assert_eq!(values(&b, &topic, &READ_COMMITTED), want);
+}
+
+/// Lines `prefix 1..=n` committed by a producer of a new transactional id:
+/// they become visible to read_committed readers only once no earlier
+/// transaction in the partition is still open.
+fn commit_more(bootstrap: &str, topic: &str, prefix: &str, n: u32) {
+    let lines = numbered(prefix, 1..=n).join("\n") + "\n";
+    let id = unique("cli-txn-after");
+    let out = kafka(
+        bootstrap,
+        &["produce", topic, "--transactional-id", &id],
+        lines.as_bytes(),
+    );
+    assert_ok(&out);
+}
+
+#[test]
+fn a_signal_aborts_the_open_transaction_and_keeps_the_committed_ones() {
+    let Some(b) = bootstrap() else { return };
+    for (signal, name, code) in [("-INT", "SIGINT", 130), ("-TERM", "SIGTERM", 143)] {
+        let topic = create_topic(&b, 1);
+        let id = unique("cli-txn");
+        let lines = numbered("line", 1..=250).join("\n") + "\n";
+        // 2 committed transactions (200 records, 2 markers), then the 50
+        // records of the open one.
+        let out = produce_interrupted_at(
+            &b,
+            &topic,
+            &["--transactional-id", &id, "--transaction-size", "100"],
+            lines.as_bytes(),
+            252,
+            || {
+                // The open transaction's records are in the log, unread
+                // under read_committed, whether the flag or -X asks for it
+                // (and --exit-at-end stops at the last stable offset
+                // instead of waiting for the open transaction).
+                assert_eq!(values(&b, &topic, &[]), numbered("line", 1..=250));
+                assert_eq!(
+                    values(&b, &topic, &READ_COMMITTED),
+                    numbered("line", 1..=200)
+                );
+                assert_eq!(
+                    values(&b, &topic, &["-X", "isolation.level=read_committed"]),
+                    numbered("line", 1..=200)
+                );
+            },
+            signal,
+        );
+        let err = assert_one_line_error(&out);
+        assert_eq!(out.status.code(), Some(code), "{err}");
+        assert_eq!(
+            err,
+            format!(
+                "error: interrupted by {name}: 200 of 250 lines read committed (lines 1-200 in \
+                 2 transactions); lines from 201 on were not committed (transaction aborted)\n"
+            )
+        );
+        // The abort marker is written: the transaction is over, not left
+        // open for the broker to time out.
+        assert_eq!(stdout(&kafka(&b, &["offsets", &topic], b"")), "0\t0\t253\n");
+        // So a later transaction (of another id, which could not abort it)
+        // is readable at once, and the aborted lines never are.
+        commit_more(&b, &topic, "after", 10);
+        let mut want = numbered("line", 1..=200);
+        want.extend(numbered("after", 1..=10));
+        assert_eq!(values(&b, &topic, &READ_COMMITTED), want, "{name}");
+        assert_eq!(values(&b, &topic, &[]).len(), 260, "{name}");
+    }
+}
+
+#[test]
+fn a_failing_line_aborts_its_transaction_and_keeps_the_committed_ones() {
+    let Some(b) = bootstrap() else { return };
+    let topic = create_topic(&b, 1);
+    // Line 251 is larger than the broker takes.
+    let mut input = (numbered("line", 1..=250).join("\n") + "\n").into_bytes();
+    input.extend(std::iter::repeat_n(b'x', 1_200_000));
+    input.push(b'\n');
+    input.extend((numbered("line", 252..=300).join("\n") + "\n").into_bytes());
+    let out = produce_in_transactions(&b, &topic, 100, &input);
+    let err = assert_one_line_error(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("MESSAGE_TOO_LARGE"), "{err}");
+    let (committed, read) = counted_of_read(&err, "committed");
+    assert_eq!(committed, 200, "{err}");
+    assert!((251..=300).contains(&read), "{err}");
+    assert!(
+        err.ends_with(
+            "(lines 1-200 in 2 transactions); lines from 201 on were not committed \
+             (transaction aborted)\n"
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        values(&b, &topic, &READ_COMMITTED),
+        numbered("line", 1..=200)
+    );
+    commit_more(&b, &topic, "after", 5);
+    let mut want = numbered("line", 1..=200);
+    want.extend(numbered("after", 1..=5));
+    assert_eq!(values(&b, &topic, &READ_COMMITTED), want);
 }
