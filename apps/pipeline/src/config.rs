@@ -134,6 +134,15 @@ pub struct ConsumerSettings {
     pub session_timeout_ms: u64,
     /// Records handed to the handlers and not yet acknowledged, at most.
     pub max_in_flight: usize,
+    /// Exactly-once processing: read committed records only, and write
+    /// each batch's outputs and consumed offsets in one transaction.
+    pub exactly_once: bool,
+    /// The transactional id of this worker (with `exactly_once`): one per
+    /// worker, the same across its restarts.
+    pub transactional_id: Option<String>,
+    /// How long the broker lets a transaction of a worker that stopped
+    /// answering stay open before it aborts it.
+    pub transaction_timeout_ms: u64,
 }
 
 impl Default for ConsumerSettings {
@@ -145,6 +154,9 @@ impl Default for ConsumerSettings {
             retry_backoff_ms: 500,
             session_timeout_ms: 10_000,
             max_in_flight: 20_000,
+            exactly_once: false,
+            transactional_id: None,
+            transaction_timeout_ms: 60_000,
         }
     }
 }
@@ -249,6 +261,20 @@ impl Settings {
         }
         if self.consumer.session_timeout_ms < 1000 {
             return bad("consumer.session_timeout_ms", "must be at least 1000");
+        }
+        let no_id = self
+            .consumer
+            .transactional_id
+            .as_deref()
+            .is_none_or(|id| id.trim().is_empty());
+        if self.consumer.exactly_once && no_id {
+            return bad(
+                "consumer.transactional_id",
+                "needed with consumer.exactly_once: one per worker, the same across its restarts",
+            );
+        }
+        if self.consumer.transaction_timeout_ms == 0 {
+            return bad("consumer.transaction_timeout_ms", "must be at least 1");
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.observability.log_level) {
             return bad(
@@ -475,6 +501,21 @@ mod tests {
         assert!(e.contains("batch_siz"), "{e}");
         let e = load(&[("local.toml", "[producer]\ntopic = \"x\"\n")], &[]).unwrap_err();
         assert!(e.contains("topic"), "{e}");
+        let e = load(&[], &[("KAFKA_CONSUMER__EXACTLY_ONCE", "true")]).unwrap_err();
+        assert!(e.starts_with("consumer.transactional_id:"), "{e}");
+        let s = load(
+            &[],
+            &[
+                ("KAFKA_CONSUMER__EXACTLY_ONCE", "true"),
+                ("KAFKA_CONSUMER__TRANSACTIONAL_ID", "events-worker-1"),
+            ],
+        )
+        .unwrap();
+        assert!(s.consumer.exactly_once);
+        assert_eq!(
+            s.consumer.transactional_id.as_deref(),
+            Some("events-worker-1")
+        );
         let e = load(&[], &[("KAFKA_KAFKA__SECURITY_PROTOCOL", "SASL_PLAINTEXT")]).unwrap_err();
         assert!(e.starts_with("kafka.sasl_username:"), "{e}");
         assert_eq!(e.lines().count(), 1, "{e}");

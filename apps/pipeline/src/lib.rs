@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod event;
+pub mod exactly_once;
 pub mod metrics;
 pub mod route;
 pub mod worker;
@@ -90,6 +91,27 @@ pub async fn producer_with_topics(
     settings: &config::Settings,
     client: &Client,
 ) -> Result<(Producer, route::Topics), String> {
+    let topics = pipeline_topics(settings, client).await?;
+    let producer = client
+        .producer(producer_config(settings))
+        .map_err(|e| format!("producer: {e}"))?;
+    Ok((producer, topics))
+}
+
+/// The producer settings: idempotent, acks=all, the configured linger and
+/// delivery timeout.
+pub fn producer_config(settings: &config::Settings) -> ProducerConfig {
+    ProducerConfig::default()
+        .acks(Acks::All)
+        .linger(Duration::from_millis(settings.producer.linger_ms))
+        .delivery_timeout(settings.delivery_timeout())
+}
+
+/// Creates the pipeline's four topics where missing; their names.
+pub async fn pipeline_topics(
+    settings: &config::Settings,
+    client: &Client,
+) -> Result<route::Topics, String> {
     let topics = route::Topics::new(&settings.producer.events_topic);
     ensure_topics(
         client,
@@ -102,13 +124,5 @@ pub async fn producer_with_topics(
         settings.producer.partitions,
     )
     .await?;
-    let producer = client
-        .producer(
-            ProducerConfig::default()
-                .acks(Acks::All)
-                .linger(Duration::from_millis(settings.producer.linger_ms))
-                .delivery_timeout(settings.delivery_timeout()),
-        )
-        .map_err(|e| format!("producer: {e}"))?;
-    Ok((producer, topics))
+    Ok(topics)
 }

@@ -9,6 +9,9 @@
 //! finished; offsets are committed per partition up to the first
 //! unfinished batch ([`Watermarks`]), every 100 ms. Records taken but not
 //! finished are bounded by `consumer.max_in_flight`.
+//!
+//! With `consumer.exactly_once`, [`crate::exactly_once`] runs instead; it
+//! shares the record handling and the accounting here.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -20,7 +23,8 @@ use rskafka::{
     client::{
         consumer::{ConsumedRecord, OffsetReset},
         group::{
-            assignor::CooperativeStickyAssignor, GroupConfig, RebalanceListener, TopicPartition,
+            assignor::CooperativeStickyAssignor, GroupConfig, GroupConsumer, RebalanceListener,
+            TopicPartition,
         },
         producer::{DeliveryFuture, Producer, ProducerRecord},
     },
@@ -54,7 +58,14 @@ struct Done {
 
 /// Collects revoked and lost partitions for the main loop.
 #[derive(Default)]
-struct Revocations(Mutex<Vec<TopicPartition>>);
+pub(crate) struct Revocations(Mutex<Vec<TopicPartition>>);
+
+impl Revocations {
+    /// The partitions revoked or lost since the last call.
+    pub(crate) fn take(&self) -> Vec<TopicPartition> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
 
 impl RebalanceListener for Revocations {
     fn on_revoked(&self, partitions: &[TopicPartition]) {
@@ -75,20 +86,16 @@ struct Shared {
     stop: watch::Receiver<bool>,
 }
 
-/// Runs a worker until SIGTERM/SIGINT (or `stop`), then finishes what is in
-/// flight, commits, leaves the group.
-pub async fn run(
-    settings: Settings,
-    metrics: Arc<Metrics>,
-    stop_signal: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
-    let client = settings.client("process").await?;
-    let (producer, topics) = crate::producer_with_topics(&settings, &client).await?;
-    metrics.producer_ok.store(true, Ordering::Relaxed);
-
-    let revocations = Arc::new(Revocations::default());
+/// The group membership of a worker: the events and `.retry` topics,
+/// classic protocol, cooperative-sticky, offset reset earliest, no
+/// auto-commit; revoked and lost partitions go to `revocations`.
+pub(crate) fn group_config(
+    settings: &Settings,
+    topics: &Topics,
+    revocations: Arc<Revocations>,
+) -> GroupConfig {
     let c = &settings.consumer;
-    let config = GroupConfig::new(
+    GroupConfig::new(
         c.group_id.clone(),
         [topics.events.clone(), topics.retry.clone()],
     )
@@ -97,7 +104,26 @@ pub async fn run(
     .assignors(vec![Arc::new(CooperativeStickyAssignor)])
     .session_timeout(Duration::from_millis(c.session_timeout_ms))
     .heartbeat_interval(Duration::from_millis(c.session_timeout_ms / 4))
-    .listener(revocations.clone());
+    .listener(revocations)
+}
+
+/// Runs a worker until SIGTERM/SIGINT (or `stop`), then finishes what is in
+/// flight, commits, leaves the group.
+pub async fn run(
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    stop_signal: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    if settings.consumer.exactly_once {
+        return crate::exactly_once::run(settings, metrics, stop_signal).await;
+    }
+    let client = settings.client("process").await?;
+    let (producer, topics) = crate::producer_with_topics(&settings, &client).await?;
+    metrics.producer_ok.store(true, Ordering::Relaxed);
+
+    let revocations = Arc::new(Revocations::default());
+    let c = &settings.consumer;
+    let config = group_config(&settings, &topics, revocations.clone());
     let mut consumer = client
         .group_consumer(config)
         .map_err(|e| format!("cannot join group {}: {e}", c.group_id))?;
@@ -147,10 +173,7 @@ pub async fn run(
                     });
                 }
                 metrics.in_flight.set(in_flight as i64);
-                // Partitions may be assigned before any record arrives.
-                let assigned = consumer.assignment().len();
-                metrics.assigned_partitions.set(assigned as i64);
-                metrics.assigned.store(assigned > 0, Ordering::Relaxed);
+                note_assignment(&metrics, &consumer);
             }
             batch = consumer.next_batch(batch_size), if in_flight < max_in_flight => {
                 forget_revoked(&revocations, &mut marks, &mut to_commit);
@@ -212,6 +235,20 @@ pub async fn run(
     let closed = consumer.close().await;
     producer.flush().await;
     producer.close().await;
+    log_stopped(&metrics, taken);
+    closed.map_err(|e| format!("leaving the group failed: {e}"))
+}
+
+/// Sets the assignment gauges (partitions may be assigned before any
+/// record arrives).
+pub(crate) fn note_assignment(metrics: &Metrics, consumer: &GroupConsumer) {
+    let assigned = consumer.assignment().len();
+    metrics.assigned_partitions.set(assigned as i64);
+    metrics.assigned.store(assigned > 0, Ordering::Relaxed);
+}
+
+/// The final log line.
+pub(crate) fn log_stopped(metrics: &Metrics, taken: u64) {
     let e2e = metrics.e2e_ms.lock().unwrap().summary();
     tracing::info!(
         "process stopped: consumed={taken} processed={} retried={} dead_lettered={} produce_errors={} e2e {e2e}",
@@ -220,7 +257,6 @@ pub async fn run(
         metrics.dead_lettered.get(),
         metrics.produce_errors.get(),
     );
-    closed.map_err(|e| format!("leaving the group failed: {e}"))
 }
 
 fn finish(
@@ -241,7 +277,7 @@ fn forget_revoked(
     marks: &mut Watermarks<TopicPartition>,
     to_commit: &mut BTreeMap<TopicPartition, i64>,
 ) {
-    for tp in std::mem::take(&mut *revocations.0.lock().unwrap()) {
+    for tp in revocations.take() {
         marks.forget(&tp);
         to_commit.remove(&tp);
     }
@@ -297,11 +333,123 @@ fn spawn_lane(shared: Arc<Shared>) -> mpsc::UnboundedSender<Batch> {
 
 /// A record sent, and what to do once it is acknowledged.
 struct Sent {
-    record: ProducerRecord,
+    out: Handled,
     delivery: DeliveryFuture,
-    kind: Kind,
     sent_at: Instant,
+}
+
+/// A record handled: its output record and where it went.
+pub(crate) struct Handled {
+    pub(crate) record: ProducerRecord,
+    pub(crate) kind: Kind,
+    /// The event's own timestamp, for the end-to-end latency.
+    pub(crate) event_time: Option<OffsetDateTime>,
+}
+
+/// The retry state of a record: from its headers on `.retry`, none on the
+/// events topic.
+pub(crate) fn retry_state(is_retry: bool, r: &ConsumedRecord) -> RetryState {
+    if !is_retry {
+        return RetryState::default();
+    }
+    RetryState::from_headers(
+        r.record
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref())),
+    )
+}
+
+/// How long until a record's retry is due; `None` if it is due.
+pub(crate) fn due_in(state: &RetryState) -> Option<Duration> {
+    let at_ms = state.retry_at_ms?;
+    let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    (at_ms > now_ms).then(|| Duration::from_millis((at_ms - now_ms) as u64))
+}
+
+/// Validates and handles `r` (timed in the metrics): its output record.
+pub(crate) fn handle(
+    topics: &Topics,
+    policy: RetryPolicy,
+    metrics: &Metrics,
+    r: &ConsumedRecord,
+    state: &RetryState,
+) -> Handled {
+    let started = Instant::now();
+    let out = route(
+        topics,
+        policy,
+        Input {
+            topic: &r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            key: r.record.key.as_deref(),
+            value: r.record.value.as_deref(),
+        },
+        state,
+        OffsetDateTime::now_utc(),
+    );
+    metrics
+        .processing_duration
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(e) = &out.error {
+        tracing::debug!(partition = r.partition, offset = r.offset, kind = ?out.kind, "event failed: {e}");
+    }
+    let record = ProducerRecord::new(
+        out.topic,
+        Record {
+            key: out.key,
+            value: Some(out.value),
+            headers: out.headers,
+            timestamp: OffsetDateTime::now_utc(),
+        },
+    );
+    Handled {
+        record,
+        kind: out.kind,
+        event_time: out.event_time,
+    }
+}
+
+/// Counts a record of `kind` acknowledged (in exactly-once mode:
+/// committed) now, sent at `sent_at`; its end-to-end latency in
+/// milliseconds if it went to `.processed`.
+pub(crate) fn count_delivered(
+    m: &Metrics,
+    kind: Kind,
     event_time: Option<OffsetDateTime>,
+    sent_at: Instant,
+) -> Option<u64> {
+    m.producer_ok.store(true, Ordering::Relaxed);
+    m.produced.inc();
+    m.producer_duration.observe(sent_at.elapsed().as_secs_f64());
+    match kind {
+        Kind::Processed => {
+            m.processed.inc();
+            let t = event_time?;
+            let ms = (OffsetDateTime::now_utc() - t).whole_milliseconds().max(0) as u64;
+            m.end_to_end.observe(ms as f64 / 1000.0);
+            Some(ms)
+        }
+        Kind::Retry => {
+            m.retried.inc();
+            None
+        }
+        Kind::DeadLetter => {
+            m.dead_lettered.inc();
+            None
+        }
+    }
+}
+
+/// Adds end-to-end latencies to the exact percentiles of the summary.
+pub(crate) fn record_e2e(m: &Metrics, e2e: Vec<u64>) {
+    if !e2e.is_empty() {
+        let mut p = m.e2e_ms.lock().unwrap();
+        for ms in e2e {
+            p.record(ms);
+        }
+    }
 }
 
 /// Handles and sends a batch's records; `None` if shutdown came while
@@ -314,58 +462,16 @@ async fn send_batch(
     let is_retry = *batch.tp.topic == *shared.topics.retry;
     let mut sent = Vec::with_capacity(batch.records.len());
     for r in batch.records {
-        let state = if is_retry {
-            RetryState::from_headers(
-                r.record
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_deref())),
-            )
-        } else {
-            RetryState::default()
-        };
-        if let Some(at_ms) = state.retry_at_ms {
-            let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
-            if at_ms > now_ms {
-                let wait = Duration::from_millis((at_ms - now_ms) as u64);
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = stop.wait_for(|s| *s) => return None,
-                }
+        let state = retry_state(is_retry, &r);
+        if let Some(wait) = due_in(&state) {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.wait_for(|s| *s) => return None,
             }
         }
-        let started = Instant::now();
-        let out = route(
-            &shared.topics,
-            shared.policy,
-            Input {
-                topic: &r.topic,
-                partition: r.partition,
-                offset: r.offset,
-                key: r.record.key.as_deref(),
-                value: r.record.value.as_deref(),
-            },
-            &state,
-            OffsetDateTime::now_utc(),
-        );
-        shared
-            .metrics
-            .processing_duration
-            .observe(started.elapsed().as_secs_f64());
-        if let Some(e) = &out.error {
-            tracing::debug!(partition = r.partition, offset = r.offset, kind = ?out.kind, "event failed: {e}");
-        }
-        let record = ProducerRecord::new(
-            out.topic,
-            Record {
-                key: out.key,
-                value: Some(out.value),
-                headers: out.headers,
-                timestamp: OffsetDateTime::now_utc(),
-            },
-        );
+        let out = handle(&shared.topics, shared.policy, &shared.metrics, &r, &state);
         let delivery = loop {
-            match shared.producer.send(record.clone()).await {
+            match shared.producer.send(out.record.clone()).await {
                 Ok(d) => break d,
                 Err(e) => {
                     tracing::warn!("send failed: {e}; retrying");
@@ -374,11 +480,9 @@ async fn send_batch(
             }
         };
         sent.push(Sent {
-            record,
+            out,
             delivery,
-            kind: out.kind,
             sent_at: Instant::now(),
-            event_time: out.event_time,
         });
     }
     Some(sent)
@@ -402,9 +506,9 @@ async fn await_batch(shared: &Shared, sent: Vec<Sent>) -> bool {
                         tracing::warn!("delivery failed at shutdown: {e}");
                         return false;
                     }
-                    tracing::warn!(topic = %s.record.topic, "delivery failed: {e}; sending again");
+                    tracing::warn!(topic = %s.out.record.topic, "delivery failed: {e}; sending again");
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    delivery = match shared.producer.send(s.record.clone()).await {
+                    delivery = match shared.producer.send(s.out.record.clone()).await {
                         Ok(d) => d,
                         Err(e) => {
                             tracing::warn!("send failed: {e}");
@@ -414,32 +518,8 @@ async fn await_batch(shared: &Shared, sent: Vec<Sent>) -> bool {
                 }
             }
         }
-        m.producer_ok.store(true, Ordering::Relaxed);
-        m.produced.inc();
-        m.producer_duration
-            .observe(s.sent_at.elapsed().as_secs_f64());
-        match s.kind {
-            Kind::Processed => {
-                m.processed.inc();
-                if let Some(t) = s.event_time {
-                    let ms = (OffsetDateTime::now_utc() - t).whole_milliseconds().max(0) as u64;
-                    m.end_to_end.observe(ms as f64 / 1000.0);
-                    e2e.push(ms);
-                }
-            }
-            Kind::Retry => {
-                m.retried.inc();
-            }
-            Kind::DeadLetter => {
-                m.dead_lettered.inc();
-            }
-        }
+        e2e.extend(count_delivered(m, s.out.kind, s.out.event_time, s.sent_at));
     }
-    if !e2e.is_empty() {
-        let mut p = m.e2e_ms.lock().unwrap();
-        for ms in e2e {
-            p.record(ms);
-        }
-    }
+    record_e2e(m, e2e);
     true
 }
