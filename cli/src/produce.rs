@@ -72,22 +72,23 @@ pub struct ProduceArgs {
     /// one record per line (kcat with a file argument).
     #[arg(long, conflicts_with = "key_delimiter")]
     whole_file: bool,
-    /// Send the lines in transactions under this transactional id (needs
-    /// --acks all and idempotence): read_committed readers see a
-    /// transaction's lines once it commits, all of them; a run that fails
-    /// or is interrupted aborts the open one. A run with the same id fences
-    /// an older one still running.
+    /// Send the lines in transactions under this transactional id (or
+    /// `-X transactional.id`; needs --acks all and idempotence):
+    /// read_committed readers see a transaction's lines once it commits,
+    /// all of them; a run that fails or is interrupted aborts the open one.
+    /// A run with the same id fences an older one still running.
     #[arg(long, value_name = "ID")]
     transactional_id: Option<String>,
     /// With --transactional-id: commit every N lines as one transaction
     /// [default: the whole input is one].
-    #[arg(long, value_name = "N", requires = "transactional_id", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     transaction_size: Option<u64>,
     /// With --transactional-id: how long the broker lets a transaction stay
-    /// open before it aborts it (the broker caps it at its
-    /// transaction.max.timeout.ms, 15 minutes by default).
-    #[arg(long, value_name = "MS", default_value_t = 60_000, requires = "transactional_id", value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
-    transaction_timeout_ms: u64,
+    /// open before it aborts it (or `-X transaction.timeout.ms`; the broker
+    /// caps it at its transaction.max.timeout.ms, 15 minutes by default)
+    /// [default: 60000].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=i32::MAX as u64))]
+    transaction_timeout_ms: Option<u64>,
 }
 
 /// `--idempotent` values.
@@ -366,12 +367,22 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
     let headers = parse_headers(&args.headers);
     let acks: Acks = args.acks.into();
     let idempotent = idempotence(args.idempotent, acks)?;
-    if let Some(id) = &args.transactional_id {
-        if id.is_empty() {
-            return Err(CliError::usage("--transactional-id must not be empty"));
+    let props = g.properties()?;
+    // -X transactional.id overrides the flag, as -X does.
+    let transactional = props
+        .get("transactional.id")
+        .or(args.transactional_id.as_deref());
+    match transactional {
+        Some("") => return Err(CliError::usage("--transactional-id must not be empty")),
+        Some(_) => transactions::check_settings(acks, idempotent, &props)?,
+        None if args.transaction_size.is_some() || args.transaction_timeout_ms.is_some() => {
+            return Err(CliError::usage(
+                "--transaction-size and --transaction-timeout-ms require --transactional-id",
+            ))
         }
-        transactions::check_settings(acks, idempotent, &g.properties()?)?;
+        None => {}
     }
+    let transactional = transactional.is_some();
     let client = connect(g).await?;
     let partitions = crate::topic_partitions(&client, g, &args.topic).await?;
     if let Some(p) = args.partition {
@@ -396,12 +407,12 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
         config = config.idempotence(on);
     }
     if let Some(id) = &args.transactional_id {
-        config = config
-            .transactional_id(id.clone())
-            .transaction_timeout(Duration::from_millis(args.transaction_timeout_ms));
+        config = config.transactional_id(id.clone());
     }
-    let config = g
-        .properties()?
+    if let Some(ms) = args.transaction_timeout_ms {
+        config = config.transaction_timeout(Duration::from_millis(ms));
+    }
+    let config = props
         .apply_to_producer(config)
         .map_err(|e| CliError::usage(format!("-X: {e}")))?;
     let producer = client.producer(config)?;
@@ -409,8 +420,8 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
     // A commit delivers the transaction's records, then ends it: bounded
     // as a delivery plus a request.
     let txn_limit = delivery_timeout + g.timeout();
-    let mut txn = match args.transactional_id {
-        Some(_) => {
+    let mut txn = match transactional {
+        true => {
             let init = tokio::time::timeout(txn_limit, producer.init_transactions());
             tokio::select! {
                 biased;
@@ -428,7 +439,7 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
             }
             Some(Transactions::new(args.transaction_size))
         }
-        None => None,
+        false => None,
     };
     let mut blocks = spawn_reader(args.file, args.whole_file);
     let mut progress = Progress::default();

@@ -734,7 +734,6 @@ fn bad_flags_fail_with_a_usage_error() {
         vec!["produce", "t", "--compression", "brotli"],
         vec!["consume", "t", "--from", "yesterday"],
         vec!["nosuchcommand"],
-        vec!["produce", "t", "--transaction-size", "5"],
         vec![
             "produce",
             "t",
@@ -754,7 +753,7 @@ fn bad_flags_fail_with_a_usage_error() {
 fn invalid_values_found_after_parsing_are_usage_errors_too() {
     // Each is checked before connecting: nothing listens on port 1, so a
     // check done later would fail with 1 (cannot connect) instead.
-    let cases: [&[&str]; 16] = [
+    let cases: [&[&str]; 19] = [
         &["produce", "t", "--idempotent", "on", "--acks", "1"],
         &["produce", "t", "--idempotent", "on", "--acks", "0"],
         &["produce", "t", "--transactional-id", "x", "--acks", "1"],
@@ -769,6 +768,9 @@ fn invalid_values_found_after_parsing_are_usage_errors_too() {
         ],
         &["-X", "acks=1", "produce", "t", "--transactional-id", "x"],
         &["produce", "t", "--transactional-id", ""],
+        &["-X", "transactional.id=x", "produce", "t", "--acks", "1"],
+        &["produce", "t", "--transaction-size", "5"],
+        &["produce", "t", "--transaction-timeout-ms", "5000"],
         &["produce", "t", "--key-delimiter", ""],
         &["produce", "t", "--partition=-1"],
         &["consume", "t", "--partition=-1"],
