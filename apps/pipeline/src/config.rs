@@ -262,17 +262,6 @@ impl Settings {
         if self.consumer.session_timeout_ms < 1000 {
             return bad("consumer.session_timeout_ms", "must be at least 1000");
         }
-        let no_id = self
-            .consumer
-            .transactional_id
-            .as_deref()
-            .is_none_or(|id| id.trim().is_empty());
-        if self.consumer.exactly_once && no_id {
-            return bad(
-                "consumer.transactional_id",
-                "needed with consumer.exactly_once: one per worker, the same across its restarts",
-            );
-        }
         if self.consumer.transaction_timeout_ms == 0 {
             return bad("consumer.transaction_timeout_ms", "must be at least 1");
         }
@@ -309,6 +298,25 @@ impl Settings {
             return bad(
                 "kafka.ssl_key_location",
                 "ssl_certificate_location and ssl_key_location go together",
+            );
+        }
+        Ok(())
+    }
+
+    /// Checks the settings of an exactly-once worker (`process start`
+    /// only: `ingest` and the other commands share the files but not the
+    /// worker's transactional id).
+    pub fn check_worker(&self) -> Result<(), String> {
+        let no_id = self
+            .consumer
+            .transactional_id
+            .as_deref()
+            .is_none_or(|id| id.trim().is_empty());
+        if self.consumer.exactly_once && no_id {
+            return Err(
+                "consumer.transactional_id: needed with consumer.exactly_once: one per worker, \
+                 the same across its restarts"
+                    .into(),
             );
         }
         Ok(())
@@ -501,7 +509,8 @@ mod tests {
         assert!(e.contains("batch_siz"), "{e}");
         let e = load(&[("local.toml", "[producer]\ntopic = \"x\"\n")], &[]).unwrap_err();
         assert!(e.contains("topic"), "{e}");
-        let e = load(&[], &[("KAFKA_CONSUMER__EXACTLY_ONCE", "true")]).unwrap_err();
+        let s = load(&[], &[("KAFKA_CONSUMER__EXACTLY_ONCE", "true")]).unwrap();
+        let e = s.check_worker().unwrap_err();
         assert!(e.starts_with("consumer.transactional_id:"), "{e}");
         let s = load(
             &[],
@@ -512,6 +521,7 @@ mod tests {
         )
         .unwrap();
         assert!(s.consumer.exactly_once);
+        assert!(s.check_worker().is_ok());
         assert_eq!(
             s.consumer.transactional_id.as_deref(),
             Some("events-worker-1")

@@ -262,6 +262,7 @@ impl Worker {
             // Fails only for a partition revoked meanwhile: its new owner
             // starts from the committed offset anyway.
             if consumer.seek(&tp, offset).is_ok() {
+                tracing::debug!(%tp, offset, "retry not due yet: partition set back to it");
                 self.not_before.insert(tp.clone(), until);
             }
         }

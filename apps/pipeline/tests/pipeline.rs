@@ -1,8 +1,9 @@
 //! The `ingest` and `process` binaries against the broker of
 //! `KAFKA_BOOTSTRAP` (skipped with a notice without one): every event ends
 //! in `.processed`, poison events end in the DLQ while their partition keeps
-//! flowing, a worker killed with SIGKILL and restarted loses nothing, a
-//! restart of the broker (a private one) mid-run loses nothing, and a bad
+//! flowing, a worker killed with SIGKILL and restarted loses nothing (and,
+//! with `consumer.exactly_once`, duplicates nothing under read_committed),
+//! a restart of the broker (a private one) mid-run loses nothing, and a bad
 //! setting is one line and exit 2.
 
 use std::{
@@ -15,7 +16,7 @@ use std::{
 use bytes::Bytes;
 use rskafka::{
     client::{
-        partition::OffsetAt,
+        partition::{IsolationLevel, OffsetAt},
         producer::{ProducerConfig, ProducerRecord},
         Client, ClientBuilder,
     },
@@ -139,24 +140,43 @@ fn metrics_addr(p: &Process) -> String {
 /// Waits until a process's `/readyz` answers 200 (at most 60 s).
 async fn wait_ready(p: &Process) {
     let addr = metrics_addr(p);
+    wait_for(p, "became ready", || async {
+        matches!(
+            pipeline::metrics::http_get(&addr, "/readyz").await,
+            Ok((200, _))
+        )
+    })
+    .await;
+}
+
+/// Waits until `done` (checked every 100 ms) for at most 60 s; fails the
+/// test with `p`'s output otherwise.
+async fn wait_for<F: std::future::Future<Output = bool>>(
+    p: &Process,
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok((200, _)) = pipeline::metrics::http_get(&addr, "/readyz").await {
-            return;
-        }
+    while !done().await {
         assert!(
             Instant::now() < deadline,
-            "{} never became ready:\n{}",
+            "{} never {what}:\n{}",
             p.name,
             p.output()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 /// Every record of `topic`, all partitions, from the start to the end
 /// as of now.
 async fn read_all(client: &Client, topic: &str) -> Vec<Record> {
+    read_all_at(client, topic, IsolationLevel::ReadUncommitted).await
+}
+
+/// [`read_all`] at `isolation`: under read_committed, up to the last stable
+/// offset and without the records of aborted transactions.
+async fn read_all_at(client: &Client, topic: &str, isolation: IsolationLevel) -> Vec<Record> {
     let partitions = client
         .list_topics()
         .await
@@ -167,21 +187,28 @@ async fn read_all(client: &Client, topic: &str) -> Vec<Record> {
         .unwrap_or_default();
     let mut out = Vec::new();
     for p in partitions {
-        let pc = client.partition_client(topic, p).await.expect("partition");
+        let pc = client
+            .partition_client(topic, p)
+            .await
+            .expect("partition")
+            .with_isolation_level(isolation);
         let end = pc.get_offset(OffsetAt::Latest).await.expect("end");
         let mut offset = pc.get_offset(OffsetAt::Earliest).await.expect("start");
         while offset < end {
-            let (records, _) = pc
-                .fetch_records(offset, 1..8_000_000, 500)
-                .await
-                .expect("fetch");
-            for r in records {
-                if r.offset >= end {
-                    break;
-                }
-                offset = r.offset + 1;
-                out.push(r.record);
-            }
+            // The next offset passes markers and aborted records too.
+            let fetched = pc.fetch(offset, 1..8_000_000, 500).await.expect("fetch");
+            assert!(
+                fetched.next_offset > offset,
+                "{topic}/{p}: stuck at {offset}"
+            );
+            offset = fetched.next_offset;
+            out.extend(
+                fetched
+                    .records
+                    .into_iter()
+                    .filter(|r| r.offset < end)
+                    .map(|r| r.record),
+            );
         }
     }
     out
@@ -195,6 +222,15 @@ fn event_id(r: &Record) -> Option<String> {
     json(r)?.get("event_id")?.as_str().map(str::to_owned)
 }
 
+/// How often each event id appears in `records`.
+fn id_counts(records: &[Record]) -> HashMap<String, usize> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for id in records.iter().filter_map(event_id) {
+        *seen.entry(id).or_default() += 1;
+    }
+    seen
+}
+
 fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
     r.headers
         .iter()
@@ -205,6 +241,16 @@ fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
 /// Waits (at most `secs`) until `.processed` holds every event id of the
 /// events topic; returns how often each id appears there.
 async fn wait_all_processed(pipe: &Pipe, expected: usize, secs: u64) -> HashMap<String, usize> {
+    wait_all_processed_at(pipe, expected, secs, IsolationLevel::ReadUncommitted).await
+}
+
+/// [`wait_all_processed`], reading `.processed` at `isolation`.
+async fn wait_all_processed_at(
+    pipe: &Pipe,
+    expected: usize,
+    secs: u64,
+    isolation: IsolationLevel,
+) -> HashMap<String, usize> {
     let client = pipe.client().await;
     let events: HashSet<String> = read_all(&client, &pipe.topic)
         .await
@@ -214,12 +260,8 @@ async fn wait_all_processed(pipe: &Pipe, expected: usize, secs: u64) -> HashMap<
     assert_eq!(events.len(), expected, "events written");
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
-        let mut seen: HashMap<String, usize> = HashMap::new();
-        for r in read_all(&client, &format!("{}.processed", pipe.topic)).await {
-            if let Some(id) = event_id(&r) {
-                *seen.entry(id).or_default() += 1;
-            }
-        }
+        let topic = format!("{}.processed", pipe.topic);
+        let seen = id_counts(&read_all_at(&client, &topic, isolation).await);
         let missing = events.iter().filter(|id| !seen.contains_key(*id)).count();
         if missing == 0 {
             return seen;
@@ -365,9 +407,33 @@ async fn events_flow_to_processed_with_metrics_lag_and_seek() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_events_end_in_the_dlq_while_the_partition_flows() {
+    poison_events(false).await;
+}
+
+/// The same with `consumer.exactly_once`, read under read_committed: the
+/// retries not yet due are set aside instead of waited for, and every
+/// output is there exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_events_end_in_the_dlq_exactly_once() {
+    poison_events(true).await;
+}
+
+async fn poison_events(exactly_once: bool) {
     let Some(bootstrap) = bootstrap() else { return };
     // One partition: the poison and the good events share it.
-    let pipe = Pipe::new(&bootstrap, "pipe-poison", 1);
+    let mut pipe = Pipe::new(&bootstrap, "pipe-poison", 1);
+    let isolation = if exactly_once {
+        pipe.extra.extend([
+            ("KAFKA_CONSUMER__EXACTLY_ONCE".into(), "true".into()),
+            (
+                "KAFKA_CONSUMER__TRANSACTIONAL_ID".into(),
+                format!("{}-w1", pipe.group),
+            ),
+        ]);
+        IsolationLevel::ReadCommitted
+    } else {
+        IsolationLevel::ReadUncommitted
+    };
     pipe.ingest(&["users", "--count", "50", "--tenant-id", "t"]);
     let client = pipe.client().await;
     let producer = client.producer(ProducerConfig::default()).unwrap();
@@ -415,8 +481,8 @@ async fn poison_events_end_in_the_dlq_while_the_partition_flows() {
     let processed_topic = format!("{}.processed", pipe.topic);
     let dlq_topic = format!("{}.dlq", pipe.topic);
     let (processed, dlq) = loop {
-        let processed = read_all(&client, &processed_topic).await;
-        let dlq = read_all(&client, &dlq_topic).await;
+        let processed = read_all_at(&client, &processed_topic, isolation).await;
+        let dlq = read_all_at(&client, &dlq_topic, isolation).await;
         if processed.len() >= 103 && dlq.len() >= 3 {
             break (processed, dlq);
         }
@@ -461,7 +527,7 @@ async fn poison_events_end_in_the_dlq_while_the_partition_flows() {
         assert!(header(r, "x-error").unwrap().contains("always fails"));
     }
     // The retry topic saw test.fail twice each and test.flaky once each.
-    let retry = read_all(&client, &format!("{}.retry", pipe.topic)).await;
+    let retry = read_all_at(&client, &format!("{}.retry", pipe.topic), isolation).await;
     assert_eq!(retry.len(), 2 * 2 + 3);
     assert!(retry.iter().all(|r| header(r, "x-retry-at").is_some()));
 
@@ -501,6 +567,156 @@ async fn a_worker_killed_and_restarted_loses_no_event() {
     assert!(b.stop().success(), "{}", b.output());
 }
 
+/// A worker's `kafka_events_processed_total`.
+async fn processed_by(p: &Process) -> u64 {
+    let addr = metrics_addr(p);
+    let (code, body) = pipeline::metrics::http_get(&addr, "/metrics")
+        .await
+        .unwrap_or_else(|e| panic!("{}: /metrics: {e}\n{}", p.name, p.output()));
+    assert_eq!(code, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix("kafka_events_processed_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no processed count in\n{body}"))
+}
+
+/// Waits until a worker processed `n` events (at most 60 s).
+async fn wait_processed(p: &Process, n: u64) {
+    let what = format!("processed {n} events");
+    wait_for(p, &what, || async { processed_by(p).await >= n }).await;
+}
+
+/// `(records, distinct event ids)` of `topic` read by librdkafka under
+/// read_committed; `None` (with a notice) without python3 and
+/// confluent_kafka.
+fn librdkafka_read_committed(bootstrap: &str, topic: &str) -> Option<(usize, usize)> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/read_committed.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([bootstrap, topic])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if out.status.code() == Some(3) {
+        eprintln!("no librdkafka cross-check: python3 with confluent_kafka is not available");
+        return None;
+    }
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut n = text.split_whitespace().map(|v| v.parse().expect("a count"));
+    Some((n.next()?, n.next()?))
+}
+
+/// The issue's check: 200,000 events through two exactly-once workers, one
+/// of them SIGKILLed three times (each time after it committed work of its
+/// own, while events keep coming) and started again with the same
+/// transactional id. Under read_committed `.processed` holds every event
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_workers_killed_three_times_write_every_event_once() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let started = Instant::now();
+    let mut pipe = Pipe::new(&bootstrap, "pipe-eos", 6);
+    pipe.extra.extend([
+        ("KAFKA_CONSUMER__EXACTLY_ONCE".into(), "true".into()),
+        ("KAFKA_CONSUMER__BATCH_SIZE".into(), "1000".into()),
+    ]);
+    let worker = |name: &str, slot: &str| {
+        let mut cmd = pipe.command(PROCESS, &["start"]);
+        cmd.env(
+            "KAFKA_CONSUMER__TRANSACTIONAL_ID",
+            format!("{}-{slot}", pipe.group),
+        );
+        Service::start(cmd, name)
+    };
+    // A backlog, then as many events again while the workers run.
+    pipe.ingest(&["users", "--count", "100000"]);
+    let mut a = worker("process-a", "a");
+    let mut b = worker("process-b", "b");
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let mut load = Service::start(
+        pipe.command(INGEST, &["load-test", "--rate", "4000", "--duration", "25"]),
+        "ingest-load",
+    );
+    for round in 1..=3 {
+        // Killed while busy: after its first commits, with events pending.
+        wait_processed(&a, 1).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.kill9();
+        a = worker(&format!("process-a{round}"), "a");
+        wait_ready(&a).await;
+    }
+    let status = load.wait(Duration::from_secs(120));
+    assert!(status.success(), "{}", load.output());
+    assert!(load.output().contains("failed=0"), "{}", load.output());
+    wait_all_processed_at(&pipe, 200_000, 240, IsolationLevel::ReadCommitted).await;
+    // Stopped, so that nothing more is written while counting.
+    assert!(a.stop().success(), "{}", a.output());
+    assert!(b.stop().success(), "{}", b.output());
+
+    let client = pipe.client().await;
+    let processed = format!("{}.processed", pipe.topic);
+    let committed = read_all_at(&client, &processed, IsolationLevel::ReadCommitted).await;
+    let seen = id_counts(&committed);
+    let duplicates: usize = seen.values().map(|n| n - 1).sum();
+    let aborted = read_all(&client, &processed).await.len() - committed.len();
+    eprintln!(
+        "exactly once, one of two workers SIGKILLed 3 times: {} distinct events in .processed \
+         under read_committed, {duplicates} duplicates, {aborted} records of aborted \
+         transactions; {:.0?} in all",
+        seen.len(),
+        started.elapsed()
+    );
+    assert_eq!(duplicates, 0);
+    assert_eq!(seen.len(), 200_000);
+    // An independent reader agrees.
+    if let Some(counts) = librdkafka_read_committed(&bootstrap, &processed) {
+        eprintln!("librdkafka under read_committed: {counts:?} (records, distinct)");
+        assert_eq!(counts, (200_000, 200_000), "librdkafka");
+    }
+}
+
+/// A worker started with the transactional id of one still running fences
+/// it: the older one's next transaction fails, and it leaves the group and
+/// exits 1; the newer one goes on, and no event is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fenced_exactly_once_worker_exits_1_and_its_successor_goes_on() {
+    let Some(bootstrap) = bootstrap() else { return };
+    let mut pipe = Pipe::new(&bootstrap, "pipe-fenced", 2);
+    pipe.extra.extend([
+        ("KAFKA_CONSUMER__EXACTLY_ONCE".into(), "true".into()),
+        (
+            "KAFKA_CONSUMER__TRANSACTIONAL_ID".into(),
+            format!("{}-w1", pipe.group),
+        ),
+    ]);
+    pipe.ingest(&["users", "--count", "500"]);
+    let mut old = pipe.start("process-old");
+    wait_ready(&old).await;
+    wait_processed(&old, 500).await;
+    let mut new = pipe.start("process-new");
+    // The new one's initialization fences the old one, which notices at
+    // its next transaction.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pipe.ingest(&["orders", "--count", "500"]);
+    let status = old.wait(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{}", old.output());
+    assert!(
+        old.output()
+            .contains("another worker with this id took over"),
+        "{}",
+        old.output()
+    );
+    let seen = wait_all_processed_at(&pipe, 1000, 90, IsolationLevel::ReadCommitted).await;
+    assert_eq!(seen.values().map(|n| n - 1).sum::<usize>(), 0);
+    assert!(new.stop().success(), "{}", new.output());
+}
+
 #[test]
 fn a_bad_setting_is_one_line_and_exit_2() {
     for (bin, args) in [
@@ -532,6 +748,20 @@ fn a_bad_setting_is_one_line_and_exit_2() {
             assert!(err.starts_with(&format!("error: {key}:")), "{err}");
         }
     }
+    // An exactly-once worker needs its own transactional id.
+    let out = Command::new(PROCESS)
+        .arg("start")
+        .env("PIPELINE_CONFIG_DIR", "/nonexistent")
+        .env("KAFKA_CONSUMER__EXACTLY_ONCE", "true")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("error: consumer.transactional_id:"),
+        "{err}"
+    );
 }
 
 /// A broker of this test's own (the shared one must never restart under

@@ -73,6 +73,10 @@ async fn main() {
 }
 
 async fn start(settings: Settings) -> Result<(), String> {
+    if let Err(e) = settings.check_worker() {
+        eprintln!("error: {e}");
+        std::process::exit(pipeline::EXIT_USAGE);
+    }
     let metrics = Arc::new(Metrics::default());
     let addr =
         pipeline::metrics::serve(settings.observability.metrics_addr, metrics.clone()).await?;
