@@ -171,6 +171,7 @@ pub async fn run(
             }
             Err(e) => {
                 metrics.commit_errors.inc();
+                metrics.producer_ok.store(false, Ordering::Relaxed);
                 tracing::warn!(
                     records = batch.records.len(),
                     "transaction failed, aborting it; its records are handled again: {e}"
@@ -219,8 +220,13 @@ impl Worker {
             }
             chunk = match consumer.next_batch(max - taken).now_or_never() {
                 Some(Some(Ok(chunk))) => chunk,
-                // The next wait for records reports an error again.
-                _ => break,
+                Some(Some(Err(e))) => {
+                    tracing::warn!("consuming failed: {e}");
+                    break;
+                }
+                // Nothing more ready, or the member stopped (the main loop
+                // sees that next).
+                Some(None) | None => break,
             };
         }
         let n = batch.records.len() as u64;
@@ -338,6 +344,9 @@ impl Worker {
             .into_iter()
             .filter(|tp| batch.starts.contains_key(tp))
             .collect();
+        if owned.is_empty() {
+            return;
+        }
         let committed = consumer.committed(&owned).await.unwrap_or_else(|e| {
             tracing::warn!("fetching committed offsets failed, using the batch's: {e}");
             BTreeMap::new()
