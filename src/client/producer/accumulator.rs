@@ -33,10 +33,7 @@ use bytes::BytesMut;
 use tokio::{sync::Notify, time::Instant};
 
 use super::{
-    batch::{
-        datetime_to_ms, increment_sequence, BatchShared, Failure, Outcome, ProducerBatch,
-        ProducerState,
-    },
+    batch::{increment_sequence, BatchShared, Failure, Outcome, ProducerBatch, ProducerState},
     partitioner::{key_partition, next_sticky_partition, sticky_usable, Partitioner},
 };
 use crate::{
@@ -609,7 +606,7 @@ impl Accumulator {
         let offset_delta = i32::try_from(open.writer.len()).unwrap_or(i32::MAX);
         open.writer
             .append(
-                datetime_to_ms(record.timestamp),
+                crate::record::millis_from_time(record.timestamp),
                 key,
                 record.value.as_deref(),
                 headers,
