@@ -214,18 +214,7 @@ impl PartitionClient {
     /// After an error that says the leader is elsewhere: forget the cached
     /// leader so the next attempt looks it up again.
     fn on_leader_error(&self, code: ErrorCode) {
-        if matches!(
-            code,
-            ErrorCode::NOT_LEADER_OR_FOLLOWER
-                | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-                | ErrorCode::LEADER_NOT_AVAILABLE
-                | ErrorCode::FENCED_LEADER_EPOCH
-                | ErrorCode::UNKNOWN_LEADER_EPOCH
-                | ErrorCode::NOT_ENOUGH_REPLICAS
-                | ErrorCode::KAFKA_STORAGE_ERROR
-                | ErrorCode::UNKNOWN_TOPIC_ID
-                | ErrorCode::INCONSISTENT_TOPIC_ID
-        ) {
+        if code.is_leader_moved() {
             self.client.cluster.invalidate_topic(&self.topic);
         }
     }

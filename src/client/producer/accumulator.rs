@@ -1138,15 +1138,7 @@ impl Accumulator {
                         Next::Retry { ambiguous: true }
                     }
                     c if c.is_retriable() => {
-                        if matches!(
-                            c,
-                            ErrorCode::NOT_LEADER_OR_FOLLOWER
-                                | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-                                | ErrorCode::LEADER_NOT_AVAILABLE
-                                | ErrorCode::FENCED_LEADER_EPOCH
-                                | ErrorCode::KAFKA_STORAGE_ERROR
-                                | ErrorCode::NOT_ENOUGH_REPLICAS
-                        ) {
+                        if c.is_leader_moved() {
                             followup.refresh_metadata = true;
                         }
                         Next::Retry { ambiguous: false }
