@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::aborted::{AbortedFilter, BatchMeta};
 use super::{ConsumedRecord, IsolationLevel};
-use crate::protocol::record::{decode_batches, ControlRecordKind, DecodeLimits, RecordBatch};
+use crate::protocol::record::{decode_batches, DecodeLimits, RecordBatch};
 use crate::protocol::DecodeError;
 use crate::record::Record;
 
@@ -84,7 +84,7 @@ pub(crate) fn decode_chunk(
         chunk.last_epoch =
             (batch.partition_leader_epoch >= 0).then_some(batch.partition_leader_epoch);
         let keep = match &mut filter {
-            Some(filter) => filter.keep(&meta(&batch)),
+            Some(filter) => filter.keep(&BatchMeta::of(&batch)),
             None => !batch.is_control,
         };
         if keep {
@@ -114,20 +114,6 @@ fn batch_data_bytes(batch: &RecordBatch) -> usize {
             .sum::<usize>();
         n.saturating_add(len(&r.key) + len(&r.value) + headers)
     })
-}
-
-fn meta(batch: &RecordBatch) -> BatchMeta {
-    let is_abort_marker = matches!(
-        batch.control_record(),
-        Some(Ok(c)) if c.kind == ControlRecordKind::Abort
-    );
-    BatchMeta {
-        producer_id: batch.producer_id,
-        last_offset: batch.last_offset(),
-        is_transactional: batch.is_transactional,
-        is_control: batch.is_control,
-        is_abort_marker,
-    }
 }
 
 fn push_records(

@@ -119,13 +119,6 @@ impl Settings {
             stall_after: client.operation_timeout + config.max_wait,
         }
     }
-
-    fn isolation_wire(&self) -> i8 {
-        match self.isolation {
-            IsolationLevel::ReadUncommitted => 0,
-            IsolationLevel::ReadCommitted => 1,
-        }
-    }
 }
 
 /// Identifies a partition in a broker's fetch session: the broker knows
@@ -651,7 +644,7 @@ impl Driver {
                 .collect(),
         );
         let cluster = self.cluster.clone();
-        let isolation = self.settings.isolation_wire();
+        let isolation = self.settings.isolation.wire();
         self.spawn(kind, async move {
             let result = list_offsets(&cluster, broker, &items, isolation).await;
             Event::Offsets {
@@ -1400,7 +1393,7 @@ fn fetch_request(
         max_wait_ms: settings.max_wait_ms,
         min_bytes: settings.min_bytes,
         max_bytes: i32::try_from(max_bytes).unwrap_or(i32::MAX),
-        isolation_level: settings.isolation_wire(),
+        isolation_level: settings.isolation.wire(),
         session_id: plan.session_id,
         session_epoch: plan.session_epoch,
         topics,
