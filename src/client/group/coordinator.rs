@@ -1,5 +1,6 @@
-//! Finding a group's coordinator and the offset requests it serves
-//! (OffsetCommit, OffsetFetch), shared by group members and the admin API.
+//! Finding a group's (or a transactional id's) coordinator and the offset
+//! requests it serves (OffsetCommit, OffsetFetch), shared by group members,
+//! the admin API and transactional producers.
 
 use std::{
     collections::BTreeMap,
@@ -39,11 +40,20 @@ pub(crate) fn check(code: i16, message: Option<String>, api: ApiKey) -> Result<(
     }
 }
 
-/// The coordinator of one group: looked up with FindCoordinator, cached
-/// until [`invalidate`](Self::invalidate)d.
+/// FindCoordinator's key types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CoordinatorKind {
+    Group = 0,
+    Transaction = 1,
+}
+
+/// The coordinator of one group (or transactional id): looked up with
+/// FindCoordinator, cached until [`invalidate`](Self::invalidate)d.
 #[derive(Debug)]
 pub(crate) struct Coordinator {
     cluster: Cluster,
+    kind: CoordinatorKind,
+    /// The group id, or the transactional id.
     group_id: String,
     /// A dedicated connection with this request timeout (group members,
     /// whose JoinGroup may wait for a whole rebalance), or `None` to use the
@@ -65,9 +75,19 @@ impl Coordinator {
         });
         Self {
             cluster,
+            kind: CoordinatorKind::Group,
             group_id,
             dedicated,
             current: Mutex::new(None),
+        }
+    }
+
+    /// The transaction coordinator of `transactional_id`, on the cluster's
+    /// shared connections (its requests are short).
+    pub(crate) fn for_transaction(cluster: Cluster, transactional_id: String) -> Self {
+        Self {
+            kind: CoordinatorKind::Transaction,
+            ..Self::new(cluster, transactional_id, None)
         }
     }
 
@@ -111,7 +131,7 @@ impl Coordinator {
 
     /// FindCoordinator, then a connection to the broker it names.
     pub(crate) async fn lookup(&self) -> Result<(i32, BrokerConnection)> {
-        let broker = find_coordinator(&self.cluster, &self.group_id).await?;
+        let broker = find_coordinator(&self.cluster, &self.group_id, self.kind).await?;
         let conn = match &self.dedicated {
             Some(config) => {
                 self.cluster
@@ -130,21 +150,33 @@ impl Coordinator {
     }
 }
 
-/// FindCoordinator for a consumer group, at the broker's version (a batch
-/// of one key from v4 on).
-pub(crate) async fn find_coordinator(cluster: &Cluster, group_id: &str) -> Result<BrokerInfo> {
+/// FindCoordinator for a consumer group or transactional id, at the
+/// broker's version (a batch of one key from v4 on).
+pub(crate) async fn find_coordinator(
+    cluster: &Cluster,
+    group_id: &str,
+    kind: CoordinatorKind,
+) -> Result<BrokerInfo> {
     let conn = cluster.any_broker().await?;
     let api = ApiKey::FIND_COORDINATOR;
     let version = conn
         .version_for(api)
         .ok_or_else(|| Error::new(crate::error::ErrorKind::Unsupported).with_api(api))?;
+    if kind != CoordinatorKind::Group && version < 1 {
+        return Err(Error::new(crate::error::ErrorKind::Unsupported)
+            .with_api(api)
+            .with_message("the broker cannot look up transaction coordinators"));
+    }
+    let key_type = kind as i8;
     let request = if version >= 4 {
         FindCoordinatorRequest {
+            key_type,
             coordinator_keys: vec![group_id.to_owned()],
             ..Default::default()
         }
     } else {
         FindCoordinatorRequest {
+            key_type,
             key: group_id.to_owned(),
             ..Default::default()
         }

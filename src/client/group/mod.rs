@@ -18,7 +18,7 @@ pub mod assignor;
 pub mod classic;
 mod committer;
 mod consumer;
-mod coordinator;
+pub(crate) mod coordinator;
 mod driver;
 pub mod next_gen;
 pub mod protocol;

@@ -64,6 +64,10 @@ pub(crate) struct AccumulatorConfig {
     pub(crate) retries: u32,
     /// Bytes of records buffered until acknowledged.
     pub(crate) buffer_memory: usize,
+    /// Batches belong to transactions: a partition's batches are sent
+    /// only once the partition was added to the open transaction, and the
+    /// producer id comes from the transaction manager (see `txn`).
+    pub(crate) transactional: bool,
 }
 
 /// Why a record could not be appended.
@@ -81,6 +85,8 @@ pub(crate) enum AppendError {
     Full,
     /// The producer is closed.
     Closed,
+    /// A transactional producer has no transaction open (or it failed).
+    Transaction(crate::error::Error),
     Encode(EncodeError),
 }
 
@@ -163,6 +169,18 @@ struct PartitionState {
     /// The last send of a batch failed (leader gone, connection lost) and
     /// none has succeeded since: records without a key go elsewhere.
     stalled: bool,
+    /// Membership in the open transaction (transactional producers).
+    txn: TxnMembership,
+}
+
+/// Whether a partition is part of the open transaction: its batches may be
+/// sent only once the coordinator added it (AddPartitionsToTxn).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum TxnMembership {
+    #[default]
+    Outside,
+    Adding,
+    Added,
 }
 
 impl PartitionState {
@@ -351,6 +369,11 @@ pub(crate) struct Accumulator {
     /// Record buffers of completed batches, for new batches to write into
     /// (see [`ProducerBatch::take_buffer`]); at most [`SPARE_BUFFERS`].
     spare: Vec<BytesMut>,
+    /// The first batch failure of the open transaction: it cannot commit.
+    txn_failure: Option<(Arc<str>, i32, Failure)>,
+    /// The open transaction is being aborted: batches that come back for a
+    /// retry fail with this instead.
+    aborting: Option<Failure>,
 }
 
 /// Completed batches' buffers kept for reuse: enough for a partition's
@@ -394,6 +417,8 @@ impl Accumulator {
             room,
             room_waiters: 0,
             spare: Vec::new(),
+            txn_failure: None,
+            aborting: None,
         }
     }
 
@@ -553,6 +578,7 @@ impl Accumulator {
             self.incomplete.insert(id, shared.clone());
             let header = BatchHeader {
                 compression: cfg.compression,
+                is_transactional: cfg.transactional,
                 ..BatchHeader::default()
             };
             // As large as this partition's last batch (growing a buffer
@@ -642,6 +668,11 @@ impl Accumulator {
         let Some(idem) = self.idem else {
             return false;
         };
+        // The transaction manager obtains ids and bumps epochs itself,
+        // between transactions.
+        if self.cfg.transactional {
+            return false;
+        }
         if idem.needs_init {
             return self.has_data();
         }
@@ -724,18 +755,105 @@ impl Accumulator {
 
     /// InitProducerId failed for good: fail what waits for a producer id.
     pub(crate) fn fail_waiting_for_producer_id(&mut self, failure: Failure) {
-        let mut victims = Vec::new();
+        for b in self.take_unsent() {
+            self.finish(b, Outcome::Failed(failure.clone()));
+        }
+    }
+
+    /// Every batch not in flight (open ones closed), out of the partitions.
+    fn take_unsent(&mut self) -> Vec<ProducerBatch> {
+        let mut unsent = Vec::new();
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
                 if let Some(open) = p.take_open() {
-                    victims.push(into_batch(open, &self.cfg));
+                    unsent.push(into_batch(open, &self.cfg));
                 }
-                victims.extend(p.queue.drain(..));
+                unsent.extend(p.queue.drain(..));
             }
         }
-        for b in victims {
-            self.finish(b, Outcome::Failed(failure.clone()));
+        unsent
+    }
+
+    /// The partitions with records that are not part of the open
+    /// transaction yet; they are marked as being added.
+    pub(crate) fn partitions_to_add(&mut self) -> Vec<(Arc<str>, i32)> {
+        let mut out = Vec::new();
+        for t in self.topics.values_mut() {
+            for (i, p) in t.partitions.iter_mut().enumerate() {
+                if p.txn == TxnMembership::Outside && p.has_data() {
+                    p.txn = TxnMembership::Adding;
+                    out.push((t.name.clone(), i as i32));
+                }
+            }
         }
+        out
+    }
+
+    /// The coordinator added `partitions` to the open transaction: their
+    /// batches may be sent.
+    pub(crate) fn partitions_added(&mut self, partitions: &[(Arc<str>, i32)]) {
+        for (topic, partition) in partitions {
+            if let Some(p) = self.partition_mut(topic.clone(), *partition) {
+                p.txn = TxnMembership::Added;
+            }
+        }
+    }
+
+    /// `partitions` could not be added to the transaction: their batches
+    /// (none was sent) fail with `failure`.
+    pub(crate) fn fail_partitions(&mut self, partitions: &[(Arc<str>, i32)], failure: Failure) {
+        let mut opened = Vec::new();
+        let mut queued = Vec::new();
+        for (topic, partition) in partitions {
+            if let Some(p) = self.partition_mut(topic.clone(), *partition) {
+                p.txn = TxnMembership::Outside;
+                opened.extend(p.take_open());
+                queued.extend(p.queue.drain(..));
+            }
+        }
+        let opened: Vec<ProducerBatch> = opened
+            .into_iter()
+            .map(|o| into_batch(o, &self.cfg))
+            .collect();
+        for b in queued.into_iter().chain(opened) {
+            self.fail_sequenced(b, failure.clone());
+        }
+    }
+
+    /// Starts aborting the open transaction: every batch not in flight
+    /// fails with `failure`, as does every batch that comes back for a
+    /// retry until [`end_transaction`](Self::end_transaction).
+    pub(crate) fn begin_abort(&mut self, failure: Failure) {
+        self.aborting = Some(failure.clone());
+        for b in self.take_unsent() {
+            self.fail_sequenced(b, failure.clone());
+        }
+    }
+
+    /// The open transaction ended (committed or aborted): partitions must
+    /// be added again to the next one.
+    pub(crate) fn end_transaction(&mut self) {
+        self.aborting = None;
+        self.txn_failure = None;
+        for t in self.topics.values_mut() {
+            for p in &mut t.partitions {
+                p.txn = TxnMembership::Outside;
+            }
+        }
+    }
+
+    /// The first failure of a batch of the open transaction, as the error
+    /// of one of its records.
+    pub(crate) fn txn_failure(&self) -> Option<crate::error::Error> {
+        self.txn_failure
+            .as_ref()
+            .map(|(topic, partition, f)| f.to_error(topic, *partition))
+    }
+
+    /// Whether sequences cannot go on under the current epoch: the
+    /// transaction manager bumps it before the next transaction.
+    pub(crate) fn needs_epoch_bump(&self) -> bool {
+        self.idem.is_some_and(|i| i.bump_required) || self.any_broken()
     }
 
     /// Takes the ready batches, at most one per partition per request and
@@ -763,6 +881,9 @@ impl Accumulator {
             for (idx, p) in t.partitions.iter_mut().enumerate() {
                 let partition = idx as i32;
                 if !p.has_data() || p.in_flight >= cfg.max_in_flight_per_partition {
+                    continue;
+                }
+                if cfg.transactional && p.txn != TxnMembership::Added {
                     continue;
                 }
                 if (p.retrying || p.rewind.is_some()) && p.in_flight > 0 {
@@ -986,6 +1107,23 @@ impl Accumulator {
                             Next::Retry { ambiguous: false }
                         }
                     }
+                    // In a transaction these end it: the producer was fenced
+                    // (fatal), or its state is gone and the epoch must be
+                    // bumped after the abort. Refused, so not written.
+                    ErrorCode::UNKNOWN_PRODUCER_ID
+                    | ErrorCode::INVALID_PRODUCER_EPOCH
+                    | ErrorCode::PRODUCER_FENCED
+                    | ErrorCode::INVALID_TXN_STATE
+                    | ErrorCode::INVALID_PRODUCER_ID_MAPPING
+                        if self.cfg.transactional =>
+                    {
+                        p.broken = true;
+                        Next::Fail {
+                            failure: Failure::Kafka { code, message },
+                            written_maybe: false,
+                            already_passed: false,
+                        }
+                    }
                     ErrorCode::UNKNOWN_PRODUCER_ID | ErrorCode::INVALID_PRODUCER_EPOCH
                         if idempotent =>
                     {
@@ -1056,7 +1194,9 @@ impl Accumulator {
             }
             Next::Retry { ambiguous } => {
                 batch.ambiguous |= ambiguous;
-                if now >= batch.deadline {
+                if let Some(failure) = self.aborting.clone() {
+                    self.fail_sequenced(batch, failure);
+                } else if now >= batch.deadline {
                     self.expire(batch);
                 } else if batch.attempts > self.cfg.retries {
                     let failure = Failure::RetriesExhausted {
@@ -1193,6 +1333,11 @@ impl Accumulator {
 
     /// Completes a batch and returns its bytes to the buffer.
     fn finish(&mut self, mut batch: ProducerBatch, outcome: Outcome) {
+        if let Outcome::Failed(f) = &outcome {
+            if self.cfg.transactional && self.aborting.is_none() && self.txn_failure.is_none() {
+                self.txn_failure = Some((batch.topic().clone(), batch.partition(), f.clone()));
+            }
+        }
         self.incomplete.remove(&batch.id);
         self.buffered = self.buffered.saturating_sub(batch.accounted);
         if self.room_waiters > 0 {
@@ -1251,6 +1396,7 @@ mod tests {
 
     fn config(idempotent: bool) -> AccumulatorConfig {
         AccumulatorConfig {
+            transactional: false,
             retries: u32::MAX,
             batch_size: 1_000,
             linger: 5 * MS,
@@ -2156,5 +2302,113 @@ mod tests {
             Err(AppendError::Closed)
         ));
         assert_eq!(flat(f.drain_at(Duration::ZERO, 1)).len(), 1);
+    }
+
+    fn transactional_fixture(partitions: i32) -> Fixture {
+        let cfg = AccumulatorConfig {
+            transactional: true,
+            ..config(true)
+        };
+        let mut acc = Accumulator::new(cfg, Arc::new(Notify::new()));
+        acc.set_partition_count("t", partitions);
+        acc.set_producer_id(1000, 0);
+        Fixture {
+            acc,
+            t0: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn transactional_batches_wait_until_their_partition_joins_the_transaction() {
+        let mut f = transactional_fixture(2);
+        f.send(Some(0), None, 10);
+        f.send(Some(1), None, 10);
+        assert!(
+            !f.acc.wants_producer_id(),
+            "the transaction manager owns ids"
+        );
+        assert!(f.drain_at(10 * MS, 1).is_empty());
+        let adding = f.acc.partitions_to_add();
+        assert_eq!(adding.len(), 2);
+        // Asked for once: the add is in flight.
+        assert!(f.acc.partitions_to_add().is_empty());
+        f.acc.partitions_added(&adding[..1]);
+        let drained = flat(f.drain_at(10 * MS, 1));
+        assert_eq!(drained.len(), 1);
+        assert_eq!(drained[0].0.partition(), adding[0].1);
+        f.acc.partitions_added(&adding[1..]);
+        assert_eq!(flat(f.drain_at(10 * MS, 1)).len(), 1);
+        // The next transaction adds them again.
+        f.acc.end_transaction();
+        f.send(Some(0), None, 10);
+        assert!(f.drain_at(10 * MS, 1).is_empty());
+        assert_eq!(f.acc.partitions_to_add().len(), 1);
+    }
+
+    #[test]
+    fn a_failed_batch_fails_the_transaction_and_an_abort_fails_the_rest() {
+        let mut f = transactional_fixture(3);
+        f.send(Some(0), None, 10);
+        let adding = f.acc.partitions_to_add();
+        f.acc.partitions_added(&adding);
+        let (b, _) = flat(f.drain_at(10 * MS, 1)).pop().expect("batch");
+        assert!(f.acc.txn_failure().is_none());
+        f.complete(b, kafka(ErrorCode::TOPIC_AUTHORIZATION_FAILED), 11 * MS);
+        let e = f.acc.txn_failure().expect("the transaction failed");
+        assert_eq!(
+            e.kind(),
+            ErrorKind::Kafka(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+        );
+
+        // Waiting for its partition to join, in flight, and still open
+        // when the abort begins.
+        let waiting = f.send(Some(2), None, 10);
+        let in_flight = f.send(Some(1), None, 10);
+        let adding = f.acc.partitions_to_add();
+        f.acc.partitions_added(&adding[..1]);
+        let (sent, _) = flat(f.drain_at(20 * MS, 1))
+            .pop()
+            .expect("partition 1 sent");
+        let open = f.send(Some(0), None, 10);
+        f.acc.begin_abort(Failure::Local {
+            kind: ErrorKind::TransactionAborted,
+            message: "aborted".into(),
+        });
+        for a in [&waiting, &open] {
+            match outcome(a) {
+                Some(Outcome::Failed(fail)) => {
+                    assert_eq!(fail.to_error("t", 0).kind(), ErrorKind::TransactionAborted)
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(
+            outcome(&in_flight).is_none(),
+            "in flight: its answer decides"
+        );
+        // A retriable answer is not retried any more.
+        f.complete(sent, kafka(ErrorCode::NOT_LEADER_OR_FOLLOWER), 21 * MS);
+        assert!(matches!(outcome(&in_flight), Some(Outcome::Failed(_))));
+        assert!(f.acc.is_empty());
+        // The first failure stays the transaction's.
+        assert_eq!(
+            f.acc.txn_failure().map(|e| e.kind()),
+            Some(ErrorKind::Kafka(ErrorCode::TOPIC_AUTHORIZATION_FAILED))
+        );
+        f.acc.end_transaction();
+        assert!(f.acc.txn_failure().is_none());
+    }
+
+    #[test]
+    fn a_fenced_transactional_batch_is_not_retried() {
+        let mut f = transactional_fixture(1);
+        let a = f.send(Some(0), None, 10);
+        let adding = f.acc.partitions_to_add();
+        f.acc.partitions_added(&adding);
+        let (b, _) = flat(f.drain_at(10 * MS, 1)).pop().expect("batch");
+        f.complete(b, kafka(ErrorCode::INVALID_PRODUCER_EPOCH), 11 * MS);
+        assert!(matches!(outcome(&a), Some(Outcome::Failed(_))));
+        assert!(f.acc.txn_failure().is_some_and(|e| e.is_fatal()));
+        assert!(f.acc.needs_epoch_bump());
     }
 }

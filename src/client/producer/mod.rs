@@ -14,6 +14,45 @@
 //! reported as [`ErrorKind::DataLoss`] on the affected records, never
 //! passed over silently.
 //!
+//! With a [`transactional_id`](ProducerConfig::transactional_id) the
+//! producer writes transactions: records sent between
+//! [`Producer::begin_transaction`] and [`Producer::commit_transaction`]
+//! become visible to `read_committed` readers together, or not at all, and
+//! consumed offsets can be committed in the same transaction
+//! ([`Producer::send_offsets_to_transaction`]) for exactly-once
+//! consume-transform-produce. Errors are sorted as in the Java client: a
+//! fatal one ([`Error::is_fatal`]: fenced by a newer producer with the same
+//! id, not authorised) ends the producer; after any other, abort the
+//! transaction and go on.
+//!
+//! ```no_run
+//! # async fn example() -> rskafka::error::Result<()> {
+//! use rskafka::client::{ClientBuilder, producer::{ProducerConfig, ProducerRecord}};
+//! use rskafka::record::Record;
+//! use time::OffsetDateTime;
+//!
+//! let client = ClientBuilder::new(vec!["127.0.0.1:9092".to_owned()]).build().await?;
+//! let producer = client.producer(ProducerConfig::default().transactional_id("orders-1"))?;
+//! producer.init_transactions().await?;
+//! producer.begin_transaction()?;
+//! for i in 0..10 {
+//!     let record = Record {
+//!         key: None,
+//!         value: Some(format!("order {i}").into()),
+//!         headers: vec![],
+//!         timestamp: OffsetDateTime::now_utc(),
+//!     };
+//!     producer.send(ProducerRecord::new("orders", record)).await?;
+//! }
+//! match producer.commit_transaction().await {
+//!     Ok(()) => {}
+//!     Err(e) if e.is_fatal() => return Err(e),
+//!     Err(_) => producer.abort_transaction().await?,
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ```no_run
 //! # async fn example() -> rskafka::error::Result<()> {
 //! use rskafka::client::{ClientBuilder, producer::{ProducerConfig, ProducerRecord}};
@@ -365,6 +404,8 @@ struct Shared {
     acks: Acks,
     request_timeout: Duration,
     metrics: Metrics,
+    /// A transactional producer's coordinator side.
+    txn: Option<txn::TxnContext>,
 }
 
 impl Shared {
@@ -457,11 +498,17 @@ impl Producer {
                 retry_backoff: config.retry_backoff.clone(),
                 retries: config.retries,
                 buffer_memory: config.buffer_memory,
+                transactional: config.transactional_id.is_some(),
             },
             room.clone(),
         );
+        let txn = config
+            .transactional_id
+            .clone()
+            .map(|id| txn::TxnContext::new(cluster.clone(), id));
+        let txn_state = txn.as_ref().map(|_| txn::TxnState::new());
         let shared = Arc::new(Shared {
-            state: Mutex::new(sender::State::new(acc)),
+            state: Mutex::new(sender::State::new(acc, txn_state)),
             wake: Notify::new(),
             finished: Notify::new(),
             room,
@@ -470,6 +517,7 @@ impl Producer {
             request_timeout,
             cfg: config,
             metrics: Metrics::default(),
+            txn,
         });
         runtime.spawn(sender::run(shared.clone()));
         Ok(Self {
@@ -558,6 +606,9 @@ impl Producer {
         room: Option<Pin<&mut Notified<'_>>>,
     ) -> std::result::Result<Appended, AppendError> {
         let mut st = self.shared.lock();
+        if let Some(t) = &st.txn {
+            t.check_send().map_err(AppendError::Transaction)?;
+        }
         let appended = st.acc.append(
             topic,
             partition,
@@ -669,6 +720,7 @@ impl Producer {
                     cfg.buffer_memory
                 )),
                 Err(AppendError::Closed) => Error::invalid_input("the producer is closed"),
+                Err(AppendError::Transaction(e)) => e,
                 Err(AppendError::Encode(e)) => Error::new(ErrorKind::InvalidInput).with_source(e),
             };
             return Err(ctx(err));

@@ -19,6 +19,7 @@ use super::{
     accumulator::{Accumulator, Drained, SendResult},
     alarm::Alarm,
     batch::{Failure, ProducerBatch},
+    txn::TxnState,
     Acks, Shared,
 };
 use crate::{
@@ -51,12 +52,15 @@ pub(crate) struct State {
     last_periodic: Instant,
     /// The sender task has ended.
     pub(crate) finished: bool,
+    /// A transactional producer's transaction.
+    pub(crate) txn: Option<TxnState>,
 }
 
 impl State {
-    pub(crate) fn new(acc: Accumulator) -> Self {
+    pub(crate) fn new(acc: Accumulator, txn: Option<TxnState>) -> Self {
         Self {
             acc,
+            txn,
             broker_in_flight: HashMap::new(),
             producer_id_task: false,
             refreshing: false,
@@ -87,8 +91,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let md = shared.cluster.cached_metadata();
         let new_metadata = !leaders_from.as_ref().is_some_and(|l| Arc::ptr_eq(l, &md));
         let mut no_leader = Vec::new();
-        let (requests, wake_at, start_pid, refresh) = {
+        let (requests, wake_at, start_pid, refresh, add_partitions) = {
             let mut st = shared.lock();
+            let st = &mut *st;
             if new_metadata {
                 st.acc.set_leaders(|topic, partition| {
                     md.topics
@@ -118,6 +123,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             for r in &requests {
                 *st.broker_in_flight.entry(r.broker).or_insert(0) += 1;
             }
+            // Partitions with batches join the transaction before any is sent.
+            let mut add_partitions = None;
+            if let Some(t) = st.txn.as_mut().filter(|t| t.may_add_partitions()) {
+                let partitions = st.acc.partitions_to_add();
+                if !partitions.is_empty() {
+                    t.set_adding();
+                    add_partitions = Some(partitions);
+                }
+            }
             let start_pid = !st.producer_id_task && st.acc.wants_producer_id();
             if start_pid {
                 st.producer_id_task = true;
@@ -144,8 +158,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     wake_at = Some(wake_at.map_or(next, |w| w.min(next)));
                 }
             }
-            (requests, wake_at, start_pid, refresh)
+            (requests, wake_at, start_pid, refresh, add_partitions)
         };
+        if let Some(partitions) = add_partitions {
+            tokio::spawn(super::txn::add_partitions(shared.clone(), partitions));
+        }
         let sent_any = !requests.is_empty();
         for r in requests {
             let broker = r.broker;
@@ -606,8 +623,9 @@ async fn produce(
         return Err(conn.unsupported::<ProduceRequest>(None).into());
     };
     // The batches are attached to the frame, not copied into it.
+    let transactional_id = shared.cfg.transactional_id.as_deref();
     let encoded = conn.encode_with::<ProduceRequest>(version, |w| {
-        write_produce_body(w, version, acks, timeout_ms, &topic_data)
+        write_produce_body(w, version, transactional_id, acks, timeout_ms, &topic_data)
     })?;
     if shared.acks == Acks::None {
         // The broker sends no response to acks=0: the request is done once
@@ -631,13 +649,14 @@ async fn produce(
     }
 }
 
-/// Writes the body of a ProduceRequest at `version` carrying `topics`, with
-/// no transactional id: the bytes [`ProduceRequest`]'s own encoder writes
-/// (checked by a test), except that each record batch is attached to the
-/// frame by reference rather than copied into it.
+/// Writes the body of a ProduceRequest at `version` carrying `topics`: the
+/// bytes [`ProduceRequest`]'s own encoder writes (checked by a test),
+/// except that each record batch is attached to the frame by reference
+/// rather than copied into it.
 fn write_produce_body(
     w: &mut crate::connection::FrameWriter,
     version: i16,
+    transactional_id: Option<&str>,
     acks: i16,
     timeout_ms: i32,
     topics: &[TopicProduceData],
@@ -653,7 +672,7 @@ fn write_produce_body(
     let flexible = ProduceRequest::is_flexible(version);
     let b = w.buf();
     if version >= 3 {
-        b.put_nullable_string(None, flexible)?;
+        b.put_nullable_string(transactional_id, flexible)?;
     }
     b.put_i16(acks);
     b.put_i32(timeout_ms);
@@ -753,9 +772,9 @@ mod tests {
             },
         ];
         for version in ProduceRequest::MIN_VERSION..=ProduceRequest::MAX_VERSION {
-            for acks in [0i16, 1, -1] {
+            for (acks, txn) in [(0i16, None), (1, None), (-1, None), (-1, Some("txn-1"))] {
                 let req = ProduceRequest {
-                    transactional_id: None,
+                    transactional_id: txn.filter(|_| version >= 3).map(str::to_owned),
                     acks,
                     timeout_ms: 30_000,
                     topic_data: topics.clone(),
@@ -765,7 +784,7 @@ mod tests {
                     wire(EncodedRequest::new(&req, version, Some("client")).expect("encode"));
                 let ours = wire(
                     EncodedRequest::with_body::<ProduceRequest>(version, Some("client"), |w| {
-                        write_produce_body(w, version, acks, 30_000, &topics)
+                        write_produce_body(w, version, txn, acks, 30_000, &topics)
                     })
                     .expect("encode"),
                 );
@@ -773,7 +792,7 @@ mod tests {
             }
         }
         let unsupported = EncodedRequest::with_body::<ProduceRequest>(12, None, |w| {
-            write_produce_body(w, 12, -1, 1, &topics)
+            write_produce_body(w, 12, None, -1, 1, &topics)
         });
         assert!(unsupported.is_err());
     }
