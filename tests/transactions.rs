@@ -26,6 +26,7 @@ mod proxy;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
+    ops::Range,
     path::PathBuf,
     process::Stdio,
     sync::{atomic::Ordering, OnceLock},
@@ -559,19 +560,19 @@ fn record(value: String) -> Record {
     }
 }
 
-/// Sends record `j` of transaction `i` for `j` in `0..count`; their
-/// delivery futures.
+/// Sends records `j` in `records` of transaction `i`; their delivery
+/// futures.
 async fn send_records(
     producer: &Producer,
     topic: &str,
     tag: &str,
     i: usize,
     kind: char,
-    count: usize,
+    records: Range<usize>,
     partitions: i32,
 ) -> rskafka::error::Result<Vec<DeliveryFuture>> {
-    let mut deliveries = Vec::with_capacity(count);
-    for j in 0..count {
+    let mut deliveries = Vec::with_capacity(records.len());
+    for j in records {
         let r = ProducerRecord::new(topic, record(value(tag, i, kind, j)))
             .with_partition(j as i32 % partitions);
         deliveries.push(producer.send(r).await?);
@@ -609,7 +610,7 @@ async fn assert_delivered(i: usize, deliveries: Vec<DeliveryFuture>) {
 async fn run_plan(producer: &Producer, topic: &str, tag: &str, plan: &str, partitions: i32) {
     for (i, (kind, count)) in parse_plan(plan).into_iter().enumerate() {
         producer.begin_transaction().expect("begin_transaction");
-        let deliveries = send_records(producer, topic, tag, i, kind, count, partitions)
+        let deliveries = send_records(producer, topic, tag, i, kind, 0..count, partitions)
             .await
             .expect("send");
         match kind {
@@ -671,7 +672,7 @@ async fn ours_read_exactly_committed_by_librdkafka_java_and_ours() {
     let mut quick_abort = Vec::new();
     for (i, &(kind, count)) in steps.iter().enumerate() {
         producer.begin_transaction().expect("begin_transaction");
-        let deliveries = send_records(&producer, &topic, &tag, i, kind, count, PARTITIONS)
+        let deliveries = send_records(&producer, &topic, &tag, i, kind, 0..count, PARTITIONS)
             .await
             .expect("send");
         for (_, g, offsets) in offsets.iter().filter(|(t, ..)| *t == i) {
@@ -848,7 +849,7 @@ async fn a_second_producer_fences_the_first() {
         // A committed transaction first: the fenced producer worked.
         run_plan(&old, &topic, &old_tag, "c4", PARTITIONS).await;
         old.begin_transaction().expect("begin");
-        let open = send_records(&old, &topic, &old_tag, 1, 'o', 6, PARTITIONS)
+        let open = send_records(&old, &topic, &old_tag, 1, 'o', 0..6, PARTITIONS)
             .await
             .expect("send");
         for r in settle(open).await {
@@ -864,7 +865,7 @@ async fn a_second_producer_fences_the_first() {
         );
 
         if send_first {
-            match send_records(&old, &topic, &old_tag, 2, 'o', 1, PARTITIONS).await {
+            match send_records(&old, &topic, &old_tag, 2, 'o', 0..1, PARTITIONS).await {
                 Ok(d) => {
                     let r = settle(d).await.remove(0);
                     eprintln!("the fenced producer's delivery: {r:?}");
@@ -1110,7 +1111,7 @@ async fn stale_group_metadata_is_refused(protocol: GroupProtocol, label: &str) {
     let src = |p: i32| TopicPartition::new(source.clone(), p);
 
     producer.begin_transaction().expect("begin");
-    let d = send_records(&producer, &topic, &tag, 0, 'a', 3, 1)
+    let d = send_records(&producer, &topic, &tag, 0, 'a', 0..3, 1)
         .await
         .expect("send");
     let refused: Error = match producer
@@ -1146,7 +1147,7 @@ async fn stale_group_metadata_is_refused(protocol: GroupProtocol, label: &str) {
     );
 
     producer.begin_transaction().expect("begin");
-    let d = send_records(&producer, &topic, &tag, 1, 'c', 3, 1)
+    let d = send_records(&producer, &topic, &tag, 1, 'c', 0..3, 1)
         .await
         .expect("send");
     producer
@@ -1197,69 +1198,120 @@ enum Outcome {
     Aborted(Option<String>),
 }
 
-/// Transaction `i` of `count` records, committed if `commit` (the commit is
-/// repeated after a timeout, whose outcome is open) and aborted after any
-/// other error or if not `commit`. A fatal error fails the test: nothing
-/// fences this producer. A committed transaction's records must all have
-/// been delivered.
-async fn txn_under_faults(
-    producer: &Producer,
-    topic: &str,
-    tag: &str,
-    i: usize,
-    commit: bool,
+/// The transactions of a fault test: `count` records each, over
+/// `partitions` partitions of `topic`.
+struct FaultTxns<'a> {
+    producer: &'a Producer,
+    topic: &'a str,
+    tag: &'a str,
     count: usize,
     partitions: i32,
-) -> Outcome {
-    producer.begin_transaction().expect("begin");
-    let kind = if commit { 'c' } else { 'a' };
-    let mut error = None;
-    let deliveries = match send_records(producer, topic, tag, i, kind, count, partitions).await {
-        Ok(d) => d,
-        Err(e) => {
-            assert!(!e.is_fatal(), "transaction {i}: send: {e}");
-            error = Some(format!("send: {e}"));
-            Vec::new()
+}
+
+impl FaultTxns<'_> {
+    async fn send(
+        &self,
+        i: usize,
+        kind: char,
+        records: Range<usize>,
+    ) -> rskafka::error::Result<Vec<DeliveryFuture>> {
+        send_records(
+            self.producer,
+            self.topic,
+            self.tag,
+            i,
+            kind,
+            records,
+            self.partitions,
+        )
+        .await
+    }
+
+    /// Transaction `i`, committed if `commit` (the commit is repeated after
+    /// a timeout, whose outcome is open) and aborted after any other error
+    /// or if not `commit`. With `midway`, half of the records are delivered,
+    /// then `midway` runs (a fault), then the rest is sent. A fatal error
+    /// fails the test: nothing fences this producer. A committed
+    /// transaction's records must all have been delivered.
+    async fn run(&self, i: usize, commit: bool, midway: Option<&mut dyn FnMut()>) -> Outcome {
+        let producer = self.producer;
+        producer.begin_transaction().expect("begin");
+        let kind = if commit { 'c' } else { 'a' };
+        let half = if midway.is_some() {
+            self.count / 2
+        } else {
+            self.count
+        };
+        let mut sent = self.send(i, kind, 0..half).await;
+        let mut early = Vec::new();
+        if let Some(midway) = midway {
+            if let Ok(d) = &mut sent {
+                early = settle(std::mem::take(d)).await;
+            }
+            midway();
+            if sent.is_ok() {
+                let more = self.send(i, kind, half..self.count).await;
+                sent = match (sent, more) {
+                    (Ok(mut d), Ok(more)) => {
+                        d.extend(more);
+                        Ok(d)
+                    }
+                    (_, Err(e)) | (Err(e), _) => Err(e),
+                };
+            }
         }
-    };
-    if commit && error.is_none() {
+        let (deliveries, mut error) = match sent {
+            Ok(d) => (d, None),
+            Err(e) => {
+                assert!(!e.is_fatal(), "transaction {i}: send: {e}");
+                (Vec::new(), Some(format!("send: {e}")))
+            }
+        };
+        if commit && error.is_none() {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                match producer.commit_transaction().await {
+                    Ok(()) => {
+                        let failed: Vec<&Error> =
+                            early.iter().filter_map(|r| r.as_ref().err()).collect();
+                        assert!(
+                            failed.is_empty(),
+                            "transaction {i} committed, yet deliveries failed: {failed:?}"
+                        );
+                        assert_delivered(i, deliveries).await;
+                        return Outcome::Committed;
+                    }
+                    Err(e) if e.is_fatal() => panic!("transaction {i}: fatal commit error: {e}"),
+                    Err(e) if e.kind() == ErrorKind::Timeout && attempts < 5 => {
+                        eprintln!("transaction {i}: commit timed out, again: {e}");
+                    }
+                    Err(e) => {
+                        eprintln!("transaction {i}: commit failed, aborting: {e}");
+                        error = Some(format!("commit: {e}"));
+                        break;
+                    }
+                }
+            }
+        } else if !commit {
+            // Written first, so that aborted records are in the log.
+            for r in settle(deliveries).await {
+                if let Err(e) = r {
+                    eprintln!("transaction {i}: a record to abort failed: {e}");
+                }
+            }
+        }
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match producer.commit_transaction().await {
-                Ok(()) => {
-                    assert_delivered(i, deliveries).await;
-                    return Outcome::Committed;
-                }
-                Err(e) if e.is_fatal() => panic!("transaction {i}: fatal commit error: {e}"),
-                Err(e) if e.kind() == ErrorKind::Timeout && attempts < 5 => {
-                    eprintln!("transaction {i}: commit timed out, again: {e}");
-                }
+            match producer.abort_transaction().await {
+                Ok(()) => return Outcome::Aborted(error),
+                Err(e) if e.is_fatal() => panic!("transaction {i}: fatal abort error: {e}"),
                 Err(e) => {
-                    eprintln!("transaction {i}: commit failed, aborting: {e}");
-                    error = Some(format!("commit: {e}"));
-                    break;
+                    eprintln!("transaction {i}: abort failed (attempt {attempts}): {e}");
+                    assert!(attempts < 10, "transaction {i}: abort keeps failing: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-            }
-        }
-    } else if !commit {
-        // Written first, so that aborted records are in the log.
-        for r in settle(deliveries).await {
-            if let Err(e) = r {
-                eprintln!("transaction {i}: a record to abort failed: {e}");
-            }
-        }
-    }
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
-        match producer.abort_transaction().await {
-            Ok(()) => return Outcome::Aborted(error),
-            Err(e) if e.is_fatal() => panic!("transaction {i}: fatal abort error: {e}"),
-            Err(e) => {
-                eprintln!("transaction {i}: abort failed (attempt {attempts}): {e}");
-                assert!(attempts < 10, "transaction {i}: abort keeps failing: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }
@@ -1291,8 +1343,10 @@ fn assert_no_duplicates(who: &str, read: &[Read]) {
 }
 
 /// Issue (three-broker cluster, replication factor 3): transactions go on
-/// while the leader of a partition is SIGKILLed and later restarted; under
-/// read_committed exactly the committed ones are there, whole, once.
+/// while the leader of a partition is SIGKILLed in the middle of one, and
+/// restarted in the middle of another, until the leadership is back on the
+/// restarted node; under read_committed exactly the committed ones are
+/// there, whole, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_across_a_leader_kill() {
     let Some(cluster) = TestCluster::acquire() else {
@@ -1314,23 +1368,54 @@ async fn transactions_across_a_leader_kill() {
         .expect("producer");
     producer.init_transactions().await.expect("init");
 
+    let txns = FaultTxns {
+        producer: &producer,
+        topic: &topic,
+        tag: &tag,
+        count: PER_TXN,
+        partitions: PARTITIONS,
+    };
+    const KILL_AT: usize = 8;
+    const RESTART_AT: usize = 14;
     let mut outcomes = Vec::new();
     let mut downed = None;
     let mut restart = None;
+    // The first transaction after the leadership came back.
+    let mut back_at = None;
     let started = Instant::now();
-    for i in 0..TXNS {
-        if i == 8 {
-            downed = Some(cluster.kill(victim));
+    loop {
+        let i = outcomes.len();
+        if i >= TXNS && back_at.is_some_and(|b| i >= b + 3) {
+            break;
         }
-        if i == 18 {
-            let node = downed.take().expect("the node is down");
-            restart = Some(tokio::task::spawn_blocking(move || node.start()));
-        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "the leadership of {topic}/0 did not come back to node {victim}"
+        );
+        let mut fault = || {
+            if i == KILL_AT {
+                downed = Some(cluster.kill(victim));
+            } else {
+                let node = downed.take().expect("the node is down");
+                restart = Some(tokio::task::spawn_blocking(move || node.start()));
+            }
+        };
+        let midway: Option<&mut dyn FnMut()> = if i == KILL_AT || i == RESTART_AT {
+            Some(&mut fault)
+        } else {
+            None
+        };
         // Every fourth transaction is aborted on purpose.
-        let outcome =
-            txn_under_faults(&producer, &topic, &tag, i, i % 4 != 3, PER_TXN, PARTITIONS).await;
+        let outcome = txns.run(i, i % 4 != 3, midway).await;
         eprintln!("transaction {i}: {outcome:?} at {:?}", started.elapsed());
         outcomes.push(outcome);
+        if back_at.is_none()
+            && restart.as_ref().is_some_and(|r| r.is_finished())
+            && cluster.leader(&client, &topic, 0).await == victim
+        {
+            eprintln!("the leadership is back on node {victim} after transaction {i}");
+            back_at = Some(i + 1);
+        }
     }
     restart
         .expect("the node was restarted")
@@ -1343,8 +1428,11 @@ async fn transactions_across_a_leader_kill() {
         .iter()
         .filter(|o| matches!(o, Outcome::Committed))
         .count();
+    let planned = (0..outcomes.len()).filter(|i| i % 4 != 3).count();
     eprintln!(
-        "node {victim} killed and restarted: {committed_count} of {TXNS} transactions committed in {:?}",
+        "node {victim} killed and restarted: {committed_count} of {} transactions committed \
+         ({planned} planned) in {:?}",
+        outcomes.len(),
         started.elapsed()
     );
     assert_settled(
@@ -1356,11 +1444,10 @@ async fn transactions_across_a_leader_kill() {
         None,
     )
     .await;
-    // The planned aborts aside, the outage may cost a transaction or two,
-    // not most of them.
+    // The outage may cost a transaction or two, not most of them.
     assert!(
-        committed_count >= TXNS * 3 / 4 - 3,
-        "only {committed_count} of {TXNS} transactions committed: {outcomes:?}"
+        committed_count + 3 >= planned,
+        "only {committed_count} of {planned} transactions committed: {outcomes:?}"
     );
 
     cluster.delete_topic(&client, &topic).await;
@@ -1405,6 +1492,13 @@ async fn commit_and_abort_under_connection_chaos() {
         .producer(txn_config(&format!("{topic}-txn")))
         .expect("producer");
     producer.init_transactions().await.expect("init");
+    let txns = FaultTxns {
+        producer: &producer,
+        topic: &topic,
+        tag: &tag,
+        count: PER_TXN,
+        partitions: PARTITIONS,
+    };
 
     proxy.set_cutting(true);
     let started = Instant::now();
@@ -1413,8 +1507,7 @@ async fn commit_and_abort_under_connection_chaos() {
     // which no cut hit a request in flight tests little.
     while outcomes.len() < TXNS || (producer.metrics().retries == 0 && outcomes.len() < 3 * TXNS) {
         let i = outcomes.len();
-        let outcome =
-            txn_under_faults(&producer, &topic, &tag, i, i % 3 != 2, PER_TXN, PARTITIONS).await;
+        let outcome = txns.run(i, i % 3 != 2, None).await;
         outcomes.push(outcome);
         // Spread over many connection lifetimes.
         tokio::time::sleep(Duration::from_millis(200)).await;
