@@ -1208,7 +1208,23 @@ struct FaultTxns<'a> {
     partitions: i32,
 }
 
-impl FaultTxns<'_> {
+impl<'a> FaultTxns<'a> {
+    fn new(
+        producer: &'a Producer,
+        topic: &'a str,
+        tag: &'a str,
+        count: usize,
+        partitions: i32,
+    ) -> Self {
+        Self {
+            producer,
+            topic,
+            tag,
+            count,
+            partitions,
+        }
+    }
+
     async fn send(
         &self,
         i: usize,
@@ -1368,13 +1384,7 @@ async fn transactions_across_a_leader_kill() {
         .expect("producer");
     producer.init_transactions().await.expect("init");
 
-    let txns = FaultTxns {
-        producer: &producer,
-        topic: &topic,
-        tag: &tag,
-        count: PER_TXN,
-        partitions: PARTITIONS,
-    };
+    let txns = FaultTxns::new(&producer, &topic, &tag, PER_TXN, PARTITIONS);
     const KILL_AT: usize = 8;
     const RESTART_AT: usize = 14;
     let mut outcomes = Vec::new();
@@ -1492,13 +1502,7 @@ async fn commit_and_abort_under_connection_chaos() {
         .producer(txn_config(&format!("{topic}-txn")))
         .expect("producer");
     producer.init_transactions().await.expect("init");
-    let txns = FaultTxns {
-        producer: &producer,
-        topic: &topic,
-        tag: &tag,
-        count: PER_TXN,
-        partitions: PARTITIONS,
-    };
+    let txns = FaultTxns::new(&producer, &topic, &tag, PER_TXN, PARTITIONS);
 
     proxy.set_cutting(true);
     let started = Instant::now();
