@@ -832,6 +832,76 @@ async fn theirs_read_exactly_committed_by_ours() {
         }
     }
 }
+/// Issue: a record the broker refuses (larger than the topic's
+/// `max.message.bytes`) fails the commit with an error that is not fatal;
+/// the transaction aborts, nothing of it is visible, and the producer's next
+/// transaction commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_fails_the_commit_and_the_producer_goes_on() {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let client = connect(&bootstrap).await;
+    const PARTITIONS: i32 = 2;
+    let topic = unique_topic("txn-refused");
+    client
+        .controller_client()
+        .expect("controller")
+        .create_topic_with_configs(
+            &topic,
+            PARTITIONS,
+            1,
+            BTreeMap::from([("max.message.bytes".to_owned(), "2000".to_owned())]),
+            30_000,
+        )
+        .await
+        .expect("create topic");
+    let tag = format!("{topic}-rs");
+    let producer = client
+        .producer(txn_config(&format!("{topic}-txn")))
+        .expect("producer");
+    producer.init_transactions().await.expect("init");
+
+    producer.begin_transaction().expect("begin");
+    let small = send_records(&producer, &topic, &tag, 0, 'a', 0..4, PARTITIONS)
+        .await
+        .expect("send");
+    let big = producer
+        .send(
+            ProducerRecord::new(&topic, record(format!("{tag}:0:a:big{}", "x".repeat(4000))))
+                .with_partition(1),
+        )
+        .await
+        .expect("send the big record");
+    let e = producer
+        .commit_transaction()
+        .await
+        .expect_err("a commit with a refused record");
+    eprintln!("the commit with a refused record: {e}");
+    assert!(!e.is_fatal(), "a refused record is not fatal: {e}");
+    let refused = big.await.expect_err("the big record is refused");
+    eprintln!("the big record: {refused}");
+    producer
+        .abort_transaction()
+        .await
+        .expect("abort after the refused record");
+    drop(settle(small).await);
+
+    run_plan(&producer, &topic, &tag, "c4,a2,c3", PARTITIONS).await;
+    producer.close().await;
+    // Transaction 0 of the plan and of the refused transaction share
+    // their index: the plan's values are "c" ones, the refused ones "a".
+    let (committed_values, _) = plan_values(&tag, "c4,a2,c3");
+    assert_settled(
+        &client,
+        &topic,
+        PARTITIONS,
+        "after the refused record",
+        &committed_values,
+        None,
+    )
+    .await;
+}
 
 // ---------------------------------------------------------------------------
 // Fencing and crashes
