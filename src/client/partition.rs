@@ -214,18 +214,7 @@ impl PartitionClient {
     /// After an error that says the leader is elsewhere: forget the cached
     /// leader so the next attempt looks it up again.
     fn on_leader_error(&self, code: ErrorCode) {
-        if matches!(
-            code,
-            ErrorCode::NOT_LEADER_OR_FOLLOWER
-                | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-                | ErrorCode::LEADER_NOT_AVAILABLE
-                | ErrorCode::FENCED_LEADER_EPOCH
-                | ErrorCode::UNKNOWN_LEADER_EPOCH
-                | ErrorCode::NOT_ENOUGH_REPLICAS
-                | ErrorCode::KAFKA_STORAGE_ERROR
-                | ErrorCode::UNKNOWN_TOPIC_ID
-                | ErrorCode::INCONSISTENT_TOPIC_ID
-        ) {
+        if code.is_leader_moved() {
             self.client.cluster.invalidate_topic(&self.topic);
         }
     }
@@ -688,7 +677,7 @@ fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes> {
         }));
         writer
             .append(
-                timestamp_ms(r.timestamp),
+                crate::record::millis_from_time(r.timestamp),
                 r.key.as_deref(),
                 r.value.as_deref(),
                 &headers,
@@ -698,24 +687,6 @@ fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes> {
     writer
         .finish()
         .map_err(|e| Error::invalid_input("cannot encode the records").with_source(e))
-}
-
-/// Milliseconds since the epoch, saturating far outside Kafka's range.
-fn timestamp_ms(t: OffsetDateTime) -> i64 {
-    let ms = t.unix_timestamp_nanos() / 1_000_000;
-    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
-}
-
-/// The time of a Kafka timestamp; out-of-range values (only a broken or
-/// hostile peer sends them) saturate instead of failing the fetch.
-fn time_of(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or_else(|_| {
-        if ms < 0 {
-            time::PrimitiveDateTime::MIN.assume_utc()
-        } else {
-            time::PrimitiveDateTime::MAX.assume_utc()
-        }
-    })
 }
 
 /// The records a consumer sees: at or after `from`, without control
@@ -772,7 +743,7 @@ fn visible_records(
                         .iter()
                         .map(|h| (h.key.clone(), h.value.clone()))
                         .collect(),
-                    timestamp: time_of(ts),
+                    timestamp: crate::record::time_from_millis(ts),
                 },
                 offset,
             });
@@ -856,13 +827,6 @@ mod tests {
         assert_eq!(offsets(&committed), vec![2, 3, 6]);
         let uncommitted = visible_records(batches, 0, vec![]);
         assert_eq!(offsets(&uncommitted), vec![0, 1, 2, 3, 6]);
-    }
-
-    #[test]
-    fn hostile_timestamps_saturate() {
-        assert_eq!(time_of(i64::MAX), time::PrimitiveDateTime::MAX.assume_utc());
-        assert_eq!(time_of(i64::MIN), time::PrimitiveDateTime::MIN.assume_utc());
-        assert_eq!(timestamp_ms(time_of(1_234)), 1_234);
     }
 
     #[test]

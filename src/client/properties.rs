@@ -93,6 +93,8 @@ const KNOWN: &[(&str, Option<&str>, Scope)] = &[
         Scope::Producer,
     ),
     ("retries", Some("message.send.max.retries"), Scope::Producer),
+    ("transactional.id", None, Scope::Producer),
+    ("transaction.timeout.ms", None, Scope::Producer),
     ("retry.backoff.ms", None, Scope::Producer),
     ("retry.backoff.max.ms", None, Scope::Producer),
     (
@@ -423,6 +425,12 @@ impl Properties {
         if let Some(n) = self.number::<u32>("retries")? {
             config = config.retries(n);
         }
+        if let Some(id) = self.get("transactional.id") {
+            config = config.transactional_id(id);
+        }
+        if let Some(t) = self.millis("transaction.timeout.ms")? {
+            config = config.transaction_timeout(t);
+        }
         let initial = self.millis("retry.backoff.ms")?;
         let max = self.millis("retry.backoff.max.ms")?;
         if initial.is_some() || max.is_some() {
@@ -685,6 +693,8 @@ mod tests {
             ("retries", "3"),
             ("message.timeout.ms", "60000"),
             ("queue.buffering.max.kbytes", "1024"),
+            ("transactional.id", "orders-1"),
+            ("transaction.timeout.ms", "30000"),
         ])
         .producer_config()
         .unwrap();
@@ -696,6 +706,8 @@ mod tests {
             "retries: 3",
             "delivery_timeout: 60s",
             "buffer_memory: 1048576",
+            "transactional_id: Some(\"orders-1\")",
+            "transaction_timeout: 30s",
         ] {
             assert!(debug.contains(want), "{want} in {debug}");
         }

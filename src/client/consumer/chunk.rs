@@ -156,7 +156,7 @@ fn push_records(
         let timestamp = match last {
             Some((m, t)) if m == ms => t,
             _ => {
-                let t = timestamp_from_millis(ms);
+                let t = crate::record::time_from_millis(ms);
                 last = Some((ms, t));
                 t
             }
@@ -176,17 +176,6 @@ fn push_records(
             },
         });
     }
-}
-
-/// Milliseconds since the epoch as a date; values outside what the date type
-/// can hold (garbage from the wire) read as the epoch rather than failing.
-pub(crate) fn timestamp_from_millis(ms: i64) -> OffsetDateTime {
-    // Whole seconds plus milliseconds, in i64: the i128 nanosecond
-    // constructor costs a software 128-bit division per record.
-    let millis = ms.rem_euclid(1000) as u16; // 0..=999
-    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .and_then(|t| t.replace_millisecond(millis))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -491,22 +480,5 @@ mod tests {
             &DecodeLimits::default(),
         );
         assert!(err.is_err());
-    }
-
-    #[test]
-    fn timestamps_out_of_range_do_not_fail() {
-        assert_eq!(timestamp_from_millis(i64::MAX), OffsetDateTime::UNIX_EPOCH);
-        assert_eq!(timestamp_from_millis(i64::MIN), OffsetDateTime::UNIX_EPOCH);
-        for ms in [0, 1, 999, 1000, 1_700_000_000_123, -1001, -999] {
-            assert_eq!(
-                timestamp_from_millis(ms),
-                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap(),
-                "{ms}"
-            );
-        }
-        assert_eq!(
-            timestamp_from_millis(-1),
-            OffsetDateTime::UNIX_EPOCH - time::Duration::milliseconds(1)
-        );
     }
 }

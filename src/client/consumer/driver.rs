@@ -997,7 +997,7 @@ impl Driver {
     /// application when the partition stops.
     fn partition_failed(&self, part: &mut Part, code: ErrorCode, api: ApiKey) -> Option<Error> {
         part.failed(format_args!("{} answered {code}", api.name()));
-        if is_leader_error(code) {
+        if code.is_leader_moved() {
             self.cluster.invalidate_topic(&part.topic);
             part.lose_leader();
             part.back_off();
@@ -1161,7 +1161,7 @@ impl Driver {
             }
             return;
         }
-        if is_leader_error(p.error) {
+        if p.error.is_leader_moved() {
             tracing::debug!(topic = %part.topic, partition = part.partition, error = %p.error, "leader changed");
             part.failed(format_args!("Fetch answered {}", p.error));
             match p.leader_hint {
@@ -1304,23 +1304,6 @@ fn live_part<'a>(st: &'a mut State, item: &Item) -> Option<&'a mut Part> {
     let part = st.part_mut(&item.topic, item.partition)?;
     part.busy = false;
     (part.generation == item.generation).then_some(part)
-}
-
-/// Errors after which the partition's leader must be looked up again.
-fn is_leader_error(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::NOT_LEADER_OR_FOLLOWER
-            | ErrorCode::FENCED_LEADER_EPOCH
-            | ErrorCode::UNKNOWN_LEADER_EPOCH
-            | ErrorCode::LEADER_NOT_AVAILABLE
-            | ErrorCode::REPLICA_NOT_AVAILABLE
-            | ErrorCode::KAFKA_STORAGE_ERROR
-            | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-            | ErrorCode::UNKNOWN_TOPIC_ID
-            | ErrorCode::INCONSISTENT_TOPIC_ID
-            | ErrorCode::OFFSET_NOT_AVAILABLE
-    )
 }
 
 /// The retriable error item for a partition that made no progress.
@@ -1854,13 +1837,5 @@ mod tests {
         assert_eq!(fetch(100_000, 1_000_000, 10), DECODE_AHEAD_BYTES / 10);
         // Never below the floor.
         assert_eq!(fetch(1, 1 << 40, 1), MIN_FETCH_BYTES);
-    }
-
-    #[test]
-    fn leader_errors_are_recognised() {
-        assert!(is_leader_error(ErrorCode::NOT_LEADER_OR_FOLLOWER));
-        assert!(is_leader_error(ErrorCode::FENCED_LEADER_EPOCH));
-        assert!(!is_leader_error(ErrorCode::OFFSET_OUT_OF_RANGE));
-        assert!(!is_leader_error(ErrorCode::NONE));
     }
 }

@@ -312,10 +312,10 @@ pub(super) async fn commit(shared: &Shared, producer: &Producer) -> Result<()> {
     let failure = {
         let mut st = shared.lock();
         let st = &mut *st;
-        let txn = st
-            .txn
-            .as_ref()
-            .and_then(|t| t.abortable.as_ref().map(Error::duplicate));
+        let txn = st.txn.as_ref().and_then(|t| match &t.phase {
+            Phase::Fatal(e) => Some(e.duplicate()),
+            _ => t.abortable.as_ref().map(Error::duplicate),
+        });
         txn.or_else(|| st.acc.txn_failure())
     };
     if let Some(e) = failure {
