@@ -1462,28 +1462,11 @@ async fn no_loss_no_duplicates_while_a_proxy_cuts_every_connection() {
             .unwrap_or(60),
     );
     // A port range of its own (other tests' private brokers use 29192+).
-    let broker_port = common::free_port_base(29_592).expect("a free port range");
-    let proxy = FaultProxy::start(
-        any_port(),
-        SocketAddr::from(([127, 0, 0, 1], broker_port)),
+    let (proxy, broker) = proxy::proxied_private_broker(
+        29_592,
         Some((Duration::from_millis(500), Duration::from_millis(1500))),
     )
-    .await
-    .unwrap();
-    proxy.set_cutting(false);
-    let broker = tokio::task::spawn_blocking({
-        let advertised = proxy.local_addr();
-        // Every client connection goes through the proxy.
-        move || {
-            common::PrivateBroker::start_with_properties(
-                broker_port,
-                &format!("advertised.listeners=PLAINTEXT://{advertised}"),
-            )
-        }
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("private broker: {e}"));
+    .await;
 
     let idempotent = chaos_run(
         &proxy,

@@ -6,7 +6,7 @@
 //! leader is looked up again after each such error, using the new leader the
 //! broker names where it does (KIP-951).
 
-use std::{collections::HashSet, ops::Range};
+use std::ops::Range;
 
 use tokio::time::Instant;
 
@@ -27,8 +27,7 @@ use crate::{
             DeleteRecordsRequest, FetchRequest, ListOffsetsRequest, ProduceRequest,
         },
         record::{
-            BatchHeader, ControlRecordKind, DecodeLimits, RecordBatch, RecordBatchWriter,
-            RecordHeader, TimestampType,
+            BatchHeader, DecodeLimits, RecordBatch, RecordBatchWriter, RecordHeader, TimestampType,
         },
         ApiKey, ErrorCode, Uuid,
     },
@@ -36,6 +35,7 @@ use crate::{
 };
 
 use super::{
+    consumer::aborted::{AbortedFilter, BatchMeta},
     retry::{never_final, retry},
     Client,
 };
@@ -69,7 +69,8 @@ pub enum Acks {
 }
 
 impl Acks {
-    fn wire(self) -> i16 {
+    /// The value of a request's `acks` field.
+    pub(crate) fn wire(self) -> i16 {
         match self {
             Acks::None => 0,
             Acks::Leader => 1,
@@ -91,7 +92,8 @@ pub enum IsolationLevel {
 }
 
 impl IsolationLevel {
-    fn wire(self) -> i8 {
+    /// The value of a request's `isolation_level` field.
+    pub(crate) fn wire(self) -> i8 {
         match self {
             IsolationLevel::ReadUncommitted => 0,
             IsolationLevel::ReadCommitted => 1,
@@ -214,18 +216,7 @@ impl PartitionClient {
     /// After an error that says the leader is elsewhere: forget the cached
     /// leader so the next attempt looks it up again.
     fn on_leader_error(&self, code: ErrorCode) {
-        if matches!(
-            code,
-            ErrorCode::NOT_LEADER_OR_FOLLOWER
-                | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-                | ErrorCode::LEADER_NOT_AVAILABLE
-                | ErrorCode::FENCED_LEADER_EPOCH
-                | ErrorCode::UNKNOWN_LEADER_EPOCH
-                | ErrorCode::NOT_ENOUGH_REPLICAS
-                | ErrorCode::KAFKA_STORAGE_ERROR
-                | ErrorCode::UNKNOWN_TOPIC_ID
-                | ErrorCode::INCONSISTENT_TOPIC_ID
-        ) {
+        if code.is_leader_moved() {
             self.client.cluster.invalidate_topic(&self.topic);
         }
     }
@@ -511,7 +502,7 @@ impl PartitionClient {
         let next_offset = decoded.next_offset().unwrap_or(offset).max(offset);
         let aborted: Vec<(i64, i64)> = match (&p.aborted_transactions, self.isolation) {
             (Some(a), IsolationLevel::ReadCommitted) => {
-                a.iter().map(|t| (t.first_offset, t.producer_id)).collect()
+                a.iter().map(|t| (t.producer_id, t.first_offset)).collect()
             }
             _ => Vec::new(),
         };
@@ -688,7 +679,7 @@ fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes> {
         }));
         writer
             .append(
-                timestamp_ms(r.timestamp),
+                crate::record::millis_from_time(r.timestamp),
                 r.key.as_deref(),
                 r.value.as_deref(),
                 &headers,
@@ -700,56 +691,18 @@ fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes> {
         .map_err(|e| Error::invalid_input("cannot encode the records").with_source(e))
 }
 
-/// Milliseconds since the epoch, saturating far outside Kafka's range.
-fn timestamp_ms(t: OffsetDateTime) -> i64 {
-    let ms = t.unix_timestamp_nanos() / 1_000_000;
-    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
-}
-
-/// The time of a Kafka timestamp; out-of-range values (only a broken or
-/// hostile peer sends them) saturate instead of failing the fetch.
-fn time_of(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or_else(|_| {
-        if ms < 0 {
-            time::PrimitiveDateTime::MIN.assume_utc()
-        } else {
-            time::PrimitiveDateTime::MAX.assume_utc()
-        }
-    })
-}
-
 /// The records a consumer sees: at or after `from`, without control
-/// batches and, given the aborted transactions `(first_offset, producer_id)`
+/// batches and, given the aborted transactions `(producer_id, first_offset)`
 /// of a read_committed fetch, without records of aborted transactions.
 fn visible_records(
     batches: Vec<RecordBatch>,
     from: i64,
-    mut aborted: Vec<(i64, i64)>,
+    aborted: Vec<(i64, i64)>,
 ) -> Vec<RecordAndOffset> {
-    // As the Java consumer: walk batches in order; an aborted transaction
-    // becomes active once a batch reaches its first offset, and ends at the
-    // producer's ABORT marker.
-    aborted.sort_unstable();
-    let mut pending = aborted.into_iter().peekable();
-    let mut aborting: HashSet<i64> = HashSet::new();
+    let mut filter = AbortedFilter::new(aborted);
     let mut out = Vec::with_capacity(batches.iter().map(|b| b.records.len()).sum());
     for batch in batches {
-        while let Some(&(first, pid)) = pending.peek() {
-            if first > batch.last_offset() {
-                break;
-            }
-            aborting.insert(pid);
-            pending.next();
-        }
-        if batch.is_control {
-            if let Some(Ok(c)) = batch.control_record() {
-                if c.kind == ControlRecordKind::Abort {
-                    aborting.remove(&batch.producer_id);
-                }
-            }
-            continue;
-        }
-        if batch.is_transactional && aborting.contains(&batch.producer_id) {
+        if !filter.keep(&BatchMeta::of(&batch)) {
             continue;
         }
         let log_append = batch.timestamp_type == TimestampType::LogAppendTime;
@@ -772,7 +725,7 @@ fn visible_records(
                         .iter()
                         .map(|h| (h.key.clone(), h.value.clone()))
                         .collect(),
-                    timestamp: time_of(ts),
+                    timestamp: crate::record::time_from_millis(ts),
                 },
                 offset,
             });
@@ -852,17 +805,10 @@ mod tests {
             marker(5, 8, false),  // commit of pid 8
             batch(6, 1, 7, true), // pid 7's next transaction: not aborted
         ];
-        let committed = visible_records(batches.clone(), 0, vec![(0, 7)]);
+        let committed = visible_records(batches.clone(), 0, vec![(7, 0)]);
         assert_eq!(offsets(&committed), vec![2, 3, 6]);
         let uncommitted = visible_records(batches, 0, vec![]);
         assert_eq!(offsets(&uncommitted), vec![0, 1, 2, 3, 6]);
-    }
-
-    #[test]
-    fn hostile_timestamps_saturate() {
-        assert_eq!(time_of(i64::MAX), time::PrimitiveDateTime::MAX.assume_utc());
-        assert_eq!(time_of(i64::MIN), time::PrimitiveDateTime::MIN.assume_utc());
-        assert_eq!(timestamp_ms(time_of(1_234)), 1_234);
     }
 
     #[test]

@@ -16,11 +16,18 @@ struct Info {
     code: i16,
     name: &'static str,
     retriable: bool,
+    /// The partition's leader may be elsewhere: look it up again.
+    leader_moved: bool,
     description: &'static str,
 }
 
+/// Rows are `NAME = code, retriable, description;`; codes after which a
+/// partition's leader must be looked up again add `+ leader_moved` after
+/// the retriable flag.
 macro_rules! error_codes {
-    ($( $konst:ident = $code:literal, $retriable:literal, $desc:literal; )*) => {
+    (@flag) => { false };
+    (@flag leader_moved) => { true };
+    ($( $konst:ident = $code:literal, $retriable:literal $(+ $flag:ident)?, $desc:literal; )*) => {
         impl ErrorCode {
             $(
                 #[doc = $desc]
@@ -29,7 +36,13 @@ macro_rules! error_codes {
         }
         /// Sorted by code, so lookups can binary-search.
         const TABLE: &[Info] = &[
-            $( Info { code: $code, name: stringify!($konst), retriable: $retriable, description: $desc }, )*
+            $( Info {
+                code: $code,
+                name: stringify!($konst),
+                retriable: $retriable,
+                leader_moved: error_codes!(@flag $($flag)?),
+                description: $desc,
+            }, )*
         ];
     };
 }
@@ -39,13 +52,13 @@ error_codes! {
     NONE = 0, false, "No error.";
     OFFSET_OUT_OF_RANGE = 1, false, "The requested offset is outside the range kept by the broker.";
     CORRUPT_MESSAGE = 2, true, "A message failed its CRC check or is otherwise corrupt.";
-    UNKNOWN_TOPIC_OR_PARTITION = 3, true, "This broker does not host this topic-partition.";
+    UNKNOWN_TOPIC_OR_PARTITION = 3, true + leader_moved, "This broker does not host this topic-partition.";
     INVALID_FETCH_SIZE = 4, false, "The fetch asked for an invalid number of bytes.";
-    LEADER_NOT_AVAILABLE = 5, true, "No leader is available for this partition right now.";
-    NOT_LEADER_OR_FOLLOWER = 6, true, "This broker is not the leader or a follower for the partition.";
+    LEADER_NOT_AVAILABLE = 5, true + leader_moved, "No leader is available for this partition right now.";
+    NOT_LEADER_OR_FOLLOWER = 6, true + leader_moved, "This broker is not the leader or a follower for the partition.";
     REQUEST_TIMED_OUT = 7, true, "The request timed out on the broker.";
     BROKER_NOT_AVAILABLE = 8, false, "The addressed broker is not available.";
-    REPLICA_NOT_AVAILABLE = 9, true, "A replica the request needs is not available.";
+    REPLICA_NOT_AVAILABLE = 9, true + leader_moved, "A replica the request needs is not available.";
     MESSAGE_TOO_LARGE = 10, false, "A record or batch is larger than the broker or topic accepts.";
     STALE_CONTROLLER_EPOCH = 11, false, "The request came from a controller whose epoch is outdated.";
     OFFSET_METADATA_TOO_LARGE = 12, false, "The metadata string committed with an offset is too long.";
@@ -55,7 +68,7 @@ error_codes! {
     NOT_COORDINATOR = 16, true, "This broker is not the coordinator for the group or transaction; look it up again.";
     INVALID_TOPIC_EXCEPTION = 17, false, "The topic name is not valid or the operation is not allowed on this topic.";
     RECORD_LIST_TOO_LARGE = 18, false, "The batch in a produce request exceeds the segment size.";
-    NOT_ENOUGH_REPLICAS = 19, true, "Fewer in-sync replicas than min.insync.replicas; the write was refused.";
+    NOT_ENOUGH_REPLICAS = 19, true + leader_moved, "Fewer in-sync replicas than min.insync.replicas; the write was refused.";
     NOT_ENOUGH_REPLICAS_AFTER_APPEND = 20, true, "The write reached the leader but the in-sync replica set shrank below the minimum.";
     INVALID_REQUIRED_ACKS = 21, false, "The acks setting of the produce request is not valid.";
     ILLEGAL_GENERATION = 22, false, "The group generation in the request is not the current one.";
@@ -92,7 +105,7 @@ error_codes! {
     TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53, false, "The client is not authorized for this transactional id.";
     SECURITY_DISABLED = 54, false, "Security features are disabled on the broker.";
     OPERATION_NOT_ATTEMPTED = 55, false, "The broker skipped this operation because another part of the request failed.";
-    KAFKA_STORAGE_ERROR = 56, true, "The broker's disk for this partition failed or is offline.";
+    KAFKA_STORAGE_ERROR = 56, true + leader_moved, "The broker's disk for this partition failed or is offline.";
     LOG_DIR_NOT_FOUND = 57, false, "The named log directory does not exist on the broker.";
     SASL_AUTHENTICATION_FAILED = 58, false, "SASL authentication failed.";
     UNKNOWN_PRODUCER_ID = 59, false, "The broker no longer has state for this producer id, e.g. after its records expired.";
@@ -110,11 +123,11 @@ error_codes! {
     INVALID_FETCH_SESSION_EPOCH = 71, true, "The fetch session epoch is not the expected one.";
     LISTENER_NOT_FOUND = 72, true, "The partition leader has no listener matching the one this request used.";
     TOPIC_DELETION_DISABLED = 73, false, "Deleting topics is disabled on the broker.";
-    FENCED_LEADER_EPOCH = 74, true, "The leader epoch in the request is older than the broker's.";
-    UNKNOWN_LEADER_EPOCH = 75, true, "The leader epoch in the request is newer than the broker's.";
+    FENCED_LEADER_EPOCH = 74, true + leader_moved, "The leader epoch in the request is older than the broker's.";
+    UNKNOWN_LEADER_EPOCH = 75, true + leader_moved, "The leader epoch in the request is newer than the broker's.";
     UNSUPPORTED_COMPRESSION_TYPE = 76, false, "The client cannot handle the compression codec of this partition.";
     STALE_BROKER_EPOCH = 77, false, "The broker epoch in the request is outdated.";
-    OFFSET_NOT_AVAILABLE = 78, true, "The new leader's high watermark has not caught up yet, so offsets cannot be served.";
+    OFFSET_NOT_AVAILABLE = 78, true + leader_moved, "The new leader's high watermark has not caught up yet, so offsets cannot be served.";
     MEMBER_ID_REQUIRED = 79, false, "The member must rejoin with the member id the coordinator assigned.";
     PREFERRED_LEADER_NOT_AVAILABLE = 80, true, "The preferred replica cannot become leader right now.";
     GROUP_MAX_SIZE_REACHED = 81, false, "The group already has its maximum number of members.";
@@ -136,10 +149,10 @@ error_codes! {
     PRINCIPAL_DESERIALIZATION_FAILURE = 97, false, "A forwarded request's principal could not be decoded (a cluster security setup problem).";
     SNAPSHOT_NOT_FOUND = 98, false, "The requested metadata snapshot does not exist.";
     POSITION_OUT_OF_RANGE = 99, false, "The requested snapshot position is negative or past its end.";
-    UNKNOWN_TOPIC_ID = 100, true, "This broker does not host a topic with this id.";
+    UNKNOWN_TOPIC_ID = 100, true + leader_moved, "This broker does not host a topic with this id.";
     DUPLICATE_BROKER_REGISTRATION = 101, false, "Another broker already registered with this id.";
     BROKER_ID_NOT_REGISTERED = 102, false, "No broker with this id is registered.";
-    INCONSISTENT_TOPIC_ID = 103, true, "The topic id in the request differs from the one in the broker's log.";
+    INCONSISTENT_TOPIC_ID = 103, true + leader_moved, "The topic id in the request differs from the one in the broker's log.";
     INCONSISTENT_CLUSTER_ID = 104, false, "The cluster id in the request differs from the broker's.";
     TRANSACTIONAL_ID_NOT_FOUND = 105, false, "No transaction with this transactional id exists.";
     FETCH_SESSION_TOPIC_ID_ERROR = 106, true, "The fetch session mixed topic ids inconsistently.";
@@ -201,6 +214,14 @@ impl ErrorCode {
         self.info().is_some_and(|i| i.retriable)
     }
 
+    /// Whether the code says the partition's leader may have moved (or its
+    /// metadata is stale), so the leader must be looked up again before
+    /// retrying: NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH,
+    /// UNKNOWN_TOPIC_OR_PARTITION and the like.
+    pub fn is_leader_moved(self) -> bool {
+        self.info().is_some_and(|i| i.leader_moved)
+    }
+
     /// A one-line description.
     pub fn description(self) -> &'static str {
         self.info()
@@ -237,6 +258,29 @@ impl fmt::Display for ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leader_moves_are_recognised() {
+        for code in [
+            ErrorCode::NOT_LEADER_OR_FOLLOWER,
+            ErrorCode::FENCED_LEADER_EPOCH,
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            ErrorCode::UNKNOWN_TOPIC_ID,
+        ] {
+            assert!(code.is_leader_moved(), "{code}");
+            assert!(code.is_retriable(), "{code}");
+        }
+        for code in [
+            ErrorCode::NONE,
+            ErrorCode::OFFSET_OUT_OF_RANGE,
+            ErrorCode::REQUEST_TIMED_OUT,
+            ErrorCode(-32_000),
+        ] {
+            assert!(!code.is_leader_moved(), "{code}");
+        }
+        // Every code that sends a client to the leader again is retriable.
+        assert!(TABLE.iter().filter(|i| i.leader_moved).all(|i| i.retriable));
+    }
 
     #[test]
     fn table_is_sorted_contiguous_and_unique() {

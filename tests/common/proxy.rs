@@ -117,6 +117,37 @@ impl FaultProxy {
     }
 }
 
+/// A private broker of the test's own (ports from `port_from`, see
+/// `common::free_port_base`) that advertises a proxy in front of it, so
+/// that every client connection goes through the proxy; `cut_after` as in
+/// [`FaultProxy::start`], cutting off until the test turns it on. For test
+/// crates that have the `common` module too.
+pub async fn proxied_private_broker(
+    port_from: u16,
+    cut_after: Option<(Duration, Duration)>,
+) -> (FaultProxy, crate::common::PrivateBroker) {
+    let broker_port = crate::common::free_port_base(port_from).expect("a free port range");
+    let proxy = FaultProxy::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SocketAddr::from(([127, 0, 0, 1], broker_port)),
+        cut_after,
+    )
+    .await
+    .expect("proxy");
+    proxy.set_cutting(false);
+    let advertised = proxy.local_addr();
+    let broker = tokio::task::spawn_blocking(move || {
+        crate::common::PrivateBroker::start_with_properties(
+            broker_port,
+            &format!("advertised.listeners=PLAINTEXT://{advertised}"),
+        )
+    })
+    .await
+    .expect("broker start")
+    .unwrap_or_else(|e| panic!("private broker: {e}"));
+    (proxy, broker)
+}
+
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.accept_task.abort();

@@ -11,6 +11,8 @@
 
 use std::collections::HashSet;
 
+use crate::protocol::record::{ControlRecordKind, RecordBatch};
+
 /// What the filter needs to know about a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct BatchMeta {
@@ -24,6 +26,23 @@ pub(crate) struct BatchMeta {
     pub is_control: bool,
     /// Whether it is a control batch holding an ABORT marker.
     pub is_abort_marker: bool,
+}
+
+impl BatchMeta {
+    /// What the filter needs of a decoded batch.
+    pub(crate) fn of(batch: &RecordBatch) -> Self {
+        let is_abort_marker = matches!(
+            batch.control_record(),
+            Some(Ok(c)) if c.kind == ControlRecordKind::Abort
+        );
+        Self {
+            producer_id: batch.producer_id,
+            last_offset: batch.last_offset(),
+            is_transactional: batch.is_transactional,
+            is_control: batch.is_control,
+            is_abort_marker,
+        }
+    }
 }
 
 /// Drops the batches of aborted transactions from one partition's data.

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::aborted::{AbortedFilter, BatchMeta};
 use super::{ConsumedRecord, IsolationLevel};
-use crate::protocol::record::{decode_batches, ControlRecordKind, DecodeLimits, RecordBatch};
+use crate::protocol::record::{decode_batches, DecodeLimits, RecordBatch};
 use crate::protocol::DecodeError;
 use crate::record::Record;
 
@@ -84,7 +84,7 @@ pub(crate) fn decode_chunk(
         chunk.last_epoch =
             (batch.partition_leader_epoch >= 0).then_some(batch.partition_leader_epoch);
         let keep = match &mut filter {
-            Some(filter) => filter.keep(&meta(&batch)),
+            Some(filter) => filter.keep(&BatchMeta::of(&batch)),
             None => !batch.is_control,
         };
         if keep {
@@ -116,20 +116,6 @@ fn batch_data_bytes(batch: &RecordBatch) -> usize {
     })
 }
 
-fn meta(batch: &RecordBatch) -> BatchMeta {
-    let is_abort_marker = matches!(
-        batch.control_record(),
-        Some(Ok(c)) if c.kind == ControlRecordKind::Abort
-    );
-    BatchMeta {
-        producer_id: batch.producer_id,
-        last_offset: batch.last_offset(),
-        is_transactional: batch.is_transactional,
-        is_control: batch.is_control,
-        is_abort_marker,
-    }
-}
-
 fn push_records(
     out: &mut Vec<ConsumedRecord>,
     topic: &Arc<str>,
@@ -156,7 +142,7 @@ fn push_records(
         let timestamp = match last {
             Some((m, t)) if m == ms => t,
             _ => {
-                let t = timestamp_from_millis(ms);
+                let t = crate::record::time_from_millis(ms);
                 last = Some((ms, t));
                 t
             }
@@ -176,17 +162,6 @@ fn push_records(
             },
         });
     }
-}
-
-/// Milliseconds since the epoch as a date; values outside what the date type
-/// can hold (garbage from the wire) read as the epoch rather than failing.
-pub(crate) fn timestamp_from_millis(ms: i64) -> OffsetDateTime {
-    // Whole seconds plus milliseconds, in i64: the i128 nanosecond
-    // constructor costs a software 128-bit division per record.
-    let millis = ms.rem_euclid(1000) as u16; // 0..=999
-    OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
-        .and_then(|t| t.replace_millisecond(millis))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 #[cfg(test)]
@@ -491,22 +466,5 @@ mod tests {
             &DecodeLimits::default(),
         );
         assert!(err.is_err());
-    }
-
-    #[test]
-    fn timestamps_out_of_range_do_not_fail() {
-        assert_eq!(timestamp_from_millis(i64::MAX), OffsetDateTime::UNIX_EPOCH);
-        assert_eq!(timestamp_from_millis(i64::MIN), OffsetDateTime::UNIX_EPOCH);
-        for ms in [0, 1, 999, 1000, 1_700_000_000_123, -1001, -999] {
-            assert_eq!(
-                timestamp_from_millis(ms),
-                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap(),
-                "{ms}"
-            );
-        }
-        assert_eq!(
-            timestamp_from_millis(-1),
-            OffsetDateTime::UNIX_EPOCH - time::Duration::milliseconds(1)
-        );
     }
 }

@@ -119,13 +119,6 @@ impl Settings {
             stall_after: client.operation_timeout + config.max_wait,
         }
     }
-
-    fn isolation_wire(&self) -> i8 {
-        match self.isolation {
-            IsolationLevel::ReadUncommitted => 0,
-            IsolationLevel::ReadCommitted => 1,
-        }
-    }
 }
 
 /// Identifies a partition in a broker's fetch session: the broker knows
@@ -651,7 +644,7 @@ impl Driver {
                 .collect(),
         );
         let cluster = self.cluster.clone();
-        let isolation = self.settings.isolation_wire();
+        let isolation = self.settings.isolation.wire();
         self.spawn(kind, async move {
             let result = list_offsets(&cluster, broker, &items, isolation).await;
             Event::Offsets {
@@ -997,7 +990,7 @@ impl Driver {
     /// application when the partition stops.
     fn partition_failed(&self, part: &mut Part, code: ErrorCode, api: ApiKey) -> Option<Error> {
         part.failed(format_args!("{} answered {code}", api.name()));
-        if is_leader_error(code) {
+        if code.is_leader_moved() {
             self.cluster.invalidate_topic(&part.topic);
             part.lose_leader();
             part.back_off();
@@ -1161,7 +1154,7 @@ impl Driver {
             }
             return;
         }
-        if is_leader_error(p.error) {
+        if p.error.is_leader_moved() {
             tracing::debug!(topic = %part.topic, partition = part.partition, error = %p.error, "leader changed");
             part.failed(format_args!("Fetch answered {}", p.error));
             match p.leader_hint {
@@ -1306,23 +1299,6 @@ fn live_part<'a>(st: &'a mut State, item: &Item) -> Option<&'a mut Part> {
     (part.generation == item.generation).then_some(part)
 }
 
-/// Errors after which the partition's leader must be looked up again.
-fn is_leader_error(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::NOT_LEADER_OR_FOLLOWER
-            | ErrorCode::FENCED_LEADER_EPOCH
-            | ErrorCode::UNKNOWN_LEADER_EPOCH
-            | ErrorCode::LEADER_NOT_AVAILABLE
-            | ErrorCode::REPLICA_NOT_AVAILABLE
-            | ErrorCode::KAFKA_STORAGE_ERROR
-            | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-            | ErrorCode::UNKNOWN_TOPIC_ID
-            | ErrorCode::INCONSISTENT_TOPIC_ID
-            | ErrorCode::OFFSET_NOT_AVAILABLE
-    )
-}
-
 /// The retriable error item for a partition that made no progress.
 fn stall_error(part: &Part, after: Duration) -> Error {
     let why = part
@@ -1417,7 +1393,7 @@ fn fetch_request(
         max_wait_ms: settings.max_wait_ms,
         min_bytes: settings.min_bytes,
         max_bytes: i32::try_from(max_bytes).unwrap_or(i32::MAX),
-        isolation_level: settings.isolation_wire(),
+        isolation_level: settings.isolation.wire(),
         session_id: plan.session_id,
         session_epoch: plan.session_epoch,
         topics,
@@ -1854,13 +1830,5 @@ mod tests {
         assert_eq!(fetch(100_000, 1_000_000, 10), DECODE_AHEAD_BYTES / 10);
         // Never below the floor.
         assert_eq!(fetch(1, 1 << 40, 1), MIN_FETCH_BYTES);
-    }
-
-    #[test]
-    fn leader_errors_are_recognised() {
-        assert!(is_leader_error(ErrorCode::NOT_LEADER_OR_FOLLOWER));
-        assert!(is_leader_error(ErrorCode::FENCED_LEADER_EPOCH));
-        assert!(!is_leader_error(ErrorCode::OFFSET_OUT_OF_RANGE));
-        assert!(!is_leader_error(ErrorCode::NONE));
     }
 }

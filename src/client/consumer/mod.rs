@@ -34,7 +34,7 @@
 //! # }
 //! ```
 
-mod aborted;
+pub(crate) mod aborted;
 mod chunk;
 mod driver;
 mod session;

@@ -33,10 +33,7 @@ use bytes::BytesMut;
 use tokio::{sync::Notify, time::Instant};
 
 use super::{
-    batch::{
-        datetime_to_ms, increment_sequence, BatchShared, Failure, Outcome, ProducerBatch,
-        ProducerState,
-    },
+    batch::{increment_sequence, BatchShared, Failure, Outcome, ProducerBatch, ProducerState},
     partitioner::{key_partition, next_sticky_partition, sticky_usable, Partitioner},
 };
 use crate::{
@@ -609,7 +606,7 @@ impl Accumulator {
         let offset_delta = i32::try_from(open.writer.len()).unwrap_or(i32::MAX);
         open.writer
             .append(
-                datetime_to_ms(record.timestamp),
+                crate::record::millis_from_time(record.timestamp),
                 key,
                 record.value.as_deref(),
                 headers,
@@ -1141,15 +1138,7 @@ impl Accumulator {
                         Next::Retry { ambiguous: true }
                     }
                     c if c.is_retriable() => {
-                        if matches!(
-                            c,
-                            ErrorCode::NOT_LEADER_OR_FOLLOWER
-                                | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-                                | ErrorCode::LEADER_NOT_AVAILABLE
-                                | ErrorCode::FENCED_LEADER_EPOCH
-                                | ErrorCode::KAFKA_STORAGE_ERROR
-                                | ErrorCode::NOT_ENOUGH_REPLICAS
-                        ) {
+                        if c.is_leader_moved() {
                             followup.refresh_metadata = true;
                         }
                         Next::Retry { ambiguous: false }

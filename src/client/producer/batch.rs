@@ -310,26 +310,12 @@ impl Future for DeliveryFuture {
                 partition: this.shared.partition,
                 offset: base_offset.map(|b| b.saturating_add(i64::from(this.offset_delta))),
                 timestamp: log_append_time
-                    .and_then(ms_to_datetime)
+                    .map(crate::record::time_from_millis)
                     .unwrap_or(this.timestamp),
             }),
             Outcome::Failed(f) => Err(f.to_error(&this.shared.topic, this.shared.partition)),
         })
     }
-}
-
-/// Milliseconds since the epoch as a date-time, if representable.
-pub(crate) fn ms_to_datetime(ms: i64) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-}
-
-/// Milliseconds since the epoch of a date-time, saturating.
-pub(crate) fn datetime_to_ms(t: OffsetDateTime) -> i64 {
-    // Seconds and the millisecond of the second, rather than an i128
-    // division of the nanoseconds: this runs once per record.
-    t.unix_timestamp()
-        .saturating_mul(1000)
-        .saturating_add(i64::from(t.millisecond()))
 }
 
 /// Producer id, epoch and base sequence a batch is sent with.
@@ -525,22 +511,6 @@ pub(crate) fn increment_sequence(seq: i32, n: i32) -> i32 {
 mod tests {
     use super::*;
     use crate::protocol::record::{decode_batches, BatchHeader, Compression, DecodeLimits};
-
-    #[test]
-    fn milliseconds_of_datetimes() {
-        let t = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_789).expect("ts");
-        assert_eq!(datetime_to_ms(t), 1_700_000_000_123);
-        let before_epoch = OffsetDateTime::from_unix_timestamp_nanos(-1_500_000).expect("ts");
-        assert_eq!(
-            datetime_to_ms(before_epoch),
-            -2,
-            "floors like Java's toEpochMilli"
-        );
-        assert_eq!(
-            ms_to_datetime(1_700_000_000_123).map(datetime_to_ms),
-            Some(1_700_000_000_123)
-        );
-    }
 
     #[test]
     fn sequences_wrap_like_kafka() {

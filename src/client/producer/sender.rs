@@ -613,11 +613,7 @@ async fn produce(
     topic_data: Vec<TopicProduceData>,
 ) -> Result<Option<ProduceResponse>, Error> {
     let timeout = shared.request_timeout;
-    let acks = match shared.acks {
-        Acks::None => 0,
-        Acks::Leader => 1,
-        Acks::All => -1,
-    };
+    let acks = shared.acks.wire();
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     let Some(version) = conn.version_for(ApiKey::PRODUCE) else {
         return Err(conn.unsupported::<ProduceRequest>(None).into());
