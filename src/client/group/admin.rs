@@ -323,6 +323,11 @@ impl GroupAdmin {
     }
 
     /// The group's committed offsets of `partitions` (`None`: all it has).
+    ///
+    /// Offsets committed by a transaction whose markers are still being
+    /// written are pending at the coordinator: asked for by partition, they
+    /// are waited for (the broker answers UNSTABLE_OFFSET_COMMIT, which is
+    /// retried); with `None` the coordinator leaves them out of the answer.
     pub async fn fetch_offsets(
         &self,
         group: &str,
