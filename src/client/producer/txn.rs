@@ -203,6 +203,9 @@ fn with_state<T>(shared: &Shared, f: impl FnOnce(&mut TxnState) -> T) -> T {
     f(txn)
 }
 
+/// The wait before asking again after CONCURRENT_TRANSACTIONS.
+const CONCURRENT_RETRY: Duration = Duration::from_millis(20);
+
 /// No cap on the version of an API: the broker's highest.
 const MAX_VERSION: i16 = i16::MAX;
 
@@ -482,7 +485,8 @@ where
     F: FnMut(BrokerConnection, i16) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
-    let mut backoff = Backoff::new(&shared.cfg.retry_backoff, Some(operation_deadline(shared)));
+    let deadline = operation_deadline(shared);
+    let mut backoff = Backoff::new(&shared.cfg.retry_backoff, Some(deadline));
     loop {
         let result = match coordinator.get().await {
             Ok((_, conn)) => match conn.version_for(api) {
@@ -503,6 +507,16 @@ where
             return Err(e);
         }
         tracing::debug!(error = %e, "transaction request failed; retrying");
+        if e.error_code() == Some(ErrorCode::CONCURRENT_TRANSACTIONS)
+            && Instant::now() + CONCURRENT_RETRY < deadline
+        {
+            // The coordinator is still completing the previous transaction,
+            // a matter of milliseconds: the general backoff (100 ms and up)
+            // would hold up the next transaction's first batches, so retry
+            // soon, as the Java client and librdkafka do.
+            tokio::time::sleep(CONCURRENT_RETRY).await;
+            continue;
+        }
         if backoff.wait().await.is_err() {
             return Err(Error::new(ErrorKind::Timeout)
                 .with_api(api)
