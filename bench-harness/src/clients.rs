@@ -408,6 +408,7 @@ pub mod ours {
 pub mod rdk {
     use super::*;
     use rdkafka::{
+        bindings,
         config::ClientConfig,
         consumer::{BaseConsumer, Consumer},
         error::{KafkaError, RDKafkaErrorCode},
@@ -554,6 +555,8 @@ pub mod rdk {
         job: &'a Job,
         value: Vec<u8>,
         start: Instant,
+        /// Commit through the crate's `Producer::commit_transaction`.
+        crate_commit: bool,
     }
 
     impl super::Transactional for Txn<'_> {
@@ -568,18 +571,42 @@ pub mod rdk {
             send_waiting(&self.producer, rec, self.start)
         }
 
-        /// Blocks the thread: librdkafka's commit flushes and waits.
+        /// Blocks the thread. librdkafka's `rd_kafka_commit_transaction`
+        /// flushes (waiting until the polling thread has served the
+        /// delivery reports), then ends the transaction. The crate's
+        /// `commit_transaction` first flushes on its own, polling for
+        /// 100 ms at a time (`BaseProducer::poll` returns at its deadline
+        /// only), so that each commit takes 100 ms at least.
         async fn commit(&self) -> Result<(), String> {
-            self.producer
-                .commit_transaction(RUN_TIMEOUT)
-                .map_err(|e| e.to_string())
+            if self.crate_commit {
+                return self
+                    .producer
+                    .commit_transaction(RUN_TIMEOUT)
+                    .map_err(|e| e.to_string());
+            }
+            let rk = self.producer.client().native_ptr();
+            // SAFETY: a live producer handle; the returned error, if any,
+            // is ours to read and destroy.
+            unsafe {
+                let err = bindings::rd_kafka_commit_transaction(rk, RUN_TIMEOUT.as_millis() as i32);
+                if err.is_null() {
+                    return Ok(());
+                }
+                let msg = std::ffi::CStr::from_ptr(bindings::rd_kafka_error_string(err))
+                    .to_string_lossy()
+                    .into_owned();
+                bindings::rd_kafka_error_destroy(err);
+                Err(msg)
+            }
         }
     }
 
     /// Produces `job.count` records in transactions (see
     /// [`super::transactions`]), driven on this thread: every call blocks
-    /// or returns at once, so the future needs no runtime.
-    pub fn produce_txn(job: &Job) -> Result<Measured, String> {
+    /// or returns at once, so the future needs no runtime. `crate_commit`:
+    /// commit with the crate's `commit_transaction` rather than
+    /// librdkafka's own (see [`Txn::commit`]).
+    pub fn produce_txn(job: &Job, crate_commit: bool) -> Result<Measured, String> {
         let producer: ThreadedProducer<Ctx> = producer_config(job)
             .set("transactional.id", super::transactional_id(job))
             .create_with_context(Ctx::new(false, 0))
@@ -592,6 +619,7 @@ pub mod rdk {
             job,
             value: payload(job.size),
             start: Instant::now(),
+            crate_commit,
         };
         let m = futures::executor::block_on(super::transactions(&txn, job))?;
         let errors = txn.producer.context().errors.load(Ordering::Relaxed);

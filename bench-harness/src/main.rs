@@ -126,11 +126,22 @@ pub struct Job {
 const CLIENTS: [&str; 4] = ["rskafka", "rdkafka", "upstream", "java"];
 /// Clients run only when named with `--clients`: librdkafka with
 /// `check.crcs=true`, which does the CRC work our consumer does by default
-/// (librdkafka's default is off), for a like-for-like consume comparison.
-const EXTRA_CLIENTS: [&str; 1] = ["rdkafka-crc"];
+/// (librdkafka's default is off), for a like-for-like consume comparison;
+/// and, for the transactional workloads only, librdkafka committing through
+/// the rdkafka crate's `Producer::commit_transaction` (which waits 100 ms
+/// or more in its own flush) rather than `rd_kafka_commit_transaction`.
+const EXTRA_CLIENTS: [&str; 2] = ["rdkafka-crc", "rdkafka-crate"];
 /// The clients with a transactional producer (upstream rskafka has none;
 /// the Java client's ProducerPerformance cannot commit every N records).
-const TXN_CLIENTS: [&str; 3] = ["rskafka", "rdkafka", "rdkafka-crc"];
+const TXN_CLIENTS: [&str; 4] = ["rskafka", "rdkafka", "rdkafka-crc", "rdkafka-crate"];
+
+/// Whether `client` runs workloads of `op`.
+fn supports(client: &str, op: Op) -> bool {
+    match op {
+        Op::ProduceTxn => TXN_CLIENTS.contains(&client),
+        _ => client != "rdkafka-crate",
+    }
+}
 
 struct Workload {
     name: String,
@@ -299,7 +310,8 @@ fn child_main(args: &[String]) -> i32 {
         ("rdkafka" | "rdkafka-crc", Op::Produce | Op::Latency) => clients::rdk::produce(&job),
         ("rdkafka", Op::Consume) => clients::rdk::consume(&job, false),
         ("rdkafka-crc", Op::Consume) => clients::rdk::consume(&job, true),
-        ("rdkafka" | "rdkafka-crc", Op::ProduceTxn) => clients::rdk::produce_txn(&job),
+        ("rdkafka" | "rdkafka-crc", Op::ProduceTxn) => clients::rdk::produce_txn(&job, false),
+        ("rdkafka-crate", Op::ProduceTxn) => clients::rdk::produce_txn(&job, true),
         ("upstream", Op::Produce | Op::Latency) => clients::upstream::produce(&job),
         ("upstream", Op::Consume) => clients::upstream::consume(&job),
         _ => Err(format!("client {client} cannot run {}", op.name())),
@@ -469,24 +481,18 @@ fn parent_main(args: &[String]) -> i32 {
         } else if w.op == Op::ProduceTxn {
             continue;
         }
-        if w.op == Op::ProduceTxn {
-            let skipped: Vec<&str> = clients
-                .iter()
-                .map(String::as_str)
-                .filter(|c| !TXN_CLIENTS.contains(c))
-                .collect();
-            if !skipped.is_empty() {
-                eprintln!(
-                    "{}: skipping {} (no transactional producer)",
-                    w.name,
-                    skipped.join(",")
-                );
-            }
+        let skipped: Vec<&str> = clients
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !supports(c, w.op))
+            .collect();
+        if !skipped.is_empty() {
+            eprintln!("{}: {} cannot run it, skipped", w.name, skipped.join(","));
         }
         // Repetitions alternate between the clients, so that a slow phase
         // of the machine or the broker does not fall on one client only.
         for (rep, client) in (0..runs).flat_map(|r| clients.iter().map(move |c| (r, c))) {
-            if w.op == Op::ProduceTxn && !TXN_CLIENTS.contains(&client.as_str()) {
+            if !supports(client, w.op) {
                 continue;
             }
             // A repeated produce run writes a topic of its own; the first
