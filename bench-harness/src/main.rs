@@ -222,11 +222,11 @@ fn workloads(quick: bool) -> Vec<Workload> {
     // Transactional produce (opt-in, see `Workload::selected_by`): 100 B
     // records to the partitions of one topic in turn, committed every 1000
     // records, or every 100 ms while sending flat out. The 100 ms one gets
-    // more records, so that a run spans a few dozen commits.
+    // more records, so that a run (2-6 s) spans some 15-30 commits.
     let (txn_small, txn_large) = if quick {
         (50_000, 500_000)
     } else {
-        (200_000, 2_000_000)
+        (200_000, 4_000_000)
     };
     for (count, commit) in [
         (txn_small, CommitEvery::Records(1000)),
