@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::{payload, percentiles, Job, Measured};
+use crate::{payload, percentiles, CommitEvery, Job, Measured};
 
 /// The Rust clients all get the same runtime: two worker threads, as many
 /// as the machine has cores.
@@ -53,6 +53,61 @@ fn pacer(start: Instant, count: u64, rate: u64) -> tokio::sync::mpsc::UnboundedR
     rx
 }
 
+/// A transactional producer as [`transactions`] drives it.
+trait Transactional {
+    fn begin(&self) -> Result<(), String>;
+    /// Sends one record to `partition`; it need not be delivered yet.
+    async fn send(&self, partition: i32) -> Result<(), String>;
+    /// Delivers the open transaction's records and commits it.
+    async fn commit(&self) -> Result<(), String>;
+}
+
+/// Sends `job.count` records flat out in transactions, to the topic's
+/// partitions in turn, committing each transaction as `job.commit` says
+/// (and the last one, however short). The sending stops while a commit
+/// runs, as in an application that commits from its sending loop. Records
+/// count once their transaction committed; the time runs from the first
+/// `begin` to the last commit's end. p50/p99 are of the commits' times.
+async fn transactions(p: &impl Transactional, job: &Job) -> Result<Measured, String> {
+    let every = job.commit.unwrap_or(CommitEvery::Records(job.count.max(1)));
+    let mut commit_us = Vec::new();
+    let mut sent = 0u64;
+    let start = Instant::now();
+    while sent < job.count {
+        if start.elapsed() > RUN_TIMEOUT {
+            return Err(format!("timed out after {sent} records"));
+        }
+        p.begin()?;
+        let began = Instant::now();
+        let mut in_txn = 0u64;
+        while sent < job.count && !(in_txn > 0 && every.due(in_txn, began)) {
+            p.send((sent % job.partitions.max(1) as u64) as i32).await?;
+            sent += 1;
+            in_txn += 1;
+        }
+        let t = Instant::now();
+        p.commit().await?;
+        commit_us.push(t.elapsed().as_micros() as u64);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let commits = commit_us.len() as u64;
+    let (p50, p99) = percentiles(&mut commit_us);
+    Ok(Measured {
+        records: sent,
+        bytes: sent * job.size as u64,
+        secs,
+        p50_us: p50,
+        p99_us: p99,
+        commits,
+    })
+}
+
+/// A transactional id no earlier run used: fencing or recovering another
+/// run's producer is not what is measured.
+fn transactional_id(job: &Job) -> String {
+    format!("{}-txn", job.topic)
+}
+
 /// This crate: [`rskafka::client::producer::Producer`] and
 /// [`rskafka::client::consumer::Consumer`].
 pub mod ours {
@@ -68,20 +123,26 @@ pub mod ours {
     };
     use time::OffsetDateTime;
 
-    async fn client(bootstrap: &str) -> Result<rskafka::client::Client, String> {
-        ClientBuilder::new(vec![bootstrap.to_owned()])
-            .build()
-            .await
-            .map_err(|e| e.to_string())
+    /// Runs `f` with a client of `bootstrap`, on a runtime of its own.
+    fn with_client<T>(
+        bootstrap: &str,
+        f: impl AsyncFnOnce(rskafka::client::Client) -> Result<T, String>,
+    ) -> Result<T, String> {
+        runtime()?.block_on(async {
+            let c = ClientBuilder::new(vec![bootstrap.to_owned()])
+                .build()
+                .await
+                .map_err(|e| e.to_string())?;
+            f(c).await
+        })
     }
 
-    /// Creates a one-partition topic (the harness's setup, not measured).
-    pub fn create_topic(bootstrap: &str, topic: &str) -> Result<(), String> {
-        runtime()?.block_on(async {
-            let c = client(bootstrap).await?;
+    /// Creates a topic (the harness's setup, not measured).
+    pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<(), String> {
+        with_client(bootstrap, async |c| {
             c.controller_client()
                 .map_err(|e| e.to_string())?
-                .create_topic(topic, 1, 1, 30_000)
+                .create_topic(topic, partitions, 1, 30_000)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -89,8 +150,7 @@ pub mod ours {
 
     /// Deletes a topic the harness made.
     pub fn delete_topic(bootstrap: &str, topic: &str) -> Result<(), String> {
-        runtime()?.block_on(async {
-            let c = client(bootstrap).await?;
+        with_client(bootstrap, async |c| {
             c.controller_client()
                 .map_err(|e| e.to_string())?
                 .delete_topic(topic, 30_000)
@@ -102,9 +162,7 @@ pub mod ours {
     /// Produces `job.count` records; at `job.rate` per second if non-zero,
     /// timing each from `send` to its ack.
     pub fn produce(job: &Job) -> Result<Measured, String> {
-        let rt = runtime()?;
-        rt.block_on(async {
-            let c = client(&job.bootstrap).await?;
+        with_client(&job.bootstrap, async |c| {
             let compression = match job.compression.as_str() {
                 "lz4" => Compression::Lz4,
                 _ => Compression::None,
@@ -140,6 +198,7 @@ pub mod ours {
                 secs: (end - start).as_secs_f64(),
                 p50_us: p50,
                 p99_us: p99,
+                commits: 0,
             })
         })
     }
@@ -246,11 +305,72 @@ pub mod ours {
         Ok((acked, errors, lat, start, end))
     }
 
+    /// A transactional [`Producer`] with the produce runs' settings.
+    struct Txn<'a> {
+        producer: Producer,
+        job: &'a Job,
+        value: Bytes,
+    }
+
+    impl super::Transactional for Txn<'_> {
+        fn begin(&self) -> Result<(), String> {
+            self.producer.begin_transaction().map_err(|e| e.to_string())
+        }
+
+        /// The delivery future is dropped: the commit reports a failed
+        /// record, as a transactional application relies on it to.
+        async fn send(&self, partition: i32) -> Result<(), String> {
+            let rec = Record {
+                key: None,
+                value: Some(self.value.clone()),
+                headers: Vec::new(),
+                timestamp: OffsetDateTime::now_utc(),
+            };
+            self.producer
+                .send_to(&self.job.topic, Some(partition), rec)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+
+        async fn commit(&self) -> Result<(), String> {
+            self.producer
+                .commit_transaction()
+                .await
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    /// Produces `job.count` records in transactions (see
+    /// [`super::transactions`]).
+    pub fn produce_txn(job: &Job) -> Result<Measured, String> {
+        with_client(&job.bootstrap, async |c| {
+            let producer = c
+                .producer(
+                    ProducerConfig::default()
+                        .linger(Duration::from_millis(5))
+                        .acks(Acks::All)
+                        .transactional_id(super::transactional_id(job)),
+                )
+                .map_err(|e| e.to_string())?;
+            producer
+                .init_transactions()
+                .await
+                .map_err(|e| format!("init_transactions: {e}"))?;
+            let txn = Txn {
+                producer,
+                job,
+                value: Bytes::from(payload(job.size)),
+            };
+            let m = super::transactions(&txn, job).await?;
+            txn.producer.close().await;
+            Ok(m)
+        })
+    }
+
     /// Reads `job.count` records from the start of partition 0.
     pub fn consume(job: &Job) -> Result<Measured, String> {
-        let rt = runtime()?;
-        rt.block_on(async {
-            let c = client(&job.bootstrap).await?;
+        with_client(&job.bootstrap, async |c| {
             let mut consumer = c
                 .consumer(ConsumerConfig::default().assign(
                     job.topic.clone(),
@@ -277,6 +397,7 @@ pub mod ours {
                 secs: start.elapsed().as_secs_f64(),
                 p50_us: None,
                 p99_us: None,
+                commits: 0,
             })
         })
     }
@@ -287,6 +408,7 @@ pub mod ours {
 pub mod rdk {
     use super::*;
     use rdkafka::{
+        bindings,
         config::ClientConfig,
         consumer::{BaseConsumer, Consumer},
         error::{KafkaError, RDKafkaErrorCode},
@@ -333,27 +455,59 @@ pub mod rdk {
         }
     }
 
+    impl Ctx {
+        fn new(latency: bool, count: u64) -> Self {
+            Ctx {
+                base: Instant::now(),
+                acked: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                latency,
+                lat: Mutex::new(Vec::with_capacity(if latency { count as usize } else { 0 })),
+                last_ack: Mutex::new(None),
+            }
+        }
+    }
+
+    /// The produce runs' settings: acks=all, linger 5 ms, `job`'s
+    /// compression.
+    fn producer_config(job: &Job) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &job.bootstrap)
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", &job.compression);
+        c
+    }
+
+    /// Sends `rec`, waiting while the local queue is full (until
+    /// [`RUN_TIMEOUT`] after `start`).
+    fn send_waiting(
+        producer: &ThreadedProducer<Ctx>,
+        mut rec: BaseRecord<'_, (), [u8], usize>,
+        start: Instant,
+    ) -> Result<(), String> {
+        loop {
+            match producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // The local queue is full: let deliveries drain it.
+                    rec = r;
+                    std::thread::sleep(Duration::from_micros(200));
+                    if start.elapsed() > RUN_TIMEOUT {
+                        return Err("queue stayed full".into());
+                    }
+                }
+                Err((e, _)) => return Err(e.to_string()),
+            }
+        }
+    }
+
     /// Produces `job.count` records (see [`super::ours::produce`]).
     pub fn produce(job: &Job) -> Result<Measured, String> {
         let latency = job.rate > 0;
-        let ctx = Ctx {
-            base: Instant::now(),
-            acked: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-            latency,
-            lat: Mutex::new(Vec::with_capacity(if latency {
-                job.count as usize
-            } else {
-                0
-            })),
-            last_ack: Mutex::new(None),
-        };
+        let ctx = Ctx::new(latency, job.count);
         let base = ctx.base;
-        let producer: ThreadedProducer<Ctx> = ClientConfig::new()
-            .set("bootstrap.servers", &job.bootstrap)
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", &job.compression)
+        let producer: ThreadedProducer<Ctx> = producer_config(job)
             .create_with_context(ctx)
             .map_err(|e| e.to_string())?;
         let value = payload(job.size);
@@ -363,23 +517,10 @@ pub mod rdk {
                 super::sleep_until(due(start, i, job.rate));
             }
             let sent_ns = (Instant::now() - base).as_nanos() as usize;
-            let mut rec = BaseRecord::<(), [u8], usize>::with_opaque_to(&job.topic, sent_ns)
+            let rec = BaseRecord::<(), [u8], usize>::with_opaque_to(&job.topic, sent_ns)
                 .payload(&value[..])
                 .partition(0);
-            loop {
-                match producer.send(rec) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        // The local queue is full: let deliveries drain it.
-                        rec = r;
-                        std::thread::sleep(Duration::from_micros(200));
-                        if start.elapsed() > RUN_TIMEOUT {
-                            return Err("queue stayed full".into());
-                        }
-                    }
-                    Err((e, _)) => return Err(e.to_string()),
-                }
-            }
+            send_waiting(&producer, rec, start)?;
         }
         producer
             .flush(RUN_TIMEOUT)
@@ -404,7 +545,88 @@ pub mod rdk {
             secs: (end - start).as_secs_f64(),
             p50_us: if latency { p50 } else { None },
             p99_us: if latency { p99 } else { None },
+            commits: 0,
         })
+    }
+
+    /// A transactional `ThreadedProducer` with the produce runs' settings.
+    struct Txn<'a> {
+        producer: ThreadedProducer<Ctx>,
+        job: &'a Job,
+        value: Vec<u8>,
+        start: Instant,
+        /// Commit through the crate's `Producer::commit_transaction`.
+        crate_commit: bool,
+    }
+
+    impl super::Transactional for Txn<'_> {
+        fn begin(&self) -> Result<(), String> {
+            self.producer.begin_transaction().map_err(|e| e.to_string())
+        }
+
+        async fn send(&self, partition: i32) -> Result<(), String> {
+            let rec = BaseRecord::<(), [u8], usize>::with_opaque_to(&self.job.topic, 0)
+                .payload(&self.value[..])
+                .partition(partition);
+            send_waiting(&self.producer, rec, self.start)
+        }
+
+        /// Blocks the thread. librdkafka's `rd_kafka_commit_transaction`
+        /// flushes (waiting until the polling thread has served the
+        /// delivery reports), then ends the transaction. The crate's
+        /// `commit_transaction` first flushes on its own, polling for
+        /// 100 ms at a time (`BaseProducer::poll` returns at its deadline
+        /// only), so that each commit takes 100 ms at least.
+        async fn commit(&self) -> Result<(), String> {
+            if self.crate_commit {
+                return self
+                    .producer
+                    .commit_transaction(RUN_TIMEOUT)
+                    .map_err(|e| e.to_string());
+            }
+            let rk = self.producer.client().native_ptr();
+            // SAFETY: a live producer handle; the returned error, if any,
+            // is ours to read and destroy.
+            unsafe {
+                let err = bindings::rd_kafka_commit_transaction(rk, RUN_TIMEOUT.as_millis() as i32);
+                if err.is_null() {
+                    return Ok(());
+                }
+                let msg = std::ffi::CStr::from_ptr(bindings::rd_kafka_error_string(err))
+                    .to_string_lossy()
+                    .into_owned();
+                bindings::rd_kafka_error_destroy(err);
+                Err(msg)
+            }
+        }
+    }
+
+    /// Produces `job.count` records in transactions (see
+    /// [`super::transactions`]), driven on this thread: every call blocks
+    /// or returns at once, so the future needs no runtime. `crate_commit`:
+    /// commit with the crate's `commit_transaction` rather than
+    /// librdkafka's own (see [`Txn::commit`]).
+    pub fn produce_txn(job: &Job, crate_commit: bool) -> Result<Measured, String> {
+        let producer: ThreadedProducer<Ctx> = producer_config(job)
+            .set("transactional.id", super::transactional_id(job))
+            .create_with_context(Ctx::new(false, 0))
+            .map_err(|e| e.to_string())?;
+        producer
+            .init_transactions(Duration::from_secs(60))
+            .map_err(|e| format!("init_transactions: {e}"))?;
+        let txn = Txn {
+            producer,
+            job,
+            value: payload(job.size),
+            start: Instant::now(),
+            crate_commit,
+        };
+        let m = futures::executor::block_on(super::transactions(&txn, job))?;
+        let errors = txn.producer.context().errors.load(Ordering::Relaxed);
+        if errors > 0 {
+            return Err(format!("{errors} deliveries failed"));
+        }
+        Ok(m)
     }
 
     /// Reads `job.count` records from the start of partition 0, checking
@@ -443,6 +665,7 @@ pub mod rdk {
             secs: start.elapsed().as_secs_f64(),
             p50_us: None,
             p99_us: None,
+            commits: 0,
         })
     }
 }
@@ -557,6 +780,7 @@ pub mod upstream {
                 secs: (end - start).as_secs_f64(),
                 p50_us: if latency { p50 } else { None },
                 p99_us: if latency { p99 } else { None },
+                commits: 0,
             })
         })
     }
@@ -599,6 +823,7 @@ pub mod upstream {
                 secs: start.elapsed().as_secs_f64(),
                 p50_us: None,
                 p99_us: None,
+                commits: 0,
             })
         })
     }

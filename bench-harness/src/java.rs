@@ -68,6 +68,7 @@ pub fn command(cp: &str, op: Op, job: &Job, group: &str) -> Command {
                 "60000",
             ]);
         }
+        Op::ProduceTxn => unreachable!("the Java client runs no transactional workload"),
     }
     c
 }
@@ -105,6 +106,7 @@ pub fn parse(op: Op, job: &Job, stdout: &str) -> Result<Measured, String> {
                 secs: records as f64 / rps.max(1e-9),
                 p50_us: lat.then_some(p50 * 1e3),
                 p99_us: lat.then_some(p99 * 1e3),
+                commits: 0,
             })
         }
         Op::Consume => {
@@ -123,7 +125,9 @@ pub fn parse(op: Op, job: &Job, stdout: &str) -> Result<Measured, String> {
                 secs: fetch_ms / 1e3,
                 p50_us: None,
                 p99_us: None,
+                commits: 0,
             })
         }
+        Op::ProduceTxn => Err("the Java client runs no transactional workload".into()),
     }
 }

@@ -27,6 +27,8 @@ struct Outcome {
     secs: f64,
     p50_us: Option<f64>,
     p99_us: Option<f64>,
+    /// Transactions committed (transactional runs only).
+    commits: u64,
     cpu_secs: f64,
     max_rss_kib: i64,
 }
@@ -38,6 +40,9 @@ enum Op {
     Consume,
     /// Produce at a fixed rate and measure send-to-ack latency.
     Latency,
+    /// Produce flat out in transactions, committing each after a number of
+    /// records or a time (see [`CommitEvery`]).
+    ProduceTxn,
 }
 
 impl Op {
@@ -46,6 +51,7 @@ impl Op {
             Op::Produce => "produce",
             Op::Consume => "consume",
             Op::Latency => "latency",
+            Op::ProduceTxn => "produce-txn",
         }
     }
     fn parse(s: &str) -> Option<Self> {
@@ -53,7 +59,44 @@ impl Op {
             "produce" => Some(Op::Produce),
             "consume" => Some(Op::Consume),
             "latency" => Some(Op::Latency),
+            "produce-txn" => Some(Op::ProduceTxn),
             _ => None,
+        }
+    }
+}
+
+/// When a transactional run commits its open transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitEvery {
+    /// After this many records.
+    Records(u64),
+    /// This many milliseconds after the transaction began.
+    Millis(u64),
+}
+
+impl CommitEvery {
+    /// `1000rec` or `100ms`, as on the child's command line.
+    fn label(self) -> String {
+        match self {
+            CommitEvery::Records(n) => format!("{n}rec"),
+            CommitEvery::Millis(ms) => format!("{ms}ms"),
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        if let Some(n) = s.strip_suffix("rec") {
+            n.parse().ok().filter(|&n| n > 0).map(CommitEvery::Records)
+        } else {
+            s.strip_suffix("ms")?.parse().ok().map(CommitEvery::Millis)
+        }
+    }
+
+    /// Whether a transaction begun at `began`, with `records` sent in it,
+    /// is due to be committed.
+    pub fn due(self, records: u64, began: Instant) -> bool {
+        match self {
+            CommitEvery::Records(n) => records >= n,
+            CommitEvery::Millis(ms) => began.elapsed() >= Duration::from_millis(ms),
         }
     }
 }
@@ -63,8 +106,13 @@ impl Op {
 pub struct Job {
     /// Broker address.
     pub bootstrap: String,
-    /// Topic (one partition, partition 0).
+    /// Topic: one partition (partition 0), or `partitions` for the
+    /// transactional runs, which send to them in turn.
     pub topic: String,
+    /// Partitions of the topic.
+    pub partitions: i32,
+    /// Transactional runs: when to commit.
+    pub commit: Option<CommitEvery>,
     /// Records to produce or consume.
     pub count: u64,
     /// Value size in bytes (no key).
@@ -78,8 +126,22 @@ pub struct Job {
 const CLIENTS: [&str; 4] = ["rskafka", "rdkafka", "upstream", "java"];
 /// Clients run only when named with `--clients`: librdkafka with
 /// `check.crcs=true`, which does the CRC work our consumer does by default
-/// (librdkafka's default is off), for a like-for-like consume comparison.
-const EXTRA_CLIENTS: [&str; 1] = ["rdkafka-crc"];
+/// (librdkafka's default is off), for a like-for-like consume comparison;
+/// and, for the transactional workloads only, librdkafka committing through
+/// the rdkafka crate's `Producer::commit_transaction` (which waits 100 ms
+/// or more in its own flush) rather than `rd_kafka_commit_transaction`.
+const EXTRA_CLIENTS: [&str; 2] = ["rdkafka-crc", "rdkafka-crate"];
+/// The clients with a transactional producer (upstream rskafka has none;
+/// the Java client's ProducerPerformance cannot commit every N records).
+const TXN_CLIENTS: [&str; 4] = ["rskafka", "rdkafka", "rdkafka-crc", "rdkafka-crate"];
+
+/// Whether `client` runs workloads of `op`.
+fn supports(client: &str, op: Op) -> bool {
+    match op {
+        Op::ProduceTxn => TXN_CLIENTS.contains(&client),
+        _ => client != "rdkafka-crate",
+    }
+}
 
 struct Workload {
     name: String,
@@ -90,6 +152,21 @@ struct Workload {
     rate: u64,
     /// For consume workloads: the produce workload whose topic is read.
     source: Option<String>,
+    /// Partitions of the topic a produce workload creates.
+    partitions: i32,
+    /// Transactional workloads: when to commit.
+    commit: Option<CommitEvery>,
+}
+
+impl Workload {
+    /// Whether `--workloads` entry `filter` selects this workload. The
+    /// transactional ones run only when asked for by name (`produce-txn`,
+    /// not just `produce`, nor by default), so that existing invocations
+    /// run what they ran before.
+    fn selected_by(&self, filter: &str) -> bool {
+        self.name.starts_with(filter)
+            && (self.op != Op::ProduceTxn || filter.len() >= self.op.name().len())
+    }
 }
 
 fn workloads(quick: bool) -> Vec<Workload> {
@@ -115,6 +192,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
                 compression: comp,
                 rate: 0,
                 source: None,
+                partitions: 1,
+                commit: None,
             });
             w.push(Workload {
                 name: format!("consume {name}"),
@@ -124,6 +203,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
                 compression: comp,
                 rate: 0,
                 source: Some(format!("produce {name}")),
+                partitions: 1,
+                commit: None,
             });
         }
     }
@@ -135,9 +216,39 @@ fn workloads(quick: bool) -> Vec<Workload> {
         compression: "none",
         rate: 10_000,
         source: None,
+        partitions: 1,
+        commit: None,
     });
+    // Transactional produce (opt-in, see `Workload::selected_by`): 100 B
+    // records to the partitions of one topic in turn, committed every 1000
+    // records, or every 100 ms while sending flat out. The 100 ms one gets
+    // more records, so that a run (2-6 s) spans some 15-30 commits.
+    let (txn_small, txn_large) = if quick {
+        (50_000, 500_000)
+    } else {
+        (200_000, 4_000_000)
+    };
+    for (count, commit) in [
+        (txn_small, CommitEvery::Records(1000)),
+        (txn_large, CommitEvery::Millis(100)),
+    ] {
+        w.push(Workload {
+            name: format!("produce-txn {}x100B {}/txn", human(count), commit.label()),
+            op: Op::ProduceTxn,
+            count,
+            size: 100,
+            compression: "none",
+            rate: 0,
+            source: None,
+            partitions: TXN_PARTITIONS,
+            commit: Some(commit),
+        });
+    }
     w
 }
+
+/// Partitions of the transactional workloads' topic.
+const TXN_PARTITIONS: i32 = 4;
 
 fn human(n: u64) -> String {
     if n.is_multiple_of(1_000_000) {
@@ -157,19 +268,27 @@ fn main() {
     std::process::exit(parent_main(&args[1..]));
 }
 
-/// `child CLIENT OP BOOTSTRAP TOPIC COUNT SIZE COMPRESSION RATE`
+/// `child CLIENT OP BOOTSTRAP TOPIC COUNT SIZE COMPRESSION RATE PARTITIONS
+/// COMMIT`, COMMIT being `1000rec`, `100ms` or `-` (not transactional).
 fn child_main(args: &[String]) -> i32 {
-    let [client, op, bootstrap, topic, count, size, compression, rate] = args else {
+    let [client, op, bootstrap, topic, count, size, compression, rate, partitions, commit] = args
+    else {
         eprintln!(
-            "usage: bench-harness child CLIENT OP BOOTSTRAP TOPIC COUNT SIZE COMPRESSION RATE"
+            "usage: bench-harness child CLIENT OP BOOTSTRAP TOPIC COUNT SIZE COMPRESSION RATE PARTITIONS COMMIT"
         );
         return 2;
     };
-    let (Some(op), Ok(count), Ok(size), Ok(rate)) = (
+    let commit = match commit.as_str() {
+        "-" => Ok(None),
+        c => CommitEvery::parse(c).map(Some).ok_or(()),
+    };
+    let (Some(op), Ok(count), Ok(size), Ok(rate), Ok(partitions), Ok(commit)) = (
         Op::parse(op),
         count.parse::<u64>(),
         size.parse::<usize>(),
         rate.parse::<u64>(),
+        partitions.parse::<i32>(),
+        commit,
     ) else {
         eprintln!("bad child arguments: {args:?}");
         return 2;
@@ -177,6 +296,8 @@ fn child_main(args: &[String]) -> i32 {
     let job = Job {
         bootstrap: bootstrap.clone(),
         topic: topic.clone(),
+        partitions: partitions.max(1),
+        commit,
         count,
         size,
         compression: compression.clone(),
@@ -185,22 +306,26 @@ fn child_main(args: &[String]) -> i32 {
     let res = match (client.as_str(), op) {
         ("rskafka", Op::Produce | Op::Latency) => clients::ours::produce(&job),
         ("rskafka", Op::Consume) => clients::ours::consume(&job),
+        ("rskafka", Op::ProduceTxn) => clients::ours::produce_txn(&job),
         ("rdkafka" | "rdkafka-crc", Op::Produce | Op::Latency) => clients::rdk::produce(&job),
         ("rdkafka", Op::Consume) => clients::rdk::consume(&job, false),
         ("rdkafka-crc", Op::Consume) => clients::rdk::consume(&job, true),
+        ("rdkafka" | "rdkafka-crc", Op::ProduceTxn) => clients::rdk::produce_txn(&job, false),
+        ("rdkafka-crate", Op::ProduceTxn) => clients::rdk::produce_txn(&job, true),
         ("upstream", Op::Produce | Op::Latency) => clients::upstream::produce(&job),
         ("upstream", Op::Consume) => clients::upstream::consume(&job),
-        _ => Err(format!("unknown client {client}")),
+        _ => Err(format!("client {client} cannot run {}", op.name())),
     };
     match res {
         Ok(r) => {
             println!(
-                "RESULT records={} bytes={} secs={} p50_us={} p99_us={}",
+                "RESULT records={} bytes={} secs={} p50_us={} p99_us={} commits={}",
                 r.records,
                 r.bytes,
                 r.secs,
                 r.p50_us.unwrap_or(-1.0),
-                r.p99_us.unwrap_or(-1.0)
+                r.p99_us.unwrap_or(-1.0),
+                r.commits
             );
             0
         }
@@ -220,10 +345,13 @@ pub struct Measured {
     pub bytes: u64,
     /// Wall time from the first send (or fetch) to the last ack (or record).
     pub secs: f64,
-    /// Median send-to-ack latency (latency runs only).
+    /// Median send-to-ack latency (latency runs), or median time a
+    /// commit took (transactional runs).
     pub p50_us: Option<f64>,
-    /// 99th percentile send-to-ack latency (latency runs only).
+    /// 99th percentile of the same.
     pub p99_us: Option<f64>,
+    /// Transactions committed (transactional runs only).
+    pub commits: u64,
 }
 
 /// p50 and p99 of latencies in microseconds.
@@ -286,9 +414,13 @@ fn parent_main(args: &[String]) -> i32 {
             },
             "-h" | "--help" => {
                 println!(
-                    "usage: bench-harness [--quick] [--runs N] [--clients {} (default), also {}] [--workloads produce,consume,latency] [--bootstrap HOST:PORT]",
+                    "usage: bench-harness [--quick] [--runs N] [--clients {} (default), also {}] [--workloads produce,consume,latency (default), also produce-txn] [--bootstrap HOST:PORT]",
                     CLIENTS.join(","),
                     EXTRA_CLIENTS.join(",")
+                );
+                println!(
+                    "  --workloads takes name prefixes; produce-txn (transactional produce, {}) runs only when named",
+                    TXN_CLIENTS.join(",")
                 );
                 return 0;
             }
@@ -343,22 +475,35 @@ fn parent_main(args: &[String]) -> i32 {
     let wls = workloads(quick);
     for (wi, w) in wls.iter().enumerate() {
         if let Some(only) = &only {
-            if !only.iter().any(|o| w.name.starts_with(o.as_str())) {
+            if !only.iter().any(|o| w.selected_by(o)) {
                 continue;
             }
+        } else if w.op == Op::ProduceTxn {
+            continue;
+        }
+        let skipped: Vec<&str> = clients
+            .iter()
+            .map(String::as_str)
+            .filter(|c| !supports(c, w.op))
+            .collect();
+        if !skipped.is_empty() {
+            eprintln!("{}: {} cannot run it, skipped", w.name, skipped.join(","));
         }
         // Repetitions alternate between the clients, so that a slow phase
         // of the machine or the broker does not fall on one client only.
         for (rep, client) in (0..runs).flat_map(|r| clients.iter().map(move |c| (r, c))) {
+            if !supports(client, w.op) {
+                continue;
+            }
             // A repeated produce run writes a topic of its own; the first
             // run's is what the consumers read.
             let topic = match w.op {
-                Op::Produce | Op::Latency => {
+                Op::Produce | Op::Latency | Op::ProduceTxn => {
                     let t = format!(
                         "bench-{run_id}-{wi}-{rep}-{client}-{}",
                         w.name.replace([' ', '/'], "_")
                     );
-                    if let Err(e) = clients::ours::create_topic(&bootstrap, &t) {
+                    if let Err(e) = clients::ours::create_topic(&bootstrap, &t, w.partitions) {
                         eprintln!("create topic {t}: {e}");
                         continue;
                     }
@@ -388,6 +533,8 @@ fn parent_main(args: &[String]) -> i32 {
             let job = Job {
                 bootstrap: bootstrap.clone(),
                 topic: topic.clone(),
+                partitions: w.partitions,
+                commit: w.commit,
                 count: w.count,
                 size: w.size,
                 compression: w.compression.to_owned(),
@@ -418,6 +565,8 @@ fn parent_main(args: &[String]) -> i32 {
                     job.size.to_string(),
                     job.compression.clone(),
                     job.rate.to_string(),
+                    job.partitions.to_string(),
+                    job.commit.map_or("-".to_owned(), CommitEvery::label),
                 ]);
                 run_child(&mut cmd, timeout)
                     .and_then(|(stdout, cpu, rss)| parse_result(&stdout).map(|m| (m, cpu, rss)))
@@ -433,18 +582,28 @@ fn parent_main(args: &[String]) -> i32 {
                         secs: m.secs,
                         p50_us: m.p50_us,
                         p99_us: m.p99_us,
+                        commits: m.commits,
                         cpu_secs: cpu,
                         max_rss_kib: rss,
                     };
                     eprintln!(
-                        "  {:.0} rec/s, {:.1} MB/s, {:.2} CPU s/Mrec, {} MiB RSS{}",
+                        "  {:.0} rec/s, {:.1} MB/s, {:.2} CPU s/Mrec, {} MiB RSS{}{}",
                         rate(&o),
                         o.bytes as f64 / o.secs / 1e6,
                         cpu_per_m(&o),
                         o.max_rss_kib / 1024,
+                        if o.commits > 0 {
+                            format!(", {:.1} commits/s", commits_per_sec(&o))
+                        } else {
+                            String::new()
+                        },
                         match (o.p50_us, o.p99_us) {
-                            (Some(a), Some(b)) =>
-                                format!(", p50 {:.2} ms, p99 {:.2} ms", a / 1e3, b / 1e3),
+                            (Some(a), Some(b)) => format!(
+                                ", {}p50 {:.2} ms, p99 {:.2} ms",
+                                if o.commits > 0 { "commit " } else { "" },
+                                a / 1e3,
+                                b / 1e3
+                            ),
                             _ => String::new(),
                         }
                     );
@@ -503,6 +662,7 @@ fn median_outcome(runs: &[Outcome]) -> Outcome {
         secs: median(runs.iter().map(|o| o.secs).collect()),
         p50_us: median_opt(runs.iter().map(|o| o.p50_us).collect()),
         p99_us: median_opt(runs.iter().map(|o| o.p99_us).collect()),
+        commits: median(runs.iter().map(|o| o.commits).collect()),
         cpu_secs: median(runs.iter().map(|o| o.cpu_secs).collect()),
         max_rss_kib: median(runs.iter().map(|o| o.max_rss_kib).collect()),
     }
@@ -524,6 +684,10 @@ fn cpu_per_m(o: &Outcome) -> f64 {
     o.cpu_secs / (o.records.max(1) as f64 / 1e6)
 }
 
+fn commits_per_sec(o: &Outcome) -> f64 {
+    o.commits as f64 / o.secs.max(1e-9)
+}
+
 fn print_tables(
     wls: &[Workload],
     clients: &[String],
@@ -538,37 +702,110 @@ fn print_tables(
             .unwrap_or_default()
             .trim()
     );
+    let is_txn = |wi: usize| wls[wi].op == Op::ProduceTxn;
+    let any_txn = results.keys().any(|(wi, _)| is_txn(*wi));
+    if !any_txn || results.keys().any(|(wi, _)| !is_txn(*wi)) {
+        print_main_table(wls, clients, results);
+    }
+    if any_txn {
+        print_txn_table(wls, clients, results);
+    }
+}
+
+/// The rows of one table, workload by workload, client by client: the
+/// transactional workloads or the others; with each the rskafka outcome to
+/// compare with (none on rskafka's own row).
+fn rows<'a>(
+    wls: &'a [Workload],
+    clients: &'a [String],
+    results: &'a BTreeMap<(usize, String), Outcome>,
+    txn: bool,
+) -> impl Iterator<Item = (&'a Workload, &'a str, &'a Outcome, Option<&'a Outcome>)> {
+    wls.iter()
+        .enumerate()
+        .filter(move |(_, w)| (w.op == Op::ProduceTxn) == txn)
+        .flat_map(move |(wi, w)| {
+            let ours = results.get(&(wi, "rskafka".to_owned()));
+            clients.iter().filter_map(move |c| {
+                let o = results.get(&(wi, c.clone()))?;
+                Some((w, c.as_str(), o, ours.filter(|_| c != "rskafka")))
+            })
+        })
+}
+
+/// `{:.2}` of milliseconds given in microseconds, or `-`.
+fn ms(us: Option<f64>) -> String {
+    us.map_or("-".to_owned(), |v| format!("{:.2}", v / 1e3))
+}
+
+/// `{:.2}` of `a / b`, or `-` without a positive `b`.
+fn ratio(a: f64, b: Option<f64>) -> String {
+    match b {
+        Some(b) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".to_owned(),
+    }
+}
+
+fn print_main_table(
+    wls: &[Workload],
+    clients: &[String],
+    results: &BTreeMap<(usize, String), Outcome>,
+) {
     println!();
     println!("Ratios are other client / rskafka (for records/s higher is better for the other client; for CPU and RSS lower is).");
     println!();
     println!("| workload | client | records/s | MB/s | CPU s per M records | peak RSS MiB | p50 ms | p99 ms | records/s ratio | CPU ratio | RSS ratio |");
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (wi, w) in wls.iter().enumerate() {
-        let base = results.get(&(wi, "rskafka".to_owned()));
-        for c in clients {
-            let Some(o) = results.get(&(wi, c.clone())) else {
-                continue;
-            };
-            let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:.2}", v / 1e3));
-            let ratio = |a: f64, b: Option<f64>| match b {
-                Some(b) if b > 0.0 && c != "rskafka" => format!("{:.2}", a / b),
-                _ => "-".to_owned(),
-            };
-            println!(
-                "| {} | {} | {:.0} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {} |",
-                w.name,
-                c,
-                rate(o),
-                o.bytes as f64 / o.secs.max(1e-9) / 1e6,
-                cpu_per_m(o),
-                o.max_rss_kib / 1024,
-                ms(o.p50_us),
-                ms(o.p99_us),
-                ratio(rate(o), base.map(rate)),
-                ratio(cpu_per_m(o), base.map(cpu_per_m)),
-                ratio(o.max_rss_kib as f64, base.map(|b| b.max_rss_kib as f64)),
-            );
-        }
+    for (w, c, o, base) in rows(wls, clients, results, false) {
+        println!(
+            "| {} | {} | {:.0} | {:.1} | {:.2} | {} | {} | {} | {} | {} | {} |",
+            w.name,
+            c,
+            rate(o),
+            o.bytes as f64 / o.secs.max(1e-9) / 1e6,
+            cpu_per_m(o),
+            o.max_rss_kib / 1024,
+            ms(o.p50_us),
+            ms(o.p99_us),
+            ratio(rate(o), base.map(rate)),
+            ratio(cpu_per_m(o), base.map(cpu_per_m)),
+            ratio(o.max_rss_kib as f64, base.map(|b| b.max_rss_kib as f64)),
+        );
+    }
+}
+
+/// The transactional workloads: commits per second and the time a commit
+/// took besides the main table's figures; ratios the other way round from
+/// the main table's, rskafka over the row's client.
+fn print_txn_table(
+    wls: &[Workload],
+    clients: &[String],
+    results: &BTreeMap<(usize, String), Outcome>,
+) {
+    println!();
+    println!("Transactional produce. Ratios are rskafka / the row's client (records/s and commits/s: above 1 is rskafka faster; CPU and RSS: below 1 is rskafka using less). Commit p50/p99: the time `commit_transaction` took.");
+    println!();
+    println!("| workload | client | records/s | MB/s | CPU s per M records | peak RSS MiB | commits/s | commit p50 ms | commit p99 ms | records/s rskafka/this | CPU rskafka/this | RSS rskafka/this | commits/s rskafka/this |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (w, c, o, ours) in rows(wls, clients, results, true) {
+        // rskafka's figure over this row's: `ratio(ours, this)`.
+        let vs = |f: fn(&Outcome) -> f64| ours.map_or("-".to_owned(), |b| ratio(f(b), Some(f(o))));
+        println!(
+            "| {} | {} | {:.0} | {:.1} | {:.2} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+            w.name,
+            c,
+            rate(o),
+            o.bytes as f64 / o.secs.max(1e-9) / 1e6,
+            cpu_per_m(o),
+            o.max_rss_kib / 1024,
+            commits_per_sec(o),
+            ms(o.p50_us),
+            ms(o.p99_us),
+            vs(rate),
+            vs(cpu_per_m),
+            vs(|o| o.max_rss_kib as f64),
+            vs(commits_per_sec),
+        );
     }
 }
 
@@ -587,6 +824,7 @@ fn parse_result(stdout: &str) -> Result<Measured, String> {
             "secs" => m.secs = f,
             "p50_us" if f >= 0.0 => m.p50_us = Some(f),
             "p99_us" if f >= 0.0 => m.p99_us = Some(f),
+            "commits" => m.commits = f as u64,
             _ => {}
         }
     }
