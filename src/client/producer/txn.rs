@@ -203,8 +203,10 @@ fn with_state<T>(shared: &Shared, f: impl FnOnce(&mut TxnState) -> T) -> T {
     f(txn)
 }
 
-/// The wait before asking again after CONCURRENT_TRANSACTIONS.
-const CONCURRENT_RETRY: Duration = Duration::from_millis(20);
+/// The waits before asking again after CONCURRENT_TRANSACTIONS: doubling
+/// from the first to the last.
+const CONCURRENT_RETRY_MIN: Duration = Duration::from_millis(2);
+const CONCURRENT_RETRY_MAX: Duration = Duration::from_millis(20);
 
 /// No cap on the version of an API: the broker's highest.
 const MAX_VERSION: i16 = i16::MAX;
@@ -487,6 +489,7 @@ where
 {
     let deadline = operation_deadline(shared);
     let mut backoff = Backoff::new(&shared.cfg.retry_backoff, Some(deadline));
+    let mut concurrent_wait = CONCURRENT_RETRY_MIN;
     loop {
         let result = match coordinator.get().await {
             Ok((_, conn)) => match conn.version_for(api) {
@@ -508,13 +511,15 @@ where
         }
         tracing::debug!(error = %e, "transaction request failed; retrying");
         if e.error_code() == Some(ErrorCode::CONCURRENT_TRANSACTIONS)
-            && Instant::now() + CONCURRENT_RETRY < deadline
+            && Instant::now() + concurrent_wait < deadline
         {
             // The coordinator is still completing the previous transaction,
             // a matter of milliseconds: the general backoff (100 ms and up)
-            // would hold up the next transaction's first batches, so retry
-            // soon, as the Java client and librdkafka do.
-            tokio::time::sleep(CONCURRENT_RETRY).await;
+            // would hold up the next transaction's first batches. Retry
+            // soon, then less soon up to the Java client's and librdkafka's
+            // 20 ms.
+            tokio::time::sleep(concurrent_wait).await;
+            concurrent_wait = (concurrent_wait * 2).min(CONCURRENT_RETRY_MAX);
             continue;
         }
         if backoff.wait().await.is_err() {
