@@ -822,9 +822,19 @@ impl Accumulator {
     /// retry until [`end_transaction`](Self::end_transaction).
     pub(crate) fn begin_abort(&mut self, failure: Failure) {
         self.aborting = Some(failure.clone());
+        self.fail_unsent(failure);
+    }
+
+    /// Fails every batch not in flight with `failure`.
+    pub(crate) fn fail_unsent(&mut self, failure: Failure) {
         for b in self.take_unsent() {
             self.fail_sequenced(b, failure.clone());
         }
+    }
+
+    /// Whether an epoch bump is pending (cheap: no scan of partitions).
+    pub(crate) fn epoch_bump_required(&self) -> bool {
+        self.idem.is_some_and(|i| i.bump_required)
     }
 
     /// The open transaction ended (committed or aborted): partitions must

@@ -570,12 +570,15 @@ impl Producer {
         );
         let cfg = &self.shared.cfg;
         if size + RECORD_BATCH_OVERHEAD > cfg.max_request_size || size > cfg.buffer_memory {
-            return Err(ctx(Error::kafka(ErrorCode::MESSAGE_TOO_LARGE, None)
-                .with_message(format!(
+            let e = ctx(
+                Error::kafka(ErrorCode::MESSAGE_TOO_LARGE, None).with_message(format!(
                     "a record of up to {size} bytes does not fit the maximum request size \
-                     ({}) or buffer memory ({})",
+                 ({}) or buffer memory ({})",
                     cfg.max_request_size, cfg.buffer_memory
-                ))));
+                )),
+            );
+            self.fail_transaction(&e);
+            return Err(e);
         }
         let record = Record {
             key,
@@ -720,10 +723,21 @@ impl Producer {
                     cfg.buffer_memory
                 )),
                 Err(AppendError::Closed) => Error::invalid_input("the producer is closed"),
-                Err(AppendError::Transaction(e)) => e,
+                // Not a failure of the transaction: there is none to fail.
+                Err(AppendError::Transaction(e)) => return Err(ctx(e)),
                 Err(AppendError::Encode(e)) => Error::new(ErrorKind::InvalidInput).with_source(e),
             };
-            return Err(ctx(err));
+            let err = ctx(err);
+            self.fail_transaction(&err);
+            return Err(err);
+        }
+    }
+
+    /// A record of the open transaction could not be sent: the transaction
+    /// must not commit without it (as in the Java client).
+    fn fail_transaction(&self, e: &Error) {
+        if let Some(t) = self.shared.lock().txn.as_mut() {
+            t.fail_send(e);
         }
     }
 
@@ -843,7 +857,9 @@ impl Producer {
     /// Opens a transaction: records sent from now on belong to it until
     /// [`commit_transaction`](Self::commit_transaction) or
     /// [`abort_transaction`](Self::abort_transaction). Nothing is sent to
-    /// the broker until the first record.
+    /// the broker until the first record. A `send` still waiting for room
+    /// or metadata when a transaction ends joins the one open when it
+    /// appends its record (or fails if none is).
     pub fn begin_transaction(&self) -> Result<()> {
         txn::begin(&self.shared)
     }

@@ -123,6 +123,25 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             for r in &requests {
                 *st.broker_in_flight.entry(r.broker).or_insert(0) += 1;
             }
+            // A transaction that can no longer commit (a record failed in a
+            // way that needs an epoch bump, the producer was fenced, an add
+            // failed) sends nothing more: its waiting batches fail now
+            // instead of waiting for partitions or an epoch that will not
+            // come before the abort.
+            if let Some(t) = st.txn.as_mut() {
+                if !t.is_failed() && st.acc.epoch_bump_required() {
+                    if let Some(e) = st.acc.txn_failure() {
+                        t.fail(&e);
+                    }
+                }
+                if t.is_failed() {
+                    st.acc.fail_unsent(Failure::Local {
+                        kind: ErrorKind::TransactionAborted,
+                        message: "the transaction failed earlier and cannot commit: abort it"
+                            .into(),
+                    });
+                }
+            }
             // Partitions with batches join the transaction before any is sent.
             let mut add_partitions = None;
             if let Some(t) = st.txn.as_mut().filter(|t| t.may_add_partitions()) {

@@ -73,6 +73,9 @@ pub(crate) struct TxnState {
     started: bool,
     /// Why the open transaction cannot commit, besides failed batches.
     abortable: Option<Error>,
+    /// EndTxn(commit) was sent for the open transaction: only a commit can
+    /// settle it now.
+    commit_sent: bool,
 }
 
 impl TxnState {
@@ -82,6 +85,7 @@ impl TxnState {
             adding: false,
             started: false,
             abortable: None,
+            commit_sent: false,
         }
     }
 
@@ -123,7 +127,7 @@ impl TxnState {
 
     /// The open transaction hit `e`: fatal errors end the producer, others
     /// leave only an abort (unless one is running already).
-    fn fail(&mut self, e: &Error) {
+    pub(crate) fn fail(&mut self, e: &Error) {
         if e.is_fatal() {
             if !matches!(self.phase, Phase::Fatal(_)) {
                 self.phase = Phase::Fatal(e.duplicate());
@@ -131,18 +135,48 @@ impl TxnState {
             return;
         }
         if self.abortable.is_none() {
-            self.abortable = Some(e.duplicate());
+            self.abortable = Some(abortable(e));
         }
         if matches!(self.phase, Phase::InTransaction | Phase::Committing) {
             self.phase = Phase::AbortableError;
         }
     }
 
+    /// A record of the open transaction could not be sent at all (too
+    /// large, unknown topic, no room): the transaction must not commit
+    /// without it.
+    pub(crate) fn fail_send(&mut self, e: &Error) {
+        if matches!(self.phase, Phase::InTransaction) {
+            self.fail(e);
+        }
+    }
+
+    /// Whether the open transaction can no longer commit: its unsent
+    /// batches are failed rather than left waiting.
+    pub(crate) fn is_failed(&self) -> bool {
+        matches!(self.phase, Phase::AbortableError | Phase::Fatal(_))
+    }
+
     /// The transaction ended: the next one starts afresh.
     fn ended(&mut self) {
-        self.phase = Phase::Ready;
+        if !matches!(self.phase, Phase::Fatal(_)) {
+            self.phase = Phase::Ready;
+        }
         self.started = false;
         self.abortable = None;
+        self.commit_sent = false;
+    }
+}
+
+/// An abortable error as the application sees it: errors that look
+/// retriable (a timeout, a broken connection) would invite calling commit
+/// again, which cannot help once a record of the transaction failed.
+fn abortable(e: &Error) -> Error {
+    if e.is_retriable() || e.kind() == ErrorKind::Timeout {
+        Error::new(ErrorKind::Kafka(ErrorCode::TRANSACTION_ABORTABLE))
+            .with_message(format!("the transaction cannot commit, abort it: {e}"))
+    } else {
+        e.duplicate()
     }
 }
 
@@ -214,12 +248,14 @@ const MAX_VERSION: i16 = i16::MAX;
 /// How long one transaction operation may keep retrying: as the Java
 /// client's `max.block.ms` (60 s), or longer if the transaction may be.
 fn operation_deadline(shared: &Shared) -> Instant {
-    Instant::now()
-        + shared
-            .cfg
-            .transaction_timeout
-            .max(shared.request_timeout)
-            .max(Duration::from_secs(60))
+    let bound = shared
+        .cfg
+        .transaction_timeout
+        .max(shared.request_timeout)
+        .max(Duration::from_secs(60));
+    let now = Instant::now();
+    now.checked_add(bound)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400))
 }
 
 pub(super) async fn init(shared: &Shared) -> Result<()> {
@@ -325,9 +361,10 @@ pub(super) async fn commit(shared: &Shared, producer: &Producer) -> Result<()> {
     };
     if let Some(e) = failure {
         with_state(shared, |t| t.fail(&e));
-        return Err(e);
+        return Err(if e.is_fatal() { e } else { abortable(&e) });
     }
     if with_state(shared, |t| t.started) {
+        with_state(shared, |t| t.commit_sent = true);
         if let Err(e) = end_txn(shared, ctx, true).await {
             // A timeout leaves the outcome open: commit again.
             if e.kind() != ErrorKind::Timeout {
@@ -352,6 +389,8 @@ pub(super) async fn abort(shared: &Shared) -> Result<()> {
             Phase::InTransaction | Phase::AbortableError | Phase::Aborting => {
                 t.phase = Phase::Aborting;
             }
+            // A commit that never got to EndTxn (its caller gave up on it).
+            Phase::Committing if !t.commit_sent => t.phase = Phase::Aborting,
             Phase::Fatal(e) => return Err(e.duplicate()),
             Phase::Committing => {
                 return Err(Error::invalid_input(
@@ -383,6 +422,13 @@ pub(super) async fn abort(shared: &Shared) -> Result<()> {
     }
     drop(flushing);
     wait_for_adds(shared, ctx).await;
+    // An add that came back meanwhile may have found the producer fenced.
+    if let Some(e) = with_state(shared, |t| match &t.phase {
+        Phase::Fatal(e) => Some(e.duplicate()),
+        _ => None,
+    }) {
+        return Err(e);
+    }
     if with_state(shared, |t| t.started) {
         end_txn(shared, ctx, false).await.inspect_err(|e| {
             if e.is_fatal() {
