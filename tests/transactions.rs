@@ -44,7 +44,7 @@ use rskafka::{
         Client, ClientBuilder,
     },
     error::{Error, ErrorKind},
-    protocol::ErrorCode,
+    protocol::{ApiKey, ErrorCode},
     record::Record,
 };
 use time::OffsetDateTime;
@@ -784,6 +784,89 @@ async fn ours_read_exactly_committed_by_librdkafka_java_and_ours() {
         BTreeMap::new(),
         "offsets sent only in an aborted transaction are not committed"
     );
+}
+
+/// Issue (KIP-890): where the broker offers transaction version 2 (Kafka
+/// 4's default), our producer uses it: the brokers add the partitions and
+/// offsets, and every EndTxn moves the epoch on, so that a late write of an
+/// ended transaction is refused. With EndTxn capped at version 4 the same
+/// transactions run the protocol from before, the epoch unchanged. Either
+/// way read_committed readers see exactly the committed records, and the
+/// offsets of the last committed transaction are the group's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_transaction_protocols_commit_and_abort_exactly() {
+    const PARTITIONS: i32 = 2;
+    let plan = "c3,a2,c2,a1";
+    for version in [2, 1] {
+        let Some((bootstrap, client, topic)) = setup(&format!("txn-v{version}"), PARTITIONS).await
+        else {
+            return;
+        };
+        let source = format!("{topic}-src");
+        create_topic(&client, &source, 1).await;
+        let group = format!("{topic}-g");
+        let mut builder =
+            ClientBuilder::new(vec![bootstrap.clone()]).operation_timeout(Duration::from_secs(60));
+        if version == 1 {
+            builder = builder.max_api_version(ApiKey::END_TXN, 4);
+        }
+        let producer_client = builder.build().await.expect("client");
+        let tag = format!("{topic}-rs");
+        let producer = producer_client
+            .producer(txn_config(&format!("{topic}-txn")))
+            .expect("producer");
+        producer.init_transactions().await.expect("init");
+        let (id, first_epoch) = producer.producer_id().expect("a producer id");
+        for (i, (kind, count)) in parse_plan(plan).into_iter().enumerate() {
+            producer.begin_transaction().expect("begin");
+            let deliveries = send_records(&producer, &topic, &tag, i, kind, 0..count, PARTITIONS)
+                .await
+                .expect("send");
+            producer
+                .send_offsets_to_transaction(
+                    [(TopicPartition::new(source.clone(), 0), i as i64 + 1)],
+                    &ConsumerGroupMetadata::new(group.as_str()),
+                )
+                .await
+                .expect("offsets");
+            if kind == 'c' {
+                producer.commit_transaction().await.expect("commit");
+                assert_delivered(i, deliveries).await;
+            } else {
+                for r in settle(deliveries).await {
+                    r.expect("a record of a transaction to abort is written");
+                }
+                producer.abort_transaction().await.expect("abort");
+            }
+            let expected_epoch = if version == 2 {
+                first_epoch + i as i16 + 1
+            } else {
+                first_epoch
+            };
+            assert_eq!(
+                producer.producer_id(),
+                Some((id, expected_epoch)),
+                "transaction version {version}: the producer id and epoch after transaction {i} \
+                 (version 2 needs a broker that finalized transaction.version 2)"
+            );
+        }
+        producer.close().await;
+        let (committed_values, aborted_values) = plan_values(&tag, plan);
+        assert_settled(
+            &client,
+            &topic,
+            PARTITIONS,
+            &format!("transaction version {version}"),
+            &committed_values,
+            Some(&aborted_values),
+        )
+        .await;
+        assert_eq!(
+            committed(&client, &group, &source, 1).await,
+            BTreeMap::from([((source.clone(), 0), 3)]),
+            "transaction version {version}: the group's offset is the last committed one's"
+        );
+    }
 }
 
 /// Issue: our read_committed consumer reads exactly the committed

@@ -324,6 +324,46 @@ fn opt_versions(v: &Value, key: &str) -> Result<Versions, String> {
     }
 }
 
+/// Versions Kafka added after the snapshot of the definitions this
+/// generator reads, each with the wire format of the version before it
+/// (only the version number tells the broker something): `(message, the
+/// snapshot's highest version, the highest version to generate)`.
+///
+/// - Produce v12 and TxnOffsetCommit v5 (Kafka 4.0, KIP-890): the client
+///   lets the broker add partitions to its transaction (transaction
+///   version 2).
+const LATER_VERSIONS: &[(&str, i16, i16)] = &[
+    ("ProduceRequest", 11, 12),
+    ("ProduceResponse", 11, 12),
+    ("TxnOffsetCommitRequest", 4, 5),
+    ("TxnOffsetCommitResponse", 4, 5),
+];
+
+/// A later version has the snapshot's highest version's format only if no
+/// field's version range ends there.
+fn check_open_ended(json: &Value, hi: i16) -> Result<(), String> {
+    match json {
+        Value::Object(map) => {
+            for (key, v) in map {
+                if key.ends_with("ersions") && key != "validVersions" {
+                    if let Some(text) = v.as_str() {
+                        let r = Versions::parse(text)?;
+                        if !r.is_empty() && r.hi == hi {
+                            return Err(format!(
+                                "{key} {text:?} ends at version {hi}: a later version's format differs"
+                            ));
+                        }
+                    }
+                }
+                check_open_ended(v, hi)?;
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(|v| check_open_ended(v, hi)),
+        _ => Ok(()),
+    }
+}
+
 fn parse_msg(json: &Value) -> Result<Msg, String> {
     let name = get_str(json, "name")?.to_string();
     let kind = match get_str(json, "type")? {
@@ -341,9 +381,15 @@ fn parse_msg(json: &Value) -> Result<Msg, String> {
         ),
         None => None,
     };
-    let valid = Versions::parse(get_str(json, "validVersions")?)?;
+    let mut valid = Versions::parse(get_str(json, "validVersions")?)?;
     if valid.is_empty() || valid.hi == i16::MAX {
         return Err(format!("validVersions {valid} must be a closed range"));
+    }
+    if let Some(&(_, from, to)) = LATER_VERSIONS.iter().find(|(n, _, _)| *n == name) {
+        if valid.hi == from {
+            check_open_ended(json, from)?;
+            valid.hi = to;
+        }
     }
     let flexible = opt_versions(json, "flexibleVersions")?;
     if !flexible.is_empty() && flexible.hi != i16::MAX {
@@ -550,6 +596,21 @@ mod tests {
         assert_eq!(snake("StopReplicaPartitionV0"), "stop_replica_partition_v0");
         assert_eq!(field_ident("Type"), "type_");
         assert_eq!(screaming("ApiVersions"), "API_VERSIONS");
+    }
+
+    #[test]
+    fn later_versions_only_extend_open_ended_definitions() {
+        let definition = |field_versions: &str| {
+            serde_json::json!({
+                "apiKey": 0, "type": "request", "name": "ProduceRequest",
+                "validVersions": "3-11", "flexibleVersions": "9+",
+                "fields": [{ "name": "Acks", "type": "int16", "versions": field_versions }]
+            })
+        };
+        let msg = parse_msg(&definition("0+")).unwrap();
+        assert_eq!(msg.valid, Versions { lo: 3, hi: 12 });
+        let err = parse_msg(&definition("0-11")).map(|m| m.valid).unwrap_err();
+        assert!(err.contains("ends at version 11"), "{err}");
     }
 
     #[test]

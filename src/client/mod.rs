@@ -105,6 +105,17 @@ impl ClientBuilder {
         self
     }
 
+    /// Uses `api` at no version above `max` with any broker, as when a
+    /// broker mishandles a newer version or a behaviour that comes with one
+    /// is not wanted (capping [`ApiKey::END_TXN`] at 4, for one, keeps
+    /// transactions on the protocol from before KIP-890).
+    ///
+    /// [`ApiKey::END_TXN`]: crate::protocol::ApiKey::END_TXN
+    pub fn max_api_version(mut self, api: crate::protocol::ApiKey, max: i16) -> Self {
+        self.connection.max_versions.insert(api, max);
+        self
+    }
+
     /// The backoff between retries of a failed operation.
     pub fn backoff_config(mut self, backoff: BackoffConfig) -> Self {
         self.backoff = backoff;

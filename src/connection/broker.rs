@@ -602,6 +602,11 @@ async fn negotiate(conn: &BrokerConnection) -> Result<VersionTable, ConnectionEr
             .iter()
             .map(|k| (ApiKey(k.api_key), k.min_version, k.max_version)),
         &conn.inner.config.max_versions,
+    )
+    .with_finalized_features(
+        resp.finalized_features
+            .into_iter()
+            .map(|f| (f.name, f.max_version_level)),
     ))
 }
 

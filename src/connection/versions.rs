@@ -29,11 +29,13 @@ pub fn client_range(key: ApiKey) -> Option<(i16, i16)> {
     (min <= max).then_some((min, max))
 }
 
-/// The broker's advertised version ranges and the version chosen for each API.
+/// The broker's advertised version ranges and the version chosen for each
+/// API, with the cluster's finalized feature levels the broker reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VersionTable {
     broker: HashMap<i16, (i16, i16)>,
     chosen: HashMap<i16, i16>,
+    features: HashMap<String, i16>,
 }
 
 impl VersionTable {
@@ -59,7 +61,26 @@ impl VersionTable {
                 chosen.insert(key.0, v);
             }
         }
-        Self { broker, chosen }
+        Self {
+            broker,
+            chosen,
+            features: HashMap::new(),
+        }
+    }
+
+    /// Adds the finalized feature levels (name, max level) from ApiVersions.
+    pub fn with_finalized_features(
+        mut self,
+        features: impl IntoIterator<Item = (String, i16)>,
+    ) -> Self {
+        self.features.extend(features);
+        self
+    }
+
+    /// The level of feature `name` finalized in the cluster (such as
+    /// `transaction.version`), `None` if the broker reported none.
+    pub fn finalized_feature(&self, name: &str) -> Option<i16> {
+        self.features.get(name).copied()
     }
 
     /// The highest version usable with this broker, `None` if the ranges
@@ -103,5 +124,9 @@ mod tests {
 
         let t = VersionTable::new([(ApiKey::PRODUCE, 0, 11)], &BTreeMap::new());
         assert!(t.version_for(ApiKey::PRODUCE).is_some_and(|v| v >= 3));
+        assert_eq!(t.finalized_feature("transaction.version"), None);
+        let t = t.with_finalized_features([("transaction.version".to_owned(), 2)]);
+        assert_eq!(t.finalized_feature("transaction.version"), Some(2));
+        assert_eq!(t.finalized_feature("group.version"), None);
     }
 }

@@ -22,7 +22,7 @@ const TABLE: &[Info] = &[
         key: 0,
         name: "Produce",
         min: 0,
-        max: 11,
+        max: 12,
         client_facing: true,
     },
     Info {
@@ -218,7 +218,7 @@ const TABLE: &[Info] = &[
         key: 28,
         name: "TxnOffsetCommit",
         min: 0,
-        max: 4,
+        max: 5,
         client_facing: true,
     },
     Info {
@@ -637,7 +637,7 @@ const TABLE: &[Info] = &[
 ];
 
 impl ApiKey {
-    /// `Produce` (key 0): versions 0-11.
+    /// `Produce` (key 0): versions 0-12.
     pub const PRODUCE: ApiKey = ApiKey(0);
     /// `Fetch` (key 1): versions 0-17.
     pub const FETCH: ApiKey = ApiKey(1);
@@ -693,7 +693,7 @@ impl ApiKey {
     pub const END_TXN: ApiKey = ApiKey(26);
     /// `WriteTxnMarkers` (key 27): versions 0-1; broker-internal.
     pub const WRITE_TXN_MARKERS: ApiKey = ApiKey(27);
-    /// `TxnOffsetCommit` (key 28): versions 0-4.
+    /// `TxnOffsetCommit` (key 28): versions 0-5.
     pub const TXN_OFFSET_COMMIT: ApiKey = ApiKey(28);
     /// `DescribeAcls` (key 29): versions 0-3.
     pub const DESCRIBE_ACLS: ApiKey = ApiKey(29);

@@ -108,6 +108,17 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 st.finished = true;
                 break;
             }
+            // Under transaction version 2 a partition joins the transaction
+            // with its first produce request.
+            if shared.txn.as_ref().is_some_and(|c| c.uses_v2()) {
+                if let Some(t) = st.txn.as_mut().filter(|t| t.may_add_partitions()) {
+                    let partitions = st.acc.partitions_to_add();
+                    if !partitions.is_empty() {
+                        st.acc.partitions_added(&partitions);
+                        t.set_started();
+                    }
+                }
+            }
             let in_flight = st.broker_in_flight.clone();
             let requests = st.acc.drain(
                 now,
@@ -625,6 +636,9 @@ fn settle(
     shared.wake.notify_one();
 }
 
+/// The highest Produce version without transaction version 2's meaning.
+const PRODUCE_BEFORE_TXN_V2: i16 = 11;
+
 /// Sends one ProduceRequest; `None` for acks=0 (no response).
 async fn produce(
     shared: &Shared,
@@ -636,6 +650,13 @@ async fn produce(
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     let Some(version) = conn.version_for(ApiKey::PRODUCE) else {
         return Err(conn.unsupported::<ProduceRequest>(None).into());
+    };
+    // Version 12 asks the broker to add the partition to the producer's
+    // transaction: only for transactions of transaction version 2.
+    let version = if shared.txn.as_ref().is_some_and(|c| c.uses_v2()) {
+        version
+    } else {
+        version.min(PRODUCE_BEFORE_TXN_V2)
     };
     // The batches are attached to the frame, not copied into it.
     let transactional_id = shared.cfg.transactional_id.as_deref();
@@ -806,8 +827,9 @@ mod tests {
                 assert_eq!(ours, generated, "version {version}, acks {acks}");
             }
         }
-        let unsupported = EncodedRequest::with_body::<ProduceRequest>(12, None, |w| {
-            write_produce_body(w, 12, None, -1, 1, &topics)
+        let past = ProduceRequest::MAX_VERSION + 1;
+        let unsupported = EncodedRequest::with_body::<ProduceRequest>(past, None, |w| {
+            write_produce_body(w, past, None, -1, 1, &topics)
         });
         assert!(unsupported.is_err());
     }

@@ -7,14 +7,21 @@
 //! first batch for them is ready (one AddPartitionsToTxn at a time, later
 //! partitions wait and go together); a batch is sent only once its
 //! partition is in; commit first delivers every record, then ends the
-//! transaction. Errors are fatal (the producer was fenced or is not
+//! transaction. Where the cluster has finalized `transaction.version` 2
+//! (KIP-890), a transaction instead lets the brokers add its partitions
+//! (Produce v12) and offsets (TxnOffsetCommit v5) themselves, and each
+//! EndTxn (v5) returns the next epoch, so that a late write of an ended
+//! transaction is refused. Errors are fatal (the producer was fenced or is not
 //! authorised: [`Error::is_fatal`]), abortable (the application aborts and
 //! goes on) or retried here until the operation's deadline.
 
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -117,6 +124,12 @@ impl TxnState {
         self.adding = true;
     }
 
+    /// Partitions joined the transaction without AddPartitionsToTxn
+    /// (transaction version 2): ending it takes an EndTxn.
+    pub(crate) fn set_started(&mut self) {
+        self.started = true;
+    }
+
     fn abortable_error(&self) -> Error {
         match &self.abortable {
             Some(e) => e.duplicate(),
@@ -191,6 +204,12 @@ pub(crate) struct TxnContext {
     op: tokio::sync::Mutex<()>,
     /// Signalled when an AddPartitionsToTxn finishes.
     added: Notify,
+    /// The transaction coordinator's broker offers transaction version 2,
+    /// as of the last connection a coordinator request used.
+    v2_offered: AtomicBool,
+    /// The open transaction uses transaction version 2 (decided when it
+    /// begins, as the Java client does).
+    v2: AtomicBool,
 }
 
 impl TxnContext {
@@ -201,7 +220,31 @@ impl TxnContext {
             groups: Mutex::new(HashMap::new()),
             op: tokio::sync::Mutex::new(()),
             added: Notify::new(),
+            v2_offered: AtomicBool::new(false),
+            v2: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the open transaction uses transaction version 2: its
+    /// partitions join it with their first produce, without
+    /// AddPartitionsToTxn.
+    pub(crate) fn uses_v2(&self) -> bool {
+        self.v2.load(Ordering::Relaxed)
+    }
+
+    /// Notes whether the coordinator's broker (through `conn`) offers
+    /// transaction version 2: the cluster has finalized it, and this client
+    /// may use the versions that carry it with that broker.
+    fn note_coordinator(&self, conn: &BrokerConnection) {
+        let at_least = |api, v| conn.version_for(api).is_some_and(|have| have >= v);
+        let offered = conn
+            .versions()
+            .and_then(|t| t.finalized_feature("transaction.version"))
+            .is_some_and(|level| level >= 2)
+            && at_least(ApiKey::END_TXN, 5)
+            && at_least(ApiKey::PRODUCE, 12)
+            && at_least(ApiKey::TXN_OFFSET_COMMIT, 5);
+        self.v2_offered.store(offered, Ordering::Relaxed);
     }
 
     fn group_coordinator(&self, group_id: &str) -> Arc<Coordinator> {
@@ -283,9 +326,13 @@ pub(super) async fn init(shared: &Shared) -> Result<()> {
 }
 
 pub(super) fn begin(shared: &Shared) -> Result<()> {
-    context(shared)?;
+    let ctx = context(shared)?;
     with_state(shared, |t| match &t.phase {
         Phase::Ready => {
+            // Nothing of an earlier transaction is in flight: the sender
+            // and the produce requests switch with it.
+            ctx.v2
+                .store(ctx.v2_offered.load(Ordering::Relaxed), Ordering::Relaxed);
             t.phase = Phase::InTransaction;
             Ok(())
         }
@@ -319,7 +366,12 @@ pub(super) async fn send_offsets(
         return Ok(());
     }
     let result = async {
-        add_offsets_to_txn(shared, ctx, group.group_id()).await?;
+        if !ctx.uses_v2() {
+            add_offsets_to_txn(shared, ctx, group.group_id()).await?;
+        }
+        // Under version 2 the group coordinator adds the offsets on the
+        // way; if that fails half way, the abort must still reach the
+        // transaction coordinator.
         with_state(shared, |t| t.started = true);
         txn_offset_commit(shared, ctx, &offsets, group).await
     }
@@ -363,17 +415,28 @@ pub(super) async fn commit(shared: &Shared, producer: &Producer) -> Result<()> {
         with_state(shared, |t| t.fail(&e));
         return Err(if e.is_fatal() { e } else { abortable(&e) });
     }
+    let mut next_epoch = None;
     if with_state(shared, |t| t.started) {
         with_state(shared, |t| t.commit_sent = true);
-        if let Err(e) = end_txn(shared, ctx, true).await {
-            // A timeout leaves the outcome open: commit again.
-            if e.kind() != ErrorKind::Timeout {
-                with_state(shared, |t| t.fail(&e));
+        match end_txn(shared, ctx, true).await {
+            Ok(next) => next_epoch = next,
+            Err(e) => {
+                // A timeout leaves the outcome open: commit again.
+                if e.kind() != ErrorKind::Timeout {
+                    with_state(shared, |t| t.fail(&e));
+                }
+                return Err(e);
             }
-            return Err(e);
         }
     }
-    shared.lock().acc.end_transaction();
+    {
+        let mut st = shared.lock();
+        st.acc.end_transaction();
+        if let Some((producer_id, epoch)) = next_epoch {
+            // Every record was acknowledged: sequences start over.
+            st.acc.set_producer_id(producer_id, epoch);
+        }
+    }
     with_state(shared, TxnState::ended);
     Ok(())
 }
@@ -429,8 +492,9 @@ pub(super) async fn abort(shared: &Shared) -> Result<()> {
     }) {
         return Err(e);
     }
+    let mut next_epoch = None;
     if with_state(shared, |t| t.started) {
-        end_txn(shared, ctx, false).await.inspect_err(|e| {
+        next_epoch = end_txn(shared, ctx, false).await.inspect_err(|e| {
             if e.is_fatal() {
                 with_state(shared, |t| t.fail(e));
             }
@@ -440,6 +504,11 @@ pub(super) async fn abort(shared: &Shared) -> Result<()> {
     let bump_from = {
         let mut st = shared.lock();
         st.acc.end_transaction();
+        if let Some((producer_id, epoch)) = next_epoch {
+            // The coordinator bumped the epoch itself (version 2): whatever
+            // the sequences' state, they start over under it.
+            st.acc.set_producer_id(producer_id, epoch);
+        }
         st.acc
             .needs_epoch_bump()
             .then(|| st.acc.producer_id())
@@ -612,6 +681,7 @@ async fn init_producer_id(
                 producer_epoch,
                 ..Default::default()
             };
+            ctx.note_coordinator(&conn);
             let resp = conn.request_version(&req, version).await?;
             check(resp.error_code, None, api)?;
             Ok((resp.producer_id, resp.producer_epoch))
@@ -730,7 +800,9 @@ async fn txn_offset_commit(
         shared,
         &coordinator,
         api,
-        MAX_VERSION,
+        // Version 5 asks the group coordinator to add the offsets to the
+        // transaction.
+        if ctx.uses_v2() { MAX_VERSION } else { 4 },
         |conn, version| async move {
             if version < 3 && group.generation_id() >= 0 {
                 // Without the member's generation the coordinator could not
@@ -765,17 +837,21 @@ async fn txn_offset_commit(
     .await
 }
 
-async fn end_txn(shared: &Shared, ctx: &TxnContext, commit: bool) -> Result<()> {
+/// EndTxn: commits or aborts the open transaction. Under transaction
+/// version 2 the coordinator answers with the producer id and epoch for the
+/// next transaction.
+async fn end_txn(shared: &Shared, ctx: &TxnContext, commit: bool) -> Result<Option<(i64, i16)>> {
     let api = ApiKey::END_TXN;
     let (producer_id, epoch) = producer_id_and_epoch(shared)?;
     retrying(
         shared,
         &ctx.coordinator,
         api,
-        // Version 5 is KIP-890's epoch bump per transaction, which goes
-        // with Produce v12; this client writes with v11 at most.
-        4,
+        // Version 5 bumps the epoch: only for a transaction whose
+        // partitions the brokers added.
+        if ctx.uses_v2() { MAX_VERSION } else { 4 },
         |conn, version| async move {
+            ctx.note_coordinator(&conn);
             let req = EndTxnRequest {
                 transactional_id: ctx.id.clone(),
                 producer_id,
@@ -784,7 +860,9 @@ async fn end_txn(shared: &Shared, ctx: &TxnContext, commit: bool) -> Result<()> 
                 ..Default::default()
             };
             let resp = conn.request_version(&req, version).await?;
-            check(resp.error_code, None, api)
+            check(resp.error_code, None, api)?;
+            Ok((resp.producer_id >= 0 && resp.producer_epoch >= 0)
+                .then_some((resp.producer_id, resp.producer_epoch)))
         },
     )
     .await
