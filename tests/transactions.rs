@@ -43,8 +43,9 @@ use rskafka::{
         producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord},
         Client, ClientBuilder,
     },
+    cluster::{Cluster, ClusterConfig},
     error::{Error, ErrorKind},
-    protocol::{ApiKey, ErrorCode},
+    protocol::{messages::FindCoordinatorRequest, ApiKey, ErrorCode},
     record::Record,
 };
 use time::OffsetDateTime;
@@ -1529,6 +1530,70 @@ fn assert_no_duplicates(who: &str, read: &[Read]) {
 /// there, whole, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_across_a_leader_kill() {
+    transactions_across_a_kill(Victim::PartitionLeader).await;
+}
+
+/// As [`transactions_across_a_leader_kill`], with the producer's
+/// transaction coordinator killed instead: the transaction being committed
+/// or aborted then has to find the new coordinator, which takes over the
+/// transaction's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_across_a_transaction_coordinator_kill() {
+    transactions_across_a_kill(Victim::TransactionCoordinator).await;
+}
+
+/// The node a fault test kills.
+#[derive(Debug, Clone, Copy)]
+enum Victim {
+    /// The leader of the topic's partition 0.
+    PartitionLeader,
+    /// The producer's transaction coordinator.
+    TransactionCoordinator,
+}
+
+impl Victim {
+    /// The node in that role now.
+    async fn node(self, cluster: &TestCluster, client: &Client, topic: &str, txn_id: &str) -> i32 {
+        match self {
+            Self::PartitionLeader => cluster.leader(client, topic, 0).await,
+            Self::TransactionCoordinator => {
+                transaction_coordinator(cluster.bootstrap(), txn_id).await
+            }
+        }
+    }
+}
+
+/// The node coordinating transactional id `txn_id`, asked with
+/// FindCoordinator as clients ask.
+async fn transaction_coordinator(bootstrap: &[String], txn_id: &str) -> i32 {
+    let cluster = Cluster::connect(ClusterConfig::new(bootstrap.iter().cloned()))
+        .await
+        .expect("cluster");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let conn = cluster.any_broker().await.expect("a broker");
+        let resp = conn
+            .request(&FindCoordinatorRequest {
+                key_type: 1,
+                coordinator_keys: vec![txn_id.to_owned()],
+                ..Default::default()
+            })
+            .await
+            .expect("FindCoordinator");
+        let found = resp.coordinators.first().expect("one coordinator");
+        if found.error_code == 0 {
+            return found.node_id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no coordinator for {txn_id}: {}",
+            ErrorCode(found.error_code)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn transactions_across_a_kill(victim_role: Victim) {
     let Some(cluster) = TestCluster::acquire() else {
         return;
     };
@@ -1541,12 +1606,12 @@ async fn transactions_across_a_leader_kill() {
     const PER_TXN: usize = 300;
     let topic = unique_topic("txn-failover");
     cluster.create_topic(&client, &topic, PARTITIONS).await;
-    let victim = cluster.leader(&client, &topic, 0).await;
     let tag = format!("{topic}-rs");
-    let producer = client
-        .producer(txn_config(&format!("{topic}-txn")))
-        .expect("producer");
+    let txn_id = format!("{topic}-txn");
+    let producer = client.producer(txn_config(&txn_id)).expect("producer");
     producer.init_transactions().await.expect("init");
+    let victim = victim_role.node(&cluster, &client, &topic, &txn_id).await;
+    eprintln!("the victim: node {victim}, {victim_role:?}");
 
     let txns = FaultTxns::new(&producer, &topic, &tag, PER_TXN, PARTITIONS);
     const KILL_AT: usize = 8;
@@ -1564,7 +1629,7 @@ async fn transactions_across_a_leader_kill() {
         }
         assert!(
             started.elapsed() < Duration::from_secs(300),
-            "the leadership of {topic}/0 did not come back to node {victim}"
+            "the {victim_role:?} role did not come back to node {victim}"
         );
         let mut fault = || {
             if i == KILL_AT {
@@ -1585,9 +1650,9 @@ async fn transactions_across_a_leader_kill() {
         outcomes.push(outcome);
         if back_at.is_none()
             && restart.as_ref().is_some_and(|r| r.is_finished())
-            && cluster.leader(&client, &topic, 0).await == victim
+            && victim_role.node(&cluster, &client, &topic, &txn_id).await == victim
         {
-            eprintln!("the leadership is back on node {victim} after transaction {i}");
+            eprintln!("the {victim_role:?} role is back on node {victim} after transaction {i}");
             back_at = Some(i + 1);
         }
     }
@@ -1604,8 +1669,8 @@ async fn transactions_across_a_leader_kill() {
         .count();
     let planned = (0..outcomes.len()).filter(|i| i % 4 != 3).count();
     eprintln!(
-        "node {victim} killed and restarted: {committed_count} of {} transactions committed \
-         ({planned} planned) in {:?}",
+        "node {victim} ({victim_role:?}) killed and restarted: {committed_count} of {} \
+         transactions committed ({planned} planned) in {:?}",
         outcomes.len(),
         started.elapsed()
     );
