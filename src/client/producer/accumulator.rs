@@ -832,6 +832,15 @@ impl Accumulator {
         }
     }
 
+    /// Sequences may go on, but the coordinator may hold state of the
+    /// current epoch that only a bump clears (an AddPartitionsToTxn whose
+    /// outcome is unknown): the transaction manager bumps it after the abort.
+    pub(crate) fn require_epoch_bump(&mut self) {
+        if let Some(i) = self.idem.as_mut() {
+            i.bump_required = true;
+        }
+    }
+
     /// Whether an epoch bump is pending (cheap: no scan of partitions).
     pub(crate) fn epoch_bump_required(&self) -> bool {
         self.idem.is_some_and(|i| i.bump_required)

@@ -566,6 +566,12 @@ pub(super) async fn add_partitions(shared: Arc<Shared>, partitions: Vec<(Arc<str
                 Err(e) => {
                     tracing::debug!(error = %e, "AddPartitionsToTxn failed");
                     t.fail(e);
+                    if e.kind() == ErrorKind::Timeout || e.is_retriable() {
+                        // The coordinator may have added the partitions and
+                        // so hold a transaction that this producer never
+                        // ends with EndTxn: the bump after the abort ends it.
+                        st.acc.require_epoch_bump();
+                    }
                     let failure = match e.error_code() {
                         Some(code) => Failure::Kafka {
                             code,
