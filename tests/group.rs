@@ -480,7 +480,7 @@ fn java_member_classpath() -> Option<String> {
         })
         .clone()
         .or_else(|| {
-            eprintln!("skipping: no java/javac or Kafka jars for the Java member");
+            testkit::skip("no java/javac or Kafka jars for the Java member");
             None
         })
 }

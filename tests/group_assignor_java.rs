@@ -68,7 +68,7 @@ fn start_java() -> Option<Java> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .filter(|c| c.contains("kafka-clients"));
     let Some(classpath) = classpath else {
-        eprintln!("skipping: `scripts/kafka classpath` gave no kafka-clients jar");
+        testkit::skip("`scripts/kafka classpath` gave no kafka-clients jar");
         return None;
     };
     let out = repo().join("target/group-java-harness");
@@ -83,7 +83,7 @@ fn start_java() -> Option<Java> {
     match compiled {
         Ok(s) if s.success() => {}
         other => {
-            eprintln!("skipping: javac unavailable or failed: {other:?}");
+            testkit::skip(format!("javac unavailable or failed: {other:?}"));
             return None;
         }
     }
@@ -388,7 +388,7 @@ fn assignors_match_the_java_client() {
     if !Path::new("/usr/bin/java").exists()
         && Command::new("java").arg("-version").output().is_err()
     {
-        eprintln!("skipping: no java");
+        testkit::skip("no java");
         return;
     }
     let Some(mut java) = start_java() else { return };

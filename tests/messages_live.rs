@@ -15,15 +15,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Refuse absurd frame sizes instead of allocating them.
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 
-fn bootstrap() -> Option<String> {
-    match std::env::var("KAFKA_BOOTSTRAP") {
-        Ok(s) if !s.is_empty() => Some(s),
-        _ => {
-            eprintln!("skipping: KAFKA_BOOTSTRAP not set");
-            None
-        }
-    }
-}
+use testkit::bootstrap;
 
 fn connect(bootstrap: &str) -> TcpStream {
     let first = bootstrap.split(',').next().unwrap_or(bootstrap);

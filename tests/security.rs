@@ -42,9 +42,9 @@ fn env(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(v),
         _ => {
-            eprintln!(
-                "skipping: {var} not set (start the broker with KAFKA_SECURITY=1 scripts/kafka up)"
-            );
+            testkit::skip(format!(
+                "{var} not set (start the broker with KAFKA_SECURITY=1 scripts/kafka up)"
+            ));
             None
         }
     }
@@ -73,7 +73,7 @@ fn cert(name: &str) -> Option<PathBuf> {
     match dir {
         Some(d) if d.join(name).exists() => Some(d.join(name)),
         _ => {
-            eprintln!("skipping: KAFKA_CERTS_DIR not set or has no {name}");
+            testkit::skip(format!("KAFKA_CERTS_DIR not set or has no {name}"));
             None
         }
     }

@@ -437,7 +437,7 @@ fn available_peers() -> Vec<Peer> {
     if java_classpath().is_some() {
         peers.push(Peer::Java);
     } else {
-        eprintln!("skipping the Java peer: no java/javac or Kafka jars");
+        testkit::skip("the Java peer: no java/javac or Kafka jars");
     }
     peers
 }

@@ -394,6 +394,8 @@ async fn print_records(
     let mut out = Vec::new();
     let mut output = Output::stdout()?;
     let mut signals = Signals::new()?;
+    let mut meter = crate::meter::Meter::for_consume();
+    let mut printed = 0u64;
     // With --exit-at-end, positions are checked at least this often: a
     // partition may reach its end without yielding records (e.g. it is
     // empty, or ends with transaction markers).
@@ -419,7 +421,9 @@ async fn print_records(
         let mut records = batch.into_iter();
         while records.len() > 0 {
             out.clear();
+            let before = records.len();
             format_piece(&mut out, None, layout, topic, &mut records);
+            printed += (before - records.len()) as u64;
             let written = tokio::select! {
                 w = output.write(std::mem::take(&mut out)) => w,
                 _ = signals.recv() => {
@@ -433,6 +437,7 @@ async fn print_records(
                 Written::Failed(_, e) => return Err(e.into()),
             }
         }
+        meter.update(printed);
         if remaining == Some(0) {
             return Ok(());
         }

@@ -316,6 +316,8 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
     let mut remaining = opts.count;
     let mut out = Vec::new();
     let mut result = Ok(());
+    let mut meter = crate::meter::Meter::for_consume();
+    let mut printed = 0u64;
     // With --exit-at-end: the end offset of each assigned partition, looked
     // up when it was assigned.
     let mut end_of: BTreeMap<TopicPartition, i64> = BTreeMap::new();
@@ -357,6 +359,7 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
         while records.len() > 0 && !stopped {
             out.clear();
             ends.clear();
+            let before = records.len();
             format_piece(
                 &mut out,
                 Some(&mut ends),
@@ -364,6 +367,7 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
                 &topic,
                 &mut records,
             );
+            printed += (before - records.len()) as u64;
             let written = tokio::select! {
                 w = output.write(std::mem::take(&mut out)) => w,
                 _ = signals.recv() => Written::Closed(output.stop().await),
@@ -384,6 +388,7 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
         if stopped {
             break;
         }
+        meter.update(printed);
         // Printed whole: commit it now, so that a member killed without
         // warning leaves little to print twice (commits are queued in order
         // and merged while one is in flight).

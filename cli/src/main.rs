@@ -12,6 +12,7 @@ mod admin;
 mod consume;
 mod format;
 mod group;
+mod meter;
 mod output;
 mod produce;
 mod security;
@@ -45,14 +46,10 @@ struct Cli {
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
     /// Comma-separated bootstrap brokers (host:port; port 9092 if none is
-    /// given); defaults to $KAFKA_BROKERS, then localhost:9092.
-    #[arg(
-        long,
-        global = true,
-        env = "KAFKA_BROKERS",
-        default_value = "localhost:9092"
-    )]
-    brokers: String,
+    /// given); defaults to $KAFKA_BOOTSTRAP (or its alias $KAFKA_BROKERS),
+    /// then localhost:9092.
+    #[arg(long, global = true, env = BOOTSTRAP_VAR)]
+    brokers: Option<String>,
     /// Client id sent to the brokers.
     #[arg(long, global = true, default_value = "rskafka-cli")]
     client_id: String,
@@ -356,15 +353,31 @@ impl Redactor {
     }
 }
 
+/// The broker address variable of the scripts, the tests and the CLI.
+const BOOTSTRAP_VAR: &str = "KAFKA_BOOTSTRAP";
+/// Its alias, the CLI's name before.
+const BOOTSTRAP_ALIAS_VAR: &str = "KAFKA_BROKERS";
+
+impl GlobalArgs {
+    /// `--brokers`, else the alias variable, else a local broker.
+    fn brokers(&self) -> String {
+        let set = |v: &Option<String>| v.as_ref().filter(|v| !v.trim().is_empty()).cloned();
+        set(&self.brokers)
+            .or_else(|| set(&std::env::var(BOOTSTRAP_ALIAS_VAR).ok()))
+            .unwrap_or_else(|| "localhost:9092".to_owned())
+    }
+}
+
 /// The CLI's result type.
 pub type CliResult<T = ()> = Result<T, CliError>;
 
 /// Connects to the cluster, bounded by `--timeout-ms`.
 pub async fn connect(global: &GlobalArgs) -> CliResult<Client> {
     let props = global.properties()?;
+    let default_brokers = global.brokers();
     let brokers: Vec<String> = props
         .get("bootstrap.servers")
-        .unwrap_or(&global.brokers)
+        .unwrap_or(&default_brokers)
         .split(',')
         .map(str::trim)
         .filter(|b| !b.is_empty())
@@ -379,6 +392,7 @@ pub async fn connect(global: &GlobalArgs) -> CliResult<Client> {
             .map_err(|e| CliError::usage(format!("--brokers: {e}")))?;
     }
     let timeout = global.timeout();
+    let shown = brokers.join(",");
     let builder = ClientBuilder::new(brokers)
         .client_id(global.client_id.clone())
         .connect_timeout(timeout)
@@ -394,7 +408,7 @@ pub async fn connect(global: &GlobalArgs) -> CliResult<Client> {
         Ok(r) => Ok(r?),
         Err(_) => Err(CliError::msg(format!(
             "no broker of {} answered within {} ms",
-            global.brokers, global.timeout_ms
+            shown, global.timeout_ms
         ))),
     }
 }

@@ -443,6 +443,7 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
     };
     let mut blocks = spawn_reader(args.file, args.whole_file);
     let mut progress = Progress::default();
+    let mut meter = crate::meter::Meter::for_produce();
     // Deliveries in input order, settled from the front as they complete,
     // so memory stays flat and a failure soon ends reading. Consecutive
     // lines in one batch share an entry: they are written or fail together.
@@ -563,6 +564,7 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
         if let Some(e) = settle(&mut pending, &mut progress) {
             stop = Some(Stop::Failed(e.into()));
         }
+        meter.update(progress.read);
     }
     // The reader thread ends at its next block.
     drop(blocks);
@@ -609,6 +611,8 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
             delivery_timeout.as_millis()
         ))));
     }
+    // The progress line ends before the report.
+    drop(meter);
     let report = match &txn {
         Some(t) => t.report(progress.read),
         None => progress.to_string(),

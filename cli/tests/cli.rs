@@ -379,6 +379,52 @@ fn keyed_lines_follow_the_java_partitioner_and_count_limits_output() {
     assert_eq!(stdout(&out), "0\t0\t2\n1\t0\t3\n");
 }
 
+/// Issue #21: a long `produce` shows its progress (count, time, rate) on
+/// stderr when that is a terminal, and writes nothing there through a pipe.
+#[test]
+fn produce_progress_shows_on_a_terminal_only() {
+    let Some(b) = bootstrap() else { return };
+    if !std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        testkit::skip("util-linux script (a terminal for the test) is not installed");
+        return;
+    }
+    let topic = create_topic(&b, 1);
+    // Longer than the meter's first second.
+    let run = format!(
+        "(seq 1 1000; sleep 1.5; seq 1001 2000) | '{}' --brokers {b} produce {topic}",
+        env!("CARGO_BIN_EXE_rskafka")
+    );
+    let mut on_terminal = std::process::Command::new("script");
+    on_terminal.args(["-qec", &run, "/dev/null"]);
+    let out = run_bounded(on_terminal, None, Duration::from_secs(60));
+    assert_ok(&out);
+    let shown = stdout(&out);
+    assert!(
+        shown.contains("\r2000 lines in ") && shown.contains("/s"),
+        "the terminal shows the final count and rate: {shown:?}"
+    );
+    let mut piped = std::process::Command::new("sh");
+    piped.args(["-c", &run]);
+    let out = run_bounded(piped, None, Duration::from_secs(60));
+    assert_ok(&out);
+    assert_eq!(stderr(&out), "", "nothing on stderr through a pipe");
+    let read = kafka(
+        &b,
+        &["consume", &topic, "--format", "value", "--exit-at-end"],
+        b"",
+    );
+    assert_ok(&read);
+    assert_eq!(
+        stdout(&read).lines().count(),
+        4000,
+        "both runs' lines arrive"
+    );
+}
+
 #[test]
 fn api_versions_and_metadata() {
     let Some(b) = bootstrap() else { return };

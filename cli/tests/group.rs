@@ -565,12 +565,7 @@ fn leaving_cli_member_does_not_roll_back_another_cli_member() {
 
 #[test]
 fn leaving_cli_member_does_not_roll_back_a_librdkafka_member() {
-    let ok = Command::new("python3")
-        .args(["-c", "import confluent_kafka"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipping: python3 with confluent_kafka is not available");
+    if !common::python_available() {
         return;
     }
     leaving_member_does_not_roll_back_the_new_owner(Printer::librdkafka);
@@ -660,12 +655,7 @@ fn sigint_with_a_stalled_reader_commits_exactly_what_was_printed() {
 #[test]
 fn two_cli_members_and_a_librdkafka_member_print_everything_once() {
     let Some(b) = bootstrap() else { return };
-    let ok_python = Command::new("python3")
-        .args(["-c", "import confluent_kafka"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok_python {
-        eprintln!("skipping: python3 with confluent_kafka is not available");
+    if !common::python_available() {
         return;
     }
     let partitions = 3;

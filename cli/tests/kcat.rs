@@ -42,7 +42,7 @@ fn kcat(bootstrap: &str, args: &[&str]) -> Option<Output> {
             Some(out)
         }
         Err(e) => {
-            eprintln!("skipping the kcat comparison: kcat cannot run ({e})");
+            testkit::skip(format!("the kcat comparison: kcat cannot run ({e})"));
             None
         }
     }
@@ -51,7 +51,7 @@ fn kcat(bootstrap: &str, args: &[&str]) -> Option<Output> {
 fn kcat_available() -> bool {
     let ok = Command::new("kcat").arg("-V").output().is_ok();
     if !ok {
-        eprintln!("skipping: kcat is not installed");
+        testkit::skip("kcat is not installed");
     }
     ok
 }

@@ -85,9 +85,9 @@ impl TestCluster {
             Err(_) => Vec::new(),
         };
         if bootstrap.is_empty() {
-            eprintln!(
-                "skipping: KAFKA_CLUSTER_BOOTSTRAP not set (start the cluster with \
-                 scripts/kafka up --brokers 3)"
+            testkit::skip(
+                "KAFKA_CLUSTER_BOOTSTRAP not set (start the cluster with \
+                 scripts/kafka up --brokers 3)",
             );
             return None;
         }

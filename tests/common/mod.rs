@@ -3,52 +3,10 @@
 
 pub mod cluster;
 
-use std::{
-    path::PathBuf,
-    process::{Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{path::PathBuf, process::Command};
 
-/// The shared broker's address from `KAFKA_BOOTSTRAP`; prints the skip
-/// notice and returns `None` when it is not set.
-pub fn bootstrap() -> Option<String> {
-    match std::env::var("KAFKA_BOOTSTRAP") {
-        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        _ => {
-            eprintln!("skipping: KAFKA_BOOTSTRAP not set");
-            None
-        }
-    }
-}
-
-/// Whether `python3` with PyPI's confluent-kafka (librdkafka) is there;
-/// prints the skip notice when it is not.
-pub fn python_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import confluent_kafka"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipping: python3 with confluent_kafka is not available");
-    }
-    ok
-}
-
-/// A topic name no other test run uses.
-pub fn unique_topic(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+#[allow(unused_imports)] // as dead_code above
+pub use testkit::{bootstrap, python_available, unique as unique_topic};
 
 /// The first port from `from` (in steps of 10) such that it and the four
 /// after it are free on 127.0.0.1: room for a [`PrivateBroker`].

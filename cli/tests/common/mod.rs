@@ -6,45 +6,17 @@
 use std::{
     io::Write,
     process::{Child, Command, Output, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-/// The trimmed value of `var`, or `None` after printing that the test is
-/// skipped for want of it.
-pub fn env_or_skip(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
-        _ => {
-            eprintln!("skipping: {var} not set");
-            None
-        }
-    }
-}
-
-/// The shared broker's address, from `KAFKA_BOOTSTRAP`.
-pub fn bootstrap() -> Option<String> {
-    env_or_skip("KAFKA_BOOTSTRAP")
-}
-
-/// A name no other test run uses: topics and groups outlive the test.
-pub fn unique(prefix: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
+#[allow(unused_imports)] // as dead_code above
+pub use testkit::{bootstrap, env_or_skip, python_available, unique};
 
 /// The `rskafka` binary, with no broker list inherited from the caller's
 /// environment.
 pub fn binary() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rskafka"));
-    c.env_remove("KAFKA_BROKERS");
+    c.env_remove("KAFKA_BOOTSTRAP").env_remove("KAFKA_BROKERS");
     c
 }
 

@@ -1,25 +1,75 @@
-//! What the tests of the services under `apps/` share: the broker under
-//! test, names no other run uses, and a service run as a child process with
-//! its output in a file, stopped with signals.
+//! What the tests of the library, the CLI and the services under `apps/`
+//! share: the broker under test, skips that show in the run's output, names
+//! no other run uses, and a service run as a child process with its output
+//! in a file, stopped with signals.
 
 use std::{
+    fmt::Display,
     fs::File,
+    io::Write,
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
     sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-/// The shared broker from `KAFKA_BOOTSTRAP`; prints the skip notice and
-/// returns `None` when it is not set.
-pub fn bootstrap() -> Option<String> {
-    match std::env::var("KAFKA_BOOTSTRAP") {
-        Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+/// Set to `1`, a skip fails the test instead (for runs that must cover
+/// everything).
+pub const REQUIRE_ALL_VAR: &str = "RSKAFKA_REQUIRE_ALL";
+
+/// Reports that the running test skips (part of) its work for want of
+/// something (`reason`). libtest would count the test as passed and keep
+/// its `eprintln!` output to itself, so the line `SKIPPED <test>: <reason>`
+/// goes straight to the process's stderr, where the run's output (and
+/// CI's summary) shows it. With `RSKAFKA_REQUIRE_ALL=1` it panics instead.
+pub fn skip(reason: impl Display) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("a test");
+    if std::env::var(REQUIRE_ALL_VAR).is_ok_and(|v| v == "1") {
+        panic!("{test} cannot run: {reason} ({REQUIRE_ALL_VAR}=1 makes this a failure)");
+    }
+    // Not eprintln!: libtest captures that for passing tests.
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {test}: {reason}");
+}
+
+/// The trimmed value of `var`, or `None` after reporting the skip.
+pub fn env_or_skip(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
         _ => {
-            eprintln!("skipping: KAFKA_BOOTSTRAP not set");
+            skip(format!("{var} not set"));
             None
         }
     }
+}
+
+/// The shared broker from `KAFKA_BOOTSTRAP` (or its alias `KAFKA_BROKERS`,
+/// the CLI's name); `None` after reporting the skip when neither is set.
+pub fn bootstrap() -> Option<String> {
+    for var in ["KAFKA_BOOTSTRAP", "KAFKA_BROKERS"] {
+        if let Ok(v) = std::env::var(var) {
+            if !v.trim().is_empty() {
+                return Some(v.trim().to_owned());
+            }
+        }
+    }
+    skip("KAFKA_BOOTSTRAP not set (start a broker with scripts/kafka up)");
+    None
+}
+
+/// Whether `python3` with PyPI's confluent-kafka (librdkafka) is there;
+/// reports the skip when it is not.
+pub fn python_available() -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", "import confluent_kafka"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        skip("python3 with confluent_kafka is not available");
+    }
+    ok
 }
 
 /// A name (topic, group, file) that no other test or run uses.
