@@ -70,9 +70,16 @@ pub struct GlobalArgs {
     /// PEM private key of --cert-file.
     #[arg(long, global = true, value_name = "PATH", requires = "cert_file")]
     key_file: Option<PathBuf>,
-    /// Authenticate with SASL.
-    #[arg(long, global = true, ignore_case = true, value_parser = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])]
+    /// Authenticate with SASL (OAUTHBEARER takes
+    /// --sasl-oauthbearer-token-file, or librdkafka's unsecured tokens with
+    /// -X sasl.oauthbearer.config=principal=NAME -X
+    /// enable.sasl.oauthbearer.unsecure.jwt=true).
+    #[arg(long, global = true, ignore_case = true, value_parser = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"])]
     sasl_mechanism: Option<String>,
+    /// OAUTHBEARER: a file holding the bearer token (such as a JWT), read
+    /// again at every (re-)authentication, so an agent may rotate it.
+    #[arg(long, global = true, value_name = "PATH")]
+    sasl_oauthbearer_token_file: Option<PathBuf>,
     /// SASL username.
     #[arg(long, global = true)]
     sasl_username: Option<String>,

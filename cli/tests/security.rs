@@ -133,6 +133,104 @@ fn wrong_password_fails_quickly_with_an_authentication_error() {
     );
 }
 
+/// An unsigned JWT for `sub`, expiring `exp` seconds after the epoch (the
+/// test broker's default OAUTHBEARER validator takes unsigned tokens).
+fn unsecured_jwt(sub: &str, exp: i64) -> String {
+    use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+    format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+        URL_SAFE_NO_PAD.encode(format!(r#"{{"sub":"{sub}","iat":0,"exp":{exp}}}"#))
+    )
+}
+
+/// Issue #21: OAUTHBEARER on the command line, with a token file (read at
+/// each authentication) and with librdkafka's unsecured tokens through
+/// `-X`; an expired token fails with one line and exit 1, a missing token
+/// is a usage error (exit 2).
+#[test]
+fn oauthbearer_with_a_token_file_and_with_unsecured_tokens() {
+    let Some(plain) = env("KAFKA_SASL_PLAINTEXT") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(common::unique("cli-oauth"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let token_path = token_file.to_str().unwrap();
+    let with_file = [
+        "--brokers",
+        &plain,
+        "--sasl-mechanism",
+        "OAUTHBEARER",
+        "--sasl-oauthbearer-token-file",
+        token_path,
+        "topic",
+        "list",
+    ];
+
+    std::fs::write(&token_file, unsecured_jwt("alice", now + 3600)).unwrap();
+    let out = run(&with_file, None, LIMIT);
+    assert!(out.status.success(), "token file: {}", text(&out.stderr));
+
+    std::fs::write(&token_file, unsecured_jwt("alice", now - 60)).unwrap();
+    let out = run(&with_file, None, LIMIT);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.to_lowercase().contains("expired"), "{err}");
+
+    let out = run(
+        &[
+            "--brokers",
+            &plain,
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+            "-X",
+            "sasl.mechanisms=OAUTHBEARER",
+            "-X",
+            "enable.sasl.oauthbearer.unsecure.jwt=true",
+            "-X",
+            "sasl.oauthbearer.config=principal=alice lifeSeconds=600",
+            "metadata",
+        ],
+        None,
+        LIMIT,
+    );
+    assert!(out.status.success(), "unsecured: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("broker"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    for args in [
+        vec!["--sasl-mechanism", "OAUTHBEARER", "metadata"],
+        vec![
+            "-X",
+            "security.protocol=SASL_PLAINTEXT",
+            "-X",
+            "sasl.mechanism=OAUTHBEARER",
+            "metadata",
+        ],
+    ] {
+        let mut all = vec!["--brokers", plain.as_str()];
+        all.extend(args);
+        let out = run(&all, None, LIMIT);
+        assert_eq!(out.status.code(), Some(2), "{all:?}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stderr).lines().count(),
+            1,
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn tls_and_mutual_tls() {
     let (Some(ssl), Some(plain), Some(ca), Some(cert), Some(key)) = (

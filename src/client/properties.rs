@@ -64,6 +64,8 @@ const KNOWN: &[(&str, Option<&str>, Scope)] = &[
     ("sasl.username", None, Scope::Client),
     ("sasl.password", None, Scope::Client),
     ("sasl.jaas.config", None, Scope::Client),
+    ("sasl.oauthbearer.config", None, Scope::Client),
+    ("enable.sasl.oauthbearer.unsecure.jwt", None, Scope::Client),
     (
         "ssl.ca.location",
         Some("ssl.truststore.location"),
@@ -350,6 +352,9 @@ impl Properties {
 
     fn sasl(&self) -> Result<SaslConfig> {
         let mechanism = self.get("sasl.mechanism").unwrap_or("PLAIN");
+        if mechanism.eq_ignore_ascii_case("OAUTHBEARER") {
+            return self.unsecured_oauthbearer();
+        }
         let jaas = self.get("sasl.jaas.config").map(jaas_credentials);
         let username = self
             .get("sasl.username")
@@ -367,6 +372,30 @@ impl Properties {
             })?;
         SaslConfig::from_mechanism_name(mechanism, Credentials::new(username, password))
             .map_err(|e| bad("sasl.mechanism", mechanism, &e.to_string()))
+    }
+
+    /// OAUTHBEARER from properties: librdkafka's unsecured tokens, for
+    /// development brokers; real tokens come from an
+    /// [`OAuthTokenProvider`](crate::connection::sasl::OAuthTokenProvider)
+    /// in code.
+    fn unsecured_oauthbearer(&self) -> Result<SaslConfig> {
+        let unsecure = "enable.sasl.oauthbearer.unsecure.jwt";
+        match self.boolean(unsecure)? {
+            Some(true) => {}
+            _ => {
+                return Err(Error::invalid_input(format!(
+                    "sasl.mechanism OAUTHBEARER from properties makes unsecured tokens only: \
+                     set {unsecure}=true and sasl.oauthbearer.config=principal=NAME \
+                     (real tokens come from an OAuthTokenProvider in code)"
+                )))
+            }
+        }
+        let config = self.get("sasl.oauthbearer.config").ok_or_else(|| {
+            Error::invalid_input("OAUTHBEARER needs sasl.oauthbearer.config=principal=NAME ...")
+        })?;
+        crate::connection::sasl::OAuthTokenProvider::unsecured_jwt(config)
+            .map(SaslConfig::OAuthBearer)
+            .map_err(|e| bad("sasl.oauthbearer.config", config, &e.to_string()))
     }
 
     /// The producer settings: this crate's defaults with the producer
@@ -663,6 +692,39 @@ mod tests {
             p.set(k, v).unwrap();
         }
         p
+    }
+
+    #[test]
+    fn oauthbearer_from_properties_is_librdkafkas_unsecured_jwt() {
+        let base = [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanisms", "OAUTHBEARER"),
+        ];
+        let client = |extra: &[(&str, &str)]| {
+            let pairs: Vec<_> = base.iter().chain(extra).copied().collect();
+            props(&pairs).apply_to_client(ClientBuilder::new(vec!["a:1".into()]))
+        };
+        let e = client(&[]).unwrap_err().to_string();
+        assert!(
+            e.contains("enable.sasl.oauthbearer.unsecure.jwt=true"),
+            "{e}"
+        );
+        let e = client(&[("enable.sasl.oauthbearer.unsecure.jwt", "true")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sasl.oauthbearer.config"), "{e}");
+        let e = client(&[
+            ("enable.sasl.oauthbearer.unsecure.jwt", "true"),
+            ("sasl.oauthbearer.config", "scope=x"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("principal=NAME is required"), "{e}");
+        client(&[
+            ("enable.sasl.oauthbearer.unsecure.jwt", "true"),
+            ("sasl.oauthbearer.config", "principal=alice"),
+        ])
+        .expect("an unsecured OAUTHBEARER client");
     }
 
     #[test]

@@ -83,6 +83,144 @@ impl OAuthTokenProvider {
     pub async fn token(&self) -> Result<OAuthToken, BoxError> {
         (self.0)().await
     }
+
+    /// Unsigned tokens (JWS `"alg":"none"`) made here for each
+    /// authentication, as librdkafka's `enable.sasl.oauthbearer.unsecure.jwt`
+    /// makes them: for development brokers that accept them (Kafka's
+    /// default OAUTHBEARER validator does), never for production.
+    ///
+    /// `config` is librdkafka's `sasl.oauthbearer.config`: space-separated
+    /// `principal=NAME` (required), `principalClaimName` (`sub`), `scope`
+    /// (comma-separated), `scopeClaimName` (`scope`), `lifeSeconds` (3600)
+    /// and `extension_NAME=VALUE` (SASL extensions).
+    ///
+    /// ```
+    /// use rskafka::connection::sasl::{OAuthTokenProvider, SaslConfig};
+    ///
+    /// let provider = OAuthTokenProvider::unsecured_jwt("principal=alice scope=read lifeSeconds=600")?;
+    /// let sasl = SaslConfig::OAuthBearer(provider);
+    /// # Ok::<(), rskafka::connection::sasl::SaslError>(())
+    /// ```
+    pub fn unsecured_jwt(config: &str) -> Result<Self, SaslError> {
+        let jwt = UnsecuredJwt::parse(config)?;
+        Ok(Self::new(move || {
+            let jwt = jwt.clone();
+            async move { Ok(jwt.token(now_ms())) }
+        }))
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The claims of [`OAuthTokenProvider::unsecured_jwt`]'s tokens.
+#[derive(Debug, Clone, PartialEq)]
+struct UnsecuredJwt {
+    principal: String,
+    principal_claim: String,
+    scope: Vec<String>,
+    scope_claim: String,
+    life_seconds: i64,
+    extensions: BTreeMap<String, String>,
+}
+
+impl UnsecuredJwt {
+    fn parse(config: &str) -> Result<Self, SaslError> {
+        let bad = |m: String| SaslError::InvalidInput(format!("sasl.oauthbearer.config: {m}"));
+        let mut jwt = Self {
+            principal: String::new(),
+            principal_claim: "sub".into(),
+            scope: Vec::new(),
+            scope_claim: "scope".into(),
+            life_seconds: 3600,
+            extensions: BTreeMap::new(),
+        };
+        for pair in config.split_whitespace() {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| bad(format!("{pair:?} is not name=value")))?;
+            match k {
+                "principal" => jwt.principal = v.to_owned(),
+                "principalClaimName" => jwt.principal_claim = v.to_owned(),
+                "scope" => {
+                    jwt.scope = v
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }
+                "scopeClaimName" => jwt.scope_claim = v.to_owned(),
+                "lifeSeconds" => {
+                    jwt.life_seconds =
+                        v.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                            bad(format!("lifeSeconds {v:?} is not a positive number"))
+                        })?
+                }
+                _ => match k.strip_prefix("extension_") {
+                    Some(name) => {
+                        jwt.extensions.insert(name.to_owned(), v.to_owned());
+                    }
+                    None => return Err(bad(format!("unknown name {k:?}"))),
+                },
+            }
+        }
+        if jwt.principal.is_empty() {
+            return Err(bad("principal=NAME is required".into()));
+        }
+        if jwt.principal_claim.is_empty() || jwt.scope_claim.is_empty() {
+            return Err(bad("claim names must not be empty".into()));
+        }
+        Ok(jwt)
+    }
+
+    fn token(&self, now_ms: i64) -> OAuthToken {
+        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+        let iat = now_ms / 1000;
+        let exp = iat.saturating_add(self.life_seconds);
+        let mut claims = format!(
+            "{{{}:{},\"iat\":{iat},\"exp\":{exp}",
+            json_string(&self.principal_claim),
+            json_string(&self.principal)
+        );
+        if !self.scope.is_empty() {
+            let scope: Vec<String> = self.scope.iter().map(|s| json_string(s)).collect();
+            claims.push_str(&format!(
+                ",{}:[{}]",
+                json_string(&self.scope_claim),
+                scope.join(",")
+            ));
+        }
+        claims.push('}');
+        OAuthToken {
+            token: format!(
+                "{}.{}.",
+                URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+                URL_SAFE_NO_PAD.encode(claims)
+            ),
+            lifetime_ms: exp.saturating_mul(1000),
+            principal: Some(self.principal.clone()),
+            extensions: self.extensions.clone(),
+        }
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Whether `s` is an RFC 6750 `b64token`: `1*( ALPHA / DIGIT / "-" / "." /
@@ -237,6 +375,42 @@ impl OAuthBearer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsecured_jwts_carry_librdkafkas_claims() {
+        use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+        let jwt = UnsecuredJwt::parse(
+            "principal=al\"ice scope=a,b lifeSeconds=60 principalClaimName=azp extension_traceId=7",
+        )
+        .unwrap();
+        let t = jwt.token(1_000_000);
+        let parts: Vec<&str> = t.token.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[2], "", "unsigned");
+        assert_eq!(
+            URL_SAFE_NO_PAD.decode(parts[0]).unwrap(),
+            br#"{"alg":"none"}"#
+        );
+        let claims = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        assert_eq!(
+            claims,
+            r#"{"azp":"al\"ice","iat":1000,"exp":1060,"scope":["a","b"]}"#
+        );
+        assert_eq!(t.lifetime_ms, 1_060_000);
+        assert_eq!(t.principal.as_deref(), Some("al\"ice"));
+        assert_eq!(t.extensions.get("traceId").map(String::as_str), Some("7"));
+        assert!(is_b64token(&t.token.replace('.', "")));
+
+        for bad in [
+            "",
+            "scope=a",
+            "principal=a lifeSeconds=0",
+            "principal=a what=1",
+            "principal",
+        ] {
+            assert!(UnsecuredJwt::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     fn token(t: &str) -> OAuthToken {
         OAuthToken {
