@@ -671,6 +671,22 @@ async fn list_offsets_sends_one_request_per_leader() {
             .await
             .expect_err("no partition 9");
         assert_eq!(e.partition(), Some(9), "{e}");
+
+        // Partitions added by another client are found although this
+        // client's cached metadata predates them.
+        connect(&addr)
+            .await
+            .controller_client()
+            .expect("controller")
+            .create_partitions(&topic, 5, 30_000)
+            .await
+            .expect("add a partition");
+        let new = BTreeMap::from([(TopicPartition::new(topic.as_str(), 4), OffsetAt::Latest)]);
+        let end = admin
+            .list_offsets(&new, IsolationLevel::ReadUncommitted)
+            .await
+            .expect("the new partition");
+        assert_eq!(end.values().copied().collect::<Vec<_>>(), vec![0]);
     })
     .await;
 }

@@ -368,8 +368,14 @@ pub enum ScramCommand {
         /// PBKDF2 iterations (4096 to 16384 for Kafka).
         #[arg(long, default_value_t = 8192)]
         iterations: u32,
-        /// The password.
-        #[arg(long, allow_hyphen_values = true)]
+        /// The password; prefer $RSKAFKA_SCRAM_PASSWORD, as command lines
+        /// are visible to other users of the machine.
+        #[arg(
+            long,
+            env = "RSKAFKA_SCRAM_PASSWORD",
+            hide_env_values = true,
+            allow_hyphen_values = true
+        )]
         password: String,
     },
     /// Delete a user's credential for a mechanism.

@@ -88,6 +88,9 @@ impl AdminClient {
         let mut pending: BTreeSet<TopicPartition> = partitions.into_iter().collect();
         let mut out = BTreeMap::new();
         let ask = &ask;
+        // Topics whose partitions are looked up in fresh metadata: a cached
+        // entry may predate new partitions.
+        let mut refreshed: BTreeSet<String> = BTreeSet::new();
         while !pending.is_empty() {
             let topics: Vec<String> = pending
                 .iter()
@@ -96,6 +99,34 @@ impl AdminClient {
                 .into_iter()
                 .collect();
             let md = cluster.metadata(Some(&topics)).await?;
+            let unknown: Vec<&TopicPartition> = pending
+                .iter()
+                .filter(|tp| {
+                    md.topics
+                        .get(&*tp.topic)
+                        .filter(|t| t.error.is_ok())
+                        .and_then(|t| t.partitions.get(&tp.partition))
+                        .is_none()
+                })
+                .collect();
+            let stale: Vec<String> = unknown
+                .iter()
+                .map(|tp| tp.topic.to_string())
+                .filter(|t| !refreshed.contains(t))
+                .collect();
+            if !stale.is_empty() {
+                for t in stale {
+                    cluster.invalidate_topic(&t);
+                    refreshed.insert(t);
+                }
+                continue;
+            }
+            if let Some(tp) = unknown.first() {
+                return Err(Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None)
+                    .with_api(api)
+                    .with_topic(&tp.topic)
+                    .with_partition(tp.partition));
+            }
             let mut by_broker: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
             let mut last: Option<Error> = None;
             for tp in &pending {
@@ -104,17 +135,11 @@ impl AdminClient {
                     .get(&*tp.topic)
                     .filter(|t| t.error.is_ok())
                     .and_then(|t| t.partitions.get(&tp.partition));
-                match p.map(|p| p.leader) {
-                    Some(Some(leader)) => by_broker.entry(leader).or_default().push(tp.clone()),
-                    Some(None) => {
+                match p.and_then(|p| p.leader) {
+                    Some(leader) => by_broker.entry(leader).or_default().push(tp.clone()),
+                    None => {
                         cluster.invalidate_topic(&tp.topic);
                         last = Some(Error::kafka(ErrorCode::LEADER_NOT_AVAILABLE, None));
-                    }
-                    None => {
-                        return Err(Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None)
-                            .with_api(api)
-                            .with_topic(&tp.topic)
-                            .with_partition(tp.partition))
                     }
                 }
             }
