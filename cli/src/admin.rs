@@ -4,7 +4,10 @@
 use std::{collections::BTreeMap, io::Write};
 
 use clap::Args;
-use rskafka::client::partition::OffsetAt;
+use rskafka::client::{
+    group::TopicPartition,
+    partition::{IsolationLevel, OffsetAt},
+};
 
 use crate::{bounded, connect, CliError, CliResult, GlobalArgs};
 
@@ -25,7 +28,7 @@ pub struct CreateArgs {
 }
 
 /// Splits a `--config` value at its first `=`; the key must not be empty.
-fn parse_config(s: &str) -> Result<(String, String), String> {
+pub fn parse_config(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err("expected KEY=VALUE".to_owned()),
@@ -279,42 +282,37 @@ pub async fn offsets(g: &GlobalArgs, topic: &str, at: Option<i64>) -> CliResult 
     };
     let client = connect(g).await?;
     let partitions = crate::topic_partitions(&client, g, topic).await?;
-    let lines = bounded(g.timeout() * 2, "offsets", async {
-        let futs = partitions.iter().map(|&p| {
-            let client = client.clone();
-            let topic = topic.to_owned();
-            async move {
-                let pc = client.partition_client(&topic, p).await?;
-                if let Some(t) = at {
-                    let offset = pc.get_offset(OffsetAt::Timestamp(t)).await?;
-                    return Ok(format!("{p}\t{offset}\n"));
-                }
-                let earliest = pc.get_offset(OffsetAt::Earliest).await?;
-                let latest = pc.get_offset(OffsetAt::Latest).await?;
-                Ok::<_, rskafka::error::Error>(format!("{p}\t{earliest}\t{latest}\n"))
+    let admin = client.admin();
+    // One ListOffsets request per leader for all its partitions (two with
+    // earliest and latest), not one per partition.
+    let list = |at: OffsetAt| {
+        let queries: BTreeMap<TopicPartition, OffsetAt> = partitions
+            .iter()
+            .map(|&p| (TopicPartition::new(topic, p), at))
+            .collect();
+        let admin = admin.clone();
+        async move {
+            admin
+                .list_offsets(&queries, IsolationLevel::ReadUncommitted)
+                .await
+        }
+    };
+    let text = bounded(g.timeout() * 2, "offsets", async {
+        let mut text = String::new();
+        if let Some(t) = at {
+            for (tp, offset) in list(OffsetAt::Timestamp(t)).await? {
+                text.push_str(&format!("{}\t{offset}\n", tp.partition));
             }
-        });
-        let lines = futures_join_all(futs).await?;
-        Ok(lines.concat())
+            return Ok(text);
+        }
+        let (earliest, latest) =
+            futures::future::try_join(list(OffsetAt::Earliest), list(OffsetAt::Latest)).await?;
+        for (tp, start) in earliest {
+            let end = latest.get(&tp).copied().unwrap_or(-1);
+            text.push_str(&format!("{}\t{start}\t{end}\n", tp.partition));
+        }
+        Ok(text)
     })
     .await?;
-    print_out(&lines)
-}
-
-/// Runs futures concurrently and collects their results in order, failing
-/// on the first error.
-pub async fn futures_join_all<T, F>(futs: impl IntoIterator<Item = F>) -> CliResult<Vec<T>>
-where
-    F: std::future::Future<Output = Result<T, rskafka::error::Error>> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        match h.await {
-            Ok(r) => out.push(r?),
-            Err(e) => return Err(CliError::msg(format!("task failed: {e}"))),
-        }
-    }
-    Ok(out)
+    print_out(&text)
 }

@@ -9,6 +9,7 @@
 //! looks like and wherever it came from.
 
 mod admin;
+mod cluster;
 mod consume;
 mod format;
 mod group;
@@ -222,6 +223,33 @@ enum Command {
     /// Consumer groups: list, describe, lag, seek, delete.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Describe the cluster: id, controller, brokers.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Describe or change broker and topic configs.
+    #[command(subcommand)]
+    Config(cluster::ConfigCommand),
+    /// Create, list or delete ACLs.
+    #[command(subcommand)]
+    Acl(cluster::AclCommand),
+    /// Move partitions to other replicas, or list the moves in progress.
+    #[command(subcommand)]
+    Reassign(cluster::ReassignCommand),
+    /// Elect partition leaders: the preferred replica, or any (unclean).
+    ElectLeaders(cluster::ElectArgs),
+    /// Describe or change client quotas of users and client ids.
+    #[command(subcommand)]
+    Quota(cluster::QuotaCommand),
+    /// Describe, create or delete users' SCRAM credentials.
+    #[command(subcommand)]
+    UserScram(cluster::ScramCommand),
+    /// Print each broker's log directories and the replicas in them.
+    LogDirs(cluster::LogDirsArgs),
+    /// Print the producers with state on a topic's partitions.
+    Producers(cluster::ProducersArgs),
+    /// List transactions, or describe one.
+    #[command(subcommand)]
+    Txn(cluster::TxnCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -505,6 +533,16 @@ async fn run(cli: Cli) -> CliResult {
         Command::Produce(args) => produce::run(g, args).await,
         Command::Consume(args) => consume::run(g, args).await,
         Command::Group(cmd) => group::run(g, cmd).await,
+        Command::Cluster(cmd) => cluster::cluster(g, cmd).await,
+        Command::Config(cmd) => cluster::config(g, cmd).await,
+        Command::Acl(cmd) => cluster::acl(g, cmd).await,
+        Command::Reassign(cmd) => cluster::reassign(g, cmd).await,
+        Command::ElectLeaders(args) => cluster::elect_leaders(g, args).await,
+        Command::Quota(cmd) => cluster::quota(g, cmd).await,
+        Command::UserScram(cmd) => cluster::user_scram(g, cmd).await,
+        Command::LogDirs(args) => cluster::log_dirs(g, args).await,
+        Command::Producers(args) => cluster::producers(g, args).await,
+        Command::Txn(cmd) => cluster::txn(g, cmd).await,
     }
 }
 

@@ -11,7 +11,8 @@ use std::{
 mod common;
 
 use common::{
-    binary, bootstrap, run_bounded, signal_and_wait, stderr, stdout, unique, wait_bounded,
+    assert_ok, assert_one_line_error, binary, bootstrap, kafka, run_bounded, signal_and_wait,
+    stderr, stdout, unique, wait_bounded,
 };
 
 /// Runs the binary with `args` and `stdin`, killing it (and failing the
@@ -20,38 +21,6 @@ fn run_with(args: &[&str], stdin: &[u8], limit: Duration) -> Output {
     let mut cmd = binary();
     cmd.args(args);
     run_bounded(cmd, Some(stdin), limit)
-}
-
-/// Runs against the shared broker with a 10 s bound per request.
-fn kafka(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut all = vec!["--brokers", bootstrap, "--timeout-ms", "10000"];
-    all.extend_from_slice(args);
-    run_with(&all, stdin, Duration::from_secs(60))
-}
-
-#[track_caller]
-fn assert_ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "exit {:?}, stderr: {}",
-        o.status,
-        stderr(o)
-    );
-}
-
-/// A failure: non-zero exit and exactly one `error: ...` line on stderr.
-#[track_caller]
-fn assert_one_line_error(o: &Output) -> String {
-    assert!(
-        !o.status.success(),
-        "expected failure; stdout: {}",
-        stdout(o)
-    );
-    let err = stderr(o);
-    assert_eq!(err.lines().count(), 1, "stderr must be one line: {err:?}");
-    assert!(err.starts_with("error: "), "{err:?}");
-    assert!(!err.contains("panicked"), "{err:?}");
-    err
 }
 
 fn create_topic(bootstrap: &str, partitions: u32) -> String {

@@ -16,94 +16,17 @@ use crate::{
             create_partitions_request::CreatePartitionsTopic,
             create_topics_request::{CreatableTopic, CreatableTopicConfig},
             delete_topics_request::DeleteTopicState,
-            describe_configs_request::DescribeConfigsResource,
-            incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
             CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-            DescribeConfigsRequest, IncrementalAlterConfigsRequest,
         },
-        ApiKey, ErrorCode,
+        ApiKey,
     },
 };
 
+pub use super::admin::{ConfigEntry, ConfigOp, ConfigSource};
 use super::{
-    retry::{never_final, retry},
+    admin::{check, ConfigResource},
     Client,
 };
-
-/// Kafka's resource type for topics in config requests.
-const RESOURCE_TOPIC: i8 = 2;
-
-/// Where a config value comes from, as DescribeConfigs reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ConfigSource {
-    /// Set on this topic.
-    Topic,
-    /// A dynamic config of this broker.
-    DynamicBroker,
-    /// A dynamic default for all brokers.
-    DynamicDefaultBroker,
-    /// The broker's static configuration file.
-    StaticBroker,
-    /// Kafka's built-in default.
-    Default,
-    /// A source this client does not know (the raw value).
-    Other(i8),
-}
-
-impl ConfigSource {
-    fn from_wire(v: i8) -> Self {
-        match v {
-            1 => Self::Topic,
-            2 => Self::DynamicBroker,
-            3 => Self::DynamicDefaultBroker,
-            4 => Self::StaticBroker,
-            5 => Self::Default,
-            other => Self::Other(other),
-        }
-    }
-}
-
-/// One config entry of a topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigEntry {
-    /// The config name, e.g. `retention.ms`.
-    pub name: String,
-    /// The value; `None` when unset or sensitive.
-    pub value: Option<String>,
-    /// Where the value comes from.
-    pub source: ConfigSource,
-    /// Whether the value cannot be changed.
-    pub read_only: bool,
-    /// Whether the value is the default (nothing overrides it).
-    pub is_default: bool,
-    /// Whether the value is secret (then it is not returned).
-    pub is_sensitive: bool,
-}
-
-/// A change to one topic config, for [`ControllerClient::alter_topic_configs`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigOp {
-    /// Set the value.
-    Set(String),
-    /// Remove the override: the config falls back to its default.
-    Delete,
-    /// Add a value to a list config.
-    Append(String),
-    /// Remove a value from a list config.
-    Subtract(String),
-}
-
-impl ConfigOp {
-    fn wire(&self) -> (i8, Option<String>) {
-        match self {
-            ConfigOp::Set(v) => (0, Some(v.clone())),
-            ConfigOp::Delete => (1, None),
-            ConfigOp::Append(v) => (2, Some(v.clone())),
-            ConfigOp::Subtract(v) => (3, Some(v.clone())),
-        }
-    }
-}
 
 /// Administers topics. Obtained from [`Client::controller_client`].
 ///
@@ -140,23 +63,11 @@ impl ControllerClient {
         F: Fn(BrokerConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let attempt = &attempt;
-        retry(&self.client.settings, never_final, |_| async move {
-            let result = match self.client.cluster.controller().await {
-                Ok(conn) => attempt(conn).await,
-                Err(e) => Err(e.into()),
-            };
-            if result
-                .as_ref()
-                .is_err_and(|e| e.error_code() == Some(ErrorCode::NOT_CONTROLLER))
-            {
-                // The cached controller id is stale.
-                let _ = self.client.cluster.refresh_metadata(Some(&[])).await;
-            }
-            result
-        })
-        .await
-        .map_err(|e| e.with_api(api).with_topic(topic))
+        self.client
+            .admin()
+            .at_controller(api, attempt)
+            .await
+            .map_err(|e| e.with_api(api).with_topic(topic))
     }
 
     /// Creates a topic with `num_partitions` partitions of
@@ -315,140 +226,26 @@ impl ControllerClient {
         .await
     }
 
-    /// Every config of a topic, by name.
+    /// Every config of a topic, by name; see
+    /// [`AdminClient::describe_configs`](super::admin::AdminClient::describe_configs).
     pub async fn describe_topic_configs(
         &self,
         name: impl Into<String>,
     ) -> Result<BTreeMap<String, ConfigEntry>> {
-        let name = name.into();
-        let req = DescribeConfigsRequest {
-            resources: vec![DescribeConfigsResource {
-                resource_type: RESOURCE_TOPIC,
-                resource_name: name.clone(),
-                configuration_keys: None,
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        // Topic configs are served by any broker, not only the controller.
-        let req = &req;
-        let name_ref = name.as_str();
-        retry(&self.client.settings, never_final, |_| async move {
-            let conn = self.client.cluster.any_broker().await?;
-            let version = conn.version_for(ApiKey::DESCRIBE_CONFIGS).unwrap_or(0);
-            let resp = conn.request(req).await?;
-            let r = resp
-                .results
-                .iter()
-                .find(|r| r.resource_name == name_ref)
-                .ok_or_else(|| Error::protocol("the response lacks the topic"))?;
-            check(r.error_code, r.error_message.clone())?;
-            Ok::<_, Error>(
-                r.configs
-                    .iter()
-                    .map(|c| {
-                        let source = if version >= 1 {
-                            ConfigSource::from_wire(c.config_source)
-                        } else if c.is_default {
-                            ConfigSource::Default
-                        } else {
-                            ConfigSource::Other(-1)
-                        };
-                        let entry = ConfigEntry {
-                            name: c.name.clone(),
-                            value: c.value.clone(),
-                            source,
-                            read_only: c.read_only,
-                            is_default: if version >= 1 {
-                                source == ConfigSource::Default
-                            } else {
-                                c.is_default
-                            },
-                            is_sensitive: c.is_sensitive,
-                        };
-                        (c.name.clone(), entry)
-                    })
-                    .collect(),
-            )
-        })
-        .await
-        .map_err(|e| e.with_api(ApiKey::DESCRIBE_CONFIGS).with_topic(&name))
+        let resource = ConfigResource::Topic(name.into());
+        self.client.admin().describe_configs(&resource).await
     }
 
     /// Changes topic configs (IncrementalAlterConfigs): other configs keep
-    /// their values.
+    /// their values; see
+    /// [`AdminClient::alter_configs`](super::admin::AdminClient::alter_configs).
     pub async fn alter_topic_configs(
         &self,
         name: impl Into<String>,
         changes: Vec<(String, ConfigOp)>,
     ) -> Result<()> {
-        let name = name.into();
-        let req = IncrementalAlterConfigsRequest {
-            resources: vec![AlterConfigsResource {
-                resource_type: RESOURCE_TOPIC,
-                resource_name: name.clone(),
-                configs: changes
-                    .iter()
-                    .map(|(k, op)| {
-                        let (config_operation, value) = op.wire();
-                        AlterableConfig {
-                            name: k.clone(),
-                            config_operation,
-                            value,
-                            ..Default::default()
-                        }
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            validate_only: false,
-            ..Default::default()
-        };
-        self.with_retries(ApiKey::INCREMENTAL_ALTER_CONFIGS, &name, |conn| {
-            let req = &req;
-            let name = &name;
-            async move {
-                let resp = conn.request(req).await?;
-                let r = resp
-                    .responses
-                    .iter()
-                    .find(|r| &r.resource_name == name)
-                    .ok_or_else(|| Error::protocol("the response lacks the topic"))?;
-                check(r.error_code, r.error_message.clone())
-            }
-        })
-        .await?;
-        self.wait_for_configs(&name, &changes).await;
-        Ok(())
-    }
-
-    /// After an accepted change, waits until DescribeConfigs shows the set
-    /// and deleted values (brokers apply the controller's change
-    /// asynchronously), so a describe right after an alter sees it. Gives up
-    /// quietly at the operation timeout: the change was accepted either way.
-    async fn wait_for_configs(&self, name: &str, changes: &[(String, ConfigOp)]) {
-        let deadline = tokio::time::Instant::now() + self.client.settings.operation_timeout;
-        let mut backoff =
-            crate::cluster::Backoff::new(&self.client.settings.backoff, Some(deadline));
-        loop {
-            if let Ok(current) = self.describe_topic_configs(name).await {
-                let visible = changes.iter().all(|(key, op)| {
-                    let entry = current.get(key);
-                    match op {
-                        ConfigOp::Set(v) => entry.is_some_and(|e| e.value.as_deref() == Some(v)),
-                        ConfigOp::Delete => entry.is_none_or(|e| e.source != ConfigSource::Topic),
-                        // Lists are not compared element by element.
-                        ConfigOp::Append(_) | ConfigOp::Subtract(_) => true,
-                    }
-                });
-                if visible {
-                    return;
-                }
-            }
-            if backoff.wait().await.is_err() {
-                return;
-            }
-        }
+        let resource = ConfigResource::Topic(name.into());
+        self.client.admin().alter_configs(&resource, &changes).await
     }
 
     /// Polls fresh metadata until `done(topic)` holds, up to `timeout_ms`.
@@ -485,19 +282,4 @@ impl ControllerClient {
             }
         }
     }
-}
-
-/// An error for a non-zero error code in a response.
-fn check(code: i16, message: Option<String>) -> Result<()> {
-    let code = ErrorCode(code);
-    if code.is_ok() {
-        return Ok(());
-    }
-    let e = Error::kafka(code, message);
-    // Retriable in general (metadata may lag), but for an admin request
-    // naming a topic explicitly it is the answer: don't spin until the deadline.
-    if code == ErrorCode::UNKNOWN_TOPIC_OR_PARTITION {
-        return Err(e.with_retriable(false));
-    }
-    Err(e)
 }

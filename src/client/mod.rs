@@ -1,6 +1,8 @@
 //! The public client API: a [`Client`] built from bootstrap brokers, a
-//! [`ControllerClient`] for topic administration and a [`PartitionClient`]
-//! per partition to produce and fetch.
+//! [`ControllerClient`] for topic administration, an
+//! [`AdminClient`](admin::AdminClient) for the rest of the cluster's
+//! administration and a [`PartitionClient`] per partition to produce and
+//! fetch.
 //!
 //! ```no_run
 //! # async fn example() -> rskafka::error::Result<()> {
@@ -19,6 +21,7 @@
 //! # }
 //! ```
 
+pub mod admin;
 pub mod consumer;
 pub mod controller;
 pub mod group;

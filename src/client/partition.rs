@@ -53,6 +53,25 @@ pub enum OffsetAt {
     Timestamp(OffsetDateTime),
 }
 
+impl OffsetAt {
+    /// The ListOffsets `Timestamp` value.
+    pub(crate) fn wire(self) -> Result<i64> {
+        match self {
+            OffsetAt::Earliest => Ok(EARLIEST_TIMESTAMP),
+            OffsetAt::Latest => Ok(LATEST_TIMESTAMP),
+            OffsetAt::Timestamp(t) => {
+                let ms = t.unix_timestamp_nanos() / 1_000_000;
+                match i64::try_from(ms) {
+                    Ok(ms) if ms >= 0 => Ok(ms),
+                    _ => Err(Error::invalid_input(
+                        "timestamps before 1970 cannot be looked up",
+                    )),
+                }
+            }
+        }
+    }
+}
+
 /// How many replicas must have a produced batch before the broker answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Acks {
@@ -529,22 +548,7 @@ impl PartitionClient {
     /// Asks the leader for an offset: the earliest, the latest, or the first
     /// at or after a timestamp (`-1` if no record is that recent).
     pub async fn get_offset(&self, at: OffsetAt) -> Result<i64> {
-        let timestamp = match at {
-            OffsetAt::Earliest => EARLIEST_TIMESTAMP,
-            OffsetAt::Latest => LATEST_TIMESTAMP,
-            OffsetAt::Timestamp(t) => {
-                let ms = t.unix_timestamp_nanos() / 1_000_000;
-                match i64::try_from(ms) {
-                    Ok(ms) if ms >= 0 => ms,
-                    _ => {
-                        return Err(self.ctx(
-                            Error::invalid_input("timestamps before 1970 cannot be looked up"),
-                            ApiKey::LIST_OFFSETS,
-                        ))
-                    }
-                }
-            }
-        };
+        let timestamp = at.wire().map_err(|e| self.ctx(e, ApiKey::LIST_OFFSETS))?;
         retry(&self.client.settings, never_final, |deadline| {
             self.list_offset_once(timestamp, deadline)
         })

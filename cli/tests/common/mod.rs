@@ -58,6 +58,40 @@ pub fn wait_bounded(child: Child, what: &str, limit: Duration) -> Output {
     }
 }
 
+/// Runs against the shared broker with a 10 s bound per request.
+pub fn kafka(bootstrap: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut cmd = binary();
+    cmd.args(["--brokers", bootstrap, "--timeout-ms", "10000"])
+        .args(args);
+    run_bounded(cmd, Some(stdin), Duration::from_secs(60))
+}
+
+/// Success: exit status 0.
+#[track_caller]
+pub fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "exit {:?}, stderr: {}",
+        o.status,
+        stderr(o)
+    );
+}
+
+/// A failure: non-zero exit and exactly one `error: ...` line on stderr.
+#[track_caller]
+pub fn assert_one_line_error(o: &Output) -> String {
+    assert!(
+        !o.status.success(),
+        "expected failure; stdout: {}",
+        stdout(o)
+    );
+    let err = stderr(o);
+    assert_eq!(err.lines().count(), 1, "stderr must be one line: {err:?}");
+    assert!(err.starts_with("error: "), "{err:?}");
+    assert!(!err.contains("panicked"), "{err:?}");
+    err
+}
+
 /// Standard output as text.
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -3,19 +3,20 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tokio::time::Instant;
-
 use super::{
     coordinator::{
-        check, commit_offsets, fetch_offsets, CommitIdentity, CommittedOffset, Coordinator,
+        at_coordinator, check, commit_offsets, fetch_offsets, CommitIdentity, CommittedOffset,
+        Coordinator,
     },
     protocol::{Assignment, Subscription},
     TopicPartition,
 };
 use crate::{
-    client::{partition::OffsetAt, Client},
-    cluster::Backoff,
-    error::{Error, ErrorKind, Result},
+    client::{
+        partition::{IsolationLevel, OffsetAt},
+        Client,
+    },
+    error::{Error, Result},
     protocol::{
         messages::{
             offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
@@ -125,48 +126,15 @@ impl Client {
 }
 
 impl GroupAdmin {
-    fn deadline(&self) -> Instant {
-        Instant::now() + self.client.settings.operation_timeout
-    }
-
     /// Runs `attempt` against the group's coordinator, looking it up again
     /// and retrying while it moves, loads, or fails retriably.
-    async fn with_coordinator<T, F, Fut>(&self, group: &str, mut attempt: F) -> Result<T>
+    async fn with_coordinator<T, F, Fut>(&self, group: &str, attempt: F) -> Result<T>
     where
         F: FnMut(i32, crate::connection::BrokerConnection) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let deadline = self.deadline();
         let coordinator = Coordinator::new(self.client.cluster.clone(), group.to_owned(), None);
-        let mut backoff = Backoff::new(&self.client.settings.backoff, Some(deadline));
-        loop {
-            let result = match tokio::time::timeout_at(deadline, async {
-                let (id, conn) = coordinator.get().await?;
-                attempt(id, conn).await
-            })
-            .await
-            {
-                Ok(r) => r,
-                Err(_) => {
-                    Err(Error::new(ErrorKind::Timeout).with_message(format!("group {group}")))
-                }
-            };
-            match result {
-                Ok(v) => return Ok(v),
-                Err(e) => {
-                    let retry = super::coordinator::is_coordinator_error(&e)
-                        || e.error_code() == Some(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
-                        || (e.is_retriable() && e.kind() != ErrorKind::Timeout);
-                    if !retry {
-                        return Err(e);
-                    }
-                    coordinator.invalidate();
-                    if backoff.wait().await.is_err() {
-                        return Err(e);
-                    }
-                }
-            }
-        }
+        at_coordinator(&self.client.settings, &coordinator, attempt).await
     }
 
     /// Every group of the cluster (each broker coordinates some).
@@ -407,24 +375,28 @@ impl GroupAdmin {
                 partitions.extend(m.assignment);
             }
         }
-        let mut out = Vec::new();
-        for tp in partitions {
-            let end = self
-                .client
-                .partition_client(tp.topic.to_string(), tp.partition)
-                .await?
-                .get_offset(OffsetAt::Latest)
-                .await?;
-            let committed = committed.get(&tp).cloned().flatten().map(|c| c.offset);
-            out.push(PartitionLag {
-                lag: committed.map(|c| (end - c).max(0)),
-                topic: tp.topic.to_string(),
-                partition: tp.partition,
-                committed,
-                end,
-            });
-        }
-        Ok(out)
+        let queries = partitions
+            .iter()
+            .map(|tp| (tp.clone(), OffsetAt::Latest))
+            .collect();
+        let ends = self
+            .client
+            .admin()
+            .list_offsets(&queries, IsolationLevel::ReadUncommitted)
+            .await?;
+        Ok(ends
+            .into_iter()
+            .map(|(tp, end)| {
+                let committed = committed.get(&tp).cloned().flatten().map(|c| c.offset);
+                PartitionLag {
+                    lag: committed.map(|c| (end - c).max(0)),
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition,
+                    committed,
+                    end,
+                }
+            })
+            .collect())
     }
 
     /// Moves the group's committed offsets of every partition of `topic` to
@@ -455,31 +427,56 @@ impl GroupAdmin {
             .ok_or_else(|| {
                 Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None).with_topic(topic)
             })?;
-        let mut offsets = BTreeMap::new();
-        for p in t.partitions.keys() {
-            let pc = self.client.partition_client(topic, *p).await?;
-            let offset = match to {
-                OffsetSpec::Earliest => pc.get_offset(OffsetAt::Earliest).await?,
-                OffsetSpec::Latest => pc.get_offset(OffsetAt::Latest).await?,
-                OffsetSpec::Timestamp(ms) => {
-                    let at =
-                        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-                            .map_err(|_| {
-                                Error::invalid_input(format!("timestamp {ms} out of range"))
-                            })?;
-                    match pc.get_offset(OffsetAt::Timestamp(at)).await? {
-                        -1 => pc.get_offset(OffsetAt::Latest).await?,
-                        o => o,
+        let admin = self.client.admin();
+        let all = |at: OffsetAt| -> BTreeMap<TopicPartition, OffsetAt> {
+            t.partitions
+                .keys()
+                .map(|p| (TopicPartition::new(topic, *p), at))
+                .collect()
+        };
+        let list = |at| {
+            let queries = all(at);
+            let admin = admin.clone();
+            async move {
+                admin
+                    .list_offsets(&queries, IsolationLevel::ReadUncommitted)
+                    .await
+            }
+        };
+        let offsets = match to {
+            OffsetSpec::Earliest => list(OffsetAt::Earliest).await?,
+            OffsetSpec::Latest => list(OffsetAt::Latest).await?,
+            OffsetSpec::Timestamp(ms) => {
+                let at =
+                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                        .map_err(|_| {
+                            Error::invalid_input(format!("timestamp {ms} out of range"))
+                        })?;
+                let mut found = list(OffsetAt::Timestamp(at)).await?;
+                // No record that recent: the end of the log.
+                if found.values().any(|o| *o == -1) {
+                    let ends = list(OffsetAt::Latest).await?;
+                    for (tp, o) in found.iter_mut() {
+                        if *o == -1 {
+                            *o = ends[tp];
+                        }
                     }
                 }
-                OffsetSpec::Offset(o) => {
-                    let start = pc.get_offset(OffsetAt::Earliest).await?;
-                    let end = pc.get_offset(OffsetAt::Latest).await?;
-                    o.clamp(start, end)
-                }
-            };
-            offsets.insert(TopicPartition::new(topic, *p), offset);
-        }
+                found
+            }
+            OffsetSpec::Offset(o) => {
+                let (starts, ends) =
+                    futures::future::try_join(list(OffsetAt::Earliest), list(OffsetAt::Latest))
+                        .await?;
+                starts
+                    .into_iter()
+                    .map(|(tp, start)| {
+                        let end = ends[&tp];
+                        (tp, o.clamp(start, end))
+                    })
+                    .collect()
+            }
+        };
         self.commit_offsets(group, &offsets).await?;
         Ok(offsets)
     }

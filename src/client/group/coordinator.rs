@@ -150,6 +150,49 @@ impl Coordinator {
     }
 }
 
+/// Runs `attempt` against `coordinator`, looking it up again and retrying
+/// while it moves, loads, or fails retriably, until the operation timeout
+/// (admin requests to a group or transaction coordinator).
+pub(crate) async fn at_coordinator<T, F, Fut>(
+    settings: &crate::client::Settings,
+    coordinator: &Coordinator,
+    mut attempt: F,
+) -> Result<T>
+where
+    F: FnMut(i32, BrokerConnection) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + settings.operation_timeout;
+    let mut backoff = crate::cluster::Backoff::new(&settings.backoff, Some(deadline));
+    loop {
+        let result = match tokio::time::timeout_at(deadline, async {
+            let (id, conn) = coordinator.get().await?;
+            attempt(id, conn).await
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(crate::error::ErrorKind::Timeout)
+                .with_message(format!("coordinator of {}", coordinator.group_id()))),
+        };
+        match result {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let retry = is_coordinator_error(&e)
+                    || e.error_code() == Some(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
+                    || (e.is_retriable() && e.kind() != crate::error::ErrorKind::Timeout);
+                if !retry {
+                    return Err(e);
+                }
+                coordinator.invalidate();
+                if backoff.wait().await.is_err() {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 /// FindCoordinator for a consumer group or transactional id, at the
 /// broker's version (a batch of one key from v4 on).
 pub(crate) async fn find_coordinator(

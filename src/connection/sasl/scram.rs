@@ -76,8 +76,9 @@ impl ScramHash {
         }
     }
 
-    /// `Hi()` of RFC 5802: PBKDF2 with this hash's HMAC.
-    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    /// `Hi()` of RFC 5802: PBKDF2 with this hash's HMAC. Also what the
+    /// admin client sends brokers to store a credential.
+    pub(crate) fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
             Self::Sha256 => {
                 pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password, salt, iterations).to_vec()

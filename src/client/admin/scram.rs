@@ -1,0 +1,183 @@
+//! SCRAM users: describe, upsert and delete credentials.
+
+use std::collections::BTreeMap;
+
+use rand::RngCore;
+
+use super::{check, AdminClient};
+use crate::{
+    connection::sasl::{ScramHash, MAX_ITERATIONS, MIN_ITERATIONS},
+    error::{Error, Result},
+    protocol::{
+        messages::{
+            alter_user_scram_credentials_request::{
+                ScramCredentialDeletion, ScramCredentialUpsertion,
+            },
+            describe_user_scram_credentials_request::UserName,
+            AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest,
+        },
+        ApiKey, ErrorCode,
+    },
+};
+
+/// Random bytes of a new credential's salt (as the Java admin client).
+const SALT_BYTES: usize = 32;
+
+/// A SCRAM credential a user has, as
+/// [`AdminClient::describe_user_scram_credentials`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScramCredentialInfo {
+    /// The mechanism.
+    pub mechanism: ScramHash,
+    /// The PBKDF2 iterations.
+    pub iterations: i32,
+}
+
+/// Kafka's number of a SCRAM mechanism.
+fn mechanism_wire(m: ScramHash) -> i8 {
+    match m {
+        ScramHash::Sha256 => 1,
+        ScramHash::Sha512 => 2,
+    }
+}
+
+impl AdminClient {
+    /// The SCRAM credentials of `users` (`None`: of every user that has
+    /// one). A user named that has none fails with RESOURCE_NOT_FOUND,
+    /// naming the user.
+    pub async fn describe_user_scram_credentials(
+        &self,
+        users: Option<&[String]>,
+    ) -> Result<BTreeMap<String, Vec<ScramCredentialInfo>>> {
+        let req = DescribeUserScramCredentialsRequest {
+            users: users.map(|u| {
+                u.iter()
+                    .map(|name| UserName {
+                        name: name.clone(),
+                        ..Default::default()
+                    })
+                    .collect()
+            }),
+            ..Default::default()
+        };
+        let req = &req;
+        self.at_any_broker(ApiKey::DESCRIBE_USER_SCRAM_CREDENTIALS, |conn| async move {
+            let resp = conn.request(req).await?;
+            check(resp.error_code, resp.error_message)?;
+            let mut out = BTreeMap::new();
+            for r in resp.results {
+                check(r.error_code, r.error_message)
+                    .map_err(|e| e.with_message(format!("user {}", r.user)))?;
+                let infos = r
+                    .credential_infos
+                    .iter()
+                    .filter_map(|c| {
+                        // Mechanisms this client cannot name are left out:
+                        // it could neither use nor change them.
+                        let mechanism = match c.mechanism {
+                            1 => ScramHash::Sha256,
+                            2 => ScramHash::Sha512,
+                            _ => return None,
+                        };
+                        Some(ScramCredentialInfo {
+                            mechanism,
+                            iterations: c.iterations,
+                        })
+                    })
+                    .collect();
+                out.insert(r.user, infos);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Creates or replaces `user`'s credential for `mechanism`: the
+    /// password is salted and hashed here (as the SASL handshake does), only
+    /// the salted password goes to the broker. `iterations` must be within
+    /// 4096..=65536 (brokers accept at most 16384). Returns once a describe
+    /// shows the credential (or the operation timeout passed).
+    pub async fn upsert_scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramHash,
+        iterations: u32,
+        password: &str,
+    ) -> Result<()> {
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+            return Err(Error::invalid_input(format!(
+                "iterations must be within {MIN_ITERATIONS}..={MAX_ITERATIONS}, not {iterations}"
+            )));
+        }
+        let mut salt = vec![0u8; SALT_BYTES];
+        rand::rng().fill_bytes(&mut salt);
+        let salted = mechanism.salted_password(password.as_bytes(), &salt, iterations);
+        let req = AlterUserScramCredentialsRequest {
+            upsertions: vec![ScramCredentialUpsertion {
+                name: user.to_owned(),
+                mechanism: mechanism_wire(mechanism),
+                iterations: i32::try_from(iterations).unwrap_or(i32::MAX),
+                salt: salt.into(),
+                salted_password: salted.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        self.alter_scram(user, req, |infos| {
+            infos
+                .iter()
+                .any(|i| i.mechanism == mechanism && u32::try_from(i.iterations) == Ok(iterations))
+        })
+        .await
+    }
+
+    /// Deletes `user`'s credential for `mechanism` (RESOURCE_NOT_FOUND if
+    /// it has none). Returns once a describe no longer shows it (or the
+    /// operation timeout passed).
+    pub async fn delete_scram_credential(&self, user: &str, mechanism: ScramHash) -> Result<()> {
+        let req = AlterUserScramCredentialsRequest {
+            deletions: vec![ScramCredentialDeletion {
+                name: user.to_owned(),
+                mechanism: mechanism_wire(mechanism),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        self.alter_scram(user, req, |infos| {
+            !infos.iter().any(|i| i.mechanism == mechanism)
+        })
+        .await
+    }
+
+    /// Sends `req` to the controller, then waits until a describe of `user`
+    /// shows credentials for which `visible` holds.
+    async fn alter_scram(
+        &self,
+        user: &str,
+        req: AlterUserScramCredentialsRequest,
+        visible: impl Fn(&[ScramCredentialInfo]) -> bool,
+    ) -> Result<()> {
+        let req = &req;
+        self.at_controller(ApiKey::ALTER_USER_SCRAM_CREDENTIALS, |conn| async move {
+            let resp = conn.request(req).await?;
+            for r in resp.results {
+                check(r.error_code, r.error_message)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.with_message(format!("user {user}")))?;
+        let users = [user.to_owned()];
+        let users = &users;
+        let visible = &visible;
+        self.wait_until_visible(|| async move {
+            match self.describe_user_scram_credentials(Some(users)).await {
+                Ok(m) => visible(m.get(&users[0]).map_or(&[], Vec::as_slice)),
+                // A user without any credential left is not found.
+                Err(e) => e.error_code() == Some(ErrorCode::RESOURCE_NOT_FOUND) && visible(&[]),
+            }
+        })
+        .await;
+        Ok(())
+    }
+}
