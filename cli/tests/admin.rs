@@ -153,7 +153,6 @@ fn acl_commands_report_a_broker_without_authorizer_in_one_line() {
     ];
     let list = kafka(&b, &["acl", "list", "--topic", &topic], b"");
     if list.status.success() {
-        eprintln!("notice: the broker has an authorizer; checking the round trip");
         ok(&b, &create);
         eventually(&b, &["acl", "list", "--topic", &topic], |o| {
             o.contains("User:cli-test")
@@ -169,6 +168,7 @@ fn acl_commands_report_a_broker_without_authorizer_in_one_line() {
         let deleted = ok(&b, &delete);
         assert!(deleted.contains("READ\tALLOW"), "{deleted}");
     } else {
+        testkit::skip("the ACL round trip: the broker has no authorizer (KAFKA_SECURITY=1 scripts/kafka up has one)");
         assert_runtime_error(&list, "SECURITY_DISABLED");
         assert_runtime_error(&kafka(&b, &create, b""), "SECURITY_DISABLED");
     }
