@@ -1873,3 +1873,88 @@ async fn added_partitions_are_consumed() {
         assert!(world.duplicates().is_empty(), "{:?}", world.duplicates());
     }
 }
+
+/// Issue #21: a matching subscription (Java's `subscribe(Pattern)`) takes
+/// up topics created while the member runs, besides a named topic, with
+/// either protocol: every record of the named topic, of the topic that
+/// matched at the start and of the one created later arrives, and none of
+/// a topic the matcher refuses.
+async fn matching_subscription_takes_up_new_topics(protocol: GroupProtocol, label: &str) {
+    let Some(bootstrap) = common::bootstrap() else {
+        return;
+    };
+    let admin = client(&bootstrap).await;
+    let prefix = common::unique_topic(&format!("match-{label}"));
+    let (named, first, later, other) = (
+        format!("{prefix}-named"),
+        format!("{prefix}-m1"),
+        format!("{prefix}-m2"),
+        format!("{prefix}-x"),
+    );
+    for t in [&named, &first, &other] {
+        create_topic(&admin, t, 2).await;
+        produce_range(&admin, t, 2, 0, 10).await;
+    }
+    // New topics show within a second, not within the default 5 minutes.
+    let member_client = ClientBuilder::new(vec![bootstrap.clone()])
+        .operation_timeout(Duration::from_secs(60))
+        .metadata_max_age(Duration::from_secs(1))
+        .build()
+        .await
+        .expect("connect");
+    let matched = format!("{prefix}-m");
+    let config = GroupConfig::new(format!("{prefix}-g"), [named.clone()])
+        .subscribe_matching(move |t: &str| t.starts_with(&matched))
+        .protocol(protocol)
+        .offset_reset(OffsetReset::Earliest)
+        .session_timeout(SESSION)
+        .heartbeat_interval(Duration::from_millis(500));
+    let mut member = member_client.group_consumer(config).expect("member");
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut created_later = false;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let complete = |seen: &BTreeMap<String, BTreeSet<String>>| {
+        [&named, &first, &later]
+            .iter()
+            .all(|t| seen.get(t.as_str()).is_some_and(|v| v.len() == 20))
+    };
+    while !complete(&seen) {
+        assert!(
+            Instant::now() < deadline,
+            "{label}: records seen per topic: {:?}",
+            seen.iter().map(|(t, v)| (t, v.len())).collect::<Vec<_>>()
+        );
+        let batch = tokio::time::timeout(Duration::from_secs(1), member.next_batch(500)).await;
+        if let Ok(Some(batch)) = batch {
+            for r in batch.expect("records") {
+                let value = String::from_utf8(r.record.value.unwrap_or_default().to_vec()).unwrap();
+                seen.entry(r.topic.to_string()).or_default().insert(value);
+            }
+        }
+        if !created_later
+            && [&named, &first]
+                .iter()
+                .all(|t| seen.contains_key(t.as_str()))
+        {
+            // The member consumes: now a topic appears that it must take up.
+            create_topic(&admin, &later, 2).await;
+            produce_range(&admin, &later, 2, 0, 10).await;
+            created_later = true;
+        }
+    }
+    assert!(
+        !seen.contains_key(&other),
+        "{label}: records of {other}, which does not match"
+    );
+    member.close().await.expect("leave");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn classic_matching_subscription_takes_up_new_topics() {
+    matching_subscription_takes_up_new_topics(GroupProtocol::Classic, "classic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kip848_matching_subscription_takes_up_new_topics() {
+    matching_subscription_takes_up_new_topics(GroupProtocol::Consumer, "kip848").await;
+}

@@ -288,18 +288,17 @@ pub struct GroupConsume {
 /// the group assigns, commits what it printed as it goes and before it
 /// exits; SIGINT/SIGTERM commit, leave the group and exit 0.
 pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
+    let subscription = Subscription::parse(&opts.topics)?;
     let client = connect(g).await?;
-    let topics = subscription(&client, g, &opts.topics).await?;
     // A clear error for a topic that does not exist.
-    for topic in &topics {
-        crate::topic_partitions(&client, g, topic).await?;
-    }
+    subscription.check(&client, g, opts.exit_at_end).await?;
     // Auto-commit counts a batch as processed once the next one is asked
     // for, which is after it was printed whole; assignment changes happen
     // only then too. So what is committed before a revocation and when
     // leaving is exactly what was printed (a batch cut short by a signal or
     // a closed stdout is rewound to its first record not printed whole).
-    let config = GroupConfig::new(opts.group.clone(), topics)
+    let config = subscription
+        .config(opts.group.clone())
         .auto_commit(Some(AUTO_COMMIT))
         .offset_reset(opts.reset)
         .isolation(opts.isolation)
@@ -408,50 +407,80 @@ pub async fn consume(g: &GlobalArgs, opts: GroupConsume) -> CliResult {
     result.and(closed)
 }
 
-/// The topics to subscribe to: names as given, and for each `^REGEX` (as
-/// kcat's and librdkafka's) the topics it matches when the member starts.
-async fn subscription(
-    client: &rskafka::client::Client,
-    g: &GlobalArgs,
-    given: &[String],
-) -> CliResult<Vec<String>> {
-    let mut topics = Vec::new();
-    let mut all: Option<Vec<String>> = None;
-    for t in given {
-        if !t.starts_with('^') {
-            topics.push(t.clone());
-            continue;
+/// What to subscribe to: topic names, and `^REGEX` patterns (as kcat's
+/// and librdkafka's: the pattern as given, anchored only where it says).
+struct Subscription {
+    names: Vec<String>,
+    patterns: Vec<regex::Regex>,
+}
+
+impl Subscription {
+    fn parse(given: &[String]) -> CliResult<Self> {
+        let mut sub = Self {
+            names: Vec::new(),
+            patterns: Vec::new(),
+        };
+        for t in given {
+            if t.starts_with('^') {
+                sub.patterns.push(
+                    regex::Regex::new(t)
+                        .map_err(|e| CliError::usage(format!("topic pattern {t:?}: {e}")))?,
+                );
+            } else {
+                sub.names.push(t.clone());
+            }
         }
-        // As librdkafka: the pattern as given, anchored only where it says.
-        let re = regex::Regex::new(t)
-            .map_err(|e| CliError::usage(format!("topic pattern {t:?}: {e}")))?;
-        if all.is_none() {
-            let listed = bounded(g.timeout(), "topic list", async {
-                Ok(client.list_topics().await?)
-            })
-            .await?;
-            all = Some(
-                listed
-                    .into_iter()
-                    .filter(|t| !t.is_internal)
-                    .map(|t| t.name)
-                    .collect(),
-            );
-        }
-        let matched: Vec<String> = all
-            .iter()
-            .flatten()
-            .filter(|name| re.is_match(name))
-            .cloned()
-            .collect();
-        if matched.is_empty() {
-            return Err(CliError::msg(format!("no topic matches {t:?}")));
-        }
-        topics.extend(matched);
+        sub.names.sort();
+        sub.names.dedup();
+        Ok(sub)
     }
-    topics.sort();
-    topics.dedup();
-    Ok(topics)
+
+    fn matches(&self, topic: &str) -> bool {
+        self.patterns.iter().any(|re| re.is_match(topic))
+    }
+
+    /// The group settings: the names, and the patterns matched as topics
+    /// come and go.
+    fn config(self, group: String) -> GroupConfig {
+        let config = GroupConfig::new(group, self.names.clone());
+        if self.patterns.is_empty() {
+            return config;
+        }
+        config.subscribe_matching(move |topic: &str| self.matches(topic))
+    }
+
+    /// Fails unless every name is a topic, and with `require_match` unless
+    /// every pattern matches one now (`--exit-at-end` would otherwise wait
+    /// for partitions that may never come).
+    async fn check(
+        &self,
+        client: &rskafka::client::Client,
+        g: &GlobalArgs,
+        require_match: bool,
+    ) -> CliResult {
+        for topic in &self.names {
+            crate::topic_partitions(client, g, topic).await?;
+        }
+        if !require_match || self.patterns.is_empty() {
+            return Ok(());
+        }
+        let listed = bounded(g.timeout(), "topic list", async {
+            Ok(client.list_topics().await?)
+        })
+        .await?;
+        for re in &self.patterns {
+            if !listed
+                .iter()
+                .any(|t| !t.is_internal && re.is_match(&t.name))
+            {
+                return Err(CliError::msg(format!(
+                    "no topic matches {:?} (--exit-at-end)",
+                    re.as_str()
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// How often `--exit-at-end` looks at the positions while no records come.

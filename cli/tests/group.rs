@@ -719,3 +719,49 @@ fn two_cli_members_and_a_librdkafka_member_print_everything_once() {
         .collect();
     assert_eq!(committed(&lag_json(&b, &group)), ends);
 }
+
+/// Issue #21: `consume '^REGEX' --group` follows topics created while it
+/// runs (here with `-X metadata.max.age.ms=1000`), as librdkafka's regex
+/// subscriptions do; it exits after `--count` records, all of the topic
+/// that did not exist when it started.
+#[test]
+fn a_regex_subscription_takes_up_a_topic_created_later() {
+    let Some(b) = bootstrap() else { return };
+    let prefix = unique("cli-regex");
+    let later = format!("{prefix}-later");
+    let child = command(
+        &b,
+        &[
+            "consume",
+            &format!("^{}-.*", prefix.replace('.', "\\.")),
+            "--group",
+            &format!("{prefix}-g"),
+            "--from",
+            "earliest",
+            "--count",
+            "5",
+            "-X",
+            "metadata.max.age.ms=1000",
+            "-f",
+            "%t %s\n",
+        ],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn consume --group");
+    // The member runs, with nothing to match yet.
+    std::thread::sleep(Duration::from_secs(2));
+    ok(&run(
+        &b,
+        &["topic", "create", &later, "--partitions", "1"],
+        b"",
+    ));
+    let lines: String = (1..=5).map(|i| format!("{i}\n")).collect();
+    ok(&run(&b, &["produce", &later], lines.as_bytes()));
+    let out = common::wait_bounded(child, "consume '^regex' --group", Duration::from_secs(60));
+    let printed = ok(&out);
+    let want: String = (1..=5).map(|i| format!("{later} {i}\n")).collect();
+    assert_eq!(printed, want);
+}

@@ -52,6 +52,7 @@ pub struct ClientBuilder {
     backoff: BackoffConfig,
     operation_timeout: Option<Duration>,
     bootstrap_timeout: Option<Duration>,
+    metadata_max_age: Option<Duration>,
 }
 
 impl ClientBuilder {
@@ -64,6 +65,7 @@ impl ClientBuilder {
             backoff: BackoffConfig::default(),
             operation_timeout: None,
             bootstrap_timeout: None,
+            metadata_max_age: None,
         }
     }
 
@@ -105,6 +107,17 @@ impl ClientBuilder {
     /// when the broker limits the session lifetime).
     pub fn sasl(mut self, sasl: crate::connection::sasl::SaslConfig) -> Self {
         self.connection.sasl = Some(sasl);
+        self
+    }
+
+    /// How old cached metadata may get before it is refreshed (the Java
+    /// client's `metadata.max.age.ms`; default 5 minutes). Group members
+    /// with [`GroupConfig::subscribe_matching`] look for new topics this
+    /// often (within every 1 to 30 s).
+    ///
+    /// [`GroupConfig::subscribe_matching`]: crate::client::group::GroupConfig::subscribe_matching
+    pub fn metadata_max_age(mut self, age: Duration) -> Self {
+        self.metadata_max_age = Some(age);
         self
     }
 
@@ -156,7 +169,7 @@ impl ClientBuilder {
         let bootstrap_timeout = self
             .bootstrap_timeout
             .unwrap_or_else(|| crate::cluster::DEFAULT_BOOTSTRAP_TIMEOUT.min(operation_timeout));
-        let config = ClusterConfig {
+        let mut config = ClusterConfig {
             bootstrap: self.brokers,
             connection: self.connection,
             backoff: self.backoff.clone(),
@@ -164,6 +177,9 @@ impl ClientBuilder {
             bootstrap_timeout,
             ..ClusterConfig::default()
         };
+        if let Some(age) = self.metadata_max_age {
+            config.metadata_max_age = age;
+        }
         let cluster = Cluster::connect(config).await?;
         Ok(Client {
             cluster,

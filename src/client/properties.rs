@@ -59,6 +59,11 @@ const KNOWN: &[(&str, Option<&str>, Scope)] = &[
     ("request.timeout.ms", None, Scope::Client),
     ("socket.connection.setup.timeout.ms", None, Scope::Client),
     ("default.api.timeout.ms", None, Scope::Client),
+    (
+        "metadata.max.age.ms",
+        Some("topic.metadata.refresh.interval.ms"),
+        Scope::Client,
+    ),
     ("security.protocol", None, Scope::Client),
     ("sasl.mechanism", Some("sasl.mechanisms"), Scope::Client),
     ("sasl.username", None, Scope::Client),
@@ -270,6 +275,9 @@ impl Properties {
         }
         if let Some(t) = self.millis("default.api.timeout.ms")? {
             builder = builder.operation_timeout(t);
+        }
+        if let Some(t) = self.millis("metadata.max.age.ms")? {
+            builder = builder.metadata_max_age(t);
         }
         let protocol = self
             .get("security.protocol")

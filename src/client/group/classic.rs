@@ -927,6 +927,33 @@ impl ClassicMember {
         }
     }
 
+    /// The topics subscribed to.
+    pub fn topics(&self) -> &[String] {
+        &self.config.topics
+    }
+
+    /// Subscribes to `topics` instead (a matching subscription found new
+    /// topics or lost some): at once between generations, by rejoining when
+    /// stable. Returns whether it was taken up; in the middle of a join it
+    /// is not (call again later), as that join already sent the old
+    /// subscription.
+    pub fn set_topics(&mut self, topics: &[String]) -> bool {
+        if self.config.topics == topics {
+            return true;
+        }
+        match self.state {
+            State::Unjoined | State::PreparingJoin => {}
+            State::Stable if self.revoking.is_none() => {
+                tracing::info!(group = %self.config.group_id, ?topics, "subscription changed; rebalancing");
+                self.rejoin("the subscription changed");
+            }
+            State::Leaving | State::Done => return true,
+            _ => return false,
+        }
+        self.config.topics = topics.to_vec();
+        true
+    }
+
     /// Rejoins if the partition counts of the subscribed topics changed
     /// since this member, as leader, computed the assignment (Java's leader
     /// does the same, so that new partitions get consumed).

@@ -124,6 +124,32 @@ pub struct GroupConfig {
     pub fetch: ConsumerConfig,
     /// Told of assignment changes.
     pub listener: Option<Arc<dyn RebalanceListener>>,
+    /// Topics to consume besides [`Self::topics`]: those whose names this
+    /// accepts (see [`Self::subscribe_matching`]).
+    pub matching: Option<TopicMatcher>,
+}
+
+/// Picks the topics of a [`GroupConfig::subscribe_matching`] subscription
+/// by name (such as a regular expression's `is_match`).
+#[derive(Clone)]
+pub struct TopicMatcher(Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl TopicMatcher {
+    /// Wraps `matcher`.
+    pub fn new(matcher: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        Self(Arc::new(matcher))
+    }
+
+    /// Whether topic `name` is part of the subscription.
+    pub fn matches(&self, name: &str) -> bool {
+        (self.0)(name)
+    }
+}
+
+impl std::fmt::Debug for TopicMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TopicMatcher(..)")
+    }
 }
 
 impl std::fmt::Debug for GroupConfig {
@@ -142,6 +168,7 @@ impl std::fmt::Debug for GroupConfig {
                     .collect::<Vec<_>>(),
             )
             .field("auto_commit", &self.auto_commit)
+            .field("matching", &self.matching)
             .finish_non_exhaustive()
     }
 }
@@ -168,6 +195,7 @@ impl GroupConfig {
             isolation: IsolationLevel::ReadUncommitted,
             fetch: ConsumerConfig::default(),
             listener: None,
+            matching: None,
         }
     }
 
@@ -249,13 +277,38 @@ impl GroupConfig {
         self
     }
 
+    /// Also consumes every topic whose name `matcher` accepts, internal
+    /// topics excepted, as the Java client's `subscribe(Pattern)` does:
+    /// matched when the member starts and again at each metadata refresh
+    /// (the client's metadata max age, at most 30 s), so that topics
+    /// created later join the subscription. A change of the matched set
+    /// rebalances a classic group and updates a KIP-848 member's
+    /// subscription. [`Self::topics`] may then be empty.
+    ///
+    /// ```
+    /// use rskafka::client::group::GroupConfig;
+    ///
+    /// let config = GroupConfig::new("billing", Vec::<String>::new())
+    ///     .subscribe_matching(|topic: &str| topic.starts_with("invoices-"));
+    /// assert!(config.matching.as_ref().is_some_and(|m| m.matches("invoices-eu")));
+    /// ```
+    pub fn subscribe_matching(
+        mut self,
+        matcher: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.matching = Some(TopicMatcher::new(matcher));
+        self
+    }
+
     fn validate(&self) -> Result<()> {
         if self.group_id.is_empty() {
             return Err(Error::invalid_input("empty group id"));
         }
-        if self.topics.is_empty() || self.topics.iter().any(String::is_empty) {
+        if (self.topics.is_empty() && self.matching.is_none())
+            || self.topics.iter().any(String::is_empty)
+        {
             return Err(Error::invalid_input(
-                "a group consumer needs non-empty topic names",
+                "a group consumer needs non-empty topic names (or subscribe_matching)",
             ));
         }
         if self.protocol == GroupProtocol::Classic && self.assignors.is_empty() {
@@ -401,6 +454,8 @@ impl GroupConsumer {
         ));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let subscription =
+            super::driver::TopicSubscription::new(config.topics.clone(), config.matching.clone());
         let driver = match config.protocol {
             GroupProtocol::Classic => {
                 let member = ClassicMember::new(ClassicConfig {
@@ -419,7 +474,7 @@ impl GroupConsumer {
                     shared.clone(),
                     commands_rx,
                     events_tx,
-                    config.topics.clone(),
+                    subscription,
                 ))
             }
             GroupProtocol::Consumer => runtime.spawn(super::next_gen::run(
@@ -435,6 +490,7 @@ impl GroupConsumer {
                 shared.clone(),
                 commands_rx,
                 events_tx,
+                subscription,
             )),
         };
         let committer = Arc::new(Committer::spawn(

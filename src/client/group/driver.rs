@@ -18,6 +18,7 @@ use tokio::{
 use super::{
     assignor::{GroupTopics, PartitionMetadata},
     classic::{ClassicMember, ClassicRequest, MembershipEvent},
+    consumer::TopicMatcher,
     coordinator::{check, CommitIdentity, Coordinator},
     TopicPartition,
 };
@@ -189,6 +190,8 @@ enum Outcome {
     Sync(Result<crate::protocol::messages::SyncGroupResponse>),
     Heartbeat(Result<crate::protocol::messages::HeartbeatResponse>),
     Leave(Result<()>),
+    /// The topics a matching subscription covers now.
+    Subscription(Result<Vec<String>>),
 }
 
 /// Sends `req` to the cached coordinator connection, bounded by `timeout`
@@ -302,26 +305,80 @@ fn send_classic(
     })
 }
 
+/// A member's topics: those named, and with a matcher those whose names it
+/// accepts now.
+#[derive(Debug, Clone)]
+pub(crate) struct TopicSubscription {
+    named: Vec<String>,
+    matcher: Option<TopicMatcher>,
+}
+
+impl TopicSubscription {
+    pub(crate) fn new(named: Vec<String>, matcher: Option<TopicMatcher>) -> Self {
+        Self { named, matcher }
+    }
+
+    /// Whether the topics may change while the member runs.
+    pub(crate) fn is_dynamic(&self) -> bool {
+        self.matcher.is_some()
+    }
+
+    /// The topics to subscribe to now, sorted; with a matcher, from the
+    /// cluster's current topics (internal ones excepted).
+    pub(crate) async fn resolve(&self, cluster: &Cluster) -> Result<Vec<String>> {
+        let mut topics: BTreeSet<String> = self.named.iter().cloned().collect();
+        if let Some(matcher) = &self.matcher {
+            let md = cluster.refresh_metadata(None).await?;
+            topics.extend(
+                md.topics
+                    .values()
+                    .filter(|t| t.error.is_ok() && !t.is_internal && matcher.matches(&t.name))
+                    .map(|t| t.name.clone()),
+            );
+        }
+        Ok(topics.into_iter().collect())
+    }
+}
+
+/// How often a member looks for new partitions (the leader of a classic
+/// group) and new matching topics: the client's metadata max age, within 1
+/// to 30 s (the Java client waits for its next metadata refresh, 5 minutes
+/// by default).
+pub(crate) fn metadata_period(shared: &Shared) -> Duration {
+    shared
+        .coordinator
+        .cluster()
+        .config()
+        .metadata_max_age
+        .clamp(Duration::from_secs(1), Duration::from_secs(30))
+}
+
 /// Runs a classic member until it leaves or fails.
 pub(crate) async fn run_classic(
     mut member: ClassicMember,
     shared: Arc<Shared>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<AppEvent>,
-    topics: Vec<String>,
+    subscription: TopicSubscription,
 ) {
     let mut in_flight: FuturesUnordered<BoxFuture<Outcome>> = FuturesUnordered::new();
-    // The leader looks for new partitions this often (the Java client waits
-    // for its next metadata refresh, 5 minutes by default).
-    let metadata_period = shared
-        .coordinator
-        .cluster()
-        .config()
-        .metadata_max_age
-        .min(Duration::from_secs(30));
+    let metadata_period = metadata_period(&shared);
     let mut next_metadata = Instant::now() + metadata_period;
     let mut commands_open = true;
+    // Matched topics not taken up by the member yet (it takes them between
+    // generations).
+    let mut resubscribe: Option<Vec<String>> = None;
+    if subscription.is_dynamic() {
+        // Joining with the topics matched now rather than with none.
+        match subscription.resolve(shared.coordinator.cluster()).await {
+            Ok(topics) => resubscribe = Some(topics),
+            Err(e) => tracing::debug!(error = %e, "matching topics failed; trying again later"),
+        }
+    }
     loop {
+        if resubscribe.as_ref().is_some_and(|t| member.set_topics(t)) {
+            resubscribe = None;
+        }
         let now = Instant::now();
         while let Some(req) = member.poll_transmit(now.into_std()) {
             in_flight.push(send_classic(shared.clone(), member.coordinator(), req));
@@ -349,6 +406,10 @@ pub(crate) async fn run_classic(
                     Outcome::Sync(r) => member.handle_sync_group(r, now),
                     Outcome::Heartbeat(r) => member.handle_heartbeat(r, now),
                     Outcome::Leave(r) => member.handle_leave_group(r, now),
+                    Outcome::Subscription(r) => match r {
+                        Ok(topics) => resubscribe = Some(topics),
+                        Err(e) => tracing::debug!(error = %e, "matching topics failed"),
+                    },
                 }
             }
             cmd = commands.recv(), if commands_open => {
@@ -370,11 +431,16 @@ pub(crate) async fn run_classic(
                 next_metadata = Instant::now() + metadata_period;
                 if member.is_leader() {
                     let shared = shared.clone();
-                    let topics = topics.clone();
+                    let topics = member.topics().to_vec();
                     in_flight.push(Box::pin(async move {
-                        let all: BTreeSet<String> = topics.into_iter().collect();
-                        let all: Vec<String> = all.into_iter().collect();
-                        Outcome::MetadataUpdate(group_topics(shared.coordinator.cluster(), &all).await)
+                        Outcome::MetadataUpdate(group_topics(shared.coordinator.cluster(), &topics).await)
+                    }));
+                }
+                if subscription.is_dynamic() {
+                    let shared = shared.clone();
+                    let subscription = subscription.clone();
+                    in_flight.push(Box::pin(async move {
+                        Outcome::Subscription(subscription.resolve(shared.coordinator.cluster()).await)
                     }));
                 }
             }

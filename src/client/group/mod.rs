@@ -26,7 +26,9 @@ pub mod protocol;
 pub use self::admin::{
     GroupAdmin, GroupDescription, GroupListing, MemberDescription, OffsetSpec, PartitionLag,
 };
-pub use self::consumer::{GroupConfig, GroupConsumer, GroupProtocol, RebalanceListener};
+pub use self::consumer::{
+    GroupConfig, GroupConsumer, GroupProtocol, RebalanceListener, TopicMatcher,
+};
 pub use self::coordinator::CommittedOffset;
 
 use std::{fmt, sync::Arc};

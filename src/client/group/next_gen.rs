@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 
 use super::{
     classic::MembershipEvent,
-    driver::{AppEvent, Command, Shared},
+    driver::{AppEvent, Command, Shared, TopicSubscription},
     TopicPartition,
 };
 use crate::{
@@ -196,6 +196,17 @@ impl NextGenMember {
             .iter()
             .filter_map(|(id, p)| Some(TopicPartition::new(self.names.get(id)?.clone(), *p)))
             .collect()
+    }
+
+    /// Subscribes to `topics` instead (a matching subscription found new
+    /// topics or lost some): the next heartbeat, sent at once, carries them.
+    pub fn set_topics(&mut self, topics: &[String]) {
+        if self.config.topics == topics || matches!(self.state, State::Leaving | State::Done) {
+            return;
+        }
+        tracing::info!(group = %self.config.group_id, ?topics, "subscription changed");
+        self.config.topics = topics.to_vec();
+        self.next_heartbeat = None;
     }
 
     /// The next request to send, if one is due.
@@ -519,6 +530,8 @@ enum Outcome {
     Coordinator(Result<i32>),
     TopicIds(Result<HashMap<String, Uuid>>),
     Heartbeat(Result<ConsumerGroupHeartbeatResponse>),
+    /// The topics a matching subscription covers now.
+    Subscription(Result<Vec<String>>),
 }
 
 fn send(shared: Arc<Shared>, coordinator: Option<i32>, req: NextGenRequest) -> BoxFuture<Outcome> {
@@ -577,10 +590,20 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<AppEvent>,
+    subscription: TopicSubscription,
 ) {
     let mut member = NextGenMember::new(config, random_member_id());
     let mut in_flight: FuturesUnordered<BoxFuture<Outcome>> = FuturesUnordered::new();
     let mut commands_open = true;
+    let metadata_period = super::driver::metadata_period(&shared);
+    let mut next_match = tokio::time::Instant::now() + metadata_period;
+    if subscription.is_dynamic() {
+        // Joining with the topics matched now rather than with none.
+        match subscription.resolve(shared.coordinator.cluster()).await {
+            Ok(topics) => member.set_topics(&topics),
+            Err(e) => tracing::debug!(error = %e, "matching topics failed; trying again later"),
+        }
+    }
     loop {
         let now = tokio::time::Instant::now();
         while let Some(req) = member.poll_transmit(now.into_std()) {
@@ -604,7 +627,19 @@ pub(crate) async fn run(
                     Outcome::Coordinator(r) => member.handle_coordinator(r, now),
                     Outcome::TopicIds(r) => member.handle_topic_ids(r, now),
                     Outcome::Heartbeat(r) => member.handle_heartbeat(r, now),
+                    Outcome::Subscription(r) => match r {
+                        Ok(topics) => member.set_topics(&topics),
+                        Err(e) => tracing::debug!(error = %e, "matching topics failed"),
+                    },
                 }
+            }
+            _ = tokio::time::sleep_until(next_match), if subscription.is_dynamic() => {
+                next_match = tokio::time::Instant::now() + metadata_period;
+                let shared = shared.clone();
+                let subscription = subscription.clone();
+                in_flight.push(Box::pin(async move {
+                    Outcome::Subscription(subscription.resolve(shared.coordinator.cluster()).await)
+                }));
             }
             cmd = commands.recv(), if commands_open => {
                 let now = std::time::Instant::now();
