@@ -24,9 +24,11 @@ pub struct Meter {
 }
 
 impl Meter {
-    /// For `produce`: on when stderr is a terminal.
-    pub fn for_produce() -> Self {
-        Self::new("lines", std::io::stderr().is_terminal())
+    /// For `produce`: on when stderr is a terminal and the input is not
+    /// typed there (the line would be drawn over what is being typed).
+    pub fn for_produce(from_stdin: bool) -> Self {
+        let typed = from_stdin && std::io::stdin().is_terminal();
+        Self::new("lines", std::io::stderr().is_terminal() && !typed)
     }
 
     /// For `consume`: on when stderr is a terminal and the records go

@@ -441,9 +441,10 @@ pub async fn run(g: &GlobalArgs, args: ProduceArgs) -> CliResult {
         }
         false => None,
     };
+    let meter_from_stdin = args.file.is_none();
     let mut blocks = spawn_reader(args.file, args.whole_file);
     let mut progress = Progress::default();
-    let mut meter = crate::meter::Meter::for_produce();
+    let mut meter = crate::meter::Meter::for_produce(meter_from_stdin);
     // Deliveries in input order, settled from the front as they complete,
     // so memory stays flat and a failure soon ends reading. Consecutive
     // lines in one batch share an entry: they are written or fail together.

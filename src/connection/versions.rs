@@ -69,7 +69,7 @@ impl VersionTable {
     }
 
     /// Adds the finalized feature levels (name, max level) from ApiVersions.
-    pub fn with_finalized_features(
+    pub(crate) fn with_finalized_features(
         mut self,
         features: impl IntoIterator<Item = (String, i16)>,
     ) -> Self {

@@ -271,9 +271,17 @@ macro_rules! wire_enum {
             type Err = Error;
 
             /// Kafka's name, in any case, with `-` or `_` between words.
+            // The types' own UNKNOWN arm is shadowed on purpose.
+            #[allow(unreachable_patterns)]
             fn from_str(s: &str) -> Result<Self> {
                 let wanted = s.replace('-', "_").to_ascii_uppercase();
                 match wanted.as_str() {
+                    // Kafka's placeholder for values it does not know is
+                    // nothing to ask for.
+                    "UNKNOWN" => Err(Error::invalid_input(format!(
+                        "unknown {}: {s:?}",
+                        stringify!($name)
+                    ))),
                     $( $text => Ok(Self::$variant), )*
                     _ => Err(Error::invalid_input(format!(
                         "unknown {}: {s:?}",

@@ -47,16 +47,9 @@ pub struct ProducerInfo {
 /// One partition's answer in a per-leader request.
 type PartitionAnswer<T> = (TopicPartition, Result<T>);
 
-/// Groups `partitions` by topic name, keeping their order.
-fn topics_of(partitions: &[TopicPartition]) -> BTreeMap<&str, Vec<i32>> {
-    let mut out: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for tp in partitions {
-        out.entry(&tp.topic).or_default().push(tp.partition);
-    }
-    out
-}
-
-/// The error of a non-zero code in a partition's answer.
+/// The error of a non-zero code in a partition's answer. Unlike
+/// [`super::check`], UNKNOWN_TOPIC_OR_PARTITION stays retriable here: from a
+/// partition's leader it means the leadership moved on.
 fn partition_error(code: i16, message: Option<String>) -> Result<()> {
     let code = ErrorCode(code);
     if code.is_ok() {
@@ -121,15 +114,27 @@ impl AdminClient {
                 }
                 continue;
             }
+            let mut last: Option<Error> = None;
             if let Some(tp) = unknown.first() {
-                return Err(Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None)
-                    .with_api(api)
-                    .with_topic(&tp.topic)
-                    .with_partition(tp.partition));
+                // The topic's own error if it has one (not authorised, no
+                // leader yet), else an unknown partition.
+                let e = match md.topics.get(&*tp.topic).map(|t| t.error) {
+                    Some(code) if !code.is_ok() => Error::kafka(code, None),
+                    _ => Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None),
+                }
+                .with_api(api)
+                .with_topic(&tp.topic)
+                .with_partition(tp.partition);
+                if !e.is_retriable() {
+                    return Err(e);
+                }
+                for tp in &unknown {
+                    cluster.invalidate_topic(&tp.topic);
+                }
+                last = Some(e);
             }
             let mut by_broker: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
-            let mut last: Option<Error> = None;
-            for tp in &pending {
+            for tp in pending.iter().filter(|tp| !unknown.contains(tp)) {
                 let p = md
                     .topics
                     .get(&*tp.topic)
@@ -145,14 +150,23 @@ impl AdminClient {
             }
             let answers =
                 futures::future::join_all(by_broker.into_iter().map(|(id, tps)| async move {
-                    let conn = cluster.broker(id).await?;
-                    ask(conn, tps).await
+                    let asked = tps.clone();
+                    let answer = match cluster.broker(id).await {
+                        Ok(conn) => ask(conn, tps).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    (asked, answer)
                 }))
                 .await;
-            for answer in answers {
+            for (asked, answer) in answers {
                 match answer {
                     Ok(parts) => {
                         for (tp, r) in parts {
+                            // A broker's answer for a partition it was not
+                            // asked about says nothing.
+                            if !pending.contains(&tp) || !asked.contains(&tp) {
+                                continue;
+                            }
                             match r {
                                 Ok(v) => {
                                     pending.remove(&tp);
@@ -172,7 +186,14 @@ impl AdminClient {
                             }
                         }
                     }
-                    Err(e) if e.is_retriable() => last = Some(e.with_api(api)),
+                    Err(e) if e.is_retriable() => {
+                        // The leader may be gone: look its partitions up
+                        // again rather than ask it until the deadline.
+                        for tp in &asked {
+                            cluster.invalidate_topic(&tp.topic);
+                        }
+                        last = Some(e.with_api(api));
+                    }
                     Err(e) => return Err(e.with_api(api)),
                 }
             }
@@ -230,7 +251,7 @@ impl AdminClient {
                 let req = ListOffsetsRequest {
                     replica_id: -1,
                     isolation_level: isolation.wire(),
-                    topics: topics_of(&tps)
+                    topics: super::partitions::by_topic(&tps)
                         .into_iter()
                         .map(|(name, partitions)| ListOffsetsTopic {
                             name: name.to_owned(),
@@ -283,7 +304,7 @@ impl AdminClient {
             partitions.iter().cloned(),
             |conn, tps| async move {
                 let req = DescribeProducersRequest {
-                    topics: topics_of(&tps)
+                    topics: super::partitions::by_topic(&tps)
                         .into_iter()
                         .map(|(name, partition_indexes)| TopicRequest {
                             name: name.to_owned(),

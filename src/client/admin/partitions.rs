@@ -58,7 +58,7 @@ pub enum ElectionResult {
 }
 
 /// Groups partitions by topic, in order.
-fn by_topic<'a>(
+pub(super) fn by_topic<'a>(
     partitions: impl IntoIterator<Item = &'a TopicPartition>,
 ) -> BTreeMap<&'a str, Vec<i32>> {
     let mut out: BTreeMap<&str, Vec<i32>> = BTreeMap::new();

@@ -6,7 +6,7 @@ use rand::RngCore;
 
 use super::{check, AdminClient};
 use crate::{
-    connection::sasl::{ScramHash, MAX_ITERATIONS, MIN_ITERATIONS},
+    connection::sasl::{ScramHash, MIN_ITERATIONS},
     error::{Error, Result},
     protocol::{
         messages::{
@@ -19,6 +19,9 @@ use crate::{
         ApiKey, ErrorCode,
     },
 };
+
+/// The most PBKDF2 iterations Kafka brokers accept for a credential.
+const BROKER_MAX_ITERATIONS: u32 = 16_384;
 
 /// Random bytes of a new credential's salt (as the Java admin client).
 const SALT_BYTES: usize = 32;
@@ -95,7 +98,7 @@ impl AdminClient {
     /// Creates or replaces `user`'s credential for `mechanism`: the
     /// password is salted and hashed here (as the SASL handshake does), only
     /// the salted password goes to the broker. `iterations` must be within
-    /// 4096..=65536 (brokers accept at most 16384). Returns once a describe
+    /// 4096..=16384, what brokers accept. Returns once a describe
     /// shows the credential (or the operation timeout passed).
     pub async fn upsert_scram_credential(
         &self,
@@ -104,9 +107,9 @@ impl AdminClient {
         iterations: u32,
         password: &str,
     ) -> Result<()> {
-        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+        if !(MIN_ITERATIONS..=BROKER_MAX_ITERATIONS).contains(&iterations) {
             return Err(Error::invalid_input(format!(
-                "iterations must be within {MIN_ITERATIONS}..={MAX_ITERATIONS}, not {iterations}"
+                "iterations must be within {MIN_ITERATIONS}..={BROKER_MAX_ITERATIONS}, not {iterations}"
             )));
         }
         let mut salt = vec![0u8; SALT_BYTES];

@@ -458,7 +458,9 @@ impl GroupAdmin {
                     let ends = list(OffsetAt::Latest).await?;
                     for (tp, o) in found.iter_mut() {
                         if *o == -1 {
-                            *o = ends[tp];
+                            if let Some(end) = ends.get(tp) {
+                                *o = *end;
+                            }
                         }
                     }
                 }
@@ -471,7 +473,7 @@ impl GroupAdmin {
                 starts
                     .into_iter()
                     .map(|(tp, start)| {
-                        let end = ends[&tp];
+                        let end = ends.get(&tp).copied().unwrap_or(start).max(start);
                         (tp, o.clamp(start, end))
                     })
                     .collect()

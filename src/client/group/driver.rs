@@ -332,7 +332,12 @@ impl TopicSubscription {
             topics.extend(
                 md.topics
                     .values()
-                    .filter(|t| t.error.is_ok() && !t.is_internal && matcher.matches(&t.name))
+                    // A topic with a passing error (no leader yet) is still there.
+                    .filter(|t| {
+                        (t.error.is_ok() || t.error.is_retriable())
+                            && !t.is_internal
+                            && matcher.matches(&t.name)
+                    })
                     .map(|t| t.name.clone()),
             );
         }

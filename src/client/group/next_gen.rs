@@ -114,6 +114,8 @@ pub struct NextGenMember {
     revoking: Option<BTreeSet<(Uuid, i32)>>,
     /// The owned partitions changed since the last heartbeat was sent.
     report_owned: bool,
+    /// The subscription changed since the last heartbeat was sent.
+    resubscribed: bool,
     retry_at: Option<Instant>,
     backoff: Backoff,
     events: VecDeque<MembershipEvent>,
@@ -147,6 +149,7 @@ impl NextGenMember {
             names_retry_at: None,
             revoking: None,
             report_owned: true,
+            resubscribed: false,
             retry_at: None,
             events: VecDeque::new(),
         }
@@ -206,7 +209,7 @@ impl NextGenMember {
         }
         tracing::info!(group = %self.config.group_id, ?topics, "subscription changed");
         self.config.topics = topics.to_vec();
-        self.next_heartbeat = None;
+        self.resubscribed = true;
     }
 
     /// The next request to send, if one is due.
@@ -237,7 +240,8 @@ impl NextGenMember {
         if self.in_flight.is_some() {
             return None;
         }
-        let due = self.report_owned && self.revoking.is_none()
+        let due = self.resubscribed
+            || self.report_owned && self.revoking.is_none()
             || self.state == State::Leaving
             || self.next_heartbeat.is_none_or_due(now);
         if !due {
@@ -280,6 +284,7 @@ impl NextGenMember {
             }
         }
         self.report_owned = false;
+        self.resubscribed = false;
         NextGenRequest::Heartbeat(ConsumerGroupHeartbeatRequest {
             group_id: self.config.group_id.clone(),
             member_id: self.member_id.clone(),

@@ -654,6 +654,15 @@ async fn produce(
     // Version 12 asks the broker to add the partition to the producer's
     // transaction: only for transactions of transaction version 2.
     let version = if shared.txn.as_ref().is_some_and(|c| c.uses_v2()) {
+        if version <= PRODUCE_BEFORE_TXN_V2 {
+            // This broker would not add the partition to the transaction.
+            return Err(Error::new(ErrorKind::Unsupported)
+                .with_api(ApiKey::PRODUCE)
+                .with_message(format!(
+                    "the transaction uses transaction version 2, which this broker's Produce \
+                     v{version} does not carry"
+                )));
+        }
         version
     } else {
         version.min(PRODUCE_BEFORE_TXN_V2)

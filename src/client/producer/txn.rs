@@ -810,6 +810,16 @@ async fn txn_offset_commit(
         // transaction.
         if ctx.uses_v2() { MAX_VERSION } else { 4 },
         |conn, version| async move {
+            if ctx.uses_v2() && version < 5 {
+                // The group coordinator would not add the offsets to the
+                // transaction, and no AddOffsetsToTxn was sent.
+                return Err(Error::new(ErrorKind::Unsupported)
+                    .with_api(api)
+                    .with_message(
+                        "the transaction uses transaction version 2, which the group \
+                         coordinator's TxnOffsetCommit does not carry",
+                    ));
+            }
             if version < 3 && group.generation_id() >= 0 {
                 // Without the member's generation the coordinator could not
                 // refuse a zombie's commit.
