@@ -128,11 +128,15 @@ pub mod ours {
         bootstrap: &str,
         f: impl AsyncFnOnce(rskafka::client::Client) -> Result<T, String>,
     ) -> Result<T, String> {
+        with_builder(ClientBuilder::new(vec![bootstrap.to_owned()]), f)
+    }
+
+    fn with_builder<T>(
+        builder: ClientBuilder,
+        f: impl AsyncFnOnce(rskafka::client::Client) -> Result<T, String>,
+    ) -> Result<T, String> {
         runtime()?.block_on(async {
-            let c = ClientBuilder::new(vec![bootstrap.to_owned()])
-                .build()
-                .await
-                .map_err(|e| e.to_string())?;
+            let c = builder.build().await.map_err(|e| e.to_string())?;
             f(c).await
         })
     }
@@ -343,8 +347,12 @@ pub mod ours {
 
     /// Produces `job.count` records in transactions (see
     /// [`super::transactions`]).
-    pub fn produce_txn(job: &Job) -> Result<Measured, String> {
-        with_client(&job.bootstrap, async |c| {
+    pub fn produce_txn(job: &Job, before_kip890: bool) -> Result<Measured, String> {
+        let mut builder = ClientBuilder::new(vec![job.bootstrap.clone()]);
+        if before_kip890 {
+            builder = builder.max_api_version(rskafka::protocol::ApiKey::END_TXN, 4);
+        }
+        with_builder(builder, async |c| {
             let producer = c
                 .producer(
                     ProducerConfig::default()

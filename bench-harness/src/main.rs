@@ -129,17 +129,25 @@ const CLIENTS: [&str; 4] = ["rskafka", "rdkafka", "upstream", "java"];
 /// (librdkafka's default is off), for a like-for-like consume comparison;
 /// and, for the transactional workloads only, librdkafka committing through
 /// the rdkafka crate's `Producer::commit_transaction` (which waits 100 ms
-/// or more in its own flush) rather than `rd_kafka_commit_transaction`.
-const EXTRA_CLIENTS: [&str; 2] = ["rdkafka-crc", "rdkafka-crate"];
+/// or more in its own flush) rather than `rd_kafka_commit_transaction`; and
+/// rskafka's transactions on the protocol from before KIP-890 (EndTxn
+/// capped at v4), as librdkafka speaks it.
+const EXTRA_CLIENTS: [&str; 3] = ["rdkafka-crc", "rdkafka-crate", "rskafka-txn-v1"];
 /// The clients with a transactional producer (upstream rskafka has none;
 /// the Java client's ProducerPerformance cannot commit every N records).
-const TXN_CLIENTS: [&str; 4] = ["rskafka", "rdkafka", "rdkafka-crc", "rdkafka-crate"];
+const TXN_CLIENTS: [&str; 5] = [
+    "rskafka",
+    "rskafka-txn-v1",
+    "rdkafka",
+    "rdkafka-crc",
+    "rdkafka-crate",
+];
 
 /// Whether `client` runs workloads of `op`.
 fn supports(client: &str, op: Op) -> bool {
     match op {
         Op::ProduceTxn => TXN_CLIENTS.contains(&client),
-        _ => client != "rdkafka-crate",
+        _ => client != "rdkafka-crate" && client != "rskafka-txn-v1",
     }
 }
 
@@ -306,7 +314,8 @@ fn child_main(args: &[String]) -> i32 {
     let res = match (client.as_str(), op) {
         ("rskafka", Op::Produce | Op::Latency) => clients::ours::produce(&job),
         ("rskafka", Op::Consume) => clients::ours::consume(&job),
-        ("rskafka", Op::ProduceTxn) => clients::ours::produce_txn(&job),
+        ("rskafka", Op::ProduceTxn) => clients::ours::produce_txn(&job, false),
+        ("rskafka-txn-v1", Op::ProduceTxn) => clients::ours::produce_txn(&job, true),
         ("rdkafka" | "rdkafka-crc", Op::Produce | Op::Latency) => clients::rdk::produce(&job),
         ("rdkafka", Op::Consume) => clients::rdk::consume(&job, false),
         ("rdkafka-crc", Op::Consume) => clients::rdk::consume(&job, true),
