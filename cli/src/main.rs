@@ -33,6 +33,11 @@ const EXIT_USAGE: u8 = 2;
 const PASSWORD_ENV: &str = "RSKAFKA_SASL_PASSWORD";
 /// The option the SASL password may come from.
 const PASSWORD_FLAG: &str = "--sasl-password";
+/// Flags whose values are secrets, kept out of every error line
+/// (`user-scram upsert --password` besides the SASL password).
+const SECRET_FLAGS: [&str; 2] = [PASSWORD_FLAG, "--password"];
+/// Environment variables holding secrets, likewise.
+const SECRET_ENVS: [&str; 2] = [PASSWORD_ENV, "RSKAFKA_SCRAM_PASSWORD"];
 
 #[derive(Parser, Debug)]
 #[command(name = "rskafka", version, about = "A kcat-like Apache Kafka client")]
@@ -347,21 +352,24 @@ struct Redactor {
 }
 
 impl Redactor {
-    /// The passwords in `args` (`--sasl-password X`, `--sasl-password=X`)
-    /// and `env_password`, found without clap: its errors need redacting
+    /// The passwords in `args` (`--sasl-password X`, `--password=X`, ...)
+    /// and `env_passwords`, found without clap: its errors need redacting
     /// too.
-    fn new(args: &[std::ffi::OsString], env_password: Option<std::ffi::OsString>) -> Self {
-        let mut secrets: Vec<String> = env_password
-            .iter()
+    fn new(
+        args: &[std::ffi::OsString],
+        env_passwords: impl IntoIterator<Item = std::ffi::OsString>,
+    ) -> Self {
+        let mut secrets: Vec<String> = env_passwords
+            .into_iter()
             .map(|p| p.to_string_lossy().into_owned())
             .collect();
         let mut args = args.iter().map(|a| a.to_string_lossy());
         while let Some(a) = args.next() {
-            if a == PASSWORD_FLAG {
+            if SECRET_FLAGS.contains(&a.as_ref()) {
                 secrets.extend(args.next().map(std::borrow::Cow::into_owned));
-            } else if let Some(v) = a
-                .strip_prefix(PASSWORD_FLAG)
-                .and_then(|r| r.strip_prefix('='))
+            } else if let Some(v) = SECRET_FLAGS
+                .iter()
+                .find_map(|flag| a.strip_prefix(flag).and_then(|r| r.strip_prefix('=')))
             {
                 secrets.push(v.to_owned());
             }
@@ -575,7 +583,7 @@ fn keep_large_buffers_out_of_the_heap() {}
 fn main() -> ExitCode {
     keep_large_buffers_out_of_the_heap();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let redactor = Redactor::new(&args, std::env::var_os(PASSWORD_ENV));
+    let redactor = Redactor::new(&args, SECRET_ENVS.iter().filter_map(std::env::var_os));
     install_panic_hook(redactor.clone());
     let cli = match parse_args(args, &redactor) {
         Ok(cli) => cli,
@@ -627,6 +635,31 @@ pub async fn topic_partitions(client: &Client, g: &GlobalArgs, topic: &str) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scram_passwords_are_redacted_too() {
+        let args: Vec<std::ffi::OsString> = [
+            "rskafka",
+            "user-scram",
+            "upsert",
+            "u",
+            "--password",
+            "hunter2",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        let r = Redactor::new(&args, [std::ffi::OsString::from("from-env")]);
+        assert_eq!(
+            r.redact("a hunter2 b from-env c"),
+            "a <redacted> b <redacted> c"
+        );
+        let args: Vec<std::ffi::OsString> = ["rskafka", "--password=s3cret"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        assert_eq!(Redactor::new(&args, None).redact("s3cret"), "<redacted>");
+    }
 
     fn os(args: &[&str]) -> Vec<std::ffi::OsString> {
         args.iter().map(Into::into).collect()
