@@ -309,6 +309,9 @@ mod tests {
             ResourceType::TransactionalId
         );
         assert!("sometimes".parse::<AclPermission>().is_err());
+        // Kafka's placeholder for values it does not know is nothing to ask for.
+        assert!("unknown".parse::<AclOperation>().is_err());
+        assert!("UNKNOWN".parse::<PatternType>().is_err());
         for op in [AclOperation::Read, AclOperation::IdempotentWrite] {
             assert_eq!(AclOperation::from_wire(op.wire()), op);
             assert_eq!(op.name().parse::<AclOperation>().unwrap(), op);
