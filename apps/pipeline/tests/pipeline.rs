@@ -56,6 +56,14 @@ fn total_lag(pipe: &Pipe) -> i64 {
         .unwrap_or_else(|| panic!("no total in {text}"))
 }
 
+/// The tests here run one at a time: each starts two or three worker
+/// processes and a load generator (some also a private broker), and all of
+/// them at once on a two-core machine starve one another into timeouts.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
+
 async fn wait_lag_zero(pipe: &Pipe) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -70,6 +78,7 @@ async fn wait_lag_zero(pipe: &Pipe) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_flow_to_processed_with_metrics_lag_and_seek() {
+    let _serial = one_at_a_time().await;
     let Some(bootstrap) = bootstrap() else { return };
     let pipe = Pipe::new(&bootstrap, "pipe-e2e", 3);
     pipe.ingest(&["users", "--count", "300"]);
@@ -170,6 +179,7 @@ async fn events_flow_to_processed_with_metrics_lag_and_seek() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_events_end_in_the_dlq_while_the_partition_flows() {
+    let _serial = one_at_a_time().await;
     poison_events(false).await;
 }
 
@@ -178,6 +188,7 @@ async fn poison_events_end_in_the_dlq_while_the_partition_flows() {
 /// output is there exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_events_end_in_the_dlq_exactly_once() {
+    let _serial = one_at_a_time().await;
     poison_events(true).await;
 }
 
@@ -300,6 +311,7 @@ async fn poison_events(exactly_once: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_and_restarted_loses_no_event() {
+    let _serial = one_at_a_time().await;
     let Some(bootstrap) = bootstrap() else { return };
     let pipe = Pipe::new(&bootstrap, "pipe-kill", 6);
     // Create the topics before the workers join.
@@ -336,6 +348,7 @@ async fn a_worker_killed_and_restarted_loses_no_event() {
 /// exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_workers_killed_three_times_write_every_event_once() {
+    let _serial = one_at_a_time().await;
     let Some(bootstrap) = bootstrap() else { return };
     let pipe = Pipe::new(&bootstrap, "pipe-eos", 6);
     exactly_once_through_worker_kills(
@@ -351,6 +364,7 @@ async fn exactly_once_workers_killed_three_times_write_every_event_once() {
 /// exits 1; the newer one goes on, and no event is lost or doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_exactly_once_worker_exits_1_and_its_successor_goes_on() {
+    let _serial = one_at_a_time().await;
     let Some(bootstrap) = bootstrap() else { return };
     let mut pipe = Pipe::new(&bootstrap, "pipe-fenced", 2);
     pipe.extra.extend([
@@ -501,6 +515,7 @@ impl Drop for PrivateBroker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_mid_run_loses_no_event() {
+    let _serial = one_at_a_time().await;
     // The broker under test is a private one; KAFKA_BOOTSTRAP only says
     // that brokers may be started here.
     let Some(_) = bootstrap() else { return };
