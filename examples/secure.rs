@@ -5,12 +5,9 @@
 //! (`KAFKA_SECURITY=1 scripts/kafka up` starts such a broker: SASL_SSL on
 //! its port 9096, user alice, password alice-secret).
 
-use rskafka::{
-    client::ClientBuilder,
-    connection::{
-        sasl::{Credentials, SaslConfig},
-        TlsConfig, Transport,
-    },
+use rskafka::client::{
+    security::{Credentials, SaslConfig, TlsConfig, Transport},
+    ClientBuilder,
 };
 
 #[tokio::main]

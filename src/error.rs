@@ -79,7 +79,7 @@ type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 ///
 /// ```
 /// use rskafka::error::{Error, ErrorKind};
-/// use rskafka::protocol::ErrorCode;
+/// use rskafka::ErrorCode;
 ///
 /// fn describe(e: &Error) -> &'static str {
 ///     match e.kind() {

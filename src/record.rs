@@ -1,7 +1,7 @@
 //! The records users produce and consume.
 //!
 //! These are the user-facing shapes; the wire encoding (record batches,
-//! varints, compression) lives in [`crate::protocol::record`].
+//! varints, compression) lives in the `protocol` layer.
 
 use bytes::Bytes;
 use time::OffsetDateTime;

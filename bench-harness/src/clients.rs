@@ -350,7 +350,7 @@ pub mod ours {
     pub fn produce_txn(job: &Job, before_kip890: bool) -> Result<Measured, String> {
         let mut builder = ClientBuilder::new(vec![job.bootstrap.clone()]);
         if before_kip890 {
-            builder = builder.max_api_version(rskafka::protocol::ApiKey::END_TXN, 4);
+            builder = builder.max_api_version(rskafka::ApiKey::END_TXN, 4);
         }
         with_builder(builder, async |c| {
             let producer = c

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand, ValueEnum};
 use rskafka::{
+    client::security::ScramHash,
     client::{
         admin::{
             AclBinding, AclFilter, AclOperation, AclPermission, AdminClient, ConfigOp,
@@ -13,7 +14,6 @@ use rskafka::{
         },
         group::TopicPartition,
     },
-    connection::sasl::ScramHash,
 };
 use serde_json::{json, Value};
 

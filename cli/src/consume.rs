@@ -6,19 +6,16 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use clap::{Args, ValueEnum};
-use rskafka::{
-    client::{
-        consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset, StartOffset},
-        partition::{IsolationLevel, OffsetAt},
-        Client,
-    },
-    record::RecordAndOffset,
+use rskafka::client::{
+    consumer::{Consumer, ConsumerConfig, OffsetReset, StartOffset},
+    partition::{IsolationLevel, OffsetAt},
+    Client,
 };
 
 use crate::{
     bounded, connect,
-    format::{self, Template},
-    output::{Ends, Output, Written},
+    format::{format_piece, Layout, Template},
+    output::{Output, Written},
     signals::Signals,
     CliError, CliResult, GlobalArgs,
 };
@@ -113,36 +110,16 @@ fn parse_start(s: &str) -> Result<Start, String> {
     }
 }
 
-/// How records are printed.
-#[derive(Debug, Clone)]
-pub enum Layout {
-    /// One JSON object per line.
-    Json,
-    /// The value per line, with the key and a delimiter first if given.
-    Value(Option<Vec<u8>>),
-    /// A kcat-style format string.
-    Template(Template),
-}
-
-impl Layout {
-    fn of(args: &ConsumeArgs) -> CliResult<Self> {
-        let key_delimiter = args.key_delimiter.as_ref().map(|d| d.as_bytes().to_vec());
-        match (&args.format_string, args.format, key_delimiter) {
-            (Some(t), _, None) => Ok(Self::Template(t.clone())),
-            (None, FormatArg::Value, d) => Ok(Self::Value(d)),
-            (None, FormatArg::Json, None) => Ok(Self::Json),
-            (_, _, Some(_)) => Err(CliError::usage(
-                "--key-delimiter applies to --format value (use %k in --format-string)",
-            )),
-        }
-    }
-
-    fn write(&self, out: &mut Vec<u8>, topic: &str, partition: i32, r: &RecordAndOffset) {
-        match self {
-            Self::Json => format::json_line(out, topic, partition, r),
-            Self::Value(d) => format::value_line(out, d.as_deref(), r),
-            Self::Template(t) => t.write(out, topic, partition, r),
-        }
+/// How `args` asks records to be printed.
+fn layout_of(args: &ConsumeArgs) -> CliResult<Layout> {
+    let key_delimiter = args.key_delimiter.as_ref().map(|d| d.as_bytes().to_vec());
+    match (&args.format_string, args.format, key_delimiter) {
+        (Some(t), _, None) => Ok(Layout::Template(t.clone())),
+        (None, FormatArg::Value, d) => Ok(Layout::Value(d)),
+        (None, FormatArg::Json, None) => Ok(Layout::Json),
+        (_, _, Some(_)) => Err(CliError::usage(
+            "--key-delimiter applies to --format value (use %k in --format-string)",
+        )),
     }
 }
 
@@ -164,35 +141,6 @@ pub enum FormatArg {
     Json,
     /// The value alone per line.
     Value,
-}
-
-/// Output written at once at most (one record more): formatting a whole
-/// fetched chunk before writing it held a second copy of up to 4 MiB of
-/// records, and records formatted are dropped as it goes.
-pub const PIECE: usize = 1 << 20;
-
-/// Formats records from `records` into `out` in `layout` until `out` holds
-/// [`PIECE`] bytes or `records` is empty, noting in `ends` (if given) where
-/// each record ends.
-pub fn format_piece(
-    out: &mut Vec<u8>,
-    mut ends: Option<&mut Ends>,
-    layout: &Layout,
-    topic: &str,
-    records: &mut std::vec::IntoIter<ConsumedRecord>,
-) {
-    while out.len() < PIECE {
-        let Some(r) = records.next() else { return };
-        let partition = r.partition;
-        let r = RecordAndOffset {
-            record: r.record,
-            offset: r.offset,
-        };
-        layout.write(out, topic, partition, &r);
-        if let Some(ends) = ends.as_deref_mut() {
-            ends.push(partition, r.offset, out.len());
-        }
-    }
 }
 
 /// The end offset of each partition as seen now: the high watermark, or
@@ -292,7 +240,7 @@ fn at_end(consumer: &Consumer, topic: &str, ends: &BTreeMap<i32, i64>) -> bool {
 
 /// Runs `consume`.
 pub async fn run(g: &GlobalArgs, args: ConsumeArgs) -> CliResult {
-    let layout = Layout::of(&args)?;
+    let layout = layout_of(&args)?;
     if let Some(group) = args.group {
         let reset = match args.from {
             Start::Earliest => OffsetReset::Earliest,

@@ -2,7 +2,9 @@
 
 use base64::Engine;
 use bytes::Bytes;
-use rskafka::record::RecordAndOffset;
+use rskafka::{client::consumer::ConsumedRecord, record::RecordAndOffset};
+
+use crate::output::Ends;
 use serde::Serialize;
 
 /// Bytes as JSON: a string when valid UTF-8, else `{"base64": "..."}`.
@@ -212,6 +214,56 @@ impl Template {
                     Ok(())
                 }
             };
+        }
+    }
+}
+
+/// How records are printed.
+#[derive(Debug, Clone)]
+pub enum Layout {
+    /// One JSON object per line.
+    Json,
+    /// The value per line, with the key and a delimiter first if given.
+    Value(Option<Vec<u8>>),
+    /// A kcat-style format string.
+    Template(Template),
+}
+
+impl Layout {
+    fn write(&self, out: &mut Vec<u8>, topic: &str, partition: i32, r: &RecordAndOffset) {
+        match self {
+            Self::Json => json_line(out, topic, partition, r),
+            Self::Value(d) => value_line(out, d.as_deref(), r),
+            Self::Template(t) => t.write(out, topic, partition, r),
+        }
+    }
+}
+
+/// Output written at once at most (one record more): formatting a whole
+/// fetched chunk before writing it held a second copy of up to 4 MiB of
+/// records, and records formatted are dropped as it goes.
+pub const PIECE: usize = 1 << 20;
+
+/// Formats records from `records` into `out` in `layout` until `out` holds
+/// [`PIECE`] bytes or `records` is empty, noting in `ends` (if given) where
+/// each record ends.
+pub fn format_piece(
+    out: &mut Vec<u8>,
+    mut ends: Option<&mut Ends>,
+    layout: &Layout,
+    topic: &str,
+    records: &mut std::vec::IntoIter<ConsumedRecord>,
+) {
+    while out.len() < PIECE {
+        let Some(r) = records.next() else { return };
+        let partition = r.partition;
+        let r = RecordAndOffset {
+            record: r.record,
+            offset: r.offset,
+        };
+        layout.write(out, topic, partition, &r);
+        if let Some(ends) = ends.as_deref_mut() {
+            ends.push(partition, r.offset, out.len());
         }
     }
 }

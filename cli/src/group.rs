@@ -9,12 +9,12 @@ use rskafka::{
         consumer::{ConsumedRecord, IsolationLevel, OffsetReset},
         group::{GroupConfig, GroupConsumer, OffsetSpec, TopicPartition},
     },
-    protocol::ApiKey,
+    ApiKey,
 };
 
 use crate::{
     bounded, connect,
-    consume::{format_piece, Layout},
+    format::{format_piece, Layout},
     output::{Ends, Output, Written},
     signals::Signals,
     CliError, CliResult, GlobalArgs,
@@ -257,7 +257,7 @@ fn unknown_group(group: &str) -> CliError {
 
 /// GROUP_ID_NOT_FOUND as "does not exist"; other errors as they are.
 fn unknown_group_or(e: rskafka::error::Error, group: &str) -> CliError {
-    if e.error_code() == Some(rskafka::protocol::ErrorCode::GROUP_ID_NOT_FOUND) {
+    if e.error_code() == Some(rskafka::ErrorCode::GROUP_ID_NOT_FOUND) {
         unknown_group(group)
     } else {
         e.into()

@@ -431,7 +431,7 @@ pub async fn connect(global: &GlobalArgs) -> CliResult<Client> {
     }
     // A malformed address is a usage error, told before connecting.
     for b in &brokers {
-        rskafka::cluster::normalize_address(b)
+        rskafka::client::normalize_broker_address(b)
             .map_err(|e| CliError::usage(format!("--brokers: {e}")))?;
     }
     let timeout = global.timeout();

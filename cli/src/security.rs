@@ -2,11 +2,10 @@
 //! transport and SASL settings.
 
 use rskafka::{
-    client::ClientBuilder,
-    connection::{
-        sasl::{Credentials, OAuthToken, OAuthTokenProvider, SaslConfig},
-        Socks5Config, TlsConfig, Transport,
+    client::security::{
+        Credentials, OAuthToken, OAuthTokenProvider, SaslConfig, Socks5Config, TlsConfig, Transport,
     },
+    client::ClientBuilder,
 };
 
 use crate::{CliError, CliResult, GlobalArgs};

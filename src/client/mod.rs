@@ -30,10 +30,28 @@ pub mod producer;
 pub mod properties;
 mod retry;
 
+/// How the client reaches brokers and authenticates to them: the transports
+/// for [`ClientBuilder::transport`] and the SASL mechanisms for
+/// [`ClientBuilder::sasl`].
+pub mod security {
+    #[cfg(feature = "transport-socks5")]
+    pub use crate::connection::Socks5Config;
+    pub use crate::connection::{
+        sasl::{
+            BoxError, Credentials, OAuthToken, OAuthTokenCallback, OAuthTokenProvider, SaslConfig,
+            SaslError, ScramHash,
+        },
+        Transport,
+    };
+    #[cfg(feature = "transport-tls")]
+    pub use crate::connection::{TlsConfig, TlsConfigBuilder, TlsError, TlsFailure};
+}
+
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 pub use crate::cluster::{BackoffConfig, BrokerInfo, Metadata, PartitionInfo, TopicInfo};
 pub use crate::connection::BrokerStats;
+pub use crate::protocol::Uuid;
 use crate::{
     cluster::{Cluster, ClusterConfig},
     connection::ConnectionConfig,
@@ -43,6 +61,21 @@ use crate::{
 
 pub use self::controller::ControllerClient;
 pub use self::partition::PartitionClient;
+
+/// Checks a bootstrap address and completes it as [`ClientBuilder::build`]
+/// will: `host:port`, `[v6]:port`, or either without the port (then 9092,
+/// as kcat and librdkafka assume); a bare IPv6 literal is taken as a host.
+/// For telling a user about a bad address before connecting.
+///
+/// ```
+/// use rskafka::client::normalize_broker_address;
+///
+/// assert_eq!(normalize_broker_address("kafka-1").unwrap(), "kafka-1:9092");
+/// assert!(normalize_broker_address("kafka-1:port").is_err());
+/// ```
+pub fn normalize_broker_address(addr: &str) -> Result<String> {
+    crate::cluster::normalize_address(addr).map_err(|e| Error::invalid_input(e.to_string()))
+}
 
 /// Builds a [`Client`].
 #[derive(Debug, Clone)]
@@ -98,14 +131,14 @@ impl ClientBuilder {
 
     /// How connections reach the brokers: plaintext TCP (the default), TLS,
     /// or through a SOCKS5 proxy.
-    pub fn transport(mut self, transport: crate::connection::Transport) -> Self {
+    pub fn transport(mut self, transport: security::Transport) -> Self {
         self.connection.transport = transport;
         self
     }
 
     /// Authenticates every connection with SASL (and re-authenticates it
     /// when the broker limits the session lifetime).
-    pub fn sasl(mut self, sasl: crate::connection::sasl::SaslConfig) -> Self {
+    pub fn sasl(mut self, sasl: security::SaslConfig) -> Self {
         self.connection.sasl = Some(sasl);
         self
     }
@@ -206,7 +239,7 @@ pub(crate) struct Settings {
 /// every consumer fetches on connections of its own and every group member
 /// talks to its coordinator on one of its own. So one client can serve
 /// producers, consumers and admin calls at once without any of them
-/// waiting behind another's requests (see [`crate::cluster::Role`]).
+/// waiting behind another's requests.
 #[derive(Debug, Clone)]
 pub struct Client {
     pub(crate) cluster: Cluster,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep, Instant};
 
-/// Parameters of a [`Backoff`].
+/// How retries are paced: exponential backoff with jitter, up to a deadline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackoffConfig {
     /// The first delay.

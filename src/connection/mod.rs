@@ -11,10 +11,12 @@
 mod broker;
 mod core;
 mod error;
+mod establish;
 pub mod sasl;
 #[cfg(feature = "transport-socks5")]
 mod socks5;
 mod stats;
+mod tcp;
 #[cfg(feature = "transport-tls")]
 mod tls;
 mod transport;

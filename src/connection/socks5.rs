@@ -13,7 +13,7 @@ use tokio::{
     time::{timeout_at, Instant},
 };
 
-use super::{transport::tcp_connect, ConnectionError};
+use super::{tcp::tcp_connect, ConnectionError};
 
 /// A SOCKS5 proxy, optionally with username/password authentication
 /// (RFC 1929). `Debug` does not show the password.

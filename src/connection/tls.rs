@@ -27,7 +27,7 @@ use tokio::{
 use tokio_rustls::TlsConnector;
 
 use super::{
-    transport::{BoxRead, BoxWrite},
+    tcp::{BoxRead, BoxWrite},
     ConnectionError,
 };
 
@@ -481,7 +481,7 @@ pub(crate) async fn connect(
     timeout: Duration,
 ) -> Result<(BoxRead, BoxWrite), ConnectionError> {
     let deadline = Instant::now() + timeout;
-    let tcp = super::transport::tcp_connect(addr, timeout).await?;
+    let tcp = super::tcp::tcp_connect(addr, timeout).await?;
     handshake(tcp, addr, config, deadline, timeout).await
 }
 

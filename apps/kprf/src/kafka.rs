@@ -9,11 +9,11 @@ use std::{
 };
 
 use rskafka::{
+    client::security::{Credentials, SaslConfig},
     client::{
         producer::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerMetrics},
         BackoffConfig, BrokerStats, Client, ClientBuilder,
     },
-    connection::sasl::{Credentials, SaslConfig},
     record::Record,
 };
 

@@ -12,12 +12,9 @@ use figment::{
     providers::{Format, Serialized, Toml},
     Figment,
 };
-use rskafka::{
-    client::{Client, ClientBuilder},
-    connection::{
-        sasl::{Credentials, SaslConfig},
-        TlsConfig, Transport,
-    },
+use rskafka::client::{
+    security::{Credentials, SaslConfig, TlsConfig, Transport},
+    Client, ClientBuilder,
 };
 use serde::{Deserialize, Serialize};
 

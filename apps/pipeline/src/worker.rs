@@ -10,8 +10,8 @@
 //! unfinished batch ([`Watermarks`]), every 100 ms. Records taken but not
 //! finished are bounded by `consumer.max_in_flight`.
 //!
-//! With `consumer.exactly_once`, [`crate::exactly_once`] runs instead; it
-//! shares the record handling and the accounting here.
+//! With `consumer.exactly_once`, `process start` runs `exactly_once.rs`
+//! instead; it shares the record handling and the accounting here.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -114,9 +114,6 @@ pub async fn run(
     metrics: Arc<Metrics>,
     stop_signal: impl std::future::Future<Output = ()>,
 ) -> Result<(), String> {
-    if settings.consumer.exactly_once {
-        return crate::exactly_once::run(settings, metrics, stop_signal).await;
-    }
     let client = settings.client("process").await?;
     let (producer, topics) = crate::producer_with_topics(&settings, &client).await?;
     metrics.producer_ok.store(true, Ordering::Relaxed);

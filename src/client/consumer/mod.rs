@@ -51,10 +51,9 @@ use futures::Stream;
 use time::OffsetDateTime;
 
 pub use super::partition::IsolationLevel;
-pub use crate::protocol::record::TimestampType;
+pub use crate::protocol::record::{DecodeLimits, TimestampType};
 use crate::{
     error::{Error, Result},
-    protocol::record::DecodeLimits,
     record::Record,
 };
 

@@ -106,7 +106,7 @@ use tokio::{
 pub use self::batch::{DeliveryFuture, RecordMetadata};
 pub use self::partitioner::{key_partition, murmur2, PartitionFn, Partitioner};
 pub use crate::client::partition::Acks;
-pub use crate::protocol::record::Compression;
+pub use crate::protocol::record::{Compression, UnknownCompression};
 
 use self::accumulator::{Accumulator, AccumulatorConfig, AppendError, Appended};
 use crate::{

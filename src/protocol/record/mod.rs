@@ -18,6 +18,7 @@ mod batch;
 mod compression;
 mod crc32c;
 mod legacy;
+mod parse;
 #[cfg(test)]
 mod tests;
 
@@ -349,12 +350,12 @@ impl ControlRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLimits {
     /// Largest decompressed size of one batch; a batch that inflates beyond
-    /// it fails with [`DecodeErrorKind::DecompressedTooLarge`].
+    /// it fails to decode (for a consumer: a protocol error).
     pub max_decompressed_bytes: usize,
-    /// Largest decompressed size of all batches of one [`decode_batches`]
-    /// call, so many small "bombs" in one response cannot add up. When it
-    /// runs out after some batches were decoded, decoding stops early with
-    /// [`DecodeStop::DecompressionBudget`] (fetch again from the next offset).
+    /// Largest decompressed size of all batches of one fetched partition,
+    /// so many small "bombs" in one response cannot add up. When it runs
+    /// out after some batches were decoded, decoding stops early and the
+    /// rest is fetched again from the next offset.
     pub max_total_decompressed_bytes: usize,
     /// Check each batch's CRC (like the Java consumer's `check.crcs`).
     pub verify_crc: bool,

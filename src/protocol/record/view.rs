@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use super::batch::{parse_record, trailing_bytes, HeaderWalk, RawRecord, RecordError};
+use super::parse::{parse_record, trailing_bytes, HeaderWalk, RawRecord, RecordError};
 use super::{BatchRecord, DecodeStop, RecordBatch};
 use crate::protocol::error::DecodeError;
 

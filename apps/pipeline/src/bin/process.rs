@@ -81,7 +81,12 @@ async fn start(settings: Settings) -> Result<(), String> {
     let addr =
         pipeline::metrics::serve(settings.observability.metrics_addr, metrics.clone()).await?;
     tracing::info!(%addr, "metrics on http://{addr}/metrics");
-    pipeline::worker::run(settings, metrics, pipeline::metrics::shutdown_signal()).await
+    let stop = pipeline::metrics::shutdown_signal();
+    if settings.consumer.exactly_once {
+        pipeline::exactly_once::run(settings, metrics, stop).await
+    } else {
+        pipeline::worker::run(settings, metrics, stop).await
+    }
 }
 
 async fn lag(settings: &Settings, group: Option<String>) -> Result<(), String> {
