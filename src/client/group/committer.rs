@@ -22,7 +22,7 @@ use tokio::{
     time::Instant,
 };
 
-use super::{driver::Shared, TopicPartition};
+use super::{shared::Shared, TopicPartition};
 use crate::{
     cluster::{Backoff, BackoffConfig},
     error::{Error, ErrorKind, Result},

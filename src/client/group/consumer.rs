@@ -18,10 +18,13 @@ use tokio::{
 
 use super::{
     assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor},
-    classic::{ClassicConfig, ClassicMember},
+    classic::ClassicMember,
     committer::{outcome, Committer, Offsets},
     coordinator::{CommittedOffset, Coordinator},
-    driver::{fetch_with_retry, AppEvent, Command, Shared},
+    driver::{self, AppEvent, Command},
+    next_gen::{random_member_id, NextGenMember},
+    shared::{fetch_with_retry, Shared},
+    subscription::{metadata_period, Subscribed},
     ConsumerGroupMetadata, TopicPartition,
 };
 use crate::{
@@ -115,12 +118,10 @@ pub struct GroupConfig {
     /// processed once the application comes back for more. `None`: commit
     /// explicitly with [`GroupConsumer::commit`].
     pub auto_commit: Option<Duration>,
-    /// Where to start partitions without a committed offset, and what to do
-    /// on an out-of-range offset (default latest, as the Java client).
-    pub offset_reset: OffsetReset,
-    /// Which records are visible.
-    pub isolation: IsolationLevel,
-    /// Fetch tuning (its `assignments` are ignored).
+    /// Fetch tuning, and (set with [`Self::offset_reset`] and
+    /// [`Self::isolation`]) where to start partitions without a committed
+    /// offset and which records are visible. Its `assignments` are ignored:
+    /// the group assigns.
     pub fetch: ConsumerConfig,
     /// Told of assignment changes.
     pub listener: Option<Arc<dyn RebalanceListener>>,
@@ -191,8 +192,6 @@ impl GroupConfig {
             protocol: GroupProtocol::Classic,
             server_assignor: None,
             auto_commit: Some(Duration::from_secs(5)),
-            offset_reset: OffsetReset::Latest,
-            isolation: IsolationLevel::ReadUncommitted,
             fetch: ConsumerConfig::default(),
             listener: None,
             matching: None,
@@ -253,19 +252,22 @@ impl GroupConfig {
         self
     }
 
-    /// Sets [`Self::offset_reset`].
+    /// Where to start partitions without a committed offset, and what to do
+    /// on an out-of-range offset (default latest, as the Java client): sets
+    /// [`ConsumerConfig::offset_reset`] of [`Self::fetch`].
     pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
-        self.offset_reset = reset;
+        self.fetch.offset_reset = reset;
         self
     }
 
-    /// Sets [`Self::isolation`].
+    /// Which records are visible (default read_uncommitted): sets
+    /// [`ConsumerConfig::isolation`] of [`Self::fetch`].
     pub fn isolation(mut self, isolation: IsolationLevel) -> Self {
-        self.isolation = isolation;
+        self.fetch.isolation = isolation;
         self
     }
 
-    /// Sets [`Self::fetch`].
+    /// Sets [`Self::fetch`], offset reset and isolation included.
     pub fn fetch(mut self, fetch: ConsumerConfig) -> Self {
         self.fetch = fetch;
         self
@@ -298,6 +300,14 @@ impl GroupConfig {
     ) -> Self {
         self.matching = Some(TopicMatcher::new(matcher));
         self
+    }
+
+    /// The fetcher's settings: [`Self::fetch`] without assignments (the
+    /// group assigns).
+    fn consumer_config(&self) -> ConsumerConfig {
+        let mut fetch = self.fetch.clone();
+        fetch.assignments.clear();
+        fetch
     }
 
     fn validate(&self) -> Result<()> {
@@ -381,9 +391,7 @@ pub struct GroupConsumer {
     events: mpsc::UnboundedReceiver<AppEvent>,
     commands: mpsc::UnboundedSender<Command>,
     driver: Option<tokio::task::JoinHandle<()>>,
-    auto_commit: Option<Duration>,
-    offset_reset: OffsetReset,
-    listener: Option<Arc<dyn RebalanceListener>>,
+    config: Arc<GroupConfig>,
     /// Partitions currently assigned to this member.
     owned: BTreeSet<TopicPartition>,
     /// Next offset (and leader epoch) after the last record delivered, per
@@ -432,11 +440,7 @@ impl GroupConsumer {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::invalid_input("a group consumer must be created inside a tokio runtime")
         })?;
-        let mut fetch = config.fetch.clone();
-        fetch.assignments.clear();
-        fetch.isolation = config.isolation;
-        fetch.offset_reset = config.offset_reset;
-        let consumer = client.consumer(fetch)?;
+        let consumer = client.consumer(config.consumer_config())?;
         let request_timeout = client.cluster.config().connection.request_timeout;
         // JoinGroup may wait for a whole rebalance: the coordinator
         // connection's bound covers that.
@@ -445,59 +449,35 @@ impl GroupConsumer {
             config.group_id.clone(),
             Some(config.rebalance_timeout + Duration::from_secs(5)),
         );
-        let kip848 = config.protocol == GroupProtocol::Consumer;
-        let shared = Arc::new(Shared::new(
-            coordinator,
-            config.instance_id.clone(),
-            request_timeout,
-            kip848,
-        ));
+        let shared = Arc::new(Shared::new(coordinator, &config, request_timeout));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-        let subscription =
-            super::driver::TopicSubscription::new(config.topics.clone(), config.matching.clone());
+        let config = Arc::new(config);
+        let backoff = &client.settings.backoff;
+        let period = metadata_period(client.cluster.config().metadata_max_age);
         let driver = match config.protocol {
-            GroupProtocol::Classic => {
-                let member = ClassicMember::new(ClassicConfig {
-                    group_id: config.group_id.clone(),
-                    topics: config.topics.clone(),
-                    instance_id: config.instance_id.clone(),
-                    rack_id: config.rack_id.clone(),
-                    session_timeout: config.session_timeout,
-                    rebalance_timeout: config.rebalance_timeout,
-                    heartbeat_interval: config.heartbeat_interval,
-                    assignors: config.assignors.clone(),
-                    backoff: client.settings.backoff.clone(),
-                });
-                runtime.spawn(super::driver::run_classic(
-                    member,
-                    shared.clone(),
-                    commands_rx,
-                    events_tx,
-                    subscription,
-                ))
-            }
-            GroupProtocol::Consumer => runtime.spawn(super::next_gen::run(
-                super::next_gen::NextGenConfig {
-                    group_id: config.group_id.clone(),
-                    topics: config.topics.clone(),
-                    instance_id: config.instance_id.clone(),
-                    rack_id: config.rack_id.clone(),
-                    rebalance_timeout: config.rebalance_timeout,
-                    server_assignor: config.server_assignor.clone(),
-                    backoff: client.settings.backoff.clone(),
-                },
+            GroupProtocol::Classic => runtime.spawn(driver::run(
+                Subscribed::new(
+                    ClassicMember::new(config.clone(), backoff, period),
+                    &config,
+                    period,
+                ),
                 shared.clone(),
                 commands_rx,
                 events_tx,
-                subscription,
+            )),
+            GroupProtocol::Consumer => runtime.spawn(driver::run(
+                Subscribed::new(
+                    NextGenMember::new(config.clone(), random_member_id(), backoff),
+                    &config,
+                    period,
+                ),
+                shared.clone(),
+                commands_rx,
+                events_tx,
             )),
         };
-        let committer = Arc::new(Committer::spawn(
-            &runtime,
-            shared.clone(),
-            client.settings.backoff.clone(),
-        ));
+        let committer = Arc::new(Committer::spawn(&runtime, shared.clone(), backoff.clone()));
         Ok(Self {
             consumer,
             shared,
@@ -505,9 +485,7 @@ impl GroupConsumer {
             events: events_rx,
             commands: commands_tx,
             driver: Some(driver),
-            auto_commit: config.auto_commit,
-            offset_reset: config.offset_reset,
-            listener: config.listener,
+            config,
             owned: BTreeSet::new(),
             consumed: HashMap::new(),
             last_tp: None,
@@ -698,7 +676,7 @@ impl GroupConsumer {
     pub async fn close(mut self) -> Result<()> {
         let deadline = self.deadline();
         let mut result = Ok(());
-        if self.auto_commit.is_some() && !self.finished {
+        if self.config.auto_commit.is_some() && !self.finished {
             result = self.commit_consumed().await;
         } else {
             // Commits the application queued land before the member leaves.
@@ -710,7 +688,7 @@ impl GroupConsumer {
             self.consumer.unassign(&tp.topic, tp.partition);
         }
         if !owned.is_empty() {
-            if let Some(l) = &self.listener {
+            if let Some(l) = &self.config.listener {
                 l.on_revoked(&owned);
             }
         }
@@ -728,7 +706,7 @@ impl GroupConsumer {
     fn handle_event(&mut self, ev: AppEvent) -> Option<Result<ConsumedRecord>> {
         match ev {
             AppEvent::Revoke(partitions) => {
-                let offsets = if self.auto_commit.is_some() {
+                let offsets = if self.config.auto_commit.is_some() {
                     self.consumed_map(Some(&partitions))
                 } else {
                     Offsets::new()
@@ -770,7 +748,7 @@ impl GroupConsumer {
                     self.committed.remove(tp);
                 }
                 self.shared.owned.set(&self.owned);
-                if let Some(l) = &self.listener {
+                if let Some(l) = &self.config.listener {
                     l.on_lost(&partitions);
                 }
                 None
@@ -807,7 +785,7 @@ impl GroupConsumer {
                 // queued for them must not land once another member has
                 // them.
                 self.shared.owned.set(&self.owned);
-                if let Some(l) = &self.listener {
+                if let Some(l) = &self.config.listener {
                     if lost {
                         l.on_lost(&partitions);
                     } else {
@@ -833,7 +811,7 @@ impl GroupConsumer {
                             self.committed.insert(tp.clone(), c.offset);
                             StartOffset::At(c.offset)
                         }
-                        None => match self.offset_reset {
+                        None => match self.config.fetch.offset_reset {
                             OffsetReset::Earliest => StartOffset::Earliest,
                             OffsetReset::Latest => StartOffset::Latest,
                             OffsetReset::Error => {
@@ -853,7 +831,7 @@ impl GroupConsumer {
                     assigned.push(tp);
                 }
                 if !assigned.is_empty() {
-                    if let Some(l) = &self.listener {
+                    if let Some(l) = &self.config.listener {
                         l.on_assigned(&assigned);
                     }
                 }
@@ -882,7 +860,7 @@ impl GroupConsumer {
 
     /// Starts an auto-commit if one is due and there is something new.
     fn maybe_auto_commit(&mut self, cx: &mut Context<'_>) {
-        let Some(interval) = self.auto_commit else {
+        let Some(interval) = self.config.auto_commit else {
             return;
         };
         let timer = self
