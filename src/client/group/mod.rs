@@ -23,6 +23,7 @@ pub(crate) mod coordinator;
 mod driver;
 pub mod member;
 pub mod next_gen;
+mod offset_retry;
 pub mod protocol;
 mod shared;
 mod subscription;

@@ -13,9 +13,8 @@ use tokio::{sync::Notify, time::Instant};
 use super::{
     committer::Owned,
     consumer::{GroupConfig, GroupProtocol},
-    coordinator::{
-        fetch_offsets, is_coordinator_error, CommitIdentity, CommittedOffset, Coordinator,
-    },
+    coordinator::{fetch_offsets, CommitIdentity, CommittedOffset, Coordinator},
+    offset_retry::{after_fetch_error, AfterError},
     TopicPartition,
 };
 use crate::{
@@ -94,8 +93,8 @@ impl Shared {
     }
 }
 
-/// The committed offsets of `partitions`, retried like commits (and on UNSTABLE_OFFSET_COMMIT: a transaction is
-/// about to commit offsets).
+/// The committed offsets of `partitions`, retried like commits (and on
+/// UNSTABLE_OFFSET_COMMIT: a transaction is about to commit offsets).
 pub(crate) async fn fetch_with_retry(
     shared: &Shared,
     partitions: &[TopicPartition],
@@ -127,12 +126,10 @@ pub(crate) async fn fetch_with_retry(
                     .with_message("fetching committed offsets"))
             }
         };
-        if is_coordinator_error(&e) {
-            shared.coordinator.invalidate();
-        } else if !e.is_retriable()
-            && e.error_code() != Some(crate::protocol::ErrorCode::STALE_MEMBER_EPOCH)
-        {
-            return Err(e);
+        match after_fetch_error(&e) {
+            AfterError::FindCoordinator => shared.coordinator.invalidate(),
+            AfterError::AwaitGeneration | AfterError::Retry => {}
+            AfterError::Fail => return Err(e),
         }
         tracing::debug!(error = %e, "offset fetch failed; retrying");
         if backoff.wait().await.is_err() {
