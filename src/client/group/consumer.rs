@@ -2,7 +2,7 @@
 //! assigns, with committed offsets.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, VecDeque},
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -17,6 +17,7 @@ use tokio::{
 };
 
 use super::{
+    assignment::Assignment,
     assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor},
     classic::ClassicMember,
     committer::{outcome, Committer, Offsets},
@@ -29,9 +30,7 @@ use super::{
 };
 use crate::{
     client::{
-        consumer::{
-            ConsumedRecord, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, StartOffset,
-        },
+        consumer::{ConsumedRecord, Consumer, ConsumerConfig, IsolationLevel, OffsetReset},
         Client, Settings,
     },
     cluster::BackoffConfig,
@@ -392,18 +391,8 @@ pub struct GroupConsumer {
     commands: mpsc::UnboundedSender<Command>,
     driver: Option<tokio::task::JoinHandle<()>>,
     config: Arc<GroupConfig>,
-    /// Partitions currently assigned to this member.
-    owned: BTreeSet<TopicPartition>,
-    /// Next offset (and leader epoch) after the last record delivered, per
-    /// partition.
-    consumed: HashMap<TopicPartition, (i64, Option<i32>)>,
-    /// The membership incarnation of the current assignment: commits fail
-    /// once the membership was lost after it.
-    incarnation: u64,
-    /// The key of the partition of the last record delivered.
-    last_tp: Option<(Arc<str>, i32, TopicPartition)>,
-    /// What was last committed by this member, to skip empty auto-commits.
-    committed: HashMap<TopicPartition, i64>,
+    /// The partitions owned and how far they were delivered and committed.
+    assignment: Assignment,
     /// Events to handle before anything else (re-queued after a failure).
     deferred: VecDeque<AppEvent>,
     /// A background step in progress. In a mutex only to make the consumer
@@ -420,7 +409,7 @@ impl std::fmt::Debug for GroupConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupConsumer")
             .field("group_id", &self.shared.coordinator.group_id())
-            .field("assignment", &self.owned)
+            .field("assignment", self.assignment.owned())
             .finish_non_exhaustive()
     }
 }
@@ -486,11 +475,7 @@ impl GroupConsumer {
             commands: commands_tx,
             driver: Some(driver),
             config,
-            owned: BTreeSet::new(),
-            consumed: HashMap::new(),
-            last_tp: None,
-            incarnation: 0,
-            committed: HashMap::new(),
+            assignment: Assignment::default(),
             deferred: VecDeque::new(),
             step: std::sync::Mutex::new(None),
             committer,
@@ -513,7 +498,7 @@ impl GroupConsumer {
 
     /// The partitions currently assigned to this member.
     pub fn assignment(&self) -> Vec<TopicPartition> {
-        self.owned.iter().cloned().collect()
+        self.assignment.owned().iter().cloned().collect()
     }
 
     /// The member id the coordinator gave this member (empty outside the
@@ -568,7 +553,7 @@ impl GroupConsumer {
         &self,
         offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
     ) -> Result<()> {
-        let offsets = self.offsets_to_commit(offsets)?;
+        let offsets = self.assignment.to_commit(offsets)?;
         outcome(self.queue_commit(offsets)).await
     }
 
@@ -582,68 +567,32 @@ impl GroupConsumer {
         offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
     ) -> tokio::task::JoinHandle<Result<()>> {
         let queued = self
-            .offsets_to_commit(offsets)
+            .assignment
+            .to_commit(offsets)
             .map(|offsets| self.queue_commit(offsets));
         tokio::spawn(async move { outcome(queued?).await })
     }
 
-    /// `offsets` with the leader epochs of the records delivered, when the
-    /// offset is the one after the last delivered.
-    fn offsets_to_commit(
-        &self,
-        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
-    ) -> Result<Offsets> {
-        let offsets: Offsets = offsets
-            .into_iter()
-            .map(|(tp, o)| {
-                let epoch = self
-                    .consumed
-                    .get(&tp)
-                    .filter(|(c, _)| *c == o)
-                    .and_then(|(_, e)| *e);
-                (tp, (o, epoch))
-            })
-            .collect();
-        if let Some((tp, (o, _))) = offsets.iter().find(|(_, (o, _))| *o < 0) {
-            return Err(
-                Error::invalid_input(format!("negative offset {o} to commit"))
-                    .with_topic(&tp.topic)
-                    .with_partition(tp.partition),
-            );
-        }
-        Ok(offsets)
-    }
-
     fn queue_commit(&self, offsets: Offsets) -> tokio::sync::oneshot::Receiver<Result<()>> {
         self.committer
-            .commit(offsets, self.incarnation, self.deadline())
+            .commit(offsets, self.assignment.incarnation(), self.deadline())
     }
 
     /// The offsets after the records delivered so far, for the partitions
     /// this member owns.
     pub fn consumed_offsets(&self) -> BTreeMap<TopicPartition, i64> {
-        self.consumed_map(None)
+        self.assignment
+            .consumed(None)
             .into_iter()
             .map(|(tp, (o, _))| (tp, o))
             .collect()
     }
 
-    fn consumed_map(&self, only: Option<&[TopicPartition]>) -> Offsets {
-        self.consumed
-            .iter()
-            .filter(|(tp, _)| self.owned.contains(*tp))
-            .filter(|(tp, _)| only.is_none_or(|o| o.contains(tp)))
-            .map(|(tp, v)| (tp.clone(), *v))
-            .collect()
-    }
-
     /// Commits the offsets after every record delivered so far.
     pub async fn commit_consumed(&mut self) -> Result<()> {
-        let offsets = self.consumed_map(None);
+        let offsets = self.assignment.consumed(None);
         outcome(self.queue_commit(offsets.clone())).await?;
-        for (tp, (o, _)) in offsets {
-            self.committed.insert(tp, o);
-        }
+        self.assignment.committed(&offsets);
         Ok(())
     }
 
@@ -659,7 +608,7 @@ impl GroupConsumer {
     /// Continues an owned partition at `offset` (the next record delivered
     /// is the one at `offset`).
     pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<()> {
-        if !self.owned.contains(tp) {
+        if !self.assignment.owned().contains(tp) {
             return Err(
                 Error::invalid_input("seek on a partition this member does not own")
                     .with_topic(&tp.topic)
@@ -667,8 +616,7 @@ impl GroupConsumer {
             );
         }
         self.consumer.seek(&tp.topic, tp.partition, offset)?;
-        self.consumed.insert(tp.clone(), (offset, None));
-        Ok(())
+        self.assignment.seek(tp, offset)
     }
 
     /// Commits (with auto-commit), gives the partitions up and leaves the
@@ -682,8 +630,8 @@ impl GroupConsumer {
             // Commits the application queued land before the member leaves.
             let _ = outcome(self.queue_commit(Offsets::new())).await;
         }
-        let owned: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_iter().collect();
-        self.shared.owned.set(&self.owned);
+        let owned = self.assignment.clear();
+        self.shared.owned.set(self.assignment.owned());
         for tp in &owned {
             self.consumer.unassign(&tp.topic, tp.partition);
         }
@@ -707,11 +655,11 @@ impl GroupConsumer {
         match ev {
             AppEvent::Revoke(partitions) => {
                 let offsets = if self.config.auto_commit.is_some() {
-                    self.consumed_map(Some(&partitions))
+                    self.assignment.consumed(Some(&partitions))
                 } else {
                     Offsets::new()
                 };
-                let incarnation = self.incarnation;
+                let incarnation = self.assignment.incarnation();
                 // Queued behind the application's commits, which land
                 // first; empty, it only waits for them.
                 let committed = self.queue_commit(offsets);
@@ -725,9 +673,8 @@ impl GroupConsumer {
                 assignment,
                 incarnation,
             } => {
-                self.owned = assignment.into_iter().collect();
-                self.shared.owned.set(&self.owned);
-                self.incarnation = incarnation;
+                self.assignment.assign(assignment, incarnation);
+                self.shared.owned.set(self.assignment.owned());
                 if added.is_empty() {
                     return None;
                 }
@@ -741,13 +688,11 @@ impl GroupConsumer {
                 None
             }
             AppEvent::Lost(partitions) => {
+                self.assignment.remove(&partitions);
                 for tp in &partitions {
-                    self.owned.remove(tp);
                     self.consumer.unassign(&tp.topic, tp.partition);
-                    self.consumed.remove(tp);
-                    self.committed.remove(tp);
                 }
-                self.shared.owned.set(&self.owned);
+                self.shared.owned.set(self.assignment.owned());
                 if let Some(l) = &self.config.listener {
                     l.on_lost(&partitions);
                 }
@@ -768,23 +713,14 @@ impl GroupConsumer {
                 // let the rebalance timeout pass): the partitions were lost,
                 // not handed over.
                 let lost = self.shared.incarnation() != incarnation;
-                if r.is_ok() {
-                    for tp in &partitions {
-                        if let Some((o, _)) = self.consumed.get(tp) {
-                            self.committed.insert(tp.clone(), *o);
-                        }
-                    }
-                }
+                self.assignment.remove(&partitions);
                 for tp in &partitions {
-                    self.owned.remove(tp);
                     self.consumer.unassign(&tp.topic, tp.partition);
-                    self.consumed.remove(tp);
-                    self.committed.remove(tp);
                 }
                 // Before the partitions are handed over: commits still
                 // queued for them must not land once another member has
                 // them.
-                self.shared.owned.set(&self.owned);
+                self.shared.owned.set(self.assignment.owned());
                 if let Some(l) = &self.config.listener {
                     if lost {
                         l.on_lost(&partitions);
@@ -798,34 +734,13 @@ impl GroupConsumer {
                     .map(|e| Err(e.with_message("committing offsets before giving partitions up")))
             }
             StepDone::Offsets(added, Ok(committed)) => {
-                let mut result = None;
+                let (starts, mut result) =
+                    self.assignment
+                        .start(added, &committed, self.config.fetch.offset_reset);
                 let mut assigned = Vec::new();
-                for tp in added {
-                    // Revoked or lost while the offsets were fetched.
-                    if !self.owned.contains(&tp) {
-                        continue;
-                    }
-                    let start = match committed.get(&tp).cloned().flatten() {
-                        Some(c) => {
-                            self.consumed.insert(tp.clone(), (c.offset, c.leader_epoch));
-                            self.committed.insert(tp.clone(), c.offset);
-                            StartOffset::At(c.offset)
-                        }
-                        None => match self.config.fetch.offset_reset {
-                            OffsetReset::Earliest => StartOffset::Earliest,
-                            OffsetReset::Latest => StartOffset::Latest,
-                            OffsetReset::Error => {
-                                result = Some(Err(Error::invalid_input(
-                                    "no committed offset and the reset policy is Error",
-                                )
-                                .with_topic(&tp.topic)
-                                .with_partition(tp.partition)));
-                                continue;
-                            }
-                        },
-                    };
+                for (tp, start) in starts {
                     if let Err(e) = self.consumer.assign(&tp.topic, tp.partition, start) {
-                        result = Some(Err(e));
+                        result = Some(e);
                         continue;
                     }
                     assigned.push(tp);
@@ -835,14 +750,14 @@ impl GroupConsumer {
                         l.on_assigned(&assigned);
                     }
                 }
-                result
+                result.map(Err)
             }
             StepDone::Offsets(added, Err(e)) => {
                 // Try again at the next poll; tell the application now.
                 self.deferred.push_front(AppEvent::Assigned {
                     added,
-                    assignment: self.owned.iter().cloned().collect(),
-                    incarnation: self.incarnation,
+                    assignment: self.assignment.owned().iter().cloned().collect(),
+                    incarnation: self.assignment.incarnation(),
                 });
                 Some(Err(e.with_message(
                     "fetching committed offsets of assigned partitions",
@@ -872,19 +787,12 @@ impl GroupConsumer {
         timer.as_mut().reset(Instant::now() + interval);
         // Register the waker for the next round.
         let _ = timer.as_mut().poll(cx);
-        let offsets: Offsets = self
-            .consumed_map(None)
-            .into_iter()
-            .filter(|(tp, (o, _))| self.committed.get(tp) != Some(o))
-            .collect();
+        let offsets = self.assignment.auto_commit();
         if offsets.is_empty() {
             return;
         }
-        for (tp, (o, _)) in &offsets {
-            self.committed.insert(tp.clone(), *o);
-        }
         let committed = self.queue_commit(offsets);
-        let incarnation = self.incarnation;
+        let incarnation = self.assignment.incarnation();
         *self.step_mut() = Some(Box::pin(async move {
             StepDone::AutoCommitted(outcome(committed).await, incarnation)
         }));
@@ -929,29 +837,7 @@ impl GroupConsumer {
     /// Hands `record` out if its partition is still owned, advancing the
     /// consumed position.
     fn deliver(&mut self, record: ConsumedRecord) -> Option<ConsumedRecord> {
-        // Records come in runs of one partition: reuse its key instead of
-        // allocating one per record.
-        let same = self
-            .last_tp
-            .as_ref()
-            .is_some_and(|(t, p, _)| Arc::ptr_eq(t, &record.topic) && *p == record.partition);
-        if !same {
-            let tp = TopicPartition::new(record.topic.to_string(), record.partition);
-            self.last_tp = Some((record.topic.clone(), record.partition, tp));
-        }
-        let (_, _, tp) = self.last_tp.as_ref()?;
-        if !self.owned.contains(tp) {
-            // Fetched before the partition was given up.
-            return None;
-        }
-        let next = (record.offset + 1, record.leader_epoch);
-        match self.consumed.get_mut(tp) {
-            Some(v) => *v = next,
-            None => {
-                self.consumed.insert(tp.clone(), next);
-            }
-        }
-        Some(record)
+        self.assignment.deliver(&record).then_some(record)
     }
 }
 

@@ -15,6 +15,7 @@
 //! - The embedded consumer protocol of classic groups: [`protocol`].
 
 mod admin;
+mod assignment;
 pub mod assignor;
 pub mod classic;
 mod committer;
