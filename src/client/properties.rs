@@ -820,8 +820,8 @@ mod tests {
         assert_eq!(g.instance_id.as_deref(), Some("billing-1"));
         assert_eq!(g.session_timeout, Duration::from_secs(10));
         assert_eq!(g.auto_commit, None);
-        assert_eq!(g.offset_reset, OffsetReset::Earliest);
-        assert_eq!(g.isolation, IsolationLevel::ReadCommitted);
+        assert_eq!(g.fetch.offset_reset, OffsetReset::Earliest);
+        assert_eq!(g.fetch.isolation, IsolationLevel::ReadCommitted);
         assert_eq!(g.protocol, GroupProtocol::Consumer);
         let names: Vec<&str> = g.assignors.iter().map(|a| a.name()).collect();
         assert_eq!(names, ["roundrobin", "range"]);

@@ -1,19 +1,15 @@
 //! The classic group membership protocol as a sans-IO state machine.
 //!
-//! [`ClassicMember`] performs no I/O and reads no clock: the driver asks it
-//! for the next request ([`poll_transmit`](ClassicMember::poll_transmit)),
-//! sends it, and hands the outcome back through the matching `handle_*`
-//! method; it sleeps until [`poll_timeout`](ClassicMember::poll_timeout) and
-//! then calls [`handle_timeout`](ClassicMember::handle_timeout); and it
-//! acts on the [`MembershipEvent`]s from
-//! [`poll_event`](ClassicMember::poll_event).
+//! [`ClassicMember`] performs no I/O and reads no clock; the driver runs it
+//! through the [`Member`] trait, as it runs the KIP-848 member. Its
+//! settings are the [`GroupConfig`]'s.
 //!
 //! The protocol, as the Java client runs it:
 //!
 //! 1. FindCoordinator for the group.
 //! 2. Before joining, give up partitions: all of them (eager protocol), or
 //!    none (cooperative); the application gets a [`MembershipEvent::Revoke`]
-//!    and must answer with [`revocation_done`](ClassicMember::revocation_done)
+//!    and must answer with [`revocation_done`](Member::revocation_done)
 //!    after committing, so no processed-but-uncommitted work changes hands.
 //!    After losing the membership (an unknown member id, an illegal
 //!    generation), partitions are [`Lost`](MembershipEvent::Lost) instead:
@@ -22,7 +18,7 @@
 //!    member id is answered with MEMBER_ID_REQUIRED and the id to use
 //!    (KIP-394); the member joins again with it.
 //! 4. The leader gets every member's subscription, fetches the topics'
-//!    metadata ([`ClassicRequest::Metadata`]), runs the chosen assignor and
+//!    metadata ([`GroupRequest::Metadata`]), runs the chosen assignor and
 //!    sends the assignments in SyncGroup; the others send an empty SyncGroup.
 //! 5. The SyncGroup answer is the member's assignment. Under the cooperative
 //!    protocol, owned partitions missing from it are revoked and the member
@@ -30,6 +26,9 @@
 //!    their new owner.
 //! 6. Heartbeats every `heartbeat_interval` keep the membership; the answer
 //!    REBALANCE_IN_PROGRESS starts the next rebalance (back to step 2).
+//!    The leader also looks at the subscribed topics' partitions every
+//!    metadata period and rebalances when their counts changed, so that new
+//!    partitions get consumed.
 //!
 //! NOT_COORDINATOR and COORDINATOR_NOT_AVAILABLE (and broken connections to
 //! the coordinator) send it back to step 1 keeping the membership;
@@ -43,7 +42,9 @@ use std::{
 };
 
 use super::{
-    assignor::{Assignor, GroupMember, GroupTopics, MemberAssignmentState, RebalanceProtocol},
+    assignor::{GroupMember, GroupTopics, MemberAssignmentState, RebalanceProtocol},
+    consumer::GroupConfig,
+    member::{CoordinatorState, GroupRequest, GroupResponse, Member, MembershipEvent},
     protocol::{Assignment, Subscription, CONSUMER_PROTOCOL_VERSION, PROTOCOL_TYPE},
     TopicPartition,
 };
@@ -59,93 +60,6 @@ use crate::{
         ErrorCode,
     },
 };
-
-/// Settings of a [`ClassicMember`].
-#[derive(Debug, Clone)]
-pub struct ClassicConfig {
-    /// The group.
-    pub group_id: String,
-    /// The topics to consume.
-    pub topics: Vec<String>,
-    /// The static instance id (KIP-345), if the member is static.
-    pub instance_id: Option<String>,
-    /// The member's rack, for rack-aware assignors.
-    pub rack_id: Option<String>,
-    /// How long the coordinator waits for a heartbeat before removing the
-    /// member.
-    pub session_timeout: Duration,
-    /// How long the coordinator waits for all members to rejoin.
-    pub rebalance_timeout: Duration,
-    /// How often to heartbeat.
-    pub heartbeat_interval: Duration,
-    /// The assignors, most preferred first.
-    pub assignors: Vec<Arc<dyn Assignor>>,
-    /// Pacing of retries after retriable failures.
-    pub backoff: BackoffConfig,
-}
-
-/// A request the driver must send, and answer with the matching `handle_*`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ClassicRequest {
-    /// Look up the group's coordinator (to any broker); answer with
-    /// [`ClassicMember::handle_coordinator`].
-    FindCoordinator {
-        /// The group id.
-        group_id: String,
-    },
-    /// The leader needs the partitions of these topics; answer with
-    /// [`ClassicMember::handle_metadata`].
-    Metadata {
-        /// The topics the group subscribes to.
-        topics: Vec<String>,
-    },
-    /// To the coordinator; answer with [`ClassicMember::handle_join_group`].
-    JoinGroup(JoinGroupRequest),
-    /// To the coordinator; answer with [`ClassicMember::handle_sync_group`].
-    SyncGroup(SyncGroupRequest),
-    /// To the coordinator; answer with [`ClassicMember::handle_heartbeat`].
-    Heartbeat(HeartbeatRequest),
-    /// To the coordinator (LeaveGroup: `member_id` for v0–2, a one-member
-    /// list for v3+); answer with [`ClassicMember::handle_leave_group`].
-    LeaveGroup {
-        /// The group id.
-        group_id: String,
-        /// This member's id.
-        member_id: String,
-        /// This member's static instance id.
-        group_instance_id: Option<String>,
-        /// Why it leaves (v5+).
-        reason: String,
-    },
-}
-
-/// What happened to the membership; the application acts on these.
-#[derive(Debug)]
-pub enum MembershipEvent {
-    /// Stop consuming these partitions and commit what was processed of
-    /// them, then call [`ClassicMember::revocation_done`]: the rebalance
-    /// waits for it.
-    Revoke(Vec<TopicPartition>),
-    /// The member has a new assignment: `added` are the partitions it did
-    /// not own before (start consuming them at their committed offsets).
-    Assigned {
-        /// The generation of the assignment.
-        generation_id: i32,
-        /// The member id.
-        member_id: String,
-        /// The partitions newly owned.
-        added: Vec<TopicPartition>,
-        /// The whole assignment.
-        assignment: Vec<TopicPartition>,
-    },
-    /// The member lost these partitions without a chance to commit: its
-    /// membership ended (fenced or timed out). Stop consuming them.
-    Lost(Vec<TopicPartition>),
-    /// The member cannot continue.
-    Fatal(Error),
-    /// The member left the group.
-    Left,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -178,11 +92,13 @@ struct LeaderJob {
 /// A classic-protocol group member; see the [module docs](self).
 #[derive(Debug)]
 pub struct ClassicMember {
-    config: ClassicConfig,
+    config: Arc<GroupConfig>,
+    /// The topics subscribed to: the configured ones, or those a matching
+    /// subscription covers now.
+    topics: Vec<String>,
     protocol: RebalanceProtocol,
     state: State,
-    coordinator: Option<i32>,
-    finding: bool,
+    coordinator: CoordinatorState,
     member_id: String,
     generation_id: i32,
     protocol_name: Option<String>,
@@ -198,6 +114,10 @@ pub struct ClassicMember {
     pending_sync: Option<SyncGroupRequest>,
     /// Partition counts the leader assigned with, to notice new partitions.
     assigned_snapshot: Option<Vec<(String, usize)>>,
+    /// How often the leader looks at the partition counts again.
+    metadata_period: Duration,
+    next_partition_check: Option<Instant>,
+    checking_partitions: bool,
     heartbeat_in_flight: Option<i32>,
     next_heartbeat: Option<Instant>,
     last_heartbeat_ok: Option<Instant>,
@@ -214,8 +134,14 @@ fn is_coordinator_error(code: ErrorCode) -> bool {
 }
 
 impl ClassicMember {
-    /// A member that will find its coordinator and join at once.
-    pub fn new(config: ClassicConfig) -> Self {
+    /// A member that will find its coordinator and join at once, pacing
+    /// retries with `backoff`; as leader, it looks at the partitions of the
+    /// subscribed topics every `metadata_period`.
+    pub fn new(
+        config: Arc<GroupConfig>,
+        backoff: &BackoffConfig,
+        metadata_period: Duration,
+    ) -> Self {
         let protocol = if !config.assignors.is_empty()
             && config.assignors.iter().all(|a| {
                 a.supported_protocols()
@@ -226,12 +152,12 @@ impl ClassicMember {
             RebalanceProtocol::Eager
         };
         Self {
-            backoff: Backoff::new(&config.backoff, None),
+            backoff: Backoff::new(backoff, None),
+            topics: config.topics.clone(),
             config,
             protocol,
             state: State::Unjoined,
-            coordinator: None,
-            finding: false,
+            coordinator: CoordinatorState::default(),
             member_id: String::new(),
             generation_id: -1,
             protocol_name: None,
@@ -243,6 +169,9 @@ impl ClassicMember {
             metadata_requested: false,
             pending_sync: None,
             assigned_snapshot: None,
+            metadata_period,
+            next_partition_check: None,
+            checking_partitions: false,
             heartbeat_in_flight: None,
             next_heartbeat: None,
             last_heartbeat_ok: None,
@@ -256,21 +185,6 @@ impl ClassicMember {
     /// The rebalance protocol: cooperative if every assignor supports it.
     pub fn rebalance_protocol(&self) -> RebalanceProtocol {
         self.protocol
-    }
-
-    /// The coordinator's broker id, if known.
-    pub fn coordinator(&self) -> Option<i32> {
-        self.coordinator
-    }
-
-    /// The member id (empty before the first join).
-    pub fn member_id(&self) -> &str {
-        &self.member_id
-    }
-
-    /// The current generation, `-1` outside one.
-    pub fn generation_id(&self) -> i32 {
-        self.generation_id
     }
 
     /// The static instance id.
@@ -288,20 +202,10 @@ impl ClassicMember {
         self.state == State::Stable && self.revoking.is_none()
     }
 
-    /// Whether the member has left or failed.
-    pub fn is_done(&self) -> bool {
-        self.state == State::Done
-    }
-
     /// Whether the group elected this member leader in the current
     /// generation.
     pub fn is_leader(&self) -> bool {
         self.assigned_snapshot.is_some()
-    }
-
-    /// The next event, if any.
-    pub fn poll_event(&mut self) -> Option<MembershipEvent> {
-        self.events.pop_front()
     }
 
     fn fail(&mut self, e: Error) {
@@ -315,7 +219,7 @@ impl ClassicMember {
     }
 
     fn coordinator_lost(&mut self, now: Instant) {
-        if self.coordinator.take().is_some() {
+        if self.coordinator.forget() {
             tracing::info!(group = %self.config.group_id, "group coordinator lost; looking it up again");
         }
         self.heartbeat_in_flight = None;
@@ -344,57 +248,6 @@ impl ClassicMember {
         self.pending_sync = None;
     }
 
-    /// The next request to send, if one is due.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<ClassicRequest> {
-        if self.state == State::Done {
-            return None;
-        }
-        if self.retry_at.is_some_and(|t| now < t) {
-            return None;
-        }
-        self.retry_at = None;
-        if self.state == State::Leaving {
-            return self.leave_request();
-        }
-        if self.coordinator.is_none() {
-            if self.finding {
-                return None;
-            }
-            self.finding = true;
-            return Some(ClassicRequest::FindCoordinator {
-                group_id: self.config.group_id.clone(),
-            });
-        }
-        match self.state {
-            State::Unjoined => {
-                self.prepare_join();
-                if self.state == State::Unjoined {
-                    return Some(self.join_request());
-                }
-                self.heartbeat(now)
-            }
-            State::PreparingJoin => self.heartbeat(now),
-            State::AwaitingMetadata if !self.metadata_requested => {
-                self.metadata_requested = true;
-                let topics: BTreeSet<String> = self
-                    .leader_job
-                    .iter()
-                    .flat_map(|j| j.members.iter())
-                    .flat_map(|m| m.subscription.topics.iter().cloned())
-                    .collect();
-                Some(ClassicRequest::Metadata {
-                    topics: topics.into_iter().collect(),
-                })
-            }
-            State::Syncing => match self.pending_sync.take() {
-                Some(req) => Some(ClassicRequest::SyncGroup(req)),
-                None => self.heartbeat(now),
-            },
-            State::Stable => self.heartbeat(now),
-            _ => None,
-        }
-    }
-
     /// Java's `onJoinPrepare`: decide what to give up before joining.
     fn prepare_join(&mut self) {
         if self.revoking.is_some() {
@@ -416,7 +269,7 @@ impl ClassicMember {
         }
     }
 
-    fn heartbeat(&mut self, now: Instant) -> Option<ClassicRequest> {
+    fn heartbeat(&mut self, now: Instant) -> Option<GroupRequest> {
         if self.generation_id < 0 || self.member_id.is_empty() {
             return None;
         }
@@ -425,7 +278,7 @@ impl ClassicMember {
         }
         self.heartbeat_in_flight = Some(self.generation_id);
         self.next_heartbeat = Some(now + self.config.heartbeat_interval);
-        Some(ClassicRequest::Heartbeat(HeartbeatRequest {
+        Some(GroupRequest::Heartbeat(HeartbeatRequest {
             group_id: self.config.group_id.clone(),
             generation_id: self.generation_id,
             member_id: self.member_id.clone(),
@@ -434,7 +287,7 @@ impl ClassicMember {
         }))
     }
 
-    fn join_request(&mut self) -> ClassicRequest {
+    fn join_request(&mut self) -> GroupRequest {
         self.state = State::Joining;
         let state = MemberAssignmentState {
             generation: self.generation_id,
@@ -446,7 +299,7 @@ impl ClassicMember {
             .iter()
             .filter_map(|a| {
                 let subscription = Subscription {
-                    topics: self.config.topics.clone(),
+                    topics: self.topics.clone(),
                     user_data: a.subscription_user_data(&state),
                     owned_partitions: self.owned.clone(),
                     generation_id: (self.generation_id >= 0).then_some(self.generation_id),
@@ -463,7 +316,7 @@ impl ClassicMember {
                 })
             })
             .collect();
-        ClassicRequest::JoinGroup(JoinGroupRequest {
+        GroupRequest::JoinGroup(JoinGroupRequest {
             group_id: self.config.group_id.clone(),
             session_timeout_ms: duration_ms(self.config.session_timeout),
             rebalance_timeout_ms: duration_ms(self.config.rebalance_timeout),
@@ -476,16 +329,16 @@ impl ClassicMember {
         })
     }
 
-    fn leave_request(&mut self) -> Option<ClassicRequest> {
+    fn leave_request(&mut self) -> Option<GroupRequest> {
         if self.leave_sent {
             return None;
         }
-        if self.coordinator.is_none() || self.member_id.is_empty() {
+        if self.coordinator.id().is_none() || self.member_id.is_empty() {
             self.finish_leave();
             return None;
         }
         self.leave_sent = true;
-        Some(ClassicRequest::LeaveGroup {
+        Some(GroupRequest::LeaveGroup {
             group_id: self.config.group_id.clone(),
             member_id: self.member_id.clone(),
             group_instance_id: self.config.instance_id.clone(),
@@ -499,51 +352,10 @@ impl ClassicMember {
         self.events.push_back(MembershipEvent::Left);
     }
 
-    /// When the driver should call [`handle_timeout`](Self::handle_timeout)
-    /// and poll for requests again, if nothing else happens first.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.state == State::Done {
-            return None;
-        }
-        let mut t = self.retry_at;
-        let heartbeating = matches!(
-            self.state,
-            State::Stable | State::Syncing | State::PreparingJoin | State::Unjoined
-        ) && self.generation_id >= 0
-            && self.heartbeat_in_flight.is_none();
-        if heartbeating {
-            t = min_opt(t, self.next_heartbeat);
-        }
-        if let Some(ok) = self.last_heartbeat_ok {
-            if self.generation_id >= 0 && self.coordinator.is_some() {
-                t = min_opt(t, Some(ok + self.config.session_timeout));
-            }
-        }
-        t
-    }
-
-    /// Time passed: notices a session that expired without a successful
-    /// heartbeat (the coordinator is then looked up again, as the Java
-    /// client does).
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if let Some(ok) = self.last_heartbeat_ok {
-            if self.generation_id >= 0
-                && self.coordinator.is_some()
-                && now >= ok + self.config.session_timeout
-            {
-                tracing::warn!(group = %self.config.group_id, "no successful heartbeat within the session timeout");
-                self.last_heartbeat_ok = Some(now);
-                self.coordinator_lost(now);
-            }
-        }
-    }
-
     /// The FindCoordinator outcome: the coordinator's broker id.
     pub fn handle_coordinator(&mut self, result: Result<i32, Error>, now: Instant) {
-        self.finding = false;
-        match result {
-            Ok(id) => {
-                self.coordinator = Some(id);
+        match self.coordinator.handle_lookup(result) {
+            Ok(_) => {
                 self.backoff.reset();
                 if self.generation_id >= 0 {
                     // The new coordinator gets a heartbeat at once, so that
@@ -726,6 +538,7 @@ impl ClassicMember {
             });
         }
         self.assigned_snapshot = Some(snapshot(&topics));
+        self.next_partition_check = Some(now + self.metadata_period);
         tracing::info!(
             group = %self.config.group_id,
             generation = self.generation_id,
@@ -829,21 +642,6 @@ impl ClassicMember {
         });
     }
 
-    /// The application finished the revocation asked for by
-    /// [`MembershipEvent::Revoke`] (offsets committed, consumption stopped).
-    pub fn revocation_done(&mut self, _now: Instant) {
-        let Some(revoked) = self.revoking.take() else {
-            return;
-        };
-        self.owned.retain(|tp| !revoked.contains(tp));
-        if self.state == State::PreparingJoin {
-            self.state = State::Unjoined;
-        }
-        if std::mem::take(&mut self.rejoin_after_revoke) && self.state == State::Stable {
-            self.rejoin("revoked partitions for their new owners");
-        }
-    }
-
     /// The Heartbeat outcome.
     pub fn handle_heartbeat(&mut self, result: Result<HeartbeatResponse, Error>, now: Instant) {
         let Some(sent_generation) = self.heartbeat_in_flight.take() else {
@@ -898,25 +696,6 @@ impl ClassicMember {
         }
     }
 
-    /// Starts leaving the group: a dynamic member sends LeaveGroup so that
-    /// its partitions move at once; a static member does not (it is
-    /// expected back within the session timeout, as with the Java client).
-    /// The application should have committed and revoked its partitions
-    /// first.
-    pub fn leave(&mut self, _now: Instant) {
-        if self.state == State::Done {
-            return;
-        }
-        self.owned.clear();
-        self.revoking = None;
-        if self.config.instance_id.is_some() || self.member_id.is_empty() {
-            self.finish_leave();
-        } else {
-            self.state = State::Leaving;
-            self.retry_at = None;
-        }
-    }
-
     /// The LeaveGroup outcome (the member is gone either way).
     pub fn handle_leave_group(&mut self, result: Result<(), Error>, _now: Instant) {
         if let Err(e) = result {
@@ -929,29 +708,37 @@ impl ClassicMember {
 
     /// The topics subscribed to.
     pub fn topics(&self) -> &[String] {
-        &self.config.topics
+        &self.topics
     }
 
-    /// Subscribes to `topics` instead (a matching subscription found new
-    /// topics or lost some): at once between generations, by rejoining when
-    /// stable. Returns whether it was taken up; in the middle of a join it
-    /// is not (call again later), as that join already sent the old
-    /// subscription.
-    pub fn set_topics(&mut self, topics: &[String]) -> bool {
-        if self.config.topics == topics {
-            return true;
+    /// The topics the leader assigns: every member's subscription.
+    fn assignment_topics(&self) -> Vec<String> {
+        let topics: BTreeSet<String> = self
+            .leader_job
+            .iter()
+            .flat_map(|j| j.members.iter())
+            .flat_map(|m| m.subscription.topics.iter().cloned())
+            .collect();
+        topics.into_iter().collect()
+    }
+
+    /// Whether a look at the partition counts is to come: the leader's,
+    /// while stable.
+    fn partition_check_pending(&self) -> bool {
+        self.is_stable() && self.is_leader() && !self.checking_partitions
+    }
+
+    /// The leader's periodic metadata request, if due (answered through
+    /// [`handle_metadata_update`](Self::handle_metadata_update)).
+    fn partition_check(&mut self, now: Instant) -> Option<GroupRequest> {
+        if !self.partition_check_pending() || self.next_partition_check.is_some_and(|t| now < t) {
+            return None;
         }
-        match self.state {
-            State::Unjoined | State::PreparingJoin => {}
-            State::Stable if self.revoking.is_none() => {
-                tracing::info!(group = %self.config.group_id, ?topics, "subscription changed; rebalancing");
-                self.rejoin("the subscription changed");
-            }
-            State::Leaving | State::Done => return true,
-            _ => return false,
-        }
-        self.config.topics = topics.to_vec();
-        true
+        self.checking_partitions = true;
+        self.next_partition_check = Some(now + self.metadata_period);
+        Some(GroupRequest::Metadata {
+            topics: self.topics.clone(),
+        })
     }
 
     /// Rejoins if the partition counts of the subscribed topics changed
@@ -964,7 +751,7 @@ impl ClassicMember {
         if let Some(snap) = &self.assigned_snapshot {
             let now: Vec<(String, usize)> = snapshot(topics)
                 .into_iter()
-                .filter(|(t, _)| snap.iter().any(|(s, _)| s == t) || self.config.topics.contains(t))
+                .filter(|(t, _)| snap.iter().any(|(s, _)| s == t) || self.topics.contains(t))
                 .collect();
             if &now != snap {
                 tracing::info!(group = %self.config.group_id, "subscribed topics changed; rebalancing");
@@ -981,6 +768,186 @@ impl ClassicMember {
         } else {
             self.fail(e);
         }
+    }
+}
+
+impl Member for ClassicMember {
+    fn poll_transmit(&mut self, now: Instant) -> Option<GroupRequest> {
+        if self.state == State::Done {
+            return None;
+        }
+        if self.retry_at.is_some_and(|t| now < t) {
+            return None;
+        }
+        self.retry_at = None;
+        if self.state == State::Leaving {
+            return self.leave_request();
+        }
+        if self.coordinator.id().is_none() {
+            return self.coordinator.poll_lookup();
+        }
+        match self.state {
+            State::Unjoined => {
+                self.prepare_join();
+                if self.state == State::Unjoined {
+                    return Some(self.join_request());
+                }
+                self.heartbeat(now)
+            }
+            State::PreparingJoin => self.heartbeat(now),
+            State::AwaitingMetadata if !self.metadata_requested => {
+                self.metadata_requested = true;
+                Some(GroupRequest::Metadata {
+                    topics: self.assignment_topics(),
+                })
+            }
+            State::Syncing => match self.pending_sync.take() {
+                Some(req) => Some(GroupRequest::SyncGroup(req)),
+                None => self.heartbeat(now),
+            },
+            State::Stable => self.partition_check(now).or_else(|| self.heartbeat(now)),
+            _ => None,
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Done {
+            return None;
+        }
+        let mut t = self.retry_at;
+        let heartbeating = matches!(
+            self.state,
+            State::Stable | State::Syncing | State::PreparingJoin | State::Unjoined
+        ) && self.generation_id >= 0
+            && self.heartbeat_in_flight.is_none();
+        if heartbeating {
+            t = min_opt(t, self.next_heartbeat);
+        }
+        if self.partition_check_pending() {
+            t = min_opt(t, self.next_partition_check);
+        }
+        if let Some(ok) = self.last_heartbeat_ok {
+            if self.generation_id >= 0 && self.coordinator.id().is_some() {
+                t = min_opt(t, Some(ok + self.config.session_timeout));
+            }
+        }
+        t
+    }
+
+    /// Time passed: notices a session that expired without a successful
+    /// heartbeat (the coordinator is then looked up again, as the Java
+    /// client does).
+    fn handle_timeout(&mut self, now: Instant) {
+        if let Some(ok) = self.last_heartbeat_ok {
+            if self.generation_id >= 0
+                && self.coordinator.id().is_some()
+                && now >= ok + self.config.session_timeout
+            {
+                tracing::warn!(group = %self.config.group_id, "no successful heartbeat within the session timeout");
+                self.last_heartbeat_ok = Some(now);
+                self.coordinator_lost(now);
+            }
+        }
+    }
+
+    fn revocation_done(&mut self, _now: Instant) {
+        let Some(revoked) = self.revoking.take() else {
+            return;
+        };
+        self.owned.retain(|tp| !revoked.contains(tp));
+        if self.state == State::PreparingJoin {
+            self.state = State::Unjoined;
+        }
+        if std::mem::take(&mut self.rejoin_after_revoke) && self.state == State::Stable {
+            self.rejoin("revoked partitions for their new owners");
+        }
+    }
+
+    /// Starts leaving the group: a dynamic member sends LeaveGroup so that
+    /// its partitions move at once; a static member does not (it is
+    /// expected back within the session timeout, as with the Java client).
+    /// The application should have committed and revoked its partitions
+    /// first.
+    fn leave(&mut self, _now: Instant) {
+        if self.state == State::Done {
+            return;
+        }
+        self.owned.clear();
+        self.revoking = None;
+        if self.config.instance_id.is_some() || self.member_id.is_empty() {
+            self.finish_leave();
+        } else {
+            self.state = State::Leaving;
+            self.retry_at = None;
+        }
+    }
+
+    /// Subscribes to `topics` instead (a matching subscription found new
+    /// topics or lost some): at once between generations, by rejoining when
+    /// stable. Returns whether it was taken up; in the middle of a join it
+    /// is not (call again later), as that join already sent the old
+    /// subscription.
+    fn set_topics(&mut self, topics: &[String]) -> bool {
+        if self.topics == topics {
+            return true;
+        }
+        match self.state {
+            State::Unjoined | State::PreparingJoin => {}
+            State::Stable if self.revoking.is_none() => {
+                tracing::info!(group = %self.config.group_id, ?topics, "subscription changed; rebalancing");
+                self.rejoin("the subscription changed");
+            }
+            State::Leaving | State::Done => return true,
+            _ => return false,
+        }
+        self.topics = topics.to_vec();
+        true
+    }
+
+    fn handle_response(&mut self, response: GroupResponse, now: Instant) {
+        match response {
+            GroupResponse::Coordinator(r) => self.handle_coordinator(r, now),
+            GroupResponse::Metadata { topics, result } => {
+                let for_assignment = self.state == State::AwaitingMetadata
+                    && self.metadata_requested
+                    && topics == self.assignment_topics();
+                if for_assignment {
+                    self.handle_metadata(result.map(|t| t.partitions), now);
+                } else if std::mem::take(&mut self.checking_partitions) {
+                    match result {
+                        Ok(t) => self.handle_metadata_update(&t.partitions),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "metadata for the partition check failed")
+                        }
+                    }
+                }
+            }
+            GroupResponse::JoinGroup(r) => self.handle_join_group(r, now),
+            GroupResponse::SyncGroup(r) => self.handle_sync_group(r, now),
+            GroupResponse::Heartbeat(r) => self.handle_heartbeat(r, now),
+            GroupResponse::LeaveGroup(r) => self.handle_leave_group(r, now),
+            GroupResponse::Topics(_) | GroupResponse::ConsumerGroupHeartbeat(_) => {}
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<MembershipEvent> {
+        self.events.pop_front()
+    }
+
+    fn coordinator(&self) -> Option<i32> {
+        self.coordinator.id()
+    }
+
+    fn member_id(&self) -> &str {
+        &self.member_id
+    }
+
+    fn generation(&self) -> i32 {
+        self.generation_id
+    }
+
+    fn is_done(&self) -> bool {
+        self.state == State::Done
     }
 }
 
@@ -1006,27 +973,32 @@ mod tests {
 
     use super::*;
     use crate::{
-        client::group::assignor::{CooperativeStickyAssignor, PartitionMetadata, RangeAssignor},
+        client::group::assignor::{
+            Assignor, CooperativeStickyAssignor, PartitionMetadata, RangeAssignor,
+        },
+        client::group::member::TopicsMetadata,
         protocol::messages::join_group_response::JoinGroupResponseMember,
     };
 
     const HB: Duration = Duration::from_secs(3);
+    const METADATA_PERIOD: Duration = Duration::from_secs(30);
 
-    fn config(assignor: Arc<dyn Assignor>, instance: Option<&str>) -> ClassicConfig {
-        ClassicConfig {
-            group_id: "g".into(),
-            topics: vec!["t".into()],
-            instance_id: instance.map(str::to_owned),
-            rack_id: None,
-            session_timeout: Duration::from_secs(10),
-            rebalance_timeout: Duration::from_secs(30),
-            heartbeat_interval: HB,
-            assignors: vec![assignor],
-            backoff: BackoffConfig {
-                jitter: 0.0,
-                ..BackoffConfig::default()
-            },
-        }
+    fn config(assignor: Arc<dyn Assignor>, instance: Option<&str>) -> GroupConfig {
+        let mut config = GroupConfig::new("g", ["t"])
+            .session_timeout(Duration::from_secs(10))
+            .rebalance_timeout(Duration::from_secs(30))
+            .heartbeat_interval(HB)
+            .assignors(vec![assignor]);
+        config.instance_id = instance.map(str::to_owned);
+        config
+    }
+
+    fn new_member(config: GroupConfig) -> ClassicMember {
+        let backoff = BackoffConfig {
+            jitter: 0.0,
+            ..BackoffConfig::default()
+        };
+        ClassicMember::new(Arc::new(config), &backoff, METADATA_PERIOD)
     }
 
     fn tp(p: i32) -> TopicPartition {
@@ -1094,7 +1066,7 @@ mod tests {
 
     fn expect_join(m: &mut ClassicMember, now: Instant) -> JoinGroupRequest {
         match m.poll_transmit(now) {
-            Some(ClassicRequest::JoinGroup(j)) => j,
+            Some(GroupRequest::JoinGroup(j)) => j,
             other => panic!("expected JoinGroup, got {other:?}"),
         }
     }
@@ -1109,10 +1081,10 @@ mod tests {
         owned: &[TopicPartition],
         t0: Instant,
     ) -> ClassicMember {
-        let mut m = ClassicMember::new(config(assignor, None));
+        let mut m = new_member(config(assignor, None));
         assert!(matches!(
             m.poll_transmit(t0),
-            Some(ClassicRequest::FindCoordinator { .. })
+            Some(GroupRequest::FindCoordinator)
         ));
         m.handle_coordinator(Ok(7), t0);
         expect_join(&mut m, t0);
@@ -1120,7 +1092,7 @@ mod tests {
         m.handle_join_group(Ok(join_ok(1, "me", "other", &proto, &[])), t0);
         assert!(matches!(
             m.poll_transmit(t0),
-            Some(ClassicRequest::SyncGroup(_))
+            Some(GroupRequest::SyncGroup(_))
         ));
         m.handle_sync_group(Ok(sync_ok(owned)), t0);
         events(&mut m);
@@ -1131,13 +1103,8 @@ mod tests {
     #[test]
     fn leader_joins_with_kip394_retry_assigns_and_heartbeats() {
         let t0 = Instant::now();
-        let mut m = ClassicMember::new(config(Arc::new(RangeAssignor), None));
-        assert_eq!(
-            m.poll_transmit(t0),
-            Some(ClassicRequest::FindCoordinator {
-                group_id: "g".into()
-            })
-        );
+        let mut m = new_member(config(Arc::new(RangeAssignor), None));
+        assert_eq!(m.poll_transmit(t0), Some(GroupRequest::FindCoordinator));
         assert_eq!(m.poll_transmit(t0), None, "one lookup at a time");
         m.handle_coordinator(Ok(3), t0);
         let join = expect_join(&mut m, t0);
@@ -1173,13 +1140,13 @@ mod tests {
         );
         assert_eq!(
             m.poll_transmit(t0),
-            Some(ClassicRequest::Metadata {
+            Some(GroupRequest::Metadata {
                 topics: vec!["t".into()]
             })
         );
         m.handle_metadata(Ok(topics(4)), t0);
         let sync = match m.poll_transmit(t0) {
-            Some(ClassicRequest::SyncGroup(s)) => s,
+            Some(GroupRequest::SyncGroup(s)) => s,
             other => panic!("{other:?}"),
         };
         assert_eq!(sync.generation_id, 1);
@@ -1222,7 +1189,7 @@ mod tests {
         assert_eq!(m.poll_timeout(), Some(t0 + HB));
         let t1 = t0 + HB;
         match m.poll_transmit(t1) {
-            Some(ClassicRequest::Heartbeat(h)) => {
+            Some(GroupRequest::Heartbeat(h)) => {
                 assert_eq!((h.generation_id, h.member_id.as_str()), (1, "m1"))
             }
             other => panic!("{other:?}"),
@@ -1231,14 +1198,41 @@ mod tests {
         m.handle_heartbeat(Ok(hb(ErrorCode::NONE)), t1);
         assert!(matches!(
             m.poll_transmit(t1 + HB),
-            Some(ClassicRequest::Heartbeat(_))
+            Some(GroupRequest::Heartbeat(_))
         ));
 
-        // New partitions make the leader rebalance.
+        // Every metadata period the leader looks at the partition counts;
+        // new partitions make it rebalance.
         m.handle_heartbeat(Ok(hb(ErrorCode::NONE)), t1 + HB);
-        m.handle_metadata_update(&topics(4));
+        assert!(m.poll_timeout().unwrap() <= t0 + METADATA_PERIOD);
+        let t2 = t0 + METADATA_PERIOD;
+        let check = |m: &mut ClassicMember, now| loop {
+            match m.poll_transmit(now) {
+                Some(GroupRequest::Metadata { topics }) => break topics,
+                Some(GroupRequest::Heartbeat(_)) => {
+                    m.handle_heartbeat(Ok(hb(ErrorCode::NONE)), now)
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        let asked = check(&mut m, t2);
+        assert_eq!(asked, vec!["t".to_owned()]);
+        assert!(
+            !matches!(m.poll_transmit(t2), Some(GroupRequest::Metadata { .. })),
+            "one check at a time"
+        );
+        let answer = |n| GroupResponse::Metadata {
+            topics: vec!["t".into()],
+            result: Ok(TopicsMetadata {
+                partitions: topics(n),
+                ..Default::default()
+            }),
+        };
+        m.handle_response(answer(4), t2);
         assert!(m.is_stable());
-        m.handle_metadata_update(&topics(6));
+        let t3 = t2 + METADATA_PERIOD;
+        check(&mut m, t3);
+        m.handle_response(answer(6), t3);
         assert!(!m.is_stable());
     }
 
@@ -1249,7 +1243,7 @@ mod tests {
         let t1 = t0 + HB;
         assert!(matches!(
             m.poll_transmit(t1),
-            Some(ClassicRequest::Heartbeat(_))
+            Some(GroupRequest::Heartbeat(_))
         ));
         m.handle_heartbeat(Ok(hb(ErrorCode::REBALANCE_IN_PROGRESS)), t1);
         // Not joining before the application confirms the revocation.
@@ -1261,7 +1255,7 @@ mod tests {
         // Heartbeats keep the session while the application commits.
         assert!(matches!(
             m.poll_transmit(t1 + HB),
-            Some(ClassicRequest::Heartbeat(_))
+            Some(GroupRequest::Heartbeat(_))
         ));
         m.handle_heartbeat(Ok(hb(ErrorCode::REBALANCE_IN_PROGRESS)), t1 + HB);
         m.revocation_done(t1 + HB);
@@ -1282,7 +1276,7 @@ mod tests {
         let t1 = t0 + HB;
         assert!(matches!(
             m.poll_transmit(t1),
-            Some(ClassicRequest::Heartbeat(_))
+            Some(GroupRequest::Heartbeat(_))
         ));
         m.handle_heartbeat(Ok(hb(ErrorCode::REBALANCE_IN_PROGRESS)), t1);
         // Cooperative: join at once, keeping the partitions.
@@ -1294,7 +1288,7 @@ mod tests {
         m.handle_join_group(Ok(join_ok(2, "me", "other", "cooperative-sticky", &[])), t1);
         assert!(matches!(
             m.poll_transmit(t1),
-            Some(ClassicRequest::SyncGroup(_))
+            Some(GroupRequest::SyncGroup(_))
         ));
         m.handle_sync_group(Ok(sync_ok(&[tp(0), tp(1)])), t1);
         match events(&mut m).as_slice() {
@@ -1307,7 +1301,7 @@ mod tests {
         // The follow-up rebalance waits for the revocation.
         assert!(!matches!(
             m.poll_transmit(t1),
-            Some(ClassicRequest::JoinGroup(_))
+            Some(GroupRequest::JoinGroup(_))
         ));
         m.revocation_done(t1);
         let join = expect_join(&mut m, t1);
@@ -1323,7 +1317,7 @@ mod tests {
         let t1 = t0 + HB;
         assert!(matches!(
             m.poll_transmit(t1),
-            Some(ClassicRequest::Heartbeat(_))
+            Some(GroupRequest::Heartbeat(_))
         ));
         m.handle_heartbeat(Ok(hb(ErrorCode::UNKNOWN_MEMBER_ID)), t1);
         let join = expect_join(&mut m, t1);
@@ -1332,7 +1326,7 @@ mod tests {
             [MembershipEvent::Lost(l)] => assert_eq!(l, &[tp(0)]),
             other => panic!("{other:?}"),
         }
-        assert_eq!(m.generation_id(), -1);
+        assert_eq!(m.generation(), -1);
     }
 
     #[test]
@@ -1342,7 +1336,7 @@ mod tests {
         let t1 = t0 + HB;
         assert!(matches!(
             m.poll_transmit(t1),
-            Some(ClassicRequest::Heartbeat(_))
+            Some(GroupRequest::Heartbeat(_))
         ));
         // A new generation started while the heartbeat was in flight.
         m.generation_id = 2;
@@ -1358,7 +1352,7 @@ mod tests {
         let t1 = t0 + HB;
         assert!(matches!(
             m.poll_transmit(t1),
-            Some(ClassicRequest::Heartbeat(_))
+            Some(GroupRequest::Heartbeat(_))
         ));
         m.handle_heartbeat(Ok(hb(ErrorCode::NOT_COORDINATOR)), t1);
         assert_eq!(m.coordinator(), None);
@@ -1368,13 +1362,13 @@ mod tests {
         assert!(t2 > t1 && t2 <= t1 + Duration::from_secs(1));
         assert!(matches!(
             m.poll_transmit(t2),
-            Some(ClassicRequest::FindCoordinator { .. })
+            Some(GroupRequest::FindCoordinator)
         ));
         m.handle_coordinator(Ok(9), t2);
         assert_eq!(m.coordinator(), Some(9));
         // A heartbeat at once to the new coordinator, same generation.
         match m.poll_transmit(t2) {
-            Some(ClassicRequest::Heartbeat(h)) => assert_eq!(h.generation_id, 1),
+            Some(GroupRequest::Heartbeat(h)) => assert_eq!(h.generation_id, 1),
             other => panic!("{other:?}"),
         }
         assert!(events(&mut m).is_empty());
@@ -1404,7 +1398,7 @@ mod tests {
         assert!(m.poll_timeout().unwrap() <= expiry);
         assert!(matches!(
             m.poll_transmit(t0 + HB),
-            Some(ClassicRequest::Heartbeat(_))
+            Some(GroupRequest::Heartbeat(_))
         ));
         // The heartbeat never returns.
         assert_eq!(m.poll_timeout(), Some(expiry));
@@ -1415,14 +1409,14 @@ mod tests {
     #[test]
     fn fenced_static_member_is_fatal_and_static_members_leave_silently() {
         let t0 = Instant::now();
-        let mut m = ClassicMember::new(config(Arc::new(RangeAssignor), Some("i1")));
+        let mut m = new_member(config(Arc::new(RangeAssignor), Some("i1")));
         m.poll_transmit(t0);
         m.handle_coordinator(Ok(1), t0);
         let join = expect_join(&mut m, t0);
         assert_eq!(join.group_instance_id.as_deref(), Some("i1"));
         m.handle_join_group(Ok(join_ok(1, "me", "x", "range", &[])), t0);
         match m.poll_transmit(t0) {
-            Some(ClassicRequest::SyncGroup(s)) => {
+            Some(GroupRequest::SyncGroup(s)) => {
                 assert_eq!(s.group_instance_id.as_deref(), Some("i1"))
             }
             other => panic!("{other:?}"),
@@ -1434,10 +1428,10 @@ mod tests {
         assert!(matches!(events(&mut m).as_slice(), [MembershipEvent::Left]));
 
         let mut m = follower(Arc::new(RangeAssignor), &[tp(0)], t0);
-        m.config.instance_id = Some("i1".into());
+        Arc::make_mut(&mut m.config).instance_id = Some("i1".into());
         assert!(matches!(
             m.poll_transmit(t0 + HB),
-            Some(ClassicRequest::Heartbeat(_))
+            Some(GroupRequest::Heartbeat(_))
         ));
         m.handle_heartbeat(Ok(hb(ErrorCode::FENCED_INSTANCE_ID)), t0 + HB);
         assert!(m.is_done());
@@ -1455,7 +1449,7 @@ mod tests {
         let mut m = follower(Arc::new(RangeAssignor), &[tp(0)], t0);
         m.leave(t0);
         match m.poll_transmit(t0) {
-            Some(ClassicRequest::LeaveGroup { member_id, .. }) => assert_eq!(member_id, "me"),
+            Some(GroupRequest::LeaveGroup { member_id, .. }) => assert_eq!(member_id, "me"),
             other => panic!("{other:?}"),
         }
         assert_eq!(m.poll_transmit(t0), None);
@@ -1467,7 +1461,7 @@ mod tests {
     #[test]
     fn fatal_join_errors_and_unknown_protocols() {
         let t0 = Instant::now();
-        let mut m = ClassicMember::new(config(Arc::new(RangeAssignor), None));
+        let mut m = new_member(config(Arc::new(RangeAssignor), None));
         m.poll_transmit(t0);
         m.handle_coordinator(Ok(1), t0);
         expect_join(&mut m, t0);
@@ -1480,7 +1474,7 @@ mod tests {
         );
         assert!(m.is_done());
 
-        let mut m = ClassicMember::new(config(Arc::new(RangeAssignor), None));
+        let mut m = new_member(config(Arc::new(RangeAssignor), None));
         m.poll_transmit(t0);
         m.handle_coordinator(Ok(1), t0);
         expect_join(&mut m, t0);
@@ -1492,13 +1486,13 @@ mod tests {
     fn cooperative_only_when_every_assignor_supports_it() {
         let mut c = config(Arc::new(CooperativeStickyAssignor), None);
         assert_eq!(
-            ClassicMember::new(c.clone()).rebalance_protocol(),
+            new_member(c.clone()).rebalance_protocol(),
             RebalanceProtocol::Cooperative
         );
         // The Java client's default list: range first, cooperative-sticky
         // second, so eager until range is dropped.
         c.assignors = vec![Arc::new(RangeAssignor), Arc::new(CooperativeStickyAssignor)];
-        let mut m = ClassicMember::new(c);
+        let mut m = new_member(c);
         assert_eq!(m.rebalance_protocol(), RebalanceProtocol::Eager);
         let t0 = Instant::now();
         m.poll_transmit(t0);

@@ -22,7 +22,11 @@ use tokio::{
     time::Instant,
 };
 
-use super::{driver::Shared, TopicPartition};
+use super::{
+    offset_retry::{after_commit_error, commit_step, AfterError, CommitStep},
+    shared::Shared,
+    TopicPartition,
+};
 use crate::{
     cluster::{Backoff, BackoffConfig},
     error::{Error, ErrorKind, Result},
@@ -187,28 +191,26 @@ async fn commit_with_retry(
     loop {
         let changed = shared.identity_changed.notified();
         let identity = shared.identity();
-        if shared.incarnation() != incarnation {
-            return Err(lost(last));
-        }
-        if identity.generation_or_epoch <= 0 || identity.member_id.is_empty() {
-            // (Re)joining: commit once the member is in a generation again.
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return Err(lost(last).with_message("the member is not in the group"));
+        let step = commit_step(
+            offsets,
+            incarnation,
+            shared.incarnation(),
+            identity.generation_or_epoch,
+            &identity.member_id,
+            &shared.owned.get(),
+            &mut given_up,
+        );
+        let current = match step {
+            CommitStep::Lost => return Err(lost(last)),
+            CommitStep::AwaitMembership => {
+                if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                    return Err(lost(last).with_message("the member is not in the group"));
+                }
+                continue;
             }
-            continue;
-        }
-        let owned = shared.owned.get();
-        let mut current: Offsets = Offsets::new();
-        for (tp, v) in offsets {
-            if owned.contains(tp) {
-                current.insert(tp.clone(), *v);
-            } else {
-                given_up.insert(tp.clone());
-            }
-        }
-        if current.is_empty() {
-            return Ok(given_up);
-        }
+            CommitStep::Done => return Ok(given_up),
+            CommitStep::Send(current) => current,
+        };
         let attempt = async {
             let (_, conn) = shared.coordinator.get().await?;
             super::coordinator::commit_offsets(
@@ -230,16 +232,8 @@ async fn commit_with_retry(
                 }))
             }
         };
-        match e.error_code() {
-            // The group is between generations, or just moved to a new one
-            // while this member kept its partitions (cooperative and KIP-848
-            // members keep them; a revocation waits for this commit): commit
-            // with the next generation.
-            Some(
-                ErrorCode::REBALANCE_IN_PROGRESS
-                | ErrorCode::ILLEGAL_GENERATION
-                | ErrorCode::STALE_MEMBER_EPOCH,
-            ) => {
+        match after_commit_error(&e) {
+            AfterError::AwaitGeneration => {
                 let delay = backoff.next_delay();
                 tokio::select! {
                     _ = changed => {}
@@ -251,9 +245,9 @@ async fn commit_with_retry(
                 last = Some(e);
                 continue;
             }
-            _ if super::coordinator::is_coordinator_error(&e) => shared.coordinator.invalidate(),
-            _ if e.is_retriable() => {}
-            _ => return Err(e),
+            AfterError::FindCoordinator => shared.coordinator.invalidate(),
+            AfterError::Retry => {}
+            AfterError::Fail => return Err(e),
         }
         tracing::debug!(error = %e, "offset commit failed; retrying");
         if backoff.wait().await.is_err() {

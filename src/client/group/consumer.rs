@@ -2,7 +2,7 @@
 //! assigns, with committed offsets.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, VecDeque},
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -17,18 +17,20 @@ use tokio::{
 };
 
 use super::{
+    assignment::Assignment,
     assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor},
-    classic::{ClassicConfig, ClassicMember},
+    classic::ClassicMember,
     committer::{outcome, Committer, Offsets},
     coordinator::{CommittedOffset, Coordinator},
-    driver::{fetch_with_retry, AppEvent, Command, Shared},
+    driver::{self, AppEvent, Command},
+    next_gen::{random_member_id, NextGenMember},
+    shared::{fetch_with_retry, Shared},
+    subscription::{metadata_period, Subscribed},
     ConsumerGroupMetadata, TopicPartition,
 };
 use crate::{
     client::{
-        consumer::{
-            ConsumedRecord, Consumer, ConsumerConfig, IsolationLevel, OffsetReset, StartOffset,
-        },
+        consumer::{ConsumedRecord, Consumer, ConsumerConfig, IsolationLevel, OffsetReset},
         Client, Settings,
     },
     cluster::BackoffConfig,
@@ -115,12 +117,10 @@ pub struct GroupConfig {
     /// processed once the application comes back for more. `None`: commit
     /// explicitly with [`GroupConsumer::commit`].
     pub auto_commit: Option<Duration>,
-    /// Where to start partitions without a committed offset, and what to do
-    /// on an out-of-range offset (default latest, as the Java client).
-    pub offset_reset: OffsetReset,
-    /// Which records are visible.
-    pub isolation: IsolationLevel,
-    /// Fetch tuning (its `assignments` are ignored).
+    /// Fetch tuning, and (set with [`Self::offset_reset`] and
+    /// [`Self::isolation`]) where to start partitions without a committed
+    /// offset and which records are visible. Its `assignments` are ignored:
+    /// the group assigns.
     pub fetch: ConsumerConfig,
     /// Told of assignment changes.
     pub listener: Option<Arc<dyn RebalanceListener>>,
@@ -191,8 +191,6 @@ impl GroupConfig {
             protocol: GroupProtocol::Classic,
             server_assignor: None,
             auto_commit: Some(Duration::from_secs(5)),
-            offset_reset: OffsetReset::Latest,
-            isolation: IsolationLevel::ReadUncommitted,
             fetch: ConsumerConfig::default(),
             listener: None,
             matching: None,
@@ -253,19 +251,22 @@ impl GroupConfig {
         self
     }
 
-    /// Sets [`Self::offset_reset`].
+    /// Where to start partitions without a committed offset, and what to do
+    /// on an out-of-range offset (default latest, as the Java client): sets
+    /// [`ConsumerConfig::offset_reset`] of [`Self::fetch`].
     pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
-        self.offset_reset = reset;
+        self.fetch.offset_reset = reset;
         self
     }
 
-    /// Sets [`Self::isolation`].
+    /// Which records are visible (default read_uncommitted): sets
+    /// [`ConsumerConfig::isolation`] of [`Self::fetch`].
     pub fn isolation(mut self, isolation: IsolationLevel) -> Self {
-        self.isolation = isolation;
+        self.fetch.isolation = isolation;
         self
     }
 
-    /// Sets [`Self::fetch`].
+    /// Sets [`Self::fetch`], offset reset and isolation included.
     pub fn fetch(mut self, fetch: ConsumerConfig) -> Self {
         self.fetch = fetch;
         self
@@ -298,6 +299,14 @@ impl GroupConfig {
     ) -> Self {
         self.matching = Some(TopicMatcher::new(matcher));
         self
+    }
+
+    /// The fetcher's settings: [`Self::fetch`] without assignments (the
+    /// group assigns).
+    fn consumer_config(&self) -> ConsumerConfig {
+        let mut fetch = self.fetch.clone();
+        fetch.assignments.clear();
+        fetch
     }
 
     fn validate(&self) -> Result<()> {
@@ -381,21 +390,9 @@ pub struct GroupConsumer {
     events: mpsc::UnboundedReceiver<AppEvent>,
     commands: mpsc::UnboundedSender<Command>,
     driver: Option<tokio::task::JoinHandle<()>>,
-    auto_commit: Option<Duration>,
-    offset_reset: OffsetReset,
-    listener: Option<Arc<dyn RebalanceListener>>,
-    /// Partitions currently assigned to this member.
-    owned: BTreeSet<TopicPartition>,
-    /// Next offset (and leader epoch) after the last record delivered, per
-    /// partition.
-    consumed: HashMap<TopicPartition, (i64, Option<i32>)>,
-    /// The membership incarnation of the current assignment: commits fail
-    /// once the membership was lost after it.
-    incarnation: u64,
-    /// The key of the partition of the last record delivered.
-    last_tp: Option<(Arc<str>, i32, TopicPartition)>,
-    /// What was last committed by this member, to skip empty auto-commits.
-    committed: HashMap<TopicPartition, i64>,
+    config: Arc<GroupConfig>,
+    /// The partitions owned and how far they were delivered and committed.
+    assignment: Assignment,
     /// Events to handle before anything else (re-queued after a failure).
     deferred: VecDeque<AppEvent>,
     /// A background step in progress. In a mutex only to make the consumer
@@ -412,7 +409,7 @@ impl std::fmt::Debug for GroupConsumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GroupConsumer")
             .field("group_id", &self.shared.coordinator.group_id())
-            .field("assignment", &self.owned)
+            .field("assignment", self.assignment.owned())
             .finish_non_exhaustive()
     }
 }
@@ -432,11 +429,7 @@ impl GroupConsumer {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::invalid_input("a group consumer must be created inside a tokio runtime")
         })?;
-        let mut fetch = config.fetch.clone();
-        fetch.assignments.clear();
-        fetch.isolation = config.isolation;
-        fetch.offset_reset = config.offset_reset;
-        let consumer = client.consumer(fetch)?;
+        let consumer = client.consumer(config.consumer_config())?;
         let request_timeout = client.cluster.config().connection.request_timeout;
         // JoinGroup may wait for a whole rebalance: the coordinator
         // connection's bound covers that.
@@ -445,59 +438,35 @@ impl GroupConsumer {
             config.group_id.clone(),
             Some(config.rebalance_timeout + Duration::from_secs(5)),
         );
-        let kip848 = config.protocol == GroupProtocol::Consumer;
-        let shared = Arc::new(Shared::new(
-            coordinator,
-            config.instance_id.clone(),
-            request_timeout,
-            kip848,
-        ));
+        let shared = Arc::new(Shared::new(coordinator, &config, request_timeout));
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-        let subscription =
-            super::driver::TopicSubscription::new(config.topics.clone(), config.matching.clone());
+        let config = Arc::new(config);
+        let backoff = &client.settings.backoff;
+        let period = metadata_period(client.cluster.config().metadata_max_age);
         let driver = match config.protocol {
-            GroupProtocol::Classic => {
-                let member = ClassicMember::new(ClassicConfig {
-                    group_id: config.group_id.clone(),
-                    topics: config.topics.clone(),
-                    instance_id: config.instance_id.clone(),
-                    rack_id: config.rack_id.clone(),
-                    session_timeout: config.session_timeout,
-                    rebalance_timeout: config.rebalance_timeout,
-                    heartbeat_interval: config.heartbeat_interval,
-                    assignors: config.assignors.clone(),
-                    backoff: client.settings.backoff.clone(),
-                });
-                runtime.spawn(super::driver::run_classic(
-                    member,
-                    shared.clone(),
-                    commands_rx,
-                    events_tx,
-                    subscription,
-                ))
-            }
-            GroupProtocol::Consumer => runtime.spawn(super::next_gen::run(
-                super::next_gen::NextGenConfig {
-                    group_id: config.group_id.clone(),
-                    topics: config.topics.clone(),
-                    instance_id: config.instance_id.clone(),
-                    rack_id: config.rack_id.clone(),
-                    rebalance_timeout: config.rebalance_timeout,
-                    server_assignor: config.server_assignor.clone(),
-                    backoff: client.settings.backoff.clone(),
-                },
+            GroupProtocol::Classic => runtime.spawn(driver::run(
+                Subscribed::new(
+                    ClassicMember::new(config.clone(), backoff, period),
+                    &config,
+                    period,
+                ),
                 shared.clone(),
                 commands_rx,
                 events_tx,
-                subscription,
+            )),
+            GroupProtocol::Consumer => runtime.spawn(driver::run(
+                Subscribed::new(
+                    NextGenMember::new(config.clone(), random_member_id(), backoff),
+                    &config,
+                    period,
+                ),
+                shared.clone(),
+                commands_rx,
+                events_tx,
             )),
         };
-        let committer = Arc::new(Committer::spawn(
-            &runtime,
-            shared.clone(),
-            client.settings.backoff.clone(),
-        ));
+        let committer = Arc::new(Committer::spawn(&runtime, shared.clone(), backoff.clone()));
         Ok(Self {
             consumer,
             shared,
@@ -505,14 +474,8 @@ impl GroupConsumer {
             events: events_rx,
             commands: commands_tx,
             driver: Some(driver),
-            auto_commit: config.auto_commit,
-            offset_reset: config.offset_reset,
-            listener: config.listener,
-            owned: BTreeSet::new(),
-            consumed: HashMap::new(),
-            last_tp: None,
-            incarnation: 0,
-            committed: HashMap::new(),
+            config,
+            assignment: Assignment::default(),
             deferred: VecDeque::new(),
             step: std::sync::Mutex::new(None),
             committer,
@@ -535,7 +498,7 @@ impl GroupConsumer {
 
     /// The partitions currently assigned to this member.
     pub fn assignment(&self) -> Vec<TopicPartition> {
-        self.owned.iter().cloned().collect()
+        self.assignment.owned().iter().cloned().collect()
     }
 
     /// The member id the coordinator gave this member (empty outside the
@@ -590,7 +553,7 @@ impl GroupConsumer {
         &self,
         offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
     ) -> Result<()> {
-        let offsets = self.offsets_to_commit(offsets)?;
+        let offsets = self.assignment.to_commit(offsets)?;
         outcome(self.queue_commit(offsets)).await
     }
 
@@ -604,68 +567,32 @@ impl GroupConsumer {
         offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
     ) -> tokio::task::JoinHandle<Result<()>> {
         let queued = self
-            .offsets_to_commit(offsets)
+            .assignment
+            .to_commit(offsets)
             .map(|offsets| self.queue_commit(offsets));
         tokio::spawn(async move { outcome(queued?).await })
     }
 
-    /// `offsets` with the leader epochs of the records delivered, when the
-    /// offset is the one after the last delivered.
-    fn offsets_to_commit(
-        &self,
-        offsets: impl IntoIterator<Item = (TopicPartition, i64)>,
-    ) -> Result<Offsets> {
-        let offsets: Offsets = offsets
-            .into_iter()
-            .map(|(tp, o)| {
-                let epoch = self
-                    .consumed
-                    .get(&tp)
-                    .filter(|(c, _)| *c == o)
-                    .and_then(|(_, e)| *e);
-                (tp, (o, epoch))
-            })
-            .collect();
-        if let Some((tp, (o, _))) = offsets.iter().find(|(_, (o, _))| *o < 0) {
-            return Err(
-                Error::invalid_input(format!("negative offset {o} to commit"))
-                    .with_topic(&tp.topic)
-                    .with_partition(tp.partition),
-            );
-        }
-        Ok(offsets)
-    }
-
     fn queue_commit(&self, offsets: Offsets) -> tokio::sync::oneshot::Receiver<Result<()>> {
         self.committer
-            .commit(offsets, self.incarnation, self.deadline())
+            .commit(offsets, self.assignment.incarnation(), self.deadline())
     }
 
     /// The offsets after the records delivered so far, for the partitions
     /// this member owns.
     pub fn consumed_offsets(&self) -> BTreeMap<TopicPartition, i64> {
-        self.consumed_map(None)
+        self.assignment
+            .consumed(None)
             .into_iter()
             .map(|(tp, (o, _))| (tp, o))
             .collect()
     }
 
-    fn consumed_map(&self, only: Option<&[TopicPartition]>) -> Offsets {
-        self.consumed
-            .iter()
-            .filter(|(tp, _)| self.owned.contains(*tp))
-            .filter(|(tp, _)| only.is_none_or(|o| o.contains(tp)))
-            .map(|(tp, v)| (tp.clone(), *v))
-            .collect()
-    }
-
     /// Commits the offsets after every record delivered so far.
     pub async fn commit_consumed(&mut self) -> Result<()> {
-        let offsets = self.consumed_map(None);
+        let offsets = self.assignment.consumed(None);
         outcome(self.queue_commit(offsets.clone())).await?;
-        for (tp, (o, _)) in offsets {
-            self.committed.insert(tp, o);
-        }
+        self.assignment.committed(&offsets);
         Ok(())
     }
 
@@ -681,7 +608,7 @@ impl GroupConsumer {
     /// Continues an owned partition at `offset` (the next record delivered
     /// is the one at `offset`).
     pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<()> {
-        if !self.owned.contains(tp) {
+        if !self.assignment.owned().contains(tp) {
             return Err(
                 Error::invalid_input("seek on a partition this member does not own")
                     .with_topic(&tp.topic)
@@ -689,8 +616,7 @@ impl GroupConsumer {
             );
         }
         self.consumer.seek(&tp.topic, tp.partition, offset)?;
-        self.consumed.insert(tp.clone(), (offset, None));
-        Ok(())
+        self.assignment.seek(tp, offset)
     }
 
     /// Commits (with auto-commit), gives the partitions up and leaves the
@@ -698,19 +624,19 @@ impl GroupConsumer {
     pub async fn close(mut self) -> Result<()> {
         let deadline = self.deadline();
         let mut result = Ok(());
-        if self.auto_commit.is_some() && !self.finished {
+        if self.config.auto_commit.is_some() && !self.finished {
             result = self.commit_consumed().await;
         } else {
             // Commits the application queued land before the member leaves.
             let _ = outcome(self.queue_commit(Offsets::new())).await;
         }
-        let owned: Vec<TopicPartition> = std::mem::take(&mut self.owned).into_iter().collect();
-        self.shared.owned.set(&self.owned);
+        let owned = self.assignment.clear();
+        self.shared.owned.set(self.assignment.owned());
         for tp in &owned {
             self.consumer.unassign(&tp.topic, tp.partition);
         }
         if !owned.is_empty() {
-            if let Some(l) = &self.listener {
+            if let Some(l) = &self.config.listener {
                 l.on_revoked(&owned);
             }
         }
@@ -728,12 +654,12 @@ impl GroupConsumer {
     fn handle_event(&mut self, ev: AppEvent) -> Option<Result<ConsumedRecord>> {
         match ev {
             AppEvent::Revoke(partitions) => {
-                let offsets = if self.auto_commit.is_some() {
-                    self.consumed_map(Some(&partitions))
+                let offsets = if self.config.auto_commit.is_some() {
+                    self.assignment.consumed(Some(&partitions))
                 } else {
                     Offsets::new()
                 };
-                let incarnation = self.incarnation;
+                let incarnation = self.assignment.incarnation();
                 // Queued behind the application's commits, which land
                 // first; empty, it only waits for them.
                 let committed = self.queue_commit(offsets);
@@ -747,9 +673,8 @@ impl GroupConsumer {
                 assignment,
                 incarnation,
             } => {
-                self.owned = assignment.into_iter().collect();
-                self.shared.owned.set(&self.owned);
-                self.incarnation = incarnation;
+                self.assignment.assign(assignment, incarnation);
+                self.shared.owned.set(self.assignment.owned());
                 if added.is_empty() {
                     return None;
                 }
@@ -763,14 +688,12 @@ impl GroupConsumer {
                 None
             }
             AppEvent::Lost(partitions) => {
+                self.assignment.remove(&partitions);
                 for tp in &partitions {
-                    self.owned.remove(tp);
                     self.consumer.unassign(&tp.topic, tp.partition);
-                    self.consumed.remove(tp);
-                    self.committed.remove(tp);
                 }
-                self.shared.owned.set(&self.owned);
-                if let Some(l) = &self.listener {
+                self.shared.owned.set(self.assignment.owned());
+                if let Some(l) = &self.config.listener {
                     l.on_lost(&partitions);
                 }
                 None
@@ -790,24 +713,15 @@ impl GroupConsumer {
                 // let the rebalance timeout pass): the partitions were lost,
                 // not handed over.
                 let lost = self.shared.incarnation() != incarnation;
-                if r.is_ok() {
-                    for tp in &partitions {
-                        if let Some((o, _)) = self.consumed.get(tp) {
-                            self.committed.insert(tp.clone(), *o);
-                        }
-                    }
-                }
+                self.assignment.remove(&partitions);
                 for tp in &partitions {
-                    self.owned.remove(tp);
                     self.consumer.unassign(&tp.topic, tp.partition);
-                    self.consumed.remove(tp);
-                    self.committed.remove(tp);
                 }
                 // Before the partitions are handed over: commits still
                 // queued for them must not land once another member has
                 // them.
-                self.shared.owned.set(&self.owned);
-                if let Some(l) = &self.listener {
+                self.shared.owned.set(self.assignment.owned());
+                if let Some(l) = &self.config.listener {
                     if lost {
                         l.on_lost(&partitions);
                     } else {
@@ -820,51 +734,30 @@ impl GroupConsumer {
                     .map(|e| Err(e.with_message("committing offsets before giving partitions up")))
             }
             StepDone::Offsets(added, Ok(committed)) => {
-                let mut result = None;
+                let (starts, mut result) =
+                    self.assignment
+                        .start(added, &committed, self.config.fetch.offset_reset);
                 let mut assigned = Vec::new();
-                for tp in added {
-                    // Revoked or lost while the offsets were fetched.
-                    if !self.owned.contains(&tp) {
-                        continue;
-                    }
-                    let start = match committed.get(&tp).cloned().flatten() {
-                        Some(c) => {
-                            self.consumed.insert(tp.clone(), (c.offset, c.leader_epoch));
-                            self.committed.insert(tp.clone(), c.offset);
-                            StartOffset::At(c.offset)
-                        }
-                        None => match self.offset_reset {
-                            OffsetReset::Earliest => StartOffset::Earliest,
-                            OffsetReset::Latest => StartOffset::Latest,
-                            OffsetReset::Error => {
-                                result = Some(Err(Error::invalid_input(
-                                    "no committed offset and the reset policy is Error",
-                                )
-                                .with_topic(&tp.topic)
-                                .with_partition(tp.partition)));
-                                continue;
-                            }
-                        },
-                    };
+                for (tp, start) in starts {
                     if let Err(e) = self.consumer.assign(&tp.topic, tp.partition, start) {
-                        result = Some(Err(e));
+                        result = Some(e);
                         continue;
                     }
                     assigned.push(tp);
                 }
                 if !assigned.is_empty() {
-                    if let Some(l) = &self.listener {
+                    if let Some(l) = &self.config.listener {
                         l.on_assigned(&assigned);
                     }
                 }
-                result
+                result.map(Err)
             }
             StepDone::Offsets(added, Err(e)) => {
                 // Try again at the next poll; tell the application now.
                 self.deferred.push_front(AppEvent::Assigned {
                     added,
-                    assignment: self.owned.iter().cloned().collect(),
-                    incarnation: self.incarnation,
+                    assignment: self.assignment.owned().iter().cloned().collect(),
+                    incarnation: self.assignment.incarnation(),
                 });
                 Some(Err(e.with_message(
                     "fetching committed offsets of assigned partitions",
@@ -882,7 +775,7 @@ impl GroupConsumer {
 
     /// Starts an auto-commit if one is due and there is something new.
     fn maybe_auto_commit(&mut self, cx: &mut Context<'_>) {
-        let Some(interval) = self.auto_commit else {
+        let Some(interval) = self.config.auto_commit else {
             return;
         };
         let timer = self
@@ -894,19 +787,12 @@ impl GroupConsumer {
         timer.as_mut().reset(Instant::now() + interval);
         // Register the waker for the next round.
         let _ = timer.as_mut().poll(cx);
-        let offsets: Offsets = self
-            .consumed_map(None)
-            .into_iter()
-            .filter(|(tp, (o, _))| self.committed.get(tp) != Some(o))
-            .collect();
+        let offsets = self.assignment.auto_commit();
         if offsets.is_empty() {
             return;
         }
-        for (tp, (o, _)) in &offsets {
-            self.committed.insert(tp.clone(), *o);
-        }
         let committed = self.queue_commit(offsets);
-        let incarnation = self.incarnation;
+        let incarnation = self.assignment.incarnation();
         *self.step_mut() = Some(Box::pin(async move {
             StepDone::AutoCommitted(outcome(committed).await, incarnation)
         }));
@@ -951,29 +837,7 @@ impl GroupConsumer {
     /// Hands `record` out if its partition is still owned, advancing the
     /// consumed position.
     fn deliver(&mut self, record: ConsumedRecord) -> Option<ConsumedRecord> {
-        // Records come in runs of one partition: reuse its key instead of
-        // allocating one per record.
-        let same = self
-            .last_tp
-            .as_ref()
-            .is_some_and(|(t, p, _)| Arc::ptr_eq(t, &record.topic) && *p == record.partition);
-        if !same {
-            let tp = TopicPartition::new(record.topic.to_string(), record.partition);
-            self.last_tp = Some((record.topic.clone(), record.partition, tp));
-        }
-        let (_, _, tp) = self.last_tp.as_ref()?;
-        if !self.owned.contains(tp) {
-            // Fetched before the partition was given up.
-            return None;
-        }
-        let next = (record.offset + 1, record.leader_epoch);
-        match self.consumed.get_mut(tp) {
-            Some(v) => *v = next,
-            None => {
-                self.consumed.insert(tp.clone(), next);
-            }
-        }
-        Some(record)
+        self.assignment.deliver(&record).then_some(record)
     }
 }
 

@@ -10,18 +10,24 @@
 //!   list, describe and delete groups; fetch, commit, delete and reset
 //!   committed offsets; lag per partition.
 //! - The membership state machines, without I/O: [`classic::ClassicMember`]
-//!   and [`next_gen::NextGenMember`].
+//!   and [`next_gen::NextGenMember`], both run through the
+//!   [`member::Member`] trait by one driver task.
 //! - The embedded consumer protocol of classic groups: [`protocol`].
 
 mod admin;
+mod assignment;
 pub mod assignor;
 pub mod classic;
 mod committer;
 mod consumer;
 pub(crate) mod coordinator;
 mod driver;
+pub mod member;
 pub mod next_gen;
+mod offset_retry;
 pub mod protocol;
+mod shared;
+mod subscription;
 
 pub use self::admin::{
     GroupAdmin, GroupDescription, GroupListing, MemberDescription, OffsetSpec, PartitionLag,

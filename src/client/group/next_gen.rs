@@ -1,5 +1,6 @@
 //! The consumer group protocol of KIP-848 (Kafka 4.0+) as a sans-IO state
-//! machine, and the task that runs it.
+//! machine, run by the driver through the [`Member`] trait as the classic
+//! member is. Its settings are the [`GroupConfig`]'s.
 //!
 //! There is one request, ConsumerGroupHeartbeat: the member sends its
 //! subscription and the partitions it owns, and the coordinator answers with
@@ -23,12 +24,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{stream::FuturesUnordered, StreamExt};
-use tokio::sync::mpsc;
-
 use super::{
-    classic::MembershipEvent,
-    driver::{AppEvent, Command, Shared, TopicSubscription},
+    consumer::GroupConfig,
+    member::{CoordinatorState, GroupRequest, GroupResponse, Member, MembershipEvent},
     TopicPartition,
 };
 use crate::{
@@ -43,43 +41,6 @@ use crate::{
     },
 };
 
-/// Settings of a [`NextGenMember`].
-#[derive(Debug, Clone)]
-pub struct NextGenConfig {
-    /// The group.
-    pub group_id: String,
-    /// The topics to consume.
-    pub topics: Vec<String>,
-    /// The static instance id, if the member is static.
-    pub instance_id: Option<String>,
-    /// The member's rack.
-    pub rack_id: Option<String>,
-    /// How long the coordinator waits for this member to release revoked
-    /// partitions.
-    pub rebalance_timeout: Duration,
-    /// The server-side assignor to ask for (`uniform`, `range`); `None` for
-    /// the broker's default.
-    pub server_assignor: Option<String>,
-    /// Pacing of retries.
-    pub backoff: BackoffConfig,
-}
-
-/// A request the driver must send.
-#[derive(Debug, Clone, PartialEq)]
-pub enum NextGenRequest {
-    /// Look up the coordinator; answer with
-    /// [`NextGenMember::handle_coordinator`].
-    FindCoordinator,
-    /// Topic ids of the subscribed topics are needed; answer with
-    /// [`NextGenMember::handle_topic_ids`].
-    Metadata {
-        /// The subscribed topics.
-        topics: Vec<String>,
-    },
-    /// To the coordinator; answer with [`NextGenMember::handle_heartbeat`].
-    Heartbeat(ConsumerGroupHeartbeatRequest),
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Joining or in the group.
@@ -92,10 +53,12 @@ enum State {
 /// A KIP-848 group member; see the [module docs](self).
 #[derive(Debug)]
 pub struct NextGenMember {
-    config: NextGenConfig,
+    config: Arc<GroupConfig>,
+    /// The topics subscribed to: the configured ones, or those a matching
+    /// subscription covers now.
+    topics: Vec<String>,
     state: State,
-    coordinator: Option<i32>,
-    finding: bool,
+    coordinator: CoordinatorState,
     member_id: String,
     epoch: i32,
     interval: Duration,
@@ -126,16 +89,17 @@ fn is_coordinator_error(code: ErrorCode) -> bool {
 }
 
 impl NextGenMember {
-    /// A member that joins at once. `member_id` is the id the member
-    /// chose (KIP-1082: clients generate it; pass an empty string for
-    /// brokers that assign it, ConsumerGroupHeartbeat v0).
-    pub fn new(config: NextGenConfig, member_id: String) -> Self {
+    /// A member that joins at once, pacing retries with `backoff`.
+    /// `member_id` is the id the member chose (KIP-1082: clients generate
+    /// it, see [`random_member_id`]; pass an empty string for brokers that
+    /// assign it, ConsumerGroupHeartbeat v0).
+    pub fn new(config: Arc<GroupConfig>, member_id: String, backoff: &BackoffConfig) -> Self {
         Self {
-            backoff: Backoff::new(&config.backoff, None),
+            backoff: Backoff::new(backoff, None),
+            topics: config.topics.clone(),
             config,
             state: State::Member,
-            coordinator: None,
-            finding: false,
+            coordinator: CoordinatorState::default(),
             member_id,
             epoch: 0,
             interval: Duration::from_secs(5),
@@ -155,37 +119,12 @@ impl NextGenMember {
         }
     }
 
-    /// The coordinator's broker id, if known.
-    pub fn coordinator(&self) -> Option<i32> {
-        self.coordinator
-    }
-
-    /// The member id.
-    pub fn member_id(&self) -> &str {
-        &self.member_id
-    }
-
-    /// The member epoch (0 while joining).
-    pub fn epoch(&self) -> i32 {
-        self.epoch
-    }
-
-    /// Whether the member left or failed.
-    pub fn is_done(&self) -> bool {
-        self.state == State::Done
-    }
-
     /// The partitions owned.
     pub fn owned(&self) -> Vec<TopicPartition> {
         self.owned
             .iter()
             .filter_map(|(id, p)| Some(TopicPartition::new(self.names.get(id)?.clone(), *p)))
             .collect()
-    }
-
-    /// The next event.
-    pub fn poll_event(&mut self) -> Option<MembershipEvent> {
-        self.events.pop_front()
     }
 
     fn fail(&mut self, e: Error) {
@@ -201,64 +140,15 @@ impl NextGenMember {
             .collect()
     }
 
-    /// Subscribes to `topics` instead (a matching subscription found new
-    /// topics or lost some): the next heartbeat, sent at once, carries them.
-    pub fn set_topics(&mut self, topics: &[String]) {
-        if self.config.topics == topics || matches!(self.state, State::Leaving | State::Done) {
-            return;
-        }
-        tracing::info!(group = %self.config.group_id, ?topics, "subscription changed");
-        self.config.topics = topics.to_vec();
-        self.resubscribed = true;
-    }
-
-    /// The next request to send, if one is due.
-    pub fn poll_transmit(&mut self, now: Instant) -> Option<NextGenRequest> {
-        if self.state == State::Done || self.retry_at.is_some_and(|t| now < t) {
-            return None;
-        }
-        self.retry_at = None;
-        if self.coordinator.is_none() {
-            if self.state == State::Leaving {
-                // Nobody to tell: the session expires on its own.
-                self.finish_leave();
-                return None;
-            }
-            if self.finding {
-                return None;
-            }
-            self.finding = true;
-            return Some(NextGenRequest::FindCoordinator);
-        }
-        if !self.metadata_in_flight && self.needs_names() && self.names_retry_at.is_none_or_due(now)
-        {
-            self.metadata_in_flight = true;
-            return Some(NextGenRequest::Metadata {
-                topics: self.config.topics.clone(),
-            });
-        }
-        if self.in_flight.is_some() {
-            return None;
-        }
-        let due = self.resubscribed
-            || self.report_owned && self.revoking.is_none()
-            || self.state == State::Leaving
-            || self.next_heartbeat.is_none_or_due(now);
-        if !due {
-            return None;
-        }
-        Some(self.heartbeat(now))
-    }
-
     fn needs_names(&self) -> bool {
         self.target
             .iter()
             .flatten()
             .any(|(id, _)| !self.names.contains_key(id))
-            || self.config.topics.iter().any(|t| !self.ids.contains_key(t))
+            || self.topics.iter().any(|t| !self.ids.contains_key(t))
     }
 
-    fn heartbeat(&mut self, now: Instant) -> NextGenRequest {
+    fn heartbeat(&mut self, now: Instant) -> GroupRequest {
         let leaving = self.state == State::Leaving;
         let epoch = if leaving {
             // -2: a static member leaves for now and keeps its partitions.
@@ -285,7 +175,7 @@ impl NextGenMember {
         }
         self.report_owned = false;
         self.resubscribed = false;
-        NextGenRequest::Heartbeat(ConsumerGroupHeartbeatRequest {
+        GroupRequest::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest {
             group_id: self.config.group_id.clone(),
             member_id: self.member_id.clone(),
             member_epoch: epoch,
@@ -293,33 +183,17 @@ impl NextGenMember {
             rack_id: self.config.rack_id.clone(),
             rebalance_timeout_ms: i32::try_from(self.config.rebalance_timeout.as_millis())
                 .unwrap_or(i32::MAX),
-            subscribed_topic_names: Some(self.config.topics.clone()),
+            subscribed_topic_names: Some(self.topics.clone()),
             server_assignor: self.config.server_assignor.clone(),
             topic_partitions: Some(owned),
             ..Default::default()
         })
     }
 
-    /// When to call back (the next heartbeat or retry).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.state == State::Done {
-            return None;
-        }
-        match (
-            self.retry_at,
-            self.next_heartbeat.filter(|_| self.in_flight.is_none()),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
     /// The FindCoordinator outcome.
     pub fn handle_coordinator(&mut self, result: Result<i32>, now: Instant) {
-        self.finding = false;
-        match result {
-            Ok(id) => {
-                self.coordinator = Some(id);
+        match self.coordinator.handle_lookup(result) {
+            Ok(_) => {
                 self.next_heartbeat = Some(now);
                 self.backoff.reset();
             }
@@ -371,7 +245,7 @@ impl NextGenMember {
             Err(e) if e.is_retriable() => {
                 tracing::debug!(error = %e, "heartbeat failed; retrying");
                 if e.kind() == ErrorKind::Connection {
-                    self.coordinator = None;
+                    self.coordinator.forget();
                 }
                 self.report_owned = true;
                 self.retry_at = Some(now + self.backoff.next_delay());
@@ -387,7 +261,7 @@ impl NextGenMember {
                 return;
             }
             c if is_coordinator_error(c) => {
-                self.coordinator = None;
+                self.coordinator.forget();
                 self.report_owned = true;
                 self.retry_at = Some(now + self.backoff.next_delay());
                 return;
@@ -460,18 +334,6 @@ impl NextGenMember {
         });
     }
 
-    /// The application finished revoking (committed, stopped consuming).
-    pub fn revocation_done(&mut self, _now: Instant) {
-        let Some(revoked) = self.revoking.take() else {
-            return;
-        };
-        for tp in &revoked {
-            self.owned.remove(tp);
-        }
-        self.report_owned = true;
-        self.reconcile();
-    }
-
     fn fenced(&mut self) {
         // Partitions being revoked are reported by that revocation (as
         // lost, since the membership ended meanwhile).
@@ -492,8 +354,81 @@ impl NextGenMember {
         }
     }
 
-    /// Starts leaving (the application committed and revoked first).
-    pub fn leave(&mut self, _now: Instant) {
+    fn finish_leave(&mut self) {
+        self.state = State::Done;
+        self.events.push_back(MembershipEvent::Left);
+    }
+}
+
+impl Member for NextGenMember {
+    fn set_topics(&mut self, topics: &[String]) -> bool {
+        if self.topics == topics || matches!(self.state, State::Leaving | State::Done) {
+            return true;
+        }
+        tracing::info!(group = %self.config.group_id, ?topics, "subscription changed");
+        self.topics = topics.to_vec();
+        self.resubscribed = true;
+        true
+    }
+
+    fn poll_transmit(&mut self, now: Instant) -> Option<GroupRequest> {
+        if self.state == State::Done || self.retry_at.is_some_and(|t| now < t) {
+            return None;
+        }
+        self.retry_at = None;
+        if self.coordinator.id().is_none() {
+            if self.state == State::Leaving {
+                // Nobody to tell: the session expires on its own.
+                self.finish_leave();
+                return None;
+            }
+            return self.coordinator.poll_lookup();
+        }
+        if !self.metadata_in_flight && self.needs_names() && self.names_retry_at.is_none_or_due(now)
+        {
+            self.metadata_in_flight = true;
+            return Some(GroupRequest::Metadata {
+                topics: self.topics.clone(),
+            });
+        }
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let due = self.resubscribed
+            || self.report_owned && self.revoking.is_none()
+            || self.state == State::Leaving
+            || self.next_heartbeat.is_none_or_due(now);
+        if !due {
+            return None;
+        }
+        Some(self.heartbeat(now))
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Done {
+            return None;
+        }
+        match (
+            self.retry_at,
+            self.next_heartbeat.filter(|_| self.in_flight.is_none()),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn revocation_done(&mut self, _now: Instant) {
+        let Some(revoked) = self.revoking.take() else {
+            return;
+        };
+        for tp in &revoked {
+            self.owned.remove(tp);
+        }
+        self.report_owned = true;
+        self.reconcile();
+    }
+
+    fn leave(&mut self, _now: Instant) {
         if self.state == State::Done {
             return;
         }
@@ -507,9 +442,39 @@ impl NextGenMember {
         }
     }
 
-    fn finish_leave(&mut self) {
-        self.state = State::Done;
-        self.events.push_back(MembershipEvent::Left);
+    fn handle_response(&mut self, response: GroupResponse, now: Instant) {
+        match response {
+            GroupResponse::Coordinator(r) => self.handle_coordinator(r, now),
+            GroupResponse::Metadata { result, .. } => {
+                self.handle_topic_ids(result.map(|t| t.ids), now)
+            }
+            GroupResponse::ConsumerGroupHeartbeat(r) => self.handle_heartbeat(r, now),
+            GroupResponse::Topics(_)
+            | GroupResponse::JoinGroup(_)
+            | GroupResponse::SyncGroup(_)
+            | GroupResponse::Heartbeat(_)
+            | GroupResponse::LeaveGroup(_) => {}
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<MembershipEvent> {
+        self.events.pop_front()
+    }
+
+    fn coordinator(&self) -> Option<i32> {
+        self.coordinator.id()
+    }
+
+    fn member_id(&self) -> &str {
+        &self.member_id
+    }
+
+    fn generation(&self) -> i32 {
+        self.epoch
+    }
+
+    fn is_done(&self) -> bool {
+        self.state == State::Done
     }
 }
 
@@ -525,165 +490,28 @@ impl DueExt for Option<Instant> {
 
 /// A member id as the Java client makes one (KIP-1082): a random UUID in
 /// Kafka's base64 form.
-fn random_member_id() -> String {
+pub fn random_member_id() -> String {
     Uuid(rand::random::<[u8; 16]>()).to_string()
-}
-
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-enum Outcome {
-    Coordinator(Result<i32>),
-    TopicIds(Result<HashMap<String, Uuid>>),
-    Heartbeat(Result<ConsumerGroupHeartbeatResponse>),
-    /// The topics a matching subscription covers now.
-    Subscription(Result<Vec<String>>),
-}
-
-fn send(shared: Arc<Shared>, coordinator: Option<i32>, req: NextGenRequest) -> BoxFuture<Outcome> {
-    Box::pin(async move {
-        let timeout = shared.request_timeout;
-        match req {
-            NextGenRequest::FindCoordinator => {
-                let r =
-                    tokio::time::timeout(timeout.saturating_mul(2), shared.coordinator.lookup())
-                        .await;
-                Outcome::Coordinator(match r {
-                    Ok(r) => r.map(|(id, _)| id),
-                    Err(_) => {
-                        Err(Error::new(ErrorKind::Timeout).with_api(ApiKey::FIND_COORDINATOR))
-                    }
-                })
-            }
-            NextGenRequest::Metadata { topics } => {
-                let r = async {
-                    let md = shared
-                        .coordinator
-                        .cluster()
-                        .refresh_metadata(Some(&topics))
-                        .await?;
-                    Ok(md
-                        .topics
-                        .values()
-                        .filter(|t| t.error.is_ok() && topics.contains(&t.name))
-                        .map(|t| (t.name.clone(), t.id))
-                        .collect())
-                }
-                .await;
-                Outcome::TopicIds(r)
-            }
-            NextGenRequest::Heartbeat(r) => {
-                let result = async {
-                    let conn = coordinator
-                        .and_then(|id| shared.coordinator.cached(id))
-                        .ok_or_else(|| Error::new(ErrorKind::Connection).with_retriable(true))?;
-                    match tokio::time::timeout(timeout, conn.request(&r)).await {
-                        Ok(r) => Ok(r?),
-                        Err(_) => Err(Error::new(ErrorKind::Timeout)
-                            .with_api(ApiKey::CONSUMER_GROUP_HEARTBEAT)),
-                    }
-                }
-                .await;
-                Outcome::Heartbeat(result)
-            }
-        }
-    })
-}
-
-/// Runs a KIP-848 member until it leaves or fails.
-pub(crate) async fn run(
-    config: NextGenConfig,
-    shared: Arc<Shared>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<AppEvent>,
-    subscription: TopicSubscription,
-) {
-    let mut member = NextGenMember::new(config, random_member_id());
-    let mut in_flight: FuturesUnordered<BoxFuture<Outcome>> = FuturesUnordered::new();
-    let mut commands_open = true;
-    let metadata_period = super::driver::metadata_period(&shared);
-    let mut next_match = tokio::time::Instant::now() + metadata_period;
-    if subscription.is_dynamic() {
-        // Joining with the topics matched now rather than with none.
-        match subscription.resolve(shared.coordinator.cluster()).await {
-            Ok(topics) => member.set_topics(&topics),
-            Err(e) => tracing::debug!(error = %e, "matching topics failed; trying again later"),
-        }
-    }
-    loop {
-        let now = tokio::time::Instant::now();
-        while let Some(req) = member.poll_transmit(now.into_std()) {
-            in_flight.push(send(shared.clone(), member.coordinator(), req));
-        }
-        shared.set_identity(member.epoch(), member.member_id());
-        while let Some(ev) = member.poll_event() {
-            super::driver::forward(ev, &shared, &events);
-        }
-        if member.is_done() {
-            break;
-        }
-        let wake = member
-            .poll_timeout()
-            .map(tokio::time::Instant::from_std)
-            .unwrap_or(now + Duration::from_secs(3600));
-        tokio::select! {
-            Some(outcome) = in_flight.next(), if !in_flight.is_empty() => {
-                let now = std::time::Instant::now();
-                match outcome {
-                    Outcome::Coordinator(r) => member.handle_coordinator(r, now),
-                    Outcome::TopicIds(r) => member.handle_topic_ids(r, now),
-                    Outcome::Heartbeat(r) => member.handle_heartbeat(r, now),
-                    Outcome::Subscription(r) => match r {
-                        Ok(topics) => member.set_topics(&topics),
-                        Err(e) => tracing::debug!(error = %e, "matching topics failed"),
-                    },
-                }
-            }
-            _ = tokio::time::sleep_until(next_match), if subscription.is_dynamic() => {
-                next_match = tokio::time::Instant::now() + metadata_period;
-                let shared = shared.clone();
-                let subscription = subscription.clone();
-                in_flight.push(Box::pin(async move {
-                    Outcome::Subscription(subscription.resolve(shared.coordinator.cluster()).await)
-                }));
-            }
-            cmd = commands.recv(), if commands_open => {
-                let now = std::time::Instant::now();
-                match cmd {
-                    Some(Command::RevocationDone) => member.revocation_done(now),
-                    Some(Command::Leave) => member.leave(now),
-                    None => {
-                        commands_open = false;
-                        member.leave(now);
-                    }
-                }
-            }
-            _ = tokio::time::sleep_until(wake) => {}
-        }
-    }
-    shared.set_identity(-1, "");
-    shared.coordinator.invalidate();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::group::GroupProtocol;
     use crate::protocol::messages::consumer_group_heartbeat_response::{
         Assignment, TopicPartitions as RespTopic,
     };
 
     fn member() -> NextGenMember {
-        NextGenMember::new(
-            NextGenConfig {
-                group_id: "g".into(),
-                topics: vec!["t".into()],
-                instance_id: None,
-                rack_id: None,
-                rebalance_timeout: Duration::from_secs(30),
-                server_assignor: Some("uniform".into()),
-                backoff: BackoffConfig::default(),
-            },
-            "m".into(),
-        )
+        member_with(GroupConfig::new("g", ["t"]))
+    }
+
+    fn member_with(config: GroupConfig) -> NextGenMember {
+        let config = config
+            .protocol(GroupProtocol::Consumer)
+            .rebalance_timeout(Duration::from_secs(30))
+            .server_assignor("uniform");
+        NextGenMember::new(Arc::new(config), "m".into(), &BackoffConfig::default())
     }
 
     const T: Uuid = Uuid([7; 16]);
@@ -707,7 +535,7 @@ mod tests {
 
     fn expect_heartbeat(m: &mut NextGenMember, now: Instant) -> ConsumerGroupHeartbeatRequest {
         match m.poll_transmit(now) {
-            Some(NextGenRequest::Heartbeat(h)) => h,
+            Some(GroupRequest::ConsumerGroupHeartbeat(h)) => h,
             other => panic!("expected a heartbeat, got {other:?}"),
         }
     }
@@ -722,11 +550,11 @@ mod tests {
 
     fn joined(now: Instant) -> NextGenMember {
         let mut m = member();
-        assert_eq!(m.poll_transmit(now), Some(NextGenRequest::FindCoordinator));
+        assert_eq!(m.poll_transmit(now), Some(GroupRequest::FindCoordinator));
         m.handle_coordinator(Ok(1), now);
         assert!(matches!(
             m.poll_transmit(now),
-            Some(NextGenRequest::Metadata { .. })
+            Some(GroupRequest::Metadata { .. })
         ));
         m.handle_topic_ids(Ok([("t".to_owned(), T)].into_iter().collect()), now);
         let h = expect_heartbeat(&mut m, now);
@@ -844,7 +672,7 @@ mod tests {
         assert!(m.poll_event().is_none());
         assert!(matches!(
             m.poll_transmit(t0),
-            Some(NextGenRequest::Metadata { .. })
+            Some(GroupRequest::Metadata { .. })
         ));
         m.handle_topic_ids(
             Ok([("t".to_owned(), T), ("u".to_owned(), other)]
@@ -861,8 +689,7 @@ mod tests {
     #[test]
     fn static_members_leave_with_epoch_minus_two() {
         let t0 = Instant::now();
-        let mut m = member();
-        m.config.instance_id = Some("i".into());
+        let mut m = member_with(GroupConfig::new("g", ["t"]).instance_id("i"));
         m.poll_transmit(t0);
         m.handle_coordinator(Ok(1), t0);
         m.poll_transmit(t0);
