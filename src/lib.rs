@@ -31,16 +31,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
-pub mod client;
-pub mod error;
-pub mod record;
-
-/// Declares a layer below `client` that is public only with the `unstable`
-/// feature: its API may change in any release, and without the feature the
-/// compiler sees what the client leaves unused in it (codecs for APIs the
-/// client never calls, re-exports for the unstable API), hence the
-/// allowances.
-macro_rules! unstable_layer {
+/// Declares a module that is public only with the `unstable` feature (a
+/// layer below `client`, or the sans-IO machinery inside it): its API may
+/// change in any release, and without the feature the compiler sees what
+/// the client leaves unused in it (codecs for APIs the client never calls,
+/// re-exports for the unstable API), hence the allowances.
+macro_rules! unstable_mod {
     ($name:ident) => {
         #[cfg(feature = "unstable")]
         #[cfg_attr(docsrs, doc(cfg(feature = "unstable")))]
@@ -50,8 +46,12 @@ macro_rules! unstable_layer {
         mod $name;
     };
 }
-unstable_layer!(protocol);
-unstable_layer!(connection);
-unstable_layer!(cluster);
+pub mod client;
+pub mod error;
+pub mod record;
+
+unstable_mod!(protocol);
+unstable_mod!(connection);
+unstable_mod!(cluster);
 
 pub use protocol::{ApiKey, ErrorCode};

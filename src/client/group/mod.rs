@@ -9,21 +9,21 @@
 //! - [`GroupAdmin`] ([`Client::group_admin`](crate::client::Client::group_admin)):
 //!   list, describe and delete groups; fetch, commit, delete and reset
 //!   committed offsets; lag per partition.
-//! - The membership state machines, without I/O: [`classic::ClassicMember`]
-//!   and [`next_gen::NextGenMember`], both run through the
-//!   [`member::Member`] trait by one driver task.
+//! - The membership state machines, without I/O: `classic::ClassicMember`
+//!   and `next_gen::NextGenMember`, both run through the `member::Member`
+//!   trait by one driver task (public with the `unstable` feature).
 //! - The embedded consumer protocol of classic groups: [`protocol`].
 
 mod admin;
 mod assignment;
 pub mod assignor;
-pub mod classic;
+unstable_mod!(classic);
 mod committer;
 mod consumer;
 pub(crate) mod coordinator;
 mod driver;
-pub mod member;
-pub mod next_gen;
+unstable_mod!(member);
+unstable_mod!(next_gen);
 mod offset_retry;
 pub mod protocol;
 mod shared;
