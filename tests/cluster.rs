@@ -35,11 +35,9 @@ fn cluster_config(bootstrap: &str, request_timeout: Duration) -> ClusterConfig {
             connect_timeout: Duration::from_secs(5),
             ..ConnectionConfig::default()
         },
-        backoff: BackoffConfig {
-            initial: Duration::from_millis(50),
-            max: Duration::from_millis(500),
-            ..BackoffConfig::default()
-        },
+        backoff: BackoffConfig::default()
+            .initial(Duration::from_millis(50))
+            .max(Duration::from_millis(500)),
         connect_deadline: Duration::from_secs(20),
         ..ClusterConfig::new([bootstrap])
     }

@@ -1261,12 +1261,12 @@ fn fast_retries(config: ProducerConfig) -> ProducerConfig {
     config
         .linger(Duration::from_millis(1))
         .batch_size(2_000)
-        .retry_backoff(rskafka::cluster::BackoffConfig {
-            initial: Duration::from_millis(5),
-            max: Duration::from_millis(20),
-            multiplier: 2.0,
-            jitter: 0.0,
-        })
+        .retry_backoff(
+            rskafka::client::BackoffConfig::default()
+                .initial(Duration::from_millis(5))
+                .max(Duration::from_millis(20))
+                .jitter(0.0),
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

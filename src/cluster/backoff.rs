@@ -6,18 +6,54 @@ use std::time::Duration;
 use tokio::time::{sleep, Instant};
 
 /// How retries are paced: exponential backoff with jitter, up to a deadline.
+///
+/// ```
+/// use std::time::Duration;
+/// use rskafka::client::BackoffConfig;
+///
+/// let backoff = BackoffConfig::default()
+///     .initial(Duration::from_millis(50))
+///     .max(Duration::from_secs(2))
+///     .multiplier(3.0)
+///     .jitter(0.1);
+/// # let _ = backoff;
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackoffConfig {
-    /// The first delay.
-    pub initial: Duration,
-    /// The largest delay.
-    pub max: Duration,
-    /// Growth factor per attempt (values below 1 are treated as 1).
-    pub multiplier: f64,
-    /// Relative jitter in `[0, 1]`: each delay is drawn uniformly from
-    /// `delay * (1 - jitter) ..= delay * (1 + jitter)` (capped at `max`), so
-    /// clients that failed together do not retry together.
-    pub jitter: f64,
+    pub(crate) initial: Duration,
+    pub(crate) max: Duration,
+    pub(crate) multiplier: f64,
+    pub(crate) jitter: f64,
+}
+
+impl BackoffConfig {
+    /// The first delay (default 100 ms).
+    pub fn initial(mut self, initial: Duration) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// The largest delay (default 1 s).
+    pub fn max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// Growth factor per attempt (default 2; values below 1 are treated as
+    /// 1).
+    pub fn multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
+    /// Relative jitter in `[0, 1]` (default 0.2): each delay is drawn
+    /// uniformly from `delay * (1 - jitter) ..= delay * (1 + jitter)`
+    /// (capped at `max`), so clients that failed together do not retry
+    /// together.
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
 }
 
 impl Default for BackoffConfig {

@@ -75,11 +75,11 @@ pub fn producer_config(cfg: &Config) -> ProducerConfig {
         .delivery_timeout(delivery)
         .request_timeout(request)
         .retries(k.retries)
-        .retry_backoff(BackoffConfig {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-            ..BackoffConfig::default()
-        })
+        .retry_backoff(
+            BackoffConfig::default()
+                .initial(Duration::from_millis(100))
+                .max(Duration::from_secs(1)),
+        )
 }
 
 /// kprf's backend: an rskafka [`Producer`].

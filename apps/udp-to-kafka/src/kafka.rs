@@ -28,12 +28,11 @@ pub const MAX_DELIVERY_TIMEOUT: Duration = Duration::from_secs(300);
 /// librdkafka's `retry.backoff.ms` / `retry.backoff.max.ms` defaults, and
 /// the library's: 100 ms doubling to 1 s.
 fn backoff() -> BackoffConfig {
-    BackoffConfig {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(1),
-        multiplier: 2.0,
-        jitter: 0.2,
-    }
+    BackoffConfig::default()
+        .initial(Duration::from_millis(100))
+        .max(Duration::from_secs(1))
+        .multiplier(2.0)
+        .jitter(0.2)
 }
 
 /// A record's size on the wire at most, besides its value: record framing,

@@ -76,57 +76,25 @@ pub trait RebalanceListener: Send + Sync {
 ///     .auto_commit(None)
 ///     .protocol(GroupProtocol::Classic)
 ///     .session_timeout(Duration::from_secs(10));
-/// assert_eq!(config.topics, vec!["invoices".to_owned()]);
+/// assert_eq!(config.topics(), ["invoices"]);
 /// ```
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct GroupConfig {
-    /// The group.
-    pub group_id: String,
-    /// The topics to consume.
-    pub topics: Vec<String>,
-    /// A static instance id (KIP-345): a member that restarts with the same
-    /// id within the session timeout gets its partitions back without a
-    /// rebalance. `None`: a dynamic member.
-    pub instance_id: Option<String>,
-    /// The member's rack, for rack-aware assignment.
-    pub rack_id: Option<String>,
-    /// The coordinator removes a member it has not heard from for this long
-    /// (classic protocol; default 45 s). KIP-848 groups use the broker's
-    /// setting.
-    pub session_timeout: Duration,
-    /// How long a rebalance waits for members to rejoin; also the time the
-    /// application has to finish processing before a revocation completes
-    /// (default 60 s).
-    pub rebalance_timeout: Duration,
-    /// How often to heartbeat (classic; default 3 s). KIP-848 groups use
-    /// the interval the coordinator sends.
-    pub heartbeat_interval: Duration,
-    /// Classic assignors, most preferred first (default `range` then
-    /// `cooperative-sticky`, as the Java client). The rebalance protocol is
-    /// cooperative only if all of them support it.
-    pub assignors: Vec<Arc<dyn Assignor>>,
-    /// Classic or KIP-848.
-    pub protocol: GroupProtocol,
-    /// The server-side assignor of a KIP-848 group (`uniform` or `range`);
-    /// `None`: the broker's default.
-    pub server_assignor: Option<String>,
-    /// Commit the offsets of delivered records every interval (default
-    /// 5 s), and before revoking partitions or closing. The commit happens
-    /// when the application asks for the next record, so a record counts as
-    /// processed once the application comes back for more. `None`: commit
-    /// explicitly with [`GroupConsumer::commit`].
-    pub auto_commit: Option<Duration>,
-    /// Fetch tuning, and (set with [`Self::offset_reset`] and
-    /// [`Self::isolation`]) where to start partitions without a committed
-    /// offset and which records are visible. Its `assignments` are ignored:
-    /// the group assigns.
-    pub fetch: ConsumerConfig,
-    /// Told of assignment changes.
-    pub listener: Option<Arc<dyn RebalanceListener>>,
-    /// Topics to consume besides [`Self::topics`]: those whose names this
-    /// accepts (see [`Self::subscribe_matching`]).
-    pub matching: Option<TopicMatcher>,
+    pub(crate) group_id: String,
+    pub(crate) topics: Vec<String>,
+    pub(crate) instance_id: Option<String>,
+    pub(crate) rack_id: Option<String>,
+    pub(crate) session_timeout: Duration,
+    pub(crate) rebalance_timeout: Duration,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) assignors: Vec<Arc<dyn Assignor>>,
+    pub(crate) protocol: GroupProtocol,
+    pub(crate) server_assignor: Option<String>,
+    pub(crate) auto_commit: Option<Duration>,
+    pub(crate) fetch: ConsumerConfig,
+    pub(crate) listener: Option<Arc<dyn RebalanceListener>>,
+    pub(crate) matching: Option<TopicMatcher>,
 }
 
 /// Picks the topics of a [`GroupConfig::subscribe_matching`] subscription
@@ -197,55 +165,84 @@ impl GroupConfig {
         }
     }
 
-    /// Sets [`Self::instance_id`].
+    /// The group.
+    pub fn group_id(&self) -> &str {
+        &self.group_id
+    }
+
+    /// The topics named to consume (see also [`Self::subscribe_matching`]).
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// The matcher of [`Self::subscribe_matching`], if one was set.
+    pub fn matcher(&self) -> Option<&TopicMatcher> {
+        self.matching.as_ref()
+    }
+
+    /// A static instance id (KIP-345): a member that restarts with the same
+    /// id within the session timeout gets its partitions back without a
+    /// rebalance. `None`: a dynamic member.
     pub fn instance_id(mut self, id: impl Into<String>) -> Self {
         self.instance_id = Some(id.into());
         self
     }
 
-    /// Sets [`Self::rack_id`].
+    /// The member's rack, for rack-aware assignment.
     pub fn rack_id(mut self, rack: impl Into<String>) -> Self {
         self.rack_id = Some(rack.into());
         self
     }
 
-    /// Sets [`Self::session_timeout`].
+    /// The coordinator removes a member it has not heard from for this long
+    /// (classic protocol; default 45 s). KIP-848 groups use the broker's
+    /// setting.
     pub fn session_timeout(mut self, t: Duration) -> Self {
         self.session_timeout = t;
         self
     }
 
-    /// Sets [`Self::rebalance_timeout`].
+    /// How long a rebalance waits for members to rejoin; also the time the
+    /// application has to finish processing before a revocation completes
+    /// (default 60 s).
     pub fn rebalance_timeout(mut self, t: Duration) -> Self {
         self.rebalance_timeout = t;
         self
     }
 
-    /// Sets [`Self::heartbeat_interval`].
+    /// How often to heartbeat (classic; default 3 s). KIP-848 groups use
+    /// the interval the coordinator sends.
     pub fn heartbeat_interval(mut self, t: Duration) -> Self {
         self.heartbeat_interval = t;
         self
     }
 
-    /// Sets [`Self::assignors`].
+    /// Classic assignors, most preferred first (default `range` then
+    /// `cooperative-sticky`, as the Java client). The rebalance protocol is
+    /// cooperative only if all of them support it.
     pub fn assignors(mut self, assignors: Vec<Arc<dyn Assignor>>) -> Self {
         self.assignors = assignors;
         self
     }
 
-    /// Sets [`Self::protocol`].
+    /// Classic or KIP-848.
     pub fn protocol(mut self, protocol: GroupProtocol) -> Self {
         self.protocol = protocol;
         self
     }
 
-    /// Sets [`Self::server_assignor`].
+    /// The server-side assignor of a KIP-848 group (`uniform` or `range`);
+    /// `None`: the broker's default.
     pub fn server_assignor(mut self, name: impl Into<String>) -> Self {
         self.server_assignor = Some(name.into());
         self
     }
 
-    /// Sets [`Self::auto_commit`].
+    /// Commit the offsets of delivered records every interval (default
+    /// 5 s), and before revoking partitions or closing. The commit happens
+    /// when the application asks for the next record, so a record counts as
+    /// processed once the application comes back for more. `None`: commit
+    /// explicitly with [`GroupConsumer::commit`].
     pub fn auto_commit(mut self, interval: Option<Duration>) -> Self {
         self.auto_commit = interval;
         self
@@ -266,13 +263,15 @@ impl GroupConfig {
         self
     }
 
-    /// Sets [`Self::fetch`], offset reset and isolation included.
+    /// Fetch tuning, offset reset and isolation included (see
+    /// [`Self::offset_reset`] and [`Self::isolation`]). Its assignments are
+    /// ignored: the group assigns.
     pub fn fetch(mut self, fetch: ConsumerConfig) -> Self {
         self.fetch = fetch;
         self
     }
 
-    /// Sets [`Self::listener`].
+    /// Told of assignment changes.
     pub fn listener(mut self, listener: Arc<dyn RebalanceListener>) -> Self {
         self.listener = Some(listener);
         self
@@ -291,7 +290,7 @@ impl GroupConfig {
     ///
     /// let config = GroupConfig::new("billing", Vec::<String>::new())
     ///     .subscribe_matching(|topic: &str| topic.starts_with("invoices-"));
-    /// assert!(config.matching.as_ref().is_some_and(|m| m.matches("invoices-eu")));
+    /// assert!(config.matcher().is_some_and(|m| m.matches("invoices-eu")));
     /// ```
     pub fn subscribe_matching(
         mut self,
