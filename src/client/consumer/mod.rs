@@ -35,20 +35,27 @@
 //! ```
 
 pub(crate) mod aborted;
+mod buffer;
 mod chunk;
 mod driver;
+mod part;
+mod planner;
+mod requests;
 mod session;
+mod settings;
+mod sizing;
 mod state;
 
 use std::{
     pin::Pin,
-    sync::{Arc, MutexGuard},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
 
 use futures::Stream;
 use time::OffsetDateTime;
+use tokio::time::Instant;
 
 pub use super::partition::IsolationLevel;
 pub use crate::protocol::record::{DecodeLimits, TimestampType};
@@ -57,7 +64,7 @@ use crate::{
     record::Record,
 };
 
-use self::state::{Ready, Shared, State};
+use self::{buffer::Ready, planner::FetchPlanner, settings::Settings, state::Shared};
 use super::Client;
 
 /// Where a partition's consumption starts.
@@ -336,8 +343,8 @@ impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let st = self.shared.lock();
         f.debug_struct("Consumer")
-            .field("partitions", &st.partition_count())
-            .field("buffered_bytes", &st.buffered)
+            .field("partitions", &st.planner.partition_count())
+            .field("buffered_bytes", &st.planner.buffered())
             .finish_non_exhaustive()
     }
 }
@@ -359,15 +366,17 @@ impl Consumer {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::invalid_input("a consumer must be created inside a tokio runtime")
         })?;
-        let mut state = State::new(client.settings.backoff.clone());
+        let settings = Arc::new(Settings::new(&config, &client.settings));
+        let mut planner = FetchPlanner::new(Arc::clone(&settings));
+        let now = Instant::now();
         for (topic, partition, start) in &config.assignments {
-            state.assign(topic, *partition, *start);
+            planner.assign(topic, *partition, *start, now);
         }
-        let shared = Arc::new(Shared::new(state));
+        let shared = Arc::new(Shared::new(planner));
         let driver = runtime.spawn(driver::run(
             Arc::clone(&shared),
             client.cluster.clone(),
-            Arc::new(driver::Settings::new(&config, &client.settings)),
+            settings,
         ));
         Ok(Self {
             shared,
@@ -406,15 +415,15 @@ impl Consumer {
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Result<(Vec<ConsumedRecord>, usize)>> {
         let mut st = self.shared.lock();
         loop {
-            match st.ready.pop_front() {
+            match st.planner.pop_ready() {
                 Some(Ready::Error(e)) => return Poll::Ready(Err(e)),
                 Some(Ready::Chunk(c)) => {
                     let bytes = c.bytes;
-                    match st.take_chunk(c) {
+                    match st.planner.take_chunk(c) {
                         Some(records) => return Poll::Ready(Ok((records, bytes))),
                         None => {
                             // Stale (the partition moved or left): drop it.
-                            st.release(bytes);
+                            st.planner.release(bytes);
                             self.shared.wake_driver.notify_one();
                         }
                     }
@@ -447,7 +456,7 @@ impl Consumer {
     /// may then fetch more.
     fn release(&self, bytes: usize) {
         if bytes > 0 {
-            self.shared.lock().release(bytes);
+            self.shared.lock().planner.release(bytes);
             self.shared.wake_driver.notify_one();
         }
     }
@@ -457,7 +466,10 @@ impl Consumer {
     pub fn assign(&mut self, topic: &str, partition: i32, start: StartOffset) -> Result<()> {
         check_assignment(topic, partition, start)?;
         self.drop_current_of(topic, partition);
-        self.shared.lock().assign(topic, partition, start);
+        self.shared
+            .lock()
+            .planner
+            .assign(topic, partition, start, Instant::now());
         self.shared.wake_driver.notify_one();
         Ok(())
     }
@@ -466,7 +478,7 @@ impl Consumer {
     /// it. Returns whether it was assigned.
     pub fn unassign(&mut self, topic: &str, partition: i32) -> bool {
         self.drop_current_of(topic, partition);
-        let was = self.shared.lock().unassign(topic, partition);
+        let was = self.shared.lock().planner.unassign(topic, partition);
         self.shared.wake_driver.notify_one();
         was
     }
@@ -487,7 +499,7 @@ impl Consumer {
     }
 
     fn is_assigned(&self, topic: &str, partition: i32) -> bool {
-        self.shared.lock().part(topic, partition).is_some()
+        self.shared.lock().planner.part(topic, partition).is_some()
     }
 
     /// Drops the not yet handed out records of the stream's current chunk
@@ -506,7 +518,7 @@ impl Consumer {
 
     /// The assigned partitions.
     pub fn assignment(&self) -> Vec<(String, i32)> {
-        self.shared.lock().assignment()
+        self.shared.lock().planner.assignment()
     }
 
     /// The offset of the next record this consumer hands out for the
@@ -521,6 +533,7 @@ impl Consumer {
         }
         self.shared
             .lock()
+            .planner
             .part(topic, partition)
             .and_then(|p| p.position)
     }
@@ -529,6 +542,7 @@ impl Consumer {
     pub fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
         self.shared
             .lock()
+            .planner
             .part(topic, partition)
             .and_then(|p| p.high_watermark)
     }
@@ -538,6 +552,7 @@ impl Consumer {
     pub fn last_stable_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         self.shared
             .lock()
+            .planner
             .part(topic, partition)
             .and_then(|p| p.last_stable_offset)
     }
@@ -546,6 +561,7 @@ impl Consumer {
     pub fn log_start_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         self.shared
             .lock()
+            .planner
             .part(topic, partition)
             .and_then(|p| p.log_start_offset)
     }
@@ -554,7 +570,7 @@ impl Consumer {
     /// the chunk last handed out until the application asks for records
     /// past it.
     pub fn buffered_bytes(&self) -> usize {
-        self.shared.lock().buffered
+        self.shared.lock().planner.buffered()
     }
 
     /// The largest [`Self::buffered_bytes`] seen so far. It stays within
@@ -562,7 +578,7 @@ impl Consumer {
     /// than that (it is accepted when nothing else is buffered, so that
     /// consumption cannot stall).
     pub fn peak_buffered_bytes(&self) -> usize {
-        self.shared.lock().peak
+        self.shared.lock().planner.peak()
     }
 }
 
@@ -608,13 +624,5 @@ impl Stream for Consumer {
                 Poll::Pending => return Poll::Pending,
             }
         }
-    }
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the state torn in a
-        // way that matters more than stopping would: keep going.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
