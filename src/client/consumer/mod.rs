@@ -120,43 +120,20 @@ pub enum OffsetReset {
 ///     .offset_reset(OffsetReset::Error)
 ///     .max_wait(Duration::from_millis(100))
 ///     .max_buffered_bytes(16 << 20);
-/// assert_eq!(config.assignments.len(), 1);
+/// assert_eq!(config.assignments().len(), 1);
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct ConsumerConfig {
-    /// The partitions to read at start, with where to start each.
-    pub assignments: Vec<(String, i32, StartOffset)>,
-    /// Which records are visible (default read_uncommitted).
-    pub isolation: IsolationLevel,
-    /// How long a broker may hold a fetch while it has less than
-    /// `min_bytes` (default 500 ms).
-    pub max_wait: Duration,
-    /// Bytes a broker waits for before answering a fetch (default 1).
-    pub min_bytes: i32,
-    /// Bytes per fetch request (default 50 MiB; the broker may exceed it
-    /// by one batch so that an oversized batch still makes progress).
-    pub max_bytes: i32,
-    /// Bytes per partition in one fetch (default 4 MiB; the Java client's
-    /// is 1 MiB). A partition's first fetch asks for at most 1 MiB; later
-    /// ones are sized from how the data just fetched decoded: to about 4
-    /// MiB of decoded memory (less on the wire for compressed data), up to
-    /// this limit, and past 1 MiB only if fewer than ten thousand records
-    /// fill it (small records come about 1 MiB at a time).
-    pub max_partition_bytes: i32,
-    /// Bound on the memory held by fetched records not yet handed to the
-    /// application, plus those of the batch it was last handed until it
-    /// asks for more (default 64 MiB): their bytes as decompressed (or as
-    /// received, if larger) plus the records' own structs, so that highly
-    /// compressed data cannot fill memory many times over. Fetching pauses
-    /// at it; one fetch may overshoot it by a few times
-    /// [`max_partition_bytes`](Self::max_partition_bytes) per partition it
-    /// covers.
-    pub max_buffered_bytes: usize,
-    /// What to do on OFFSET_OUT_OF_RANGE and detected log truncation.
-    pub offset_reset: OffsetReset,
-    /// Bounds on decompression while decoding fetched batches.
-    pub decode_limits: DecodeLimits,
+    pub(crate) assignments: Vec<(String, i32, StartOffset)>,
+    pub(crate) isolation: IsolationLevel,
+    pub(crate) max_wait: Duration,
+    pub(crate) min_bytes: i32,
+    pub(crate) max_bytes: i32,
+    pub(crate) max_partition_bytes: i32,
+    pub(crate) max_buffered_bytes: usize,
+    pub(crate) offset_reset: OffsetReset,
+    pub(crate) decode_limits: DecodeLimits,
 }
 
 impl Default for ConsumerConfig {
@@ -176,49 +153,68 @@ impl Default for ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// The partitions to read at start, with where to start each.
+    pub fn assignments(&self) -> &[(String, i32, StartOffset)] {
+        &self.assignments
+    }
+
     /// Adds a partition to read, starting at `start`.
     pub fn assign(mut self, topic: impl Into<String>, partition: i32, start: StartOffset) -> Self {
         self.assignments.push((topic.into(), partition, start));
         self
     }
 
-    /// Sets [`Self::isolation`].
+    /// Which records are visible (default read_uncommitted).
     pub fn isolation(mut self, isolation: IsolationLevel) -> Self {
         self.isolation = isolation;
         self
     }
 
-    /// Sets [`Self::max_wait`].
+    /// How long a broker may hold a fetch while it has less than
+    /// `min_bytes` (default 500 ms).
     pub fn max_wait(mut self, max_wait: Duration) -> Self {
         self.max_wait = max_wait;
         self
     }
 
-    /// Sets [`Self::min_bytes`].
+    /// Bytes a broker waits for before answering a fetch (default 1).
     pub fn min_bytes(mut self, min_bytes: i32) -> Self {
         self.min_bytes = min_bytes;
         self
     }
 
-    /// Sets [`Self::max_bytes`].
+    /// Bytes per fetch request (default 50 MiB; the broker may exceed it
+    /// by one batch so that an oversized batch still makes progress).
     pub fn max_bytes(mut self, max_bytes: i32) -> Self {
         self.max_bytes = max_bytes;
         self
     }
 
-    /// Sets [`Self::max_partition_bytes`].
+    /// Bytes per partition in one fetch (default 4 MiB; the Java client's
+    /// is 1 MiB). A partition's first fetch asks for at most 1 MiB; later
+    /// ones are sized from how the data just fetched decoded: to about 4
+    /// MiB of decoded memory (less on the wire for compressed data), up to
+    /// this limit, and past 1 MiB only if fewer than ten thousand records
+    /// fill it (small records come about 1 MiB at a time).
     pub fn max_partition_bytes(mut self, max_partition_bytes: i32) -> Self {
         self.max_partition_bytes = max_partition_bytes;
         self
     }
 
-    /// Sets [`Self::max_buffered_bytes`].
+    /// Bound on the memory held by fetched records not yet handed to the
+    /// application, plus those of the batch it was last handed until it
+    /// asks for more (default 64 MiB): their bytes as decompressed (or as
+    /// received, if larger) plus the records' own structs, so that highly
+    /// compressed data cannot fill memory many times over. Fetching pauses
+    /// at it; one fetch may overshoot it by a few times
+    /// [`max_partition_bytes`](Self::max_partition_bytes) per partition it
+    /// covers.
     pub fn max_buffered_bytes(mut self, max_buffered_bytes: usize) -> Self {
         self.max_buffered_bytes = max_buffered_bytes;
         self
     }
 
-    /// Sets [`Self::offset_reset`].
+    /// What to do on OFFSET_OUT_OF_RANGE and detected log truncation.
     pub fn offset_reset(mut self, offset_reset: OffsetReset) -> Self {
         self.offset_reset = offset_reset;
         self
@@ -236,7 +232,7 @@ impl ConsumerConfig {
         self
     }
 
-    /// Sets [`Self::decode_limits`].
+    /// Bounds on decompression while decoding fetched batches.
     pub fn decode_limits(mut self, decode_limits: DecodeLimits) -> Self {
         self.decode_limits = decode_limits;
         self
