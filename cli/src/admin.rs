@@ -4,10 +4,7 @@
 use std::{collections::BTreeMap, io::Write};
 
 use clap::Args;
-use rskafka::client::{
-    group::TopicPartition,
-    partition::{IsolationLevel, OffsetAt},
-};
+use rskafka::client::partition::{IsolationLevel, OffsetAt};
 
 use crate::{bounded, connect, CliError, CliResult, GlobalArgs};
 
@@ -273,34 +270,23 @@ pub async fn topic_delete(g: &GlobalArgs, name: &str) -> CliResult {
 /// `offsets TOPIC`: partition, earliest, latest — one line per partition;
 /// with `--at`, partition and the first offset at or after that time.
 pub async fn offsets(g: &GlobalArgs, topic: &str, at: Option<i64>) -> CliResult {
-    let at = match at {
-        None => None,
-        Some(ms) => Some(
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-                .map_err(|_| CliError::usage(format!("--at {ms}: not a representable time")))?,
-        ),
-    };
     let client = connect(g).await?;
     let partitions = crate::topic_partitions(&client, g, topic).await?;
     let admin = client.admin();
     // One ListOffsets request per leader for all its partitions (two with
     // earliest and latest), not one per partition.
-    let list = |at: OffsetAt| {
-        let queries: BTreeMap<TopicPartition, OffsetAt> = partitions
-            .iter()
-            .map(|&p| (TopicPartition::new(topic, p), at))
-            .collect();
-        let admin = admin.clone();
-        async move {
-            admin
-                .list_offsets(&queries, IsolationLevel::ReadUncommitted)
-                .await
-        }
+    let list = |at| {
+        admin.list_topic_offsets(
+            topic,
+            partitions.iter().copied(),
+            at,
+            IsolationLevel::ReadUncommitted,
+        )
     };
     let text = bounded(g.timeout() * 2, "offsets", async {
         let mut text = String::new();
-        if let Some(t) = at {
-            for (tp, offset) in list(OffsetAt::Timestamp(t)).await? {
+        if let Some(ms) = at {
+            for (tp, offset) in list(OffsetAt::timestamp_millis(ms)).await? {
                 text.push_str(&format!("{}\t{offset}\n", tp.partition));
             }
             return Ok(text);

@@ -54,6 +54,20 @@ pub enum OffsetAt {
 }
 
 impl OffsetAt {
+    /// [`OffsetAt::Timestamp`] of a Kafka timestamp, `ms` milliseconds since
+    /// the epoch (a time beyond what a date-time holds is taken as the
+    /// nearest one it holds: no record is stamped that far out either).
+    ///
+    /// ```
+    /// use rskafka::client::partition::OffsetAt;
+    ///
+    /// let at = OffsetAt::timestamp_millis(1_700_000_000_123);
+    /// assert!(matches!(at, OffsetAt::Timestamp(t) if t.millisecond() == 123));
+    /// ```
+    pub fn timestamp_millis(ms: i64) -> Self {
+        Self::Timestamp(crate::record::time_from_millis(ms))
+    }
+
     /// The ListOffsets `Timestamp` value.
     pub(crate) fn wire(self) -> Result<i64> {
         match self {

@@ -209,6 +209,22 @@ impl AdminClient {
         Ok(out)
     }
 
+    /// [`list_offsets`](Self::list_offsets) with the same `at` for each of
+    /// `partitions` of `topic`.
+    pub async fn list_topic_offsets(
+        &self,
+        topic: &str,
+        partitions: impl IntoIterator<Item = i32>,
+        at: OffsetAt,
+        isolation: IsolationLevel,
+    ) -> Result<BTreeMap<TopicPartition, i64>> {
+        let queries = partitions
+            .into_iter()
+            .map(|p| (TopicPartition::new(topic, p), at))
+            .collect();
+        self.list_offsets(&queries, isolation).await
+    }
+
     /// Looks up an offset of each partition ([`OffsetAt`]: the earliest, the
     /// latest, or the first at or after a time, `-1` if no record is that
     /// recent) with one ListOffsets request per leader, not per partition.

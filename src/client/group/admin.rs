@@ -428,31 +428,19 @@ impl GroupAdmin {
                 Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None).with_topic(topic)
             })?;
         let admin = self.client.admin();
-        let all = |at: OffsetAt| -> BTreeMap<TopicPartition, OffsetAt> {
-            t.partitions
-                .keys()
-                .map(|p| (TopicPartition::new(topic, *p), at))
-                .collect()
-        };
         let list = |at| {
-            let queries = all(at);
-            let admin = admin.clone();
-            async move {
-                admin
-                    .list_offsets(&queries, IsolationLevel::ReadUncommitted)
-                    .await
-            }
+            admin.list_topic_offsets(
+                topic,
+                t.partitions.keys().copied(),
+                at,
+                IsolationLevel::ReadUncommitted,
+            )
         };
         let offsets = match to {
             OffsetSpec::Earliest => list(OffsetAt::Earliest).await?,
             OffsetSpec::Latest => list(OffsetAt::Latest).await?,
             OffsetSpec::Timestamp(ms) => {
-                let at =
-                    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-                        .map_err(|_| {
-                            Error::invalid_input(format!("timestamp {ms} out of range"))
-                        })?;
-                let mut found = list(OffsetAt::Timestamp(at)).await?;
+                let mut found = list(OffsetAt::timestamp_millis(ms)).await?;
                 // No record that recent: the end of the log.
                 if found.values().any(|o| *o == -1) {
                     let ends = list(OffsetAt::Latest).await?;
