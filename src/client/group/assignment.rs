@@ -9,7 +9,7 @@ use std::{
     sync::Arc,
 };
 
-use super::{committer::Offsets, CommittedOffset, TopicPartition};
+use super::{offset_retry::Offsets, CommittedOffset, TopicPartition};
 use crate::{
     client::consumer::{ConsumedRecord, OffsetReset, StartOffset},
     error::{Error, Result},

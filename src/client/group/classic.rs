@@ -43,7 +43,7 @@ use std::{
 
 use super::{
     assignor::{GroupMember, GroupTopics, MemberAssignmentState, RebalanceProtocol},
-    consumer::GroupConfig,
+    config::GroupConfig,
     member::{CoordinatorState, GroupRequest, GroupResponse, Member, MembershipEvent},
     protocol::{Assignment, Subscription, CONSUMER_PROTOCOL_VERSION, PROTOCOL_TYPE},
     TopicPartition,

@@ -12,10 +12,7 @@
 //! out the partitions that are no longer assigned to it (given up, lost, or
 //! never its own) and fails the commits that asked for them.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::{collections::BTreeSet, sync::Arc};
 
 use tokio::{
     sync::{mpsc, oneshot},
@@ -23,7 +20,7 @@ use tokio::{
 };
 
 use super::{
-    offset_retry::{after_commit_error, commit_step, AfterError, CommitStep},
+    offset_retry::{after_commit_error, commit_step, AfterError, CommitStep, Offsets},
     shared::Shared,
     TopicPartition,
 };
@@ -32,10 +29,6 @@ use crate::{
     error::{Error, ErrorKind, Result},
     protocol::{ApiKey, ErrorCode},
 };
-
-/// Offsets to commit: the next offset to consume and, when known, the
-/// leader epoch of the record before it.
-pub(crate) type Offsets = BTreeMap<TopicPartition, (i64, Option<i32>)>;
 
 struct Request {
     offsets: Offsets,
@@ -254,24 +247,5 @@ async fn commit_with_retry(
             return Err(e);
         }
         last = Some(e);
-    }
-}
-
-/// The partitions a member may commit, kept by the application side.
-#[derive(Debug, Default)]
-pub(crate) struct Owned(std::sync::Mutex<BTreeSet<TopicPartition>>);
-
-impl Owned {
-    pub(crate) fn get(&self) -> BTreeSet<TopicPartition> {
-        self.lock().clone()
-    }
-
-    pub(crate) fn set(&self, partitions: &BTreeSet<TopicPartition>) {
-        partitions.clone_into(&mut self.lock());
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<TopicPartition>> {
-        // A panic cannot leave a set half-written in a way that matters.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

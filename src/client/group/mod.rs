@@ -19,6 +19,7 @@ mod assignment;
 pub mod assignor;
 unstable_mod!(classic);
 mod committer;
+mod config;
 mod consumer;
 pub(crate) mod coordinator;
 mod driver;
@@ -32,9 +33,8 @@ mod subscription;
 pub use self::admin::{
     GroupAdmin, GroupDescription, GroupListing, MemberDescription, OffsetSpec, PartitionLag,
 };
-pub use self::consumer::{
-    GroupConfig, GroupConsumer, GroupProtocol, RebalanceListener, TopicMatcher,
-};
+pub use self::config::{GroupConfig, GroupProtocol, RebalanceListener, TopicMatcher};
+pub use self::consumer::GroupConsumer;
 pub use self::coordinator::CommittedOffset;
 
 use std::{fmt, sync::Arc};

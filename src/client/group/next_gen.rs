@@ -25,7 +25,7 @@ use std::{
 };
 
 use super::{
-    consumer::GroupConfig,
+    config::GroupConfig,
     member::{CoordinatorState, GroupRequest, GroupResponse, Member, MembershipEvent},
     TopicPartition,
 };

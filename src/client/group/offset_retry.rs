@@ -2,10 +2,14 @@
 //! (`committer.rs`, `shared.rs`), without their I/O: what to send, and what
 //! to do after a failure.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::{committer::Offsets, coordinator::is_coordinator_error, TopicPartition};
+use super::{coordinator::is_coordinator_error, TopicPartition};
 use crate::{error::Error, protocol::ErrorCode};
+
+/// Offsets to commit: the next offset to consume and, when known, the
+/// leader epoch of the record before it.
+pub(crate) type Offsets = BTreeMap<TopicPartition, (i64, Option<i32>)>;
 
 /// What to do after an offset request failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! commit; and fetching committed offsets with retries.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{Mutex, MutexGuard},
     time::Duration,
 };
@@ -11,8 +11,7 @@ use std::{
 use tokio::{sync::Notify, time::Instant};
 
 use super::{
-    committer::Owned,
-    consumer::{GroupConfig, GroupProtocol},
+    config::{GroupConfig, GroupProtocol},
     coordinator::{fetch_offsets, CommitIdentity, CommittedOffset, Coordinator},
     offset_retry::{after_fetch_error, AfterError},
     TopicPartition,
@@ -135,5 +134,24 @@ pub(crate) async fn fetch_with_retry(
         if backoff.wait().await.is_err() {
             return Err(e);
         }
+    }
+}
+
+/// The partitions a member may commit, kept by the application side.
+#[derive(Debug, Default)]
+pub(crate) struct Owned(std::sync::Mutex<BTreeSet<TopicPartition>>);
+
+impl Owned {
+    pub(crate) fn get(&self) -> BTreeSet<TopicPartition> {
+        self.lock().clone()
+    }
+
+    pub(crate) fn set(&self, partitions: &BTreeSet<TopicPartition>) {
+        partitions.clone_into(&mut self.lock());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<TopicPartition>> {
+        // A panic cannot leave a set half-written in a way that matters.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::{
-    consumer::{GroupConfig, TopicMatcher},
+    config::{GroupConfig, TopicMatcher},
     member::{ClusterTopic, GroupRequest, GroupResponse, Member, MembershipEvent},
 };
 
