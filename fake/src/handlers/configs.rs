@@ -1,12 +1,16 @@
-//! DescribeConfigs for topics and brokers, with Kafka's defaults, and the
-//! topic configs CreateTopics accepts.
+//! DescribeConfigs for topics and brokers, with Kafka's defaults;
+//! IncrementalAlterConfigs for topics; the topic configs CreateTopics
+//! accepts.
 
 use std::collections::BTreeMap;
 
 use rskafka::protocol::{
     messages::{
         describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult},
-        DescribeConfigsRequest, DescribeConfigsResponse,
+        incremental_alter_configs_request::AlterableConfig,
+        incremental_alter_configs_response::AlterConfigsResourceResponse,
+        DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+        IncrementalAlterConfigsResponse,
     },
     ErrorCode,
 };
@@ -223,6 +227,125 @@ pub(crate) async fn describe_configs(
     DescribeConfigsResponse {
         throttle_time_ms: ctx.throttle_ms,
         results,
+        ..Default::default()
+    }
+}
+
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// Applies one resource's changes to a topic's configs (a copy, so that a
+/// bad change leaves the topic as it was).
+fn alter_topic(
+    set: &BTreeMap<String, String>,
+    changes: &[AlterableConfig],
+) -> Result<BTreeMap<String, String>, (ErrorCode, String)> {
+    let mut next = set.clone();
+    for c in changes {
+        let Some(&(_, default, ty)) = TOPIC_DEFAULTS.iter().find(|(n, ..)| *n == c.name) else {
+            return Err((
+                ErrorCode::INVALID_CONFIG,
+                format!("Unknown topic config name: {}", c.name),
+            ));
+        };
+        match c.config_operation {
+            OP_SET => {
+                let value = c.value.clone().unwrap_or_default();
+                next.insert(c.name.clone(), value);
+            }
+            OP_DELETE => {
+                next.remove(&c.name);
+            }
+            OP_APPEND | OP_SUBTRACT if ty == LIST => {
+                let current = next.get(&c.name).map_or(default, String::as_str);
+                let mut items: Vec<String> = current
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                for v in c
+                    .value
+                    .as_deref()
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                {
+                    if c.config_operation == OP_APPEND {
+                        if !items.iter().any(|i| i == v) {
+                            items.push(v.to_owned());
+                        }
+                    } else {
+                        items.retain(|i| i != v);
+                    }
+                }
+                next.insert(c.name.clone(), items.join(","));
+            }
+            OP_APPEND | OP_SUBTRACT => {
+                return Err((
+                    ErrorCode::INVALID_CONFIG,
+                    format!(
+                        "Config value append is not allowed for config key: {}",
+                        c.name
+                    ),
+                ))
+            }
+            op => {
+                return Err((
+                    ErrorCode::INVALID_REQUEST,
+                    format!("Unknown config operation {op}"),
+                ))
+            }
+        }
+    }
+    Ok(next)
+}
+
+pub(crate) async fn incremental_alter_configs(
+    ctx: Ctx,
+    req: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut state = ctx.state();
+    let responses = req
+        .resources
+        .iter()
+        .map(|r| {
+            let outcome = match (ctx.injected_error(), r.resource_type) {
+                (Some(code), _) => Err((code, "injected by the fake cluster".to_owned())),
+                (None, RESOURCE_TOPIC) => match state.topics.get_mut(&r.resource_name) {
+                    Some(topic) => alter_topic(&topic.configs, &r.configs).map(|next| {
+                        if !req.validate_only {
+                            topic.configs = next;
+                        }
+                    }),
+                    None => Err((
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("The topic '{}' does not exist.", r.resource_name),
+                    )),
+                },
+                (None, _) => Err((
+                    ErrorCode::INVALID_REQUEST,
+                    "only topic configs can be altered on the fake cluster".to_owned(),
+                )),
+            };
+            let (code, message) = match outcome {
+                Ok(()) => (ErrorCode::NONE, None),
+                Err((code, m)) => (code, Some(m)),
+            };
+            AlterConfigsResourceResponse {
+                error_code: code.0,
+                error_message: message,
+                resource_type: r.resource_type,
+                resource_name: r.resource_name.clone(),
+                ..Default::default()
+            }
+        })
+        .collect();
+    IncrementalAlterConfigsResponse {
+        throttle_time_ms: ctx.throttle_ms,
+        responses,
         ..Default::default()
     }
 }

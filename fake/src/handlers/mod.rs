@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Routes {
         route::<CreatePartitionsRequest, _, _>(0, 3, topics::create_partitions),
         route::<InitProducerIdRequest, _, _>(0, 5, init_producer_id::handle),
         route::<DescribeConfigsRequest, _, _>(1, 4, configs::describe_configs),
+        route::<IncrementalAlterConfigsRequest, _, _>(0, 1, configs::incremental_alter_configs),
         route::<DescribeClusterRequest, _, _>(0, 1, metadata::describe_cluster),
     ])
 }

@@ -53,7 +53,13 @@ fn produce_partition(
         Ok(info) => info,
         Err(code) => return failed(index, code),
     };
-    if records.len() > MAX_MESSAGE_BYTES {
+    let max_bytes = state
+        .topics
+        .get(topic)
+        .and_then(|t| t.configs.get("max.message.bytes"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(MAX_MESSAGE_BYTES);
+    if records.len() > max_bytes {
         return failed(index, ErrorCode::MESSAGE_TOO_LARGE);
     }
     if info.is_transactional {
