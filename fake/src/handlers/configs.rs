@@ -27,6 +27,7 @@ const SOURCE_DEFAULT: i8 = 5;
 const BOOLEAN: i8 = 1;
 const STRING: i8 = 2;
 const INT: i8 = 3;
+const SHORT: i8 = 4;
 const LONG: i8 = 5;
 const DOUBLE: i8 = 6;
 const LIST: i8 = 7;
@@ -106,7 +107,8 @@ pub(crate) fn topic_configs(set: &BTreeMap<String, String>) -> Vec<(String, Stri
 
 fn broker_configs(state: &State, broker_id: i32) -> Vec<(String, String, i8, i8)> {
     let c = &state.config;
-    [
+    // What a broker's server.properties would set, then Kafka's defaults.
+    let set = [
         (
             "auto.create.topics.enable",
             c.auto_create_topics.to_string(),
@@ -120,29 +122,32 @@ fn broker_configs(state: &State, broker_id: i32) -> Vec<(String, String, i8, i8)
             INT,
         ),
         ("num.partitions", c.default_partitions.to_string(), INT),
+        ("offsets.topic.replication.factor", "1".into(), SHORT),
+        ("group.initial.rebalance.delay.ms", "0".into(), INT),
+    ];
+    let defaults = [
         ("message.max.bytes", "1048588".into(), INT),
         ("log.retention.hours", "168".into(), INT),
         ("min.insync.replicas", "1".into(), INT),
-        ("offsets.topic.replication.factor", "1".into(), SHORT_AS_INT),
         (
             "transaction.max.timeout.ms",
             crate::txn::MAX_TRANSACTION_TIMEOUT_MS.to_string(),
             INT,
         ),
-        ("group.initial.rebalance.delay.ms", "0".into(), INT),
         (
             "socket.request.max.bytes",
             crate::server::MAX_FRAME_BYTES.to_string(),
             INT,
         ),
-    ]
-    .into_iter()
-    .map(|(n, v, t)| (n.to_owned(), v, SOURCE_STATIC_BROKER, t))
-    .collect()
+        ("log.cleaner.backoff.ms", "15000".into(), LONG),
+        ("log.cleaner.threads", "1".into(), INT),
+    ];
+    let with = |source| move |(n, v, t): (&str, String, i8)| (n.to_owned(), v, source, t);
+    set.into_iter()
+        .map(with(SOURCE_STATIC_BROKER))
+        .chain(defaults.into_iter().map(with(SOURCE_DEFAULT)))
+        .collect()
 }
-
-/// `offsets.topic.replication.factor` is a short in Kafka.
-const SHORT_AS_INT: i8 = 4;
 
 pub(crate) async fn describe_configs(
     ctx: Ctx,
@@ -326,8 +331,8 @@ pub(crate) async fn incremental_alter_configs(
                     )),
                 },
                 (None, _) => Err((
-                    ErrorCode::INVALID_REQUEST,
-                    "only topic configs can be altered on the fake cluster".to_owned(),
+                    ErrorCode::INVALID_CONFIG,
+                    "only topic configs can be changed on the fake cluster".to_owned(),
                 )),
             };
             let (code, message) = match outcome {
