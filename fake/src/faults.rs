@@ -106,11 +106,22 @@ impl Fault {
         self
     }
 
-    /// Only this partition of the request (errors only: the other
-    /// partitions of the same request succeed).
+    /// Only this partition of a request: the other partitions of the same
+    /// request succeed. Applies to [`FaultAction::Error`] only; delays,
+    /// lost responses and throttling apply to whole requests and ignore it.
     pub fn on_partition(mut self, topic: &str, partition: i32) -> Self {
         self.partition = Some((topic.to_owned(), partition));
         self
+    }
+
+    /// The API whose requests it affects.
+    pub fn api(&self) -> ApiKey {
+        self.api
+    }
+
+    /// What it does to them.
+    pub fn action(&self) -> &FaultAction {
+        &self.action
     }
 
     fn matches(&self, api: ApiKey, broker: i32) -> bool {
