@@ -2,10 +2,7 @@
 //! long polls woken by appends, isolation levels, leader epoch checks and
 //! divergence (KIP-320).
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use rskafka::protocol::{
@@ -54,7 +51,10 @@ struct SessionPartition {
 struct Session {
     broker: i32,
     next_epoch: i32,
-    partitions: BTreeMap<(String, i32), SessionPartition>,
+    /// In the order responses list them: as Kafka does, partitions that
+    /// returned data in an incremental response move to the end, so that
+    /// the response size limits do not always favour the same partitions.
+    partitions: Vec<((String, i32), SessionPartition)>,
     last_used: Instant,
 }
 
@@ -93,7 +93,7 @@ impl FetchSessions {
             Session {
                 broker,
                 next_epoch: 1,
-                partitions: BTreeMap::new(),
+                partitions: Vec::new(),
                 last_used: Instant::now(),
             },
         );
@@ -181,7 +181,7 @@ fn plan(
         }
         let id = sessions.new_session(broker);
         let session = sessions.sessions.get_mut(&id).expect("just created");
-        session.partitions = requested.iter().cloned().collect();
+        session.partitions = requested.clone();
         return Ok(Plan {
             session_id: id,
             incremental: false,
@@ -200,10 +200,13 @@ fn plan(
     session.next_epoch = next_epoch(session.next_epoch);
     session.last_used = Instant::now();
     for (key, mut p) in requested {
-        if let Some(old) = session.partitions.get(&key) {
-            p.last_sent = old.last_sent;
+        match session.partitions.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, old)) => {
+                p.last_sent = old.last_sent;
+                *old = p;
+            }
+            None => session.partitions.push((key, p)),
         }
-        session.partitions.insert(key, p);
     }
     for f in &req.forgotten_topics_data {
         let name = if version >= 13 {
@@ -214,16 +217,12 @@ fn plan(
         } else {
             f.topic.clone()
         };
-        for &p in &f.partitions {
-            session.partitions.remove(&(name.clone(), p));
-        }
+        session
+            .partitions
+            .retain(|((t, p), _)| !(*t == name && f.partitions.contains(p)));
     }
     sessions.stats.incremental_fetches += 1;
-    let partitions = session
-        .partitions
-        .iter()
-        .map(|(k, p)| (k.clone(), p.clone()))
-        .collect();
+    let partitions = session.partitions.clone();
     Ok(Plan {
         session_id: req.session_id,
         incremental: true,
@@ -431,12 +430,20 @@ pub(crate) async fn handle(ctx: Ctx, req: FetchRequest) -> FetchResponse {
     let mut leaders = Vec::new();
     let session = state.fetch_sessions.sessions.get_mut(&plan.session_id);
     let mut session = session.filter(|_| plan.session_id != 0);
+    let mut with_data = Vec::new();
     for (((name, index), sp), read) in plan.partitions.iter().zip(reads) {
         if plan.incremental && !changed(sp, &read.data) {
             continue;
         }
+        if read.bytes > 0 {
+            with_data.push((name.clone(), *index));
+        }
         if let Some(s) = session.as_deref_mut() {
-            if let Some(cached) = s.partitions.get_mut(&(name.clone(), *index)) {
+            if let Some((_, cached)) = s
+                .partitions
+                .iter_mut()
+                .find(|((t, p), _)| t == name && p == index)
+            {
                 cached.last_sent = (read.data.error_code == 0).then_some((
                     read.data.high_watermark,
                     read.data.last_stable_offset,
@@ -474,6 +481,13 @@ pub(crate) async fn handle(ctx: Ctx, req: FetchRequest) -> FetchResponse {
             .expect("pushed above")
             .partitions
             .push(read.data);
+    }
+    if let Some(s) = session.filter(|_| plan.incremental) {
+        // Stable partition: those without data keep their order.
+        let (rest, moved): (Vec<_>, Vec<_>) = std::mem::take(&mut s.partitions)
+            .into_iter()
+            .partition(|(k, _)| !with_data.contains(k));
+        s.partitions = rest.into_iter().chain(moved).collect();
     }
     for (topic_id, index) in &plan.unknown_ids {
         topics.push(FetchableTopicResponse {
