@@ -34,7 +34,7 @@ use rskafka::{
 };
 use time::OffsetDateTime;
 
-use common::{bootstrap, unique_topic};
+use common::unique_topic;
 
 /// Fails the test instead of hanging it.
 async fn bounded<T>(fut: impl Future<Output = T>) -> T {
@@ -82,7 +82,11 @@ async fn fill(client: &Client, topic: &str, partitions: i32, n: usize) {
 
 #[tokio::test]
 async fn describe_cluster_names_id_brokers_and_controller() {
-    let Some(addr) = bootstrap() else { return };
+    let Some(addr) = testkit::real_bootstrap(
+        "the admin APIs (ACLs, quotas, SCRAM users, log dirs, reassignments, groups)",
+    ) else {
+        return;
+    };
     bounded(async {
         let client = connect(&addr).await;
         let c = client.admin().describe_cluster().await.expect("describe");
@@ -100,7 +104,11 @@ async fn describe_cluster_names_id_brokers_and_controller() {
 
 #[tokio::test]
 async fn broker_config_set_shows_dynamic_source_and_delete_restores() {
-    let Some(addr) = bootstrap() else { return };
+    let Some(addr) = testkit::real_bootstrap(
+        "the admin APIs (ACLs, quotas, SCRAM users, log dirs, reassignments, groups)",
+    ) else {
+        return;
+    };
     bounded(async {
         let admin = connect(&addr).await.admin();
         let broker = admin.describe_cluster().await.expect("cluster").brokers[0].id;
@@ -153,7 +161,11 @@ async fn broker_config_set_shows_dynamic_source_and_delete_restores() {
 
 #[tokio::test]
 async fn topic_config_through_the_admin_client() {
-    let Some(addr) = bootstrap() else { return };
+    let Some(addr) = testkit::real_bootstrap(
+        "the admin APIs (ACLs, quotas, SCRAM users, log dirs, reassignments, groups)",
+    ) else {
+        return;
+    };
     bounded(async {
         let client = connect(&addr).await;
         let admin = client.admin();
@@ -199,7 +211,11 @@ async fn topic_config_through_the_admin_client() {
 
 #[tokio::test]
 async fn acls_round_trip_or_security_disabled() {
-    let Some(addr) = bootstrap() else { return };
+    let Some(addr) = testkit::real_bootstrap(
+        "the admin APIs (ACLs, quotas, SCRAM users, log dirs, reassignments, groups)",
+    ) else {
+        return;
+    };
     bounded(async {
         let admin = connect(&addr).await.admin();
         let topic = unique_topic("admin-acl");
@@ -257,7 +273,11 @@ async fn acls_round_trip_or_security_disabled() {
 
 #[tokio::test]
 async fn reassignment_to_the_same_replicas_then_cancel_finds_nothing() {
-    let Some(addr) = bootstrap() else { return };
+    let Some(addr) = testkit::real_bootstrap(
+        "the admin APIs (ACLs, quotas, SCRAM users, log dirs, reassignments, groups)",
+    ) else {
+        return;
+    };
     bounded(async {
         let client = connect(&addr).await;
         let admin = client.admin();
@@ -299,7 +319,11 @@ async fn reassignment_to_the_same_replicas_then_cancel_finds_nothing() {
 
 #[tokio::test]
 async fn preferred_election_on_a_preferred_leader_is_not_needed() {
-    let Some(addr) = bootstrap() else { return };
+    let Some(addr) = testkit::real_bootstrap(
+        "the admin APIs (ACLs, quotas, SCRAM users, log dirs, reassignments, groups)",
+    ) else {
+        return;
+    };
     bounded(async {
         let client = connect(&addr).await;
         let topic = unique_topic("admin-elect");
@@ -335,7 +359,11 @@ async fn preferred_election_on_a_preferred_leader_is_not_needed() {
 
 #[tokio::test]
 async fn client_quota_set_describe_remove() {
-    let Some(addr) = bootstrap() else { return };
+    let Some(addr) = testkit::real_bootstrap(
+        "the admin APIs (ACLs, quotas, SCRAM users, log dirs, reassignments, groups)",
+    ) else {
+        return;
+    };
     bounded(async {
         let admin = connect(&addr).await.admin();
         let user = unique_topic("quota-user");
@@ -389,7 +417,11 @@ async fn client_quota_set_describe_remove() {
 
 #[tokio::test]
 async fn scram_user_upsert_describe_authenticate_delete() {
-    let Some(addr) = bootstrap() else { return };
+    let Some(addr) = testkit::real_bootstrap(
+        "the admin APIs (ACLs, quotas, SCRAM users, log dirs, reassignments, groups)",
+    ) else {
+        return;
+    };
     bounded(async {
         let admin = connect(&addr).await.admin();
         let user = unique_topic("scram-user");
@@ -461,7 +493,11 @@ async fn scram_user_upsert_describe_authenticate_delete() {
 
 #[tokio::test]
 async fn log_dirs_show_the_size_of_written_partitions() {
-    let Some(addr) = bootstrap() else { return };
+    let Some(addr) = testkit::real_bootstrap(
+        "the admin APIs (ACLs, quotas, SCRAM users, log dirs, reassignments, groups)",
+    ) else {
+        return;
+    };
     bounded(async {
         let client = connect(&addr).await;
         let topic = unique_topic("admin-logdirs");
@@ -491,7 +527,11 @@ async fn log_dirs_show_the_size_of_written_partitions() {
 
 #[tokio::test]
 async fn describe_producers_shows_an_idempotent_producer() {
-    let Some(addr) = bootstrap() else { return };
+    let Some(addr) = testkit::real_bootstrap(
+        "the admin APIs (ACLs, quotas, SCRAM users, log dirs, reassignments, groups)",
+    ) else {
+        return;
+    };
     bounded(async {
         let client = connect(&addr).await;
         let topic = unique_topic("admin-producers");
@@ -531,7 +571,11 @@ async fn describe_producers_shows_an_idempotent_producer() {
 
 #[tokio::test]
 async fn transactions_are_listed_and_described_by_their_coordinator() {
-    let Some(addr) = bootstrap() else { return };
+    let Some(addr) = testkit::real_bootstrap(
+        "the admin APIs (ACLs, quotas, SCRAM users, log dirs, reassignments, groups)",
+    ) else {
+        return;
+    };
     bounded(async {
         let client = connect(&addr).await;
         let admin = client.admin();
@@ -618,7 +662,11 @@ async fn transactions_are_listed_and_described_by_their_coordinator() {
 
 #[tokio::test]
 async fn list_offsets_sends_one_request_per_leader() {
-    let Some(addr) = bootstrap() else { return };
+    let Some(addr) = testkit::real_bootstrap(
+        "the admin APIs (ACLs, quotas, SCRAM users, log dirs, reassignments, groups)",
+    ) else {
+        return;
+    };
     bounded(async {
         let client = connect(&addr).await;
         let admin = client.admin();

@@ -536,7 +536,7 @@ async fn no_broker_reachable_fails_within_the_timeout() {
 async fn private_broker_restart_and_pause() {
     // Runs only where the shared broker runs (same prerequisites), but on a
     // broker of its own, since it restarts and pauses it.
-    if common::bootstrap().is_none() {
+    if testkit::real_bootstrap("a broker of its own (scripts/kafka)").is_none() {
         return;
     }
     let port = common::free_port_base(29592).expect("a free port range");

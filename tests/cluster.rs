@@ -455,7 +455,7 @@ async fn ping(cluster: &Cluster, id: i32) -> Result<(), String> {
 
 #[tokio::test]
 async fn private_broker_restart_and_pause() {
-    if common::bootstrap().is_none() {
+    if testkit::real_bootstrap("a broker of its own (scripts/kafka)").is_none() {
         return;
     }
     let port = common::free_port_base(29192).expect("a free port range");

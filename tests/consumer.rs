@@ -787,7 +787,7 @@ impl TxnProducer {
 
 #[tokio::test]
 async fn read_committed_skips_aborted_transactions_and_never_stalls_on_markers() {
-    let Some(bootstrap) = common::bootstrap() else {
+    let Some(bootstrap) = testkit::real_bootstrap("transactions") else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -1452,7 +1452,7 @@ async fn chaos_run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_loss_no_duplicates_while_a_proxy_cuts_every_connection() {
-    if common::bootstrap().is_none() {
+    if testkit::real_bootstrap("a broker of its own (scripts/kafka)").is_none() {
         return;
     }
     let chaos = Duration::from_secs(
@@ -1561,7 +1561,7 @@ async fn no_loss_no_duplicates_while_a_proxy_cuts_every_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_broker_is_reported_and_consumption_resumes() {
-    if common::bootstrap().is_none() {
+    if testkit::real_bootstrap("a broker of its own (scripts/kafka)").is_none() {
         return;
     }
     let port = common::free_port_base(29_692).expect("a free port range");

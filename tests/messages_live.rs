@@ -15,8 +15,6 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Refuse absurd frame sizes instead of allocating them.
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 
-use testkit::bootstrap;
-
 fn connect(bootstrap: &str) -> TcpStream {
     let first = bootstrap.split(',').next().unwrap_or(bootstrap);
     let addr = first
@@ -63,7 +61,7 @@ fn round_trip<R: Request>(s: &mut TcpStream, correlation_id: i32, req: &R, versi
 
 #[test]
 fn api_versions_and_metadata_against_a_live_broker() {
-    let Some(bootstrap) = bootstrap() else {
+    let Some(bootstrap) = testkit::real_bootstrap("the codecs checked against Kafka itself") else {
         return;
     };
     let mut s = connect(&bootstrap);
@@ -185,7 +183,7 @@ fn default_request<R: Request>(
 
 #[test]
 fn describe_style_responses_decode_from_a_live_broker() {
-    let Some(bootstrap) = bootstrap() else {
+    let Some(bootstrap) = testkit::real_bootstrap("the codecs checked against Kafka itself") else {
         return;
     };
     let mut s = connect(&bootstrap);

@@ -577,7 +577,7 @@ async fn invalid_records_fail_at_send() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_timeout_on_unreachable_broker() {
-    if bootstrap().is_none() {
+    if testkit::real_bootstrap("a broker of its own (scripts/kafka)").is_none() {
         return;
     }
     let port = common::free_port_base(29_392).expect("a free port range");
@@ -630,7 +630,7 @@ async fn delivery_timeout_on_unreachable_broker() {
 /// the log exactly once, in send order per partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producer_survives_broker_kill() {
-    if bootstrap().is_none() {
+    if testkit::real_bootstrap("a broker of its own (scripts/kafka)").is_none() {
         return;
     }
     const N: u64 = 200_000;
@@ -726,7 +726,9 @@ async fn idempotent_producer_survives_broker_kill() {
 /// the producer honours it (nothing duplicated, everything delivered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_quota_is_honoured() {
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(bootstrap) = testkit::real_bootstrap("client quotas") else {
+        return;
+    };
     let client_id = unique_topic("rskafka-quota");
     const RATE: f64 = 100_000.0;
     let set_quota = |remove: bool| {

@@ -374,7 +374,7 @@ async fn assert_settled(
 /// The broker's address, a client, and a new topic of `partitions`
 /// partitions named after `prefix`; `None` when there is no broker.
 async fn setup(prefix: &str, partitions: i32) -> Option<(String, Client, String)> {
-    let bootstrap = common::bootstrap()?;
+    let bootstrap = testkit::real_bootstrap("transactions")?;
     let client = connect(&bootstrap).await;
     let topic = unique_topic(prefix);
     create_topic(&client, &topic, partitions).await;
@@ -882,7 +882,7 @@ async fn both_transaction_protocols_commit_and_abort_exactly() {
 /// each peer also reads the other's, which checks the harness itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn theirs_read_exactly_committed_by_ours() {
-    let Some(bootstrap) = common::bootstrap() else {
+    let Some(bootstrap) = testkit::real_bootstrap("transactions") else {
         return;
     };
     let peers = available_peers();
@@ -928,7 +928,7 @@ async fn theirs_read_exactly_committed_by_ours() {
 /// transaction commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_record_fails_the_commit_and_the_producer_goes_on() {
-    let Some(bootstrap) = common::bootstrap() else {
+    let Some(bootstrap) = testkit::real_bootstrap("transactions") else {
         return;
     };
     let client = connect(&bootstrap).await;
@@ -1004,7 +1004,7 @@ async fn a_refused_record_fails_the_commit_and_the_producer_goes_on() {
 /// producer's next step, once with a commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_producer_fences_the_first() {
-    let Some(bootstrap) = common::bootstrap() else {
+    let Some(bootstrap) = testkit::real_bootstrap("transactions") else {
         return;
     };
     let client = connect(&bootstrap).await;
@@ -1724,7 +1724,7 @@ async fn transactions_across_a_kill(victim_role: Victim) {
 /// once, and nothing was written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_and_abort_under_connection_chaos() {
-    if common::bootstrap().is_none() {
+    if testkit::real_bootstrap("transactions").is_none() {
         return;
     }
     // A port range of its own (other tests' private brokers use 19300 and

@@ -11,6 +11,7 @@
 mod admin;
 mod cluster;
 mod consume;
+mod fake_cluster;
 mod format;
 mod group;
 mod meter;
@@ -56,6 +57,10 @@ pub struct GlobalArgs {
     /// then localhost:9092.
     #[arg(long, global = true, env = BOOTSTRAP_VAR)]
     brokers: Option<String>,
+    /// Whether --brokers came from the command line rather than the
+    /// environment (`fake-cluster` reads it as a broker count).
+    #[arg(skip)]
+    brokers_on_command_line: bool,
     /// Client id sent to the brokers.
     #[arg(long, global = true, default_value = "rskafka-cli")]
     client_id: String,
@@ -255,6 +260,9 @@ enum Command {
     /// List transactions, or describe one.
     #[command(subcommand)]
     Txn(cluster::TxnCommand),
+    /// Serve an in-process fake Kafka cluster (for tests) on 127.0.0.1
+    /// until SIGINT or SIGTERM; prints its bootstrap line first.
+    FakeCluster(fake_cluster::FakeClusterArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -492,7 +500,16 @@ fn install_panic_hook(redactor: Redactor) {
 }
 
 fn parse_args(args: Vec<std::ffi::OsString>, redactor: &Redactor) -> Result<Cli, ExitCode> {
-    match Cli::try_parse_from(args) {
+    use clap::{parser::ValueSource, CommandFactory, FromArgMatches};
+    let parsed = Cli::command().try_get_matches_from(args).and_then(|m| {
+        let mut cli = Cli::from_arg_matches(&m)?;
+        let given =
+            |m: &clap::ArgMatches| m.value_source("brokers") == Some(ValueSource::CommandLine);
+        cli.global.brokers_on_command_line =
+            given(&m) || m.subcommand().is_some_and(|(_, sub)| given(sub));
+        Ok(cli)
+    });
+    match parsed {
         Ok(cli) => Ok(cli),
         Err(e) => {
             use clap::error::ErrorKind;
@@ -551,6 +568,7 @@ async fn run(cli: Cli) -> CliResult {
         Command::LogDirs(args) => cluster::log_dirs(g, args).await,
         Command::Producers(args) => cluster::producers(g, args).await,
         Command::Txn(cmd) => cluster::txn(g, cmd).await,
+        Command::FakeCluster(args) => fake_cluster::run(g, args).await,
     }
 }
 

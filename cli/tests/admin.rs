@@ -137,7 +137,9 @@ fn config_alter_and_describe_a_topic_and_a_broker() {
 
 #[test]
 fn acl_commands_report_a_broker_without_authorizer_in_one_line() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("ACLs") else {
+        return;
+    };
     let topic = unique("cli-acl");
     let create = [
         "acl",
@@ -185,7 +187,9 @@ fn acl_commands_report_a_broker_without_authorizer_in_one_line() {
 
 #[test]
 fn reassign_and_elect_leaders_on_one_broker() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("reassignments and leader elections") else {
+        return;
+    };
     let topic = create_topic(&b, "1");
     let alter = ["reassign", "alter", "--topic", &topic, "--partition", "0"];
     let out = ok(&b, &[&alter[..], &["--replicas", "1"]].concat());
@@ -216,7 +220,9 @@ fn reassign_and_elect_leaders_on_one_broker() {
 
 #[test]
 fn quota_alter_describe_remove() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("client quotas") else {
+        return;
+    };
     let user = unique("cli-quota-user");
     let client = unique("cli-quota-client");
     let entity = ["--user", user.as_str(), "--client", client.as_str()];
@@ -257,7 +263,9 @@ fn quota_alter_describe_remove() {
 
 #[test]
 fn user_scram_upsert_describe_delete() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("SCRAM users") else {
+        return;
+    };
     let user = unique("cli-scram");
     ok(
         &b,
@@ -305,7 +313,9 @@ fn user_scram_upsert_describe_delete() {
 
 #[test]
 fn log_dirs_producers_and_transactions_after_producing() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("log dirs, producer state and transactions") else {
+        return;
+    };
     let topic = create_topic(&b, "1");
     let o = kafka(&b, &["produce", &topic], b"one\ntwo\nthree\n");
     assert_ok(&o);

@@ -979,7 +979,9 @@ fn produce_in_transactions(bootstrap: &str, topic: &str, size: u32, input: &[u8]
 
 #[test]
 fn transactions_of_transaction_size_lines_are_committed_and_read_committed() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("transactions") else {
+        return;
+    };
     let topic = create_topic(&b, 1);
     let lines = numbered("line", 1..=1000).join("\n") + "\n";
     assert_ok(&produce_in_transactions(&b, &topic, 300, lines.as_bytes()));
@@ -1020,7 +1022,9 @@ fn commit_more(bootstrap: &str, topic: &str, prefix: &str, n: u32) {
 
 #[test]
 fn a_signal_aborts_the_open_transaction_and_keeps_the_committed_ones() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("transactions") else {
+        return;
+    };
     for (signal, name, code) in [("-INT", "SIGINT", 130), ("-TERM", "SIGTERM", 143)] {
         let topic = create_topic(&b, 1);
         let id = unique("cli-txn");
@@ -1074,7 +1078,9 @@ fn a_signal_aborts_the_open_transaction_and_keeps_the_committed_ones() {
 
 #[test]
 fn a_failing_line_aborts_its_transaction_and_keeps_the_committed_ones() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("transactions") else {
+        return;
+    };
     let topic = create_topic(&b, 1);
     // Line 251 is larger than the broker takes.
     let mut input = (numbered("line", 1..=250).join("\n") + "\n").into_bytes();

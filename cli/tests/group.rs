@@ -12,7 +12,7 @@ use std::{
 
 mod common;
 
-use common::{binary, bootstrap, run_bounded, signal_and_wait, unique};
+use common::{binary, run_bounded, signal_and_wait, unique};
 
 fn command(bootstrap: &str, args: &[&str]) -> Command {
     let mut c = binary();
@@ -90,7 +90,9 @@ fn committed(lines: &[String]) -> Vec<(i32, Option<i64>)> {
 
 #[test]
 fn consume_group_commits_what_it_printed() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+        return;
+    };
     let topic = topic_with_lines(&b, 1, 30);
     let group = unique("cli-group-g");
     let first = ok(&run(
@@ -224,7 +226,9 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn sigterm_commits_and_leaves_and_seek_is_refused_meanwhile() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+        return;
+    };
     let topic = topic_with_lines(&b, 2, 40);
     let group = unique("cli-group-g");
     let mut m = Member::start(&b, &topic, &group);
@@ -258,7 +262,9 @@ fn sigterm_commits_and_leaves_and_seek_is_refused_meanwhile() {
 
 #[test]
 fn sigkilled_member_partitions_move_to_the_other() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+        return;
+    };
     let topic = topic_with_lines(&b, 4, 0);
     let group = unique("cli-group-g");
     let mut a = Member::start(&b, &topic, &group);
@@ -317,7 +323,9 @@ fn sigkilled_member_partitions_move_to_the_other() {
 
 #[test]
 fn describe_and_lag_of_a_group_that_does_not_exist_fail() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+        return;
+    };
     let group = unique("cli-group-none");
     for args in [
         &["group", "describe", group.as_str()][..],
@@ -338,7 +346,9 @@ fn describe_and_lag_of_a_group_that_does_not_exist_fail() {
 
 #[test]
 fn describe_and_lag_of_an_existing_group_without_members_work() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+        return;
+    };
     // Offsets committed from outside (no member ever joined) make a group.
     let topic = topic_with_lines(&b, 2, 10);
     let group = unique("cli-group-empty");
@@ -503,7 +513,9 @@ fn stable_with(bootstrap: &str, group: &str, members: usize) -> bool {
 /// after the next rebalance. Now every record is printed exactly once and
 /// the committed offsets end at the log end.
 fn leaving_member_does_not_roll_back_the_new_owner(second: fn(&str, &str, &str) -> Printer) {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+        return;
+    };
     let topic = topic_with_lines(&b, 2, 0);
     let group = unique("cli-group-stale");
     for p in 0..2 {
@@ -578,7 +590,9 @@ fn leaving_cli_member_does_not_roll_back_a_librdkafka_member() {
 /// nor repeats any.
 #[test]
 fn sigint_with_a_stalled_reader_commits_exactly_what_was_printed() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+        return;
+    };
     let topic = topic_with_lines(&b, 2, 0);
     let group = unique("cli-group-stalled");
     let value = "x".repeat(500);
@@ -654,7 +668,9 @@ fn sigint_with_a_stalled_reader_commits_exactly_what_was_printed() {
 /// end at the log end.
 #[test]
 fn two_cli_members_and_a_librdkafka_member_print_everything_once() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+        return;
+    };
     if !common::python_available() {
         return;
     }
@@ -726,7 +742,9 @@ fn two_cli_members_and_a_librdkafka_member_print_everything_once() {
 /// that did not exist when it started.
 #[test]
 fn a_regex_subscription_takes_up_a_topic_created_later() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+        return;
+    };
     let prefix = unique("cli-regex");
     let later = format!("{prefix}-later");
     let child = command(

@@ -373,7 +373,9 @@ fn metadata_json_of_one_topic_matches_kcat() {
 
 #[test]
 fn a_group_member_consumes_several_topics() {
-    let Some(b) = bootstrap() else { return };
+    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+        return;
+    };
     let (t1, t2) = (unique("cli-multi-a"), unique("cli-multi-b"));
     for (t, lines) in [(&t1, &b"a1\na2\n"[..]), (&t2, b"b1\nb2\nb3\n")] {
         kafka(

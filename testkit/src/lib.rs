@@ -1,5 +1,5 @@
 //! What the tests of the library, the CLI and the services under `apps/`
-//! share: the broker under test, skips that show in the run's output, names
+//! share: the broker under test (a real one, or the fake cluster), skips that show in the run's output, names
 //! no other run uses, and a service run as a child process with its output
 //! in a file, stopped with signals.
 
@@ -9,7 +9,10 @@ use std::{
     io::Write,
     path::PathBuf,
     process::{Child, Command, ExitStatus, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        OnceLock,
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -43,18 +46,76 @@ pub fn env_or_skip(var: &str) -> Option<String> {
     }
 }
 
-/// The shared broker from `KAFKA_BOOTSTRAP` (or its alias `KAFKA_BROKERS`,
-/// the CLI's name); `None` after reporting the skip when neither is set.
+/// The variables naming a real broker under test (`KAFKA_BROKERS` is the
+/// CLI's name).
+const BOOTSTRAP_VARS: [&str; 2] = ["KAFKA_BOOTSTRAP", "KAFKA_BROKERS"];
+
+/// The real broker from `KAFKA_BOOTSTRAP` (or `KAFKA_BROKERS`), if set.
+fn configured_bootstrap() -> Option<String> {
+    BOOTSTRAP_VARS.iter().find_map(|var| {
+        std::env::var(var)
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    })
+}
+
+/// The broker under test: the real one from `KAFKA_BOOTSTRAP` (or its
+/// alias `KAFKA_BROKERS`), else a fake cluster (rskafka-fake, one broker)
+/// this process starts once, on a thread and runtime of its own, so that
+/// every test's runtime and child processes can use it. `None` (after
+/// reporting the skip) only if neither is available.
 pub fn bootstrap() -> Option<String> {
-    for var in ["KAFKA_BOOTSTRAP", "KAFKA_BROKERS"] {
-        if let Ok(v) = std::env::var(var) {
-            if !v.trim().is_empty() {
-                return Some(v.trim().to_owned());
-            }
+    if let Some(real) = configured_bootstrap() {
+        return Some(real);
+    }
+    match fake_cluster() {
+        Ok(bootstrap) => Some(bootstrap),
+        Err(e) => {
+            skip(format!(
+                "KAFKA_BOOTSTRAP not set and the fake cluster did not start: {e}"
+            ));
+            None
         }
     }
-    skip("KAFKA_BOOTSTRAP not set (start a broker with scripts/kafka up)");
-    None
+}
+
+/// Whether the tests run against a real broker (`KAFKA_BOOTSTRAP` or
+/// `KAFKA_BROKERS` is set) rather than the fake cluster.
+pub fn real_broker() -> bool {
+    configured_bootstrap().is_some()
+}
+
+/// The real broker, for tests of what the fake cluster does not serve
+/// (`needs`, e.g. "ACLs"); `None` after reporting the skip
+/// `needs a real broker: <needs>` when only the fake cluster is there.
+pub fn real_bootstrap(needs: &str) -> Option<String> {
+    let real = configured_bootstrap();
+    if real.is_none() {
+        skip(format!("needs a real broker: {needs}"));
+    }
+    real
+}
+
+/// The process-wide fake cluster's bootstrap, started on first use.
+fn fake_cluster() -> Result<String, String> {
+    static FAKE: OnceLock<Result<rskafka_fake::BackgroundCluster, String>> = OnceLock::new();
+    let cluster = FAKE.get_or_init(|| {
+        let cluster = rskafka_fake::FakeCluster::builder()
+            .start_background()
+            .map_err(|e| e.to_string())?;
+        // Straight to stderr, once: libtest would keep a test's output.
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "testkit: KAFKA_BOOTSTRAP not set: tests run against an in-process fake cluster at {}",
+            cluster.bootstrap()
+        );
+        Ok(cluster)
+    });
+    cluster
+        .as_ref()
+        .map(|c| c.bootstrap())
+        .map_err(Clone::clone)
 }
 
 /// Whether `python3` with PyPI's confluent-kafka (librdkafka) is there;

@@ -29,7 +29,6 @@ use common::{
     wait_all_processed, wait_all_processed_at, wait_processed, wait_ready, Pipe, Service, INGEST,
     PROCESS,
 };
-use testkit::bootstrap;
 
 fn header<'a>(r: &'a Record, name: &str) -> Option<&'a str> {
     r.headers
@@ -79,7 +78,9 @@ async fn wait_lag_zero(pipe: &Pipe) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_flow_to_processed_with_metrics_lag_and_seek() {
     let _serial = one_at_a_time().await;
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(bootstrap) = testkit::real_bootstrap("consumer groups and transactions") else {
+        return;
+    };
     let pipe = Pipe::new(&bootstrap, "pipe-e2e", 3);
     pipe.ingest(&["users", "--count", "300"]);
     let mut workers = vec![pipe.start("process-a"), pipe.start("process-b")];
@@ -193,7 +194,9 @@ async fn poison_events_end_in_the_dlq_exactly_once() {
 }
 
 async fn poison_events(exactly_once: bool) {
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(bootstrap) = testkit::real_bootstrap("consumer groups and transactions") else {
+        return;
+    };
     // One partition: the poison and the good events share it.
     let mut pipe = Pipe::new(&bootstrap, "pipe-poison", 1);
     let isolation = if exactly_once {
@@ -312,7 +315,9 @@ async fn poison_events(exactly_once: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_and_restarted_loses_no_event() {
     let _serial = one_at_a_time().await;
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(bootstrap) = testkit::real_bootstrap("consumer groups and transactions") else {
+        return;
+    };
     let pipe = Pipe::new(&bootstrap, "pipe-kill", 6);
     // Create the topics before the workers join.
     pipe.ingest(&["users", "--count", "1"]);
@@ -349,7 +354,9 @@ async fn a_worker_killed_and_restarted_loses_no_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_workers_killed_three_times_write_every_event_once() {
     let _serial = one_at_a_time().await;
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(bootstrap) = testkit::real_bootstrap("consumer groups and transactions") else {
+        return;
+    };
     let pipe = Pipe::new(&bootstrap, "pipe-eos", 6);
     exactly_once_through_worker_kills(
         pipe,
@@ -365,7 +372,9 @@ async fn exactly_once_workers_killed_three_times_write_every_event_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fenced_exactly_once_worker_exits_1_and_its_successor_goes_on() {
     let _serial = one_at_a_time().await;
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(bootstrap) = testkit::real_bootstrap("consumer groups and transactions") else {
+        return;
+    };
     let mut pipe = Pipe::new(&bootstrap, "pipe-fenced", 2);
     pipe.extra.extend([
         ("KAFKA_CONSUMER__EXACTLY_ONCE".into(), "true".into()),
@@ -518,7 +527,9 @@ async fn a_broker_restart_mid_run_loses_no_event() {
     let _serial = one_at_a_time().await;
     // The broker under test is a private one; KAFKA_BOOTSTRAP only says
     // that brokers may be started here.
-    let Some(_) = bootstrap() else { return };
+    let Some(_) = testkit::real_bootstrap("a broker of its own (scripts/kafka)") else {
+        return;
+    };
     let broker = PrivateBroker::start();
     let pipe = Pipe::new(&broker.bootstrap(), "pipe-restart", 3);
     pipe.ingest(&["users", "--count", "1"]);

@@ -10,7 +10,7 @@ use std::{
 };
 
 use rskafka::client::ClientBuilder;
-use testkit::{bootstrap, unique, Process};
+use testkit::{unique, Process};
 
 async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) {
     let client = ClientBuilder::new(vec![bootstrap.to_owned()])
@@ -148,7 +148,9 @@ fn start_receivers(vars: &[(&str, &str)], n: usize) -> Vec<Service> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_senders_three_receivers_receive_everything_once() {
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+        return;
+    };
     let topic = unique("services");
     let group = unique("services-group");
     create_topic(&bootstrap, &topic, 3).await;
@@ -193,7 +195,9 @@ async fn two_senders_three_receivers_receive_everything_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_receiver_is_replaced_and_nothing_is_missed() {
-    let Some(bootstrap) = bootstrap() else { return };
+    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+        return;
+    };
     let topic = unique("services-kill");
     let group = unique("services-kill-group");
     create_topic(&bootstrap, &topic, 3).await;

@@ -1,0 +1,42 @@
+//! One module per API (or family of APIs), each with handler functions
+//! `async fn(Ctx, Request) -> Response`, and the dispatch table.
+//!
+//! To serve another API: add a module with its handler and one `route`
+//! line below; ApiVersions advertises the table, so nothing else changes.
+
+pub(crate) mod api_versions;
+pub(crate) mod configs;
+pub(crate) mod fetch;
+pub(crate) mod init_producer_id;
+pub(crate) mod list_offsets;
+pub(crate) mod metadata;
+pub(crate) mod offset_for_leader_epoch;
+pub(crate) mod produce;
+pub(crate) mod records;
+pub(crate) mod topics;
+
+use rskafka::protocol::messages::*;
+
+use crate::server::{route, route_optional, Routes};
+
+/// What the cluster serves: API, versions (capped at what the codecs
+/// know), handler. Minimum versions follow Kafka 4, which dropped the
+/// oldest ones.
+pub(crate) fn routes() -> Routes {
+    Routes::new([
+        route::<ApiVersionsRequest, _, _>(0, 4, api_versions::handle),
+        route::<MetadataRequest, _, _>(0, 12, metadata::handle),
+        route_optional::<ProduceRequest, _, _>(3, 11, produce::handle),
+        route::<FetchRequest, _, _>(4, 17, fetch::handle),
+        route::<ListOffsetsRequest, _, _>(1, 10, list_offsets::handle),
+        route::<OffsetForLeaderEpochRequest, _, _>(2, 4, offset_for_leader_epoch::handle),
+        route::<DeleteRecordsRequest, _, _>(0, 2, records::delete_records),
+        route::<CreateTopicsRequest, _, _>(2, 7, topics::create_topics),
+        route::<DeleteTopicsRequest, _, _>(1, 6, topics::delete_topics),
+        route::<CreatePartitionsRequest, _, _>(0, 3, topics::create_partitions),
+        route::<InitProducerIdRequest, _, _>(0, 5, init_producer_id::handle),
+        route::<DescribeConfigsRequest, _, _>(1, 4, configs::describe_configs),
+        route::<IncrementalAlterConfigsRequest, _, _>(0, 1, configs::incremental_alter_configs),
+        route::<DescribeClusterRequest, _, _>(0, 1, metadata::describe_cluster),
+    ])
+}

@@ -1,0 +1,57 @@
+//! Other clients against the fake cluster: librdkafka (Python's
+//! confluent-kafka) produces idempotently with each codec, consumes, and
+//! reads watermarks and offsets by time.
+
+use std::process::Command;
+
+use rskafka_fake::FakeCluster;
+
+const SCRIPT: &str = r#"
+import sys, confluent_kafka as ck
+bs, topic = sys.argv[1], sys.argv[2]
+codecs = ["none", "gzip", "snappy", "lz4", "zstd"]
+for i, codec in enumerate(codecs):
+    p = ck.Producer({"bootstrap.servers": bs, "enable.idempotence": True, "compression.type": codec, "linger.ms": 5})
+    for j in range(20):
+        p.produce(topic, value=f"{codec}-{j}".encode(), partition=0)
+    assert p.flush(10) == 0, "unflushed"
+c = ck.Consumer({"bootstrap.servers": bs, "group.id": "unused", "enable.auto.commit": False})
+c.assign([ck.TopicPartition(topic, 0, ck.OFFSET_BEGINNING)])
+got = []
+while len(got) < 100:
+    m = c.poll(10)
+    assert m is not None, f"only {len(got)} records"
+    assert not m.error(), m.error()
+    got.append((m.offset(), m.value().decode()))
+want = [(k, f"{codecs[k // 20]}-{k % 20}") for k in range(100)]
+assert got == want, got
+lo, hi = c.get_watermark_offsets(ck.TopicPartition(topic, 0), timeout=5)
+assert (lo, hi) == (0, 100), (lo, hi)
+[t] = c.offsets_for_times([ck.TopicPartition(topic, 0, 0)], timeout=5)
+assert t.offset == 0 and t.error is None, t
+c.close()
+print("ok")
+"#;
+
+#[test]
+fn librdkafka_produces_consumes_and_reads_offsets() {
+    if !testkit::python_available() {
+        return;
+    }
+    let cluster = FakeCluster::builder()
+        .brokers(2)
+        .start_background()
+        .expect("fake cluster starts");
+    cluster.create_topic("interop", 1).expect("create");
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, &cluster.bootstrap(), "interop"])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "librdkafka: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(cluster.offsets("interop", 0), Some((0, 100)));
+}
