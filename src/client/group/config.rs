@@ -25,9 +25,9 @@ pub enum GroupProtocol {
     Consumer,
 }
 
-/// Notified of assignment changes, from within the [`GroupConsumer`]'s
-/// stream (so between records: never while the application processes
-/// one).
+/// Notified of assignment changes, from within the
+/// [`GroupConsumer`](super::GroupConsumer)'s stream (so between records:
+/// never while the application processes one).
 pub trait RebalanceListener: Send + Sync {
     /// The member got these partitions (consumption starts at their
     /// committed offsets).
@@ -40,7 +40,7 @@ pub trait RebalanceListener: Send + Sync {
     fn on_lost(&self, _partitions: &[TopicPartition]) {}
 }
 
-/// Settings of a [`GroupConsumer`].
+/// Settings of a [`GroupConsumer`](super::GroupConsumer).
 ///
 /// ```
 /// use std::time::Duration;
@@ -217,7 +217,7 @@ impl GroupConfig {
     /// 5 s), and before revoking partitions or closing. The commit happens
     /// when the application asks for the next record, so a record counts as
     /// processed once the application comes back for more. `None`: commit
-    /// explicitly with [`GroupConsumer::commit`].
+    /// explicitly with [`GroupConsumer::commit`](super::GroupConsumer::commit).
     pub fn auto_commit(mut self, interval: Option<Duration>) -> Self {
         self.auto_commit = interval;
         self

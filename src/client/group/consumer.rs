@@ -61,7 +61,7 @@ type Step = Pin<Box<dyn Future<Output = StepDone> + Send>>;
 /// revocation waits until the application asks for the next record (so a
 /// record being processed is never handed to another member), commits the
 /// consumed offsets first under [`GroupConfig::auto_commit`], and calls the
-/// [`RebalanceListener`]. The application must therefore keep polling the
+/// [`RebalanceListener`](super::RebalanceListener). The application must therefore keep polling the
 /// stream; a member that does not poll within
 /// [`GroupConfig::rebalance_timeout`] during a rebalance is removed from the
 /// group.
