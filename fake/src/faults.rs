@@ -5,7 +5,7 @@
 //!
 //! ```no_run
 //! # async fn demo(cluster: &rskafka_fake::FakeCluster) -> Result<(), rskafka_fake::Error> {
-//! use rskafka::protocol::{ApiKey, ErrorCode};
+//! use rskafka::{ApiKey, ErrorCode};
 //! use rskafka_fake::Fault;
 //!
 //! // The next two Produce requests for partition 0 of "events" fail.

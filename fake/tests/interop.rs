@@ -1,8 +1,8 @@
 //! Other clients against the fake cluster: librdkafka (Python's
-//! confluent-kafka) produces idempotently with each codec, consumes, and
-//! reads watermarks and offsets by time.
+//! confluent-kafka) and the Java client each produce idempotently with
+//! each codec, consume, and read watermarks and offsets by time.
 
-use std::process::Command;
+use std::{path::PathBuf, process::Command};
 
 use rskafka_fake::FakeCluster;
 
@@ -54,4 +54,52 @@ fn librdkafka_produces_consumes_and_reads_offsets() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(cluster.offsets("interop", 0), Some((0, 100)));
+}
+
+/// The Kafka jars of the broker `scripts/kafka` runs, for the Java client;
+/// `None` after reporting the skip without java or the jars.
+fn kafka_classpath() -> Option<String> {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let jars = Command::new(repo.join("scripts/kafka"))
+        .arg("classpath")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|c| c.contains("kafka-clients"));
+    let java = Command::new("java").arg("-version").output().is_ok();
+    match jars {
+        Some(jars) if java => Some(jars),
+        _ => {
+            testkit::skip("no java or Kafka jars (scripts/kafka classpath) for the Java client");
+            None
+        }
+    }
+}
+
+#[test]
+fn java_client_produces_consumes_and_reads_offsets() {
+    let Some(classpath) = kafka_classpath() else {
+        return;
+    };
+    let cluster = FakeCluster::builder()
+        .brokers(2)
+        .start_background()
+        .expect("fake cluster starts");
+    cluster.create_topic("interop-java", 1).expect("create");
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/FakeCheck.java");
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(&classpath)
+        .arg(&source)
+        .args([&cluster.bootstrap(), "interop-java"])
+        .output()
+        .expect("java runs");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "Java client: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(cluster.offsets("interop-java", 0), Some((0, 100)));
 }
