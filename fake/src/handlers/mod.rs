@@ -6,7 +6,9 @@
 
 pub(crate) mod api_versions;
 pub(crate) mod configs;
+pub(crate) mod coordinator;
 pub(crate) mod fetch;
+pub(crate) mod group;
 pub(crate) mod init_producer_id;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
@@ -38,5 +40,16 @@ pub(crate) fn routes() -> Routes {
         route::<DescribeConfigsRequest, _, _>(1, 4, configs::describe_configs),
         route::<IncrementalAlterConfigsRequest, _, _>(0, 1, configs::incremental_alter_configs),
         route::<DescribeClusterRequest, _, _>(0, 1, metadata::describe_cluster),
+        route::<FindCoordinatorRequest, _, _>(0, 6, coordinator::find_coordinator),
+        route::<JoinGroupRequest, _, _>(0, 9, group::join_group),
+        route::<SyncGroupRequest, _, _>(0, 5, group::sync_group),
+        route::<HeartbeatRequest, _, _>(0, 4, group::heartbeat),
+        route::<LeaveGroupRequest, _, _>(0, 5, group::leave_group),
+        route::<ListGroupsRequest, _, _>(0, 5, group::list_groups),
+        route::<DescribeGroupsRequest, _, _>(0, 5, group::describe_groups),
+        route::<DeleteGroupsRequest, _, _>(0, 2, group::delete_groups),
+        route::<OffsetCommitRequest, _, _>(2, 9, group::offset_commit),
+        route::<OffsetFetchRequest, _, _>(1, 9, group::offset_fetch),
+        route::<OffsetDeleteRequest, _, _>(0, 0, group::offset_delete),
     ])
 }
