@@ -252,6 +252,24 @@ impl Group {
             .ok_or(ErrorCode::UNKNOWN_MEMBER_ID)
     }
 
+    /// Why a transactional commit (TxnOffsetCommit) is refused: like a
+    /// member's commit, but without the rebalance check.
+    pub(crate) fn check_txn_commit(
+        &mut self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<(), ErrorCode> {
+        if generation < 0 && member_id.is_empty() {
+            return Ok(());
+        }
+        self.member_mut(member_id, instance_id)?;
+        if generation != self.generation {
+            return Err(ErrorCode::ILLEGAL_GENERATION);
+        }
+        Ok(())
+    }
+
     fn has_pending_txn_offset(&self, topic: &str, partition: i32) -> bool {
         let key = (topic.to_owned(), partition);
         self.pending_txn_offsets
@@ -877,6 +895,30 @@ fn check_commit(
     Ok(())
 }
 
+/// Why one partition's offset (of a plain or transactional commit) is
+/// refused: the group's error, else the partition's.
+pub(crate) fn offset_error(
+    ctx: &Ctx,
+    state: &State,
+    group_error: Option<ErrorCode>,
+    (topic, partition): (&str, i32),
+    metadata: Option<&str>,
+) -> Option<ErrorCode> {
+    group_error
+        .or_else(|| {
+            state
+                .partition(topic, partition)
+                .is_none()
+                .then_some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
+        })
+        .or_else(|| {
+            metadata
+                .is_some_and(|m| m.len() > MAX_OFFSET_METADATA)
+                .then_some(ErrorCode::OFFSET_METADATA_TOO_LARGE)
+        })
+        .or_else(|| ctx.injected_partition_error(topic, partition))
+}
+
 /// The offsets to commit, checked per partition: the code for each, and
 /// what to store for the accepted ones.
 type CheckedOffsets = Vec<(String, Vec<(i32, ErrorCode, Option<CommittedOffset>)>)>;
@@ -894,20 +936,13 @@ fn check_offsets(
                 .partitions
                 .into_iter()
                 .map(|p| {
-                    let code = group_error
-                        .or_else(|| {
-                            state
-                                .partition(&t.name, p.partition_index)
-                                .is_none()
-                                .then_some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
-                        })
-                        .or_else(|| {
-                            p.committed_metadata
-                                .as_ref()
-                                .is_some_and(|m| m.len() > MAX_OFFSET_METADATA)
-                                .then_some(ErrorCode::OFFSET_METADATA_TOO_LARGE)
-                        })
-                        .or_else(|| ctx.injected_partition_error(&t.name, p.partition_index));
+                    let code = offset_error(
+                        ctx,
+                        state,
+                        group_error,
+                        (&t.name, p.partition_index),
+                        p.committed_metadata.as_deref(),
+                    );
                     let offset = CommittedOffset {
                         offset: p.committed_offset,
                         leader_epoch: p.committed_leader_epoch,

@@ -16,6 +16,7 @@ pub(crate) mod offset_for_leader_epoch;
 pub(crate) mod produce;
 pub(crate) mod records;
 pub(crate) mod topics;
+pub(crate) mod transactions;
 
 use rskafka::protocol::messages::*;
 
@@ -51,5 +52,11 @@ pub(crate) fn routes() -> Routes {
         route::<OffsetCommitRequest, _, _>(2, 9, group::offset_commit),
         route::<OffsetFetchRequest, _, _>(1, 9, group::offset_fetch),
         route::<OffsetDeleteRequest, _, _>(0, 0, group::offset_delete),
+        // v4+ is the brokers' verify-only form (KIP-890), not served.
+        route::<AddPartitionsToTxnRequest, _, _>(0, 3, transactions::add_partitions_to_txn),
+        route::<AddOffsetsToTxnRequest, _, _>(0, 3, transactions::add_offsets_to_txn),
+        route::<TxnOffsetCommitRequest, _, _>(0, 4, transactions::txn_offset_commit),
+        // v5 is transaction version 2 (KIP-890), not served.
+        route::<EndTxnRequest, _, _>(0, 4, transactions::end_txn),
     ])
 }
