@@ -602,8 +602,17 @@ async fn shared_group(label: &str, kinds: Vec<Kind<'_>>, topic: &str, client: &C
     );
 }
 
+/// Where a group test of `protocol` runs: the fake cluster serves classic
+/// groups; KIP-848 groups need a real broker.
+fn group_bootstrap(protocol: GroupProtocol) -> Option<String> {
+    match protocol {
+        GroupProtocol::Classic => testkit::bootstrap(),
+        _ => testkit::real_bootstrap("KIP-848 consumer groups"),
+    }
+}
+
 async fn two_rust_members(protocol: GroupProtocol, assignors: Vec<Arc<dyn Assignor>>, label: &str) {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = group_bootstrap(protocol) else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -717,7 +726,7 @@ async fn with_librdkafka(
     assignor: Arc<dyn Assignor>,
     name: &str,
 ) {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = group_bootstrap(protocol) else {
         return;
     };
     if !common::python_available() {
@@ -809,7 +818,7 @@ async fn shared_with_librdkafka_kip848() {
 /// other way round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn committed_offsets_are_honoured_across_clients() {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     if !common::python_available() {
@@ -998,7 +1007,7 @@ fn fmt_parts(p: &[TopicPartition]) -> String {
 /// again, per partition).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn member_killed_by_sigkill() {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -1191,7 +1200,7 @@ async fn coordinator_restart() {
 /// A second process with the same instance id fences the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn static_membership_restart_and_fencing() {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -1293,7 +1302,7 @@ async fn static_membership_restart_and_fencing() {
 /// "lost", and it rejoins as a new member.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn member_stalled_past_the_rebalance_timeout_loses_its_partitions() {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -1367,7 +1376,7 @@ async fn member_stalled_past_the_rebalance_timeout_loses_its_partitions() {
 /// for more, and on close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn auto_commit_commits_delivered_records() {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -1428,7 +1437,7 @@ async fn auto_commit_commits_delivered_records() {
 /// newer ones and left the offset at 66 to 158 of 200).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commit_async_bursts_land_in_order() {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -1489,7 +1498,7 @@ async fn commit_async_bursts_land_in_order() {
 /// gave up in a rebalance), and commits the others of the same call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn commits_of_partitions_not_owned_are_refused() {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -1564,7 +1573,7 @@ async fn commits_of_partitions_not_owned_are_refused() {
 /// lag, offsets commit/delete (refused while consumed), delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_admin() {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = testkit::real_bootstrap("KIP-848 consumer groups") else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -1679,18 +1688,18 @@ async fn with_java(
     ours: Vec<Arc<dyn Assignor>>,
     label: &str,
 ) {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let group_protocol = if protocol == "consumer" {
+        GroupProtocol::Consumer
+    } else {
+        GroupProtocol::Classic
+    };
+    let Some(bootstrap) = group_bootstrap(group_protocol) else {
         return;
     };
     if java_member_classpath().is_none() {
         return;
     }
     let client = client(&bootstrap).await;
-    let group_protocol = if protocol == "consumer" {
-        GroupProtocol::Consumer
-    } else {
-        GroupProtocol::Classic
-    };
     for java_first in [false, true] {
         let label = format!(
             "{label} with the Java client, {} leads",
@@ -1763,7 +1772,7 @@ async fn shared_with_java_kip848() {
 /// rskafka, librdkafka and the Java client in one cooperative group.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_clients_one_cooperative_group() {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     if !common::python_available() || java_member_classpath().is_none() {
@@ -1880,7 +1889,7 @@ async fn added_partitions_are_consumed() {
 /// matched at the start and of the one created later arrives, and none of
 /// a topic the matcher refuses.
 async fn matching_subscription_takes_up_new_topics(protocol: GroupProtocol, label: &str) {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = group_bootstrap(protocol) else {
         return;
     };
     let admin = client(&bootstrap).await;

@@ -374,7 +374,7 @@ async fn assert_settled(
 /// The broker's address, a client, and a new topic of `partitions`
 /// partitions named after `prefix`; `None` when there is no broker.
 async fn setup(prefix: &str, partitions: i32) -> Option<(String, Client, String)> {
-    let bootstrap = testkit::real_bootstrap("transactions")?;
+    let bootstrap = testkit::bootstrap()?;
     let client = connect(&bootstrap).await;
     let topic = unique_topic(prefix);
     create_topic(&client, &topic, partitions).await;
@@ -882,7 +882,7 @@ async fn both_transaction_protocols_commit_and_abort_exactly() {
 /// each peer also reads the other's, which checks the harness itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn theirs_read_exactly_committed_by_ours() {
-    let Some(bootstrap) = testkit::real_bootstrap("transactions") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let peers = available_peers();
@@ -928,7 +928,7 @@ async fn theirs_read_exactly_committed_by_ours() {
 /// transaction commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_record_fails_the_commit_and_the_producer_goes_on() {
-    let Some(bootstrap) = testkit::real_bootstrap("transactions") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = connect(&bootstrap).await;
@@ -1004,7 +1004,7 @@ async fn a_refused_record_fails_the_commit_and_the_producer_goes_on() {
 /// producer's next step, once with a commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_producer_fences_the_first() {
-    let Some(bootstrap) = testkit::real_bootstrap("transactions") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = connect(&bootstrap).await;
@@ -1220,6 +1220,12 @@ async fn poll_briefly(member: &mut GroupConsumer, name: &str) {
 /// fatal; the transaction aborts, nothing of it is committed. The same
 /// member's current metadata works.
 async fn stale_group_metadata_is_refused(protocol: GroupProtocol, label: &str) {
+    // The fake cluster serves classic groups only.
+    if protocol != GroupProtocol::Classic
+        && testkit::real_bootstrap("KIP-848 consumer groups").is_none()
+    {
+        return;
+    }
     let Some((_, client, topic)) = setup(&format!("txn-stale-{label}"), 1).await else {
         return;
     };

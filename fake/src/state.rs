@@ -109,6 +109,7 @@ pub(crate) struct State {
     pub request_counts: HashMap<i16, u64>,
     pub fetch_sessions: FetchSessions,
     pub transactional_ids: TransactionalIds,
+    pub coordination: crate::handlers::coordinator::Coordination,
     next_leader: usize,
     next_producer_id: i64,
 }
@@ -122,6 +123,7 @@ impl State {
             request_counts: HashMap::new(),
             fetch_sessions: FetchSessions::default(),
             transactional_ids: TransactionalIds::default(),
+            coordination: Default::default(),
             next_leader: 0,
             // Distinct from the ids a real cluster hands out at first, so
             // logs tell them apart.

@@ -6,9 +6,10 @@
 //! pieces (the open-transaction index behind the LSO, the aborted index,
 //! writing a marker) are in `log.rs`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use rskafka::protocol::ErrorCode;
+use tokio::time::{Duration, Instant};
 
 use crate::state::{now_ms, State};
 
@@ -20,8 +21,20 @@ pub(crate) const MAX_TRANSACTION_TIMEOUT_MS: i32 = 900_000;
 pub(crate) struct TransactionalProducer {
     pub producer_id: i64,
     pub producer_epoch: i16,
-    #[allow(dead_code)] // for the transaction coordinator's expiry
     pub timeout_ms: i32,
+    /// The transaction in progress.
+    pub ongoing: Option<OngoingTxn>,
+    /// How the last transaction ended (true: committed), so that a retried
+    /// EndTxn succeeds.
+    pub last_ended: Option<bool>,
+}
+
+/// An open transaction: what it touched, and when it times out.
+#[derive(Debug, Clone)]
+pub(crate) struct OngoingTxn {
+    pub partitions: BTreeSet<(String, i32)>,
+    pub groups: BTreeSet<String>,
+    pub deadline: Instant,
 }
 
 /// Transactional ids → their producer.
@@ -41,12 +54,15 @@ impl State {
         if timeout_ms <= 0 || timeout_ms > MAX_TRANSACTION_TIMEOUT_MS {
             return Err(ErrorCode::INVALID_TRANSACTION_TIMEOUT);
         }
+        self.expire_transaction(transactional_id);
         let current = self.transactional_ids.get(transactional_id).cloned();
         let next = match current {
             None => TransactionalProducer {
                 producer_id: self.allocate_producer_id(),
                 producer_epoch: 0,
                 timeout_ms,
+                ongoing: None,
+                last_ended: None,
             },
             Some(cur) => {
                 if expected.0 >= 0
@@ -54,16 +70,26 @@ impl State {
                 {
                     return Err(ErrorCode::PRODUCER_FENCED);
                 }
+                // An open transaction is aborted first (Kafka answers
+                // CONCURRENT_TRANSACTIONS meanwhile; here it completes
+                // under the lock, before the answer).
+                let cur = match cur.ongoing {
+                    Some(_) => self.end_transaction(transactional_id, false, true),
+                    None => cur,
+                };
                 if cur.producer_epoch >= i16::MAX - 1 {
                     TransactionalProducer {
                         producer_id: self.allocate_producer_id(),
                         producer_epoch: 0,
                         timeout_ms,
+                        ongoing: None,
+                        last_ended: None,
                     }
                 } else {
                     TransactionalProducer {
                         producer_epoch: cur.producer_epoch + 1,
                         timeout_ms,
+                        ongoing: None,
                         ..cur
                     }
                 }
@@ -76,23 +102,131 @@ impl State {
     }
 
     /// Whether a transactional batch of `producer_id`/`producer_epoch` may
-    /// be appended to the partition. Accepts everything until the
-    /// transaction coordinator tracks partitions added to transactions.
+    /// be appended to the partition: the partition must have been added to
+    /// the producer's open transaction, and the epoch be current.
     pub(crate) fn verify_transactional_produce(
         &self,
-        _producer_id: i64,
-        _producer_epoch: i16,
-        _topic: &str,
-        _partition: i32,
+        producer_id: i64,
+        producer_epoch: i16,
+        topic: &str,
+        partition: i32,
     ) -> Result<(), ErrorCode> {
+        let Some(producer) = self
+            .transactional_ids
+            .values()
+            .find(|p| p.producer_id == producer_id)
+        else {
+            return Err(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        };
+        if producer_epoch < producer.producer_epoch {
+            return Err(ErrorCode::INVALID_PRODUCER_EPOCH);
+        }
+        let added = producer
+            .ongoing
+            .as_ref()
+            .is_some_and(|t| t.partitions.contains(&(topic.to_owned(), partition)));
+        if !added {
+            return Err(ErrorCode::INVALID_TXN_STATE);
+        }
         Ok(())
+    }
+
+    /// The producer of `transactional_id` if `producer_id`/`epoch` are
+    /// its current ones, else why not; aborts its transaction first if
+    /// that timed out.
+    pub(crate) fn current_producer(
+        &mut self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+    ) -> Result<&mut TransactionalProducer, ErrorCode> {
+        self.expire_transaction(transactional_id);
+        let producer = self
+            .transactional_ids
+            .get_mut(transactional_id)
+            .ok_or(ErrorCode::INVALID_PRODUCER_ID_MAPPING)?;
+        if producer.producer_id != producer_id {
+            return Err(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
+        }
+        if producer_epoch != producer.producer_epoch {
+            return Err(ErrorCode::PRODUCER_FENCED);
+        }
+        Ok(producer)
+    }
+
+    /// Opens a transaction if none is, returning it.
+    pub(crate) fn ongoing_transaction(producer: &mut TransactionalProducer) -> &mut OngoingTxn {
+        let timeout = Duration::from_millis(producer.timeout_ms.max(0) as u64);
+        producer.ongoing.get_or_insert_with(|| OngoingTxn {
+            partitions: BTreeSet::new(),
+            groups: BTreeSet::new(),
+            deadline: Instant::now() + timeout,
+        })
+    }
+
+    /// Aborts the transaction of `transactional_id` if it outlived its
+    /// timeout, bumping the epoch so the producer is fenced, as Kafka does.
+    pub(crate) fn expire_transaction(&mut self, transactional_id: &str) {
+        let expired = self
+            .transactional_ids
+            .get(transactional_id)
+            .and_then(|p| p.ongoing.as_ref())
+            .is_some_and(|t| Instant::now() >= t.deadline);
+        if expired {
+            self.end_transaction(transactional_id, false, true);
+        }
+    }
+
+    /// Ends the open transaction of `transactional_id`: markers in every
+    /// partition, the group offsets committed or dropped. `bump` raises
+    /// the epoch first (an abort by the coordinator fences the producer).
+    /// Returns the producer as it is afterwards.
+    pub(crate) fn end_transaction(
+        &mut self,
+        transactional_id: &str,
+        commit: bool,
+        bump: bool,
+    ) -> TransactionalProducer {
+        let producer = self
+            .transactional_ids
+            .get_mut(transactional_id)
+            .expect("ended transactions have a producer");
+        if bump && producer.producer_epoch < i16::MAX - 1 {
+            producer.producer_epoch += 1;
+        }
+        let txn = producer.ongoing.take();
+        producer.last_ended = Some(commit);
+        let producer = producer.clone();
+        let Some(txn) = txn else {
+            return producer;
+        };
+        for (topic, partition) in &txn.partitions {
+            self.write_txn_marker(
+                topic,
+                *partition,
+                producer.producer_id,
+                producer.producer_epoch,
+                commit,
+                0,
+            );
+        }
+        for group in &txn.groups {
+            let Some(g) = self.coordination.groups.get_mut(group) else {
+                continue;
+            };
+            if let Some(pending) = g.pending_txn_offsets.remove(&producer.producer_id) {
+                if commit {
+                    g.offsets.extend(pending);
+                }
+            }
+        }
+        producer
     }
 
     /// Writes a commit or abort marker for the producer's transaction in a
     /// partition, stamped with the partition's leader epoch; returns its
     /// offset. The caller wakes waiting fetches afterwards
     /// (`Shared::notify_changed`) since the LSO moved.
-    #[allow(dead_code)] // used by EndTxn
     pub(crate) fn write_txn_marker(
         &mut self,
         topic: &str,

@@ -6,7 +6,9 @@
 
 pub(crate) mod api_versions;
 pub(crate) mod configs;
+pub(crate) mod coordinator;
 pub(crate) mod fetch;
+pub(crate) mod group;
 pub(crate) mod init_producer_id;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
@@ -14,6 +16,7 @@ pub(crate) mod offset_for_leader_epoch;
 pub(crate) mod produce;
 pub(crate) mod records;
 pub(crate) mod topics;
+pub(crate) mod transactions;
 
 use rskafka::protocol::messages::*;
 
@@ -38,5 +41,22 @@ pub(crate) fn routes() -> Routes {
         route::<DescribeConfigsRequest, _, _>(1, 4, configs::describe_configs),
         route::<IncrementalAlterConfigsRequest, _, _>(0, 1, configs::incremental_alter_configs),
         route::<DescribeClusterRequest, _, _>(0, 1, metadata::describe_cluster),
+        route::<FindCoordinatorRequest, _, _>(0, 6, coordinator::find_coordinator),
+        route::<JoinGroupRequest, _, _>(0, 9, group::join_group),
+        route::<SyncGroupRequest, _, _>(0, 5, group::sync_group),
+        route::<HeartbeatRequest, _, _>(0, 4, group::heartbeat),
+        route::<LeaveGroupRequest, _, _>(0, 5, group::leave_group),
+        route::<ListGroupsRequest, _, _>(0, 5, group::list_groups),
+        route::<DescribeGroupsRequest, _, _>(0, 5, group::describe_groups),
+        route::<DeleteGroupsRequest, _, _>(0, 2, group::delete_groups),
+        route::<OffsetCommitRequest, _, _>(2, 9, group::offset_commit),
+        route::<OffsetFetchRequest, _, _>(1, 9, group::offset_fetch),
+        route::<OffsetDeleteRequest, _, _>(0, 0, group::offset_delete),
+        // v4+ is the brokers' verify-only form (KIP-890), not served.
+        route::<AddPartitionsToTxnRequest, _, _>(0, 3, transactions::add_partitions_to_txn),
+        route::<AddOffsetsToTxnRequest, _, _>(0, 3, transactions::add_offsets_to_txn),
+        route::<TxnOffsetCommitRequest, _, _>(0, 4, transactions::txn_offset_commit),
+        // v5 is transaction version 2 (KIP-890), not served.
+        route::<EndTxnRequest, _, _>(0, 4, transactions::end_txn),
     ])
 }
