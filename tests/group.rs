@@ -457,13 +457,7 @@ fn java_member_classpath() -> Option<String> {
     CLASSPATH
         .get_or_init(|| {
             let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            let jars = Command::new(repo.join("scripts/kafka"))
-                .arg("classpath")
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-                .filter(|c| c.contains("kafka-clients"))?;
+            let jars = testkit::kafka_jars()?;
             let out = repo.join("target/group-java-member");
             std::fs::create_dir_all(&out).ok()?;
             let compiled = Command::new("javac")

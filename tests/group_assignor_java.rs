@@ -60,14 +60,7 @@ fn repo() -> PathBuf {
 }
 
 fn start_java() -> Option<Java> {
-    let classpath = Command::new(repo().join("scripts/kafka"))
-        .arg("classpath")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|c| c.contains("kafka-clients"));
-    let Some(classpath) = classpath else {
+    let Some(classpath) = testkit::kafka_jars() else {
         testkit::skip("`scripts/kafka classpath` gave no kafka-clients jar");
         return None;
     };

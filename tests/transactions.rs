@@ -404,13 +404,7 @@ fn java_classpath() -> Option<String> {
     static CLASSPATH: OnceLock<Option<String>> = OnceLock::new();
     CLASSPATH
         .get_or_init(|| {
-            let jars = std::process::Command::new(repo().join("scripts/kafka"))
-                .arg("classpath")
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-                .filter(|c| c.contains("kafka-clients"))?;
+            let jars = testkit::kafka_jars()?;
             let out = repo().join("target/txn-java-peer");
             std::fs::create_dir_all(&out).ok()?;
             let compiled = std::process::Command::new("javac")

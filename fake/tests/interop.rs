@@ -59,14 +59,7 @@ fn librdkafka_produces_consumes_and_reads_offsets() {
 /// The Kafka jars of the broker `scripts/kafka` runs, for the Java client;
 /// `None` after reporting the skip without java or the jars.
 fn kafka_classpath() -> Option<String> {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let jars = Command::new(repo.join("scripts/kafka"))
-        .arg("classpath")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .filter(|c| c.contains("kafka-clients"));
+    let jars = testkit::kafka_jars();
     let java = Command::new("java").arg("-version").output().is_ok();
     match jars {
         Some(jars) if java => Some(jars),

@@ -118,6 +118,20 @@ fn fake_cluster() -> Result<String, String> {
         .map_err(Clone::clone)
 }
 
+/// The Kafka jars (`scripts/kafka classpath`: the broker's libraries, the
+/// Java client among them) as a classpath, for tests that run Java
+/// clients; `None` when the script cannot give them (no Kafka resolved).
+pub fn kafka_jars() -> Option<String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka");
+    Command::new(script)
+        .arg("classpath")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|c| c.contains("kafka-clients"))
+}
+
 /// Whether `python3` with PyPI's confluent-kafka (librdkafka) is there;
 /// reports the skip when it is not.
 pub fn python_available() -> bool {
