@@ -787,7 +787,7 @@ impl TxnProducer {
 
 #[tokio::test]
 async fn read_committed_skips_aborted_transactions_and_never_stalls_on_markers() {
-    let Some(bootstrap) = testkit::real_bootstrap("transactions") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = client(&bootstrap).await;

@@ -37,7 +37,7 @@ fn record(value: &str) -> Record {
 
 #[tokio::test]
 async fn idle_consumers_do_not_delay_produce_offsets_or_lag() {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = ClientBuilder::new(vec![bootstrap])

@@ -979,7 +979,7 @@ fn produce_in_transactions(bootstrap: &str, topic: &str, size: u32, input: &[u8]
 
 #[test]
 fn transactions_of_transaction_size_lines_are_committed_and_read_committed() {
-    let Some(b) = testkit::real_bootstrap("transactions") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     let topic = create_topic(&b, 1);
@@ -1022,7 +1022,7 @@ fn commit_more(bootstrap: &str, topic: &str, prefix: &str, n: u32) {
 
 #[test]
 fn a_signal_aborts_the_open_transaction_and_keeps_the_committed_ones() {
-    let Some(b) = testkit::real_bootstrap("transactions") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     for (signal, name, code) in [("-INT", "SIGINT", 130), ("-TERM", "SIGTERM", 143)] {
@@ -1078,7 +1078,7 @@ fn a_signal_aborts_the_open_transaction_and_keeps_the_committed_ones() {
 
 #[test]
 fn a_failing_line_aborts_its_transaction_and_keeps_the_committed_ones() {
-    let Some(b) = testkit::real_bootstrap("transactions") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     let topic = create_topic(&b, 1);

@@ -12,7 +12,7 @@ use std::{
 
 mod common;
 
-use common::{binary, run_bounded, signal_and_wait, unique};
+use common::{binary, bootstrap, run_bounded, signal_and_wait, unique};
 
 fn command(bootstrap: &str, args: &[&str]) -> Command {
     let mut c = binary();
@@ -90,7 +90,7 @@ fn committed(lines: &[String]) -> Vec<(i32, Option<i64>)> {
 
 #[test]
 fn consume_group_commits_what_it_printed() {
-    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     let topic = topic_with_lines(&b, 1, 30);
@@ -226,7 +226,7 @@ fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
 
 #[test]
 fn sigterm_commits_and_leaves_and_seek_is_refused_meanwhile() {
-    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     let topic = topic_with_lines(&b, 2, 40);
@@ -262,7 +262,7 @@ fn sigterm_commits_and_leaves_and_seek_is_refused_meanwhile() {
 
 #[test]
 fn sigkilled_member_partitions_move_to_the_other() {
-    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     let topic = topic_with_lines(&b, 4, 0);
@@ -323,7 +323,7 @@ fn sigkilled_member_partitions_move_to_the_other() {
 
 #[test]
 fn describe_and_lag_of_a_group_that_does_not_exist_fail() {
-    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     let group = unique("cli-group-none");
@@ -346,7 +346,7 @@ fn describe_and_lag_of_a_group_that_does_not_exist_fail() {
 
 #[test]
 fn describe_and_lag_of_an_existing_group_without_members_work() {
-    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     // Offsets committed from outside (no member ever joined) make a group.
@@ -513,7 +513,7 @@ fn stable_with(bootstrap: &str, group: &str, members: usize) -> bool {
 /// after the next rebalance. Now every record is printed exactly once and
 /// the committed offsets end at the log end.
 fn leaving_member_does_not_roll_back_the_new_owner(second: fn(&str, &str, &str) -> Printer) {
-    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     let topic = topic_with_lines(&b, 2, 0);
@@ -590,7 +590,7 @@ fn leaving_cli_member_does_not_roll_back_a_librdkafka_member() {
 /// nor repeats any.
 #[test]
 fn sigint_with_a_stalled_reader_commits_exactly_what_was_printed() {
-    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     let topic = topic_with_lines(&b, 2, 0);
@@ -668,7 +668,7 @@ fn sigint_with_a_stalled_reader_commits_exactly_what_was_printed() {
 /// end at the log end.
 #[test]
 fn two_cli_members_and_a_librdkafka_member_print_everything_once() {
-    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     if !common::python_available() {
@@ -742,7 +742,7 @@ fn two_cli_members_and_a_librdkafka_member_print_everything_once() {
 /// that did not exist when it started.
 #[test]
 fn a_regex_subscription_takes_up_a_topic_created_later() {
-    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     let prefix = unique("cli-regex");

@@ -373,7 +373,7 @@ fn metadata_json_of_one_topic_matches_kcat() {
 
 #[test]
 fn a_group_member_consumes_several_topics() {
-    let Some(b) = testkit::real_bootstrap("consumer groups") else {
+    let Some(b) = bootstrap() else {
         return;
     };
     let (t1, t2) = (unique("cli-multi-a"), unique("cli-multi-b"));
