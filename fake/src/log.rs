@@ -5,11 +5,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::{Bytes, BytesMut};
 use rskafka::protocol::{
-    record::{encode_batch, BatchRecord, Compression, RecordBatch, TimestampType},
+    record::{
+        encode_batch, set_leader_fields, BatchRecord, Compression, RecordBatch, TimestampType,
+    },
     ErrorCode,
 };
 
-use crate::batch::{self, add_sequence, BatchInfo};
+use crate::batch::{add_sequence, BatchInfo};
 
 /// How many batches per producer Kafka remembers for duplicate detection
 /// (the producer's maximum in-flight requests with idempotence).
@@ -227,7 +229,7 @@ impl PartitionLog {
         }
     }
 
-    /// Appends a produced batch (validated by [`batch::validate_produced`]):
+    /// Appends a produced batch (validated by [`crate::batch::validate_produced`]):
     /// sequence checks for idempotent producers, offsets assigned, the
     /// batch stamped with `leader_epoch` and, if `log_append_time` is set,
     /// that time.
@@ -245,7 +247,8 @@ impl PartitionLog {
         }
         let base_offset = self.log_end;
         let mut bytes = BytesMut::from(&records[..]);
-        batch::stamp(&mut bytes, base_offset, leader_epoch, log_append_time);
+        set_leader_fields(&mut bytes, base_offset, leader_epoch, log_append_time)
+            .map_err(|_| ErrorCode::CORRUPT_MESSAGE)?;
         let appended = Appended {
             base_offset,
             log_append_time: log_append_time.unwrap_or(-1),
@@ -323,7 +326,7 @@ impl PartitionLog {
         let mut buf = BytesMut::new();
         encode_batch(&mut buf, &marker).expect("a control batch always encodes");
         let bytes = buf.freeze();
-        let info = batch::info(&bytes);
+        let info = BatchInfo::of(&marker);
         self.push(bytes, info, offset, None);
         if let Some(first_offset) = self.ongoing_txns.remove(&producer_id) {
             if !commit {
@@ -392,6 +395,7 @@ impl PartitionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch;
     use rskafka::protocol::record::{BatchHeader, RecordBatchWriter};
 
     fn produced(pid: i64, epoch: i16, seq: i32, n: usize) -> (Bytes, BatchInfo) {

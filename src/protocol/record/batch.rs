@@ -29,9 +29,11 @@ const MIN_RECORD_SIZE: usize = 7;
 
 // Byte offsets of header fields, for patching an encoded batch.
 const LENGTH_AT: usize = 8;
+const LEADER_EPOCH_AT: usize = 12;
 const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
 const ATTRIBUTES_AT: usize = 21;
+const MAX_TIMESTAMP_AT: usize = 35;
 const PRODUCER_ID_AT: usize = 43;
 
 const COMPRESSION_MASK: i16 = 0x07;
@@ -666,16 +668,7 @@ pub fn set_producer_state(
     producer_epoch: i16,
     base_sequence: i32,
 ) -> Result<(), EncodeError> {
-    let magic = match batch.get(MAGIC_AT) {
-        Some(&m) if batch.len() >= RECORD_BATCH_OVERHEAD => m as i8,
-        _ => -1,
-    };
-    if magic != 2 {
-        return Err(EncodeError::UnsupportedVersion {
-            what: "RecordBatch",
-            version: magic.into(),
-        });
-    }
+    check_v2(batch)?;
     let mut fields = [0u8; 14];
     fields[..8].copy_from_slice(&producer_id.to_be_bytes());
     fields[8..10].copy_from_slice(&producer_epoch.to_be_bytes());
@@ -684,6 +677,50 @@ pub fn set_producer_state(
         dst.copy_from_slice(&fields);
     }
     seal(batch)
+}
+
+/// Rewrites what a partition leader assigns in an encoded v2 batch, in
+/// place: the base offset and leader epoch and, for a topic with
+/// `LogAppendTime`, that timestamp type with `log_append_time` as the max
+/// timestamp. Only the last changes bytes the CRC covers, so only then is
+/// the CRC recomputed.
+///
+/// Fails as [`set_producer_state`] does on anything but a v2 batch.
+pub fn set_leader_fields(
+    batch: &mut [u8],
+    base_offset: i64,
+    partition_leader_epoch: i32,
+    log_append_time: Option<i64>,
+) -> Result<(), EncodeError> {
+    check_v2(batch)?;
+    batch[..8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[LEADER_EPOCH_AT..LEADER_EPOCH_AT + 4]
+        .copy_from_slice(&partition_leader_epoch.to_be_bytes());
+    if let Some(time) = log_append_time {
+        let attributes =
+            i16::from_be_bytes([batch[ATTRIBUTES_AT], batch[ATTRIBUTES_AT + 1]]) | TIMESTAMP_TYPE_BIT;
+        batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+        batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&time.to_be_bytes());
+        seal(batch)?;
+    }
+    Ok(())
+}
+
+/// Whether `batch` is long enough for a v2 header and declares magic 2;
+/// the error names the magic found (`-1` if too short).
+fn check_v2(batch: &[u8]) -> Result<(), EncodeError> {
+    let magic = match batch.get(MAGIC_AT) {
+        Some(&m) if batch.len() >= RECORD_BATCH_OVERHEAD => m as i8,
+        _ => -1,
+    };
+    if magic == 2 {
+        Ok(())
+    } else {
+        Err(EncodeError::UnsupportedVersion {
+            what: "RecordBatch",
+            version: magic.into(),
+        })
+    }
 }
 
 /// Builds one v2 batch for the producer, record by record.

@@ -44,7 +44,7 @@ use super::error::{DecodeError, DecodeErrorKind};
 use super::primitives::Reader;
 
 pub use batch::{
-    encode_batch, record_size_upper_bound, set_producer_state, BatchHeader, RecordBatchWriter,
+    encode_batch, record_size_upper_bound, set_leader_fields, set_producer_state, BatchHeader, RecordBatchWriter,
     RECORD_BATCH_OVERHEAD,
 };
 pub use view::{BatchView, DecodedBatchViews, HeaderRefs, RecordRef, RecordRefs, RecordsView};

@@ -391,6 +391,33 @@ fn header_fields_round_trip_and_producer_state_patch() {
 }
 
 #[test]
+fn leader_fields_are_stamped_and_the_crc_follows_the_timestamp() {
+    let mut w = RecordBatchWriter::new(BatchHeader::default());
+    w.append(10, None, Some(b"a"), &[]).unwrap();
+    w.append(30, None, Some(b"b"), &[]).unwrap();
+    let produced = w.finish().unwrap();
+
+    let mut create_time = BytesMut::from(&produced[..]);
+    set_leader_fields(&mut create_time, 42, 7, None).unwrap();
+    // Base offset and leader epoch are outside the CRC: it still holds.
+    let b = decode(create_time.freeze()).unwrap().batches.remove(0);
+    assert_eq!((b.base_offset, b.partition_leader_epoch), (42, 7));
+    assert_eq!((b.timestamp_type, b.max_timestamp), (TimestampType::CreateTime, 30));
+
+    let mut append_time = BytesMut::from(&produced[..]);
+    set_leader_fields(&mut append_time, 42, 7, Some(5_000)).unwrap();
+    let b = decode(append_time.freeze()).unwrap().batches.remove(0);
+    assert_eq!((b.timestamp_type, b.max_timestamp), (TimestampType::LogAppendTime, 5_000));
+    assert_eq!(b.base_timestamp, 10);
+    assert_eq!(b.record_timestamp(&b.records[0]), 5_000);
+
+    assert!(matches!(
+        set_leader_fields(&mut [0u8; 10], 0, 0, None),
+        Err(EncodeError::UnsupportedVersion { version: -1, .. })
+    ));
+}
+
+#[test]
 fn log_append_time_uses_max_timestamp() {
     let mut w = RecordBatchWriter::new(BatchHeader {
         timestamp_type: TimestampType::LogAppendTime,
