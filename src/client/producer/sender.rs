@@ -19,7 +19,7 @@ use super::{
     accumulator::{Accumulator, Drained, SendResult},
     alarm::Alarm,
     batch::{Failure, ProducerBatch},
-    txn::TxnState,
+    txn::{self, TxnState},
     Acks, Shared,
 };
 use crate::{
@@ -110,13 +110,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
             // Under transaction version 2 a partition joins the transaction
             // with its first produce request.
-            if shared.txn.as_ref().is_some_and(|c| c.uses_v2()) {
-                if let Some(t) = st.txn.as_mut().filter(|t| t.may_add_partitions()) {
-                    let partitions = st.acc.partitions_to_add();
-                    if !partitions.is_empty() {
-                        st.acc.partitions_added(&partitions);
-                        t.set_started();
-                    }
+            if let Some(t) = st.txn.as_mut().filter(|t| t.partitions_join_with_produce()) {
+                let partitions = st.acc.partitions_to_add();
+                if !partitions.is_empty() {
+                    st.acc.partitions_added(&partitions);
+                    t.joined_with_produce();
                 }
             }
             let in_flight = st.broker_in_flight.clone();
@@ -134,23 +132,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             for r in &requests {
                 *st.broker_in_flight.entry(r.broker).or_insert(0) += 1;
             }
-            // A transaction that can no longer commit (a record failed in a
-            // way that needs an epoch bump, the producer was fenced, an add
-            // failed) sends nothing more: its waiting batches fail now
-            // instead of waiting for partitions or an epoch that will not
-            // come before the abort.
             if let Some(t) = st.txn.as_mut() {
-                if !t.is_failed() && st.acc.epoch_bump_required() {
-                    if let Some(e) = st.acc.txn_failure() {
-                        t.fail(&e);
-                    }
-                }
-                if t.is_failed() {
-                    st.acc.fail_unsent(Failure::Local {
-                        kind: ErrorKind::TransactionAborted,
-                        message: "the transaction failed earlier and cannot commit: abort it"
-                            .into(),
-                    });
+                let acc = &st.acc;
+                if let Some(failure) =
+                    t.unsent_failure(acc.epoch_bump_required(), || acc.txn_failure())
+                {
+                    st.acc.fail_unsent(failure);
                 }
             }
             // Partitions with batches join the transaction before any is sent.
@@ -158,7 +145,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             if let Some(t) = st.txn.as_mut().filter(|t| t.may_add_partitions()) {
                 let partitions = st.acc.partitions_to_add();
                 if !partitions.is_empty() {
-                    t.set_adding();
+                    t.adding_partitions();
                     add_partitions = Some(partitions);
                 }
             }
@@ -636,9 +623,6 @@ fn settle(
     shared.wake.notify_one();
 }
 
-/// The highest Produce version without transaction version 2's meaning.
-const PRODUCE_BEFORE_TXN_V2: i16 = 11;
-
 /// Sends one ProduceRequest; `None` for acks=0 (no response).
 async fn produce(
     shared: &Shared,
@@ -651,22 +635,8 @@ async fn produce(
     let Some(version) = conn.version_for(ApiKey::PRODUCE) else {
         return Err(conn.unsupported::<ProduceRequest>(None).into());
     };
-    // Version 12 asks the broker to add the partition to the producer's
-    // transaction: only for transactions of transaction version 2.
-    let version = if shared.txn.as_ref().is_some_and(|c| c.uses_v2()) {
-        if version <= PRODUCE_BEFORE_TXN_V2 {
-            // This broker would not add the partition to the transaction.
-            return Err(Error::new(ErrorKind::Unsupported)
-                .with_api(ApiKey::PRODUCE)
-                .with_message(format!(
-                    "the transaction uses transaction version 2, which this broker's Produce \
-                     v{version} does not carry"
-                )));
-        }
-        version
-    } else {
-        version.min(PRODUCE_BEFORE_TXN_V2)
-    };
+    let txn_v2 = shared.lock().txn.as_ref().is_some_and(TxnState::uses_v2);
+    let version = txn::produce_version(txn_v2, version)?;
     // The batches are attached to the frame, not copied into it.
     let transactional_id = shared.cfg.transactional_id.as_deref();
     let encoded = conn.encode_with::<ProduceRequest>(version, |w| {
