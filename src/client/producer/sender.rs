@@ -10,6 +10,7 @@
 use std::{
     collections::HashMap,
     sync::{atomic::Ordering, Arc},
+    time::Duration,
 };
 
 use futures::{stream::FuturesUnordered, StreamExt};
@@ -18,7 +19,7 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{
     accumulator::{Accumulator, Drained, SendResult},
     alarm::Alarm,
-    batch::{Failure, ProducerBatch},
+    batch::ProducerBatch,
     txn::{self, TxnState},
     Acks, Shared,
 };
@@ -30,7 +31,7 @@ use crate::{
         messages::{
             produce_request::{PartitionProduceData, TopicProduceData},
             produce_response::ProduceResponse,
-            InitProducerIdRequest, ProduceRequest,
+            ProduceRequest,
         },
         ApiKey, ErrorCode, Message,
     },
@@ -274,15 +275,7 @@ async fn obtain_producer_id(shared: Arc<Shared>) {
             Err(e) => {
                 tracing::debug!(error = %e, "InitProducerId failed");
                 let mut st = shared.lock();
-                if !e.is_retriable() {
-                    st.acc.fail_waiting_for_producer_id(Failure::Local {
-                        kind: e.kind(),
-                        message: format!("could not obtain a producer id: {e}"),
-                    });
-                }
-                // Nothing waits for an id any more (failed or closed and
-                // expired): stop; the sender starts a new attempt on demand.
-                if !st.acc.wants_producer_id() {
+                if !st.acc.producer_id_failed(&e) {
                     st.producer_id_task = false;
                     break;
                 }
@@ -303,20 +296,9 @@ async fn init_producer_id(
         Error::new(ErrorKind::Unsupported)
             .with_message("the broker does not support InitProducerId")
     })?;
-    let (producer_id, producer_epoch) = match bump_from {
-        // Versions before 3 cannot bump: they hand out a fresh id, which
-        // resets sequences just the same.
-        Some(pe) if version >= 3 => pe,
-        _ => (-1, -1),
-    };
-    let req = InitProducerIdRequest {
-        transactional_id: None,
-        // Only meaningful for transactions; the Java client sends the max.
-        transaction_timeout_ms: i32::MAX,
-        producer_id,
-        producer_epoch,
-        ..Default::default()
-    };
+    // The timeout is only meaningful for transactions; the Java client
+    // sends the max.
+    let req = txn::init_producer_id_request(None, Duration::MAX, bump_from, version);
     let resp = tokio::time::timeout(shared.request_timeout, conn.request_version(&req, version))
         .await
         .map_err(|_| Error::new(ErrorKind::Timeout).with_api(ApiKey::INIT_PRODUCER_ID))??;
@@ -574,14 +556,7 @@ fn settle(
             }
         }
         Err(e) => {
-            let result = SendResult::Transport {
-                // As in Java, acks=0 is sent again only if it surely was not
-                // written: nothing else would tell of a duplicate.
-                retriable: e.is_retriable() && !(shared.acks == Acks::None && e.is_ambiguous()),
-                ambiguous: e.is_ambiguous(),
-                kind: e.kind(),
-                message: e.to_string(),
-            };
+            let result = SendResult::transport(&e, shared.acks == Acks::None);
             for b in batches.drain().flat_map(|(_, ps)| ps.into_values()) {
                 results.push((b, result.clone()));
             }

@@ -30,7 +30,10 @@ use std::{
 
 use tokio::{sync::Notify, time::Instant};
 
-pub(crate) use self::{requests::produce_version, state::TxnState};
+pub(crate) use self::{
+    requests::{init_producer_id as init_producer_id_request, produce_version},
+    state::TxnState,
+};
 use self::{
     requests::{ConcurrentRetry, Next},
     state::PartitionsAdded,
@@ -395,7 +398,7 @@ async fn init_producer_id(
         ApiKey::INIT_PRODUCER_ID,
         |conn, version| async move {
             let req = requests::init_producer_id(
-                &ctx.id,
+                Some(&ctx.id),
                 shared.cfg.transaction_timeout,
                 current,
                 version,

@@ -158,22 +158,24 @@ pub(crate) fn produce_version(v2: bool, broker_version: i16) -> Result<i16> {
     Ok(broker_version)
 }
 
-/// InitProducerId with the transactional id: a new epoch (fencing older
-/// producers with the id), or a bump from `current` after an abort.
+/// InitProducerId: with a transactional id a new epoch (fencing older
+/// producers with the id), without one (an idempotent producer) a new
+/// producer id; or a bump from `current`.
 pub(crate) fn init_producer_id(
-    transactional_id: &str,
+    transactional_id: Option<&str>,
     transaction_timeout: Duration,
     current: Option<(i64, i16)>,
     version: i16,
 ) -> InitProducerIdRequest {
-    // Versions before 3 cannot name the epoch to bump; the coordinator
-    // bumps it all the same.
+    // Versions before 3 cannot name the epoch to bump: a transaction
+    // coordinator bumps it all the same, other brokers hand out a fresh id,
+    // which resets sequences just the same.
     let (producer_id, producer_epoch) = match current {
         Some(c) if version >= 3 => c,
         _ => (-1, -1),
     };
     InitProducerIdRequest {
-        transactional_id: Some(transactional_id.to_owned()),
+        transactional_id: transactional_id.map(str::to_owned),
         transaction_timeout_ms: i32::try_from(transaction_timeout.as_millis()).unwrap_or(i32::MAX),
         producer_id,
         producer_epoch,

@@ -578,13 +578,17 @@ fn the_next_epoch_comes_with_end_txn_only_under_version_2() {
 #[test]
 fn init_producer_id_names_the_epoch_to_bump_from_version_3() {
     let timeout = Duration::from_secs(60);
-    let bump = requests::init_producer_id("id", timeout, Some((7, 3)), 3);
+    let bump = requests::init_producer_id(Some("id"), timeout, Some((7, 3)), 3);
     assert_eq!((bump.producer_id, bump.producer_epoch), (7, 3));
     assert_eq!(bump.transaction_timeout_ms, 60_000);
-    let old = requests::init_producer_id("id", timeout, Some((7, 3)), 2);
+    let old = requests::init_producer_id(Some("id"), timeout, Some((7, 3)), 2);
     assert_eq!((old.producer_id, old.producer_epoch), (-1, -1));
-    let first = requests::init_producer_id("id", timeout, None, 4);
+    let first = requests::init_producer_id(Some("id"), timeout, None, 4);
     assert_eq!((first.producer_id, first.producer_epoch), (-1, -1));
+    let idempotent = requests::init_producer_id(None, Duration::MAX, Some((7, 3)), 4);
+    assert_eq!(idempotent.transactional_id, None);
+    assert_eq!(idempotent.transaction_timeout_ms, i32::MAX);
+    assert_eq!((idempotent.producer_id, idempotent.producer_epoch), (7, 3));
 }
 
 #[test]
