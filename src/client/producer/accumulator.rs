@@ -38,7 +38,7 @@ use super::{
 };
 use crate::{
     cluster::{Backoff, BackoffConfig},
-    error::ErrorKind,
+    error::{Error, ErrorKind},
     protocol::{
         record::{BatchHeader, Compression, RecordBatchWriter, RecordHeader},
         EncodeError, ErrorCode,
@@ -116,6 +116,20 @@ pub(crate) enum SendResult {
         kind: ErrorKind,
         message: String,
     },
+}
+
+impl SendResult {
+    /// The request as a whole failed with `e`. As in Java, acks=0 (`acks_none`)
+    /// is sent again only if it surely was not written: nothing else would
+    /// tell of a duplicate.
+    pub(crate) fn transport(e: &Error, acks_none: bool) -> Self {
+        SendResult::Transport {
+            retriable: e.is_retriable() && !(acks_none && e.is_ambiguous()),
+            ambiguous: e.is_ambiguous(),
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
 }
 
 /// What the sender must do after results were applied.
@@ -750,11 +764,21 @@ impl Accumulator {
         }
     }
 
-    /// InitProducerId failed for good: fail what waits for a producer id.
-    pub(crate) fn fail_waiting_for_producer_id(&mut self, failure: Failure) {
-        for b in self.take_unsent() {
-            self.finish(b, Outcome::Failed(failure.clone()));
+    /// InitProducerId failed with `e`: if retrying cannot help, what waits
+    /// for a producer id fails. Returns whether the sender keeps trying:
+    /// something still waits for an id (not failed, not closed and
+    /// expired); otherwise the sender starts a new attempt on demand.
+    pub(crate) fn producer_id_failed(&mut self, e: &Error) -> bool {
+        if !e.is_retriable() {
+            let failure = Failure::Local {
+                kind: e.kind(),
+                message: format!("could not obtain a producer id: {e}"),
+            };
+            for b in self.take_unsent() {
+                self.finish(b, Outcome::Failed(failure.clone()));
+            }
         }
+        self.wants_producer_id()
     }
 
     /// Every batch not in flight (open ones closed), out of the partitions.
@@ -860,7 +884,7 @@ impl Accumulator {
 
     /// The first failure of a batch of the open transaction, as the error
     /// of one of its records.
-    pub(crate) fn txn_failure(&self) -> Option<crate::error::Error> {
+    pub(crate) fn txn_failure(&self) -> Option<Error> {
         self.txn_failure
             .as_ref()
             .map(|(topic, partition, f)| f.to_error(topic, *partition))
@@ -1949,6 +1973,46 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_producer_id_failure_fails_the_waiting_batches_only_if_retrying_cannot_help() {
+        let mut f = fixture(true, 1);
+        f.acc = Accumulator::new(config(true), Arc::new(Notify::new()));
+        f.acc.set_partition_count("t", 1);
+        let a = f.send(Some(0), None, 10);
+        assert!(f.acc.wants_producer_id());
+        assert!(
+            f.acc.producer_id_failed(&Error::new(ErrorKind::Connection)),
+            "a broken connection is retried"
+        );
+        assert!(outcome(&a).is_none());
+        let refused = Error::kafka(ErrorCode::CLUSTER_AUTHORIZATION_FAILED, None);
+        assert!(
+            !f.acc.producer_id_failed(&refused),
+            "nothing waits for an id any more"
+        );
+        assert!(matches!(
+            outcome(&a),
+            Some(Outcome::Failed(Failure::Local {
+                kind: ErrorKind::Kafka(ErrorCode::CLUSTER_AUTHORIZATION_FAILED),
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn a_request_that_may_have_been_written_is_not_resent_with_acks_0() {
+        let retriable = |e: &Error, acks_none| match SendResult::transport(e, acks_none) {
+            SendResult::Transport { retriable, .. } => retriable,
+            other => panic!("{other:?}"),
+        };
+        let unwritten = Error::new(ErrorKind::Connection);
+        let maybe_written = Error::new(ErrorKind::Connection).with_ambiguous(true);
+        assert!(retriable(&unwritten, true));
+        assert!(retriable(&maybe_written, false));
+        assert!(!retriable(&maybe_written, true));
+        assert!(!retriable(&Error::new(ErrorKind::Protocol), false));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 use std::{
     collections::HashMap,
     sync::{atomic::Ordering, Arc},
+    time::Duration,
 };
 
 use futures::{stream::FuturesUnordered, StreamExt};
@@ -18,8 +19,8 @@ use tokio::{sync::mpsc, time::Instant};
 use super::{
     accumulator::{Accumulator, Drained, SendResult},
     alarm::Alarm,
-    batch::{Failure, ProducerBatch},
-    txn::TxnState,
+    batch::ProducerBatch,
+    txn::{self, TxnState},
     Acks, Shared,
 };
 use crate::{
@@ -30,7 +31,7 @@ use crate::{
         messages::{
             produce_request::{PartitionProduceData, TopicProduceData},
             produce_response::ProduceResponse,
-            InitProducerIdRequest, ProduceRequest,
+            ProduceRequest,
         },
         ApiKey, ErrorCode, Message,
     },
@@ -110,13 +111,11 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
             // Under transaction version 2 a partition joins the transaction
             // with its first produce request.
-            if shared.txn.as_ref().is_some_and(|c| c.uses_v2()) {
-                if let Some(t) = st.txn.as_mut().filter(|t| t.may_add_partitions()) {
-                    let partitions = st.acc.partitions_to_add();
-                    if !partitions.is_empty() {
-                        st.acc.partitions_added(&partitions);
-                        t.set_started();
-                    }
+            if let Some(t) = st.txn.as_mut().filter(|t| t.partitions_join_with_produce()) {
+                let partitions = st.acc.partitions_to_add();
+                if !partitions.is_empty() {
+                    st.acc.partitions_added(&partitions);
+                    t.joined_with_produce();
                 }
             }
             let in_flight = st.broker_in_flight.clone();
@@ -134,23 +133,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             for r in &requests {
                 *st.broker_in_flight.entry(r.broker).or_insert(0) += 1;
             }
-            // A transaction that can no longer commit (a record failed in a
-            // way that needs an epoch bump, the producer was fenced, an add
-            // failed) sends nothing more: its waiting batches fail now
-            // instead of waiting for partitions or an epoch that will not
-            // come before the abort.
             if let Some(t) = st.txn.as_mut() {
-                if !t.is_failed() && st.acc.epoch_bump_required() {
-                    if let Some(e) = st.acc.txn_failure() {
-                        t.fail(&e);
-                    }
-                }
-                if t.is_failed() {
-                    st.acc.fail_unsent(Failure::Local {
-                        kind: ErrorKind::TransactionAborted,
-                        message: "the transaction failed earlier and cannot commit: abort it"
-                            .into(),
-                    });
+                let acc = &st.acc;
+                if let Some(failure) =
+                    t.unsent_failure(acc.epoch_bump_required(), || acc.txn_failure())
+                {
+                    st.acc.fail_unsent(failure);
                 }
             }
             // Partitions with batches join the transaction before any is sent.
@@ -158,7 +146,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             if let Some(t) = st.txn.as_mut().filter(|t| t.may_add_partitions()) {
                 let partitions = st.acc.partitions_to_add();
                 if !partitions.is_empty() {
-                    t.set_adding();
+                    t.adding_partitions();
                     add_partitions = Some(partitions);
                 }
             }
@@ -287,15 +275,7 @@ async fn obtain_producer_id(shared: Arc<Shared>) {
             Err(e) => {
                 tracing::debug!(error = %e, "InitProducerId failed");
                 let mut st = shared.lock();
-                if !e.is_retriable() {
-                    st.acc.fail_waiting_for_producer_id(Failure::Local {
-                        kind: e.kind(),
-                        message: format!("could not obtain a producer id: {e}"),
-                    });
-                }
-                // Nothing waits for an id any more (failed or closed and
-                // expired): stop; the sender starts a new attempt on demand.
-                if !st.acc.wants_producer_id() {
+                if !st.acc.producer_id_failed(&e) {
                     st.producer_id_task = false;
                     break;
                 }
@@ -316,20 +296,9 @@ async fn init_producer_id(
         Error::new(ErrorKind::Unsupported)
             .with_message("the broker does not support InitProducerId")
     })?;
-    let (producer_id, producer_epoch) = match bump_from {
-        // Versions before 3 cannot bump: they hand out a fresh id, which
-        // resets sequences just the same.
-        Some(pe) if version >= 3 => pe,
-        _ => (-1, -1),
-    };
-    let req = InitProducerIdRequest {
-        transactional_id: None,
-        // Only meaningful for transactions; the Java client sends the max.
-        transaction_timeout_ms: i32::MAX,
-        producer_id,
-        producer_epoch,
-        ..Default::default()
-    };
+    // The timeout is only meaningful for transactions; the Java client
+    // sends the max.
+    let req = txn::init_producer_id_request(None, Duration::MAX, bump_from, version);
     let resp = tokio::time::timeout(shared.request_timeout, conn.request_version(&req, version))
         .await
         .map_err(|_| Error::new(ErrorKind::Timeout).with_api(ApiKey::INIT_PRODUCER_ID))??;
@@ -587,14 +556,7 @@ fn settle(
             }
         }
         Err(e) => {
-            let result = SendResult::Transport {
-                // As in Java, acks=0 is sent again only if it surely was not
-                // written: nothing else would tell of a duplicate.
-                retriable: e.is_retriable() && !(shared.acks == Acks::None && e.is_ambiguous()),
-                ambiguous: e.is_ambiguous(),
-                kind: e.kind(),
-                message: e.to_string(),
-            };
+            let result = SendResult::transport(&e, shared.acks == Acks::None);
             for b in batches.drain().flat_map(|(_, ps)| ps.into_values()) {
                 results.push((b, result.clone()));
             }
@@ -636,9 +598,6 @@ fn settle(
     shared.wake.notify_one();
 }
 
-/// The highest Produce version without transaction version 2's meaning.
-const PRODUCE_BEFORE_TXN_V2: i16 = 11;
-
 /// Sends one ProduceRequest; `None` for acks=0 (no response).
 async fn produce(
     shared: &Shared,
@@ -651,22 +610,8 @@ async fn produce(
     let Some(version) = conn.version_for(ApiKey::PRODUCE) else {
         return Err(conn.unsupported::<ProduceRequest>(None).into());
     };
-    // Version 12 asks the broker to add the partition to the producer's
-    // transaction: only for transactions of transaction version 2.
-    let version = if shared.txn.as_ref().is_some_and(|c| c.uses_v2()) {
-        if version <= PRODUCE_BEFORE_TXN_V2 {
-            // This broker would not add the partition to the transaction.
-            return Err(Error::new(ErrorKind::Unsupported)
-                .with_api(ApiKey::PRODUCE)
-                .with_message(format!(
-                    "the transaction uses transaction version 2, which this broker's Produce \
-                     v{version} does not carry"
-                )));
-        }
-        version
-    } else {
-        version.min(PRODUCE_BEFORE_TXN_V2)
-    };
+    let txn_v2 = shared.lock().txn.as_ref().is_some_and(TxnState::uses_v2);
+    let version = txn::produce_version(txn_v2, version)?;
     // The batches are attached to the frame, not copied into it.
     let transactional_id = shared.cfg.transactional_id.as_deref();
     let encoded = conn.encode_with::<ProduceRequest>(version, |w| {
