@@ -7,7 +7,7 @@
 //! broker names where it does (KIP-951). What each response means is
 //! decided in `outcome.rs`, without I/O.
 
-mod outcome;
+pub(crate) mod outcome;
 
 use std::ops::Range;
 

@@ -2,12 +2,17 @@
 //! the one partition a [`PartitionClient`](super::PartitionClient) asked
 //! for, without I/O: the value, or the error together with what it means
 //! for the cached leader. The async code sends, applies the leader update
-//! and leaves retrying to `client/retry.rs`.
+//! and leaves retrying to `client/retry.rs`. The producer and the consumer
+//! read KIP-951 leader hints and Produce error explanations with the same
+//! functions.
 
 use crate::{
     error::{Error, Result},
     protocol::{
-        messages::{DeleteRecordsResponse, FetchResponse, ListOffsetsResponse, ProduceResponse},
+        messages::{
+            produce_response::PartitionProduceResponse, DeleteRecordsResponse, FetchResponse,
+            ListOffsetsResponse, ProduceResponse,
+        },
         record::DecodeLimits,
         ErrorCode, Uuid,
     },
@@ -49,16 +54,16 @@ impl Failure {
 
 /// A new leader named in a Produce or Fetch response (KIP-951).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct LeaderHint {
-    pub(super) leader_id: i32,
-    pub(super) leader_epoch: i32,
+pub(crate) struct LeaderHint {
+    pub(crate) leader_id: i32,
+    pub(crate) leader_epoch: i32,
     /// Its `(host, port)` if the response lists the node.
-    pub(super) endpoint: Option<(String, i32)>,
+    pub(crate) endpoint: Option<(String, i32)>,
 }
 
 /// The hint of a partition's `current_leader`, with the endpoint from the
 /// response's `(node id, host, port)` entries; none for a negative id.
-fn leader_hint<'a>(
+pub(crate) fn leader_hint<'a>(
     leader_id: i32,
     leader_epoch: i32,
     endpoints: impl IntoIterator<Item = (i32, &'a str, i32)>,
@@ -90,25 +95,40 @@ pub(super) fn produce(resp: &ProduceResponse, topic: &str, partition: i32) -> Re
     if code.is_ok() {
         return Ok(p.base_offset);
     }
-    // Per-record errors (e.g. INVALID_RECORD) say which record and why.
-    let mut msg = p.error_message.clone().unwrap_or_default();
+    Err(Failure {
+        hint: produce_leader_hint(resp, p),
+        ..Failure::code(code, Some(produce_error_message(p).unwrap_or_default()))
+    })
+}
+
+/// The explanation of a partition's Produce error: the broker's message,
+/// then each rejected record's (e.g. INVALID_RECORD says which record and
+/// why); `None` if there is neither.
+pub(crate) fn produce_error_message(p: &PartitionProduceResponse) -> Option<String> {
+    let mut message = p.error_message.clone().filter(|m| !m.is_empty());
     for r in &p.record_errors {
         let detail = r.batch_index_error_message.as_deref().unwrap_or("");
-        if !msg.is_empty() {
-            msg.push_str("; ");
+        let m = message.get_or_insert_with(String::new);
+        if !m.is_empty() {
+            m.push_str("; ");
         }
-        msg.push_str(&format!("record {}: {detail}", r.batch_index));
+        m.push_str(&format!("record {}: {detail}", r.batch_index));
     }
-    Err(Failure {
-        hint: leader_hint(
-            p.current_leader.leader_id,
-            p.current_leader.leader_epoch,
-            resp.node_endpoints
-                .iter()
-                .map(|n| (n.node_id, n.host.as_str(), n.port)),
-        ),
-        ..Failure::code(code, Some(msg))
-    })
+    message
+}
+
+/// The new leader a Produce response names for partition `p`, if any.
+pub(crate) fn produce_leader_hint(
+    resp: &ProduceResponse,
+    p: &PartitionProduceResponse,
+) -> Option<LeaderHint> {
+    leader_hint(
+        p.current_leader.leader_id,
+        p.current_leader.leader_epoch,
+        resp.node_endpoints
+            .iter()
+            .map(|n| (n.node_id, n.host.as_str(), n.port)),
+    )
 }
 
 /// The Fetch version to use given the highest the broker offers: v13+
@@ -265,8 +285,7 @@ mod tests {
                 },
                 list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse},
                 produce_response::{
-                    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint,
-                    PartitionProduceResponse, TopicProduceResponse,
+                    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, TopicProduceResponse,
                 },
             },
             record::{BatchHeader, RecordBatchWriter},
@@ -401,6 +420,24 @@ mod tests {
         assert!(
             text.contains("bad batch; record 1: null key; record 4: "),
             "{text}"
+        );
+        // Neither a message nor rejected records: nothing to explain.
+        let bare = PartitionProduceResponse {
+            error_message: Some(String::new()),
+            ..Default::default()
+        };
+        assert_eq!(produce_error_message(&bare), None);
+        let records_only = PartitionProduceResponse {
+            record_errors: vec![BatchIndexAndErrorMessage {
+                batch_index: 0,
+                batch_index_error_message: Some("too old".into()),
+                ..Default::default()
+            }],
+            ..bare
+        };
+        assert_eq!(
+            produce_error_message(&records_only).as_deref(),
+            Some("record 0: too old")
         );
     }
 
