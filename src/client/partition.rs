@@ -4,7 +4,10 @@
 //! retriable errors (a leader moved, a broker restarted, a leader election
 //! in progress) with the client's backoff, until the operation timeout. The
 //! leader is looked up again after each such error, using the new leader the
-//! broker names where it does (KIP-951).
+//! broker names where it does (KIP-951). What each response means is
+//! decided in `outcome.rs`, without I/O.
+
+pub(crate) mod outcome;
 
 use std::ops::Range;
 
@@ -26,14 +29,13 @@ use crate::{
             produce_request::{PartitionProduceData, TopicProduceData},
             DeleteRecordsRequest, FetchRequest, ListOffsetsRequest, ProduceRequest,
         },
-        record::{
-            BatchHeader, DecodeLimits, RecordBatch, RecordBatchWriter, RecordHeader, TimestampType,
-        },
+        record::{BatchHeader, RecordBatch, RecordBatchWriter, RecordHeader, TimestampType},
         ApiKey, ErrorCode, Uuid,
     },
     record::{Record, RecordAndOffset},
 };
 
+use self::outcome::Failure;
 use super::{
     consumer::aborted::{AbortedFilter, BatchMeta},
     retry::{never_final, retry},
@@ -246,40 +248,25 @@ impl PartitionClient {
         Ok(conn)
     }
 
-    /// After an error that says the leader is elsewhere: forget the cached
-    /// leader so the next attempt looks it up again.
-    fn on_leader_error(&self, code: ErrorCode) {
-        if code.is_leader_moved() {
-            self.client.cluster.invalidate_topic(&self.topic);
-        }
-    }
-
-    /// After a partition error in a Produce or Fetch response: forgets the
-    /// cached leader if the error says so, then applies the response's
-    /// KIP-951 new-leader hint; `endpoints` are its `(node id, host, port)`
-    /// entries.
-    fn on_leader_error_with_hint<'a>(
-        &self,
-        code: ErrorCode,
-        leader_id: i32,
-        leader_epoch: i32,
-        endpoints: impl IntoIterator<Item = (i32, &'a str, i32)>,
-    ) {
-        self.on_leader_error(code);
-        if leader_id < 0 {
-            return;
-        }
-        let endpoint = endpoints
-            .into_iter()
-            .find(|(id, _, _)| *id == leader_id)
-            .map(|(_, host, port)| (host.to_owned(), port));
-        self.client.cluster.apply_leader_hint(
-            &self.topic,
-            self.partition,
-            leader_id,
-            leader_epoch,
-            endpoint,
-        );
+    /// Acts on a failed attempt's leader update (forgets the cached
+    /// leader, takes the KIP-951 hint) and returns its error, for the
+    /// retry loop to judge.
+    fn settle<T>(&self, outcome: Result<T, Failure>) -> Result<T> {
+        outcome.map_err(|f| {
+            if f.forget_leader {
+                self.client.cluster.invalidate_topic(&self.topic);
+            }
+            if let Some(h) = f.hint {
+                self.client.cluster.apply_leader_hint(
+                    &self.topic,
+                    self.partition,
+                    h.leader_id,
+                    h.leader_epoch,
+                    h.endpoint,
+                );
+            }
+            f.error
+        })
     }
 
     /// Produces `records` as one batch with `acks=all`; returns their offsets.
@@ -361,35 +348,8 @@ impl PartitionClient {
             return Ok(None);
         }
         let resp = conn.request(&req).await?;
-        let p = resp
-            .responses
-            .iter()
-            .filter(|t| t.name == self.topic)
-            .flat_map(|t| t.partition_responses.iter())
-            .find(|p| p.index == self.partition)
-            .ok_or_else(|| Error::protocol("the response lacks the partition produced to"))?;
-        let code = ErrorCode(p.error_code);
-        if !code.is_ok() {
-            self.on_leader_error_with_hint(
-                code,
-                p.current_leader.leader_id,
-                p.current_leader.leader_epoch,
-                resp.node_endpoints
-                    .iter()
-                    .map(|n| (n.node_id, n.host.as_str(), n.port)),
-            );
-            // Per-record errors (e.g. INVALID_RECORD) say which record and why.
-            let mut msg = p.error_message.clone().unwrap_or_default();
-            for r in &p.record_errors {
-                let detail = r.batch_index_error_message.as_deref().unwrap_or("");
-                if !msg.is_empty() {
-                    msg.push_str("; ");
-                }
-                msg.push_str(&format!("record {}: {detail}", r.batch_index));
-            }
-            return Err(Error::kafka(code, Some(msg)));
-        }
-        Ok(Some(p.base_offset))
+        self.settle(outcome::produce(&resp, &self.topic, self.partition))
+            .map(Some)
     }
 
     /// Fetches records from `offset` on, asking for between `bytes.start` and
@@ -458,15 +418,11 @@ impl PartitionClient {
         max_wait_ms: i32,
     ) -> Result<FetchResult> {
         let conn = self.leader(Role::Fetch).await?;
-        let mut version = conn
+        let highest = conn
             .version_for(ApiKey::FETCH)
             .ok_or_else(|| unsupported(&conn, ApiKey::FETCH))?;
-        // Fetch v13+ names topics by id. Without a known id (a broker that
-        // predates ids) fall back to v12, the last version with names.
         let topic_id = self.topic_id().await?;
-        if version >= 13 && topic_id == Uuid::default() {
-            version = 12;
-        }
+        let version = outcome::fetch_version(highest, topic_id);
         let req = FetchRequest {
             max_wait_ms,
             min_bytes: bytes.start,
@@ -494,59 +450,17 @@ impl PartitionClient {
             ..Default::default()
         };
         let resp = conn.request_version(&req, version).await?;
-        let top = ErrorCode(resp.error_code);
-        if !top.is_ok() {
-            return Err(Error::kafka(top, None));
-        }
-        let p = resp
-            .responses
-            .iter()
-            .filter(|t| {
-                if version >= 13 {
-                    t.topic_id == topic_id
-                } else {
-                    t.topic == self.topic
-                }
-            })
-            .flat_map(|t| t.partitions.iter())
-            .find(|p| p.partition_index == self.partition)
-            .ok_or_else(|| Error::protocol("the response lacks the partition fetched"))?;
-        let code = ErrorCode(p.error_code);
-        if !code.is_ok() {
-            self.on_leader_error_with_hint(
-                code,
-                p.current_leader.leader_id,
-                p.current_leader.leader_epoch,
-                resp.node_endpoints
-                    .iter()
-                    .map(|n| (n.node_id, n.host.as_str(), n.port)),
-            );
-            return Err(Error::kafka(code, None));
-        }
-        let decoded = match &p.records {
-            Some(b) if !b.is_empty() => {
-                crate::protocol::record::decode_batches(b.clone(), &DecodeLimits::default())
-                    .map_err(|e| {
-                        Error::protocol("cannot decode the fetched records").with_source(e)
-                    })?
-            }
-            _ => Default::default(),
-        };
-        let next_offset = decoded.next_offset().unwrap_or(offset).max(offset);
-        let aborted: Vec<(i64, i64)> = match (&p.aborted_transactions, self.isolation) {
-            (Some(a), IsolationLevel::ReadCommitted) => {
-                a.iter().map(|t| (t.producer_id, t.first_offset)).collect()
-            }
-            _ => Vec::new(),
-        };
-        let records = visible_records(decoded.batches, offset, aborted);
-        Ok(FetchResult {
-            records,
-            high_watermark: p.high_watermark,
-            last_stable_offset: p.last_stable_offset,
-            log_start_offset: p.log_start_offset,
-            next_offset,
-        })
+        self.settle(outcome::fetch(
+            &resp,
+            outcome::FetchAsked {
+                version,
+                topic: &self.topic,
+                topic_id,
+                partition: self.partition,
+                offset,
+                isolation: self.isolation,
+            },
+        ))
     }
 
     /// The topic id from metadata (nil when the broker has none).
@@ -591,23 +505,12 @@ impl PartitionClient {
             ..Default::default()
         };
         let resp = conn.request_version(&req, version).await?;
-        let p = resp
-            .topics
-            .iter()
-            .filter(|t| t.name == self.topic)
-            .flat_map(|t| t.partitions.iter())
-            .find(|p| p.partition_index == self.partition)
-            .ok_or_else(|| Error::protocol("the response lacks the partition asked for"))?;
-        let code = ErrorCode(p.error_code);
-        if !code.is_ok() {
-            self.on_leader_error(code);
-            return Err(Error::kafka(code, None));
-        }
-        if version == 0 {
-            // v0 answers with a list of offsets; we asked for one.
-            return Ok(p.old_style_offsets.first().copied().unwrap_or(-1));
-        }
-        Ok(p.offset)
+        self.settle(outcome::list_offset(
+            &resp,
+            version,
+            &self.topic,
+            self.partition,
+        ))
     }
 
     /// Deletes every record before `offset` (the log start offset moves
@@ -637,19 +540,7 @@ impl PartitionClient {
             ..Default::default()
         };
         let resp = conn.request(&req).await?;
-        let p = resp
-            .topics
-            .iter()
-            .filter(|t| t.name == self.topic)
-            .flat_map(|t| t.partitions.iter())
-            .find(|p| p.partition_index == self.partition)
-            .ok_or_else(|| Error::protocol("the response lacks the partition asked for"))?;
-        let code = ErrorCode(p.error_code);
-        if !code.is_ok() {
-            self.on_leader_error(code);
-            return Err(Error::kafka(code, None));
-        }
-        Ok(p.low_watermark)
+        self.settle(outcome::delete_records(&resp, &self.topic, self.partition))
     }
 }
 

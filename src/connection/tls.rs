@@ -410,6 +410,38 @@ pub(crate) fn explain_failure(addr: &str, e: &ConnectionError) -> Option<Connect
     }
 }
 
+/// What a failed handshake with `addr`, which had to present `name`, means.
+fn handshake_error(addr: &str, name: String, e: &std::io::Error) -> ConnectionError {
+    if let Some(r) = rustls_error(e) {
+        let failure = match classify(r) {
+            // rustls leaves the expected name out of the plain variant.
+            TlsFailure::NameMismatch {
+                expected,
+                presented,
+            } if expected.is_empty() => TlsFailure::NameMismatch {
+                expected: name,
+                presented,
+            },
+            f => f,
+        };
+        return tls_error(addr, failure);
+    }
+    match e.kind() {
+        // A Kafka plaintext listener reads the hello as a huge frame size
+        // and drops the connection.
+        std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => tls_error(
+            addr,
+            TlsFailure::NotTls(format!(
+                "the connection was closed during the TLS handshake: {e}"
+            )),
+        ),
+        _ => ConnectionError::Connect {
+            addr: addr.to_string(),
+            reason: format!("TLS handshake: {e}"),
+        },
+    }
+}
+
 /// Runs the TLS handshake on `stream` for `addr` before `deadline`.
 pub(crate) async fn handshake<S>(
     stream: S,
@@ -430,38 +462,7 @@ where
     let connector = TlsConnector::from(config.client.clone());
     let stream = match timeout_at(deadline, connector.connect(server_name, stream)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            if let Some(r) = rustls_error(&e) {
-                let failure = match classify(r) {
-                    // rustls leaves the expected name out of the plain variant.
-                    TlsFailure::NameMismatch {
-                        expected,
-                        presented,
-                    } if expected.is_empty() => TlsFailure::NameMismatch {
-                        expected: name,
-                        presented,
-                    },
-                    f => f,
-                };
-                return Err(tls_error(addr, failure));
-            }
-            return Err(match e.kind() {
-                // A Kafka plaintext listener reads the hello as a huge
-                // frame size and drops the connection.
-                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
-                    tls_error(
-                        addr,
-                        TlsFailure::NotTls(format!(
-                            "the connection was closed during the TLS handshake: {e}"
-                        )),
-                    )
-                }
-                _ => ConnectionError::Connect {
-                    addr: addr.to_string(),
-                    reason: format!("TLS handshake: {e}"),
-                },
-            });
-        }
+        Ok(Err(e)) => return Err(handshake_error(addr, name, &e)),
         Err(_) => {
             return Err(ConnectionError::Connect {
                 addr: addr.to_string(),
@@ -567,6 +568,41 @@ mod tests {
             })
         ));
         assert!(explain_failure("b:1", &ConnectionError::Closed).is_none());
+    }
+
+    #[test]
+    fn handshake_errors_name_the_cause() {
+        let io = |kind, inner: rustls::Error| std::io::Error::new(kind, inner);
+        // rustls's plain name mismatch gets the name that was expected.
+        let e = handshake_error(
+            "b:1",
+            "broker.example".into(),
+            &io(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+            ),
+        );
+        assert!(matches!(
+            e,
+            ConnectionError::Tls {
+                failure: TlsFailure::NameMismatch { ref expected, .. },
+                ..
+            } if expected == "broker.example"
+        ));
+        // A plaintext listener drops the connection: not TLS.
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert!(matches!(
+            handshake_error("b:1", "b".into(), &eof),
+            ConnectionError::Tls {
+                failure: TlsFailure::NotTls(_),
+                ..
+            }
+        ));
+        let refused = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        assert!(matches!(
+            handshake_error("b:1", "b".into(), &refused),
+            ConnectionError::Connect { ref reason, .. } if reason.starts_with("TLS handshake: ")
+        ));
     }
 
     /// In-process TLS servers with generated certificates, for failures a

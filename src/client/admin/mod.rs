@@ -31,6 +31,7 @@ mod acl;
 mod config;
 mod offsets;
 mod partitions;
+mod per_leader;
 mod quota;
 mod scram;
 mod txn;

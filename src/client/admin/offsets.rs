@@ -1,11 +1,14 @@
 //! Requests that go to partition leaders, one per broker: ListOffsets and
 //! DescribeProducers.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use tokio::time::Instant;
 
-use super::AdminClient;
+use super::{
+    per_leader::{PartitionAnswer, PerLeader, Round},
+    AdminClient,
+};
 use crate::{
     client::{
         group::TopicPartition,
@@ -44,9 +47,6 @@ pub struct ProducerInfo {
     pub current_txn_start_offset: Option<i64>,
 }
 
-/// One partition's answer in a per-leader request.
-type PartitionAnswer<T> = (TopicPartition, Result<T>);
-
 /// The error of a non-zero code in a partition's answer. Unlike
 /// [`super::check`], UNKNOWN_TOPIC_OR_PARTITION stays retriable here: from a
 /// partition's leader it means the leadership moved on.
@@ -78,76 +78,27 @@ impl AdminClient {
         let cluster = &self.client.cluster;
         let deadline = Instant::now() + self.client.settings.operation_timeout;
         let mut backoff = Backoff::new(&self.client.settings.backoff, Some(deadline));
-        let mut pending: BTreeSet<TopicPartition> = partitions.into_iter().collect();
-        let mut out = BTreeMap::new();
+        let mut rounds = PerLeader::new(api, partitions);
         let ask = &ask;
-        // Topics whose partitions are looked up in fresh metadata: a cached
-        // entry may predate new partitions.
-        let mut refreshed: BTreeSet<String> = BTreeSet::new();
-        while !pending.is_empty() {
-            let topics: Vec<String> = pending
-                .iter()
-                .map(|tp| tp.topic.to_string())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let md = cluster.metadata(Some(&topics)).await?;
-            let unknown: Vec<&TopicPartition> = pending
-                .iter()
-                .filter(|tp| {
-                    md.topics
-                        .get(&*tp.topic)
-                        .filter(|t| t.error.is_ok())
-                        .and_then(|t| t.partitions.get(&tp.partition))
-                        .is_none()
-                })
-                .collect();
-            let stale: Vec<String> = unknown
-                .iter()
-                .map(|tp| tp.topic.to_string())
-                .filter(|t| !refreshed.contains(t))
-                .collect();
-            if !stale.is_empty() {
-                for t in stale {
-                    cluster.invalidate_topic(&t);
-                    refreshed.insert(t);
-                }
-                continue;
-            }
-            let mut last: Option<Error> = None;
-            if let Some(tp) = unknown.first() {
-                // The topic's own error if it has one (not authorised, no
-                // leader yet), else an unknown partition.
-                let e = match md.topics.get(&*tp.topic).map(|t| t.error) {
-                    Some(code) if !code.is_ok() => Error::kafka(code, None),
-                    _ => Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None),
-                }
-                .with_api(api)
-                .with_topic(&tp.topic)
-                .with_partition(tp.partition);
-                if !e.is_retriable() {
-                    return Err(e);
-                }
-                for tp in &unknown {
-                    cluster.invalidate_topic(&tp.topic);
-                }
-                last = Some(e);
-            }
-            let mut by_broker: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
-            for tp in pending.iter().filter(|tp| !unknown.contains(tp)) {
-                let p = md
-                    .topics
-                    .get(&*tp.topic)
-                    .filter(|t| t.error.is_ok())
-                    .and_then(|t| t.partitions.get(&tp.partition));
-                match p.and_then(|p| p.leader) {
-                    Some(leader) => by_broker.entry(leader).or_default().push(tp.clone()),
-                    None => {
-                        cluster.invalidate_topic(&tp.topic);
-                        last = Some(Error::kafka(ErrorCode::LEADER_NOT_AVAILABLE, None));
+        while !rounds.is_done() {
+            let md = cluster.metadata(Some(&rounds.topics())).await?;
+            let by_broker = match rounds.plan(&md)? {
+                Round::Refresh(topics) => {
+                    for t in topics {
+                        cluster.invalidate_topic(&t);
                     }
+                    continue;
                 }
-            }
+                Round::Ask {
+                    invalidate,
+                    by_broker,
+                } => {
+                    for t in invalidate {
+                        cluster.invalidate_topic(&t);
+                    }
+                    by_broker
+                }
+            };
             let answers =
                 futures::future::join_all(by_broker.into_iter().map(|(id, tps)| async move {
                     let asked = tps.clone();
@@ -159,54 +110,18 @@ impl AdminClient {
                 }))
                 .await;
             for (asked, answer) in answers {
-                match answer {
-                    Ok(parts) => {
-                        for (tp, r) in parts {
-                            // A broker's answer for a partition it was not
-                            // asked about says nothing.
-                            if !pending.contains(&tp) || !asked.contains(&tp) {
-                                continue;
-                            }
-                            match r {
-                                Ok(v) => {
-                                    pending.remove(&tp);
-                                    out.insert(tp, v);
-                                }
-                                Err(e) => {
-                                    let e = e
-                                        .with_api(api)
-                                        .with_topic(&tp.topic)
-                                        .with_partition(tp.partition);
-                                    if !e.is_retriable() {
-                                        return Err(e);
-                                    }
-                                    cluster.invalidate_topic(&tp.topic);
-                                    last = Some(e);
-                                }
-                            }
-                        }
-                    }
-                    Err(e) if e.is_retriable() => {
-                        // The leader may be gone: look its partitions up
-                        // again rather than ask it until the deadline.
-                        for tp in &asked {
-                            cluster.invalidate_topic(&tp.topic);
-                        }
-                        last = Some(e.with_api(api));
-                    }
-                    Err(e) => return Err(e.with_api(api)),
+                for t in rounds.on_answer(&asked, answer)? {
+                    cluster.invalidate_topic(&t);
                 }
             }
-            if pending.is_empty() {
+            if rounds.is_done() {
                 break;
             }
             if backoff.wait().await.is_err() {
-                return Err(last.unwrap_or_else(|| {
-                    Error::protocol("leaders did not answer for every partition").with_api(api)
-                }));
+                return Err(rounds.give_up());
             }
         }
-        Ok(out)
+        Ok(rounds.finish())
     }
 
     /// [`list_offsets`](Self::list_offsets) with the same `at` for each of

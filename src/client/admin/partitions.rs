@@ -11,7 +11,7 @@ use crate::{
             alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic},
             elect_leaders_request::TopicPartitions,
             list_partition_reassignments_request::ListPartitionReassignmentsTopics,
-            AlterPartitionReassignmentsRequest, ElectLeadersRequest,
+            AlterPartitionReassignmentsRequest, ElectLeadersRequest, ElectLeadersResponse,
             ListPartitionReassignmentsRequest,
         },
         ApiKey, ErrorCode,
@@ -55,6 +55,34 @@ pub enum ElectionResult {
     NotNeeded,
     /// The election failed; the error names the partition.
     Failed(Error),
+}
+
+/// Each partition's outcome in an ElectLeaders response: an election that
+/// was not needed is no failure.
+fn election_results(
+    resp: ElectLeadersResponse,
+) -> Result<BTreeMap<TopicPartition, ElectionResult>> {
+    check(resp.error_code, None)?;
+    let mut out = BTreeMap::new();
+    for t in resp.replica_election_results {
+        for p in t.partition_result {
+            let result = match ErrorCode(p.error_code) {
+                ErrorCode::NONE => ElectionResult::Elected,
+                ErrorCode::ELECTION_NOT_NEEDED => ElectionResult::NotNeeded,
+                code => ElectionResult::Failed(
+                    Error::kafka(code, p.error_message)
+                        .with_api(ApiKey::ELECT_LEADERS)
+                        .with_topic(&t.topic)
+                        .with_partition(p.partition_id),
+                ),
+            };
+            out.insert(
+                TopicPartition::new(t.topic.as_str(), p.partition_id),
+                result,
+            );
+        }
+    }
+    Ok(out)
 }
 
 /// Groups partitions by topic, in order.
@@ -189,29 +217,68 @@ impl AdminClient {
         };
         let req = &req;
         self.at_controller(ApiKey::ELECT_LEADERS, |conn| async move {
-            let resp = conn.request(req).await?;
-            check(resp.error_code, None)?;
-            let mut out = BTreeMap::new();
-            for t in resp.replica_election_results {
-                for p in t.partition_result {
-                    let result = match ErrorCode(p.error_code) {
-                        ErrorCode::NONE => ElectionResult::Elected,
-                        ErrorCode::ELECTION_NOT_NEEDED => ElectionResult::NotNeeded,
-                        code => ElectionResult::Failed(
-                            Error::kafka(code, p.error_message)
-                                .with_api(ApiKey::ELECT_LEADERS)
-                                .with_topic(&t.topic)
-                                .with_partition(p.partition_id),
-                        ),
-                    };
-                    out.insert(
-                        TopicPartition::new(t.topic.as_str(), p.partition_id),
-                        result,
-                    );
-                }
-            }
-            Ok(out)
+            election_results(conn.request(req).await?)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::messages::elect_leaders_response::{
+        PartitionResult, ReplicaElectionResult,
+    };
+
+    #[test]
+    fn election_outcomes_per_partition() {
+        let partition = |partition_id, code: ErrorCode, message: Option<&str>| PartitionResult {
+            partition_id,
+            error_code: code.0,
+            error_message: message.map(str::to_owned),
+            ..Default::default()
+        };
+        let resp = ElectLeadersResponse {
+            replica_election_results: vec![ReplicaElectionResult {
+                topic: "t".into(),
+                partition_result: vec![
+                    partition(0, ErrorCode::NONE, None),
+                    partition(1, ErrorCode::ELECTION_NOT_NEEDED, None),
+                    partition(
+                        2,
+                        ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE,
+                        Some("replica 3 is offline"),
+                    ),
+                ],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let out = election_results(resp).unwrap();
+        assert!(matches!(
+            out[&TopicPartition::new("t", 0)],
+            ElectionResult::Elected
+        ));
+        assert!(matches!(
+            out[&TopicPartition::new("t", 1)],
+            ElectionResult::NotNeeded
+        ));
+        let ElectionResult::Failed(e) = &out[&TopicPartition::new("t", 2)] else {
+            panic!("expected a failure: {out:?}");
+        };
+        assert_eq!(
+            e.error_code(),
+            Some(ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE)
+        );
+        assert!(e.to_string().contains("replica 3 is offline"), "{e}");
+
+        let refused = ElectLeadersResponse {
+            error_code: ErrorCode::CLUSTER_AUTHORIZATION_FAILED.0,
+            ..Default::default()
+        };
+        assert_eq!(
+            election_results(refused).unwrap_err().error_code(),
+            Some(ErrorCode::CLUSTER_AUTHORIZATION_FAILED)
+        );
     }
 }

@@ -16,6 +16,7 @@ use super::{
     settings::Settings,
 };
 use crate::{
+    client::partition::outcome::leader_hint,
     error::{Error, ErrorKind},
     protocol::{
         messages::{
@@ -234,17 +235,14 @@ pub(super) fn answer(resp: FetchResponse, keys: &AnswerKeys, settings: &Settings
                 continue;
             };
             let error = ErrorCode(p.error_code);
-            let leader_hint = (p.current_leader.leader_id >= 0).then(|| {
-                let endpoint = node_endpoints
+            let leader_hint = leader_hint(
+                p.current_leader.leader_id,
+                p.current_leader.leader_epoch,
+                node_endpoints
                     .iter()
-                    .find(|n| n.node_id == p.current_leader.leader_id)
-                    .map(|n| (n.host.clone(), n.port));
-                (
-                    p.current_leader.leader_id,
-                    p.current_leader.leader_epoch,
-                    endpoint,
-                )
-            });
+                    .map(|n| (n.node_id, n.host.as_str(), n.port)),
+            )
+            .map(|h| (h.leader_id, h.leader_epoch, h.endpoint));
             let records = p.records.unwrap_or_default();
             let wire_bytes = records.len();
             let chunk = (error.is_ok() && !records.is_empty()).then(|| {

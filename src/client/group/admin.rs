@@ -20,8 +20,8 @@ use crate::{
     protocol::{
         messages::{
             offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
-            ConsumerGroupDescribeRequest, DeleteGroupsRequest, DescribeGroupsRequest,
-            ListGroupsRequest, OffsetDeleteRequest,
+            ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, DeleteGroupsRequest,
+            DescribeGroupsRequest, DescribeGroupsResponse, ListGroupsRequest, OffsetDeleteRequest,
         },
         ApiKey, ErrorCode,
     },
@@ -125,6 +125,135 @@ impl Client {
     }
 }
 
+/// The description in a ConsumerGroupDescribe answer; `None` if the group
+/// is not a KIP-848 one (a classic group, or none): DescribeGroups tells.
+fn consumer_group_description(
+    resp: ConsumerGroupDescribeResponse,
+    group: &str,
+    coordinator: i32,
+) -> Result<Option<GroupDescription>> {
+    let g = resp
+        .groups
+        .into_iter()
+        .find(|g| g.group_id == group)
+        .ok_or_else(|| Error::protocol("ConsumerGroupDescribe answered without the group"))?;
+    match ErrorCode(g.error_code) {
+        ErrorCode::NONE => Ok(Some(GroupDescription {
+            group_id: g.group_id,
+            state: g.group_state,
+            group_type: "consumer".into(),
+            protocol_type: "consumer".into(),
+            assignor: g.assignor_name,
+            coordinator,
+            members: g
+                .members
+                .into_iter()
+                .map(|m| MemberDescription {
+                    member_id: m.member_id,
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    subscribed_topics: m.subscribed_topic_names,
+                    assignment: m
+                        .assignment
+                        .topic_partitions
+                        .into_iter()
+                        .flat_map(|t| {
+                            let name = t.topic_name;
+                            t.partitions
+                                .into_iter()
+                                .map(move |p| TopicPartition::new(name.clone(), p))
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })),
+        ErrorCode::GROUP_ID_NOT_FOUND => Ok(None),
+        c => Err(Error::kafka(c, g.error_message).with_api(ApiKey::CONSUMER_GROUP_DESCRIBE)),
+    }
+}
+
+/// The description in a DescribeGroups answer (a group that does not exist
+/// is `Dead` with no members). Members' subscriptions and assignments are
+/// decoded only for the consumer protocol; other protocols' are opaque.
+fn classic_group_description(
+    resp: DescribeGroupsResponse,
+    group: &str,
+    coordinator: i32,
+) -> Result<GroupDescription> {
+    let g = resp
+        .groups
+        .into_iter()
+        .find(|g| g.group_id == group)
+        .ok_or_else(|| Error::protocol("DescribeGroups answered without the group"))?;
+    check(g.error_code, None, ApiKey::DESCRIBE_GROUPS)?;
+    let consumer = g.protocol_type == super::protocol::PROTOCOL_TYPE;
+    Ok(GroupDescription {
+        group_id: g.group_id,
+        state: g.group_state,
+        group_type: "classic".into(),
+        protocol_type: g.protocol_type,
+        assignor: g.protocol_data,
+        coordinator,
+        members: g
+            .members
+            .into_iter()
+            .map(|m| MemberDescription {
+                member_id: m.member_id,
+                instance_id: m.group_instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                subscribed_topics: if consumer {
+                    Subscription::decode(m.member_metadata)
+                        .map(|s| s.topics)
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+                assignment: if consumer {
+                    Assignment::decode(m.member_assignment)
+                        .map(|a| a.partitions)
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect(),
+    })
+}
+
+/// Offsets found by timestamp, with `-1` (no record that recent) replaced
+/// by the end of the log from `ends`.
+fn at_end_where_none(
+    mut found: BTreeMap<TopicPartition, i64>,
+    ends: &BTreeMap<TopicPartition, i64>,
+) -> BTreeMap<TopicPartition, i64> {
+    for (tp, o) in found.iter_mut() {
+        if *o == -1 {
+            if let Some(end) = ends.get(tp) {
+                *o = *end;
+            }
+        }
+    }
+    found
+}
+
+/// `offset` moved into each partition's log, from its start in `starts`
+/// to its end in `ends`.
+fn clamped_to_logs(
+    offset: i64,
+    starts: BTreeMap<TopicPartition, i64>,
+    ends: &BTreeMap<TopicPartition, i64>,
+) -> BTreeMap<TopicPartition, i64> {
+    starts
+        .into_iter()
+        .map(|(tp, start)| {
+            let end = ends.get(&tp).copied().unwrap_or(start).max(start);
+            (tp, offset.clamp(start, end))
+        })
+        .collect()
+}
+
 impl GroupAdmin {
     /// Runs `attempt` against the group's coordinator, looking it up again
     /// and retrying while it moves, loads, or fails retriably.
@@ -174,52 +303,8 @@ impl GroupAdmin {
                         ..Default::default()
                     })
                     .await?;
-                let g = resp
-                    .groups
-                    .into_iter()
-                    .find(|g| g.group_id == group)
-                    .ok_or_else(|| {
-                        Error::protocol("ConsumerGroupDescribe answered without the group")
-                    })?;
-                match ErrorCode(g.error_code) {
-                    ErrorCode::NONE => {
-                        return Ok(GroupDescription {
-                            group_id: g.group_id,
-                            state: g.group_state,
-                            group_type: "consumer".into(),
-                            protocol_type: "consumer".into(),
-                            assignor: g.assignor_name,
-                            coordinator,
-                            members: g
-                                .members
-                                .into_iter()
-                                .map(|m| MemberDescription {
-                                    member_id: m.member_id,
-                                    instance_id: m.instance_id,
-                                    client_id: m.client_id,
-                                    client_host: m.client_host,
-                                    subscribed_topics: m.subscribed_topic_names,
-                                    assignment: m
-                                        .assignment
-                                        .topic_partitions
-                                        .into_iter()
-                                        .flat_map(|t| {
-                                            let name = t.topic_name;
-                                            t.partitions
-                                                .into_iter()
-                                                .map(move |p| TopicPartition::new(name.clone(), p))
-                                        })
-                                        .collect(),
-                                })
-                                .collect(),
-                        });
-                    }
-                    // A classic group (or none): DescribeGroups tells.
-                    ErrorCode::GROUP_ID_NOT_FOUND => {}
-                    c => {
-                        return Err(Error::kafka(c, g.error_message)
-                            .with_api(ApiKey::CONSUMER_GROUP_DESCRIBE))
-                    }
+                if let Some(d) = consumer_group_description(resp, group, coordinator)? {
+                    return Ok(d);
                 }
             }
             let resp = conn
@@ -228,45 +313,7 @@ impl GroupAdmin {
                     ..Default::default()
                 })
                 .await?;
-            let g = resp
-                .groups
-                .into_iter()
-                .find(|g| g.group_id == group)
-                .ok_or_else(|| Error::protocol("DescribeGroups answered without the group"))?;
-            check(g.error_code, None, ApiKey::DESCRIBE_GROUPS)?;
-            let consumer = g.protocol_type == super::protocol::PROTOCOL_TYPE;
-            Ok(GroupDescription {
-                group_id: g.group_id,
-                state: g.group_state,
-                group_type: "classic".into(),
-                protocol_type: g.protocol_type,
-                assignor: g.protocol_data,
-                coordinator,
-                members: g
-                    .members
-                    .into_iter()
-                    .map(|m| MemberDescription {
-                        member_id: m.member_id,
-                        instance_id: m.group_instance_id,
-                        client_id: m.client_id,
-                        client_host: m.client_host,
-                        subscribed_topics: if consumer {
-                            Subscription::decode(m.member_metadata)
-                                .map(|s| s.topics)
-                                .unwrap_or_default()
-                        } else {
-                            Vec::new()
-                        },
-                        assignment: if consumer {
-                            Assignment::decode(m.member_assignment)
-                                .map(|a| a.partitions)
-                                .unwrap_or_default()
-                        } else {
-                            Vec::new()
-                        },
-                    })
-                    .collect(),
-            })
+            classic_group_description(resp, group, coordinator)
         })
         .await
     }
@@ -440,34 +487,158 @@ impl GroupAdmin {
             OffsetSpec::Earliest => list(OffsetAt::Earliest).await?,
             OffsetSpec::Latest => list(OffsetAt::Latest).await?,
             OffsetSpec::Timestamp(ms) => {
-                let mut found = list(OffsetAt::timestamp_millis(ms)).await?;
-                // No record that recent: the end of the log.
+                let found = list(OffsetAt::timestamp_millis(ms)).await?;
                 if found.values().any(|o| *o == -1) {
-                    let ends = list(OffsetAt::Latest).await?;
-                    for (tp, o) in found.iter_mut() {
-                        if *o == -1 {
-                            if let Some(end) = ends.get(tp) {
-                                *o = *end;
-                            }
-                        }
-                    }
+                    at_end_where_none(found, &list(OffsetAt::Latest).await?)
+                } else {
+                    found
                 }
-                found
             }
             OffsetSpec::Offset(o) => {
                 let (starts, ends) =
                     futures::future::try_join(list(OffsetAt::Earliest), list(OffsetAt::Latest))
                         .await?;
-                starts
-                    .into_iter()
-                    .map(|(tp, start)| {
-                        let end = ends.get(&tp).copied().unwrap_or(start).max(start);
-                        (tp, o.clamp(start, end))
-                    })
-                    .collect()
+                clamped_to_logs(o, starts, &ends)
             }
         };
         self.commit_offsets(group, &offsets).await?;
         Ok(offsets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::protocol::messages::{
+        consumer_group_describe_response as cgd, describe_groups_response as dg,
+    };
+
+    fn tp(topic: &str, partition: i32) -> TopicPartition {
+        TopicPartition::new(topic, partition)
+    }
+
+    fn kip848(error_code: ErrorCode) -> ConsumerGroupDescribeResponse {
+        ConsumerGroupDescribeResponse {
+            groups: vec![cgd::DescribedGroup {
+                error_code: error_code.0,
+                group_id: "g".into(),
+                group_state: "Stable".into(),
+                assignor_name: "uniform".into(),
+                members: vec![cgd::Member {
+                    member_id: "m1".into(),
+                    client_id: "c1".into(),
+                    subscribed_topic_names: vec!["t".into()],
+                    assignment: cgd::Assignment {
+                        topic_partitions: vec![cgd::TopicPartitions {
+                            topic_name: "t".into(),
+                            partitions: vec![0, 2],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_kip848_group_or_a_fallback_to_describe_groups() {
+        let d = consumer_group_description(kip848(ErrorCode::NONE), "g", 3)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (d.group_type.as_str(), d.assignor.as_str(), d.coordinator),
+            ("consumer", "uniform", 3)
+        );
+        assert_eq!(d.members[0].assignment, vec![tp("t", 0), tp("t", 2)]);
+        assert_eq!(d.members[0].subscribed_topics, vec!["t".to_owned()]);
+        // A classic group or none: DescribeGroups is asked.
+        assert!(
+            consumer_group_description(kip848(ErrorCode::GROUP_ID_NOT_FOUND), "g", 3)
+                .unwrap()
+                .is_none()
+        );
+        let e = consumer_group_description(kip848(ErrorCode::GROUP_AUTHORIZATION_FAILED), "g", 3)
+            .unwrap_err();
+        assert_eq!(e.error_code(), Some(ErrorCode::GROUP_AUTHORIZATION_FAILED));
+        let e = consumer_group_description(kip848(ErrorCode::NONE), "other", 3).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Protocol);
+    }
+
+    #[test]
+    fn a_classic_group_decodes_consumer_members_only() {
+        let subscription = Subscription {
+            topics: vec!["t".into()],
+            ..Default::default()
+        }
+        .encode(3)
+        .unwrap();
+        let assignment = Assignment {
+            partitions: vec![tp("t", 1)],
+            user_data: None,
+        }
+        .encode(3)
+        .unwrap();
+        let resp = |protocol_type: &str| DescribeGroupsResponse {
+            groups: vec![dg::DescribedGroup {
+                group_id: "g".into(),
+                group_state: "Stable".into(),
+                protocol_type: protocol_type.into(),
+                protocol_data: "range".into(),
+                members: vec![dg::DescribedGroupMember {
+                    member_id: "m1".into(),
+                    member_metadata: subscription.clone(),
+                    member_assignment: assignment.clone(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let d = classic_group_description(resp("consumer"), "g", 1).unwrap();
+        assert_eq!(
+            (d.group_type.as_str(), d.assignor.as_str()),
+            ("classic", "range")
+        );
+        assert_eq!(d.members[0].subscribed_topics, vec!["t".to_owned()]);
+        assert_eq!(d.members[0].assignment, vec![tp("t", 1)]);
+        // Another protocol's member data is opaque.
+        let d = classic_group_description(resp("connect"), "g", 1).unwrap();
+        assert!(d.members[0].subscribed_topics.is_empty() && d.members[0].assignment.is_empty());
+        // Undecodable consumer data leaves the member's lists empty.
+        let mut garbled = resp("consumer");
+        garbled.groups[0].members[0].member_metadata = Bytes::from_static(&[0xff]);
+        let d = classic_group_description(garbled, "g", 1).unwrap();
+        assert!(d.members[0].subscribed_topics.is_empty());
+
+        let mut failed = resp("consumer");
+        failed.groups[0].error_code = ErrorCode::COORDINATOR_LOAD_IN_PROGRESS.0;
+        let e = classic_group_description(failed, "g", 1).unwrap_err();
+        assert_eq!(
+            e.error_code(),
+            Some(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
+        );
+        assert!(e.is_retriable());
+    }
+
+    #[test]
+    fn reset_targets_inside_the_log() {
+        let ends = BTreeMap::from([(tp("t", 0), 50), (tp("t", 1), 70)]);
+        // No record that recent: the end of the log.
+        assert_eq!(
+            at_end_where_none(BTreeMap::from([(tp("t", 0), 12), (tp("t", 1), -1)]), &ends),
+            BTreeMap::from([(tp("t", 0), 12), (tp("t", 1), 70)])
+        );
+        let starts = BTreeMap::from([(tp("t", 0), 10), (tp("t", 1), 60), (tp("t", 2), 5)]);
+        assert_eq!(
+            clamped_to_logs(65, starts, &ends),
+            // Past the end, inside, and with no end known: the start.
+            BTreeMap::from([(tp("t", 0), 50), (tp("t", 1), 65), (tp("t", 2), 5)])
+        );
     }
 }

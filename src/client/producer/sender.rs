@@ -24,6 +24,7 @@ use super::{
     Acks, Shared,
 };
 use crate::{
+    client::partition::outcome::{produce_error_message, produce_leader_hint, LeaderHint},
     cluster::{Backoff, Metadata, Role},
     connection::BrokerConnection,
     error::{Error, ErrorKind},
@@ -362,9 +363,8 @@ async fn broker_task(shared: Arc<Shared>, broker: i32, mut rx: mpsc::UnboundedRe
     while pending.next().await.is_some() {}
 }
 
-/// A KIP-951 leader hint: topic, partition, leader id, leader epoch and the
-/// leader's endpoint if the response named it.
-type LeaderHint = (Arc<str>, i32, i32, i32, Option<(String, i32)>);
+/// A KIP-951 leader hint for a topic and partition.
+type PartitionHint = (Arc<str>, i32, LeaderHint);
 
 /// A request's batches, encoded.
 struct Prepared {
@@ -474,7 +474,7 @@ fn settle(
     let now = Instant::now();
     let m = &shared.metrics;
     let mut refresh_topics: Vec<Arc<str>> = Vec::new();
-    let mut hints: Vec<LeaderHint> = Vec::new();
+    let mut hints: Vec<PartitionHint> = Vec::new();
     let mut results = failed;
     match outcome {
         Ok(None) => {
@@ -513,30 +513,13 @@ fn settle(
                                 .then_some(p.log_append_time_ms),
                         }
                     } else {
-                        if p.current_leader.leader_id >= 0 {
-                            let endpoint = resp
-                                .node_endpoints
-                                .iter()
-                                .find(|n| n.node_id == p.current_leader.leader_id)
-                                .map(|n| (n.host.clone(), n.port));
-                            hints.push((
-                                b.topic().clone(),
-                                p.index,
-                                p.current_leader.leader_id,
-                                p.current_leader.leader_epoch,
-                                endpoint,
-                            ));
+                        if let Some(hint) = produce_leader_hint(&resp, p) {
+                            hints.push((b.topic().clone(), p.index, hint));
                         }
-                        let mut message = p.error_message.clone().filter(|m| !m.is_empty());
-                        for r in &p.record_errors {
-                            let detail = r.batch_index_error_message.as_deref().unwrap_or("");
-                            let m = message.get_or_insert_with(String::new);
-                            if !m.is_empty() {
-                                m.push_str("; ");
-                            }
-                            m.push_str(&format!("record {}: {detail}", r.batch_index));
+                        SendResult::Error {
+                            code,
+                            message: produce_error_message(p),
                         }
-                        SendResult::Error { code, message }
                     };
                     results.push((b, result));
                 }
@@ -586,10 +569,14 @@ fn settle(
         shared.cluster.invalidate_topic(t);
     }
     // Hints after invalidation, so the hinted leader is used right away.
-    for (topic, partition, leader, epoch, endpoint) in hints {
-        shared
-            .cluster
-            .apply_leader_hint(&topic, partition, leader, epoch, endpoint);
+    for (topic, partition, h) in hints {
+        shared.cluster.apply_leader_hint(
+            &topic,
+            partition,
+            h.leader_id,
+            h.leader_epoch,
+            h.endpoint,
+        );
     }
     if start_refresh {
         let topics = refresh_topics.iter().map(|t| t.to_string()).collect();

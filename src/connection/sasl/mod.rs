@@ -4,8 +4,11 @@
 //!
 //! Each mechanism implements [`Mechanism`]: an initial client message, then
 //! one step per server message, ending in [`Step::Done`] or an error. They
-//! do no I/O, so they are tested against fixed vectors.
+//! do no I/O, so they are tested against fixed vectors; neither does the
+//! exchange around them (`exchange.rs`). The async functions here only
+//! send what it asks for and sleep until it says to re-authenticate.
 
+mod exchange;
 mod oauthbearer;
 mod plain;
 mod scram;
@@ -21,11 +24,9 @@ pub use self::oauthbearer::{
 };
 pub use self::plain::Plain;
 pub use self::scram::{escape_username, Scram, ScramHash, MAX_ITERATIONS, MIN_ITERATIONS};
+use self::exchange::{Exchange, Failure, Next, Session};
 use super::{BrokerConnection, ConnectionError};
-use crate::protocol::{
-    messages::{SaslAuthenticateRequest, SaslHandshakeRequest},
-    ApiKey, ErrorCode,
-};
+use crate::protocol::ApiKey;
 
 /// What a mechanism does after a server message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,155 +188,51 @@ impl SaslConfig {
     }
 }
 
-/// Bound on SaslAuthenticate rounds, against a server that never finishes.
-/// SCRAM needs two, PLAIN and OAUTHBEARER one (two on rejection).
-const MAX_ROUNDS: usize = 8;
-
-/// Share of the session lifetime after which re-authentication starts:
-/// 85 % plus up to 10 % jitter, so that connections opened together do
-/// not re-authenticate together (the same window as Kafka's Java client).
-const REAUTH_AT: f64 = 0.85;
-const REAUTH_JITTER: f64 = 0.10;
-
-/// Bounds on the wait before re-authenticating, whatever lifetime the
-/// broker announces: the floor keeps a tiny lifetime from turning into a
-/// re-authentication loop that starves requests, the cap keeps time
-/// arithmetic on a huge one from overflowing.
-const MIN_REAUTH_DELAY: Duration = Duration::from_millis(100);
-const MAX_REAUTH_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
-
 /// Longest sleep of the re-authentication task between checks that its
 /// connection still exists, so a dropped connection's task ends soon.
 const REAUTH_POLL: Duration = Duration::from_secs(30);
 
-/// A successful authentication.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Session {
-    /// When the last SaslAuthenticate request went out: the broker's
-    /// session clock starts after that, so counting from it is safe.
-    sent_at: Instant,
-    /// The session lifetime the broker announced (SaslAuthenticate v1+),
-    /// `None` if it did not.
-    lifetime: Option<Duration>,
-}
-
-fn auth_error(
-    conn: &BrokerConnection,
-    mechanism: &str,
-    code: Option<ErrorCode>,
-    message: impl Into<String>,
-) -> ConnectionError {
+fn auth_error(conn: &BrokerConnection, mechanism: &str, failure: Failure) -> ConnectionError {
     ConnectionError::Authentication {
         addr: conn.addr().to_string(),
         mechanism: mechanism.to_string(),
-        code,
-        message: message.into(),
+        code: failure.code,
+        message: failure.message,
     }
 }
 
-/// Runs one SASL exchange on `conn`: SaslHandshake v1, then SaslAuthenticate
-/// until the mechanism is done. Requests bypass the re-authentication gate,
+/// Runs one SASL exchange on `conn`: sends what the [`Exchange`] asks for
+/// and hands it the answers. Requests bypass the re-authentication gate,
 /// so this works while the gate is held.
 pub(crate) async fn authenticate(
     conn: &BrokerConnection,
     config: &SaslConfig,
 ) -> Result<Session, ConnectionError> {
     let name = config.mechanism();
-    // SaslHandshake v0 switches the connection to unframed SASL tokens;
-    // v1 (Kafka 1.0+) keeps Kafka framing, which this client requires.
-    let handshake_version = conn
-        .version_for(ApiKey::SASL_HANDSHAKE)
-        .filter(|&v| v >= 1)
-        .ok_or_else(|| {
-            auth_error(
-                conn,
-                name,
-                None,
-                "the broker does not offer SaslHandshake v1 (Kafka 1.0 or newer is needed)",
-            )
-        })?;
-    let authenticate_version = conn.version_for(ApiKey::SASL_AUTHENTICATE).ok_or_else(|| {
-        auth_error(
-            conn,
-            name,
-            None,
-            "the broker does not offer SaslAuthenticate",
-        )
-    })?;
-    let handshake = SaslHandshakeRequest {
-        mechanism: name.to_string(),
-    };
-    let resp = conn.request_ungated(&handshake, handshake_version).await?;
-    match ErrorCode(resp.error_code) {
-        ErrorCode::NONE => {}
-        code @ ErrorCode::UNSUPPORTED_SASL_MECHANISM => {
-            return Err(auth_error(
-                conn,
-                name,
-                Some(code),
-                format!(
-                    "the broker does not enable {name}; it enables {:?}",
-                    resp.mechanisms
-                ),
-            ))
-        }
-        code @ ErrorCode::ILLEGAL_SASL_STATE => {
-            return Err(auth_error(
-                conn,
-                name,
-                Some(code),
-                "the broker did not expect a SASL handshake: is this a SASL listener?",
-            ))
-        }
-        code => return Err(auth_error(conn, name, Some(code), "SaslHandshake failed")),
-    }
-
-    let mut mechanism = config
-        .start()
-        .await
-        .map_err(|e| auth_error(conn, name, None, e.to_string()))?;
-    let mut out = mechanism
-        .initial_response()
-        .map_err(|e| auth_error(conn, name, None, e.to_string()))?;
-    for _ in 0..MAX_ROUNDS {
-        let sent_at = Instant::now();
-        let req = SaslAuthenticateRequest {
-            auth_bytes: out.into(),
-            ..Default::default()
-        };
-        let resp = conn.request_ungated(&req, authenticate_version).await?;
-        if resp.error_code != 0 {
-            let code = ErrorCode(resp.error_code);
-            let mut message = resp
-                .error_message
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| code.to_string());
-            if let Some(detail) = mechanism.failure_detail() {
-                message = format!("{message} ({detail})");
-            }
-            return Err(auth_error(conn, name, Some(code), message));
-        }
-        match mechanism
-            .handle_challenge(&resp.auth_bytes)
-            .map_err(|e| auth_error(conn, name, None, e.to_string()))?
-        {
-            Step::Respond(next) => out = next,
-            Step::Done => {
-                let lifetime = u64::try_from(resp.session_lifetime_ms)
-                    .ok()
-                    .filter(|&ms| ms > 0)
-                    .map(Duration::from_millis);
-                tracing::debug!(broker = %conn.addr(), mechanism = name, ?lifetime, "SASL authenticated");
-                return Ok(Session { sent_at, lifetime });
-            }
-        }
-    }
-    Err(auth_error(
-        conn,
+    let failed = |f: Failure| auth_error(conn, name, f);
+    let mut exchange = Exchange::new(
         name,
-        None,
-        format!("the exchange did not finish within {MAX_ROUNDS} rounds"),
-    ))
+        conn.version_for(ApiKey::SASL_HANDSHAKE),
+        conn.version_for(ApiKey::SASL_AUTHENTICATE),
+    )
+    .map_err(failed)?;
+    let (handshake, version) = exchange.handshake();
+    let resp = conn.request_ungated(&handshake, version).await?;
+    exchange.on_handshake(&resp).map_err(failed)?;
+
+    let mut req = exchange.start(config.start().await).map_err(failed)?;
+    let version = exchange.authenticate_version();
+    loop {
+        let sent_at = Instant::now();
+        let resp = conn.request_ungated(&req, version).await?;
+        match exchange.on_authenticate(resp, sent_at).map_err(failed)? {
+            Next::Send(next) => req = next,
+            Next::Done(session) => {
+                tracing::debug!(broker = %conn.addr(), mechanism = name, lifetime = ?session.lifetime, "SASL authenticated");
+                return Ok(session);
+            }
+        }
+    }
 }
 
 /// Authenticates a new connection within `deadline` and, if the broker
@@ -370,16 +267,6 @@ pub(crate) async fn authenticate_connection(
     Ok(())
 }
 
-/// When to start re-authenticating a session: 85–95 % into its lifetime.
-fn reauth_at(session: &Session, lifetime: Duration) -> Instant {
-    let share = REAUTH_AT + rand::rng().random::<f64>() * REAUTH_JITTER;
-    let delay = lifetime
-        .min(MAX_REAUTH_DELAY)
-        .mul_f64(share)
-        .max(MIN_REAUTH_DELAY);
-    session.sent_at + delay
-}
-
 /// Re-authenticates the connection before each session expires (KIP-368).
 /// New requests wait while in-flight ones finish, the exchange runs alone
 /// on the connection, then requests resume — as Kafka's Java client does.
@@ -391,8 +278,11 @@ async fn reauthenticate_loop(
     mut session: Session,
     request_timeout: Duration,
 ) {
-    while let Some(lifetime) = session.lifetime {
-        let at = reauth_at(&session, lifetime);
+    loop {
+        let jitter = rand::rng().random();
+        let Some(at) = session.reauth_at(jitter) else {
+            return;
+        };
         // Sleep in slices so that a dropped connection ends this task.
         loop {
             let now = Instant::now();
@@ -483,27 +373,5 @@ mod tests {
             SaslConfig::OAuthBearer(failing).start().await,
             Err(SaslError::Token(m)) if m == "idp down"
         ));
-    }
-
-    #[test]
-    fn reauth_falls_in_the_window() {
-        let s = Session {
-            sent_at: Instant::now(),
-            lifetime: Some(Duration::from_secs(100)),
-        };
-        for _ in 0..200 {
-            let at = reauth_at(&s, Duration::from_secs(100)) - s.sent_at;
-            assert!(
-                at >= Duration::from_secs(85) && at <= Duration::from_secs(95),
-                "{at:?}"
-            );
-        }
-        // Whatever the broker announces: no overflow, no busy loop.
-        let huge = Duration::from_millis(i64::MAX as u64);
-        assert!(reauth_at(&s, huge) - s.sent_at <= MAX_REAUTH_DELAY);
-        assert_eq!(
-            reauth_at(&s, Duration::from_millis(1)) - s.sent_at,
-            MIN_REAUTH_DELAY
-        );
     }
 }

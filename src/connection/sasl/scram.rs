@@ -166,7 +166,7 @@ impl Scram {
     }
 
     /// Like [`Scram::new`] with a given client nonce (test vectors).
-    fn with_nonce(
+    pub(super) fn with_nonce(
         hash: ScramHash,
         username: &str,
         password: &str,
