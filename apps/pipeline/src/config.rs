@@ -99,6 +99,9 @@ pub struct ProducerSettings {
     pub delivery_timeout_ms: u64,
     /// How long a batch waits for more records.
     pub linger_ms: u64,
+    /// Bytes of records the producer buffers until acknowledged; `send`
+    /// waits while it is full.
+    pub buffer_memory_bytes: usize,
     /// Partitions of the topics `ingest` and `process` create when they
     /// are missing.
     pub partitions: i32,
@@ -110,6 +113,7 @@ impl Default for ProducerSettings {
             events_topic: "events".into(),
             delivery_timeout_ms: 120_000,
             linger_ms: 5,
+            buffer_memory_bytes: 16 << 20,
             partitions: 6,
         }
     }
@@ -131,6 +135,8 @@ pub struct ConsumerSettings {
     pub session_timeout_ms: u64,
     /// Records handed to the handlers and not yet acknowledged, at most.
     pub max_in_flight: usize,
+    /// Bytes the consumer fetches ahead of the workers, at most.
+    pub max_buffered_bytes: usize,
     /// Exactly-once processing: read committed records only, and write
     /// each batch's outputs and consumed offsets in one transaction.
     pub exactly_once: bool,
@@ -151,6 +157,7 @@ impl Default for ConsumerSettings {
             retry_backoff_ms: 500,
             session_timeout_ms: 10_000,
             max_in_flight: 20_000,
+            max_buffered_bytes: 16 << 20,
             exactly_once: false,
             transactional_id: None,
             transaction_timeout_ms: 60_000,
@@ -237,6 +244,12 @@ impl Settings {
         }
         if self.producer.delivery_timeout_ms == 0 {
             return bad("producer.delivery_timeout_ms", "must be at least 1");
+        }
+        if self.producer.buffer_memory_bytes < 1 << 20 {
+            return bad("producer.buffer_memory_bytes", "must be at least 1048576");
+        }
+        if self.consumer.max_buffered_bytes < 1 << 20 {
+            return bad("consumer.max_buffered_bytes", "must be at least 1048576");
         }
         if self.producer.partitions < 1 {
             return bad("producer.partitions", "must be at least 1");

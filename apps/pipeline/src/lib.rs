@@ -98,12 +98,13 @@ pub async fn producer_with_topics(
     Ok((producer, topics))
 }
 
-/// The producer settings: idempotent, acks=all, the configured linger and
-/// delivery timeout.
+/// The producer settings: idempotent, acks=all, the configured linger,
+/// buffer and delivery timeout.
 pub fn producer_config(settings: &config::Settings) -> ProducerConfig {
     ProducerConfig::default()
         .acks(Acks::All)
         .linger(Duration::from_millis(settings.producer.linger_ms))
+        .buffer_memory(settings.producer.buffer_memory_bytes)
         .delivery_timeout(settings.delivery_timeout())
 }
 

@@ -21,7 +21,7 @@ use std::{
 
 use rskafka::{
     client::{
-        consumer::{ConsumedRecord, OffsetReset},
+        consumer::{ConsumedRecord, ConsumerConfig, OffsetReset},
         group::{
             assignor::CooperativeStickyAssignor, GroupConfig, GroupConsumer, RebalanceListener,
             TopicPartition,
@@ -88,7 +88,8 @@ struct Shared {
 
 /// The group membership of a worker: the events and `.retry` topics,
 /// classic protocol, cooperative-sticky, offset reset earliest, no
-/// auto-commit; revoked and lost partitions go to `revocations`.
+/// auto-commit, fetching ahead at most `consumer.max_buffered_bytes`;
+/// revoked and lost partitions go to `revocations`.
 pub(crate) fn group_config(
     settings: &Settings,
     topics: &Topics,
@@ -99,6 +100,8 @@ pub(crate) fn group_config(
         c.group_id.clone(),
         [topics.events.clone(), topics.retry.clone()],
     )
+    // First: `fetch` replaces what offset_reset and isolation set.
+    .fetch(ConsumerConfig::default().max_buffered_bytes(c.max_buffered_bytes))
     .offset_reset(OffsetReset::Earliest)
     .auto_commit(None)
     .assignors(vec![Arc::new(CooperativeStickyAssignor)])
