@@ -596,17 +596,8 @@ async fn shared_group(label: &str, kinds: Vec<Kind<'_>>, topic: &str, client: &C
     );
 }
 
-/// Where a group test of `protocol` runs: the fake cluster serves classic
-/// groups; KIP-848 groups need a real broker.
-fn group_bootstrap(protocol: GroupProtocol) -> Option<String> {
-    match protocol {
-        GroupProtocol::Classic => testkit::bootstrap(),
-        _ => testkit::real_bootstrap("KIP-848 consumer groups"),
-    }
-}
-
 async fn two_rust_members(protocol: GroupProtocol, assignors: Vec<Arc<dyn Assignor>>, label: &str) {
-    let Some(bootstrap) = group_bootstrap(protocol) else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -664,7 +655,7 @@ async fn kip848_two_members_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kip848_server_assignors_uniform_and_range() {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -720,7 +711,7 @@ async fn with_librdkafka(
     assignor: Arc<dyn Assignor>,
     name: &str,
 ) {
-    let Some(bootstrap) = group_bootstrap(protocol) else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     if !common::python_available() {
@@ -1567,7 +1558,7 @@ async fn commits_of_partitions_not_owned_are_refused() {
 /// lag, offsets commit/delete (refused while consumed), delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_admin() {
-    let Some(bootstrap) = testkit::real_bootstrap("KIP-848 consumer groups") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -1687,7 +1678,7 @@ async fn with_java(
     } else {
         GroupProtocol::Classic
     };
-    let Some(bootstrap) = group_bootstrap(group_protocol) else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     if java_member_classpath().is_none() {
@@ -1814,7 +1805,7 @@ async fn three_clients_one_cooperative_group() {
 /// notices them and rebalances; a KIP-848 coordinator assigns them itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn added_partitions_are_consumed() {
-    let Some(bootstrap) = testkit::real_bootstrap("consumer groups") else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let client = client(&bootstrap).await;
@@ -1883,7 +1874,7 @@ async fn added_partitions_are_consumed() {
 /// matched at the start and of the one created later arrives, and none of
 /// a topic the matcher refuses.
 async fn matching_subscription_takes_up_new_topics(protocol: GroupProtocol, label: &str) {
-    let Some(bootstrap) = group_bootstrap(protocol) else {
+    let Some(bootstrap) = testkit::bootstrap() else {
         return;
     };
     let admin = client(&bootstrap).await;

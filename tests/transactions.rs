@@ -1214,12 +1214,6 @@ async fn poll_briefly(member: &mut GroupConsumer, name: &str) {
 /// fatal; the transaction aborts, nothing of it is committed. The same
 /// member's current metadata works.
 async fn stale_group_metadata_is_refused(protocol: GroupProtocol, label: &str) {
-    // The fake cluster serves classic groups only.
-    if protocol != GroupProtocol::Classic
-        && testkit::real_bootstrap("KIP-848 consumer groups").is_none()
-    {
-        return;
-    }
     let Some((_, client, topic)) = setup(&format!("txn-stale-{label}"), 1).await else {
         return;
     };

@@ -30,7 +30,10 @@ mod server;
 mod state;
 mod txn;
 
-use std::{collections::BTreeMap, fmt, net::SocketAddr, ops::Deref, sync::Arc, thread::JoinHandle};
+use std::{
+    collections::BTreeMap, fmt, net::SocketAddr, ops::Deref, sync::Arc, thread::JoinHandle,
+    time::Duration,
+};
 
 use rskafka::protocol::{ApiKey, ErrorCode};
 use tokio::net::TcpListener;
@@ -112,6 +115,31 @@ impl FakeClusterBuilder {
     /// topics and of CreateTopics asking for the default.
     pub fn default_partitions(mut self, n: i32) -> Self {
         self.config.default_partitions = n.clamp(1, state::MAX_PARTITIONS);
+        self
+    }
+
+    /// The finalized `transaction.version` feature (default 2, as a Kafka
+    /// 4 cluster's): 2 serves KIP-890 transactions (Produce v12 and
+    /// TxnOffsetCommit v5 add partitions and groups to the transaction,
+    /// EndTxn v5 bumps the epoch); 1 advertises only the versions before
+    /// them. Clamped to 1..=2.
+    pub fn transaction_version(mut self, version: i16) -> Self {
+        self.config.transaction_version = version.clamp(1, 2);
+        self
+    }
+
+    /// Kafka's `group.consumer.session.timeout.ms` (default 45 s): a
+    /// KIP-848 group member that does not heartbeat for this long is
+    /// removed from its group.
+    pub fn consumer_session_timeout(mut self, timeout: Duration) -> Self {
+        self.config.consumer_session_timeout = timeout;
+        self
+    }
+
+    /// Kafka's `group.consumer.heartbeat.interval.ms` (default 5 s): the
+    /// interval KIP-848 group members are told to heartbeat at.
+    pub fn consumer_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.config.consumer_heartbeat_interval = interval.max(Duration::from_millis(1));
         self
     }
 
@@ -242,6 +270,9 @@ impl FakeCluster {
                 auto_create_topics: true,
                 default_partitions: 1,
                 default_replication_factor: 1,
+                transaction_version: 2,
+                consumer_session_timeout: Duration::from_secs(45),
+                consumer_heartbeat_interval: Duration::from_secs(5),
             },
         }
     }
@@ -337,9 +368,7 @@ impl FakeCluster {
 
     /// The APIs served, as ApiVersions advertises them: (key, min, max).
     pub fn served_apis(&self) -> Vec<(ApiKey, i16, i16)> {
-        self.shared
-            .routes
-            .advertised()
+        handlers::api_versions::advertised(&self.shared)
             .into_iter()
             .map(|(k, min, max)| (ApiKey(k), min, max))
             .collect()

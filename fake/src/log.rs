@@ -338,7 +338,12 @@ impl PartitionLog {
             }
         }
         let entry = self.producers.entry(producer_id).or_default();
-        entry.epoch = entry.epoch.max(producer_epoch);
+        if producer_epoch > entry.epoch {
+            // A marker of transaction version 2 carries the next epoch:
+            // the sequences of the old one are no duplicates of the new.
+            entry.epoch = producer_epoch;
+            entry.recent.clear();
+        }
         offset
     }
 

@@ -47,6 +47,12 @@ pub(crate) struct Config {
     pub default_partitions: i32,
     /// Kafka's `default.replication.factor`.
     pub default_replication_factor: i16,
+    /// The finalized `transaction.version`: 2 (KIP-890) or 1.
+    pub transaction_version: i16,
+    /// Kafka's `group.consumer.session.timeout.ms`.
+    pub consumer_session_timeout: std::time::Duration,
+    /// Kafka's `group.consumer.heartbeat.interval.ms`.
+    pub consumer_heartbeat_interval: std::time::Duration,
 }
 
 /// One broker's address as Metadata reports it.

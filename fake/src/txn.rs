@@ -103,32 +103,43 @@ impl State {
 
     /// Whether a transactional batch of `producer_id`/`producer_epoch` may
     /// be appended to the partition: the partition must have been added to
-    /// the producer's open transaction, and the epoch be current.
+    /// the producer's open transaction, and the epoch be current. With
+    /// `add_implicitly` (Produce v12, transaction version 2) the produce
+    /// itself adds the partition, opening the transaction if need be; the
+    /// transactional id and deadline of a transaction opened so are
+    /// returned, for its timeout.
     pub(crate) fn verify_transactional_produce(
-        &self,
+        &mut self,
         producer_id: i64,
         producer_epoch: i16,
-        topic: &str,
-        partition: i32,
-    ) -> Result<(), ErrorCode> {
-        let Some(producer) = self
+        (topic, partition): (&str, i32),
+        add_implicitly: bool,
+    ) -> Result<Option<(String, Instant)>, ErrorCode> {
+        let Some((transactional_id, producer)) = self
             .transactional_ids
-            .values()
-            .find(|p| p.producer_id == producer_id)
+            .iter_mut()
+            .find(|(_, p)| p.producer_id == producer_id)
         else {
             return Err(ErrorCode::INVALID_PRODUCER_ID_MAPPING);
         };
         if producer_epoch < producer.producer_epoch {
             return Err(ErrorCode::INVALID_PRODUCER_EPOCH);
         }
-        let added = producer
+        let key = (topic.to_owned(), partition);
+        if producer
             .ongoing
             .as_ref()
-            .is_some_and(|t| t.partitions.contains(&(topic.to_owned(), partition)));
-        if !added {
+            .is_some_and(|t| t.partitions.contains(&key))
+        {
+            return Ok(None);
+        }
+        if !add_implicitly || producer_epoch != producer.producer_epoch {
             return Err(ErrorCode::INVALID_TXN_STATE);
         }
-        Ok(())
+        let opened = producer.ongoing.is_none();
+        let txn = State::ongoing_transaction(producer);
+        txn.partitions.insert(key);
+        Ok(opened.then(|| (transactional_id.clone(), txn.deadline)))
     }
 
     /// The producer of `transactional_id` if `producer_id`/`epoch` are

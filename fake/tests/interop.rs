@@ -1,6 +1,7 @@
 //! Other clients against the fake cluster: librdkafka (Python's
 //! confluent-kafka) and the Java client each produce idempotently with
-//! each codec, consume, and read watermarks and offsets by time.
+//! each codec, consume, and read watermarks and offsets by time;
+//! librdkafka consumes in a KIP-848 group (`group.protocol=consumer`).
 
 use std::{path::PathBuf, process::Command};
 
@@ -33,6 +34,21 @@ c.close()
 print("ok")
 "#;
 
+/// Runs a librdkafka `script` with the bootstrap and topic as arguments;
+/// it must succeed.
+fn run_python(script: &str, bootstrap: &str, topic: &str) {
+    let out = Command::new("python3")
+        .args(["-c", script, bootstrap, topic])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "librdkafka: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn librdkafka_produces_consumes_and_reads_offsets() {
     if !testkit::python_available() {
@@ -43,17 +59,47 @@ fn librdkafka_produces_consumes_and_reads_offsets() {
         .start_background()
         .expect("fake cluster starts");
     cluster.create_topic("interop", 1).expect("create");
-    let out = Command::new("python3")
-        .args(["-c", SCRIPT, &cluster.bootstrap(), "interop"])
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "librdkafka: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(SCRIPT, &cluster.bootstrap(), "interop");
     assert_eq!(cluster.offsets("interop", 0), Some((0, 100)));
+}
+
+const GROUP_SCRIPT: &str = r#"
+import sys, confluent_kafka as ck
+bs, topic = sys.argv[1], sys.argv[2]
+p = ck.Producer({"bootstrap.servers": bs})
+for part in range(4):
+    for j in range(10):
+        p.produce(topic, value=b"v", partition=part)
+assert p.flush(10) == 0, "unflushed"
+c = ck.Consumer({"bootstrap.servers": bs, "group.id": "rdkafka-848", "group.protocol": "consumer",
+                 "auto.offset.reset": "earliest", "enable.auto.commit": False})
+c.subscribe([topic])
+seen = set()
+while len(seen) < 40:
+    m = c.poll(20)
+    assert m is not None, f"only {len(seen)} records"
+    assert not m.error(), m.error()
+    seen.add((m.partition(), m.offset()))
+assert sorted(t.partition for t in c.assignment()) == [0, 1, 2, 3], c.assignment()
+c.commit(asynchronous=False)
+committed = c.committed([ck.TopicPartition(topic, q) for q in range(4)], timeout=10)
+assert [t.offset for t in committed] == [10] * 4, committed
+c.close()
+print("ok")
+"#;
+
+#[test]
+fn librdkafka_consumes_and_commits_in_a_kip848_group() {
+    if !testkit::python_available() {
+        return;
+    }
+    let cluster = FakeCluster::builder()
+        .consumer_heartbeat_interval(std::time::Duration::from_millis(300))
+        .start_background()
+        .expect("fake cluster starts");
+    cluster.create_topic("interop-848", 4).expect("create");
+    run_python(GROUP_SCRIPT, &cluster.bootstrap(), "interop-848");
+    assert!(cluster.request_count(rskafka::protocol::ApiKey::CONSUMER_GROUP_HEARTBEAT) > 0);
 }
 
 /// The Kafka jars of the broker `scripts/kafka` runs, for the Java client;

@@ -1,10 +1,13 @@
 //! Transactions on the fake cluster, driven by rskafka's transactional
 //! producer: commit and abort as read_committed sees them, offsets sent to
-//! a transaction, fencing by a newer producer with the same id.
+//! a transaction, fencing by a newer producer with the same id, with
+//! transaction version 2 (the default) and 1; and EndTxn v5 by hand.
 
 use std::time::Duration;
 
 mod common;
+
+use std::sync::Arc;
 
 use rskafka::{
     client::{
@@ -13,8 +16,19 @@ use rskafka::{
         producer::{Producer, ProducerConfig, ProducerRecord},
         Client,
     },
+    connection::{BrokerConnection, ConnectionConfig},
+    protocol::{
+        messages::{
+            txn_offset_commit_request::{
+                TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+            },
+            EndTxnRequest, InitProducerIdRequest, TxnOffsetCommitRequest,
+        },
+        ApiKey, ErrorCode,
+    },
     record::Record,
 };
+use rskafka_fake::FakeCluster;
 use time::OffsetDateTime;
 
 async fn transactional(client: &Client, id: &str) -> Producer {
@@ -132,4 +146,142 @@ async fn offsets_sent_to_a_transaction_count_only_once_it_commits() {
         .expect("send offsets");
     producer.commit_transaction().await.expect("commit");
     assert_eq!(committed().await, Some(9));
+}
+
+/// The same transactions under both transaction versions: version 2 adds
+/// partitions and offsets without AddPartitionsToTxn/AddOffsetsToTxn and
+/// moves the epoch on with every EndTxn; version 1 keeps the epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_transaction_versions_commit_and_abort() {
+    for version in [2, 1] {
+        let cluster = FakeCluster::builder()
+            .transaction_version(version)
+            .start()
+            .await
+            .expect("fake cluster starts");
+        cluster.create_topic("tv", 1).expect("topic");
+        let client = common::client(&cluster).await;
+        let producer = transactional(&client, "t-tv").await;
+        let (id, first_epoch) = producer.producer_id().expect("producer id");
+        let group = ConsumerGroupMetadata::new("g-tv");
+        for (i, commit) in [true, false, true].into_iter().enumerate() {
+            producer.begin_transaction().expect("begin");
+            send(&producer, "tv", &format!("{i}")).await;
+            producer
+                .send_offsets_to_transaction([(TopicPartition::new("tv", 0), i as i64 + 1)], &group)
+                .await
+                .expect("offsets");
+            if commit {
+                producer.commit_transaction().await.expect("commit");
+            } else {
+                producer.flush().await;
+                producer.abort_transaction().await.expect("abort");
+            }
+            let epoch = if version == 2 {
+                first_epoch + i as i16 + 1
+            } else {
+                first_epoch
+            };
+            assert_eq!(
+                producer.producer_id(),
+                Some((id, epoch)),
+                "version {version}"
+            );
+        }
+        assert_eq!(
+            committed_values(&client, "tv").await,
+            ["0", "2"],
+            "version {version}"
+        );
+        let explicit_adds = cluster.request_count(ApiKey::ADD_PARTITIONS_TO_TXN)
+            + cluster.request_count(ApiKey::ADD_OFFSETS_TO_TXN);
+        if version == 2 {
+            assert_eq!(explicit_adds, 0);
+        } else {
+            assert_eq!(explicit_adds, 6);
+            let end_txn = cluster
+                .served_apis()
+                .into_iter()
+                .find(|(k, _, _)| *k == ApiKey::END_TXN);
+            assert_eq!(end_txn, Some((ApiKey::END_TXN, 0, 4)));
+        }
+    }
+}
+
+#[tokio::test]
+async fn end_txn_v5_bumps_the_epoch_and_answers_a_retry_alike() {
+    let cluster = FakeCluster::builder()
+        .start()
+        .await
+        .expect("fake cluster starts");
+    cluster.create_topic("tv2", 1).expect("topic");
+    let conn = BrokerConnection::connect(
+        &cluster.broker_addrs()[0].to_string(),
+        Arc::new(ConnectionConfig::default()),
+    )
+    .await
+    .expect("connect");
+    let init = conn
+        .request(&InitProducerIdRequest {
+            transactional_id: Some("raw".into()),
+            transaction_timeout_ms: 60_000,
+            producer_id: -1,
+            producer_epoch: -1,
+            ..Default::default()
+        })
+        .await
+        .expect("init");
+    let (id, epoch) = (init.producer_id, init.producer_epoch);
+    // TxnOffsetCommit v5 opens the transaction and adds the group itself.
+    let offsets = conn
+        .request(&TxnOffsetCommitRequest {
+            transactional_id: "raw".into(),
+            group_id: "g-raw".into(),
+            producer_id: id,
+            producer_epoch: epoch,
+            generation_id: -1,
+            topics: vec![TxnOffsetCommitRequestTopic {
+                name: "tv2".into(),
+                partitions: vec![TxnOffsetCommitRequestPartition {
+                    partition_index: 0,
+                    committed_offset: 5,
+                    committed_leader_epoch: -1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("txn offset commit");
+    assert_eq!(offsets.topics[0].partitions[0].error_code, 0);
+    let end = |epoch: i16| EndTxnRequest {
+        transactional_id: "raw".into(),
+        producer_id: id,
+        producer_epoch: epoch,
+        committed: true,
+        ..Default::default()
+    };
+    let ended = conn.request(&end(epoch)).await.expect("end");
+    assert_eq!(
+        (ended.error_code, ended.producer_id, ended.producer_epoch),
+        (0, id, epoch + 1)
+    );
+    let retried = conn.request(&end(epoch)).await.expect("retry");
+    assert_eq!(
+        (
+            retried.error_code,
+            retried.producer_id,
+            retried.producer_epoch
+        ),
+        (0, id, epoch + 1),
+        "a retry gets the same answer"
+    );
+    let nothing_open = conn.request(&end(epoch + 1)).await.expect("end");
+    assert_eq!(
+        ErrorCode(nothing_open.error_code),
+        ErrorCode::INVALID_TXN_STATE
+    );
+    let stale = conn.request(&end(epoch - 1)).await.expect("end");
+    assert_eq!(ErrorCode(stale.error_code), ErrorCode::PRODUCER_FENCED);
 }

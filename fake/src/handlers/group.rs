@@ -36,6 +36,7 @@ use rskafka::protocol::{
 };
 use tokio::time::Instant;
 
+use super::consumer_group::{self, ConsumerGroup, OffsetsAccess};
 use crate::{
     server::Ctx,
     state::{random_uuid, Shared, State},
@@ -120,11 +121,23 @@ pub(crate) struct Group {
     rebalance_deadline: Option<Instant>,
     next_seq: u64,
     pub offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// The KIP-848 side, once a consumer-protocol member joined (and until
+    /// a classic member joins the group emptied).
+    pub consumer: Option<ConsumerGroup>,
     /// Offsets committed in open transactions, by producer id.
     pub pending_txn_offsets: HashMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
 }
 
 impl Group {
+    pub(crate) fn has_classic_members(&self) -> bool {
+        !self.members.is_empty()
+    }
+
+    /// Whether consumer-protocol members are in the group.
+    fn has_consumer_members(&self) -> bool {
+        self.consumer.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
     /// Drops members whose session ran out; true if any was.
     fn expire(&mut self, now: Instant) -> bool {
         let expired: Vec<String> = self
@@ -263,6 +276,23 @@ impl Group {
         if generation < 0 && member_id.is_empty() {
             return Ok(());
         }
+        if let Some(consumer) = self.consumer.as_ref().filter(|c| !c.is_empty()) {
+            // A consumer group's "generation" is the member epoch; Kafka
+            // reports a stale one as ILLEGAL_GENERATION to TxnOffsetCommit.
+            return consumer_group::check_member(
+                consumer,
+                OffsetsAccess::Commit,
+                Some(member_id),
+                generation,
+            )
+            .map_err(|code| {
+                if code == ErrorCode::STALE_MEMBER_EPOCH {
+                    ErrorCode::ILLEGAL_GENERATION
+                } else {
+                    code
+                }
+            });
+        }
         self.member_mut(member_id, instance_id)?;
         if generation != self.generation {
             return Err(ErrorCode::ILLEGAL_GENERATION);
@@ -398,13 +428,19 @@ pub(crate) async fn join_group(ctx: Ctx, req: JoinGroupRequest) -> JoinGroupResp
     };
     let now = Instant::now();
     let (member_id, start_generation, deadline, _waiting) = {
-        let mut state = ctx.state();
+        let mut guard = ctx.state();
+        let state = &mut *guard;
         let group = state
             .coordination
             .groups
             .entry(req.group_id.clone())
             .or_default();
         group.expire(now);
+        group.expire_consumer_members(&state.config, now);
+        if group.has_consumer_members() {
+            return join_error(&ctx, ErrorCode::INCONSISTENT_GROUP_PROTOCOL, req.member_id);
+        }
+        group.consumer = None;
         if !group.members.is_empty() {
             let supported = req.protocols.iter().any(|p| {
                 group
@@ -509,7 +545,7 @@ pub(crate) async fn join_group(ctx: Ctx, req: JoinGroupRequest) -> JoinGroupResp
         let start_generation = group.generation;
         let deadline = group.rebalance_deadline.unwrap_or(now);
         group.try_complete(now, false);
-        let waiting = Waiting::new(&mut state, &ctx.shared, &req.group_id, &member_id);
+        let waiting = Waiting::new(state, &ctx.shared, &req.group_id, &member_id);
         (member_id, start_generation, deadline, waiting)
     };
     ctx.shared.notify_changed();
@@ -739,32 +775,47 @@ pub(crate) async fn list_groups(ctx: Ctx, req: ListGroupsRequest) -> ListGroupsR
             ..Default::default()
         };
     }
-    let state = ctx.state();
-    let type_ok = req.types_filter.is_empty()
-        || req
-            .types_filter
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("classic"));
+    let mut guard = ctx.state();
+    let state = &mut *guard;
+    let now = Instant::now();
+    for g in state.coordination.groups.values_mut() {
+        g.expire_consumer_members(&state.config, now);
+    }
+    let state = &*state;
     let groups = state
         .coordination
         .groups
         .iter()
         // Each broker lists the groups it coordinates; clients ask them all.
         .filter(|(id, _)| state.coordinator_for(id) == ctx.broker_id)
-        .filter(|(_, g)| {
-            type_ok
+        .map(|(id, g)| {
+            let (group_type, protocol_type, group_state) = match &g.consumer {
+                Some(c) => ("Consumer", "consumer".to_owned(), c.state_name()),
+                None => (
+                    "Classic",
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.phase.name(),
+                ),
+            };
+            ListedGroup {
+                group_id: id.clone(),
+                protocol_type,
+                group_state: group_state.into(),
+                group_type: group_type.into(),
+                ..Default::default()
+            }
+        })
+        .filter(|g| {
+            (req.types_filter.is_empty()
+                || req
+                    .types_filter
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(&g.group_type)))
                 && (req.states_filter.is_empty()
                     || req
                         .states_filter
                         .iter()
-                        .any(|s| s.eq_ignore_ascii_case(g.phase.name())))
-        })
-        .map(|(id, g)| ListedGroup {
-            group_id: id.clone(),
-            protocol_type: g.protocol_type.clone().unwrap_or_default(),
-            group_state: g.phase.name().into(),
-            group_type: "Classic".into(),
-            ..Default::default()
+                        .any(|s| s.eq_ignore_ascii_case(&g.group_state)))
         })
         .collect();
     ListGroupsResponse {
@@ -792,6 +843,14 @@ pub(crate) async fn describe_groups(
         }
         let state = ctx.state();
         let described = match state.coordination.groups.get(&group_id) {
+            // Kafka describes consumer-protocol groups only with
+            // ConsumerGroupDescribe.
+            Some(g) if g.consumer.is_some() => DescribedGroup {
+                error_code: ErrorCode::GROUP_ID_NOT_FOUND.0,
+                group_id,
+                authorized_operations: i32::MIN,
+                ..Default::default()
+            },
             // Kafka describes an unknown group as Dead, without an error.
             None => DescribedGroup {
                 group_id,
@@ -838,13 +897,15 @@ pub(crate) async fn delete_groups(ctx: Ctx, req: DeleteGroupsRequest) -> DeleteG
     let mut results = Vec::new();
     for group_id in req.groups_names {
         let code = ctx.coordinator_error(&group_id).or_else(|| {
-            let mut state = ctx.state();
+            let mut guard = ctx.state();
+            let state = &mut *guard;
             let groups = &mut state.coordination.groups;
             match groups.get_mut(&group_id) {
                 None => Some(ErrorCode::GROUP_ID_NOT_FOUND),
                 Some(g) => {
                     g.expire(Instant::now());
-                    if g.members.is_empty() {
+                    g.expire_consumer_members(&state.config, Instant::now());
+                    if g.members.is_empty() && !g.has_consumer_members() {
                         groups.remove(&group_id);
                         None
                     } else {
@@ -869,12 +930,21 @@ pub(crate) async fn delete_groups(ctx: Ctx, req: DeleteGroupsRequest) -> DeleteG
 /// Why a group member's (or simple) commit is refused, Kafka's
 /// `validateOffsetCommit` for classic groups.
 fn check_commit(
+    ctx: &Ctx,
     group: &mut Group,
     generation: i32,
     member_id: &str,
     instance_id: Option<&str>,
     now: Instant,
 ) -> Result<(), ErrorCode> {
+    if let Some(consumer) = group.consumer.as_ref().filter(|c| !c.is_empty()) {
+        // Consumer-protocol members commit with their epoch, from v9.
+        let member = (!member_id.is_empty()).then_some(member_id);
+        if member.is_some() && ctx.version < 9 {
+            return Err(ErrorCode::UNSUPPORTED_VERSION);
+        }
+        return consumer_group::check_member(consumer, OffsetsAccess::Commit, member, generation);
+    }
     if generation < 0 && member_id.is_empty() && instance_id.is_none() {
         // A simple (admin or manual-assignment) commit: only for a group
         // without members.
@@ -968,12 +1038,15 @@ pub(crate) async fn offset_commit(ctx: Ctx, req: OffsetCommitRequest) -> OffsetC
     let checked = {
         let mut state = ctx.state();
         let group_error = group_error.or_else(|| {
+            let state = &mut *state;
             let group = state
                 .coordination
                 .groups
                 .entry(req.group_id.clone())
                 .or_default();
+            group.expire_consumer_members(&state.config, Instant::now());
             check_commit(
+                &ctx,
                 group,
                 req.generation_id_or_member_epoch,
                 &req.member_id,
@@ -1064,6 +1137,31 @@ fn fetch_offsets(
         .collect()
 }
 
+/// Why an OffsetFetch (v9+) naming a consumer group's member is refused.
+fn check_fetching_member(
+    state: &mut State,
+    request: &offset_fetch_request::OffsetFetchRequestGroup,
+) -> Result<(), ErrorCode> {
+    let State {
+        config,
+        coordination,
+        ..
+    } = state;
+    let Some(group) = coordination.groups.get_mut(&request.group_id) else {
+        return Ok(());
+    };
+    group.expire_consumer_members(config, Instant::now());
+    match group.consumer.as_ref().filter(|c| !c.is_empty()) {
+        Some(consumer) => consumer_group::check_member(
+            consumer,
+            OffsetsAccess::Fetch,
+            request.member_id.as_deref(),
+            request.member_epoch,
+        ),
+        None => Ok(()),
+    }
+}
+
 pub(crate) async fn offset_fetch(ctx: Ctx, req: OffsetFetchRequest) -> OffsetFetchResponse {
     if ctx.version >= 8 {
         let groups = req
@@ -1077,12 +1175,19 @@ pub(crate) async fn offset_fetch(ctx: Ctx, req: OffsetFetchRequest) -> OffsetFet
                         ..Default::default()
                     };
                 }
+                let mut state = ctx.state();
+                if let Err(code) = check_fetching_member(&mut state, &g) {
+                    return OffsetFetchResponseGroup {
+                        group_id: g.group_id,
+                        error_code: code.0,
+                        ..Default::default()
+                    };
+                }
                 let topics = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name, t.partition_indexes))
                         .collect()
                 });
-                let state = ctx.state();
                 let topics = fetch_offsets(&state, &g.group_id, topics, req.require_stable)
                     .into_iter()
                     .map(|(name, partitions)| OffsetFetchResponseTopics {
@@ -1187,7 +1292,9 @@ pub(crate) async fn offset_delete(ctx: Ctx, req: OffsetDeleteRequest) -> OffsetD
     let Some(group) = state.coordination.groups.get_mut(&req.group_id) else {
         return fail(ErrorCode::GROUP_ID_NOT_FOUND);
     };
-    let subscribed: HashSet<String> = if group.protocol_type.as_deref() == Some("consumer") {
+    let subscribed: HashSet<String> = if let Some(consumer) = &group.consumer {
+        consumer.subscribed_topics().into_iter().collect()
+    } else if group.protocol_type.as_deref() == Some("consumer") {
         group
             .members
             .values()

@@ -6,6 +6,7 @@
 
 pub(crate) mod api_versions;
 pub(crate) mod configs;
+pub(crate) mod consumer_group;
 pub(crate) mod coordinator;
 pub(crate) mod fetch;
 pub(crate) mod group;
@@ -29,7 +30,9 @@ pub(crate) fn routes() -> Routes {
     Routes::new([
         route::<ApiVersionsRequest, _, _>(0, 4, api_versions::handle),
         route::<MetadataRequest, _, _>(0, 12, metadata::handle),
-        route_optional::<ProduceRequest, _, _>(3, 11, produce::handle),
+        // v12 (and EndTxn v5, TxnOffsetCommit v5) carry transaction
+        // version 2; ApiVersions hides them when only version 1 is finalized.
+        route_optional::<ProduceRequest, _, _>(3, 12, produce::handle),
         route::<FetchRequest, _, _>(4, 17, fetch::handle),
         route::<ListOffsetsRequest, _, _>(1, 10, list_offsets::handle),
         route::<OffsetForLeaderEpochRequest, _, _>(2, 4, offset_for_leader_epoch::handle),
@@ -52,11 +55,12 @@ pub(crate) fn routes() -> Routes {
         route::<OffsetCommitRequest, _, _>(2, 9, group::offset_commit),
         route::<OffsetFetchRequest, _, _>(1, 9, group::offset_fetch),
         route::<OffsetDeleteRequest, _, _>(0, 0, group::offset_delete),
+        route::<ConsumerGroupHeartbeatRequest, _, _>(0, 1, consumer_group::heartbeat),
+        route::<ConsumerGroupDescribeRequest, _, _>(0, 0, consumer_group::describe),
         // v4+ is the brokers' verify-only form (KIP-890), not served.
         route::<AddPartitionsToTxnRequest, _, _>(0, 3, transactions::add_partitions_to_txn),
         route::<AddOffsetsToTxnRequest, _, _>(0, 3, transactions::add_offsets_to_txn),
-        route::<TxnOffsetCommitRequest, _, _>(0, 4, transactions::txn_offset_commit),
-        // v5 is transaction version 2 (KIP-890), not served.
-        route::<EndTxnRequest, _, _>(0, 4, transactions::end_txn),
+        route::<TxnOffsetCommitRequest, _, _>(0, 5, transactions::txn_offset_commit),
+        route::<EndTxnRequest, _, _>(0, 5, transactions::end_txn),
     ])
 }

@@ -11,6 +11,7 @@ use rskafka::protocol::{
     ErrorCode,
 };
 
+use super::transactions::abort_at_timeout;
 use crate::{
     batch,
     server::Ctx,
@@ -66,10 +67,19 @@ fn produce_partition(
         if req.transactional_id.is_none() {
             return failed(index, ErrorCode::INVALID_RECORD);
         }
-        if let Err(code) =
-            state.verify_transactional_produce(info.producer_id, info.producer_epoch, topic, index)
-        {
-            return failed(index, code);
+        // Transaction version 2: the produce adds the partition itself.
+        let add_implicitly = ctx.version >= 12 && state.config.transaction_version >= 2;
+        match state.verify_transactional_produce(
+            info.producer_id,
+            info.producer_epoch,
+            (topic, index),
+            add_implicitly,
+        ) {
+            Ok(None) => {}
+            Ok(Some((transactional_id, deadline))) => {
+                abort_at_timeout(ctx, &transactional_id, deadline)
+            }
+            Err(code) => return failed(index, code),
         }
     }
     let log_append_time = state

@@ -1,6 +1,9 @@
-//! The transaction APIs (transaction version 1): AddPartitionsToTxn,
-//! AddOffsetsToTxn, TxnOffsetCommit, EndTxn. The coordinator's state is
-//! in `txn.rs`; transactional offsets pend in the group (`group.rs`).
+//! The transaction APIs: AddPartitionsToTxn, AddOffsetsToTxn,
+//! TxnOffsetCommit, EndTxn. Under transaction version 2 (KIP-890)
+//! TxnOffsetCommit v5 adds the group to the transaction itself (as Produce
+//! v12 does partitions), and EndTxn v5 bumps the epoch and returns it. The
+//! coordinator's state is in `txn.rs`; transactional offsets pend in the
+//! group (`group.rs`).
 
 use rskafka::protocol::{
     messages::{
@@ -28,7 +31,7 @@ use crate::{
 /// Aborts the transaction just opened for `transactional_id` at its
 /// deadline if it is still open then (the producer is fenced), so that a
 /// producer that died does not hold back read_committed consumers.
-fn abort_at_timeout(ctx: &Ctx, transactional_id: &str, deadline: Instant) {
+pub(crate) fn abort_at_timeout(ctx: &Ctx, transactional_id: &str, deadline: Instant) {
     let shared = ctx.shared.clone();
     let id = transactional_id.to_owned();
     tokio::spawn(async move {
@@ -118,24 +121,37 @@ pub(crate) async fn add_partitions_to_txn(
     }
 }
 
+/// Adds `group` to the open transaction of the producer (transactional
+/// id, producer id, epoch), opening one if none is.
+fn add_group(
+    ctx: &Ctx,
+    state: &mut State,
+    (transactional_id, producer_id, producer_epoch): (&str, i64, i16),
+    group: &str,
+) -> Result<(), ErrorCode> {
+    let producer = state.current_producer(transactional_id, producer_id, producer_epoch)?;
+    let opened = producer.ongoing.is_none();
+    let txn = State::ongoing_transaction(producer);
+    txn.groups.insert(group.to_owned());
+    if opened {
+        abort_at_timeout(ctx, transactional_id, txn.deadline);
+    }
+    Ok(())
+}
+
 pub(crate) async fn add_offsets_to_txn(
     ctx: Ctx,
     req: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
     let code = ctx.coordinator_error(&req.transactional_id).or_else(|| {
-        let mut state = ctx.state();
-        match state.current_producer(&req.transactional_id, req.producer_id, req.producer_epoch) {
-            Ok(producer) => {
-                let opened = producer.ongoing.is_none();
-                let txn = State::ongoing_transaction(producer);
-                txn.groups.insert(req.group_id.clone());
-                if opened {
-                    abort_at_timeout(&ctx, &req.transactional_id, txn.deadline);
-                }
-                None
-            }
-            Err(code) => Some(fenced_for(&ctx, code)),
-        }
+        add_group(
+            &ctx,
+            &mut ctx.state(),
+            (&req.transactional_id, req.producer_id, req.producer_epoch),
+            &req.group_id,
+        )
+        .err()
+        .map(|code| fenced_for(&ctx, code))
     });
     AddOffsetsToTxnResponse {
         throttle_time_ms: ctx.throttle_ms,
@@ -156,7 +172,17 @@ pub(crate) async fn txn_offset_commit(
             .filter(|p| p.producer_id == req.producer_id)
             .and_then(|p| p.ongoing.as_ref())
             .is_some_and(|t| t.groups.contains(&req.group_id));
-        if !added {
+        if !added && ctx.version >= 5 && state.config.transaction_version >= 2 {
+            // Transaction version 2: the commit adds the group itself.
+            let producer = (
+                &req.transactional_id[..],
+                req.producer_id,
+                req.producer_epoch,
+            );
+            if let Err(code) = add_group(&ctx, &mut state, producer, &req.group_id) {
+                return Some(code);
+            }
+        } else if !added {
             return Some(ErrorCode::INVALID_TXN_STATE);
         }
         let group = state
@@ -225,30 +251,80 @@ pub(crate) async fn txn_offset_commit(
 }
 
 pub(crate) async fn end_txn(ctx: Ctx, req: EndTxnRequest) -> EndTxnResponse {
-    let code = ctx.coordinator_error(&req.transactional_id).or_else(|| {
-        let mut state = ctx.state();
-        let producer = match state.current_producer(
-            &req.transactional_id,
-            req.producer_id,
-            req.producer_epoch,
-        ) {
-            Ok(p) => p,
-            Err(code) => return Some(fenced_for(&ctx, code)),
-        };
-        if producer.ongoing.is_none() {
-            // A retry of the EndTxn that ended the last transaction succeeds.
-            return (producer.last_ended != Some(req.committed))
-                .then_some(ErrorCode::INVALID_TXN_STATE);
+    let result = match ctx.coordinator_error(&req.transactional_id) {
+        Some(code) => Err(code),
+        None => {
+            let mut state = ctx.state();
+            if ctx.version >= 5 && state.config.transaction_version >= 2 {
+                end_txn_v2(&mut state, &req)
+            } else {
+                end_txn_v1(&mut state, &req).map(|()| (-1, -1))
+            }
         }
-        state.end_transaction(&req.transactional_id, req.committed, false);
-        None
-    });
+    };
     ctx.shared.notify_changed();
+    let (code, (producer_id, producer_epoch)) = match result {
+        Ok(ids) => (ErrorCode::NONE, ids),
+        Err(code) => (fenced_for(&ctx, code), (-1, -1)),
+    };
     EndTxnResponse {
         throttle_time_ms: ctx.throttle_ms,
-        error_code: code.map_or(0, |c| c.0),
-        producer_id: -1,
-        producer_epoch: -1,
+        error_code: code.0,
+        producer_id,
+        producer_epoch,
         ..Default::default()
     }
+}
+
+/// EndTxn before transaction version 2: the epoch stays.
+fn end_txn_v1(state: &mut State, req: &EndTxnRequest) -> Result<(), ErrorCode> {
+    let producer =
+        state.current_producer(&req.transactional_id, req.producer_id, req.producer_epoch)?;
+    if producer.ongoing.is_none() {
+        // A retry of the EndTxn that ended the last transaction succeeds.
+        return if producer.last_ended == Some(req.committed) {
+            Ok(())
+        } else {
+            Err(ErrorCode::INVALID_TXN_STATE)
+        };
+    }
+    state.end_transaction(&req.transactional_id, req.committed, false);
+    Ok(())
+}
+
+/// EndTxn of transaction version 2: the markers carry the next epoch, which
+/// the producer gets back for its next transaction (a new producer id once
+/// the epochs are used up), so late writes of the ended one are fenced.
+fn end_txn_v2(state: &mut State, req: &EndTxnRequest) -> Result<(i64, i16), ErrorCode> {
+    state.expire_transaction(&req.transactional_id);
+    if let Some(p) = state.transactional_ids.get(&req.transactional_id) {
+        // A retry of the EndTxn that ended the last transaction (or of an
+        // abort after the coordinator aborted at the timeout): the epoch
+        // moved on by one since.
+        let retried = p.ongoing.is_none()
+            && p.last_ended == Some(req.committed)
+            && (p.producer_id, p.producer_epoch)
+                == (req.producer_id, req.producer_epoch.saturating_add(1));
+        if retried {
+            return Ok((p.producer_id, p.producer_epoch));
+        }
+    }
+    let producer =
+        state.current_producer(&req.transactional_id, req.producer_id, req.producer_epoch)?;
+    if producer.ongoing.is_none() {
+        return Err(ErrorCode::INVALID_TXN_STATE);
+    }
+    let ended = state.end_transaction(&req.transactional_id, req.committed, true);
+    if ended.producer_epoch != req.producer_epoch {
+        return Ok((ended.producer_id, ended.producer_epoch));
+    }
+    // The epochs are used up: the next transaction runs under a new id.
+    let producer_id = state.allocate_producer_id();
+    let producer = state
+        .transactional_ids
+        .get_mut(&req.transactional_id)
+        .expect("ended above");
+    producer.producer_id = producer_id;
+    producer.producer_epoch = 0;
+    Ok((producer_id, 0))
 }

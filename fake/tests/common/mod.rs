@@ -13,10 +13,15 @@ pub async fn start(brokers: usize, topic: &str, partitions: i32) -> (FakeCluster
         .await
         .expect("fake cluster starts");
     cluster.create_topic(topic, partitions).expect("topic");
-    let client = ClientBuilder::new(cluster.bootstrap().split(',').map(str::to_owned).collect())
+    let client = client(&cluster).await;
+    (cluster, client)
+}
+
+/// A client of `cluster`.
+pub async fn client(cluster: &FakeCluster) -> Client {
+    ClientBuilder::new(cluster.bootstrap().split(',').map(str::to_owned).collect())
         .request_timeout(Duration::from_secs(5))
         .build()
         .await
-        .expect("client connects");
-    (cluster, client)
+        .expect("client connects")
 }
