@@ -231,7 +231,9 @@ impl ConsumerGroup {
             .flatten()
             .collect::<BTreeSet<_>>()
             .len();
-        let fair = all.len() / assigning.max(1);
+        // At least one each, so that with more members than partitions the
+        // owners keep theirs too.
+        let fair = (all.len() / assigning.max(1)).max(1);
         let mut target: BTreeMap<String, BTreeSet<TopicPartition>> = BTreeMap::new();
         let mut rest = Vec::new();
         for tp in all {
@@ -509,7 +511,8 @@ pub(crate) async fn heartbeat(
         error_message: None,
         member_id: Some(member_id),
         member_epoch: m.epoch,
-        heartbeat_interval_ms: config.consumer_heartbeat_interval.as_millis() as i32,
+        heartbeat_interval_ms: i32::try_from(config.consumer_heartbeat_interval.as_millis())
+            .unwrap_or(i32::MAX),
         assignment,
         ..Default::default()
     }
@@ -738,5 +741,73 @@ pub(crate) async fn describe(
         throttle_time_ms: ctx.throttle_ms,
         groups,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(members: &[(&str, &[&str])], partitions: &[(&str, i32)]) -> ConsumerGroup {
+        let mut g = ConsumerGroup::default();
+        for (id, topics) in members {
+            g.members.insert(
+                (*id).to_owned(),
+                Member {
+                    instance_id: None,
+                    rack_id: None,
+                    client_id: String::new(),
+                    epoch: 0,
+                    previous_epoch: 0,
+                    subscribed: topics.iter().map(|t| (*t).to_owned()).collect(),
+                    assignor: None,
+                    rebalance_timeout: Duration::from_secs(30),
+                    last_seen: Instant::now(),
+                    left_static: false,
+                    assigned: BTreeSet::new(),
+                    revoking: BTreeSet::new(),
+                    revoke_deadline: None,
+                    sent: None,
+                },
+            );
+        }
+        g.subscribed_partitions = partitions
+            .iter()
+            .map(|(t, n)| ((*t).to_owned(), *n))
+            .collect();
+        g
+    }
+
+    fn partitions_of(target: &BTreeMap<String, BTreeSet<TopicPartition>>, id: &str) -> Vec<i32> {
+        target[id].iter().map(|(_, p)| *p).collect()
+    }
+
+    #[test]
+    fn range_splits_each_topic_contiguously() {
+        let g = group(&[("a", &["t"]), ("b", &["t"])], &[("t", 5)]);
+        let target = g.range_assignment();
+        assert_eq!(partitions_of(&target, "a"), vec![0, 1, 2]);
+        assert_eq!(partitions_of(&target, "b"), vec![3, 4]);
+    }
+
+    #[test]
+    fn uniform_balances_and_keeps_what_it_can() {
+        let mut g = group(&[("a", &["t"]), ("b", &["t"])], &[("t", 6)]);
+        g.target = g.uniform_assignment();
+        let (a, b) = (partitions_of(&g.target, "a"), partitions_of(&g.target, "b"));
+        assert_eq!((a.len(), b.len()), (3, 3));
+        // A third member takes one from each; nothing else moves.
+        g.members.insert("c".into(), g.members["a"].clone());
+        let next = g.uniform_assignment();
+        assert_eq!(
+            next.values().map(BTreeSet::len).collect::<Vec<_>>(),
+            [2, 2, 2]
+        );
+        assert!(next["a"].is_subset(&g.target["a"]) && next["b"].is_subset(&g.target["b"]));
+        // A member subscribed to nothing served gets nothing.
+        let g = group(&[("a", &["t"]), ("x", &["other"])], &[("t", 2)]);
+        let target = g.uniform_assignment();
+        assert_eq!(partitions_of(&target, "a"), vec![0, 1]);
+        assert!(!target.contains_key("x"));
     }
 }
