@@ -282,6 +282,15 @@ async fn end_txn_v5_bumps_the_epoch_and_answers_a_retry_alike() {
         ErrorCode(nothing_open.error_code),
         ErrorCode::INVALID_TXN_STATE
     );
+    // Aborting nothing fences what may still be in flight: a new epoch.
+    let aborted = conn
+        .request(&EndTxnRequest {
+            committed: false,
+            ..end(epoch + 1)
+        })
+        .await
+        .expect("abort");
+    assert_eq!((aborted.error_code, aborted.producer_epoch), (0, epoch + 2));
     let stale = conn.request(&end(epoch - 1)).await.expect("end");
     assert_eq!(ErrorCode(stale.error_code), ErrorCode::PRODUCER_FENCED);
 }

@@ -311,7 +311,9 @@ fn end_txn_v2(state: &mut State, req: &EndTxnRequest) -> Result<(i64, i16), Erro
     }
     let producer =
         state.current_producer(&req.transactional_id, req.producer_id, req.producer_epoch)?;
-    if producer.ongoing.is_none() {
+    // An abort with nothing added yet still bumps the epoch, as in Kafka:
+    // it fences the transaction's produce requests still in flight.
+    if producer.ongoing.is_none() && req.committed {
         return Err(ErrorCode::INVALID_TXN_STATE);
     }
     let ended = state.end_transaction(&req.transactional_id, req.committed, true);
