@@ -502,6 +502,10 @@ async fn prefetch_stays_within_the_memory_bound() {
         }
     }
     const LIMIT: usize = 1 << 20;
+    // Room is reserved in wire bytes; decoded, the records also take their
+    // structs (about 10% here), so a fetch into the last of the room can
+    // end a little above the limit, as `max_buffered_bytes` documents.
+    const BOUND: usize = LIMIT + LIMIT / 8;
     let mut c = client
         .consumer(
             ConsumerConfig::default()
@@ -519,8 +523,8 @@ async fn prefetch_stays_within_the_memory_bound() {
         let batch = c.next_batch().await.unwrap();
         count += batch.len();
         assert!(
-            c.buffered_bytes() <= LIMIT,
-            "buffered {} > {LIMIT}",
+            c.buffered_bytes() <= BOUND,
+            "buffered {} > {BOUND}",
             c.buffered_bytes()
         );
         // A slow application: the buffer fills up to its bound.
@@ -529,7 +533,10 @@ async fn prefetch_stays_within_the_memory_bound() {
     assert_eq!(count, 8000);
     let peak = c.peak_buffered_bytes();
     eprintln!("peak buffered bytes: {peak} (limit {LIMIT})");
-    assert!(peak <= LIMIT, "peak {peak} above the limit {LIMIT}");
+    assert!(
+        peak <= BOUND,
+        "peak {peak} above the limit {LIMIT} and its overshoot"
+    );
     assert!(peak > 256 << 10, "prefetching buffered only {peak} bytes");
 }
 
