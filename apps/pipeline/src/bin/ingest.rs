@@ -83,8 +83,13 @@ struct Count {
     tenant_id: Option<String>,
 }
 
+fn main() {
+    pipeline::keep_large_buffers_out_of_the_heap();
+    run_main();
+}
+
 #[tokio::main]
-async fn main() {
+async fn run_main() {
     let cli = Cli::parse();
     let settings = pipeline::settings_or_exit();
     pipeline::exit_with(run(settings, cli.command).await)

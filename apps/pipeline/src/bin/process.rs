@@ -53,8 +53,13 @@ enum Command {
     Counts,
 }
 
+fn main() {
+    pipeline::keep_large_buffers_out_of_the_heap();
+    run_main();
+}
+
 #[tokio::main]
-async fn main() {
+async fn run_main() {
     let cli = Cli::parse();
     let settings = pipeline::settings_or_exit();
     let result = match cli.command {
