@@ -21,6 +21,10 @@ pub(crate) const MAX_TRANSACTION_TIMEOUT_MS: i32 = 900_000;
 pub(crate) struct TransactionalProducer {
     pub producer_id: i64,
     pub producer_epoch: i16,
+    /// The epoch before the last bump: a producer whose transaction the
+    /// coordinator aborted (and so bumped) still holds it, and may recover
+    /// with it under KIP-360 as Kafka's `lastProducerEpoch` allows.
+    pub previous_epoch: Option<i16>,
     pub timeout_ms: i32,
     /// The transaction in progress.
     pub ongoing: Option<OngoingTxn>,
@@ -60,14 +64,15 @@ impl State {
             None => TransactionalProducer {
                 producer_id: self.allocate_producer_id(),
                 producer_epoch: 0,
+                previous_epoch: None,
                 timeout_ms,
                 ongoing: None,
                 last_ended: None,
             },
             Some(cur) => {
-                if expected.0 >= 0
-                    && (expected.0 != cur.producer_id || expected.1 != cur.producer_epoch)
-                {
+                let known_epoch =
+                    expected.1 == cur.producer_epoch || Some(expected.1) == cur.previous_epoch;
+                if expected.0 >= 0 && (expected.0 != cur.producer_id || !known_epoch) {
                     return Err(ErrorCode::PRODUCER_FENCED);
                 }
                 // An open transaction is aborted first (Kafka answers
@@ -81,6 +86,7 @@ impl State {
                     TransactionalProducer {
                         producer_id: self.allocate_producer_id(),
                         producer_epoch: 0,
+                        previous_epoch: None,
                         timeout_ms,
                         ongoing: None,
                         last_ended: None,
@@ -88,6 +94,7 @@ impl State {
                 } else {
                     TransactionalProducer {
                         producer_epoch: cur.producer_epoch + 1,
+                        previous_epoch: Some(cur.producer_epoch),
                         timeout_ms,
                         ongoing: None,
                         ..cur
@@ -203,6 +210,7 @@ impl State {
             .get_mut(transactional_id)
             .expect("ended transactions have a producer");
         if bump && producer.producer_epoch < i16::MAX - 1 {
+            producer.previous_epoch = Some(producer.producer_epoch);
             producer.producer_epoch += 1;
         }
         let txn = producer.ongoing.take();

@@ -294,3 +294,68 @@ async fn end_txn_v5_bumps_the_epoch_and_answers_a_retry_alike() {
     let stale = conn.request(&end(epoch - 1)).await.expect("end");
     assert_eq!(ErrorCode(stale.error_code), ErrorCode::PRODUCER_FENCED);
 }
+
+/// KIP-360: a producer whose transaction the coordinator aborted at its
+/// timeout (bumping the epoch) recovers with InitProducerId and the epoch
+/// it still holds, as Kafka allows; an epoch it never had is fenced.
+#[tokio::test]
+async fn a_producer_recovers_after_a_timeout_abort_with_its_old_epoch() {
+    let cluster = FakeCluster::builder()
+        .start()
+        .await
+        .expect("fake cluster starts");
+    cluster.create_topic("kip360", 1).expect("topic");
+    let conn = BrokerConnection::connect(
+        &cluster.broker_addrs()[0].to_string(),
+        Arc::new(ConnectionConfig::default()),
+    )
+    .await
+    .expect("connect");
+    let init = |producer_id: i64, producer_epoch: i16| InitProducerIdRequest {
+        transactional_id: Some("kip360".into()),
+        transaction_timeout_ms: 100,
+        producer_id,
+        producer_epoch,
+        ..Default::default()
+    };
+    let first = conn.request(&init(-1, -1)).await.expect("init");
+    let (id, epoch) = (first.producer_id, first.producer_epoch);
+    // Opens a transaction (TxnOffsetCommit v5 adds the group itself).
+    let opened = conn
+        .request(&TxnOffsetCommitRequest {
+            transactional_id: "kip360".into(),
+            group_id: "g-kip360".into(),
+            producer_id: id,
+            producer_epoch: epoch,
+            generation_id: -1,
+            topics: vec![TxnOffsetCommitRequestTopic {
+                name: "kip360".into(),
+                partitions: vec![TxnOffsetCommitRequestPartition {
+                    partition_index: 0,
+                    committed_offset: 1,
+                    committed_leader_epoch: -1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("txn offset commit");
+    assert_eq!(opened.topics[0].partitions[0].error_code, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let never_held = conn.request(&init(id, epoch + 5)).await.expect("init");
+    assert_eq!(ErrorCode(never_held.error_code), ErrorCode::PRODUCER_FENCED);
+    // The timeout abort took the epoch to epoch + 1; recovering from the
+    // epoch before it bumps once more.
+    let recovered = conn.request(&init(id, epoch)).await.expect("init");
+    assert_eq!(
+        (
+            recovered.error_code,
+            recovered.producer_id,
+            recovered.producer_epoch
+        ),
+        (0, id, epoch + 2)
+    );
+}

@@ -328,5 +328,6 @@ fn end_txn_v2(state: &mut State, req: &EndTxnRequest) -> Result<(i64, i16), Erro
         .expect("ended above");
     producer.producer_id = producer_id;
     producer.producer_epoch = 0;
+    producer.previous_epoch = None;
     Ok((producer_id, 0))
 }
