@@ -99,22 +99,30 @@ fn kcat_produces_and_consumes_through_it() {
         return;
     }
     let (mut child, bootstrap) = start(&["--brokers", "2"]);
-    let produce = Command::new("kcat")
-        .args(["-b", &bootstrap, "-P", "-t", "kc", "-p", "0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin
-                .take()
-                .expect("stdin")
-                .write_all(b"one\ntwo\nthree\n")?;
-            c.wait_with_output()
-        })
-        .expect("kcat -P");
-    assert!(produce.status.success(), "kcat -P: {}", stderr(&produce));
+    // One line per codec, each produce its own batch.
+    let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
+    for codec in codecs {
+        let produce = Command::new("kcat")
+            .args(["-b", &bootstrap, "-P", "-t", "kc", "-p", "0", "-z", codec])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(format!("{codec}\n").as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("kcat -P");
+        assert!(
+            produce.status.success(),
+            "kcat -P -z {codec}: {}",
+            stderr(&produce)
+        );
+    }
     let mut consume = Command::new("kcat");
     consume.args([
         "-b",
@@ -132,15 +140,24 @@ fn kcat_produces_and_consumes_through_it() {
     ]);
     let o = run_bounded(consume, None, Duration::from_secs(30));
     assert!(o.status.success(), "kcat -C: {}", stderr(&o));
-    assert_eq!(stdout(&o), "0 one\n1 two\n2 three\n");
+    assert_eq!(stdout(&o), "0 none\n1 gzip\n2 snappy\n3 lz4\n4 zstd\n");
+    // Offsets by time (kcat -Q): the first at or after time 0, and the
+    // end (-1).
+    for (at, want) in [("0", "kc [0] offset 0"), ("-1", "kc [0] offset 5")] {
+        let mut query = Command::new("kcat");
+        query.args(["-b", &bootstrap, "-Q", "-t", &format!("kc:0:{at}")]);
+        let o = run_bounded(query, None, Duration::from_secs(30));
+        assert!(o.status.success(), "kcat -Q: {}", stderr(&o));
+        assert_eq!(stdout(&o).trim(), want);
+    }
     // And this CLI reads what kcat wrote.
     let o = kafka(
         &bootstrap,
-        &["consume", "kc", "--count", "3", "-f", "%s\\n"],
+        &["consume", "kc", "--count", "5", "-f", "%s\\n"],
         b"",
     );
     assert_ok(&o);
-    assert_eq!(stdout(&o), "one\ntwo\nthree\n");
+    assert_eq!(stdout(&o), "none\ngzip\nsnappy\nlz4\nzstd\n");
     let (status, _) = signal_and_wait(&mut child, "-TERM", Duration::from_secs(5));
     assert_eq!(status.code(), Some(0));
 }

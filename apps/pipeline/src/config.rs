@@ -156,7 +156,7 @@ impl Default for ConsumerSettings {
             max_attempts: 3,
             retry_backoff_ms: 500,
             session_timeout_ms: 10_000,
-            max_in_flight: 20_000,
+            max_in_flight: 5_000,
             max_buffered_bytes: 16 << 20,
             exactly_once: false,
             transactional_id: None,
