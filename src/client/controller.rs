@@ -126,12 +126,11 @@ impl ControllerClient {
             let name = &name;
             async move {
                 let resp = conn.request(req).await?;
-                let t = resp
-                    .topics
-                    .iter()
-                    .find(|t| &t.name == name)
-                    .ok_or_else(|| Error::protocol("the response lacks the topic"))?;
-                check(t.error_code, t.error_message.clone())
+                let entries = resp.topics.iter();
+                topic_outcome(
+                    entries.map(|t| (Some(t.name.as_str()), t.error_code, &t.error_message)),
+                    name,
+                )
             }
         })
         .await?;
@@ -152,12 +151,11 @@ impl ControllerClient {
                 let version = conn.version_for(ApiKey::DELETE_TOPICS).unwrap_or(0);
                 let req = delete_topics_request(version, name, timeout_ms);
                 let resp = conn.request(&req).await?;
-                let t = resp
-                    .responses
-                    .iter()
-                    .find(|t| t.name.as_deref() == Some(name.as_str()))
-                    .ok_or_else(|| Error::protocol("the response lacks the topic"))?;
-                check(t.error_code, t.error_message.clone())
+                let entries = resp.responses.iter();
+                topic_outcome(
+                    entries.map(|t| (t.name.as_deref(), t.error_code, &t.error_message)),
+                    name,
+                )
             }
         })
         .await?;
@@ -195,12 +193,11 @@ impl ControllerClient {
             let name = &name;
             async move {
                 let resp = conn.request(req).await?;
-                let t = resp
-                    .results
-                    .iter()
-                    .find(|t| &t.name == name)
-                    .ok_or_else(|| Error::protocol("the response lacks the topic"))?;
-                check(t.error_code, t.error_message.clone())
+                let entries = resp.results.iter();
+                topic_outcome(
+                    entries.map(|t| (Some(t.name.as_str()), t.error_code, &t.error_message)),
+                    name,
+                )
             }
         })
         .await?;
@@ -259,6 +256,20 @@ impl ControllerClient {
             }
         }
     }
+}
+
+/// The outcome a CreateTopics, DeleteTopics or CreatePartitions response
+/// reports for topic `name`, from its `(name, error code, error message)`
+/// entries.
+fn topic_outcome<'a>(
+    entries: impl IntoIterator<Item = (Option<&'a str>, i16, &'a Option<String>)>,
+    name: &str,
+) -> Result<()> {
+    let (_, code, message) = entries
+        .into_iter()
+        .find(|(n, _, _)| *n == Some(name))
+        .ok_or_else(|| Error::protocol("the response lacks the topic"))?;
+    check(code, message.clone())
 }
 
 /// A DeleteTopics request for topic `name` at `version`.
@@ -367,6 +378,21 @@ mod tests {
         let gone = topic(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, &[]);
         assert!(deleted.shown_in(Some(&gone)));
         assert!(!deleted.shown_in(Some(&topic(ErrorCode::NONE, &[None]))));
+    }
+
+    #[test]
+    fn the_outcome_is_the_named_topics_error() {
+        let denied = Some("denied".to_owned());
+        let entries = [
+            (Some("other"), ErrorCode::NONE.0, &None),
+            (Some("t"), ErrorCode::TOPIC_AUTHORIZATION_FAILED.0, &denied),
+        ];
+        let e = topic_outcome(entries, "t").unwrap_err();
+        assert_eq!(e.error_code(), Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED));
+        assert!(e.to_string().contains("denied"), "{e}");
+        assert!(topic_outcome(entries, "other").is_ok());
+        let e = topic_outcome(entries, "missing").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
     }
 
     #[test]

@@ -568,15 +568,8 @@ impl Producer {
             value.as_ref().map(|v| v.len()),
             &headers,
         );
-        let cfg = &self.shared.cfg;
-        if size + RECORD_BATCH_OVERHEAD > cfg.max_request_size || size > cfg.buffer_memory {
-            let e = ctx(
-                Error::kafka(ErrorCode::MESSAGE_TOO_LARGE, None).with_message(format!(
-                    "a record of up to {size} bytes does not fit the maximum request size \
-                 ({}) or buffer memory ({})",
-                    cfg.max_request_size, cfg.buffer_memory
-                )),
-            );
+        if let Some(e) = record_too_large(size, &self.shared.cfg) {
+            let e = ctx(e);
             self.fail_transaction(&e);
             return Err(e);
         }
@@ -871,6 +864,18 @@ impl Producer {
     }
 }
 
+/// The error of a record of up to `size` bytes that can never be sent: it
+/// does not fit a request or the buffer.
+fn record_too_large(size: usize, cfg: &ProducerConfig) -> Option<Error> {
+    (size + RECORD_BATCH_OVERHEAD > cfg.max_request_size || size > cfg.buffer_memory).then(|| {
+        Error::kafka(ErrorCode::MESSAGE_TOO_LARGE, None).with_message(format!(
+            "a record of up to {size} bytes does not fit the maximum request size \
+                 ({}) or buffer memory ({})",
+            cfg.max_request_size, cfg.buffer_memory
+        ))
+    })
+}
+
 /// What [`Producer::send_slowly`] does about a record that could not be
 /// appended.
 #[derive(Debug, PartialEq, Eq)]
@@ -1009,6 +1014,19 @@ mod tests {
             next_append_step(&AppendError::Closed, false, true),
             AppendStep::Fail
         );
+    }
+
+    #[test]
+    fn a_record_must_fit_a_request_with_its_batch_header_and_the_buffer() {
+        let cfg = ProducerConfig::default()
+            .max_request_size(1000 + RECORD_BATCH_OVERHEAD)
+            .buffer_memory(2000);
+        assert!(record_too_large(1000, &cfg).is_none());
+        let e = record_too_large(1001, &cfg).unwrap();
+        assert_eq!(e.error_code(), Some(ErrorCode::MESSAGE_TOO_LARGE));
+        let small_buffer = cfg.buffer_memory(500);
+        assert!(record_too_large(501, &small_buffer).is_some());
+        assert!(record_too_large(500, &small_buffer).is_none());
     }
 
     #[test]
