@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::{
+    cluster::TopicInfo,
     connection::BrokerConnection,
     error::{Error, Result},
     protocol::{
@@ -125,22 +126,19 @@ impl ControllerClient {
             let name = &name;
             async move {
                 let resp = conn.request(req).await?;
-                let t = resp
-                    .topics
-                    .iter()
-                    .find(|t| &t.name == name)
-                    .ok_or_else(|| Error::protocol("the response lacks the topic"))?;
-                check(t.error_code, t.error_message.clone())
+                let entries = resp.topics.iter();
+                topic_outcome(
+                    entries.map(|t| (Some(t.name.as_str()), t.error_code, &t.error_message)),
+                    name,
+                )
             }
         })
         .await?;
-        let expected = usize::try_from(num_partitions).unwrap_or(0);
-        self.wait_for_metadata(&name, timeout_ms, ApiKey::CREATE_TOPICS, |t| {
-            t.is_some_and(|t| {
-                t.partitions.len() >= expected && t.partitions.values().all(|p| p.leader.is_some())
-            })
-        })
-        .await
+        let change = TopicChange::Led {
+            partitions: num_partitions,
+        };
+        self.wait_for_metadata(&name, timeout_ms, ApiKey::CREATE_TOPICS, change)
+            .await
     }
 
     /// Deletes a topic and waits (up to `timeout_ms`) until metadata no
@@ -151,36 +149,23 @@ impl ControllerClient {
             let name = &name;
             async move {
                 let version = conn.version_for(ApiKey::DELETE_TOPICS).unwrap_or(0);
-                let req = DeleteTopicsRequest {
-                    // v6 moved from a list of names to (name, id) pairs.
-                    topics: if version >= 6 {
-                        vec![DeleteTopicState {
-                            name: Some(name.clone()),
-                            ..Default::default()
-                        }]
-                    } else {
-                        Vec::new()
-                    },
-                    topic_names: if version >= 6 {
-                        Vec::new()
-                    } else {
-                        vec![name.clone()]
-                    },
-                    timeout_ms,
-                    ..Default::default()
-                };
+                let req = delete_topics_request(version, name, timeout_ms);
                 let resp = conn.request(&req).await?;
-                let t = resp
-                    .responses
-                    .iter()
-                    .find(|t| t.name.as_deref() == Some(name.as_str()))
-                    .ok_or_else(|| Error::protocol("the response lacks the topic"))?;
-                check(t.error_code, t.error_message.clone())
+                let entries = resp.responses.iter();
+                topic_outcome(
+                    entries.map(|t| (t.name.as_deref(), t.error_code, &t.error_message)),
+                    name,
+                )
             }
         })
         .await?;
-        self.wait_for_metadata(&name, timeout_ms, ApiKey::DELETE_TOPICS, |t| t.is_none())
-            .await
+        self.wait_for_metadata(
+            &name,
+            timeout_ms,
+            ApiKey::DELETE_TOPICS,
+            TopicChange::Deleted,
+        )
+        .await
     }
 
     /// Grows a topic to `total` partitions and waits (up to `timeout_ms`)
@@ -208,22 +193,17 @@ impl ControllerClient {
             let name = &name;
             async move {
                 let resp = conn.request(req).await?;
-                let t = resp
-                    .results
-                    .iter()
-                    .find(|t| &t.name == name)
-                    .ok_or_else(|| Error::protocol("the response lacks the topic"))?;
-                check(t.error_code, t.error_message.clone())
+                let entries = resp.results.iter();
+                topic_outcome(
+                    entries.map(|t| (Some(t.name.as_str()), t.error_code, &t.error_message)),
+                    name,
+                )
             }
         })
         .await?;
-        let expected = usize::try_from(total).unwrap_or(0);
-        self.wait_for_metadata(&name, timeout_ms, ApiKey::CREATE_PARTITIONS, |t| {
-            t.is_some_and(|t| {
-                t.partitions.len() >= expected && t.partitions.values().all(|p| p.leader.is_some())
-            })
-        })
-        .await
+        let change = TopicChange::Led { partitions: total };
+        self.wait_for_metadata(&name, timeout_ms, ApiKey::CREATE_PARTITIONS, change)
+            .await
     }
 
     /// Every config of a topic, by name; see
@@ -248,13 +228,13 @@ impl ControllerClient {
         self.client.admin().alter_configs(&resource, &changes).await
     }
 
-    /// Polls fresh metadata until `done(topic)` holds, up to `timeout_ms`.
+    /// Polls fresh metadata until it shows `change`, up to `timeout_ms`.
     async fn wait_for_metadata(
         &self,
         name: &str,
         timeout_ms: i32,
         api: ApiKey,
-        done: impl Fn(Option<&crate::cluster::TopicInfo>) -> bool,
+        change: TopicChange,
     ) -> Result<()> {
         let timeout = std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
         let deadline = tokio::time::Instant::now() + timeout;
@@ -264,8 +244,7 @@ impl ControllerClient {
         loop {
             let last = match self.client.cluster.refresh_metadata(Some(&topics)).await {
                 Ok(md) => {
-                    let t = md.topics.get(name).filter(|t| t.error.is_ok());
-                    if done(t) {
+                    if change.shown_in(md.topics.get(name)) {
                         return Ok(());
                     }
                     None
@@ -273,13 +252,168 @@ impl ControllerClient {
                 Err(e) => Some(Error::from(e)),
             };
             if backoff.wait().await.is_err() {
-                let e = last.unwrap_or_else(|| {
-                    Error::new(crate::error::ErrorKind::Timeout).with_message(format!(
-                        "the broker accepted the change, but its metadata did not show it within {timeout_ms} ms"
-                    ))
-                });
-                return Err(e.with_api(api).with_topic(name));
+                return Err(not_shown(last, timeout_ms).with_api(api).with_topic(name));
             }
         }
+    }
+}
+
+/// The outcome a CreateTopics, DeleteTopics or CreatePartitions response
+/// reports for topic `name`, from its `(name, error code, error message)`
+/// entries.
+fn topic_outcome<'a>(
+    entries: impl IntoIterator<Item = (Option<&'a str>, i16, &'a Option<String>)>,
+    name: &str,
+) -> Result<()> {
+    let (_, code, message) = entries
+        .into_iter()
+        .find(|(n, _, _)| *n == Some(name))
+        .ok_or_else(|| Error::protocol("the response lacks the topic"))?;
+    check(code, message.clone())
+}
+
+/// A DeleteTopics request for topic `name` at `version`.
+fn delete_topics_request(version: i16, name: &str, timeout_ms: i32) -> DeleteTopicsRequest {
+    // v6 moved from a list of names to (name, id) pairs.
+    let (topics, topic_names) = if version >= 6 {
+        let state = DeleteTopicState {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        };
+        (vec![state], Vec::new())
+    } else {
+        (Vec::new(), vec![name.to_owned()])
+    };
+    DeleteTopicsRequest {
+        topics,
+        topic_names,
+        timeout_ms,
+        ..Default::default()
+    }
+}
+
+/// A change to a topic that metadata shows once brokers applied it.
+#[derive(Debug, Clone, Copy)]
+enum TopicChange {
+    /// The topic has at least `partitions` partitions, each with a leader.
+    Led { partitions: i32 },
+    /// The topic is gone.
+    Deleted,
+}
+
+impl TopicChange {
+    /// Whether `topic`, as metadata lists it, shows the change; a topic
+    /// listed with an error counts as absent.
+    fn shown_in(self, topic: Option<&TopicInfo>) -> bool {
+        let topic = topic.filter(|t| t.error.is_ok());
+        match self {
+            Self::Led { partitions } => topic.is_some_and(|t| {
+                t.partitions.len() >= usize::try_from(partitions).unwrap_or(0)
+                    && t.partitions.values().all(|p| p.leader.is_some())
+            }),
+            Self::Deleted => topic.is_none(),
+        }
+    }
+}
+
+/// The error of a change metadata did not show within `timeout_ms`: the
+/// `last` metadata error, if the last poll failed.
+fn not_shown(last: Option<Error>, timeout_ms: i32) -> Error {
+    last.unwrap_or_else(|| {
+        Error::new(crate::error::ErrorKind::Timeout).with_message(format!(
+            "the broker accepted the change, but its metadata did not show it within {timeout_ms} ms"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        cluster::PartitionInfo,
+        error::ErrorKind,
+        protocol::{ErrorCode, Uuid},
+    };
+
+    fn topic(error: ErrorCode, leaders: &[Option<i32>]) -> TopicInfo {
+        let partition = |(id, leader): (usize, &Option<i32>)| {
+            let id = i32::try_from(id).unwrap();
+            let info = PartitionInfo {
+                id,
+                error: ErrorCode::NONE,
+                leader: *leader,
+                leader_epoch: 0,
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                offline: Vec::new(),
+            };
+            (id, info)
+        };
+        TopicInfo {
+            name: "t".into(),
+            id: Uuid::default(),
+            error,
+            is_internal: false,
+            partitions: BTreeMap::from_iter(leaders.iter().enumerate().map(partition)),
+        }
+    }
+
+    #[test]
+    fn a_created_topic_shows_once_every_partition_has_a_leader() {
+        let led = TopicChange::Led { partitions: 2 };
+        assert!(led.shown_in(Some(&topic(ErrorCode::NONE, &[Some(1), Some(2)]))));
+        assert!(!led.shown_in(Some(&topic(ErrorCode::NONE, &[Some(1), None]))));
+        assert!(!led.shown_in(Some(&topic(ErrorCode::NONE, &[Some(1)]))));
+        assert!(!led.shown_in(None));
+        let errored = topic(ErrorCode::LEADER_NOT_AVAILABLE, &[Some(1), Some(2)]);
+        assert!(!led.shown_in(Some(&errored)));
+    }
+
+    #[test]
+    fn a_deleted_topic_shows_once_metadata_lists_it_absent_or_with_an_error() {
+        let deleted = TopicChange::Deleted;
+        assert!(deleted.shown_in(None));
+        let gone = topic(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, &[]);
+        assert!(deleted.shown_in(Some(&gone)));
+        assert!(!deleted.shown_in(Some(&topic(ErrorCode::NONE, &[None]))));
+    }
+
+    #[test]
+    fn the_outcome_is_the_named_topics_error() {
+        let denied = Some("denied".to_owned());
+        let entries = [
+            (Some("other"), ErrorCode::NONE.0, &None),
+            (Some("t"), ErrorCode::TOPIC_AUTHORIZATION_FAILED.0, &denied),
+        ];
+        let e = topic_outcome(entries, "t").unwrap_err();
+        assert_eq!(e.error_code(), Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED));
+        assert!(e.to_string().contains("denied"), "{e}");
+        assert!(topic_outcome(entries, "other").is_ok());
+        let e = topic_outcome(entries, "missing").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol);
+    }
+
+    #[test]
+    fn delete_names_the_topic_in_the_field_of_the_version() {
+        let old = delete_topics_request(5, "t", 100);
+        assert_eq!(
+            (old.topic_names, old.topics.len()),
+            (vec!["t".to_owned()], 0)
+        );
+        let new = delete_topics_request(6, "t", 100);
+        assert!(new.topic_names.is_empty());
+        assert_eq!(new.topics[0].name.as_deref(), Some("t"));
+        assert_eq!(new.timeout_ms, 100);
+    }
+
+    #[test]
+    fn a_change_not_shown_reports_the_last_metadata_error_or_a_timeout() {
+        let e = not_shown(None, 250);
+        assert_eq!(e.kind(), ErrorKind::Timeout);
+        assert!(e.to_string().contains("within 250 ms"), "{e}");
+        let last = Error::new(ErrorKind::Connection);
+        assert_eq!(not_shown(Some(last), 250).kind(), ErrorKind::Connection);
     }
 }

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::time::{timeout_at, Instant};
 
 use super::{
@@ -113,42 +114,15 @@ async fn negotiate(
         let body = conn
             .round_trip(EncodedRequest::new(&req, version, client_id)?, false)
             .await?;
-        let at_version = ApiVersionsResponse::decode(&mut Reader::new(body.clone()), version);
-        let resp = match at_version {
-            Ok(r) if r.error_code != ErrorCode::UNSUPPORTED_VERSION.0 => r,
-            first => match ApiVersionsResponse::decode(&mut Reader::new(body), 0) {
-                Ok(r0) => r0,
-                Err(e0) => {
-                    return Err(ConnectionError::Decode {
-                        api: key,
-                        version,
-                        source: first.err().unwrap_or(e0),
-                    })
-                }
-            },
-        };
-        if resp.error_code == ErrorCode::UNSUPPORTED_VERSION.0 && !retried {
-            let broker_max = resp
-                .api_keys
-                .iter()
-                .find(|k| k.api_key == key.0)
-                .map_or(0, |k| k.max_version);
-            let next = broker_max.min(ours);
-            if next < version && next >= 0 {
+        match read_api_versions(body, version, ours, retried)? {
+            ApiVersionsAnswer::Versions(resp) => break resp,
+            ApiVersionsAnswer::RetryAt(next) => {
                 tracing::debug!(broker = %conn.addr(), version = next, "retrying ApiVersions");
                 version = next;
                 retried = true;
-                continue;
             }
         }
-        break resp;
     };
-    if resp.error_code != 0 {
-        return Err(ConnectionError::Broker {
-            api: key,
-            code: ErrorCode(resp.error_code),
-        });
-    }
     Ok(VersionTable::new(
         resp.api_keys
             .iter()
@@ -160,4 +134,127 @@ async fn negotiate(
             .into_iter()
             .map(|f| (f.name, f.max_version_level)),
     ))
+}
+
+/// What an ApiVersions answer says.
+#[derive(Debug)]
+enum ApiVersionsAnswer {
+    /// The broker's versions.
+    Versions(ApiVersionsResponse),
+    /// The broker does not know the version asked: ask again at this one.
+    RetryAt(i16),
+}
+
+/// Reads the answer `body` to an ApiVersions request at `version` (`ours`
+/// the highest this client knows; `retried` once it asked again). A broker
+/// that does not know the version answers in a v0 body, so a body that is
+/// not a valid answer at `version`, or says UNSUPPORTED_VERSION, is read at
+/// v0; UNSUPPORTED_VERSION is then retried once, at the highest version
+/// both sides know.
+fn read_api_versions(
+    body: Bytes,
+    version: i16,
+    ours: i16,
+    retried: bool,
+) -> Result<ApiVersionsAnswer, ConnectionError> {
+    let key = ApiKey::API_VERSIONS;
+    let at_version = ApiVersionsResponse::decode(&mut Reader::new(body.clone()), version);
+    let resp = match at_version {
+        Ok(r) if r.error_code != ErrorCode::UNSUPPORTED_VERSION.0 => r,
+        first => match ApiVersionsResponse::decode(&mut Reader::new(body), 0) {
+            Ok(r0) => r0,
+            Err(e0) => {
+                return Err(ConnectionError::Decode {
+                    api: key,
+                    version,
+                    source: first.err().unwrap_or(e0),
+                })
+            }
+        },
+    };
+    if resp.error_code == ErrorCode::UNSUPPORTED_VERSION.0 && !retried {
+        let broker_max = resp
+            .api_keys
+            .iter()
+            .find(|k| k.api_key == key.0)
+            .map_or(0, |k| k.max_version);
+        let next = broker_max.min(ours);
+        if next < version && next >= 0 {
+            return Ok(ApiVersionsAnswer::RetryAt(next));
+        }
+    }
+    if resp.error_code != 0 {
+        return Err(ConnectionError::Broker {
+            api: key,
+            code: ErrorCode(resp.error_code),
+        });
+    }
+    Ok(ApiVersionsAnswer::Versions(resp))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::protocol::messages::api_versions_response::ApiVersion;
+
+    /// An ApiVersions answer encoded at `version`, listing ApiVersions up
+    /// to `max`.
+    fn answer(version: i16, code: ErrorCode, max: i16) -> Bytes {
+        let resp = ApiVersionsResponse {
+            error_code: code.0,
+            api_keys: vec![ApiVersion {
+                api_key: ApiKey::API_VERSIONS.0,
+                min_version: 0,
+                max_version: max,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let mut buf = BytesMut::new();
+        resp.encode(&mut buf, version).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn an_answer_at_the_version_asked_is_the_versions() {
+        let body = answer(4, ErrorCode::NONE, 4);
+        let Ok(ApiVersionsAnswer::Versions(resp)) = read_api_versions(body, 4, 4, false) else {
+            panic!("a v4 answer to v4 is read as is");
+        };
+        assert_eq!(resp.api_keys[0].max_version, 4);
+    }
+
+    #[test]
+    fn an_unsupported_version_in_a_v0_body_retries_once_at_the_brokers_highest() {
+        let body = answer(0, ErrorCode::UNSUPPORTED_VERSION, 2);
+        assert!(matches!(
+            read_api_versions(body.clone(), 4, 4, false),
+            Ok(ApiVersionsAnswer::RetryAt(2))
+        ));
+        assert!(matches!(
+            read_api_versions(body, 2, 4, true),
+            Err(ConnectionError::Broker { code, .. }) if code == ErrorCode::UNSUPPORTED_VERSION
+        ));
+    }
+
+    #[test]
+    fn an_unsupported_version_with_nothing_lower_to_try_is_the_error() {
+        // The broker's highest is not below the version asked.
+        let body = answer(0, ErrorCode::UNSUPPORTED_VERSION, 4);
+        assert!(matches!(
+            read_api_versions(body, 3, 4, false),
+            Err(ConnectionError::Broker { code, .. }) if code == ErrorCode::UNSUPPORTED_VERSION
+        ));
+    }
+
+    #[test]
+    fn a_body_unreadable_at_both_versions_reports_the_version_asked() {
+        let body = Bytes::from_static(&[0]);
+        assert!(matches!(
+            read_api_versions(body, 3, 4, false),
+            Err(ConnectionError::Decode { version: 3, .. })
+        ));
+    }
 }

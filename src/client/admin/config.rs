@@ -10,7 +10,7 @@ use crate::{
         messages::{
             describe_configs_request::DescribeConfigsResource,
             incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
-            DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+            DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
         },
         ApiKey,
     },
@@ -201,37 +201,7 @@ impl AdminClient {
             |conn| async move {
                 let version = conn.version_for(ApiKey::DESCRIBE_CONFIGS).unwrap_or(0);
                 let resp = conn.request(req).await?;
-                let r = resp
-                    .results
-                    .iter()
-                    .find(|r| r.resource_name == name)
-                    .ok_or_else(|| Error::protocol("the response lacks the resource"))?;
-                check(r.error_code, r.error_message.clone())?;
-                Ok(r.configs
-                    .iter()
-                    .map(|c| {
-                        let source = if version >= 1 {
-                            ConfigSource::from_wire(c.config_source)
-                        } else if c.is_default {
-                            ConfigSource::Default
-                        } else {
-                            ConfigSource::Other(-1)
-                        };
-                        let entry = ConfigEntry {
-                            name: c.name.clone(),
-                            value: c.value.clone(),
-                            source,
-                            read_only: c.read_only,
-                            is_default: if version >= 1 {
-                                source == ConfigSource::Default
-                            } else {
-                                c.is_default
-                            },
-                            is_sensitive: c.is_sensitive,
-                        };
-                        (c.name.clone(), entry)
-                    })
-                    .collect())
+                described_configs(&resp, name, version)
             },
         )
         .await
@@ -303,5 +273,94 @@ impl AdminClient {
         })
         .await;
         Ok(())
+    }
+}
+
+/// The configs a DescribeConfigs response at `version` reports for the
+/// resource `name`, by config name. v0 has no source, only whether a config
+/// has its default.
+fn described_configs(
+    resp: &DescribeConfigsResponse,
+    name: &str,
+    version: i16,
+) -> Result<BTreeMap<String, ConfigEntry>> {
+    let r = resp
+        .results
+        .iter()
+        .find(|r| r.resource_name == name)
+        .ok_or_else(|| Error::protocol("the response lacks the resource"))?;
+    check(r.error_code, r.error_message.clone())?;
+    Ok(r.configs
+        .iter()
+        .map(|c| {
+            let source = if version >= 1 {
+                ConfigSource::from_wire(c.config_source)
+            } else if c.is_default {
+                ConfigSource::Default
+            } else {
+                ConfigSource::Other(-1)
+            };
+            let entry = ConfigEntry {
+                name: c.name.clone(),
+                value: c.value.clone(),
+                source,
+                read_only: c.read_only,
+                is_default: if version >= 1 {
+                    source == ConfigSource::Default
+                } else {
+                    c.is_default
+                },
+                is_sensitive: c.is_sensitive,
+            };
+            (c.name.clone(), entry)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{
+        messages::describe_configs_response::{
+            DescribeConfigsResourceResult, DescribeConfigsResult,
+        },
+        ErrorCode,
+    };
+
+    fn answer(error: ErrorCode) -> DescribeConfigsResponse {
+        DescribeConfigsResponse {
+            results: vec![DescribeConfigsResult {
+                error_code: error.0,
+                resource_name: "t".into(),
+                configs: vec![DescribeConfigsResourceResult {
+                    name: "retention.ms".into(),
+                    value: Some("1".into()),
+                    is_default: true,
+                    config_source: 1,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_source_comes_from_v1_on_and_v0_has_only_is_default() {
+        let v1 = described_configs(&answer(ErrorCode::NONE), "t", 1).unwrap();
+        let e = &v1["retention.ms"];
+        assert_eq!((e.source, e.is_default), (ConfigSource::Topic, false));
+        let v0 = described_configs(&answer(ErrorCode::NONE), "t", 0).unwrap();
+        let e = &v0["retention.ms"];
+        assert_eq!((e.source, e.is_default), (ConfigSource::Default, true));
+        assert_eq!(e.value.as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn a_missing_or_failed_resource_is_an_error() {
+        assert!(described_configs(&answer(ErrorCode::NONE), "other", 1).is_err());
+        let e =
+            described_configs(&answer(ErrorCode::TOPIC_AUTHORIZATION_FAILED), "t", 1).unwrap_err();
+        assert_eq!(e.error_code(), Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED));
     }
 }

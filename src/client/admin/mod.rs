@@ -167,11 +167,7 @@ impl AdminClient {
                 Ok(conn) => attempt(conn).await,
                 Err(e) => Err(e.into()),
             };
-            if result
-                .as_ref()
-                .is_err_and(|e| e.error_code() == Some(ErrorCode::NOT_CONTROLLER))
-            {
-                // The cached controller id is stale.
+            if result.as_ref().is_err_and(controller_moved) {
                 let _ = self.client.cluster.refresh_metadata(Some(&[])).await;
             }
             result
@@ -201,6 +197,12 @@ impl AdminClient {
             }
         }
     }
+}
+
+/// Whether `e` says the cached controller id is stale, so metadata must be
+/// refreshed before the next attempt.
+fn controller_moved(e: &Error) -> bool {
+    e.error_code() == Some(ErrorCode::NOT_CONTROLLER)
 }
 
 /// An error for a non-zero error code in a response.
@@ -294,3 +296,23 @@ macro_rules! wire_enum {
     };
 }
 pub(crate) use wire_enum;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_not_controller_refreshes_the_controller() {
+        assert!(controller_moved(&Error::kafka(
+            ErrorCode::NOT_CONTROLLER,
+            None
+        )));
+        assert!(!controller_moved(&Error::kafka(
+            ErrorCode::REQUEST_TIMED_OUT,
+            None
+        )));
+        assert!(!controller_moved(&Error::new(
+            crate::error::ErrorKind::Connection
+        )));
+    }
+}

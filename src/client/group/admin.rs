@@ -21,7 +21,8 @@ use crate::{
         messages::{
             offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic},
             ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, DeleteGroupsRequest,
-            DescribeGroupsRequest, DescribeGroupsResponse, ListGroupsRequest, OffsetDeleteRequest,
+            DescribeGroupsRequest, DescribeGroupsResponse, ListGroupsRequest, ListGroupsResponse,
+            OffsetDeleteRequest,
         },
         ApiKey, ErrorCode,
     },
@@ -273,18 +274,9 @@ impl GroupAdmin {
         for id in md.brokers.keys() {
             let conn = self.client.cluster.broker(*id).await?;
             let resp = conn.request(&ListGroupsRequest::default()).await?;
-            check(resp.error_code, None, ApiKey::LIST_GROUPS)?;
             let version = conn.version_for(ApiKey::LIST_GROUPS).unwrap_or(0);
-            for g in resp.groups {
-                out.insert(
-                    g.group_id.clone(),
-                    GroupListing {
-                        group_id: g.group_id,
-                        protocol_type: g.protocol_type,
-                        state: (version >= 4).then_some(g.group_state),
-                        group_type: (version >= 5).then_some(g.group_type),
-                    },
-                );
+            for g in group_listings(resp, version)? {
+                out.insert(g.group_id.clone(), g);
             }
         }
         Ok(out.into_values().collect())
@@ -506,6 +498,22 @@ impl GroupAdmin {
     }
 }
 
+/// The groups of one broker's ListGroups response at `version`, with the
+/// fields that version has.
+fn group_listings(resp: ListGroupsResponse, version: i16) -> Result<Vec<GroupListing>> {
+    check(resp.error_code, None, ApiKey::LIST_GROUPS)?;
+    Ok(resp
+        .groups
+        .into_iter()
+        .map(|g| GroupListing {
+            group_id: g.group_id,
+            protocol_type: g.protocol_type,
+            state: (version >= 4).then_some(g.group_state),
+            group_type: (version >= 5).then_some(g.group_type),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -513,6 +521,7 @@ mod tests {
     use super::*;
     use crate::protocol::messages::{
         consumer_group_describe_response as cgd, describe_groups_response as dg,
+        list_groups_response,
     };
 
     fn tp(topic: &str, partition: i32) -> TopicPartition {
@@ -639,6 +648,39 @@ mod tests {
             clamped_to_logs(65, starts, &ends),
             // Past the end, inside, and with no end known: the start.
             BTreeMap::from([(tp("t", 0), 50), (tp("t", 1), 65), (tp("t", 2), 5)])
+        );
+    }
+
+    #[test]
+    fn group_listings_have_the_fields_of_the_version() {
+        let resp = ListGroupsResponse {
+            groups: vec![list_groups_response::ListedGroup {
+                group_id: "g".into(),
+                protocol_type: "consumer".into(),
+                group_state: "Stable".into(),
+                group_type: "classic".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let fields = |version| {
+            let g = group_listings(resp.clone(), version).unwrap().remove(0);
+            (g.state, g.group_type)
+        };
+        assert_eq!(fields(3), (None, None));
+        assert_eq!(fields(4), (Some("Stable".to_owned()), None));
+        assert_eq!(
+            fields(5),
+            (Some("Stable".to_owned()), Some("classic".to_owned()))
+        );
+        let failed = ListGroupsResponse {
+            error_code: ErrorCode::COORDINATOR_LOAD_IN_PROGRESS.0,
+            ..Default::default()
+        };
+        let e = group_listings(failed, 5).unwrap_err();
+        assert_eq!(
+            e.error_code(),
+            Some(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
         );
     }
 }

@@ -24,7 +24,7 @@ use crate::{
     cluster::Cluster,
     error::{Error, ErrorKind, Result},
     protocol::{
-        messages::{leave_group_request::MemberIdentity, LeaveGroupRequest},
+        messages::{leave_group_request::MemberIdentity, LeaveGroupRequest, LeaveGroupResponse},
         ApiKey, Request,
     },
 };
@@ -213,8 +213,7 @@ async fn to_coordinator<R: Request>(
     }
 }
 
-/// LeaveGroup in the version the coordinator speaks: v0-2 name one
-/// member, v3+ take a list (KIP-345).
+/// LeaveGroup in the version the coordinator speaks.
 async fn leave_group(
     shared: &Shared,
     coordinator: Option<i32>,
@@ -229,7 +228,23 @@ async fn leave_group(
     let version = conn
         .version_for(ApiKey::LEAVE_GROUP)
         .ok_or_else(|| Error::new(ErrorKind::Unsupported).with_api(ApiKey::LEAVE_GROUP))?;
-    let req = if version >= 3 {
+    let req = leave_group_request(version, group_id, member_id, group_instance_id, reason);
+    let resp = tokio::time::timeout(shared.request_timeout, conn.request_version(&req, version))
+        .await
+        .map_err(|_| Error::new(ErrorKind::Timeout).with_api(ApiKey::LEAVE_GROUP))??;
+    left_group(&resp)
+}
+
+/// The LeaveGroup request at `version`: v0-2 name one member, v3+ take a
+/// list (KIP-345) that can carry the static instance id and the reason.
+fn leave_group_request(
+    version: i16,
+    group_id: String,
+    member_id: String,
+    group_instance_id: Option<String>,
+    reason: String,
+) -> LeaveGroupRequest {
+    if version >= 3 {
         LeaveGroupRequest {
             group_id,
             members: vec![MemberIdentity {
@@ -246,12 +261,14 @@ async fn leave_group(
             member_id,
             ..Default::default()
         }
-    };
-    let resp = tokio::time::timeout(shared.request_timeout, conn.request_version(&req, version))
-        .await
-        .map_err(|_| Error::new(ErrorKind::Timeout).with_api(ApiKey::LEAVE_GROUP))??;
+    }
+}
+
+/// A LeaveGroup response's outcome: the group's error, else the first
+/// member's.
+fn left_group(resp: &LeaveGroupResponse) -> Result<()> {
     check(resp.error_code, None, ApiKey::LEAVE_GROUP)?;
-    for m in resp.members {
+    for m in &resp.members {
         check(m.error_code, None, ApiKey::LEAVE_GROUP)?;
     }
     Ok(())
@@ -298,4 +315,58 @@ async fn list_topics(cluster: &Cluster) -> Result<Vec<ClusterTopic>> {
             error: t.error,
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{messages::leave_group_response::MemberResponse, ErrorCode};
+
+    fn request(version: i16) -> LeaveGroupRequest {
+        leave_group_request(
+            version,
+            "g".into(),
+            "m".into(),
+            Some("i".into()),
+            "closing".into(),
+        )
+    }
+
+    #[test]
+    fn leave_group_names_one_member_before_v3_and_a_list_from_v3() {
+        let old = request(2);
+        assert_eq!((old.member_id.as_str(), old.members.len()), ("m", 0));
+        let new = request(3);
+        assert!(new.member_id.is_empty());
+        let m = &new.members[0];
+        assert_eq!(
+            (
+                m.member_id.as_str(),
+                m.group_instance_id.as_deref(),
+                m.reason.as_deref()
+            ),
+            ("m", Some("i"), Some("closing"))
+        );
+    }
+
+    #[test]
+    fn leaving_fails_on_the_group_or_a_members_error() {
+        let member = |code: ErrorCode| MemberResponse {
+            member_id: "m".into(),
+            group_instance_id: None,
+            error_code: code.0,
+            ..Default::default()
+        };
+        let mut resp = LeaveGroupResponse {
+            members: vec![member(ErrorCode::NONE)],
+            ..Default::default()
+        };
+        assert!(left_group(&resp).is_ok());
+        resp.members.push(member(ErrorCode::UNKNOWN_MEMBER_ID));
+        let e = left_group(&resp).unwrap_err();
+        assert_eq!(e.error_code(), Some(ErrorCode::UNKNOWN_MEMBER_ID));
+        resp.error_code = ErrorCode::GROUP_AUTHORIZATION_FAILED.0;
+        let e = left_group(&resp).unwrap_err();
+        assert_eq!(e.error_code(), Some(ErrorCode::GROUP_AUTHORIZATION_FAILED));
+    }
 }

@@ -568,15 +568,8 @@ impl Producer {
             value.as_ref().map(|v| v.len()),
             &headers,
         );
-        let cfg = &self.shared.cfg;
-        if size + RECORD_BATCH_OVERHEAD > cfg.max_request_size || size > cfg.buffer_memory {
-            let e = ctx(
-                Error::kafka(ErrorCode::MESSAGE_TOO_LARGE, None).with_message(format!(
-                    "a record of up to {size} bytes does not fit the maximum request size \
-                 ({}) or buffer memory ({})",
-                    cfg.max_request_size, cfg.buffer_memory
-                )),
-            );
+        if let Some(e) = record_too_large(size, &self.shared.cfg) {
+            let e = ctx(e);
             self.fail_transaction(&e);
             return Err(e);
         }
@@ -649,17 +642,19 @@ impl Producer {
     ) -> Result<DeliveryFuture> {
         let ctx = |e: Error| e.with_topic(topic);
         let cfg = &self.shared.cfg;
-        // Metadata is loaded at most once per record: for a topic not seen
-        // yet, or a partition beyond the count known (partitions added).
+        // See `next_append_step`.
         let mut loaded_metadata = false;
         // Set once the buffer was found full: room must come by then.
         let mut room_deadline: Option<Instant> = None;
         loop {
-            let err = match appended {
+            let failed = match appended {
                 Ok(a) => return Ok(self.appended(a, record.timestamp)),
-                Err(AppendError::UnknownTopic) if !loaded_metadata => {
+                Err(e) => e,
+            };
+            let err = match next_append_step(&failed, loaded_metadata, cfg.block_on_full) {
+                AppendStep::LoadMetadata { refresh } => {
                     loaded_metadata = true;
-                    match self.load_topic(topic, false).await {
+                    match self.load_topic(topic, refresh).await {
                         Ok(()) => {
                             appended = self.append(topic, partition, &record, &headers, size, None);
                             continue;
@@ -667,27 +662,7 @@ impl Producer {
                         Err(e) => e,
                     }
                 }
-                Err(AppendError::InvalidPartition { .. }) if !loaded_metadata => {
-                    loaded_metadata = true;
-                    match self.load_topic(topic, true).await {
-                        Ok(()) => {
-                            appended = self.append(topic, partition, &record, &headers, size, None);
-                            continue;
-                        }
-                        Err(e) => e,
-                    }
-                }
-                Err(AppendError::UnknownTopic) => {
-                    Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None)
-                }
-                Err(AppendError::InvalidPartition { partition, count }) => {
-                    Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None)
-                        .with_message(format!(
-                            "partition {partition} does not exist; the topic has {count}"
-                        ))
-                        .with_partition(partition)
-                }
-                Err(AppendError::Full) if cfg.block_on_full => {
+                AppendStep::WaitForRoom => {
                     // Appended again with a waiter registered: room may have
                     // come since the first attempt, which registered none.
                     let room = self.shared.room.notified();
@@ -713,19 +688,13 @@ impl Producer {
                         appended = self.append(topic, partition, &record, &headers, size, None);
                         continue;
                     }
-                    Error::new(ErrorKind::BufferFull).with_message(format!(
-                        "no room in the buffer within the delivery timeout ({:?})",
-                        cfg.delivery_timeout
-                    ))
+                    no_room_in_time(cfg)
                 }
-                Err(AppendError::Full) => Error::new(ErrorKind::BufferFull).with_message(format!(
-                    "the producer's buffer ({} bytes) is full",
-                    cfg.buffer_memory
-                )),
-                Err(AppendError::Closed) => Error::invalid_input("the producer is closed"),
-                // Not a failure of the transaction: there is none to fail.
-                Err(AppendError::Transaction(e)) => return Err(ctx(e)),
-                Err(AppendError::Encode(e)) => Error::new(ErrorKind::InvalidInput).with_source(e),
+                AppendStep::Fail => match append_failure(failed, cfg) {
+                    SendFailure::Record(e) => e,
+                    // Not a failure of the transaction: there is none to fail.
+                    SendFailure::NoTransaction(e) => return Err(ctx(e)),
+                },
             };
             let err = ctx(err);
             self.fail_transaction(&err);
@@ -756,30 +725,19 @@ impl Producer {
                 cluster.metadata(Some(&names)).await
             };
             refresh = true;
-            let err = match md {
-                Ok(md) => match md.topics.get(topic) {
-                    Some(t) if t.error.is_ok() && !t.partitions.is_empty() => {
-                        let count = t
-                            .partitions
-                            .keys()
-                            .next_back()
-                            .map_or(0, |p| p.saturating_add(1));
-                        let mut st = self.shared.lock();
-                        st.acc.set_partition_count(topic, count);
-                        // The sticky partitioner avoids partitions without a leader.
-                        st.acc.set_topic_leaders(
-                            topic,
-                            t.partitions
-                                .iter()
-                                .filter(|(_, p)| p.leader.is_some())
-                                .map(|(&i, _)| i),
-                        );
-                        return Ok(());
-                    }
-                    Some(t) if !t.error.is_ok() => Error::kafka(t.error, None),
-                    _ => Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None),
-                },
-                Err(e) => Error::from(e),
+            let err = match md
+                .map_err(Error::from)
+                .and_then(|md| topic_layout(md.topics.get(topic)))
+            {
+                Ok(layout) => {
+                    let mut st = self.shared.lock();
+                    st.acc.set_partition_count(topic, layout.partition_count);
+                    // The sticky partitioner avoids partitions without a leader.
+                    st.acc
+                        .set_topic_leaders(topic, layout.with_leader.into_iter());
+                    return Ok(());
+                }
+                Err(e) => e,
             };
             if !err.is_retriable() || backoff.wait().await.is_err() {
                 return Err(err);
@@ -903,5 +861,260 @@ impl Producer {
     /// The producer id and epoch in use, with idempotence (for diagnostics).
     pub fn producer_id(&self) -> Option<(i64, i16)> {
         self.shared.lock().acc.producer_id()
+    }
+}
+
+/// The error of a record of up to `size` bytes that can never be sent: it
+/// does not fit a request or the buffer.
+fn record_too_large(size: usize, cfg: &ProducerConfig) -> Option<Error> {
+    (size + RECORD_BATCH_OVERHEAD > cfg.max_request_size || size > cfg.buffer_memory).then(|| {
+        Error::kafka(ErrorCode::MESSAGE_TOO_LARGE, None).with_message(format!(
+            "a record of up to {size} bytes does not fit the maximum request size \
+                 ({}) or buffer memory ({})",
+            cfg.max_request_size, cfg.buffer_memory
+        ))
+    })
+}
+
+/// What [`Producer::send_slowly`] does about a record that could not be
+/// appended.
+#[derive(Debug, PartialEq, Eq)]
+enum AppendStep {
+    /// Load the topic's metadata (fresh if `refresh`) and append again.
+    LoadMetadata { refresh: bool },
+    /// Wait for room in the buffer and append again.
+    WaitForRoom,
+    /// Report the error ([`append_failure`]).
+    Fail,
+}
+
+/// The next step after `failed`. Metadata is loaded at most once per record:
+/// for a topic not seen yet, or a partition beyond the count known
+/// (partitions added, so the cached count is refreshed).
+fn next_append_step(
+    failed: &AppendError,
+    loaded_metadata: bool,
+    block_on_full: bool,
+) -> AppendStep {
+    match failed {
+        AppendError::UnknownTopic if !loaded_metadata => {
+            AppendStep::LoadMetadata { refresh: false }
+        }
+        AppendError::InvalidPartition { .. } if !loaded_metadata => {
+            AppendStep::LoadMetadata { refresh: true }
+        }
+        AppendError::Full if block_on_full => AppendStep::WaitForRoom,
+        _ => AppendStep::Fail,
+    }
+}
+
+/// The error `send` reports for a record it gives up appending.
+#[derive(Debug)]
+enum SendFailure {
+    /// The record failed: an open transaction must not commit without it.
+    Record(Error),
+    /// No transaction is open to send in.
+    NoTransaction(Error),
+}
+
+/// The error of a record that could not be appended and will not be
+/// retried.
+fn append_failure(failed: AppendError, cfg: &ProducerConfig) -> SendFailure {
+    SendFailure::Record(match failed {
+        AppendError::UnknownTopic => Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None),
+        AppendError::InvalidPartition { partition, count } => {
+            Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None)
+                .with_message(format!(
+                    "partition {partition} does not exist; the topic has {count}"
+                ))
+                .with_partition(partition)
+        }
+        AppendError::Full => Error::new(ErrorKind::BufferFull).with_message(format!(
+            "the producer's buffer ({} bytes) is full",
+            cfg.buffer_memory
+        )),
+        AppendError::Closed => Error::invalid_input("the producer is closed"),
+        AppendError::Transaction(e) => return SendFailure::NoTransaction(e),
+        AppendError::Encode(e) => Error::new(ErrorKind::InvalidInput).with_source(e),
+    })
+}
+
+/// The error of a record that waited for room in the buffer in vain.
+fn no_room_in_time(cfg: &ProducerConfig) -> Error {
+    Error::new(ErrorKind::BufferFull).with_message(format!(
+        "no room in the buffer within the delivery timeout ({:?})",
+        cfg.delivery_timeout
+    ))
+}
+
+/// What the producer needs of a topic's metadata.
+#[derive(Debug, PartialEq, Eq)]
+struct TopicLayout {
+    /// One more than the highest partition index.
+    partition_count: i32,
+    /// The partitions that have a leader.
+    with_leader: Vec<i32>,
+}
+
+/// The layout of `topic` from metadata, or the error to retry on (while the
+/// topic is being created) or report; `None` is a topic metadata left out.
+fn topic_layout(topic: Option<&crate::cluster::TopicInfo>) -> Result<TopicLayout> {
+    match topic {
+        Some(t) if t.error.is_ok() && !t.partitions.is_empty() => Ok(TopicLayout {
+            partition_count: t
+                .partitions
+                .keys()
+                .next_back()
+                .map_or(0, |p| p.saturating_add(1)),
+            with_leader: t
+                .partitions
+                .iter()
+                .filter(|(_, p)| p.leader.is_some())
+                .map(|(&i, _)| i)
+                .collect(),
+        }),
+        Some(t) if !t.error.is_ok() => Err(Error::kafka(t.error, None)),
+        _ => Err(Error::kafka(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::cluster::{PartitionInfo, TopicInfo};
+
+    #[test]
+    fn metadata_is_loaded_once_per_record_and_only_a_blocking_producer_waits_for_room() {
+        let unknown = AppendError::UnknownTopic;
+        let invalid = AppendError::InvalidPartition {
+            partition: 3,
+            count: 2,
+        };
+        assert_eq!(
+            next_append_step(&unknown, false, false),
+            AppendStep::LoadMetadata { refresh: false }
+        );
+        assert_eq!(
+            next_append_step(&invalid, false, false),
+            AppendStep::LoadMetadata { refresh: true }
+        );
+        assert_eq!(next_append_step(&unknown, true, true), AppendStep::Fail);
+        assert_eq!(next_append_step(&invalid, true, true), AppendStep::Fail);
+        assert_eq!(
+            next_append_step(&AppendError::Full, true, true),
+            AppendStep::WaitForRoom
+        );
+        assert_eq!(
+            next_append_step(&AppendError::Full, false, false),
+            AppendStep::Fail
+        );
+        assert_eq!(
+            next_append_step(&AppendError::Closed, false, true),
+            AppendStep::Fail
+        );
+    }
+
+    #[test]
+    fn a_record_must_fit_a_request_with_its_batch_header_and_the_buffer() {
+        let cfg = ProducerConfig::default()
+            .max_request_size(1000 + RECORD_BATCH_OVERHEAD)
+            .buffer_memory(2000);
+        assert!(record_too_large(1000, &cfg).is_none());
+        let e = record_too_large(1001, &cfg).unwrap();
+        assert_eq!(e.error_code(), Some(ErrorCode::MESSAGE_TOO_LARGE));
+        let small_buffer = cfg.buffer_memory(500);
+        assert!(record_too_large(501, &small_buffer).is_some());
+        assert!(record_too_large(500, &small_buffer).is_none());
+    }
+
+    #[test]
+    fn append_failures_become_the_errors_send_reports() {
+        let cfg = ProducerConfig::default().buffer_memory(1000);
+        let SendFailure::Record(e) = append_failure(
+            AppendError::InvalidPartition {
+                partition: 3,
+                count: 2,
+            },
+            &cfg,
+        ) else {
+            panic!("an invalid partition fails the record");
+        };
+        assert_eq!(e.error_code(), Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
+        assert_eq!(e.partition(), Some(3));
+        assert!(
+            e.to_string()
+                .contains("partition 3 does not exist; the topic has 2"),
+            "{e}"
+        );
+        let SendFailure::Record(e) = append_failure(AppendError::Full, &cfg) else {
+            panic!("a full buffer fails the record");
+        };
+        assert_eq!(e.kind(), ErrorKind::BufferFull);
+        assert!(e.to_string().contains("(1000 bytes) is full"), "{e}");
+        let no_txn = Error::invalid_input("no transaction");
+        assert!(matches!(
+            append_failure(AppendError::Transaction(no_txn), &cfg),
+            SendFailure::NoTransaction(e) if e.kind() == ErrorKind::InvalidInput
+        ));
+    }
+
+    fn partition(id: i32, leader: Option<i32>) -> (i32, PartitionInfo) {
+        let info = PartitionInfo {
+            id,
+            error: ErrorCode::NONE,
+            leader,
+            leader_epoch: 0,
+            replicas: Vec::new(),
+            isr: Vec::new(),
+            offline: Vec::new(),
+        };
+        (id, info)
+    }
+
+    fn topic(error: ErrorCode, partitions: Vec<(i32, PartitionInfo)>) -> TopicInfo {
+        TopicInfo {
+            name: "t".into(),
+            id: Default::default(),
+            error,
+            is_internal: false,
+            partitions: BTreeMap::from_iter(partitions),
+        }
+    }
+
+    #[test]
+    fn topic_layout_counts_to_the_highest_partition_and_lists_those_with_leaders() {
+        let t = topic(
+            ErrorCode::NONE,
+            vec![
+                partition(0, Some(1)),
+                partition(1, None),
+                partition(3, Some(2)),
+            ],
+        );
+        assert_eq!(
+            topic_layout(Some(&t)).unwrap(),
+            TopicLayout {
+                partition_count: 4,
+                with_leader: vec![0, 3]
+            }
+        );
+    }
+
+    #[test]
+    fn topic_layout_errors_say_whether_to_wait_for_the_topic() {
+        let creating = topic(ErrorCode::NONE, Vec::new());
+        let e = topic_layout(Some(&creating)).unwrap_err();
+        assert_eq!(e.error_code(), Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION));
+        assert!(e.is_retriable());
+        assert_eq!(
+            topic_layout(None).unwrap_err().error_code(),
+            Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
+        );
+        let denied = topic(ErrorCode::TOPIC_AUTHORIZATION_FAILED, Vec::new());
+        let e = topic_layout(Some(&denied)).unwrap_err();
+        assert_eq!(e.error_code(), Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED));
+        assert!(!e.is_retriable());
     }
 }

@@ -303,11 +303,7 @@ async fn init_producer_id(
     let resp = tokio::time::timeout(shared.request_timeout, conn.request_version(&req, version))
         .await
         .map_err(|_| Error::new(ErrorKind::Timeout).with_api(ApiKey::INIT_PRODUCER_ID))??;
-    let code = ErrorCode(resp.error_code);
-    if !code.is_ok() {
-        return Err(Error::kafka(code, None).with_api(ApiKey::INIT_PRODUCER_ID));
-    }
-    Ok((resp.producer_id, resp.producer_epoch))
+    txn::producer_id_granted(&resp)
 }
 
 /// Starts the task that sends the requests for `broker`, in order.

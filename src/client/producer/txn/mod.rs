@@ -31,7 +31,9 @@ use std::{
 use tokio::{sync::Notify, time::Instant};
 
 pub(crate) use self::{
-    requests::{init_producer_id as init_producer_id_request, produce_version},
+    requests::{
+        init_producer_id as init_producer_id_request, produce_version, producer_id_granted,
+    },
     state::TxnState,
 };
 use self::{

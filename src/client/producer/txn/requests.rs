@@ -183,12 +183,15 @@ pub(crate) fn init_producer_id(
     }
 }
 
-/// The new producer id and epoch.
+/// The new producer id and epoch, or the error the broker answered.
+pub(crate) fn producer_id_granted(resp: &InitProducerIdResponse) -> Result<(i64, i16)> {
+    check(resp.error_code, None, ApiKey::INIT_PRODUCER_ID)
+        .map(|()| (resp.producer_id, resp.producer_epoch))
+}
+
+/// The new producer id and epoch of a transactional producer.
 pub(crate) fn handle_init_producer_id(resp: &InitProducerIdResponse) -> Next<(i64, i16)> {
-    classify(
-        check(resp.error_code, None, ApiKey::INIT_PRODUCER_ID)
-            .map(|()| (resp.producer_id, resp.producer_epoch)),
-    )
+    classify(producer_id_granted(resp))
 }
 
 /// AddPartitionsToTxn at versions up to this: later ones are for brokers

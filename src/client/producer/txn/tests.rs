@@ -611,3 +611,24 @@ fn requests_group_partitions_by_topic() {
         (7, 3)
     );
 }
+
+#[test]
+fn a_granted_producer_id_or_the_init_producer_id_error() {
+    let granted = InitProducerIdResponse {
+        producer_id: 7,
+        producer_epoch: 3,
+        ..Default::default()
+    };
+    assert_eq!(requests::producer_id_granted(&granted).unwrap(), (7, 3));
+    let refused = InitProducerIdResponse {
+        error_code: ErrorCode::CLUSTER_AUTHORIZATION_FAILED.0,
+        producer_id: 7,
+        ..Default::default()
+    };
+    let e = requests::producer_id_granted(&refused).unwrap_err();
+    assert_eq!(
+        e.error_code(),
+        Some(ErrorCode::CLUSTER_AUTHORIZATION_FAILED)
+    );
+    assert_eq!(e.api(), Some(ApiKey::INIT_PRODUCER_ID));
+}
