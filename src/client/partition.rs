@@ -24,10 +24,9 @@ use crate::{
     protocol::{
         messages::{
             delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic},
-            fetch_request::{FetchPartition, FetchTopic},
             list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
             produce_request::{PartitionProduceData, TopicProduceData},
-            DeleteRecordsRequest, FetchRequest, ListOffsetsRequest, ProduceRequest,
+            DeleteRecordsRequest, ListOffsetsRequest, ProduceRequest,
         },
         record::{BatchHeader, RecordBatch, RecordBatchWriter, RecordHeader, TimestampType},
         ApiKey, ErrorCode, Uuid,
@@ -422,45 +421,17 @@ impl PartitionClient {
             .version_for(ApiKey::FETCH)
             .ok_or_else(|| unsupported(&conn, ApiKey::FETCH))?;
         let topic_id = self.topic_id().await?;
-        let version = outcome::fetch_version(highest, topic_id);
-        let req = FetchRequest {
-            max_wait_ms,
-            min_bytes: bytes.start,
-            max_bytes: bytes.end,
-            isolation_level: self.isolation.wire(),
-            topics: vec![FetchTopic {
-                topic: if version <= 12 {
-                    self.topic.clone()
-                } else {
-                    String::new()
-                },
-                topic_id: if version >= 13 {
-                    topic_id
-                } else {
-                    Uuid::default()
-                },
-                partitions: vec![FetchPartition {
-                    partition: self.partition,
-                    fetch_offset: offset,
-                    partition_max_bytes: bytes.end,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
+        let asked = outcome::FetchAsked {
+            version: outcome::fetch_version(highest, topic_id),
+            topic: &self.topic,
+            topic_id,
+            partition: self.partition,
+            offset,
+            isolation: self.isolation,
         };
-        let resp = conn.request_version(&req, version).await?;
-        self.settle(outcome::fetch(
-            &resp,
-            outcome::FetchAsked {
-                version,
-                topic: &self.topic,
-                topic_id,
-                partition: self.partition,
-                offset,
-                isolation: self.isolation,
-            },
-        ))
+        let req = outcome::fetch_request(&asked, max_wait_ms, bytes);
+        let resp = conn.request_version(&req, asked.version).await?;
+        self.settle(outcome::fetch(&resp, asked))
     }
 
     /// The topic id from metadata (nil when the broker has none).

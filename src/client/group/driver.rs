@@ -21,7 +21,7 @@ use super::{
     TopicPartition,
 };
 use crate::{
-    cluster::Cluster,
+    cluster::{Cluster, Metadata},
     error::{Error, ErrorKind, Result},
     protocol::{
         messages::{leave_group_request::MemberIdentity, LeaveGroupRequest, LeaveGroupResponse},
@@ -274,10 +274,16 @@ fn left_group(resp: &LeaveGroupResponse) -> Result<()> {
     Ok(())
 }
 
-/// The partitions of `topics` as assignors see them (sorted by id, with the
-/// racks of their replicas) and their ids. Unknown topics are left out.
+/// The partitions of `topics` as assignors see them, from fresh metadata.
 async fn topics_metadata(cluster: &Cluster, topics: &[String]) -> Result<TopicsMetadata> {
     let md = cluster.refresh_metadata(Some(topics)).await?;
+    Ok(assignor_view(&md, topics))
+}
+
+/// The partitions of `topics` in `md` as assignors see them (sorted by id,
+/// with the racks of their replicas) and their ids. Unknown topics, and
+/// topics without partitions, are left out of the partitions.
+fn assignor_view(md: &Metadata, topics: &[String]) -> TopicsMetadata {
     let mut out = TopicsMetadata::default();
     for name in topics {
         let Some(t) = md.topics.get(name).filter(|t| t.error.is_ok()) else {
@@ -300,7 +306,7 @@ async fn topics_metadata(cluster: &Cluster, topics: &[String]) -> Result<TopicsM
             out.partitions.insert(name.clone(), partitions);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Every topic the cluster has.
@@ -330,6 +336,61 @@ mod tests {
             Some("i".into()),
             "closing".into(),
         )
+    }
+
+    #[test]
+    fn assignors_see_known_topics_with_their_replicas_racks() {
+        use crate::cluster::{BrokerInfo, PartitionInfo, TopicInfo};
+        let mut md = Metadata::default();
+        for (id, rack) in [(1, Some("r1")), (2, None)] {
+            md.brokers.insert(
+                id,
+                BrokerInfo {
+                    id,
+                    host: "h".into(),
+                    port: 9092,
+                    rack: rack.map(str::to_owned),
+                },
+            );
+        }
+        let topic = |name: &str, error: ErrorCode, partitions: &[i32]| TopicInfo {
+            name: name.into(),
+            id: crate::protocol::Uuid([name.len() as u8; 16]),
+            error,
+            is_internal: false,
+            partitions: partitions
+                .iter()
+                .map(|&id| {
+                    let info = PartitionInfo {
+                        id,
+                        error: ErrorCode::NONE,
+                        leader: Some(1),
+                        leader_epoch: 0,
+                        replicas: vec![1, 2],
+                        isr: vec![],
+                        offline: vec![],
+                    };
+                    (id, info)
+                })
+                .collect(),
+        };
+        md.topics
+            .insert("a".into(), topic("a", ErrorCode::NONE, &[1, 0]));
+        md.topics
+            .insert("empty".into(), topic("empty", ErrorCode::NONE, &[]));
+        md.topics.insert(
+            "bad".into(),
+            topic("bad", ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, &[0]),
+        );
+        let names = ["a", "empty", "bad", "missing"].map(String::from);
+        let view = assignor_view(&md, &names);
+        let a = &view.partitions["a"];
+        assert_eq!(a.iter().map(|p| p.partition).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(a[0].replica_racks, ["r1".to_owned()]);
+        assert_eq!(view.partitions.len(), 1, "only topics with partitions");
+        let mut ids: Vec<_> = view.ids.keys().cloned().collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "empty"], "known topics without an error");
     }
 
     #[test]

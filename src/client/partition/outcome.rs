@@ -6,12 +6,16 @@
 //! read KIP-951 leader hints and Produce error explanations with the same
 //! functions.
 
+use std::ops::Range;
+
 use crate::{
     error::{Error, Result},
     protocol::{
         messages::{
-            produce_response::PartitionProduceResponse, DeleteRecordsResponse, FetchResponse,
-            ListOffsetsResponse, ProduceResponse,
+            fetch_request::{FetchPartition, FetchTopic},
+            produce_response::PartitionProduceResponse,
+            DeleteRecordsResponse, FetchRequest, FetchResponse, ListOffsetsResponse,
+            ProduceResponse,
         },
         record::DecodeLimits,
         ErrorCode, Uuid,
@@ -151,6 +155,43 @@ pub(super) struct FetchAsked<'a> {
     pub(super) partition: i32,
     pub(super) offset: i64,
     pub(super) isolation: IsolationLevel,
+}
+
+/// The Fetch request for what `asked` names, at `asked.version`: the topic
+/// by name up to v12, by id from v13; one partition, whose limit is the
+/// response's.
+pub(super) fn fetch_request(
+    asked: &FetchAsked<'_>,
+    max_wait_ms: i32,
+    bytes: Range<i32>,
+) -> FetchRequest {
+    let by_id = asked.version >= 13;
+    FetchRequest {
+        max_wait_ms,
+        min_bytes: bytes.start,
+        max_bytes: bytes.end,
+        isolation_level: asked.isolation.wire(),
+        topics: vec![FetchTopic {
+            topic: if by_id {
+                String::new()
+            } else {
+                asked.topic.to_owned()
+            },
+            topic_id: if by_id {
+                asked.topic_id
+            } else {
+                Uuid::default()
+            },
+            partitions: vec![FetchPartition {
+                partition: asked.partition,
+                fetch_offset: asked.offset,
+                partition_max_bytes: bytes.end,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
 }
 
 /// The records and offsets a Fetch response holds for the partition.
@@ -494,6 +535,29 @@ mod tests {
             offset,
             isolation: IsolationLevel::ReadCommitted,
         }
+    }
+
+    #[test]
+    fn fetch_requests_name_the_topic_by_name_up_to_v12_and_by_id_after() {
+        let id = Uuid([7; 16]);
+        let by_name = fetch_request(&asked(12, id, 40), 500, 1..1024);
+        let t = &by_name.topics[0];
+        assert_eq!((t.topic.as_str(), t.topic_id), ("t", Uuid::default()));
+        assert_eq!(
+            (
+                t.partitions[0].fetch_offset,
+                t.partitions[0].partition_max_bytes
+            ),
+            (40, 1024)
+        );
+        assert_eq!(
+            (by_name.max_wait_ms, by_name.min_bytes, by_name.max_bytes),
+            (500, 1, 1024)
+        );
+        assert_eq!(by_name.isolation_level, 1, "read_committed");
+        let by_id = fetch_request(&asked(13, id, 40), 500, 1..1024);
+        let t = &by_id.topics[0];
+        assert_eq!((t.topic.as_str(), t.topic_id), ("", id));
     }
 
     #[test]
