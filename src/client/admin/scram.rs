@@ -174,13 +174,48 @@ impl AdminClient {
         let users = &users;
         let visible = &visible;
         self.wait_until_visible(|| async move {
-            match self.describe_user_scram_credentials(Some(users)).await {
-                Ok(m) => visible(m.get(&users[0]).map_or(&[], Vec::as_slice)),
-                // A user without any credential left is not found.
-                Err(e) => e.error_code() == Some(ErrorCode::RESOURCE_NOT_FOUND) && visible(&[]),
-            }
+            let described = self.describe_user_scram_credentials(Some(users)).await;
+            shown_credentials(described, &users[0]).is_some_and(|infos| visible(&infos))
         })
         .await;
         Ok(())
+    }
+}
+
+/// The credentials a describe of `user` shows: none for a user without any
+/// left (the broker answers RESOURCE_NOT_FOUND); `None` if the describe
+/// failed otherwise, so it is not taken as an answer.
+fn shown_credentials(
+    described: Result<BTreeMap<String, Vec<ScramCredentialInfo>>>,
+    user: &str,
+) -> Option<Vec<ScramCredentialInfo>> {
+    match described {
+        Ok(mut m) => Some(m.remove(user).unwrap_or_default()),
+        Err(e) if e.error_code() == Some(ErrorCode::RESOURCE_NOT_FOUND) => Some(Vec::new()),
+        Err(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[test]
+    fn a_user_not_found_has_no_credentials_and_other_failures_are_no_answer() {
+        let info = ScramCredentialInfo {
+            mechanism: ScramHash::Sha256,
+            iterations: 4096,
+        };
+        let described = BTreeMap::from([("u".to_owned(), vec![info])]);
+        assert_eq!(
+            shown_credentials(Ok(described.clone()), "u"),
+            Some(vec![info])
+        );
+        assert_eq!(shown_credentials(Ok(described), "other"), Some(vec![]));
+        let not_found = Error::kafka(ErrorCode::RESOURCE_NOT_FOUND, None);
+        assert_eq!(shown_credentials(Err(not_found), "u"), Some(vec![]));
+        let timed_out = Error::kafka(ErrorCode::REQUEST_TIMED_OUT, None);
+        assert_eq!(shown_credentials(Err(timed_out), "u"), None);
     }
 }
