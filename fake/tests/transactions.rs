@@ -208,6 +208,46 @@ async fn both_transaction_versions_commit_and_abort() {
     }
 }
 
+/// A raw connection to the cluster's first broker.
+async fn first_broker(cluster: &FakeCluster) -> BrokerConnection {
+    BrokerConnection::connect(
+        &cluster.broker_addrs()[0].to_string(),
+        Arc::new(ConnectionConfig::default()),
+    )
+    .await
+    .expect("connect")
+}
+
+/// A TxnOffsetCommit of `offset` for partition 0 of `topic` (at v5 it
+/// opens the transaction and adds the group itself), outside any group
+/// generation.
+fn txn_offset_commit(
+    transactional_id: &str,
+    (producer_id, producer_epoch): (i64, i16),
+    group: &str,
+    topic: &str,
+    offset: i64,
+) -> TxnOffsetCommitRequest {
+    TxnOffsetCommitRequest {
+        transactional_id: transactional_id.into(),
+        group_id: group.into(),
+        producer_id,
+        producer_epoch,
+        generation_id: -1,
+        topics: vec![TxnOffsetCommitRequestTopic {
+            name: topic.into(),
+            partitions: vec![TxnOffsetCommitRequestPartition {
+                partition_index: 0,
+                committed_offset: offset,
+                committed_leader_epoch: -1,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn end_txn_v5_bumps_the_epoch_and_answers_a_retry_alike() {
     let cluster = FakeCluster::builder()
@@ -215,12 +255,7 @@ async fn end_txn_v5_bumps_the_epoch_and_answers_a_retry_alike() {
         .await
         .expect("fake cluster starts");
     cluster.create_topic("tv2", 1).expect("topic");
-    let conn = BrokerConnection::connect(
-        &cluster.broker_addrs()[0].to_string(),
-        Arc::new(ConnectionConfig::default()),
-    )
-    .await
-    .expect("connect");
+    let conn = first_broker(&cluster).await;
     let init = conn
         .request(&InitProducerIdRequest {
             transactional_id: Some("raw".into()),
@@ -234,24 +269,7 @@ async fn end_txn_v5_bumps_the_epoch_and_answers_a_retry_alike() {
     let (id, epoch) = (init.producer_id, init.producer_epoch);
     // TxnOffsetCommit v5 opens the transaction and adds the group itself.
     let offsets = conn
-        .request(&TxnOffsetCommitRequest {
-            transactional_id: "raw".into(),
-            group_id: "g-raw".into(),
-            producer_id: id,
-            producer_epoch: epoch,
-            generation_id: -1,
-            topics: vec![TxnOffsetCommitRequestTopic {
-                name: "tv2".into(),
-                partitions: vec![TxnOffsetCommitRequestPartition {
-                    partition_index: 0,
-                    committed_offset: 5,
-                    committed_leader_epoch: -1,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
+        .request(&txn_offset_commit("raw", (id, epoch), "g-raw", "tv2", 5))
         .await
         .expect("txn offset commit");
     assert_eq!(offsets.topics[0].partitions[0].error_code, 0);
@@ -305,12 +323,7 @@ async fn a_producer_recovers_after_a_timeout_abort_with_its_old_epoch() {
         .await
         .expect("fake cluster starts");
     cluster.create_topic("kip360", 1).expect("topic");
-    let conn = BrokerConnection::connect(
-        &cluster.broker_addrs()[0].to_string(),
-        Arc::new(ConnectionConfig::default()),
-    )
-    .await
-    .expect("connect");
+    let conn = first_broker(&cluster).await;
     let init = |producer_id: i64, producer_epoch: i16| InitProducerIdRequest {
         transactional_id: Some("kip360".into()),
         transaction_timeout_ms: 100,
@@ -322,24 +335,13 @@ async fn a_producer_recovers_after_a_timeout_abort_with_its_old_epoch() {
     let (id, epoch) = (first.producer_id, first.producer_epoch);
     // Opens a transaction (TxnOffsetCommit v5 adds the group itself).
     let opened = conn
-        .request(&TxnOffsetCommitRequest {
-            transactional_id: "kip360".into(),
-            group_id: "g-kip360".into(),
-            producer_id: id,
-            producer_epoch: epoch,
-            generation_id: -1,
-            topics: vec![TxnOffsetCommitRequestTopic {
-                name: "kip360".into(),
-                partitions: vec![TxnOffsetCommitRequestPartition {
-                    partition_index: 0,
-                    committed_offset: 1,
-                    committed_leader_epoch: -1,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
+        .request(&txn_offset_commit(
+            "kip360",
+            (id, epoch),
+            "g-kip360",
+            "kip360",
+            1,
+        ))
         .await
         .expect("txn offset commit");
     assert_eq!(opened.topics[0].partitions[0].error_code, 0);
